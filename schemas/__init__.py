@@ -1,0 +1,1 @@
+"""msgspec contracts: configuration, wire formats and checklist templates. Imports nothing of ours."""

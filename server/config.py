@@ -1,0 +1,88 @@
+"""Load `Settings` from FIVESTEP_* environment variables, failing with one line that names the variable."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from schemas.config import Settings
+
+PREFIX = "FIVESTEP_"
+ROLES = ("field_worker", "reviewer", "approver", "admin")
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message is one line naming the variable."""
+
+
+def env_name(field: str) -> str:
+    return PREFIX + field.upper()
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    for name, type_ in typing.get_type_hints(Settings).items():
+        value = env.get(env_name(name))
+        if value is not None:
+            raw[name] = _parse(name, type_, value)
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:  # pragma: no cover - _parse already checked each type
+        raise ConfigError(str(exc)) from exc
+    _check(settings)
+    return settings
+
+
+def _parse(name: str, type_: Any, value: str) -> Any:
+    if typing.get_origin(type_) is tuple:
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    target = {int: int, float: float, bool: bool, str: str}.get(type_, str)
+    try:
+        return msgspec.convert(value, target, strict=False)
+    except msgspec.ValidationError:
+        kind = {int: "a whole number", float: "a number", bool: "true or false"}.get(target, "text")
+        raise ConfigError(f"{env_name(name)}: expected {kind}, got {value!r}") from None
+
+
+def _check(s: Settings) -> None:
+    if not s.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ConfigError(
+            f"{env_name('database_url')}: must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+        )
+    if s.is_s3_store:
+        parts = urlsplit(s.blob_store)
+        if not (parts.hostname and parts.username and parts.password and parts.path.strip("/")):
+            raise ConfigError(f"{env_name('blob_store')}: expected s3://ACCESS:SECRET@host:port/bucket")
+    for role in s.reveal_roles:
+        if role not in ROLES:
+            raise ConfigError(f"{env_name('reveal_roles')}: unknown role {role!r}; roles are {', '.join(ROLES)}")
+    if not 1 <= s.port <= 65535:
+        raise ConfigError(f"{env_name('port')}: must be between 1 and 65535")
+    for name in ("token_ttl_hours", "blob_threads", "login_max_failures", "max_upload_bytes"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{env_name(name)}: must be positive")
+    if not s.is_embedded_database and not s.secret_key:
+        raise ConfigError(
+            f"{env_name('secret_key')}: required with PostgreSQL, so every server process signs alike"
+        )
+
+
+def resolve_secret(s: Settings) -> str:
+    """The signing secret: configured, or generated once into var_dir for the embedded mode."""
+    if s.secret_key:
+        return s.secret_key
+    path = Path(s.var_dir) / "secret_key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()

@@ -1,0 +1,1 @@
+"""Database: typed models, the engine and its sessions, and Alembic migrations."""
