@@ -1,0 +1,1 @@
+"""Photos and blob storage for fivestep, kept free of any web framework."""

@@ -1,0 +1,17 @@
+"""Blob stores: one async protocol, a local-disk and an S3 implementation, and ``open_store``."""
+
+from media.stores.base import BlobNotFound, BlobStat, BlobStore, BlobStoreUnavailable, check_key
+from media.stores.factory import open_store
+from media.stores.local import LocalBlobStore
+from media.stores.s3 import S3BlobStore
+
+__all__ = [
+    "BlobNotFound",
+    "BlobStat",
+    "BlobStore",
+    "BlobStoreUnavailable",
+    "LocalBlobStore",
+    "S3BlobStore",
+    "check_key",
+    "open_store",
+]

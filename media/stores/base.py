@@ -1,0 +1,118 @@
+"""The blob store contract shared by the local-disk and S3 implementations."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+MAX_KEY_LENGTH = 512
+# Filesystems cap one path component at 255 bytes (NAME_MAX); S3 does not, but a
+# key must be storable by every backend, so the contract takes the smaller limit.
+MAX_SEGMENT_LENGTH = 255
+DEFAULT_CHUNK_SIZE = 1 << 20
+# S3 refuses presigned URLs valid for more than seven days; both stores share the cap.
+MAX_URL_LIFETIME = 7 * 24 * 3600
+
+_KEY_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
+
+
+class BlobNotFound(KeyError):
+    """The key does not name a stored blob."""
+
+
+class BlobStoreUnavailable(RuntimeError):
+    """The backing storage cannot be reached or used right now."""
+
+
+class BlobStat(msgspec.Struct, frozen=True):
+    """What a store knows about one blob; ``modified`` is always tz-aware UTC."""
+
+    key: str
+    size: int
+    content_type: str | None
+    modified: datetime
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative slash path, else raise ValueError.
+
+    Segments starting with a dot are refused as a whole: that covers ``.`` and
+    ``..`` (which would alias or escape on disk) and keeps keys out of the local
+    store's private ``.tmp`` staging folder.
+    """
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise ValueError(f"blob key must be 1..{MAX_KEY_LENGTH} characters")
+    if not _KEY_CHARS.fullmatch(key):
+        raise ValueError(f"blob key has characters outside [A-Za-z0-9._/-]: {key!r}")
+    for segment in key.split("/"):
+        if not segment:
+            raise ValueError(f"blob key has an empty segment or a leading/trailing slash: {key!r}")
+        if len(segment) > MAX_SEGMENT_LENGTH:
+            raise ValueError(f"blob key segment longer than {MAX_SEGMENT_LENGTH} characters: {key!r}")
+        if segment.startswith("."):
+            raise ValueError(f"blob key segment may not start with a dot: {key!r}")
+    return key
+
+
+def check_expires_in(expires_in: int) -> int:
+    """Signed URLs are meant to be short-lived; refuse zero, negative or week-plus lifetimes."""
+    if not 0 < expires_in <= MAX_URL_LIFETIME:
+        raise ValueError(f"expires_in must be 1..{MAX_URL_LIFETIME} seconds, got {expires_in}")
+    return expires_in
+
+
+def content_disposition(filename: str) -> str:
+    """An ``attachment`` header value that survives non-ASCII names (RFC 6266 / 5987).
+
+    Old clients read the sanitised ASCII ``filename``; modern ones prefer ``filename*``.
+    """
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
+    quoted = urllib.parse.quote(filename, safe="")
+    return f"attachment; filename=\"{fallback or 'download'}\"; filename*=UTF-8''{quoted}"
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Asynchronous storage of immutable-ish byte blobs under slash-path keys."""
+
+    async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> BlobStat:
+        """Store ``data`` under ``key``, atomically replacing any previous blob."""
+        ...
+
+    async def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> BlobStat:
+        """Store the file at ``path``, streaming it rather than loading it whole."""
+        ...
+
+    async def get(self, key: str) -> bytes:
+        """Return the whole blob; raise BlobNotFound if missing."""
+        ...
+
+    def iter_chunks(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
+        """Stream the blob in chunks; raise BlobNotFound (on first iteration) if missing."""
+        ...
+
+    async def stat(self, key: str) -> BlobStat | None:
+        """Return metadata, or None if the key holds no blob."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the blob; deleting a missing key is not an error."""
+        ...
+
+    async def signed_url(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
+        """Return a URL that lets its holder read the blob for ``expires_in`` seconds."""
+        ...
+
+    async def check(self) -> None:
+        """Health probe: raise BlobStoreUnavailable if the storage cannot be used."""
+        ...
+
+    async def close(self) -> None:
+        """Release threads and connections; the store is unusable afterwards."""
+        ...

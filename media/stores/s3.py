@@ -1,0 +1,293 @@
+"""Blob store on any S3-compatible service (MinIO, Ceph RGW, AWS) via the ``minio`` client.
+
+``minio`` is synchronous but thread-safe, so one client is shared and every call
+runs in a bounded thread pool; the pool size also caps concurrent connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, S3Error, ServerError
+
+from media.stores.base import (
+    DEFAULT_CHUNK_SIZE,
+    BlobNotFound,
+    BlobStat,
+    BlobStoreUnavailable,
+    check_expires_in,
+    check_key,
+    content_disposition,
+)
+
+T = TypeVar("T")
+
+DEFAULT_REGION = "us-east-1"
+_OCTET_STREAM = "application/octet-stream"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+# Errors that mean "the service is not there or not working", as opposed to "no such blob".
+_UNREACHABLE = (urllib3.exceptions.HTTPError, ServerError, InvalidResponseError)
+
+
+class S3BlobStore:
+    """Blobs as objects in a single bucket; keys are used verbatim as object names."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        bucket: str,
+        access_key: str,
+        secret_key: str,
+        secure: bool = True,
+        region: str = DEFAULT_REGION,
+        public_endpoint: str = "",
+        threads: int = 8,
+        timeout: float = 30.0,
+    ) -> None:
+        self.bucket = bucket
+        self.endpoint = endpoint
+        self._http = _pool_manager(threads, timeout)
+        self._client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=self._http,
+        )
+        # Presigning is pure computation, but the URL must name the host that
+        # clients can reach, and a fixed region keeps minio from asking the server.
+        public_host, public_secure = _split_public_endpoint(public_endpoint, endpoint, secure)
+        self._presign_http = _pool_manager(1, timeout)
+        self._presigner = Minio(
+            public_host,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=public_secure,
+            region=region,
+            http_client=self._presign_http,
+        )
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blob-s3")
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, public_endpoint: str = "", threads: int = 8, timeout: float = 30.0
+    ) -> S3BlobStore:
+        """Build from ``s3://ACCESS:SECRET@host:port/bucket?secure=false&region=us-east-1``.
+
+        Percent-encode ``/``, ``+``, ``@`` or ``:`` inside the credentials.
+        """
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "s3":
+            raise ValueError(f"not an s3:// URL: {parts.scheme}://")
+        if not parts.hostname or parts.username is None or parts.password is None:
+            raise ValueError("s3 URL needs ACCESS:SECRET@host")
+        bucket = parts.path.strip("/")
+        if not bucket or "/" in bucket:
+            raise ValueError("s3 URL path must be exactly one bucket name")
+        query = dict(urllib.parse.parse_qsl(parts.query))
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        return cls(
+            endpoint=f"{host}:{parts.port}" if parts.port else host,
+            bucket=bucket,
+            access_key=urllib.parse.unquote(parts.username),
+            secret_key=urllib.parse.unquote(parts.password),
+            secure=_parse_bool(query.get("secure", "true")),
+            region=query.get("region") or DEFAULT_REGION,
+            public_endpoint=public_endpoint,
+            threads=threads,
+            timeout=timeout,
+        )
+
+    def __repr__(self) -> str:
+        return f"S3BlobStore(endpoint={self.endpoint!r}, bucket={self.bucket!r})"
+
+    async def _run(self, key: str | None, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking minio call in the pool, translating its errors to the store's."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        except S3Error as exc:
+            translated = _translate(exc, key)
+            if translated is exc:
+                raise
+            raise translated from exc
+        except _UNREACHABLE as exc:
+            raise BlobStoreUnavailable(f"S3 at {self.endpoint} failed: {exc}") from exc
+
+    async def ensure_bucket(self) -> None:
+        """Create the bucket unless it already exists (idempotent, race-tolerant)."""
+        if await self._run(None, self._client.bucket_exists, self.bucket):
+            return
+        try:
+            await self._run(None, self._client.make_bucket, self.bucket)
+        except S3Error as exc:
+            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+    # -- writes ------------------------------------------------------------
+
+    async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> BlobStat:
+        check_key(key)
+        await self._run(key, self._put_stream, key, _BytesReader(data), len(data), content_type)
+        return await self._stat_after_put(key)
+
+    async def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> BlobStat:
+        check_key(key)
+        await self._run(key, self._put_path, key, path, content_type)
+        return await self._stat_after_put(key)
+
+    def _put_path(self, key: str, path: Path, content_type: str | None) -> None:
+        with open(path, "rb") as src:
+            size = path.stat().st_size
+            self._put_stream(key, src, size, content_type)
+
+    def _put_stream(self, key: str, src: BinaryIO, size: int, content_type: str | None) -> None:
+        # Large files go up as multipart; one part (>= 5 MiB) is in memory at a
+        # time. num_parallel_uploads=1 stops minio spawning threads of its own,
+        # which would escape the pool bound.
+        self._client.put_object(
+            self.bucket, key, src, size, content_type=content_type or _OCTET_STREAM, num_parallel_uploads=1
+        )
+
+    async def _stat_after_put(self, key: str) -> BlobStat:
+        # PUT responses carry no Last-Modified; ask the server, whose clock is the truth.
+        stat = await self.stat(key)
+        if stat is None:
+            raise BlobStoreUnavailable(f"S3 lost {key!r} right after writing it")
+        return stat
+
+    async def delete(self, key: str) -> None:
+        check_key(key)
+        # S3 DELETE already succeeds for missing keys.
+        await self._run(key, self._client.remove_object, self.bucket, key)
+
+    # -- reads -------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes:
+        check_key(key)
+        return await self._run(key, self._get_all, key)
+
+    def _get_all(self, key: str) -> bytes:
+        response = self._client.get_object(self.bucket, key)
+        try:
+            return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()
+
+    async def iter_chunks(self, key: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncIterator[bytes]:
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        check_key(key)
+        response = await self._run(key, self._client.get_object, self.bucket, key)
+        try:
+            while chunk := await self._run(key, response.read, chunk_size):
+                yield bytes(chunk)
+        finally:
+            # close() drops a half-read connection instead of pooling it dirty.
+            response.close()
+            response.release_conn()
+
+    async def stat(self, key: str) -> BlobStat | None:
+        check_key(key)
+        try:
+            obj = await self._run(key, self._client.stat_object, self.bucket, key)
+        except BlobNotFound:
+            return None
+        modified = obj.last_modified or datetime.now(UTC)
+        return BlobStat(
+            key=key,
+            size=int(obj.size or 0),
+            content_type=obj.content_type,
+            modified=modified.replace(tzinfo=UTC) if modified.tzinfo is None else modified.astimezone(UTC),
+        )
+
+    # -- URLs, health, lifecycle ------------------------------------------
+
+    async def signed_url(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
+        check_key(key)
+        expires = timedelta(seconds=check_expires_in(expires_in))
+        headers: dict[str, str | list[str] | tuple[str]] | None = None
+        if filename:
+            headers = {"response-content-disposition": content_disposition(filename)}
+        # No I/O happens here (the region is fixed), so no thread hop is needed.
+        return self._presigner.presigned_get_object(
+            self.bucket, key, expires=expires, response_headers=headers
+        )
+
+    async def check(self) -> None:
+        """Raise BlobStoreUnavailable unless the service answers and the bucket exists."""
+        try:
+            exists = await self._run(None, self._client.bucket_exists, self.bucket)
+        except S3Error as exc:
+            raise BlobStoreUnavailable(f"S3 at {self.endpoint} refused the health check: {exc}") from exc
+        if not exists:
+            raise BlobStoreUnavailable(f"S3 bucket {self.bucket!r} does not exist")
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._executor.shutdown, True)
+        self._http.clear()
+        self._presign_http.clear()
+
+
+class _BytesReader:
+    """A read-only view over ``bytes`` for put_object without copying into a BytesIO."""
+
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._view) if size < 0 else self._pos + size
+        chunk = self._view[self._pos : end].tobytes()
+        self._pos += len(chunk)
+        return chunk
+
+
+def _pool_manager(size: int, timeout: float) -> urllib3.PoolManager:
+    """Explicit timeouts and few retries: a dead S3 must fail fast, not hang requests for minutes."""
+    return urllib3.PoolManager(
+        maxsize=max(size, 1),
+        timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
+        retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+    )
+
+
+def _translate(exc: S3Error, key: str | None) -> Exception:
+    if exc.code == "NoSuchKey" and key is not None:
+        return BlobNotFound(key)
+    if exc.code == "NoSuchBucket":
+        return BlobStoreUnavailable(f"S3 bucket is missing: {exc}")
+    return exc
+
+
+def _split_public_endpoint(public: str, endpoint: str, secure: bool) -> tuple[str, bool]:
+    """Accept ``host:port`` or ``https://host:port`` for the public endpoint."""
+    if not public:
+        return endpoint, secure
+    if "://" not in public:
+        return public.rstrip("/"), secure
+    parts = urllib.parse.urlsplit(public)
+    if parts.scheme not in ("http", "https") or parts.path.strip("/"):
+        raise ValueError(f"public_endpoint must be http(s)://host[:port] without a path: {public!r}")
+    return parts.netloc, parts.scheme == "https"
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")

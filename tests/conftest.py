@@ -1,0 +1,3 @@
+"""Shared pytest setup: plugins that provide real backing services."""
+
+pytest_plugins = ["tests.fixtures.s3"]
