@@ -63,7 +63,9 @@ def _check(s: Settings) -> None:
             raise ConfigError(f"{env_name('blob_store')}: expected s3://ACCESS:SECRET@host:port/bucket")
     for role in s.reveal_roles:
         if role not in ROLES:
-            raise ConfigError(f"{env_name('reveal_roles')}: unknown role {role!r}; roles are {', '.join(ROLES)}")
+            raise ConfigError(
+                f"{env_name('reveal_roles')}: unknown role {role!r}; roles are {', '.join(ROLES)}"
+            )
     if not 1 <= s.port <= 65535:
         raise ConfigError(f"{env_name('port')}: must be between 1 and 65535")
     for name in ("token_ttl_hours", "blob_threads", "login_max_failures", "max_upload_bytes"):

@@ -1,3 +1,40 @@
-"""Shared pytest setup: plugins that provide real backing services."""
+"""Shared pytest setup: real backing services and an app per test on each database."""
 
-pytest_plugins = ["tests.fixtures.s3"]
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from litestar.testing import TestClient
+
+from schemas.config import Settings
+from server.app import create_app
+
+pytest_plugins = ["tests.fixtures.databases", "tests.fixtures.postgres", "tests.fixtures.s3"]
+
+# CI runs a bounded profile; `HYPOTHESIS_PROFILE=soak` runs the long one by hand.
+settings.register_profile("ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("soak", max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+@pytest.fixture
+def app_settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        blob_store=str(tmp_path / "blobs"),
+        var_dir=str(tmp_path),
+        secret_key="test-secret-key",
+        auto_migrate=False,
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture
+def client(app_settings: Settings) -> Iterator[TestClient]:  # type: ignore[type-arg]
+    with TestClient(create_app(app_settings)) as test_client:
+        yield test_client

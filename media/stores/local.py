@@ -164,6 +164,10 @@ class LocalBlobStore:
             query["filename"] = filename
         return f"{self._base_url}/api/v1/blobs/{key}?{urllib.parse.urlencode(query)}"
 
+    def verify_signature(self, key: str, expires: int, signature: str) -> bool:
+        """Whether a signed URL's parameters are genuine and unexpired (the API's blob route asks)."""
+        return signing.verify(self._secret, key, expires, signature)
+
     async def check(self) -> None:
         """Prove the root is a writable directory by creating and removing a probe file."""
         try:

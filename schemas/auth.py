@@ -1,0 +1,52 @@
+"""Login, sessions, users and devices on the wire."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
+
+import msgspec
+
+Username = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+DeviceKey = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+RoleName = Literal["field_worker", "reviewer", "approver", "admin"]
+
+
+class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    device_id: DeviceKey
+    """A stable identifier the device makes up once (an install UUID); one device row per user and id."""
+
+
+class UserOut(msgspec.Struct):
+    id: uuid.UUID
+    username: str
+    display_name: str
+    role: RoleName
+    jurisdiction_id: uuid.UUID
+    jurisdiction_path: str
+
+
+class LoginResponse(msgspec.Struct):
+    token: str
+    expires_at: dt.datetime
+    user: UserOut
+
+
+class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username
+    display_name: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    role: RoleName
+    jurisdiction_id: uuid.UUID
+    password: Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
+
+
+class DeviceOut(msgspec.Struct):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    device_id: str
+    created_at: dt.datetime
+    last_seen_at: dt.datetime | None
+    revoked_at: dt.datetime | None

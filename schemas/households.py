@@ -1,0 +1,102 @@
+"""Households and members on the wire. ID numbers leave the server masked, except through a reveal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
+
+import msgspec
+
+HouseholdStatus = Literal["applicant", "active", "phase_out", "suspended", "exited"]
+RecheckClass = Literal["A", "B", "C", "yearly", "half_yearly"]
+Fen = Annotated[int, msgspec.Meta(ge=0, le=10_000_000_00)]
+"""Money in integer fen (1/100 yuan), never floats."""
+Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
+Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
+IdNumber = Annotated[str, msgspec.Meta(min_length=18, max_length=18, pattern=r"^[0-9]{17}[0-9Xx]$")]
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class MemberIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    id: uuid.UUID | None = None
+    name: ShortText
+    relation: ShortText
+    id_number: IdNumber
+    sex: Literal["male", "female"] | None = None
+    birth_date: dt.date | None = None
+    health: str | None = None
+    disability: str | None = None
+    work_capacity: Literal["full", "partial", "none"] | None = None
+    employment: str | None = None
+
+
+class MemberOut(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    household_id: uuid.UUID
+    name: str
+    relation: str
+    id_number_masked: str
+    sex: str | None
+    birth_date: dt.date | None
+    health: str | None
+    disability: str | None
+    work_capacity: str | None
+    employment: str | None
+    version: int
+
+
+class HouseholdIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    id: uuid.UUID | None = None
+    registry_no: ShortText
+    community_id: uuid.UUID
+    address: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+    status: HouseholdStatus = "applicant"
+    recheck_class: RecheckClass | None = None
+    monthly_benefit_fen: Fen = 0
+    members: list[MemberIn] = []
+
+
+class HouseholdPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Only the fields present change. `version` is the one the caller saw: a stale one is refused."""
+
+    version: int
+    address: Annotated[str, msgspec.Meta(min_length=1, max_length=500)] | msgspec.UnsetType = msgspec.UNSET
+    lat: Latitude | msgspec.UnsetType | None = msgspec.UNSET
+    lon: Longitude | msgspec.UnsetType | None = msgspec.UNSET
+    status: HouseholdStatus | msgspec.UnsetType = msgspec.UNSET
+    recheck_class: RecheckClass | msgspec.UnsetType | None = msgspec.UNSET
+    monthly_benefit_fen: Fen | msgspec.UnsetType = msgspec.UNSET
+
+
+class HouseholdOut(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    registry_no: str
+    community_id: uuid.UUID
+    address: str
+    lat: float | None
+    lon: float | None
+    status: str
+    recheck_class: str | None
+    monthly_benefit_fen: int
+    version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    members: list[MemberOut]
+
+
+class HouseholdPage(msgspec.Struct):
+    items: list[HouseholdOut]
+    next_cursor: str | None
+    """Pass as `cursor` for the next page; null on the last page."""
+
+
+class RevealRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(min_length=5, max_length=500)]
+
+
+class RevealedId(msgspec.Struct):
+    member_id: uuid.UUID
+    id_number: str

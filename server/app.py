@@ -1,0 +1,92 @@
+"""The app factory: settings in, a Litestar app out; storage opened and closed in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+
+from media.stores import open_store
+from schemas.config import Settings
+from server.config import load_settings, resolve_secret
+from server.db.engine import Database
+from server.db.migrate import upgrade
+from server.dependencies import provide_session, provide_settings
+from server.errors import EXCEPTION_HANDLERS
+from server.request_log import configure_logging, request_log_middleware
+from server.routes.admin import AdminController
+from server.routes.auth import AuthController
+from server.routes.blobs import signed_blob
+from server.routes.health import health
+from server.routes.households import HouseholdController, MemberController
+from server.routes.jurisdictions import JurisdictionController
+
+log = logging.getLogger("fivestep.app")
+VERSION = "0.1.0"
+
+
+def create_app(settings: Settings | None = None, *, demo: bool = False) -> Litestar:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
+        db = Database(settings.database_url)
+        if settings.auto_migrate and db.is_sqlite:
+            await upgrade(db)  # the embedded mode needs no separate step; production runs `fivestep migrate`
+        base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
+        store = await open_store(
+            settings.blob_store,
+            base_url=base_url,
+            secret=resolve_secret(settings).encode(),
+            public_endpoint=settings.blob_public_endpoint,
+            threads=settings.blob_threads,
+            timeout=settings.blob_timeout_seconds,
+        )
+        app.state.db, app.state.store, app.state.settings = db, store, settings
+        if demo:
+            from server.demo import seed
+
+            await seed(db)
+        log.info(
+            "started", extra={"fields": {"database": db.engine.dialect.name, "store": type(store).__name__}}
+        )
+        try:
+            yield
+        finally:
+            await store.close()
+            await db.dispose()
+            log.info("stopped")
+
+    return Litestar(
+        route_handlers=[
+            health,
+            signed_blob,
+            AuthController,
+            AdminController,
+            JurisdictionController,
+            HouseholdController,
+            MemberController,
+        ],
+        lifespan=[lifespan],
+        dependencies={
+            "db_session": Provide(provide_session),
+            "settings": Provide(provide_settings, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[request_log_middleware],
+        openapi_config=OpenAPIConfig(
+            title="fivestep",
+            version=VERSION,
+            description="Dibao home-visit backend: checklists, evidence, offline sync, review.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,124 @@
+"""`fivestep serve | migrate | create-user`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+
+import msgspec
+from sqlalchemy import select
+
+from schemas.auth import UserCreate
+from schemas.config import Settings
+from server.config import ConfigError, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fivestep", description="Dibao home-visit backend.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the API (migrates first in embedded SQLite mode)")
+    serve.add_argument("--host", help="address to bind (default: FIVESTEP_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: FIVESTEP_PORT or 8000)")
+    serve.add_argument(
+        "--demo", action="store_true", help="seed the demo district, users and households first"
+    )
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+
+    commands.add_parser("migrate", help="upgrade the database schema to the latest version")
+
+    create = commands.add_parser("create-user", help="create a user bound to a jurisdiction")
+    create.add_argument("username")
+    create.add_argument("--role", required=True, choices=["field_worker", "reviewer", "approver", "admin"])
+    create.add_argument("--jurisdiction", required=True, help="code of the node, e.g. C01")
+    create.add_argument("--display-name", default=None)
+    create.add_argument("--password", default=None, help="default: FIVESTEP_NEW_PASSWORD, else asked for")
+
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"fivestep: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return _serve(settings, args)
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings))
+    return asyncio.run(_create_user(settings, args))
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    settings = msgspec.structs.replace(settings, host=host, port=port)
+    app = create_app(settings, demo=args.demo)
+    # uvicorn stops taking connections on SIGTERM/SIGINT, finishes requests in flight, then runs the lifespan's
+    # shutdown (closing the pools): a graceful stop.
+    uvicorn.run(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=20, access_log=False
+    )
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    from server.db.engine import Database
+    from server.db.migrate import current_revision, upgrade
+
+    db = Database(settings.database_url)
+    try:
+        await upgrade(db)
+        print(f"database at revision {await current_revision(db)}")
+    finally:
+        await db.dispose()
+    return 0
+
+
+async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
+    from server.db.engine import Database
+    from server.db.migrate import upgrade
+    from server.db.models import Jurisdiction
+    from server.errors import DomainError
+    from server.services.actor import SYSTEM
+    from server.services.users import create_user
+
+    password = args.password or os.environ.get("FIVESTEP_NEW_PASSWORD") or getpass.getpass("password: ")
+    db = Database(settings.database_url)
+    try:
+        if db.is_sqlite and settings.auto_migrate:
+            await upgrade(db)
+        async with db.write_session() as session:
+            node_id = (
+                await session.execute(select(Jurisdiction.id).where(Jurisdiction.code == args.jurisdiction))
+            ).scalar_one_or_none()
+            if node_id is None:
+                print(f"fivestep: no jurisdiction with code {args.jurisdiction!r}", file=sys.stderr)
+                return 1
+            data = UserCreate(
+                username=args.username,
+                display_name=args.display_name or args.username,
+                role=args.role,
+                jurisdiction_id=node_id,
+                password=password,
+            )
+            try:
+                user = await create_user(
+                    session, SYSTEM, msgspec.convert(msgspec.to_builtins(data), UserCreate)
+                )
+            except (DomainError, msgspec.ValidationError) as exc:
+                print(f"fivestep: {getattr(exc, 'message', exc)}", file=sys.stderr)
+                return 1
+        print(f"created {user.username} ({user.role}) id {user.id}")
+        return 0
+    finally:
+        await db.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Dependency providers: one database session per request, and the signed-in actor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.config import Settings
+from server.db.engine import Database
+from server.errors import Unauthorized
+from server.services import auth
+from server.services.actor import Actor
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+# Explicit markers for handler signatures (Litestar 3 drops inferred dependencies).
+DbSession = NamedDependency[AsyncSession]
+CurrentActor = NamedDependency[Actor]
+AppSettings = NamedDependency[Settings]
+
+
+async def provide_session(
+    state: State, request: Request[Any, Any, Any]
+) -> AsyncGenerator[AsyncSession, None]:
+    """Reads get a deferred transaction; writes an immediate one (SQLite's single writer queues them).
+
+    Services commit explicitly before they return, so the client never hears "done" for a write that
+    could still fail at commit; anything left uncommitted here is rolled back.
+    """
+    db: Database = state.db
+    maker = db.read_session if request.method in READ_METHODS else db.write_session
+    async with maker() as session:
+        yield session
+
+
+async def provide_actor(request: Request[Any, Any, Any], db_session: DbSession) -> Actor:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Send the session token as 'Authorization: Bearer <token>'.", code="missing_token")
+    actor = await auth.authenticate(db_session, token.strip())
+    request.state.user_id = str(actor.user_id)  # for the request log line
+    return Actor(**{**_fields(actor), "request_id": request.state.get("request_id")})
+
+
+def _fields(actor: Actor) -> dict[str, Any]:
+    return {name: getattr(actor, name) for name in actor.__slots__}
+
+
+def provide_settings(state: State) -> Settings:
+    settings: Settings = state.settings
+    return settings

@@ -1,0 +1,1 @@
+"""Pure domain rules: no database, no web framework; easy to test exhaustively."""

@@ -1,0 +1,134 @@
+"""Domain errors and the handlers that turn every failure into `{"error": {code, message, details}}`.
+
+No stack trace or exception text from a library ever reaches a client: a library's message can carry
+SQL parameters, which are personal data here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import traceback
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from schemas.errors import ErrorBody, ErrorInfo, FieldProblem
+
+log = logging.getLogger("fivestep.errors")
+
+
+class DomainError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if code:
+            self.code = code
+
+
+class Unauthorized(DomainError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(DomainError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(DomainError):
+    """Also answers for what exists but lies outside the caller's jurisdiction: existence must not leak."""
+
+    status, code = 404, "not_found"
+
+
+class Conflict(DomainError):
+    status, code = 409, "conflict"
+
+
+class Invalid(DomainError):
+    status, code = 422, "validation_error"
+
+
+class TooManyRequests(DomainError):
+    status, code = 429, "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, details={"retry_after_seconds": retry_after})
+        self.retry_after = retry_after
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, **headers: str
+) -> Response[Any]:
+    body = ErrorBody(ErrorInfo(code=code, message=message, details=details))
+    return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers or None)
+
+
+def on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else {}
+    return error_response(exc.status, exc.code, exc.message, exc.details, **headers)
+
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if isinstance(exc, ValidationException):
+        return _validation_response(exc)
+    if isinstance(exc.__cause__, SerializationException):  # the body could not be decoded at all
+        return error_response(400, "malformed_json", "The request body is not valid JSON.")
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    headers = dict(exc.headers or {})
+    return error_response(exc.status_code, code, exc.detail, None, **headers)
+
+
+def _validation_response(exc: ValidationException) -> Response[Any]:
+    """Litestar raises one ValidationException for bad JSON, wrong types and bad parameters alike."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    problems = [_field_problem(item) for item in extra if isinstance(item, dict)]
+    message = "; ".join(f"{p.field}: {p.message}" for p in problems) or exc.detail
+    return error_response(422, "validation_error", message, problems)
+
+
+def _field_problem(item: dict[str, Any]) -> FieldProblem:
+    message = str(item.get("message", "invalid"))
+    key = str(item.get("key") or item.get("source") or "body")
+    match = _AT.search(message)
+    if match:  # msgspec says "Expected `str`, got `int` - at `$.username`": name the field by its path
+        key = match.group("path").lstrip(".") or key
+        message = message[: match.start()]
+    return FieldProblem(field=key, message=message)
+
+
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # Frames only, never the message or locals: they may hold personal data.
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in frames[-8:]]
+    log.error("unhandled %s at %s", type(exc).__name__, " < ".join(reversed(where)))
+    return error_response(
+        HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong on our side."
+    )
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    DomainError: on_domain_error,
+    HTTPException: on_http_exception,
+    Exception: on_unexpected,
+}

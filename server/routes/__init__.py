@@ -1,0 +1,1 @@
+"""Thin HTTP controllers, one module per resource; rules live in server.services."""

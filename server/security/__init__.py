@@ -1,0 +1,1 @@
+"""Passwords, bearer tokens and signing: no database, no web framework."""

@@ -1,0 +1,53 @@
+"""Who is calling, and what lies in their jurisdiction.
+
+Scope rule (documented in docs/architecture.md): every user is bound to one node of the tree and sees
+only what lies under it. A field worker is bound to a community, so sees that community's households:
+the two-person team that visits a household comes from its community, and a worker must be able to
+take over a colleague's visit without waiting for a reassignment to sync.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, select
+
+from server.db.models import Household, Jurisdiction
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    user_id: uuid.UUID
+    username: str
+    display_name: str
+    role: str
+    jurisdiction_id: uuid.UUID
+    jurisdiction_path: str
+    device_id: uuid.UUID | None = None
+    token_id: uuid.UUID | None = None
+    request_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+SYSTEM = Actor(
+    user_id=uuid.UUID(int=0),
+    username="system",
+    display_name="system",
+    role="admin",
+    jurisdiction_id=uuid.UUID(int=0),
+    jurisdiction_path="/",
+)
+"""The actor for the CLI and the demo seed; audit rows still name it."""
+
+
+def under(actor: Actor) -> ColumnElement[bool]:
+    """Jurisdictions under the actor's node (the node itself included)."""
+    return Jurisdiction.path.startswith(actor.jurisdiction_path, autoescape=True)
+
+
+def communities_in_scope(actor: Actor) -> ColumnElement[bool]:
+    return Household.community_id.in_(select(Jurisdiction.id).where(under(actor)))

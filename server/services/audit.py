@@ -1,0 +1,48 @@
+"""Write audit rows. There is no function to change or remove one, and the database refuses it too."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.db.models import AuditEvent
+from server.services.actor import Actor
+
+
+def record(
+    session: AsyncSession,
+    actor: Actor,
+    action: str,
+    entity_type: str,
+    entity_id: uuid.UUID | str,
+    changes: Mapping[str, Any] | None = None,
+    *,
+    reason: str | None = None,
+) -> None:
+    """Add an audit row to the caller's transaction: it commits or rolls back with the change itself."""
+    session.add(
+        AuditEvent(
+            actor_id=actor.user_id,
+            device_id=actor.device_id,
+            action=action,
+            entity_type=entity_type,
+            entity_id=str(entity_id),
+            changes=_jsonable(dict(changes or {})),
+            reason=reason,
+            request_id=actor.request_id,
+        )
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, uuid.UUID | dt.date | dt.datetime):
+        return str(value) if isinstance(value, uuid.UUID) else value.isoformat()
+    return value

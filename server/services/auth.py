@@ -1,0 +1,189 @@
+"""Sign-in, sessions, throttling of failed sign-ins, and device revocation.
+
+Everything lives in the database (token hashes, failure counters), so any number of server
+processes behind a load balancer agree on who is signed in and who is locked out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import NoReturn
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.config import Settings
+from server.db.models import AuthToken, Device, Jurisdiction, LoginThrottle, User
+from server.db.types import utcnow
+from server.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
+from server.security.passwords import burn_equal_time, verify_password
+from server.security.tokens import new_token, token_digest
+from server.services import audit
+from server.services.actor import Actor
+
+WRONG = "Wrong username or password."
+MAX_LOCKOUT = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Session:
+    token: str
+    expires_at: dt.datetime
+    actor: Actor
+
+
+async def login(
+    session: AsyncSession, settings: Settings, username: str, password: str, device_key: str
+) -> Session:
+    """Check the password and open a session for this device. Commits (failures are counted too)."""
+    username = username.strip().lower()
+    now = utcnow()
+    throttle = await _throttle_row(session, username, now)
+    if throttle.locked_until and throttle.locked_until > now:
+        await session.commit()
+        raise TooManyRequests(
+            "Too many failed sign-ins; try again later.", retry_after=_seconds(throttle, now)
+        )
+    row = (
+        await session.execute(
+            select(User, Jurisdiction.path)
+            .join(Jurisdiction, Jurisdiction.id == User.jurisdiction_id)
+            .where(User.username == username)
+        )
+    ).one_or_none()
+    if row is None or not row[0].active:
+        burn_equal_time(password)  # same cost and same answer whether or not the user exists
+        await _fail(session, settings, throttle, now)
+    user, path = row
+    if not verify_password(password, user.password_hash):
+        await _fail(session, settings, throttle, now)
+    await session.delete(throttle)
+    device = await _device(session, user.id, device_key, now)
+    token = new_token()
+    expires_at = now + dt.timedelta(hours=settings.token_ttl_hours)
+    record = AuthToken(
+        id=uuid.uuid4(),
+        token_hash=token_digest(token),
+        user_id=user.id,
+        device_id=device.id,
+        expires_at=expires_at,
+    )
+    session.add(record)
+    actor = _actor(user, path, device.id, record.id)
+    audit.record(session, actor, "auth.login", "device", device.id, {"device_key": device_key})
+    await session.commit()
+    return Session(token, expires_at, actor)
+
+
+async def _throttle_row(session: AsyncSession, username: str, now: dt.datetime) -> LoginThrottle:
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await session.execute(
+        insert(LoginThrottle)
+        .values(username=username, failures=0, window_started_at=now)
+        .on_conflict_do_nothing(index_elements=["username"])
+    )
+    row = await session.get(LoginThrottle, username, with_for_update=True, populate_existing=True)
+    assert row is not None
+    return row
+
+
+async def _fail(
+    session: AsyncSession, settings: Settings, throttle: LoginThrottle, now: dt.datetime
+) -> NoReturn:
+    window = dt.timedelta(seconds=settings.login_lockout_seconds)
+    if now - throttle.window_started_at > window:
+        throttle.failures, throttle.window_started_at = 0, now
+    throttle.failures += 1
+    over = throttle.failures - settings.login_max_failures
+    if over >= 0:  # each further failure doubles the wait, up to an hour
+        throttle.locked_until = now + min(window * (2**over), MAX_LOCKOUT)
+    await session.commit()
+    raise Unauthorized(WRONG, code="invalid_credentials")
+
+
+def _seconds(throttle: LoginThrottle, now: dt.datetime) -> int:
+    assert throttle.locked_until is not None
+    return max(1, int((throttle.locked_until - now).total_seconds() + 0.999))
+
+
+async def _device(session: AsyncSession, user_id: uuid.UUID, device_key: str, now: dt.datetime) -> Device:
+    device = (
+        await session.execute(
+            select(Device).where(Device.user_id == user_id, Device.device_key == device_key)
+        )
+    ).scalar_one_or_none()
+    if device is None:
+        device = Device(id=uuid.uuid4(), user_id=user_id, device_key=device_key)
+        session.add(device)
+        await session.flush()  # the token row refers to it
+    elif device.revoked_at is not None:
+        await session.rollback()
+        raise Forbidden("This device has been revoked; ask an administrator.", code="device_revoked")
+    device.last_seen_at = now
+    return device
+
+
+def _actor(user: User, path: str, device_id: uuid.UUID | None, token_id: uuid.UUID | None) -> Actor:
+    return Actor(
+        user_id=user.id,
+        username=user.username,
+        display_name=user.display_name,
+        role=user.role,
+        jurisdiction_id=user.jurisdiction_id,
+        jurisdiction_path=path,
+        device_id=device_id,
+        token_id=token_id,
+    )
+
+
+async def authenticate(session: AsyncSession, token: str) -> Actor:
+    """The actor behind a bearer token, or Unauthorized (expired, revoked, unknown: one answer)."""
+    row = (
+        await session.execute(
+            select(AuthToken, User, Jurisdiction.path)
+            .join(User, User.id == AuthToken.user_id)
+            .join(Device, Device.id == AuthToken.device_id)
+            .join(Jurisdiction, Jurisdiction.id == User.jurisdiction_id)
+            .where(
+                AuthToken.token_hash == token_digest(token),
+                AuthToken.revoked_at.is_(None),
+                AuthToken.expires_at > utcnow(),
+                Device.revoked_at.is_(None),
+                User.active.is_(True),
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        raise Unauthorized("Sign in again: the session is unknown, expired or revoked.", code="invalid_token")
+    record, user, path = row
+    return _actor(user, path, record.device_id, record.id)
+
+
+async def logout(session: AsyncSession, actor: Actor) -> None:
+    await session.execute(update(AuthToken).where(AuthToken.id == actor.token_id).values(revoked_at=utcnow()))
+    audit.record(session, actor, "auth.logout", "auth_token", str(actor.token_id))
+    await session.commit()
+
+
+async def revoke_device(session: AsyncSession, actor: Actor, device_id: uuid.UUID) -> Device:
+    """End every session of a device and refuse its sign-ins from now on (a lost or stolen tablet)."""
+    from server.services.users import user_in_scope
+
+    device = await session.get(Device, device_id, with_for_update=True)
+    if device is None or not await user_in_scope(session, actor, device.user_id):
+        raise NotFound("No such device.")
+    now = utcnow()
+    if device.revoked_at is None:
+        device.revoked_at = now
+    await session.execute(
+        update(AuthToken)
+        .where(AuthToken.device_id == device_id, AuthToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    audit.record(session, actor, "device.revoke", "device", device_id, {"user_id": device.user_id})
+    await session.commit()
+    return device

@@ -1,0 +1,265 @@
+"""Households and members: read within scope, create, change against a version, reveal an ID number."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import Any
+
+import msgspec
+from sqlalchemy import Select, select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from schemas.households import HouseholdIn, HouseholdOut, HouseholdPage, HouseholdPatch, MemberIn, MemberOut
+from server.db.models import Household, Jurisdiction, Level, Member
+from server.domain import id_numbers
+from server.errors import Conflict, Forbidden, Invalid, NotFound
+from server.services import audit
+from server.services.actor import Actor, communities_in_scope, under
+
+WRITER_ROLES = frozenset({"field_worker", "reviewer", "admin"})
+
+
+def member_out(m: Member) -> MemberOut:
+    return MemberOut(
+        id=m.id,
+        household_id=m.household_id,
+        name=m.name,
+        relation=m.relation,
+        id_number_masked=id_numbers.mask(m.id_number),
+        sex=m.sex,
+        birth_date=m.birth_date,
+        health=m.health,
+        disability=m.disability,
+        work_capacity=m.work_capacity,
+        employment=m.employment,
+        version=m.version,
+    )
+
+
+def household_out(h: Household) -> HouseholdOut:
+    return HouseholdOut(
+        id=h.id,
+        registry_no=h.registry_no,
+        community_id=h.community_id,
+        address=h.address,
+        lat=h.lat,
+        lon=h.lon,
+        status=h.status,
+        recheck_class=h.recheck_class,
+        monthly_benefit_fen=h.monthly_benefit_fen,
+        version=h.version,
+        created_at=h.created_at,
+        updated_at=h.updated_at,
+        members=[member_out(m) for m in h.members],
+    )
+
+
+def _scoped(actor: Actor) -> Select[Household]:
+    return select(Household).where(communities_in_scope(actor)).options(selectinload(Household.members))
+
+
+async def get(
+    session: AsyncSession, actor: Actor, household_id: uuid.UUID, *, lock: bool = False
+) -> Household:
+    query = _scoped(actor).where(Household.id == household_id)
+    if lock:
+        query = query.with_for_update(of=Household)
+    household = (await session.execute(query)).scalar_one_or_none()
+    if household is None:
+        raise NotFound("No such household.")
+    return household
+
+
+async def list_page(
+    session: AsyncSession,
+    actor: Actor,
+    *,
+    community_id: uuid.UUID | None,
+    status: str | None,
+    cursor: str | None,
+    limit: int,
+) -> HouseholdPage:
+    """Keyset pagination on (registry_no, id): stable under inserts, no OFFSET scans."""
+    query = _scoped(actor).order_by(Household.registry_no, Household.id).limit(limit + 1)
+    if community_id is not None:
+        query = query.where(Household.community_id == community_id)
+    if status is not None:
+        query = query.where(Household.status == status)
+    if cursor:
+        after = _decode_cursor(cursor)
+        query = query.where(tuple_(Household.registry_no, Household.id) > tuple_(after[0], after[1]))
+    rows = list((await session.execute(query)).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode_cursor(rows[-1]) if more else None
+    return HouseholdPage(items=[household_out(h) for h in rows], next_cursor=next_cursor)
+
+
+def _encode_cursor(h: Household) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode([h.registry_no, str(h.id)])).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[str, uuid.UUID]:
+    try:
+        registry_no, raw_id = msgspec.json.decode(
+            base64.urlsafe_b64decode(cursor.encode()), type=tuple[str, str]
+        )
+        return registry_no, uuid.UUID(raw_id)
+    except (ValueError, msgspec.DecodeError):
+        raise Invalid(
+            "The cursor is not one this server handed out.",
+            code="bad_cursor",
+            details=[{"field": "cursor", "message": "unknown cursor"}],
+        ) from None
+
+
+def _require_writer(actor: Actor) -> None:
+    if actor.role not in WRITER_ROLES:
+        raise Forbidden(f"A {actor.role} cannot change households.")
+
+
+async def _community(session: AsyncSession, actor: Actor, community_id: uuid.UUID) -> Jurisdiction:
+    node = (
+        await session.execute(select(Jurisdiction).where(Jurisdiction.id == community_id, under(actor)))
+    ).scalar_one_or_none()
+    if node is None or node.level != Level.community:
+        raise Invalid(
+            "community_id must name a community in your jurisdiction.",
+            details=[{"field": "community_id", "message": "not a community in your jurisdiction"}],
+        )
+    return node
+
+
+def _check_members(members: list[MemberIn], prefix: str = "members") -> None:
+    problems = [
+        {"field": f"{prefix}[{i}].id_number", "message": why}
+        for i, m in enumerate(members)
+        if (why := id_numbers.problem(m.id_number))
+    ]
+    if problems:
+        raise Invalid("; ".join(f"{p['field']}: {p['message']}" for p in problems), details=problems)
+
+
+def _new_member(household_id: uuid.UUID, m: MemberIn) -> Member:
+    return Member(
+        id=m.id or uuid.uuid4(),
+        household_id=household_id,
+        name=m.name,
+        relation=m.relation,
+        id_number=id_numbers.normalise(m.id_number),
+        sex=m.sex,
+        birth_date=m.birth_date,
+        health=m.health,
+        disability=m.disability,
+        work_capacity=m.work_capacity,
+        employment=m.employment,
+    )
+
+
+def _member_audit(m: Member) -> dict[str, Any]:
+    # The audit log holds the change, not a second copy of the full ID number.
+    return {"id": m.id, "name": m.name, "relation": m.relation, "id_number": id_numbers.mask(m.id_number)}
+
+
+async def create(session: AsyncSession, actor: Actor, data: HouseholdIn) -> HouseholdOut:
+    _require_writer(actor)
+    await _community(session, actor, data.community_id)
+    _check_members(data.members)
+    household = Household(
+        id=data.id or uuid.uuid4(),
+        registry_no=data.registry_no,
+        community_id=data.community_id,
+        address=data.address,
+        lat=data.lat,
+        lon=data.lon,
+        status=data.status,
+        recheck_class=data.recheck_class,
+        monthly_benefit_fen=data.monthly_benefit_fen,
+    )
+    members = [_new_member(household.id, m) for m in data.members]
+    session.add(household)
+    session.add_all(members)
+    fields = msgspec.structs.asdict(data) | {
+        "id": household.id,
+        "members": [_member_audit(m) for m in members],
+    }
+    audit.record(session, actor, "household.create", "household", household.id, fields)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise Conflict(f"Registry number {data.registry_no!r} is already in use.", code="duplicate") from None
+    return await get_out(session, actor, household.id)
+
+
+async def get_out(session: AsyncSession, actor: Actor, household_id: uuid.UUID) -> HouseholdOut:
+    return household_out(await get(session, actor, household_id))
+
+
+async def patch(
+    session: AsyncSession, actor: Actor, household_id: uuid.UUID, data: HouseholdPatch
+) -> HouseholdOut:
+    _require_writer(actor)
+    household = await get(session, actor, household_id, lock=True)
+    if household.version != data.version:
+        raise Conflict(
+            f"The household changed since version {data.version}; it is at {household.version}.",
+            code="stale_version",
+            details={"current_version": household.version},
+        )
+    changes: dict[str, Any] = {}
+    for field, value in msgspec.structs.asdict(data).items():
+        if field == "version" or value is msgspec.UNSET or getattr(household, field) == value:
+            continue
+        changes[field] = {"old": getattr(household, field), "new": value}
+        setattr(household, field, value)
+    if changes:
+        household.version += 1
+        audit.record(session, actor, "household.update", "household", household.id, changes)
+    await session.commit()
+    return household_out(household)
+
+
+async def add_member(
+    session: AsyncSession, actor: Actor, household_id: uuid.UUID, data: MemberIn
+) -> MemberOut:
+    _require_writer(actor)
+    household = await get(session, actor, household_id, lock=True)
+    _check_members([data], prefix="body")
+    member = _new_member(household.id, data)
+    session.add(member)
+    household.version += 1
+    audit.record(session, actor, "member.create", "member", member.id, _member_audit(member))
+    await session.commit()
+    return member_out(member)
+
+
+async def reveal_id_number(
+    session: AsyncSession, actor: Actor, member_id: uuid.UUID, reason: str, reveal_roles: tuple[str, ...]
+) -> str:
+    """The full ID number, for a role allowed to see it; the reading itself is audited with its reason."""
+    member = (
+        await session.execute(
+            select(Member)
+            .join(Household, Household.id == Member.household_id)
+            .where(Member.id == member_id, communities_in_scope(actor))
+        )
+    ).scalar_one_or_none()
+    if member is None:
+        raise NotFound("No such member.")
+    if actor.role not in reveal_roles:
+        raise Forbidden(f"A {actor.role} may not see full ID numbers.", code="reveal_forbidden")
+    audit.record(
+        session,
+        actor,
+        "member.reveal_id",
+        "member",
+        member.id,
+        {"household_id": member.household_id},
+        reason=reason,
+    )
+    await session.commit()
+    return member.id_number

@@ -1,0 +1,119 @@
+"""Sign-in, sessions, throttling and revocation, on both databases."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import update
+
+from server.db.models import AuthToken
+from tests.helpers import Client, audit_rows, login
+
+LOGIN = "/api/v1/auth/login"
+
+
+def attempt(client: Client, username: str, password: str, device: str = "tablet-1") -> Any:
+    return client.post(LOGIN, json={"username": username, "password": password, "device_id": device})
+
+
+def test_demo_worker_signs_in_and_sees_who_they_are(client: Client) -> None:
+    response = attempt(client, "demo-worker-1", "demo")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["token"].startswith("fs_")
+    assert body["user"]["role"] == "field_worker"
+    assert body["user"]["jurisdiction_path"] == "/D01/S01/C01/"
+    assert dt.datetime.fromisoformat(body["expires_at"]).tzinfo is not None
+    me = client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {body['token']}"})
+    assert me.json()["username"] == "demo-worker-1"
+
+
+def test_wrong_password_and_unknown_user_get_the_same_401(client: Client) -> None:
+    wrong = attempt(client, "demo-worker-1", "nope")
+    unknown = attempt(client, "nobody-at-all", "nope")
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json()
+    assert wrong.json()["error"]["code"] == "invalid_credentials"
+
+
+def test_repeated_failures_lock_the_username_even_for_the_right_password(client: Client) -> None:
+    for _ in range(5):
+        assert attempt(client, "demo-worker-2", "guess").status_code == 401
+    locked = attempt(client, "demo-worker-2", "demo")
+    assert locked.status_code == 429
+    assert int(locked.headers["retry-after"]) > 0
+    assert locked.json()["error"]["code"] == "too_many_requests"
+    # Another user is not affected, and guessing at unknown names is slowed down the same way.
+    assert attempt(client, "demo-worker-1", "demo").status_code == 200
+    for _ in range(5):
+        attempt(client, "ghost", "guess")
+    assert attempt(client, "ghost", "guess").status_code == 429
+
+
+def test_a_successful_sign_in_clears_earlier_failures(client: Client) -> None:
+    for _ in range(4):
+        attempt(client, "demo-worker-1", "guess")
+    assert attempt(client, "demo-worker-1", "demo").status_code == 200
+    for _ in range(4):
+        attempt(client, "demo-worker-1", "guess")
+    assert attempt(client, "demo-worker-1", "demo").status_code == 200
+
+
+def test_requests_without_a_valid_token_are_refused(client: Client) -> None:
+    assert client.get("/api/v1/households").json()["error"]["code"] == "missing_token"
+    bad = client.get("/api/v1/households", headers={"Authorization": "Bearer fs_made_up"})
+    assert bad.status_code == 401
+    assert bad.json()["error"]["code"] == "invalid_token"
+
+
+def test_expired_token_is_refused(client: Client) -> None:
+    headers = login(client, "demo-worker-1")
+    assert client.get("/api/v1/households", headers=headers).status_code == 200
+
+    async def expire(session: Any) -> None:
+        await session.execute(
+            update(AuthToken).values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+        )
+
+    from tests.helpers import run_db
+
+    run_db(client, expire)
+    assert client.get("/api/v1/households", headers=headers).status_code == 401
+
+
+def test_logout_revokes_only_that_session(client: Client) -> None:
+    first = login(client, "demo-worker-1", device="tablet-1")
+    second = login(client, "demo-worker-1", device="tablet-2")
+    assert client.post("/api/v1/auth/logout", headers=first).status_code == 204
+    assert client.get("/api/v1/households", headers=first).status_code == 401
+    assert client.get("/api/v1/households", headers=second).status_code == 200
+
+
+def test_admin_revokes_a_device_ending_its_sessions_and_sign_ins(client: Client) -> None:
+    lost = login(client, "demo-worker-1", device="lost-tablet")
+    other = login(client, "demo-worker-1", device="desk")
+    admin = login(client, "demo-admin")
+    devices = client.get("/api/v1/admin/devices", headers=admin).json()
+    target = next(d for d in devices if d["device_id"] == "lost-tablet")
+    revoked = client.post(f"/api/v1/admin/devices/{target['id']}/revoke", headers=admin)
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    assert client.get("/api/v1/households", headers=lost).status_code == 401
+    assert client.get("/api/v1/households", headers=other).status_code == 200
+    again = attempt(client, "demo-worker-1", "demo", device="lost-tablet")
+    assert again.status_code == 403
+    assert again.json()["error"]["code"] == "device_revoked"
+    assert [row.entity_id for row in audit_rows(client, "device.revoke")] == [target["id"]]
+
+
+def test_only_admins_reach_admin_routes(client: Client) -> None:
+    worker = login(client, "demo-worker-1")
+    assert client.get("/api/v1/admin/devices", headers=worker).status_code == 403
+
+
+def test_sign_in_is_audited_without_the_password(client: Client) -> None:
+    login(client, "demo-worker-1", device="tab-audit")
+    rows = audit_rows(client, "auth.login")
+    assert len(rows) == 1
+    assert rows[0].changes == {"device_key": "tab-audit"}
+    assert rows[0].device_id is not None

@@ -1,0 +1,61 @@
+"""Every failure is a JSON error with a machine-readable code; bad input names its field."""
+
+from __future__ import annotations
+
+from tests.helpers import Client, login
+
+
+def test_malformed_json_is_a_400_with_its_own_code(client: Client) -> None:
+    response = client.post(
+        "/api/v1/auth/login", content=b'{"username": ', headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "malformed_json"
+
+
+def test_wrong_type_is_a_422_naming_the_field(client: Client) -> None:
+    response = client.post("/api/v1/auth/login", json={"username": 7, "password": "x", "device_id": "t"})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert error["details"][0]["field"] == "username"
+
+
+def test_missing_and_unknown_fields_are_named(client: Client) -> None:
+    missing = client.post("/api/v1/auth/login", json={"username": "a", "password": "x"}).json()["error"]
+    assert "device_id" in {d["field"] for d in missing["details"]} or "device_id" in missing["message"]
+    extra = client.post(
+        "/api/v1/auth/login", json={"username": "a", "password": "x", "device_id": "t", "admin": True}
+    ).json()["error"]
+    assert "admin" in extra["message"]
+
+
+def test_nested_field_path_is_reported(client: Client) -> None:
+    admin = login(client, "demo-admin")
+    body = {
+        "registry_no": "N-1",
+        "community_id": "4d5c1f52-0000-0000-0000-000000000000",
+        "address": "x",
+        "members": [{"name": "a", "relation": "applicant", "id_number": 5}],
+    }
+    error = client.post("/api/v1/households", json=body, headers=admin).json()["error"]
+    assert error["details"][0]["field"] == "members[0].id_number"
+
+
+def test_bad_query_parameter_is_a_4xx_naming_it(client: Client) -> None:
+    worker = login(client, "demo-worker-1")
+    response = client.get("/api/v1/households?limit=abc", headers=worker)
+    assert response.status_code in (400, 422)
+    assert "limit" in response.text
+
+
+def test_unknown_route_and_wrong_method_answer_in_json(client: Client) -> None:
+    assert client.get("/api/v1/nothing-here").json()["error"]["code"] == "not_found"
+    assert client.delete("/api/v1/auth/login").json()["error"]["code"] == "method_not_allowed"
+
+
+def test_request_id_is_echoed_or_made(client: Client) -> None:
+    given = client.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123"
+    made = client.get("/health")
+    assert len(made.headers["x-request-id"]) == 32
