@@ -1,0 +1,96 @@
+"""The command line: help for every command, migrate, create-user, and serve answering on its port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def fivestep(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["create-user"]])
+def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
+    done = fivestep(*command, "--help", cwd=tmp_path)
+    assert done.returncode == 0
+    assert "usage: fivestep" in done.stdout
+
+
+def test_migrate_then_create_user_then_sign_in(tmp_path: Path) -> None:
+    migrated = fivestep("migrate", cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "revision" in migrated.stdout
+    assert (tmp_path / "var" / "fivestep.db").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_demo_in_a_fresh_folder_then_create_user(tmp_path: Path) -> None:
+    """What a newcomer does: serve with demo data in an empty folder, sign in, add a user."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--demo", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, (
+                server.stderr.read() if server.stderr else ""
+            )
+            time.sleep(0.2)
+        login = httpx.post(
+            f"{base}/api/v1/auth/login",
+            json={"username": "demo-worker-1", "password": "demo", "device_id": "cli"},
+        )
+        assert login.status_code == 200
+    finally:
+        server.terminate()
+        # uvicorn re-raises SIGTERM once its graceful shutdown is done; the lifespan's last line proves it ran.
+        assert server.wait(timeout=15) in (0, -15)
+    assert '"msg": "stopped"' in (server.stderr.read() if server.stderr else "")
+    assert (tmp_path / "var" / "fivestep.db").exists() and (tmp_path / "var" / "blobs").is_dir()
+    created = fivestep(
+        "create-user", "new-worker", "--role", "field_worker", "--jurisdiction", "C02",
+        cwd=tmp_path, env={"FIVESTEP_NEW_PASSWORD": "long-enough-password"},
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert "created new-worker (field_worker)" in created.stdout
+    duplicate = fivestep(
+        "create-user", "new-worker", "--role", "field_worker", "--jurisdiction", "C02",
+        cwd=tmp_path, env={"FIVESTEP_NEW_PASSWORD": "long-enough-password"},
+    )  # fmt: skip
+    assert duplicate.returncode == 1 and "taken" in duplicate.stderr
+    wrong_level = fivestep(
+        "create-user", "x-worker", "--role", "field_worker", "--jurisdiction", "S01",
+        cwd=tmp_path, env={"FIVESTEP_NEW_PASSWORD": "long-enough-password"},
+    )  # fmt: skip
+    assert wrong_level.returncode == 1 and "community" in wrong_level.stderr

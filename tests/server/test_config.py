@@ -1,0 +1,60 @@
+"""Configuration comes from FIVESTEP_* variables; a bad one stops the start with one line naming it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from server.config import ConfigError, load_settings
+
+
+def test_defaults_are_the_embedded_mode() -> None:
+    settings = load_settings({})
+    assert settings.database_url.startswith("sqlite+aiosqlite:///./var/")
+    assert settings.blob_store == "./var/blobs"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+
+
+def test_values_are_parsed_by_type() -> None:
+    settings = load_settings(
+        {
+            "FIVESTEP_PORT": "9001",
+            "FIVESTEP_AUTO_MIGRATE": "false",
+            "FIVESTEP_REVEAL_ROLES": "approver, admin",
+        }
+    )
+    assert settings.port == 9001 and settings.auto_migrate is False
+    assert settings.reveal_roles == ("approver", "admin")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"FIVESTEP_PORT": "eighty"}, "FIVESTEP_PORT"),
+        ({"FIVESTEP_PORT": "70000"}, "FIVESTEP_PORT"),
+        ({"FIVESTEP_DATABASE_URL": "mysql://db"}, "FIVESTEP_DATABASE_URL"),
+        ({"FIVESTEP_BLOB_STORE": "s3://bucket-without-credentials"}, "FIVESTEP_BLOB_STORE"),
+        ({"FIVESTEP_REVEAL_ROLES": "field_worker,janitor"}, "FIVESTEP_REVEAL_ROLES"),
+        ({"FIVESTEP_DATABASE_URL": "postgresql+asyncpg://u@h/db"}, "FIVESTEP_SECRET_KEY"),
+        ({"FIVESTEP_TOKEN_TTL_HOURS": "0"}, "FIVESTEP_TOKEN_TTL_HOURS"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    message = str(caught.value)
+    assert message.startswith(named) and "\n" not in message
+
+
+def test_serve_with_bad_configuration_exits_with_one_line(tmp_path: object) -> None:
+    env = {**os.environ, "FIVESTEP_PORT": "eighty"}
+    done = subprocess.run(
+        [sys.executable, "-m", "server.cli", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "fivestep: configuration error: FIVESTEP_PORT: expected a whole number, got 'eighty'"
+    ]

@@ -1,0 +1,52 @@
+"""The demo seed is idempotent and holds what the README promises."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from server.db.engine import Database
+from server.db.models import Household, Jurisdiction, Member, User
+from server.demo import seed
+from server.domain.id_numbers import problem
+from tests.fixtures.databases import prepare
+
+
+async def _counts(url: str) -> dict[str, int]:
+    db = Database(url)
+    try:
+        async with db.read_session() as s:
+            return {
+                model.__tablename__: (await s.execute(select(func.count()).select_from(model))).scalar_one()
+                for model in (Jurisdiction, User, Household, Member)
+            }
+    finally:
+        await db.dispose()
+
+
+async def _reseed_and_read(url: str) -> tuple[list[str], list[str]]:
+    db = Database(url)
+    try:
+        await seed(db)
+        async with db.read_session() as s:
+            users = sorted((await s.execute(select(User.username))).scalars())
+            ids = list((await s.execute(select(Member.id_number))).scalars())
+        return users, ids
+    finally:
+        await db.dispose()
+
+
+def test_seed_twice_adds_nothing_the_second_time(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}"
+    asyncio.run(prepare(url))
+    first = asyncio.run(_counts(url))
+    users, ids = asyncio.run(_reseed_and_read(url))
+    assert asyncio.run(_counts(url)) == first
+    assert first["jurisdictions"] == 1 + 2 + 4
+    assert users == sorted(
+        ["demo-worker-1", "demo-worker-2", "demo-worker-3", "demo-reviewer-community",
+         "demo-reviewer-subdistrict", "demo-approver-district", "demo-admin"]
+    )  # fmt: skip
+    assert ids and all(problem(i) is None for i in ids)

@@ -1,0 +1,171 @@
+"""Households and members: masking, reveal with reason, versioned changes, and an audit row per write."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from server.domain.id_numbers import check_character
+from tests.helpers import Client, audit_rows, household_id, login, node_id
+
+MASKED = re.compile(r"^\d{3}\*{12}[\dX]{3}$")
+
+
+def valid_id(first17: str = "13010219800101123") -> str:
+    return first17 + check_character(first17)
+
+
+def new_household(registry_no: str = "NEW-0001", **extra: Any) -> dict[str, Any]:
+    return {
+        "registry_no": registry_no,
+        "community_id": str(node_id("C01")),
+        "address": "和平路 1 号",
+        "lat": 38.04,
+        "lon": 114.51,
+        "monthly_benefit_fen": 45000,
+        "members": [{"name": "测试", "relation": "applicant", "id_number": valid_id(), "sex": "male"}],
+        **extra,
+    }
+
+
+def test_every_id_number_in_every_response_is_masked(client: Client) -> None:
+    headers = login(client, "demo-admin")
+    page = client.get("/api/v1/households?limit=500", headers=headers).json()
+    numbers = [m["id_number_masked"] for h in page["items"] for m in h["members"]]
+    assert numbers and all(MASKED.match(n) for n in numbers)
+    assert "id_number" not in str(page).replace("id_number_masked", "")
+
+
+def test_reviewer_reveals_an_id_number_with_a_reason_and_it_is_audited(client: Client) -> None:
+    household = client.get(
+        f"/api/v1/households/{household_id('DB-C01-0001')}", headers=login(client, "demo-admin")
+    ).json()
+    member = household["members"][0]
+    reviewer = login(client, "demo-reviewer-community")
+    response = client.post(
+        f"/api/v1/members/{member['id']}/reveal-id", json={"reason": "verify at re-check"}, headers=reviewer
+    )
+    assert response.status_code == 200
+    full = response.json()["id_number"]
+    assert (
+        len(full) == 18
+        and full[:3] == member["id_number_masked"][:3]
+        and full[-3:] == member["id_number_masked"][-3:]
+    )
+    rows = audit_rows(client, "member.reveal_id")
+    assert [(r.entity_id, r.reason) for r in rows] == [(member["id"], "verify at re-check")]
+    assert full not in str(rows[0].changes)
+
+
+def test_field_worker_may_not_reveal_and_must_give_a_reason(client: Client) -> None:
+    member = client.get(
+        f"/api/v1/households/{household_id('DB-C01-0001')}", headers=login(client, "demo-admin")
+    ).json()["members"][0]
+    worker = login(client, "demo-worker-1")
+    refused = client.post(
+        f"/api/v1/members/{member['id']}/reveal-id", json={"reason": "curious"}, headers=worker
+    )
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "reveal_forbidden"
+    no_reason = client.post(
+        f"/api/v1/members/{member['id']}/reveal-id", json={"reason": ""}, headers=login(client, "demo-admin")
+    )
+    assert no_reason.status_code == 422
+    assert audit_rows(client, "member.reveal_id") == []
+
+
+def test_create_household_is_audited_with_masked_id_numbers(client: Client) -> None:
+    worker = login(client, "demo-worker-1")
+    response = client.post("/api/v1/households", json=new_household(), headers=worker)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert MASKED.match(body["members"][0]["id_number_masked"])
+    [row] = audit_rows(client, "household.create")
+    assert row.entity_id == body["id"]
+    assert row.changes["registry_no"] == "NEW-0001"
+    assert valid_id() not in str(row.changes)
+    assert row.actor_id is not None and row.device_id is not None and row.at.tzinfo is not None
+
+
+def test_a_bad_check_digit_is_refused_naming_the_member(client: Client) -> None:
+    body = new_household()
+    body["members"].append({"name": "乙", "relation": "spouse", "id_number": "130102198001011230"})
+    if check_character("13010219800101123") == "0":
+        body["members"][1]["id_number"] = "130102198001011231"
+    response = client.post("/api/v1/households", json=body, headers=login(client, "demo-worker-1"))
+    assert response.status_code == 422
+    assert response.json()["error"]["details"] == [
+        {"field": "members[1].id_number", "message": "check digit does not match"}
+    ]
+    assert audit_rows(client, "household.create") == []
+
+
+def test_duplicate_registry_number_is_a_409_and_a_retry_creates_nothing(client: Client) -> None:
+    worker = login(client, "demo-worker-1")
+    assert client.post("/api/v1/households", json=new_household(), headers=worker).status_code == 201
+    again = client.post("/api/v1/households", json=new_household(), headers=worker)
+    assert again.status_code == 409
+    assert len(audit_rows(client, "household.create")) == 1
+
+
+def test_change_needs_the_current_version(client: Client) -> None:
+    worker = login(client, "demo-worker-1")
+    url = f"/api/v1/households/{household_id('DB-C01-0002')}"
+    before = client.get(url, headers=worker).json()
+    changed = client.patch(url, json={"version": before["version"], "address": "新地址 9 号"}, headers=worker)
+    assert changed.status_code == 200
+    assert changed.json()["version"] == before["version"] + 1
+    stale = client.patch(url, json={"version": before["version"], "address": "另一个"}, headers=worker)
+    assert stale.status_code == 409
+    assert stale.json()["error"]["details"]["current_version"] == before["version"] + 1
+    [row] = audit_rows(client, "household.update")
+    assert row.changes == {"address": {"old": before["address"], "new": "新地址 9 号"}}
+
+
+def test_approver_reads_but_does_not_edit_households(client: Client) -> None:
+    approver = login(client, "demo-approver-district")
+    url = f"/api/v1/households/{household_id('DB-C01-0002')}"
+    assert client.get(url, headers=approver).status_code == 200
+    assert client.patch(url, json={"version": 1, "address": "x"}, headers=approver).status_code == 403
+
+
+def test_keyset_pages_cover_every_household_once(client: Client) -> None:
+    admin = login(client, "demo-admin")
+    seen: list[str] = []
+    cursor = None
+    while True:
+        query = "/api/v1/households?limit=5" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(query, headers=admin).json()
+        seen += [h["registry_no"] for h in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) == 24
+    assert seen == sorted(seen)
+    bad = client.get("/api/v1/households?cursor=garbage", headers=admin)
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "bad_cursor"
+
+
+def test_filter_by_community_and_status(client: Client) -> None:
+    admin = login(client, "demo-admin")
+    items = client.get(
+        f"/api/v1/households?community_id={node_id('C02')}&status=active", headers=admin
+    ).json()["items"]
+    assert items and {h["community_id"] for h in items} == {str(node_id("C02"))}
+    assert {h["status"] for h in items} == {"active"}
+
+
+def test_add_member_bumps_the_household_version(client: Client) -> None:
+    worker = login(client, "demo-worker-1")
+    url = f"/api/v1/households/{household_id('DB-C01-0003')}"
+    before = client.get(url, headers=worker).json()
+    added = client.post(
+        f"{url}/members",
+        json={"name": "新成员", "relation": "child", "id_number": valid_id("13010220100101123")},
+        headers=worker,
+    )
+    assert added.status_code == 201
+    after = client.get(url, headers=worker).json()
+    assert after["version"] == before["version"] + 1
+    assert len(after["members"]) == len(before["members"]) + 1
+    assert len(audit_rows(client, "member.create")) == 1
