@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import os
+import signal
 import sys
 
 import msgspec
@@ -60,7 +61,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     settings = msgspec.structs.replace(settings, host=host, port=port)
     app = create_app(settings, demo=args.demo)
     # uvicorn stops taking connections on SIGTERM/SIGINT, finishes requests in flight, then runs the lifespan's
-    # shutdown (closing the pools): a graceful stop.
+    # shutdown (closing the pools). Afterwards it re-raises the signal to the handler that was there before it
+    # started; a no-op handler there lets a graceful stop exit 0 rather than "killed by signal" (143).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(
         app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=20, access_log=False
     )
