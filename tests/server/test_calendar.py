@@ -1,0 +1,239 @@
+"""Working-day arithmetic against the shipped 2025 national calendar.
+
+Expected dates are worked out by hand from the State Council notice, not from the code under test.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.calendars import HolidayCalendar
+from server.domain.calendar import WorkingCalendar, is_overdue, load_calendar
+
+D = dt.date
+
+
+@pytest.fixture(scope="module")
+def cn2025() -> WorkingCalendar:
+    return WorkingCalendar.from_calendars(load_calendar("cn-2025"))
+
+
+# A module-level instance for the Hypothesis tests, which cannot take function-scoped fixtures.
+CN2025 = WorkingCalendar.from_calendars(load_calendar("cn-2025"))
+
+
+# --- the shipped file -------------------------------------------------------------------------------
+
+
+def test_shipped_2025_file_matches_the_notice() -> None:
+    calendar = load_calendar("cn-2025")
+    assert calendar.code == "cn-2025"
+    assert "国办发明电〔2024〕12号" in calendar.source
+    holidays = {d.date for d in calendar.days if d.kind == "holiday"}
+    workdays = {d.date for d in calendar.days if d.kind == "workday"}
+    assert workdays == {D(2025, 1, 26), D(2025, 2, 8), D(2025, 4, 27), D(2025, 9, 28), D(2025, 10, 11)}
+    # 1 + 8 + 3 + 5 + 3 + 8 days off, weekends inside the blocks included.
+    assert len(holidays) == 28
+    assert {D(2025, 1, 1), D(2025, 1, 28), D(2025, 2, 4), D(2025, 4, 4), D(2025, 4, 6)} <= holidays
+    assert {
+        D(2025, 5, 1),
+        D(2025, 5, 5),
+        D(2025, 5, 31),
+        D(2025, 6, 2),
+        D(2025, 10, 1),
+        D(2025, 10, 8),
+    } <= holidays
+    assert len(calendar.days) == len(holidays) + len(workdays)  # no date listed twice
+
+
+def test_2025_has_248_working_days(cn2025: WorkingCalendar) -> None:
+    # 261 weekdays, 18 of them holidays, plus 5 swapped weekend workdays.
+    assert cn2025.working_days_between(D(2024, 12, 31), D(2025, 12, 31)) == 248
+
+
+@pytest.mark.parametrize("code", ["../calendars/cn-2025", "cn-2025.json", "CN-2025", ""])
+def test_load_calendar_refuses_codes_that_are_not_slugs(code: str) -> None:
+    with pytest.raises(ValueError, match="invalid calendar code"):
+        load_calendar(code)
+
+
+def test_load_calendar_unknown_code() -> None:
+    with pytest.raises(ValueError, match="unknown calendar"):
+        load_calendar("cn-1999")
+
+
+def test_calendar_file_with_an_unknown_kind_is_rejected() -> None:
+    raw = b'{"code": "x", "name": "x", "source": "x", "days": [{"date": "2025-01-01", "kind": "off", "name": "x"}]}'
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(raw, type=HolidayCalendar)
+
+
+# --- is_working_day ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("day", "working"),
+    [
+        (D(2025, 1, 1), False),  # New Year's Day, a Wednesday
+        (D(2025, 1, 2), True),
+        (D(2025, 1, 25), False),  # ordinary Saturday
+        (D(2025, 1, 26), True),  # Sunday, swapped working day
+        (D(2025, 2, 4), False),  # last day of Spring Festival, a Tuesday
+        (D(2025, 2, 5), True),
+        (D(2025, 2, 8), True),  # Saturday, swapped working day
+        (D(2025, 2, 9), False),
+        (D(2025, 4, 27), True),  # Sunday before Labour Day
+        (D(2025, 5, 5), False),  # Monday inside Labour Day
+        (D(2025, 6, 2), False),  # Monday, Dragon Boat
+        (D(2025, 9, 28), True),  # Sunday before National Day
+        (D(2025, 10, 8), False),  # Wednesday, last day of National Day + Mid-Autumn
+        (D(2025, 10, 11), True),  # Saturday after National Day
+        (D(2025, 10, 12), False),
+    ],
+)
+def test_is_working_day(cn2025: WorkingCalendar, day: dt.date, working: bool) -> None:
+    assert cn2025.is_working_day(day) is working
+
+
+# --- add_working_days -------------------------------------------------------------------------------
+
+
+def test_three_working_days_after_friday_before_spring_festival(cn2025: WorkingCalendar) -> None:
+    # Fri 01-24 -> Sun 01-26 (swapped, 1) -> Mon 01-27 (2) -> 01-28..02-04 off -> Wed 02-05 (3).
+    start = D(2025, 1, 24)
+    assert cn2025.add_working_days(start, 1) == D(2025, 1, 26)
+    assert cn2025.add_working_days(start, 2) == D(2025, 1, 27)
+    assert cn2025.add_working_days(start, 3) == D(2025, 2, 5)
+
+
+def test_ten_working_day_county_review_across_national_day(cn2025: WorkingCalendar) -> None:
+    # Fri 09-26 -> Sun 09-28 (1), Mon 29 (2), Tue 30 (3), 10-01..10-08 off, Thu 10-09 (4), Fri 10 (5),
+    # Sat 11 (6, swapped), Mon 13 (7), Tue 14 (8), Wed 15 (9), Thu 16 (10).
+    assert cn2025.add_working_days(D(2025, 9, 26), 10) == D(2025, 10, 16)
+    assert cn2025.due_after(D(2025, 9, 26), 10, unit="working") == D(2025, 10, 16)
+
+
+def test_zero_working_days_returns_start_even_on_a_holiday(cn2025: WorkingCalendar) -> None:
+    assert cn2025.add_working_days(D(2025, 10, 3), 0) == D(2025, 10, 3)
+
+
+def test_start_on_a_holiday_counts_from_the_next_working_day(cn2025: WorkingCalendar) -> None:
+    # Accepted (受理) on a holiday: the first working day is Thu 10-09.
+    assert cn2025.add_working_days(D(2025, 10, 3), 1) == D(2025, 10, 9)
+    assert cn2025.add_working_days(D(2025, 10, 3), 3) == D(2025, 10, 11)
+
+
+@pytest.mark.parametrize(
+    ("start", "n", "expected"),
+    [
+        (D(2025, 2, 5), -1, D(2025, 1, 27)),  # back over Spring Festival
+        (D(2025, 2, 5), -2, D(2025, 1, 26)),  # the swapped Sunday counts backwards too
+        (D(2025, 2, 5), -3, D(2025, 1, 24)),
+        (D(2025, 10, 9), -1, D(2025, 9, 30)),
+        (D(2025, 9, 29), -1, D(2025, 9, 28)),
+        (D(2025, 10, 13), -1, D(2025, 10, 11)),  # Monday -> the swapped Saturday, not Friday
+        (D(2025, 1, 2), -1, D(2024, 12, 31)),  # over New Year's Day into a year the file does not cover
+    ],
+)
+def test_negative_n_counts_backwards(
+    cn2025: WorkingCalendar, start: dt.date, n: int, expected: dt.date
+) -> None:
+    assert cn2025.add_working_days(start, n) == expected
+
+
+def test_thirty_working_day_total_from_mid_april(cn2025: WorkingCalendar) -> None:
+    # T_total from Mon 04-14 crosses Labour Day (with the swapped Sun 04-27).
+    # April 15-30: 12 weekdays + Sun 27 = 13; May 6-9 = 4 (17); May 12-16 = 5 (22); May 19-23 = 5 (27);
+    # May 26, 27, 28 -> 30th working day is Wed 05-28.
+    assert cn2025.add_working_days(D(2025, 4, 14), 30) == D(2025, 5, 28)
+
+
+# --- between, calendar days, next working day, overdue ----------------------------------------------
+
+
+def test_working_days_between(cn2025: WorkingCalendar) -> None:
+    assert cn2025.working_days_between(D(2025, 1, 24), D(2025, 2, 5)) == 3
+    assert cn2025.working_days_between(D(2025, 9, 30), D(2025, 10, 8)) == 0  # all holiday
+    assert cn2025.working_days_between(D(2025, 9, 26), D(2025, 10, 16)) == 10
+    assert cn2025.working_days_between(D(2025, 3, 5), D(2025, 3, 5)) == 0
+    # Backwards: minus the working days in [b, a).
+    assert cn2025.working_days_between(D(2025, 2, 5), D(2025, 1, 24)) == -3
+    assert cn2025.working_days_between(D(2025, 10, 16), D(2025, 9, 26)) == -10
+
+
+def test_seven_day_publicity_ignores_holidays(cn2025: WorkingCalendar) -> None:
+    assert cn2025.add_calendar_days(D(2025, 9, 29), 7) == D(2025, 10, 6)
+    assert cn2025.due_after(D(2025, 9, 29), 7, unit="calendar") == D(2025, 10, 6)
+    assert cn2025.due_after(D(2025, 9, 29), 7, unit="working") == D(2025, 10, 15)
+
+
+def test_next_working_day(cn2025: WorkingCalendar) -> None:
+    assert cn2025.next_working_day(D(2025, 9, 30)) == D(2025, 10, 9)
+    assert cn2025.next_working_day(D(2025, 1, 24)) == D(2025, 1, 26)
+    assert cn2025.next_working_day(D(2025, 3, 5)) == D(2025, 3, 6)  # strictly after, even from a working day
+    assert cn2025.working_day_on_or_after(D(2025, 3, 5)) == D(2025, 3, 5)
+    assert cn2025.working_day_on_or_after(D(2025, 10, 4)) == D(2025, 10, 9)
+
+
+def test_is_overdue_from_the_day_after_the_due_date() -> None:
+    due = D(2025, 10, 16)
+    assert not is_overdue(due, D(2025, 10, 15))
+    assert not is_overdue(due, due)
+    assert is_overdue(due, D(2025, 10, 17))
+
+
+def test_without_overrides_only_weekends_are_off() -> None:
+    plain = WorkingCalendar()
+    assert plain.add_working_days(D(2025, 10, 3), 1) == D(2025, 10, 6)  # Fri -> Mon
+    assert plain.working_days_between(D(2025, 9, 28), D(2025, 10, 12)) == 10
+
+
+def test_construction_rejects_inconsistent_data() -> None:
+    with pytest.raises(ValueError, match="weekday"):
+        WorkingCalendar([(D(2025, 1, 27), "workday")])  # a Monday
+    with pytest.raises(ValueError, match="both holiday and workday"):
+        WorkingCalendar([(D(2025, 1, 26), "holiday"), (D(2025, 1, 26), "workday")])
+
+
+# --- properties -------------------------------------------------------------------------------------
+
+# From half a year before the file to half a year after, so the plain-week fallback is exercised too.
+dates = st.dates(min_value=D(2024, 7, 1), max_value=D(2026, 6, 30))
+counts = st.integers(min_value=0, max_value=60)
+
+
+@given(start=dates, n=counts)
+def test_between_inverts_add(start: dt.date, n: int) -> None:
+    end = CN2025.add_working_days(start, n)
+    assert CN2025.working_days_between(start, end) == n
+    if n > 0:
+        assert end > start
+        assert CN2025.is_working_day(end)
+        # ...and it is the earliest such day: the day before still leaves one to go.
+        assert CN2025.working_days_between(start, end - dt.timedelta(days=1)) == n - 1
+
+
+@given(start=dates, n=counts)
+def test_backwards_between_inverts_add(start: dt.date, n: int) -> None:
+    begin = CN2025.add_working_days(start, -n)
+    assert CN2025.working_days_between(start, begin) == -n
+    if n > 0:
+        assert begin < start
+        assert CN2025.is_working_day(begin)
+
+
+@given(start=dates, n=counts)
+def test_add_is_strictly_monotonic_in_n(start: dt.date, n: int) -> None:
+    assert CN2025.add_working_days(start, n) < CN2025.add_working_days(start, n + 1)
+    assert CN2025.add_working_days(start, -n) > CN2025.add_working_days(start, -n - 1)
+
+
+@given(start=dates, n=counts)
+def test_add_from_a_working_day_round_trips(start: dt.date, n: int) -> None:
+    day = CN2025.working_day_on_or_after(start)
+    assert CN2025.add_working_days(CN2025.add_working_days(day, n), -n) == day
