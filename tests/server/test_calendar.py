@@ -237,3 +237,123 @@ def test_add_is_strictly_monotonic_in_n(start: dt.date, n: int) -> None:
 def test_add_from_a_working_day_round_trips(start: dt.date, n: int) -> None:
     day = CN2025.working_day_on_or_after(start)
     assert CN2025.add_working_days(CN2025.add_working_days(day, n), -n) == day
+
+
+# --- 2026 (国办发明电〔2025〕7号) --------------------------------------------------------------------
+# Expected values are worked out by hand from the notice text, not from the file under test.
+
+CN2026_WORKDAYS = {
+    D(2026, 1, 4),  # Sunday, 元旦
+    D(2026, 2, 14),  # Saturday, before Spring Festival
+    D(2026, 2, 28),  # Saturday, after Spring Festival
+    D(2026, 5, 9),  # Saturday, after Labour Day
+    D(2026, 9, 20),  # Sunday, before National Day
+    D(2026, 10, 10),  # Saturday, after National Day
+}
+
+
+@pytest.fixture(scope="module")
+def cn2026() -> WorkingCalendar:
+    return WorkingCalendar.from_calendars(load_calendar("cn-2026"))
+
+
+def test_shipped_2026_file_matches_the_notice() -> None:
+    calendar = load_calendar("cn-2026")
+    assert calendar.code == "cn-2026"
+    assert "国办发明电〔2025〕7号" in calendar.source
+    holidays = {d.date for d in calendar.days if d.kind == "holiday"}
+    workdays = {d.date for d in calendar.days if d.kind == "workday"}
+    assert workdays == CN2026_WORKDAYS
+    # Seven breaks of 3 + 9 + 3 + 5 + 3 + 3 + 7 days, weekends inside the blocks included.
+    assert len(holidays) == 33
+    assert all(d.year == 2026 for d in holidays | workdays)
+    assert len(calendar.days) == len(holidays) + len(workdays)  # no date listed twice
+
+
+def test_2026_breaks_are_listed_day_by_day() -> None:
+    calendar = load_calendar("cn-2026")
+    by_name: dict[str, set[dt.date]] = {}
+    for day in calendar.days:
+        if day.kind == "holiday":
+            by_name.setdefault(day.name, set()).add(day.date)
+
+    def span(first: dt.date, last: dt.date) -> set[dt.date]:
+        return {first + dt.timedelta(days=i) for i in range((last - first).days + 1)}
+
+    assert by_name == {
+        "元旦": span(D(2026, 1, 1), D(2026, 1, 3)),
+        "春节": span(D(2026, 2, 15), D(2026, 2, 23)),
+        "清明节": span(D(2026, 4, 4), D(2026, 4, 6)),
+        "劳动节": span(D(2026, 5, 1), D(2026, 5, 5)),
+        "端午节": span(D(2026, 6, 19), D(2026, 6, 21)),
+        "中秋节": span(D(2026, 9, 25), D(2026, 9, 27)),
+        "国庆节": span(D(2026, 10, 1), D(2026, 10, 7)),
+    }
+
+
+@pytest.mark.parametrize("day", sorted(CN2026_WORKDAYS))
+def test_2026_swapped_weekend_days_are_working_days(cn2026: WorkingCalendar, day: dt.date) -> None:
+    assert day.weekday() >= 5  # really a Saturday or Sunday
+    assert cn2026.is_working_day(day)
+
+
+@pytest.mark.parametrize(
+    ("day", "working"),
+    [
+        (D(2026, 1, 1), False),  # Thursday, New Year's Day
+        (D(2026, 1, 2), False),  # Friday, bridged
+        (D(2026, 1, 5), True),
+        (D(2026, 2, 13), True),  # Friday before Spring Festival
+        (D(2026, 2, 15), False),  # Sunday, first day (腊月二十八)
+        (D(2026, 2, 17), False),  # Tuesday, 正月初一
+        (D(2026, 2, 23), False),  # Monday, last day (正月初七)
+        (D(2026, 2, 24), True),
+        (D(2026, 2, 21), False),  # Saturday inside the break
+        (D(2026, 3, 1), False),  # ordinary Sunday after the swapped Saturday
+        (D(2026, 4, 6), False),  # Monday, Qingming
+        (D(2026, 5, 5), False),  # Tuesday, Labour Day
+        (D(2026, 5, 6), True),
+        (D(2026, 6, 19), False),  # Friday, Dragon Boat
+        (D(2026, 9, 25), False),  # Friday, Mid-Autumn
+        (D(2026, 9, 30), True),
+        (D(2026, 10, 7), False),  # Wednesday, last day of National Day
+        (D(2026, 10, 8), True),
+        (D(2026, 10, 11), False),  # ordinary Sunday
+    ],
+)
+def test_is_working_day_2026(cn2026: WorkingCalendar, day: dt.date, working: bool) -> None:
+    assert cn2026.is_working_day(day) is working
+
+
+def test_2026_has_248_working_days(cn2026: WorkingCalendar) -> None:
+    # 2026 starts on a Thursday: 52 weeks + 1 day, so 261 weekdays. Weekdays off: 元旦 2 (Jan 1-2),
+    # 春节 6 (Feb 16-20, 23), 清明 1 (Apr 6), 劳动节 3 (May 1, 4, 5), 端午 1 (Jun 19), 中秋 1 (Sep 25),
+    # 国庆 5 (Oct 1, 2, 5, 6, 7) = 19. Plus 6 swapped weekend days: 261 - 19 + 6 = 248.
+    assert cn2026.working_days_between(D(2025, 12, 31), D(2026, 12, 31)) == 248
+
+
+def test_three_working_days_across_spring_festival_2026(cn2026: WorkingCalendar) -> None:
+    # Fri 02-13 -> Sat 02-14 (swapped, 1) -> 02-15..02-23 off -> Tue 02-24 (2) -> Wed 02-25 (3).
+    start = D(2026, 2, 13)
+    assert cn2026.add_working_days(start, 1) == D(2026, 2, 14)
+    assert cn2026.add_working_days(start, 2) == D(2026, 2, 24)
+    assert cn2026.add_working_days(start, 3) == D(2026, 2, 25)
+    assert cn2026.add_working_days(D(2026, 2, 24), -1) == D(2026, 2, 14)
+
+
+def test_ten_working_days_across_mid_autumn_and_national_day_2026(cn2026: WorkingCalendar) -> None:
+    # Fri 09-18 -> Sun 09-20 (swapped, 1), Mon-Thu 21-24 (2-5), 25-27 off, Mon-Wed 28-30 (6-8),
+    # 10-01..10-07 off, Thu 10-08 (9), Fri 10-09 (10).
+    assert cn2026.add_working_days(D(2026, 9, 18), 10) == D(2026, 10, 9)
+    assert cn2026.next_working_day(D(2026, 9, 30)) == D(2026, 10, 8)
+    # ...and one more lands on the swapped Saturday.
+    assert cn2026.add_working_days(D(2026, 9, 18), 11) == D(2026, 10, 10)
+
+
+def test_deadline_across_the_2025_2026_year_end() -> None:
+    both = WorkingCalendar.from_calendars(load_calendar("cn-2025"), load_calendar("cn-2026"))
+    # Wed 2025-12-31 -> 2026-01-01..03 off -> Sun 01-04 (swapped, 1) -> Mon 01-05 (2) -> Tue 01-06 (3).
+    assert both.add_working_days(D(2025, 12, 31), 3) == D(2026, 1, 6)
+    assert both.working_days_between(D(2025, 12, 31), D(2026, 1, 6)) == 3
+    # 2025 alone does not know about 2026 and miscounts, which is why both years are loaded.
+    assert CN2025.add_working_days(D(2025, 12, 31), 3) == D(2026, 1, 5)
