@@ -33,6 +33,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reveal_roles: tuple[str, ...] = ("reviewer", "approver", "admin")
     log_level: str = "INFO"
     max_upload_bytes: int = 50 * 1024 * 1024
+    rules_file: str = ""
+    """A rule pack YAML (review levels, deadlines, forms per purpose); empty: the shipped default."""
     var_dir: str = "./var"
 
     @property

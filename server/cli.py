@@ -23,11 +23,10 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = commands.add_parser("serve", help="serve the API (migrates first in embedded SQLite mode)")
     serve.add_argument("--host", help="address to bind (default: FIVESTEP_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default: FIVESTEP_PORT or 8000)")
+    serve.add_argument("--port", type=_port, help="port (default: FIVESTEP_PORT or 8000)")
     serve.add_argument(
         "--demo", action="store_true", help="seed the demo district, users and households first"
     )
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
 
     commands.add_parser("migrate", help="upgrade the database schema to the latest version")
 
@@ -51,13 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     return asyncio.run(_create_user(settings, args))
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError("a port is between 1 and 65535")
+    return port
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import create_app
 
     host = args.host or settings.host
-    port = args.port or settings.port
+    port = settings.port if args.port is None else args.port
     settings = msgspec.structs.replace(settings, host=host, port=port)
     app = create_app(settings, demo=args.demo)
     # uvicorn stops taking connections on SIGTERM/SIGINT, finishes requests in flight, then runs the lifespan's

@@ -16,6 +16,7 @@ from schemas.config import Settings
 
 PREFIX = "FIVESTEP_"
 ROLES = ("field_worker", "reviewer", "approver", "admin")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class ConfigError(ValueError):
@@ -31,8 +32,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     raw: dict[str, Any] = {}
     for name, type_ in typing.get_type_hints(Settings).items():
         value = env.get(env_name(name))
-        if value is not None:
-            raw[name] = _parse(name, type_, value)
+        if value is not None and value.strip():
+            raw[name] = _parse(name, type_, value.strip())
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:  # pragma: no cover - _parse already checked each type
@@ -58,9 +59,15 @@ def _check(s: Settings) -> None:
             f"{env_name('database_url')}: must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
         )
     if s.is_s3_store:
-        parts = urlsplit(s.blob_store)
-        if not (parts.hostname and parts.username and parts.password and parts.path.strip("/")):
-            raise ConfigError(f"{env_name('blob_store')}: expected s3://ACCESS:SECRET@host:port/bucket")
+        _check_s3_url(s.blob_store)
+    if s.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"{env_name('log_level')}: must be one of {', '.join(LOG_LEVELS)}")
+    if not (0 < s.blob_timeout_seconds < 3600):
+        raise ConfigError(f"{env_name('blob_timeout_seconds')}: must be between 0 and 3600 seconds")
+    if not 1 <= s.signed_url_ttl_seconds <= 7 * 24 * 3600:
+        raise ConfigError(f"{env_name('signed_url_ttl_seconds')}: must be between 1 second and 7 days")
+    if s.rules_file and not Path(s.rules_file).is_file():
+        raise ConfigError(f"{env_name('rules_file')}: no such file {s.rules_file!r}")
     for role in s.reveal_roles:
         if role not in ROLES:
             raise ConfigError(
@@ -68,13 +75,30 @@ def _check(s: Settings) -> None:
             )
     if not 1 <= s.port <= 65535:
         raise ConfigError(f"{env_name('port')}: must be between 1 and 65535")
-    for name in ("token_ttl_hours", "blob_threads", "login_max_failures", "max_upload_bytes"):
+    for name in (
+        "token_ttl_hours",
+        "blob_threads",
+        "login_max_failures",
+        "login_lockout_seconds",
+        "max_upload_bytes",
+    ):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{env_name(name)}: must be positive")
     if not s.is_embedded_database and not s.secret_key:
         raise ConfigError(
             f"{env_name('secret_key')}: required with PostgreSQL, so every server process signs alike"
         )
+
+
+def _check_s3_url(url: str) -> None:
+    parts = urlsplit(url)
+    bucket = parts.path.strip("/")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not (parts.hostname and parts.username and parts.password and bucket) or "/" in bucket or port == -1:
+        raise ConfigError(f"{env_name('blob_store')}: expected s3://ACCESS:SECRET@host:port/bucket")
 
 
 def resolve_secret(s: Settings) -> str:

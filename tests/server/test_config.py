@@ -28,6 +28,7 @@ def test_values_are_parsed_by_type() -> None:
     )
     assert settings.port == 9001 and settings.auto_migrate is False
     assert settings.reveal_roles == ("approver", "admin")
+    assert load_settings({"FIVESTEP_PORT": " 8001 ", "FIVESTEP_HOST": ""}).port == 8001
 
 
 @pytest.mark.parametrize(
@@ -40,6 +41,14 @@ def test_values_are_parsed_by_type() -> None:
         ({"FIVESTEP_REVEAL_ROLES": "field_worker,janitor"}, "FIVESTEP_REVEAL_ROLES"),
         ({"FIVESTEP_DATABASE_URL": "postgresql+asyncpg://u@h/db"}, "FIVESTEP_SECRET_KEY"),
         ({"FIVESTEP_TOKEN_TTL_HOURS": "0"}, "FIVESTEP_TOKEN_TTL_HOURS"),
+        ({"FIVESTEP_LOG_LEVEL": "verbose"}, "FIVESTEP_LOG_LEVEL"),
+        ({"FIVESTEP_BLOB_STORE": "s3://a:b@minio:abc/bucket"}, "FIVESTEP_BLOB_STORE"),
+        ({"FIVESTEP_BLOB_STORE": "s3://a:b@minio:9000/two/parts"}, "FIVESTEP_BLOB_STORE"),
+        ({"FIVESTEP_BLOB_TIMEOUT_SECONDS": "-1"}, "FIVESTEP_BLOB_TIMEOUT_SECONDS"),
+        ({"FIVESTEP_BLOB_TIMEOUT_SECONDS": "nan"}, "FIVESTEP_BLOB_TIMEOUT_SECONDS"),
+        ({"FIVESTEP_LOGIN_LOCKOUT_SECONDS": "0"}, "FIVESTEP_LOGIN_LOCKOUT_SECONDS"),
+        ({"FIVESTEP_SIGNED_URL_TTL_SECONDS": "0"}, "FIVESTEP_SIGNED_URL_TTL_SECONDS"),
+        ({"FIVESTEP_RULES_FILE": "/no/such/rules.yaml"}, "FIVESTEP_RULES_FILE"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], named: str) -> None:
