@@ -25,6 +25,9 @@ from server.routes.blobs import signed_blob
 from server.routes.health import health
 from server.routes.households import HouseholdController, MemberController
 from server.routes.jurisdictions import JurisdictionController
+from server.routes.templates import TemplateController
+from server.routes.visits import VisitController
+from server.services.templates import install_shipped
 
 log = logging.getLogger("fivestep.app")
 VERSION = "0.1.0"
@@ -49,6 +52,8 @@ def create_app(settings: Settings | None = None, *, demo: bool = False) -> Lites
             timeout=settings.blob_timeout_seconds,
         )
         app.state.db, app.state.store, app.state.settings = db, store, settings
+        async with db.write_session() as session:
+            await install_shipped(session)  # idempotent; refuses a changed published template
         if demo:
             from server.demo import seed
 
@@ -72,6 +77,8 @@ def create_app(settings: Settings | None = None, *, demo: bool = False) -> Lites
             JurisdictionController,
             HouseholdController,
             MemberController,
+            TemplateController,
+            VisitController,
         ],
         lifespan=[lifespan],
         dependencies={

@@ -11,10 +11,12 @@ from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.config import Settings
+from schemas.rules import RulePack
 from server.db.engine import Database
 from server.errors import Unauthorized
 from server.services import auth
 from server.services.actor import Actor
+from server.services.rules import load_rules
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -55,3 +57,10 @@ def _fields(actor: Actor) -> dict[str, Any]:
 def provide_settings(state: State) -> Settings:
     settings: Settings = state.settings
     return settings
+
+
+def provide_rules(settings: AppSettings) -> RulePack:
+    return load_rules(settings.rules_file)
+
+
+Rules = NamedDependency[RulePack]

@@ -2,22 +2,41 @@
 
 from server.db.models.audit import AuditEvent
 from server.db.models.base import Base
+from server.db.models.checklists import ChecklistTemplate, TemplateStatus
 from server.db.models.households import Household, HouseholdStatus, Member
 from server.db.models.jurisdictions import CHILD_LEVEL, Jurisdiction, Level
 from server.db.models.people import AuthToken, Device, LoginThrottle, Role, User
+from server.db.models.visits import (
+    EDITABLE,
+    HolidayOverride,
+    Observation,
+    Visit,
+    VisitStatus,
+    VisitTeamMember,
+    VisitTransition,
+)
 
 __all__ = [
     "CHILD_LEVEL",
+    "EDITABLE",
     "AuditEvent",
     "AuthToken",
     "Base",
+    "ChecklistTemplate",
     "Device",
+    "HolidayOverride",
     "Household",
     "HouseholdStatus",
     "Jurisdiction",
     "Level",
     "LoginThrottle",
     "Member",
+    "Observation",
     "Role",
+    "TemplateStatus",
     "User",
+    "Visit",
+    "VisitStatus",
+    "VisitTeamMember",
+    "VisitTransition",
 ]

@@ -1,0 +1,40 @@
+"""The rule pack: what varies by locality (review levels, deadlines, which forms a visit needs).
+
+Every decision stores the code and version of the rule pack it was made under.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from schemas.checklists import Label
+
+Purpose = Literal["new_application", "scheduled_recheck", "tip", "data_match"]
+
+
+class ReviewLevel(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    code: str
+    label: Label
+    role: Literal["reviewer", "approver"]
+    node_level: Literal["community", "subdistrict", "district"]
+    """The reviewer acts from a node of this level that contains the household."""
+    deadline_working_days: int
+    after_publicity: bool = False
+    """Refuse approval at this level until the 7-day publicity period (公示) has ended."""
+
+
+class RulePack(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    code: str
+    version: int
+    calendars: list[str]
+    """Holiday calendars shipped in server/data/calendars (their codes), one per year; the deployment's
+    own overrides (the calendar_days table) apply on top."""
+    review_levels: list[ReviewLevel]
+    visit_due_working_days: dict[Purpose, int]
+    templates: dict[Purpose, list[str]]
+    """Template codes a visit of each purpose must complete; pinned at their published versions."""
+    publicity_calendar_days: int = 7
+    publicity_template: str = "step.publicize"
+    publicity_start_item: str = "notice_posted_on"

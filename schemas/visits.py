@@ -1,0 +1,157 @@
+"""Visits, their answers (observations), outcome proposals and review decisions on the wire."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from schemas.rules import Purpose
+
+VisitStatus = Literal["assigned", "in_progress", "in_review", "returned", "approved", "rejected"]
+Outcome = Literal["no_change", "raise", "reduce", "stop", "admit", "add_member", "remove_member", "phase_out"]
+Provider = Literal["gps", "network", "fused", "other"]
+Reason = Annotated[str, msgspec.Meta(min_length=2, max_length=2000)]
+
+
+class GpsFix(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The device's location fix when the answer was made. Never trusted alone: reviewers compare it."""
+
+    lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+    accuracy_m: Annotated[float, msgspec.Meta(ge=0)]
+    fix_time: dt.datetime | None = None
+    """GNSS time of the fix: satellite UTC, independent of the tablet's clock."""
+    provider: Provider = "gps"
+    mock: bool = False
+    """Android's mock-location flag."""
+
+
+class VisitCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    id: uuid.UUID | None = None
+    household_id: uuid.UUID
+    purpose: Purpose
+    team: Annotated[list[uuid.UUID], msgspec.Meta(min_length=2, max_length=6)]
+    """At least two field workers: the rules require two investigators."""
+    due_date: dt.date | None = None
+    """Default: the rule pack's working days for the purpose, from today."""
+
+
+class TemplateRef(msgspec.Struct):
+    code: str
+    version: int
+
+
+class TeamMember(msgspec.Struct):
+    user_id: uuid.UUID
+    username: str
+    display_name: str
+
+
+class Proposal(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    outcome: Outcome
+    amount_fen: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    """The monthly amount after the change, in fen; required for admit, raise and reduce."""
+    reason: Reason
+
+
+class VisitOut(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    household_id: uuid.UUID
+    registry_no: str
+    community_id: uuid.UUID
+    purpose: str
+    status: VisitStatus
+    due_date: dt.date
+    overdue: bool
+    review_level: int
+    review_level_code: str | None
+    review_due: dt.date | None
+    publicity_ends_on: dt.date | None
+    templates: list[TemplateRef]
+    team: list[TeamMember]
+    proposal: Proposal | None
+    revision: int
+    previous_id: uuid.UUID | None
+    created_at: dt.datetime
+    submitted_at: dt.datetime | None
+    locked_at: dt.datetime | None
+    version: int
+
+
+class VisitPage(msgspec.Struct):
+    items: list[VisitOut]
+    next_cursor: str | None
+
+
+class ObservationIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    id: uuid.UUID
+    """Made by the device. Sending the same observation again (a retry) changes nothing."""
+    template: str
+    item: str
+    """The item's path: `neighbours.position` for a child of the `neighbours` repeat group."""
+    row_id: uuid.UUID | None = None
+    """The repeat row (made by the device); required inside repeat groups, absent elsewhere."""
+    value: Any = None
+    note: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    gps: GpsFix | None = None
+    device_time: dt.datetime | None = None
+
+
+class ObservationBatch(msgspec.Struct, forbid_unknown_fields=True):
+    observations: Annotated[list[ObservationIn], msgspec.Meta(min_length=1, max_length=500)]
+
+
+class ObservationOut(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    visit_id: uuid.UUID
+    ordinal: int
+    template: str
+    template_version: int
+    item: str
+    row_id: uuid.UUID | None
+    value: Any
+    note: str | None
+    gps: GpsFix | None
+    device_time: dt.datetime | None
+    received_at: dt.datetime
+    author_id: uuid.UUID
+    device_id: uuid.UUID | None
+
+
+class SubmissionProblem(msgspec.Struct):
+    guard: str
+    item: str
+    row: str | None
+    message: str
+
+
+class ReviewDecision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    decision: Literal["approve", "return", "reject"]
+    reason: Reason | None = None
+    """Required to return (the comments go back to the devices) or to reject."""
+
+
+class TransitionOut(msgspec.Struct, kw_only=True):
+    at: dt.datetime
+    actor_id: uuid.UUID
+    actor: str
+    action: str
+    from_status: str | None
+    to_status: str
+    level: int | None
+    level_code: str | None
+    reason: str | None
+    rules: str
+
+
+class OverdueVisit(msgspec.Struct, kw_only=True):
+    visit_id: uuid.UUID
+    registry_no: str
+    community_id: uuid.UUID
+    status: str
+    what: Literal["visit", "review"]
+    due: dt.date
+    days_overdue: int

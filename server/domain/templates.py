@@ -1,0 +1,80 @@
+"""Loading checklist templates shipped as YAML, and the structural checks every template must pass."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from importlib import resources
+
+import msgspec
+
+from schemas.checklists import Item, MultiChoice, Photo, Repeat, SingleChoice, Template
+
+SHIPPED = "server.data"
+
+
+class TemplateError(ValueError):
+    """A template that cannot be used; the message lists every problem."""
+
+
+def walk(items: list[Item], prefix: str = "") -> Iterator[tuple[str, Item]]:
+    """Every item with its path: `neighbours.who_lives_here` for a child of the `neighbours` group."""
+    for item in items:
+        path = f"{prefix}{item.code}"
+        yield path, item
+        if isinstance(item, Repeat):
+            yield from walk(item.items, path + ".")
+
+
+def all_items(template: Template) -> Iterator[tuple[str, Item]]:
+    for section in template.sections:
+        yield from walk(section.items)
+
+
+def problems(template: Template) -> list[str]:
+    """What is wrong with a template's structure (empty when it is usable)."""
+    found: list[str] = []
+    paths = [path for path, _ in all_items(template)]
+    found += [f"item {p!r} appears twice" for p in sorted({p for p in paths if paths.count(p) > 1})]
+    known = set(paths)
+    for path, item in all_items(template):
+        scope = path.rsplit(".", 1)[0] + "." if "." in path else ""
+        cond = item.required_if
+        if cond is not None:
+            given = sum(x is not None for x in (cond.equals, cond.one_of, cond.differs_from))
+            if given != 1:
+                found.append(f"{path}: required_if needs exactly one of equals, one_of, differs_from")
+            for ref in (cond.item, cond.differs_from):
+                if ref is not None and scope + ref not in known:
+                    found.append(f"{path}: required_if names unknown item {ref!r}")
+        if isinstance(item, SingleChoice | MultiChoice):
+            values = [o.value for o in item.options]
+            if not values or len(values) != len(set(values)):
+                found.append(f"{path}: options must be present and distinct")
+        if isinstance(item, Photo) and item.min_count < sum(v.required for v in item.views):
+            found.append(f"{path}: min_count is below the number of required views")
+        if isinstance(item, Repeat) and item.max_rows is not None and item.max_rows < item.min_rows:
+            found.append(f"{path}: max_rows is below min_rows")
+    return found
+
+
+def parse(raw: bytes) -> Template:
+    try:
+        template = msgspec.yaml.decode(raw, type=Template)
+    except msgspec.ValidationError as exc:
+        raise TemplateError(str(exc)) from None
+    if found := problems(template):
+        raise TemplateError(f"{template.code} v{template.version}: " + "; ".join(found))
+    return template
+
+
+def etag(template: Template) -> str:
+    """A strong validator for the template's content: clients send it back in If-None-Match."""
+    return hashlib.sha256(msgspec.json.encode(template, order="sorted")).hexdigest()[:32]
+
+
+def shipped() -> list[Template]:
+    """Every template shipped with the package, in file-name order."""
+    folder = resources.files(SHIPPED).joinpath("checklists")
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name)
+    return [parse(f.read_bytes()) for f in files]

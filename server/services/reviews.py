@@ -1,0 +1,93 @@
+"""Multi-level review of submitted visits: approve (up a level, or lock at the last), return, reject.
+
+Who may act at a level comes from the rule pack: the role, and the level of the tree the reviewer is
+bound to (a community reviewer at level 1, a subdistrict reviewer at level 2, a district approver at
+level 3 by default). The household must lie under the reviewer's node, as for every read.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.rules import ReviewLevel, RulePack
+from schemas.visits import ReviewDecision, VisitOut
+from server.db.models import Visit, VisitStatus
+from server.db.types import utcnow
+from server.errors import Conflict, Forbidden, Invalid
+from server.services import audit
+from server.services.actor import Actor
+from server.services.rules import level, today, working_calendar
+from server.services.visits import get, publicity_ends_on, record_transition, visit_out
+
+NODE_DEPTH = {"district": 1, "subdistrict": 2, "community": 3}
+
+
+def _node_level_of(actor: Actor) -> int:
+    return actor.jurisdiction_path.strip("/").count("/") + 1
+
+
+def _require_authority(actor: Actor, at: ReviewLevel) -> None:
+    if actor.role != at.role or _node_level_of(actor) != NODE_DEPTH[at.node_level]:
+        raise Forbidden(
+            f"Level '{at.code}' is decided by a {at.role} of a {at.node_level}.", code="not_your_review_level"
+        )
+
+
+async def decide(
+    session: AsyncSession, actor: Actor, visit_id: uuid.UUID, decision: ReviewDecision, rules: RulePack
+) -> VisitOut:
+    visit, household = await get(session, actor, visit_id, lock=True)
+    if visit.status != VisitStatus.in_review:
+        raise Conflict(f"The visit is {visit.status}, not waiting for review.", code="not_in_review")
+    at = level(rules, visit.review_level)
+    _require_authority(actor, at)
+    if decision.decision != "approve" and not decision.reason:
+        raise Invalid(
+            f"To {decision.decision} a visit, say why.", details=[{"field": "reason", "message": "required"}]
+        )
+    before, number = visit.status, visit.review_level
+    if decision.decision == "approve":
+        await _approve(session, visit, at, rules)
+    elif decision.decision == "return":
+        visit.status, visit.review_level, visit.review_due = VisitStatus.returned, 0, None
+    else:
+        visit.status, visit.review_level, visit.review_due = VisitStatus.rejected, 0, None
+        visit.locked_at = utcnow()
+    visit.version += 1
+    record_transition(
+        session, actor, visit, decision.decision, before, rules, reason=decision.reason, at_level=number
+    )
+    audit.record(
+        session,
+        actor,
+        f"visit.{decision.decision}",
+        "visit",
+        visit.id,
+        {"level": number, "level_code": at.code, "to": visit.status},
+        reason=decision.reason,
+    )
+    await session.commit()
+    return await visit_out(session, visit, household, rules)
+
+
+async def _approve(session: AsyncSession, visit: Visit, at: ReviewLevel, rules: RulePack) -> None:
+    if at.after_publicity:
+        ends = await publicity_ends_on(session, visit, rules)
+        if ends is None or today() <= ends:
+            raise Conflict(
+                "The 7-day publicity (公示) has not ended"
+                + (f": it ends on {ends}." if ends else "; no notice date."),
+                code="publicity_not_over",
+                details={"publicity_ends_on": ends.isoformat() if ends else None},
+            )
+    if visit.review_level < len(rules.review_levels):
+        visit.review_level += 1
+        calendar = await working_calendar(session, rules)
+        visit.review_due = calendar.add_working_days(
+            today(), level(rules, visit.review_level).deadline_working_days
+        )
+        return
+    visit.status, visit.review_level, visit.review_due = VisitStatus.approved, 0, None
+    visit.locked_at = utcnow()

@@ -1,0 +1,51 @@
+"""The deployment's rule pack and working calendar."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from importlib import resources
+from pathlib import Path
+from typing import cast
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.calendars import DayKind
+from schemas.rules import ReviewLevel, RulePack
+from server.db.models import HolidayOverride
+from server.domain.calendar import WorkingCalendar, load_calendar
+
+
+@functools.cache
+def load_rules(path: str = "") -> RulePack:
+    """The rule pack at `path`, or the shipped default. Read once per process: it is configuration."""
+    raw = (
+        Path(path).read_bytes()
+        if path
+        else resources.files("server.data").joinpath("rules/default.yaml").read_bytes()
+    )
+    return msgspec.yaml.decode(raw, type=RulePack)
+
+
+def rules_tag(rules: RulePack) -> str:
+    """What decisions store, so each can be judged under the rules it was made under."""
+    return f"{rules.code}@{rules.version}"
+
+
+def level(rules: RulePack, number: int) -> ReviewLevel:
+    return rules.review_levels[number - 1]
+
+
+async def working_calendar(session: AsyncSession, rules: RulePack) -> WorkingCalendar:
+    """The shipped national calendars with this deployment's own overrides on top."""
+    base = [(d.date, d.kind) for code in rules.calendars for d in load_calendar(code).days]
+    local = [(row.day, row.kind) for row in (await session.execute(select(HolidayOverride))).scalars()]
+    merged = dict(base) | dict(local)
+    return WorkingCalendar((day, cast(DayKind, kind)) for day, kind in merged.items())
+
+
+def today() -> dt.date:
+    """The deployment's date: China Standard Time, whatever zone the server runs in."""
+    return dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date()

@@ -1,0 +1,660 @@
+"""Visits: assignment to a two-person team, answers, the outcome proposal, submission, amendment.
+
+Answers are observations, appended and never changed. Submission runs the "four no-let-go" guards
+(四个不放过) through `server.domain.answers` and refuses with the full list of what is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, cast
+
+import msgspec
+from sqlalchemy import Select, and_, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from schemas.checklists import Repeat, Template
+from schemas.rules import RulePack
+from schemas.visits import (
+    GpsFix,
+    ObservationIn,
+    ObservationOut,
+    Outcome,
+    OverdueVisit,
+    Proposal,
+    Provider,
+    SubmissionProblem,
+    TeamMember,
+    TemplateRef,
+    VisitCreate,
+    VisitOut,
+    VisitPage,
+)
+from server.db.models import (
+    EDITABLE,
+    Household,
+    Member,
+    Observation,
+    User,
+    Visit,
+    VisitStatus,
+    VisitTeamMember,
+    VisitTransition,
+)
+from server.db.types import utcnow
+from server.domain import answers as rules_of_answers
+from server.domain.calendar import is_overdue
+from server.domain.templates import all_items
+from server.errors import Conflict, Forbidden, Invalid, NotFound
+from server.services import audit, templates
+from server.services.actor import Actor, communities_in_scope
+from server.services.rules import level, rules_tag, today, working_calendar
+
+ASSIGNER_ROLES = frozenset({"reviewer", "admin"})
+NEEDS_AMOUNT = frozenset({"admit", "raise", "reduce"})
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def _scoped(actor: Actor) -> Select[Visit, Household]:
+    return (
+        select(Visit, Household)
+        .join(Household, Household.id == Visit.household_id)
+        .where(communities_in_scope(actor))
+        .options(selectinload(Visit.team))
+    )
+
+
+async def get(
+    session: AsyncSession, actor: Actor, visit_id: uuid.UUID, *, lock: bool = False
+) -> tuple[Visit, Household]:
+    query = _scoped(actor).where(Visit.id == visit_id)
+    if lock:
+        query = query.with_for_update(of=Visit)
+    row = (await session.execute(query)).one_or_none()
+    if row is None:
+        raise NotFound("No such visit.")
+    return row[0], row[1]
+
+
+async def visit_out(session: AsyncSession, visit: Visit, household: Household, rules: RulePack) -> VisitOut:
+    names = await _names(session, [m.user_id for m in visit.team])
+    ends = await publicity_ends_on(session, visit, rules)
+    due = visit.review_due if visit.status == VisitStatus.in_review else visit.due_date
+    return VisitOut(
+        id=visit.id,
+        household_id=visit.household_id,
+        registry_no=household.registry_no,
+        community_id=household.community_id,
+        purpose=visit.purpose,
+        status=visit.status,  # type: ignore[arg-type]
+        due_date=visit.due_date,
+        overdue=visit.status in (*EDITABLE, VisitStatus.in_review)
+        and due is not None
+        and is_overdue(due, today()),
+        review_level=visit.review_level,
+        review_level_code=level(rules, visit.review_level).code if visit.review_level else None,
+        review_due=visit.review_due,
+        publicity_ends_on=ends,
+        templates=[TemplateRef(t["code"], t["version"]) for t in visit.templates],
+        team=[TeamMember(m.user_id, *names[m.user_id]) for m in visit.team],
+        proposal=_proposal(visit),
+        revision=visit.revision,
+        previous_id=visit.previous_id,
+        created_at=visit.created_at,
+        submitted_at=visit.submitted_at,
+        locked_at=visit.locked_at,
+        version=visit.version,
+    )
+
+
+def _proposal(visit: Visit) -> Proposal | None:
+    if visit.outcome is None:
+        return None
+    return Proposal(
+        outcome=cast(Outcome, visit.outcome),
+        amount_fen=visit.outcome_amount_fen,
+        reason=visit.outcome_reason or "",
+    )
+
+
+async def _names(session: AsyncSession, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[str, str]]:
+    rows = await session.execute(
+        select(User.id, User.username, User.display_name).where(User.id.in_(user_ids))
+    )
+    return {uid: (username, display) for uid, username, display in rows}
+
+
+async def list_page(
+    session: AsyncSession,
+    actor: Actor,
+    rules: RulePack,
+    *,
+    community_id: uuid.UUID | None = None,
+    status: str | None = None,
+    review_level: int | None = None,
+    due_from: dt.date | None = None,
+    due_to: dt.date | None = None,
+    mine: bool = False,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> VisitPage:
+    """Keyset pagination on (due_date, id)."""
+    query = _filtered(actor, community_id, status, review_level, due_from, due_to, mine)
+    query = query.order_by(Visit.due_date, Visit.id).limit(limit + 1)
+    if cursor:
+        after_due, after_id = _decode_cursor(cursor)
+        query = query.where(tuple_(Visit.due_date, Visit.id) > tuple_(after_due, after_id))
+    rows = list((await session.execute(query)).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [await visit_out(session, v, h, rules) for v, h in rows]
+    next_cursor = _encode_cursor(rows[-1][0]) if more else None
+    return VisitPage(items=items, next_cursor=next_cursor)
+
+
+def _filtered(
+    actor: Actor,
+    community_id: uuid.UUID | None,
+    status: str | None,
+    review_level: int | None,
+    due_from: dt.date | None,
+    due_to: dt.date | None,
+    mine: bool,
+) -> Select[Visit, Household]:
+    query = _scoped(actor)
+    if community_id is not None:
+        query = query.where(Household.community_id == community_id)
+    if status is not None:
+        query = query.where(Visit.status == status)
+    if review_level is not None:
+        query = query.where(Visit.review_level == review_level)
+    if due_from is not None:
+        query = query.where(Visit.due_date >= due_from)
+    if due_to is not None:
+        query = query.where(Visit.due_date <= due_to)
+    if mine:
+        query = query.where(
+            Visit.id.in_(select(VisitTeamMember.visit_id).where(VisitTeamMember.user_id == actor.user_id))
+        )
+    return query
+
+
+def _encode_cursor(visit: Visit) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode([visit.due_date.isoformat(), str(visit.id)])).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.date, uuid.UUID]:
+    try:
+        due, raw = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()), type=tuple[str, str])
+        return dt.date.fromisoformat(due), uuid.UUID(raw)
+    except (ValueError, msgspec.DecodeError):
+        raise Invalid("The cursor is not one this server handed out.", code="bad_cursor") from None
+
+
+# -- assignment ----------------------------------------------------------------------------------
+
+
+async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: RulePack) -> VisitOut:
+    if actor.role not in ASSIGNER_ROLES:
+        raise Forbidden("Only reviewers and administrators assign visits.")
+    household = (
+        await session.execute(
+            select(Household).where(Household.id == data.household_id, communities_in_scope(actor))
+        )
+    ).scalar_one_or_none()
+    if household is None:
+        raise NotFound("No such household.")
+    await _check_team(session, data.team, household)
+    pinned = [await templates.latest_published(session, code) for code in rules.templates[data.purpose]]
+    calendar = await working_calendar(session, rules)
+    visit = Visit(
+        id=data.id or uuid.uuid4(),
+        household_id=household.id,
+        purpose=data.purpose,
+        due_date=data.due_date
+        or calendar.add_working_days(today(), rules.visit_due_working_days[data.purpose]),
+        templates=[{"code": t.code, "version": t.version} for t in pinned],
+        rules=rules_tag(rules),
+        created_by=actor.user_id,
+    )
+    if await session.get(Visit, visit.id) is not None:
+        raise Conflict("A visit with this id exists.", code="duplicate")
+    session.add(visit)
+    await session.flush()
+    session.add_all(
+        VisitTeamMember(visit_id=visit.id, user_id=uid, position=i) for i, uid in enumerate(data.team)
+    )
+    record_transition(session, actor, visit, "assign", None, rules)
+    audit.record(
+        session, actor, "visit.create", "visit", visit.id, msgspec.to_builtins(data) | {"id": str(visit.id)}
+    )
+    await session.commit()
+    visit, household = await get(session, actor, visit.id)
+    return await visit_out(session, visit, household, rules)
+
+
+async def _check_team(session: AsyncSession, team: list[uuid.UUID], household: Household) -> None:
+    if len(set(team)) != len(team) or len(team) < 2:
+        raise Invalid("A visit needs at least two different investigators.", code="team_invalid")
+    found = (
+        await session.execute(
+            select(User.id).where(
+                User.id.in_(team),
+                User.role == "field_worker",
+                User.active.is_(True),
+                User.jurisdiction_id == household.community_id,
+            )
+        )
+    ).scalars()
+    missing = set(team) - set(found)
+    if missing:
+        raise Invalid(
+            "Every investigator must be an active field worker of the household's community.",
+            code="team_invalid",
+            details=[{"field": "team", "message": f"not eligible: {sorted(str(m) for m in missing)}"}],
+        )
+
+
+def record_transition(
+    session: AsyncSession,
+    actor: Actor,
+    visit: Visit,
+    action: str,
+    from_status: str | None,
+    rules: RulePack,
+    *,
+    reason: str | None = None,
+    at_level: int | None = None,
+) -> None:
+    """A timeline row. `at_level` is the review level a decision was taken at (default: the visit's)."""
+    number = at_level if at_level is not None else visit.review_level
+    session.add(
+        VisitTransition(
+            id=uuid.uuid4(),
+            visit_id=visit.id,
+            actor_id=actor.user_id,
+            action=action,
+            from_status=from_status,
+            to_status=visit.status,
+            level=number or None,
+            level_code=level(rules, number).code if number else None,
+            reason=reason,
+            rules=rules_tag(rules),
+        )
+    )
+
+
+# -- answers -------------------------------------------------------------------------------------
+
+
+def _require_team(visit: Visit, actor: Actor) -> None:
+    if actor.user_id not in {m.user_id for m in visit.team}:
+        raise Forbidden("Only the visit's investigators answer it.", code="not_on_team")
+
+
+def require_editable(visit: Visit) -> None:
+    if visit.status in (VisitStatus.approved, VisitStatus.rejected):
+        raise Conflict(
+            f"The visit is {visit.status} and locked; amend it to make a new revision.", code="visit_locked"
+        )
+    if visit.status == VisitStatus.in_review:
+        raise Conflict(
+            "The visit is under review; it can be changed once it is returned.", code="visit_in_review"
+        )
+
+
+async def answer(
+    session: AsyncSession, actor: Actor, visit_id: uuid.UUID, batch: list[ObservationIn], rules: RulePack
+) -> list[ObservationOut]:
+    """Append observations, all or none. Re-sending one already stored (same id, same content) is a no-op."""
+    visit, _ = await get(session, actor, visit_id, lock=True)
+    _require_team(visit, actor)
+    fresh = await _new_only(session, visit, batch)
+    if fresh:
+        require_editable(visit)
+        pinned = {t["code"]: t["version"] for t in visit.templates}
+        problems = [p for i, obs in enumerate(fresh) for p in await _obs_problems(session, i, obs, pinned)]
+        if problems:
+            raise Invalid("; ".join(f"{p['field']}: {p['message']}" for p in problems), details=problems)
+        for obs in fresh:
+            visit.answer_count += 1
+            session.add(_observation(visit, obs, pinned[obs.template], actor))
+        if visit.status == VisitStatus.assigned:
+            visit.status = VisitStatus.in_progress
+            record_transition(session, actor, visit, "start", VisitStatus.assigned, rules)
+        visit.version += 1
+        audit.record(
+            session,
+            actor,
+            "visit.answer",
+            "visit",
+            visit.id,
+            {"observations": [{"id": str(o.id), "template": o.template, "item": o.item} for o in fresh]},
+        )
+        await session.commit()
+    ids = [obs.id for obs in batch]
+    stored = (await session.execute(select(Observation).where(Observation.id.in_(ids)))).scalars()
+    by_id = {o.id: o for o in stored}
+    return [observation_out(by_id[i]) for i in ids]
+
+
+async def _new_only(session: AsyncSession, visit: Visit, batch: list[ObservationIn]) -> list[ObservationIn]:
+    """Drop observations already stored; refuse an id reused for different content."""
+    if len({o.id for o in batch}) != len(batch):
+        raise Invalid("An observation id appears twice in the batch.", code="duplicate_id")
+    existing = {
+        o.id: o
+        for o in (
+            await session.execute(select(Observation).where(Observation.id.in_([b.id for b in batch])))
+        ).scalars()
+    }
+    fresh = []
+    for obs in batch:
+        stored = existing.get(obs.id)
+        if stored is None:
+            fresh.append(obs)
+        elif stored.visit_id != visit.id or (stored.template_code, stored.item, stored.value) != (
+            obs.template,
+            obs.item,
+            obs.value,
+        ):
+            raise Conflict(
+                f"Observation {obs.id} was stored with other content.", code="observation_conflict"
+            )
+    return fresh
+
+
+async def _obs_problems(
+    session: AsyncSession, i: int, obs: ObservationIn, pinned: dict[str, int]
+) -> list[dict[str, str]]:
+    field = f"observations[{i}]"
+    if obs.template not in pinned:
+        return [
+            {
+                "field": f"{field}.template",
+                "message": f"{obs.template!r} is not one of this visit's checklists",
+            }
+        ]
+    template = await templates.pinned(session, obs.template, pinned[obs.template])
+    item = rules_of_answers.find_item(template, obs.item)
+    if item is None:
+        return [
+            {
+                "field": f"{field}.item",
+                "message": f"{obs.template} v{template.version} has no item {obs.item!r}",
+            }
+        ]
+    in_repeat = _in_repeat(template, obs.item)
+    if in_repeat != (obs.row_id is not None):
+        need = "needs a row_id (it is inside a repeat group)" if in_repeat else "takes no row_id"
+        return [{"field": f"{field}.row_id", "message": f"{obs.item} {need}"}]
+    why = rules_of_answers.check_value(item, obs.value)
+    return [{"field": f"{field}.value", "message": f"{obs.item}: {why}"}] if why else []
+
+
+def _in_repeat(template: Template, path: str) -> bool:
+    groups = {p for p, item in all_items(template) if isinstance(item, Repeat)}
+    return path in groups or any(path.startswith(g + ".") for g in groups)
+
+
+def _observation(visit: Visit, obs: ObservationIn, template_version: int, actor: Actor) -> Observation:
+    gps = obs.gps
+    return Observation(
+        id=obs.id,
+        visit_id=visit.id,
+        ordinal=visit.answer_count,
+        template_code=obs.template,
+        template_version=template_version,
+        item=obs.item,
+        row_id=obs.row_id,
+        value=obs.value,
+        note=obs.note,
+        lat=gps.lat if gps else None,
+        lon=gps.lon if gps else None,
+        accuracy_m=gps.accuracy_m if gps else None,
+        fix_time=gps.fix_time if gps else None,
+        provider=gps.provider if gps else None,
+        mock_location=gps.mock if gps else None,
+        device_time=obs.device_time,
+        author_id=actor.user_id,
+        device_id=actor.device_id,
+    )
+
+
+def observation_out(o: Observation) -> ObservationOut:
+    gps = None
+    if o.lat is not None and o.lon is not None:
+        gps = GpsFix(
+            lat=o.lat,
+            lon=o.lon,
+            accuracy_m=o.accuracy_m or 0.0,
+            fix_time=o.fix_time,
+            provider=cast(Provider, o.provider or "other"),
+            mock=bool(o.mock_location),
+        )
+    return ObservationOut(
+        id=o.id,
+        visit_id=o.visit_id,
+        ordinal=o.ordinal,
+        template=o.template_code,
+        template_version=o.template_version,
+        item=o.item,
+        row_id=o.row_id,
+        value=o.value,
+        note=o.note,
+        gps=gps,
+        device_time=o.device_time,
+        received_at=o.received_at,
+        author_id=o.author_id,
+        device_id=o.device_id,
+    )
+
+
+async def observations(session: AsyncSession, visit_id: uuid.UUID) -> list[Observation]:
+    query = select(Observation).where(Observation.visit_id == visit_id).order_by(Observation.ordinal)
+    return list((await session.execute(query)).scalars())
+
+
+async def current_answers(
+    session: AsyncSession, visit_id: uuid.UUID
+) -> dict[str, dict[tuple[str, str | None], Any]]:
+    """template code -> (item, row) -> value: the latest observation wins (server arrival order)."""
+    current: dict[str, dict[tuple[str, str | None], Any]] = defaultdict(dict)
+    for obs in await observations(session, visit_id):
+        key = (obs.item, str(obs.row_id) if obs.row_id else None)
+        if obs.value is None:
+            current[obs.template_code].pop(key, None)
+        else:
+            current[obs.template_code][key] = obs.value
+    return current
+
+
+# -- proposal, submission ------------------------------------------------------------------------
+
+
+async def propose(
+    session: AsyncSession, actor: Actor, visit_id: uuid.UUID, proposal: Proposal, rules: RulePack
+) -> VisitOut:
+    visit, household = await get(session, actor, visit_id, lock=True)
+    _require_team(visit, actor)
+    require_editable(visit)
+    if proposal.outcome in NEEDS_AMOUNT and proposal.amount_fen is None:
+        raise Invalid(
+            f"A proposal to {proposal.outcome} needs the monthly amount in fen.",
+            details=[{"field": "amount_fen", "message": "required for this outcome"}],
+        )
+    visit.outcome, visit.outcome_amount_fen, visit.outcome_reason = (
+        proposal.outcome,
+        proposal.amount_fen,
+        proposal.reason,
+    )
+    visit.version += 1
+    record_transition(session, actor, visit, "propose", visit.status, rules, reason=proposal.reason)
+    audit.record(session, actor, "visit.propose", "visit", visit.id, msgspec.to_builtins(proposal))
+    await session.commit()
+    return await visit_out(session, visit, household, rules)
+
+
+async def submission_problems(session: AsyncSession, visit: Visit) -> list[SubmissionProblem]:
+    answers = await current_answers(session, visit.id)
+    context = await _guard_context(session, visit)
+    found: list[rules_of_answers.Problem] = []
+    for ref in visit.templates:
+        template = await templates.pinned(session, ref["code"], ref["version"])
+        found += rules_of_answers.completeness(template, answers.get(template.code, {}), context)
+    problems = [SubmissionProblem(p.guard, p.item, p.row, p.message) for p in found]
+    if visit.outcome is None:
+        problems.append(SubmissionProblem("outcome_missing", "visit:proposal", None, "no outcome proposed"))
+    return problems
+
+
+async def _guard_context(session: AsyncSession, visit: Visit) -> rules_of_answers.Context:
+    names = await _names(session, [m.user_id for m in visit.team])
+    members = await session.execute(
+        select(Member.id, Member.name).where(Member.household_id == visit.household_id)
+    )
+    return rules_of_answers.Context(
+        investigators={str(uid): display for uid, (_, display) in names.items()},
+        members={str(mid): name for mid, name in members},
+    )
+
+
+async def submit(session: AsyncSession, actor: Actor, visit_id: uuid.UUID, rules: RulePack) -> VisitOut:
+    visit, household = await get(session, actor, visit_id, lock=True)
+    _require_team(visit, actor)
+    require_editable(visit)
+    problems = await submission_problems(session, visit)
+    if problems:
+        raise Invalid(
+            f"The visit cannot be submitted: {len(problems)} problems.",
+            code="submission_incomplete",
+            details=[msgspec.to_builtins(p) for p in problems],
+        )
+    calendar = await working_calendar(session, rules)
+    before = visit.status
+    visit.status, visit.review_level = VisitStatus.in_review, 1
+    visit.review_due = calendar.add_working_days(today(), level(rules, 1).deadline_working_days)
+    visit.submitted_at = utcnow()
+    visit.version += 1
+    record_transition(session, actor, visit, "submit", before, rules)
+    audit.record(session, actor, "visit.submit", "visit", visit.id, {"from": before})
+    await session.commit()
+    return await visit_out(session, visit, household, rules)
+
+
+async def publicity_ends_on(session: AsyncSession, visit: Visit, rules: RulePack) -> dt.date | None:
+    """The last day of the 7-calendar-day publicity (公示), from the date the notice went up."""
+    if rules.publicity_template not in {t["code"] for t in visit.templates}:
+        return None
+    posted = (
+        (await current_answers(session, visit.id))
+        .get(rules.publicity_template, {})
+        .get((rules.publicity_start_item, None))
+    )
+    if not isinstance(posted, str):
+        return None
+    return dt.date.fromisoformat(posted) + dt.timedelta(days=rules.publicity_calendar_days)
+
+
+# -- amendment -----------------------------------------------------------------------------------
+
+
+async def amend(session: AsyncSession, actor: Actor, visit_id: uuid.UUID, rules: RulePack) -> VisitOut:
+    """An approved visit is never changed: a new revision starts from its answers and goes through review."""
+    visit, household = await get(session, actor, visit_id, lock=True)
+    if actor.role not in ASSIGNER_ROLES and actor.user_id not in {m.user_id for m in visit.team}:
+        raise Forbidden("Only the team, reviewers and administrators amend a visit.")
+    if visit.status != VisitStatus.approved:
+        raise Conflict("Only an approved visit is amended; edit this one directly.", code="not_approved")
+    newer = (await session.execute(select(Visit.id).where(Visit.previous_id == visit.id))).first()
+    if newer is not None:
+        raise Conflict(
+            "This visit already has a newer revision.",
+            code="already_amended",
+            details={"visit_id": str(newer[0])},
+        )
+    revision = Visit(
+        id=uuid.uuid4(),
+        household_id=visit.household_id,
+        purpose=visit.purpose,
+        status=VisitStatus.in_progress,
+        due_date=visit.due_date,
+        templates=visit.templates,
+        revision=visit.revision + 1,
+        previous_id=visit.id,
+        rules=rules_tag(rules),
+        created_by=actor.user_id,
+        outcome=visit.outcome,
+        outcome_amount_fen=visit.outcome_amount_fen,
+        outcome_reason=visit.outcome_reason,
+    )
+    session.add(revision)
+    await session.flush()
+    session.add_all(
+        VisitTeamMember(visit_id=revision.id, user_id=m.user_id, position=m.position) for m in visit.team
+    )
+    for old in await observations(session, visit.id):
+        revision.answer_count += 1
+        session.add(_carried(old, revision))
+    record_transition(session, actor, revision, "amend", None, rules, reason=f"amends {visit.id}")
+    audit.record(session, actor, "visit.amend", "visit", revision.id, {"previous_id": str(visit.id)})
+    await session.commit()
+    revision, household = await get(session, actor, revision.id)
+    return await visit_out(session, revision, household, rules)
+
+
+def _carried(old: Observation, revision: Visit) -> Observation:
+    fields = {c.key: getattr(old, c.key) for c in Observation.__table__.columns}
+    return Observation(
+        **(fields | {"id": uuid.uuid4(), "visit_id": revision.id, "ordinal": revision.answer_count})
+    )
+
+
+# -- history, deadlines --------------------------------------------------------------------------
+
+
+async def timeline(
+    session: AsyncSession, actor: Actor, visit_id: uuid.UUID
+) -> list[tuple[VisitTransition, str]]:
+    await get(session, actor, visit_id)
+    rows = await session.execute(
+        select(VisitTransition, User.display_name)
+        .join(User, User.id == VisitTransition.actor_id)
+        .where(VisitTransition.visit_id == visit_id)
+        .order_by(VisitTransition.at, VisitTransition.id)
+    )
+    return [(t, name) for t, name in rows]
+
+
+async def overdue(session: AsyncSession, actor: Actor, community_id: uuid.UUID | None) -> list[OverdueVisit]:
+    day = today()
+    query = _filtered(actor, community_id, None, None, None, None, False).where(
+        or_(
+            and_(Visit.status.in_([s.value for s in EDITABLE]), Visit.due_date < day),
+            and_(Visit.status == VisitStatus.in_review, Visit.review_due < day),
+        )
+    )
+    result = []
+    for visit, household in (await session.execute(query.order_by(Visit.due_date, Visit.id))).all():
+        in_review = visit.status == VisitStatus.in_review
+        due = visit.review_due if in_review else visit.due_date
+        assert due is not None
+        result.append(
+            OverdueVisit(
+                visit_id=visit.id,
+                registry_no=household.registry_no,
+                community_id=household.community_id,
+                status=visit.status,
+                what="review" if in_review else "visit",
+                due=due,
+                days_overdue=(day - due).days,
+            )
+        )
+    return result
