@@ -1,0 +1,132 @@
+"""Ingest one uploaded photo: check it, read its claims, hash it and make the served JPEG copies.
+
+``process_image`` is synchronous and CPU-bound (Pillow releases the GIL while decoding, resizing and
+encoding); the server runs it in its own bounded pool through ``process_image_async``.
+
+Pixel limit: checked from the header, right after ``Image.open`` and before any pixel is decoded.
+``Image.MAX_IMAGE_PIXELS`` is left alone (it is process-global and other threads use Pillow too).
+Pillow's own check still runs inside ``Image.open``: above that limit it warns, above twice it raises.
+Both are reported as ``too_many_pixels``; since ``max_pixels`` may not exceed Pillow's limit, any image
+Pillow warns about is one we refuse, so the warning is in effect an error. (Filtering the warning with
+``warnings.catch_warnings`` is not thread-safe on Python 3.11, hence this arrangement.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import io
+import struct
+from concurrent.futures import Executor
+from pathlib import Path
+
+import msgspec
+from PIL import Image
+
+from media import phash
+from media.derivatives import (
+    DISPLAY_LONG_SIDE,
+    Derivative,
+    apply_orientation,
+    draft_for,
+    render_copies,
+    to_derivative,
+)
+from media.exif import ExifClaims, read_exif_claims
+from media.formats import ImageFormat, ImageRejected, detect_format
+
+DEFAULT_MAX_PIXELS = 50_000_000  # 8 K x 6 K; tablet and phone cameras stay well under it
+
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})  # orientations that swap width and height
+# What a damaged or cut-short file raises while Pillow or pillow-heif parses or decodes it (seen when
+# fuzzing: OSError incl. UnidentifiedImageError, EOFError, ValueError; SyntaxError and struct.error are
+# Pillow's own "bad file" signals).
+_DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, struct.error)
+
+
+class ProcessedImage(msgspec.Struct, frozen=True):
+    """Everything ingest learns about one photo. ``width``/``height`` are of the original, upright."""
+
+    sha256: str
+    format: ImageFormat
+    width: int
+    height: int
+    exif: ExifClaims
+    dhash: int
+    dhash_hex: str
+    display: Derivative
+    thumbnail: Derivative
+
+
+def process_image(data: bytes | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ProcessedImage:
+    """Validate and process one photo. Raises ImageRejected; a Path that cannot be read raises OSError."""
+    _check_limit(max_pixels)
+    raw = data.read_bytes() if isinstance(data, Path) else data
+    image_format = detect_format(raw)
+    with _open(raw, image_format) as im:
+        _check_pixels(im.size, max_pixels)
+        stored_size = im.size
+        draft_for(im, DISPLAY_LONG_SIDE)  # decode no more than the display copy needs
+        _decode(im)
+        claims = read_exif_claims(im)
+        upright, orientation = apply_orientation(im)
+        display, thumbnail = render_copies(upright)
+    # Hashing the 320 px copy costs nothing and matches hashing the full image within a bit or two.
+    dhash = phash.dhash(thumbnail)
+    width, height = stored_size
+    if orientation in _QUARTER_TURNS:
+        width, height = height, width
+    return ProcessedImage(
+        sha256=hashlib.sha256(raw).hexdigest(),
+        format=image_format,
+        width=width,
+        height=height,
+        exif=claims,
+        dhash=dhash,
+        dhash_hex=phash.to_hex(dhash),
+        display=to_derivative(display),
+        thumbnail=to_derivative(thumbnail),
+    )
+
+
+async def process_image_async(
+    data: bytes | Path, *, executor: Executor, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> ProcessedImage:
+    """``process_image`` in ``executor`` (a thread or process pool), awaited from the asyncio event loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor, functools.partial(process_image, data, max_pixels=max_pixels))
+
+
+def _check_limit(max_pixels: int) -> None:
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    if max_pixels < 1 or (pillow_limit is not None and max_pixels > pillow_limit):
+        raise ValueError(f"max_pixels must be between 1 and Image.MAX_IMAGE_PIXELS ({pillow_limit})")
+
+
+def _open(raw: bytes, image_format: ImageFormat) -> Image.Image:
+    """Open (header only) with just the plugin for the sniffed format, so no other parser sees the bytes."""
+    try:
+        return Image.open(io.BytesIO(raw), formats=[image_format.pillow_name])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected("too_many_pixels", "the image has too many pixels") from exc
+    except _DECODE_ERRORS as exc:
+        # The signature matched, so this is a cut-short or damaged file rather than a different format.
+        raise ImageRejected(
+            "truncated", f"the {image_format.pillow_name} header is incomplete or damaged"
+        ) from exc
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageRejected(
+            "too_many_pixels", f"{width}x{height} is {width * height} pixels; the limit is {max_pixels}"
+        )
+
+
+def _decode(im: Image.Image) -> None:
+    try:
+        im.load()
+    except _DECODE_ERRORS as exc:
+        raise ImageRejected("truncated", "the image data ends early or is damaged") from exc
