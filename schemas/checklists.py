@@ -127,6 +127,8 @@ class Signature(ItemBase, tag="signature"):
 
 
 class Repeat(ItemBase, tag="repeat"):
+    """Rows of child items. Groups are not nested: an answer carries one row id."""
+
     items: list[Item]
     min_rows: int = 0
     max_rows: int | None = None

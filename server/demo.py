@@ -23,7 +23,7 @@ from server.services.actor import SYSTEM
 B = TypeVar("B", bound=Base)
 NAMESPACE = uuid.UUID("6f1f2a4e-5b7d-4c1e-9a53-0d9f3c2b7e11")
 PASSWORD = "demo"
-HOUSEHOLDS_PER_COMMUNITY = 6
+HOUSEHOLDS_PER_COMMUNITY = 8
 
 TREE = {
     ("D01", "新华区 Xinhua District"): {
@@ -65,6 +65,9 @@ async def seed(db: Database) -> None:
         if added:
             audit.record(session, SYSTEM, "demo.seed", "demo", "demo", {"rows_added": added})
         await session.commit()
+    from server.demo_visits import seed_visits  # after the people and households it needs
+
+    await seed_visits(db)
 
 
 async def _get_or_add(session: AsyncSession, row: B) -> tuple[B, int]:

@@ -55,6 +55,10 @@ def problems(template: Template) -> list[str]:
             found.append(f"{path}: min_count is below the number of required views")
         if isinstance(item, Repeat) and item.max_rows is not None and item.max_rows < item.min_rows:
             found.append(f"{path}: max_rows is below min_rows")
+        if isinstance(item, Repeat) and "." in path:
+            # An answer carries one row id; a group inside a group's row would need two. Use a top-level
+            # group whose rows name their parent row (e.g. job referrals with a member_ref).
+            found.append(f"{path}: repeat groups cannot be nested")
     return found
 
 

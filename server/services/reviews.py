@@ -73,7 +73,8 @@ async def decide(
 
 
 async def _approve(session: AsyncSession, visit: Visit, at: ReviewLevel, rules: RulePack) -> None:
-    if at.after_publicity:
+    needs_publicity = rules.publicity_template in {t["code"] for t in visit.templates}
+    if at.after_publicity and needs_publicity:  # re-checks without a publicize step post no notice
         ends = await publicity_ends_on(session, visit, rules)
         if ends is None or today() <= ends:
             raise Conflict(

@@ -146,7 +146,7 @@ async def list_page(
     limit: int = 100,
 ) -> VisitPage:
     """Keyset pagination on (due_date, id)."""
-    query = _filtered(actor, community_id, status, review_level, due_from, due_to, mine)
+    query = filtered(actor, community_id, status, review_level, due_from, due_to, mine)
     query = query.order_by(Visit.due_date, Visit.id).limit(limit + 1)
     if cursor:
         after_due, after_id = _decode_cursor(cursor)
@@ -159,7 +159,7 @@ async def list_page(
     return VisitPage(items=items, next_cursor=next_cursor)
 
 
-def _filtered(
+def filtered(
     actor: Actor,
     community_id: uuid.UUID | None,
     status: str | None,
@@ -504,7 +504,7 @@ async def propose(
 
 async def submission_problems(session: AsyncSession, visit: Visit) -> list[SubmissionProblem]:
     answers = await current_answers(session, visit.id)
-    context = await _guard_context(session, visit)
+    context = await guard_context(session, visit)
     found: list[rules_of_answers.Problem] = []
     for ref in visit.templates:
         template = await templates.pinned(session, ref["code"], ref["version"])
@@ -515,7 +515,7 @@ async def submission_problems(session: AsyncSession, visit: Visit) -> list[Submi
     return problems
 
 
-async def _guard_context(session: AsyncSession, visit: Visit) -> rules_of_answers.Context:
+async def guard_context(session: AsyncSession, visit: Visit) -> rules_of_answers.Context:
     names = await _names(session, [m.user_id for m in visit.team])
     members = await session.execute(
         select(Member.id, Member.name).where(Member.household_id == visit.household_id)
@@ -635,7 +635,7 @@ async def timeline(
 
 async def overdue(session: AsyncSession, actor: Actor, community_id: uuid.UUID | None) -> list[OverdueVisit]:
     day = today()
-    query = _filtered(actor, community_id, None, None, None, None, False).where(
+    query = filtered(actor, community_id, None, None, None, None, False).where(
         or_(
             and_(Visit.status.in_([s.value for s in EDITABLE]), Visit.due_date < day),
             and_(Visit.status == VisitStatus.in_review, Visit.review_due < day),

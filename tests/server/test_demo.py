@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from server.db.engine import Database
-from server.db.models import Household, Jurisdiction, Member, User
+from server.db.models import Household, Jurisdiction, Member, User, Visit
 from server.demo import seed
 from server.domain.id_numbers import problem
 from tests.fixtures.databases import prepare
@@ -20,7 +20,7 @@ async def _counts(url: str) -> dict[str, int]:
         async with db.read_session() as s:
             return {
                 model.__tablename__: (await s.execute(select(func.count()).select_from(model))).scalar_one()
-                for model in (Jurisdiction, User, Household, Member)
+                for model in (Jurisdiction, User, Household, Member, Visit)
             }
     finally:
         await db.dispose()
@@ -50,3 +50,34 @@ def test_seed_twice_adds_nothing_the_second_time(tmp_path: Path) -> None:
          "demo-reviewer-subdistrict", "demo-approver-district", "demo-admin"]
     )  # fmt: skip
     assert ids and all(problem(i) is None for i in ids)
+    assert first["visits"] == 8
+
+
+async def _visit_states(url: str) -> dict[str, tuple[str, int]]:
+    db = Database(url)
+    try:
+        async with db.read_session() as s:
+            rows = await s.execute(
+                select(Household.registry_no, Visit.status, Visit.review_level).join(
+                    Household, Household.id == Visit.household_id
+                )
+            )
+            return {registry_no: (status, level) for registry_no, status, level in rows}
+    finally:
+        await db.dispose()
+
+
+def test_demo_has_a_days_work_in_every_state(sqlite_template: Path) -> None:
+    states = asyncio.run(_visit_states(f"sqlite+aiosqlite:///{sqlite_template}"))
+    assert sorted(states.values()) == sorted(
+        [
+            ("assigned", 0),
+            ("assigned", 0),
+            ("in_progress", 0),
+            ("in_review", 1),
+            ("in_review", 2),
+            ("in_review", 3),
+            ("returned", 0),
+            ("approved", 0),
+        ]
+    )

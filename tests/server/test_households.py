@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from server.demo import HOUSEHOLDS_PER_COMMUNITY
 from server.domain.id_numbers import check_character
 from tests.helpers import Client, audit_rows, household_id, login, node_id
 
@@ -140,7 +141,7 @@ def test_keyset_pages_cover_every_household_once(client: Client) -> None:
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    assert len(seen) == len(set(seen)) == 24
+    assert len(seen) == len(set(seen)) == 4 * HOUSEHOLDS_PER_COMMUNITY
     assert seen == sorted(seen)
     bad = client.get("/api/v1/households?cursor=garbage", headers=admin)
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "bad_cursor"

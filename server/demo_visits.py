@@ -1,0 +1,134 @@
+"""Demo visits for community C01's team (demo-worker-1 and -2): a realistic day's work.
+
+Made through the same services as the API, so every rule, transition and audit row applies:
+assigned and due, one overdue, one in progress, one waiting at each review level, one returned with
+comments, one approved. Idempotent: visit ids derive from the household's registry number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import select
+
+from schemas.visits import ObservationIn, Proposal, ReviewDecision, VisitCreate
+from server.db.engine import Database
+from server.db.models import Jurisdiction, User, Visit
+from server.domain.filled import fill
+from server.services import reviews, templates, visits
+from server.services.actor import Actor
+from server.services.rules import load_rules, today
+
+TEAM = ("demo-worker-1", "demo-worker-2")
+LEVELS = ("demo-reviewer-community", "demo-reviewer-subdistrict", "demo-approver-district")
+# registry no -> (what to do, due in days from today)
+PLAN = {
+    "DB-C01-0001": ("assigned", 5),
+    "DB-C01-0002": ("assigned", -3),
+    "DB-C01-0003": ("in_progress", 2),
+    "DB-C01-0004": ("level_1", 1),
+    "DB-C01-0005": ("level_2", 1),
+    "DB-C01-0006": ("level_3", 1),
+    "DB-C01-0007": ("returned", 1),
+    "DB-C01-0008": ("approved", 1),
+}
+
+
+async def seed_visits(db: Database) -> None:
+    from server.demo import demo_id
+
+    rules = load_rules()
+    async with db.write_session() as session:
+        await templates.install_shipped(session)
+    people = await _actors(db)
+    for registry_no, (state, due_in) in PLAN.items():
+        visit_id = demo_id("visit", registry_no)
+        async with db.read_session() as session:
+            if await session.get(Visit, visit_id) is not None:
+                continue
+        data = VisitCreate(
+            id=visit_id,
+            household_id=demo_id("household", registry_no),
+            purpose="new_application" if registry_no < "DB-C01-0005" else "scheduled_recheck",
+            team=[people[u].user_id for u in TEAM],
+            due_date=today() + dt.timedelta(days=due_in),
+        )
+        await _in(db, visits.create, people["demo-reviewer-community"], data, rules)
+        await _advance(db, people, visit_id, state)
+
+
+async def _in(db: Database, step: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """Run one service call in its own write transaction, as one API request would."""
+    async with db.write_session() as session:
+        return await step(session, *args)
+
+
+async def _actors(db: Database) -> dict[str, Actor]:
+    async with db.read_session() as session:
+        rows = await session.execute(
+            select(User, Jurisdiction.path).join(Jurisdiction, Jurisdiction.id == User.jurisdiction_id)
+        )
+        return {
+            u.username: Actor(
+                user_id=u.id,
+                username=u.username,
+                display_name=u.display_name,
+                role=u.role,
+                jurisdiction_id=u.jurisdiction_id,
+                jurisdiction_path=path,
+            )
+            for u, path in rows
+        }
+
+
+async def _advance(db: Database, people: dict[str, Actor], visit_id: uuid.UUID, state: str) -> None:
+    rules = load_rules()
+    worker = people[TEAM[0]]
+    if state == "assigned":
+        return
+    await _answer_all(db, worker, visit_id, partial=state == "in_progress")
+    if state == "in_progress":
+        return
+    proposal = Proposal(outcome="no_change", reason="家庭收入与人口无变化 (income and members unchanged)")
+    await _in(db, visits.propose, worker, visit_id, proposal, rules)
+    await _in(db, visits.submit, worker, visit_id, rules)
+    if state == "returned":
+        comment = ReviewDecision(
+            decision="return", reason="请补拍厨房照片并说明邻居B的说法 (retake the kitchen photo)"
+        )
+        await _in(db, reviews.decide, people[LEVELS[0]], visit_id, comment, rules)
+        return
+    approvals = {"level_1": 0, "level_2": 1, "level_3": 2, "approved": 3}[state]
+    for reviewer in LEVELS[:approvals]:
+        await _in(db, reviews.decide, people[reviewer], visit_id, ReviewDecision(decision="approve"), rules)
+
+
+async def _answer_all(db: Database, worker: Actor, visit_id: uuid.UUID, *, partial: bool) -> None:
+    rules = load_rules()
+    async with db.read_session() as session:
+        visit, household = await visits.get(session, worker, visit_id)
+        context = await visits.guard_context(session, visit)
+        pinned = [await templates.pinned(session, t["code"], t["version"]) for t in visit.templates]
+    where = (household.lat or 38.04, household.lon or 114.51)
+    day = today() - dt.timedelta(days=rules.publicity_calendar_days + 3)  # publicity already over
+    answers = [
+        a
+        for t in pinned[: 1 if partial else None]
+        for a in fill(t, context, day=day, where=where, seed=str(visit_id))
+    ]
+    batch = [
+        ObservationIn(
+            id=uuid.uuid5(visit_id, f"{a.template}:{a.item}:{a.row_id}"),
+            template=a.template,
+            item=a.item,
+            row_id=a.row_id,
+            value=a.value,
+            device_time=dt.datetime.now(dt.UTC),
+        )
+        for a in answers
+    ]
+    for start in range(0, len(batch), 500):
+        await _in(db, visits.answer, worker, visit_id, batch[start : start + 500], rules)

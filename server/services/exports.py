@@ -1,0 +1,253 @@
+"""CSV and GeoJSON exports of visits and observations, streamed a page at a time.
+
+No export carries an ID number, a member's name or an address: visits are identified by registry
+number and located by the household's registered point, and signers by their ids. Free-text answers
+are exported as the investigators wrote them. Each export is audited with its filters, since it is a
+bulk read of evidence about poor households.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, tuple_
+
+from server.db.engine import Database
+from server.db.models import Household, Jurisdiction, Observation, User, Visit
+from server.errors import Forbidden
+from server.services import audit
+from server.services.actor import Actor
+from server.services.visits import filtered
+
+PAGE = 500
+EXPORT_ROLES = frozenset({"reviewer", "approver", "admin"})
+VISIT_COLUMNS = [
+    "visit_id",
+    "registry_no",
+    "community",
+    "purpose",
+    "status",
+    "review_level",
+    "due_date",
+    "review_due",
+    "outcome",
+    "outcome_amount_fen",
+    "revision",
+    "submitted_at",
+    "locked_at",
+    "lat",
+    "lon",
+]
+OBSERVATION_COLUMNS = [
+    "observation_id",
+    "visit_id",
+    "registry_no",
+    "template",
+    "template_version",
+    "item",
+    "row_id",
+    "value",
+    "note",
+    "lat",
+    "lon",
+    "accuracy_m",
+    "fix_time",
+    "provider",
+    "mock_location",
+    "device_time",
+    "received_at",
+    "author",
+]
+
+
+@dataclass(frozen=True)
+class Filters:
+    community_id: uuid.UUID | None = None
+    status: str | None = None
+    review_level: int | None = None
+    due_from: Any = None
+    due_to: Any = None
+
+
+async def start(db: Database, actor: Actor, kind: str, fmt: str, filters: Filters) -> None:
+    """Check the caller may export, and audit the export, before the first byte is streamed."""
+    if actor.role not in EXPORT_ROLES:
+        raise Forbidden("Exports are for reviewers, approvers and administrators.")
+    async with db.write_session() as session:
+        audit.record(
+            session,
+            actor,
+            "export",
+            kind,
+            fmt,
+            {k: str(v) for k, v in vars(filters).items() if v is not None},
+        )
+        await session.commit()
+
+
+async def visit_rows(db: Database, actor: Actor, filters: Filters) -> AsyncIterator[dict[str, Any]]:
+    after: tuple[Any, uuid.UUID] | None = None
+    while True:
+        query = filtered(
+            actor,
+            filters.community_id,
+            filters.status,
+            filters.review_level,
+            filters.due_from,
+            filters.due_to,
+            False,
+        )
+        query = query.add_columns(Jurisdiction.code).join(
+            Jurisdiction, Jurisdiction.id == Household.community_id
+        )
+        if after:
+            query = query.where(tuple_(Visit.due_date, Visit.id) > tuple_(*after))
+        async with db.read_session() as session:
+            rows: Sequence[Any] = (
+                await session.execute(query.order_by(Visit.due_date, Visit.id).limit(PAGE))
+            ).all()
+        for visit, household, community in rows:
+            yield _visit_row(visit, household, community)
+        if len(rows) < PAGE:
+            return
+        after = (rows[-1][0].due_date, rows[-1][0].id)
+
+
+def _visit_row(v: Visit, h: Household, community: str) -> dict[str, Any]:
+    return {
+        "visit_id": str(v.id),
+        "registry_no": h.registry_no,
+        "community": community,
+        "purpose": v.purpose,
+        "status": v.status,
+        "review_level": v.review_level,
+        "due_date": v.due_date.isoformat(),
+        "review_due": v.review_due.isoformat() if v.review_due else None,
+        "outcome": v.outcome,
+        "outcome_amount_fen": v.outcome_amount_fen,
+        "revision": v.revision,
+        "submitted_at": v.submitted_at.isoformat() if v.submitted_at else None,
+        "locked_at": v.locked_at.isoformat() if v.locked_at else None,
+        "lat": h.lat,
+        "lon": h.lon,
+    }
+
+
+async def observation_rows(db: Database, actor: Actor, filters: Filters) -> AsyncIterator[dict[str, Any]]:
+    visit_ids = select(Visit.id).select_from(
+        filtered(
+            actor,
+            filters.community_id,
+            filters.status,
+            filters.review_level,
+            filters.due_from,
+            filters.due_to,
+            False,
+        ).subquery()
+    )
+    after: tuple[uuid.UUID, int] | None = None
+    while True:
+        query = (
+            select(Observation, Household.registry_no, User.username)
+            .join(Visit, Visit.id == Observation.visit_id)
+            .join(Household, Household.id == Visit.household_id)
+            .join(User, User.id == Observation.author_id)
+            .where(Observation.visit_id.in_(visit_ids))
+        )
+        if after:
+            query = query.where(tuple_(Observation.visit_id, Observation.ordinal) > tuple_(*after))
+        async with db.read_session() as session:
+            rows = (
+                await session.execute(query.order_by(Observation.visit_id, Observation.ordinal).limit(PAGE))
+            ).all()
+        for obs, registry_no, author in rows:
+            yield _observation_row(obs, registry_no, author)
+        if len(rows) < PAGE:
+            return
+        after = (rows[-1][0].visit_id, rows[-1][0].ordinal)
+
+
+def _redacted(value: Any) -> Any:
+    """Signature answers name who signed; an export keeps only their ids and the image hash."""
+    if isinstance(value, dict) and isinstance(value.get("signatures"), list):
+        return {
+            "signatures": [{k: v for k, v in e.items() if k != "signer_name"} for e in value["signatures"]]
+        }
+    return value
+
+
+def _observation_row(o: Observation, registry_no: str, author: str) -> dict[str, Any]:
+    def iso(value: Any) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "observation_id": str(o.id),
+        "visit_id": str(o.visit_id),
+        "registry_no": registry_no,
+        "template": o.template_code,
+        "template_version": o.template_version,
+        "item": o.item,
+        "row_id": str(o.row_id) if o.row_id else None,
+        "value": json.dumps(_redacted(o.value), ensure_ascii=False),
+        "note": o.note,
+        "lat": o.lat,
+        "lon": o.lon,
+        "accuracy_m": o.accuracy_m,
+        "fix_time": iso(o.fix_time),
+        "provider": o.provider,
+        "mock_location": o.mock_location,
+        "device_time": iso(o.device_time),
+        "received_at": iso(o.received_at),
+        "author": author,
+    }
+
+
+async def as_csv(rows: AsyncIterator[dict[str, Any]], columns: Sequence[str]) -> AsyncIterator[bytes]:
+    yield b"\xef\xbb\xbf"  # a BOM, so spreadsheet programs read the Chinese text as UTF-8
+    yield _csv_line(columns)
+    async for row in rows:
+        yield _csv_line([_cell(row[c]) for c in columns])
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    # A cell starting with = + - @ would run as a formula in a spreadsheet: defuse it.
+    return "'" + text if text[:1] in ("=", "+", "-", "@") and not _is_number(text) else text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_line(cells: Sequence[Any]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out).writerow(cells)
+    return out.getvalue().encode()
+
+
+async def as_geojson(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """A FeatureCollection of Points; rows without a location are left out."""
+    yield b'{"type":"FeatureCollection","features":['
+    first = True
+    async for row in rows:
+        if row.get("lat") is None or row.get("lon") is None:
+            continue
+        properties = {k: v for k, v in row.items() if k not in ("lat", "lon")}
+        feature = {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [row["lon"], row["lat"]]},
+            "properties": properties,
+        }
+        yield (b"" if first else b",") + json.dumps(feature, ensure_ascii=False).encode()
+        first = False
+    yield b"]}"

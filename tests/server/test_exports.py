@@ -1,0 +1,68 @@
+"""Exports of visits and observations: filtered, scoped, audited, and free of ID numbers and names."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from server.demo import demo_id
+from tests.helpers import Client, audit_rows, login
+from tests.visit_flow import completed_visit
+
+
+def rows(response_text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(response_text.lstrip("\ufeff"))))
+
+
+def test_visit_csv_follows_filters_and_scope(client: Client) -> None:
+    reviewer = login(client, "demo-reviewer-subdistrict")
+    response = client.get("/api/v1/exports/visits.csv?status=in_review", headers=reviewer)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert "attachment" in response.headers["content-disposition"]
+    exported = rows(response.text)
+    assert exported and {r["status"] for r in exported} == {"in_review"}
+    assert {r["community"] for r in exported} == {"C01"}
+    assert str(demo_id("visit", "DB-C01-0004")) in {r["visit_id"] for r in exported}
+    outside = client.get("/api/v1/exports/visits.csv", headers=login(client, "demo-admin")).text
+    assert len(rows(outside)) >= len(exported)
+    assert [(r.entity_type, r.changes) for r in audit_rows(client, "export")] == [
+        ("visits", {"status": "in_review"}),
+        ("visits", {}),
+    ]
+
+
+def test_observation_geojson_has_points_and_no_personal_identifiers(client: Client) -> None:
+    visit, _ = completed_visit(client)
+    admin = login(client, "demo-admin")
+    response = client.get("/api/v1/exports/observations.geojson?status=in_progress", headers=admin)
+    body = json.loads(response.text)
+    assert body["type"] == "FeatureCollection"
+    mine = [f for f in body["features"] if f["properties"]["visit_id"] == visit["id"]]
+    assert mine, "the visit's observations are exported"
+    assert {tuple(f["geometry"]["coordinates"]) for f in mine} == {(114.512, 38.041)}
+    household = client.get(f"/api/v1/households/{visit['household_id']}", headers=admin).json()
+    text = response.text
+    assert household["address"] not in text
+    assert all(m["name"] not in text for m in household["members"])
+    revealed = client.post(
+        f"/api/v1/members/{household['members'][0]['id']}/reveal-id",
+        json={"reason": "export check"},
+        headers=admin,
+    ).json()["id_number"]
+    assert revealed not in text
+
+
+def test_field_workers_do_not_export_and_formulas_are_defused(client: Client) -> None:
+    assert client.get("/api/v1/exports/visits.csv", headers=login(client, "demo-worker-1")).status_code == 403
+    assert client.get("/api/v1/exports/nothing.csv", headers=login(client, "demo-admin")).status_code in (
+        400,
+        404,
+        422,
+    )
+    from server.services.exports import _cell
+
+    assert (
+        _cell("=HYPERLINK(1)") == "'=HYPERLINK(1)" and _cell("-5") == "-5" and _cell("+86 123") == "'+86 123"
+    )

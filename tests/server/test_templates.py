@@ -1,0 +1,106 @@
+"""Templates: published ones never change, ETags spare downloads, visits keep their pinned version."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from server.domain.filled import Filled
+from tests.helpers import Client, login
+from tests.visit_flow import TEAM, assign, observation
+
+
+def _ask_v2(client: Client, admin: dict[str, str]) -> dict[str, Any]:
+    body = copy.deepcopy(client.get("/api/v1/templates/step.ask/1", headers=admin).json()["template"])
+    body["version"] = 2
+    body["sections"][0]["items"].append(
+        {"type": "yes_no", "code": "asked_about_pets", "label": {"zh": "询问宠物", "en": "Asked about pets"}}
+    )
+    return dict(body)
+
+
+def test_shipped_templates_are_published_and_served_with_an_etag(client: Client) -> None:
+    worker = login(client, "demo-worker-1")
+    listed = client.get("/api/v1/templates", headers=worker).json()
+    assert {t["code"] for t in listed} >= {
+        "step.check",
+        "step.visit",
+        "step.ask",
+        "step.look",
+        "step.publicize",
+    }
+    assert {t["status"] for t in listed} == {"published"}
+    first = client.get("/api/v1/templates/step.ask/1", headers=worker)
+    etag = first.headers["etag"]
+    assert first.status_code == 200 and etag.strip('"') == first.json()["etag"]
+    again = client.get("/api/v1/templates/step.ask/1", headers={**worker, "If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    stale = client.get("/api/v1/templates/step.ask/1", headers={**worker, "If-None-Match": '"other"'})
+    assert stale.status_code == 200
+
+
+def test_a_published_template_cannot_be_edited(client: Client) -> None:
+    admin = login(client, "demo-admin")
+    body = client.get("/api/v1/templates/step.ask/1", headers=admin).json()["template"]
+    body["title"]["en"] = "Changed"
+    refused = client.put("/api/v1/templates/step.ask/1", json=body, headers=admin)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "template_immutable"
+    assert (
+        client.get("/api/v1/templates/step.ask/1", headers=admin).json()["template"]["title"]["en"]
+        != "Changed"
+    )
+
+
+def test_draft_lifecycle_and_only_admins_edit(client: Client) -> None:
+    admin = login(client, "demo-admin")
+    draft = _ask_v2(client, admin)
+    assert (
+        client.post(
+            "/api/v1/templates", json=draft, headers=login(client, "demo-reviewer-community")
+        ).status_code
+        == 403
+    )
+    created = client.post("/api/v1/templates", json=draft, headers=admin)
+    assert created.status_code == 201 and created.json()["status"] == "draft"
+    worker = login(client, "demo-worker-1")
+    assert (
+        client.get("/api/v1/templates/step.ask/2", headers=worker).status_code == 404
+    )  # drafts are not served
+    draft["title"]["en"] = "Ask (v2)"
+    assert client.put("/api/v1/templates/step.ask/2", json=draft, headers=admin).status_code == 200
+    broken = copy.deepcopy(draft)
+    broken["sections"][0]["items"].append(broken["sections"][0]["items"][-1])
+    invalid = client.put("/api/v1/templates/step.ask/2", json=broken, headers=admin)
+    assert invalid.status_code == 422 and "appears twice" in invalid.json()["error"]["message"]
+    assert client.post("/api/v1/templates/step.ask/2/publish", headers=admin).json()["status"] == "published"
+    assert client.post("/api/v1/templates/step.ask/2/publish", headers=admin).status_code == 409
+    assert (
+        client.get("/api/v1/templates/step.ask/2", headers=worker).json()["template"]["title"]["en"]
+        == "Ask (v2)"
+    )
+
+
+def test_a_visit_keeps_validating_against_the_version_it_pinned(client: Client) -> None:
+    old_visit = assign(client, "DB-C01-0002")
+    admin = login(client, "demo-admin")
+    client.post("/api/v1/templates", json=_ask_v2(client, admin), headers=admin)
+    client.post("/api/v1/templates/step.ask/2/publish", headers=admin)
+    new_visit = assign(client, "DB-C01-0003")
+    pinned = {t["code"]: t["version"] for t in new_visit["templates"]}
+    assert pinned["step.ask"] == 2
+    assert {t["code"]: t["version"] for t in old_visit["templates"]}["step.ask"] == 1
+
+    worker = login(client, TEAM[0])
+    pets = {"observations": [observation(Filled("step.ask", "asked_about_pets", None, True))]}
+    on_old = client.post(f"/api/v1/visits/{old_visit['id']}/observations", json=pets, headers=worker)
+    assert on_old.status_code == 422 and "v1 has no item" in on_old.json()["error"]["message"]
+    on_new = client.post(f"/api/v1/visits/{new_visit['id']}/observations", json=pets, headers=worker)
+    assert on_new.status_code == 200 and on_new.json()[0]["template_version"] == 2
+    # Retiring v2 stops new visits from pinning it; the visit that pinned it keeps working.
+    client.post("/api/v1/templates/step.ask/2/retire", headers=admin)
+    assert {t["code"]: t["version"] for t in assign(client, "DB-C01-0004")["templates"]}["step.ask"] == 1
+    again = {"observations": [observation(Filled("step.ask", "asked_about_pets", None, False))]}
+    assert (
+        client.post(f"/api/v1/visits/{new_visit['id']}/observations", json=again, headers=worker).status_code
+        == 200
+    )

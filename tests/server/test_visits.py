@@ -1,0 +1,244 @@
+"""A visit from assignment to a locked decision, the submission guards, and who may do what."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from server.domain.filled import Filled
+from server.services.rules import today
+from tests.helpers import Client, audit_rows, household_id, login
+from tests.visit_flow import (
+    TEAM,
+    assign,
+    complete_answers,
+    completed_visit,
+    observation,
+    post_answers,
+    propose,
+    review,
+    submit,
+)
+
+
+def test_a_whole_visit_from_assignment_to_locked_approval(client: Client) -> None:
+    visit, worker = completed_visit(client)
+    assert client.get(f"/api/v1/visits/{visit['id']}", headers=worker).json()["status"] == "in_progress"
+    propose(client, visit, worker)
+    submitted = submit(client, visit, worker)
+    assert submitted.status_code == 200, submitted.text
+    assert (submitted.json()["status"], submitted.json()["review_level_code"]) == (
+        "in_review",
+        "community_evaluation",
+    )
+
+    returned = review(
+        client, visit, "demo-reviewer-community", "return", "邻居访谈记录不清楚，请补充 (clarify neighbours)"
+    )
+    assert returned.json()["status"] == "returned"
+    # The second investigator fixes an answer; the returned visit is editable again, then resubmitted.
+    partner = login(client, TEAM[1])
+    fix = next(a for a in complete_answers(client, visit, partner) if a.item == "neighbours.who_lives_here")
+    post_answers(
+        client, visit, partner, [Filled(fix.template, fix.item, fix.row_id, "户主与配偶二人 (the couple)")]
+    )
+    assert submit(client, visit, partner).json()["review_level"] == 1
+
+    for username, expect in [
+        ("demo-reviewer-community", ("in_review", 2)),
+        ("demo-reviewer-subdistrict", ("in_review", 3)),
+        ("demo-approver-district", ("approved", 0)),
+    ]:
+        decided = review(client, visit, username, "approve")
+        assert decided.status_code == 200, decided.text
+        assert (decided.json()["status"], decided.json()["review_level"]) == expect
+    final = client.get(f"/api/v1/visits/{visit['id']}", headers=worker).json()
+    assert final["locked_at"] is not None
+
+    late = post_answers_status(client, visit, worker)
+    assert late == (409, "visit_locked")
+
+    timeline = client.get(f"/api/v1/visits/{visit['id']}/timeline", headers=worker).json()
+    assert [(t["action"], t["level_code"]) for t in timeline] == [
+        ("assign", None),
+        ("start", None),
+        ("propose", None),
+        ("submit", "community_evaluation"),
+        ("return", "community_evaluation"),
+        ("submit", "community_evaluation"),
+        ("approve", "community_evaluation"),
+        ("approve", "subdistrict_review"),
+        ("approve", "district_approval"),
+    ]
+    assert timeline[4]["reason"].startswith("邻居访谈记录不清楚")
+    assert {t["rules"] for t in timeline} == {"default@1"}
+    assert [r.action for r in audit_rows(client) if r.entity_id == visit["id"]][-3:] == ["visit.approve"] * 3
+
+
+def post_answers_status(client: Client, visit: dict[str, object], headers: dict[str, str]) -> tuple[int, str]:
+    answer = Filled("step.check", "no_such_item", None, True)
+    response = client.post(
+        f"/api/v1/visits/{visit['id']}/observations",
+        json={"observations": [observation(answer)]},
+        headers=headers,
+    )
+    return response.status_code, response.json()["error"]["code"]
+
+
+def test_an_approved_visit_is_amended_as_a_new_revision(client: Client) -> None:
+    visit, worker = completed_visit(client)
+    propose(client, visit, worker)
+    submit(client, visit, worker)
+    for username in ("demo-reviewer-community", "demo-reviewer-subdistrict", "demo-approver-district"):
+        assert review(client, visit, username, "approve").status_code == 200
+    amended = client.post(f"/api/v1/visits/{visit['id']}/amend", headers=worker)
+    assert amended.status_code == 201, amended.text
+    new = amended.json()
+    assert (new["revision"], new["previous_id"], new["status"]) == (2, visit["id"], "in_progress")
+    old_answers = client.get(f"/api/v1/visits/{visit['id']}/observations", headers=worker).json()
+    new_answers = client.get(f"/api/v1/visits/{new['id']}/observations", headers=worker).json()
+    assert [(o["item"], o["value"]) for o in new_answers] == [(o["item"], o["value"]) for o in old_answers]
+    assert client.get(f"/api/v1/visits/{visit['id']}", headers=worker).json()["status"] == "approved"
+    again = client.post(f"/api/v1/visits/{visit['id']}/amend", headers=worker)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_amended"
+
+
+def test_submission_lists_every_missing_piece_with_its_guard(client: Client) -> None:
+    visit, worker = completed_visit(client, drop=lambda a: a.item == "income.difference_explanation")
+    answers = complete_answers(client, visit, worker)
+    neighbour_rows = sorted({a.row_id for a in answers if a.item.startswith("neighbours.")}, key=str)
+    assert len(neighbour_rows) == 3
+    removed_row = neighbour_rows[0]
+    photos = next(a for a in answers if a.item == "home_photos")
+    no_kitchen = {"photos": [p for p in photos.value["photos"] if p["view"] != "kitchen"]}
+    signatures = next(a for a in answers if a.item == "investigator_signatures")
+    one_signer = {"signatures": signatures.value["signatures"][:1]}
+    income = [a for a in answers if a.item.startswith("income.")]
+    income_row = income[0].row_id
+    post_answers(
+        client,
+        visit,
+        worker,
+        [
+            Filled("step.ask", "neighbours", removed_row, {"removed": True}),
+            Filled("step.look", "home_photos", None, no_kitchen),
+            Filled("step.look", "investigator_signatures", None, one_signer),
+            Filled("form.home_visit", "income.declared_fen", income_row, 100_000),
+            Filled("form.home_visit", "income.verified_fen", income_row, 180_000),
+        ],
+    )
+
+    refused = submit(client, visit, worker)
+    assert refused.status_code == 422
+    error = refused.json()["error"]
+    assert error["code"] == "submission_incomplete"
+    found = {(p["guard"], p["item"]) for p in error["details"]}
+    assert found == {
+        ("too_few_neighbours", "step.ask:neighbours"),
+        ("photo_view_missing", "step.look:home_photos"),
+        ("signature_missing", "step.look:investigator_signatures"),
+        ("income_unexplained", "form.home_visit:income.difference_explanation"),
+        ("outcome_missing", "visit:proposal"),
+    }
+    assert client.get(f"/api/v1/visits/{visit['id']}", headers=worker).json()["status"] == "in_progress"
+
+
+def test_an_empty_visit_lists_every_required_item(client: Client) -> None:
+    visit = assign(client)
+    refused = submit(client, visit, login(client, TEAM[0]))
+    details = refused.json()["error"]["details"]
+    assert refused.status_code == 422
+    unanswered = {p["item"] for p in details if p["guard"] == "unanswered"}
+    assert "step.look:home_location" in unanswered and "step.publicize:notice_posted_on" in unanswered
+    assert len(details) > 20
+
+
+def test_answers_are_checked_against_the_item_and_a_retry_adds_nothing(client: Client) -> None:
+    visit = assign(client)
+    worker = login(client, TEAM[0])
+    url = f"/api/v1/visits/{visit['id']}/observations"
+    bad = [
+        observation(Filled("step.look", "home_location", None, {"lat": 200, "lon": 1})),
+        observation(Filled("step.look", "nonexistent", None, 1)),
+        observation(Filled("step.ask", "neighbours.position", None, "upstairs")),
+    ]
+    refused = client.post(url, json={"observations": bad}, headers=worker)
+    assert refused.status_code == 422
+    assert [d["field"] for d in refused.json()["error"]["details"]] == [
+        "observations[0].value",
+        "observations[1].item",
+        "observations[2].row_id",
+    ]
+    assert client.get(url, headers=worker).json() == []  # all or nothing
+
+    good = {
+        "observations": [observation(Filled("step.look", "home_location", None, {"lat": 38.0, "lon": 114.5}))]
+    }
+    first = client.post(url, json=good, headers=worker).json()
+    second = client.post(url, json=good, headers=worker).json()
+    assert first == second and len(client.get(url, headers=worker).json()) == 1
+    good["observations"][0]["value"] = {"lat": 1.0, "lon": 2.0}
+    clash = client.post(url, json=good, headers=worker)
+    assert clash.status_code == 409 and clash.json()["error"]["code"] == "observation_conflict"
+
+
+def test_roles_and_jurisdictions_bound_who_acts(client: Client) -> None:
+    visit, worker = completed_visit(client)
+    propose(client, visit, worker)
+    submit(client, visit, worker)
+    # A worker cannot approve; the subdistrict reviewer cannot act at the community level.
+    assert (
+        review(client, visit, "demo-worker-1", "approve").json()["error"]["code"] == "not_your_review_level"
+    )
+    assert review(client, visit, "demo-reviewer-subdistrict", "approve").status_code == 403
+    # Outside their jurisdiction, reviewers and workers do not even see it.
+    assert review(client, visit, "demo-worker-3", "approve").status_code == 404
+    assert (
+        client.get(f"/api/v1/visits/{visit['id']}", headers=login(client, "demo-worker-3")).status_code == 404
+    )
+    # A worker cannot assign; a team must be two field workers of the household's community.
+    body = {
+        "household_id": str(household_id("DB-C01-0002")),
+        "purpose": "tip",
+        "team": [str(uuid.uuid4())] * 2,
+    }
+    assert client.post("/api/v1/visits", json=body, headers=worker).status_code == 403
+    team_from_c03 = client.post(
+        "/api/v1/visits",
+        json=body | {"team": [visit["team"][0]["user_id"], str(uuid.uuid4())]},
+        headers=login(client, "demo-reviewer-community"),
+    )
+    assert team_from_c03.status_code == 422 and team_from_c03.json()["error"]["code"] == "team_invalid"
+    # Rejecting needs a reason.
+    assert review(client, visit, "demo-reviewer-community", "reject").status_code == 422
+
+
+def test_district_approval_waits_for_the_seven_day_publicity(client: Client) -> None:
+    visit = assign(client)
+    worker = login(client, TEAM[0])
+    post_answers(
+        client,
+        visit,
+        worker,
+        complete_answers(client, visit, worker, day=today() - dt.timedelta(days=2)),
+    )
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    review(client, visit, "demo-reviewer-community", "approve")
+    review(client, visit, "demo-reviewer-subdistrict", "approve")
+    early = review(client, visit, "demo-approver-district", "approve")
+    assert early.status_code == 409
+    error = early.json()["error"]
+    assert error["code"] == "publicity_not_over"
+    assert error["details"]["publicity_ends_on"] == (today() + dt.timedelta(days=5)).isoformat()
+
+
+def test_overdue_list_per_jurisdiction(client: Client) -> None:
+    late = assign(client, "DB-C01-0003", due_date=(today() - dt.timedelta(days=4)).isoformat())
+    future = assign(client, "DB-C01-0005", due_date=(today() + dt.timedelta(days=4)).isoformat())
+    rows = client.get("/api/v1/visits/overdue", headers=login(client, "demo-reviewer-subdistrict")).json()
+    by_id = {r["visit_id"]: (r["what"], r["days_overdue"]) for r in rows}
+    assert by_id[late["id"]] == ("visit", 4)
+    assert future["id"] not in by_id
+    assert all(days > 0 for _, days in by_id.values())
+    assert client.get("/api/v1/visits/overdue", headers=login(client, "demo-worker-3")).json() == []

@@ -1,0 +1,142 @@
+"""Drive visits through the API the way a tablet and a reviewer would."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+
+from schemas.checklists import Template
+from server.domain.answers import Context
+from server.domain.filled import Filled, fill
+from server.services.rules import today
+from tests.helpers import Client, household_id, login
+
+Headers = dict[str, str]
+TEAM = ("demo-worker-1", "demo-worker-2")
+GPS = {"lat": 38.041, "lon": 114.512, "accuracy_m": 6.5, "provider": "gps", "mock": False}
+
+
+def user_id(client: Client, username: str) -> str:
+    return str(
+        client.get("/api/v1/auth/me", headers=login(client, username, device=f"whoami-{username}")).json()[
+            "id"
+        ]
+    )
+
+
+def assign(
+    client: Client,
+    registry_no: str = "DB-C01-0001",
+    *,
+    purpose: str = "new_application",
+    by: str = "demo-reviewer-community",
+    due_date: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "household_id": str(household_id(registry_no)),
+        "purpose": purpose,
+        "team": [user_id(client, u) for u in TEAM],
+    }
+    if due_date:
+        body["due_date"] = due_date
+    response = client.post("/api/v1/visits", json=body, headers=login(client, by))
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def context(client: Client, visit: dict[str, Any]) -> Context:
+    admin = login(client, "demo-admin", device="ctx")
+    members = client.get(f"/api/v1/households/{visit['household_id']}", headers=admin).json()["members"]
+    return Context(
+        investigators={m["user_id"]: m["display_name"] for m in visit["team"]},
+        members={m["id"]: m["name"] for m in members},
+    )
+
+
+def template(client: Client, headers: Headers, code: str, version: int) -> Template:
+    body = client.get(f"/api/v1/templates/{code}/{version}", headers=headers).json()
+    return msgspec.convert(body["template"], Template)
+
+
+def complete_answers(
+    client: Client, visit: dict[str, Any], headers: Headers, *, day: dt.date | None = None
+) -> list[Filled]:
+    """Every item of every pinned template, with dates `day` (default: 10 days ago, so publicity is over)."""
+    ctx = context(client, visit)
+    when = day or today() - dt.timedelta(days=10)
+    return [
+        answer
+        for ref in visit["templates"]
+        for answer in fill(
+            template(client, headers, ref["code"], ref["version"]),
+            ctx,
+            day=when,
+            where=(GPS["lat"], GPS["lon"]),
+            seed=visit["id"],
+        )
+    ]
+
+
+def observation(answer: Filled) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "template": answer.template,
+        "item": answer.item,
+        "row_id": str(answer.row_id) if answer.row_id else None,
+        "value": answer.value,
+        "gps": GPS,
+        "device_time": dt.datetime.now(dt.UTC).isoformat(),
+    }
+
+
+def post_answers(
+    client: Client, visit: dict[str, Any], headers: Headers, answers: Iterable[Filled]
+) -> list[Any]:
+    batch = [observation(a) for a in answers]
+    stored: list[Any] = []
+    for start in range(0, len(batch), 200):
+        response = client.post(
+            f"/api/v1/visits/{visit['id']}/observations",
+            json={"observations": batch[start : start + 200]},
+            headers=headers,
+        )
+        assert response.status_code == 200, response.text
+        stored += response.json()
+    return stored
+
+
+def propose(client: Client, visit: dict[str, Any], headers: Headers, outcome: str = "no_change") -> None:
+    response = client.put(
+        f"/api/v1/visits/{visit['id']}/proposal",
+        json={"outcome": outcome, "reason": "家庭情况无变化"},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+
+
+def submit(client: Client, visit: dict[str, Any], headers: Headers) -> Any:
+    return client.post(f"/api/v1/visits/{visit['id']}/submit", headers=headers)
+
+
+def review(
+    client: Client, visit: dict[str, Any], username: str, decision: str, reason: str | None = None
+) -> Any:
+    body = {"decision": decision} | ({"reason": reason} if reason else {})
+    return client.post(
+        f"/api/v1/visits/{visit['id']}/review", json=body, headers=login(client, username, device="desk")
+    )
+
+
+def completed_visit(
+    client: Client, registry_no: str = "DB-C01-0001", *, drop: Callable[[Filled], bool] | None = None
+) -> tuple[dict[str, Any], Headers]:
+    """A visit assigned and answered in full by demo-worker-1, minus what `drop` selects."""
+    visit = assign(client, registry_no)
+    worker = login(client, TEAM[0])
+    answers = [a for a in complete_answers(client, visit, worker) if not (drop and drop(a))]
+    post_answers(client, visit, worker, answers)
+    return visit, worker
