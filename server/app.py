@@ -22,6 +22,7 @@ from server.request_log import configure_logging, request_log_middleware
 from server.routes.admin import AdminController
 from server.routes.auth import AuthController
 from server.routes.blobs import signed_blob
+from server.routes.calendar import CalendarController
 from server.routes.exports import ExportController
 from server.routes.health import health
 from server.routes.households import HouseholdController, MemberController
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None, *, demo: bool = False) -> Lites
             TemplateController,
             VisitController,
             ExportController,
+            CalendarController,
         ],
         lifespan=[lifespan],
         dependencies={
