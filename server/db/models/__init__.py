@@ -6,6 +6,15 @@ from server.db.models.checklists import ChecklistTemplate, TemplateStatus
 from server.db.models.households import Household, HouseholdStatus, Member
 from server.db.models.jurisdictions import CHILD_LEVEL, Jurisdiction, Level
 from server.db.models.people import AuthToken, Device, LoginThrottle, Role, User
+from server.db.models.sync import (
+    MutationLog,
+    RecordVersion,
+    ScopeExit,
+    SyncChange,
+    SyncClient,
+    SyncConflict,
+    SyncState,
+)
 from server.db.models.visits import (
     EDITABLE,
     HolidayOverride,
@@ -31,8 +40,15 @@ __all__ = [
     "Level",
     "LoginThrottle",
     "Member",
+    "MutationLog",
     "Observation",
+    "RecordVersion",
     "Role",
+    "ScopeExit",
+    "SyncChange",
+    "SyncClient",
+    "SyncConflict",
+    "SyncState",
     "TemplateStatus",
     "User",
     "Visit",

@@ -10,7 +10,7 @@ from sqlalchemy import BigInteger, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.db.models.base import Base, CreatedAt
-from server.db.types import utcnow
+from server.db.types import JSONType, utcnow
 
 
 class HouseholdStatus(enum.StrEnum):
@@ -34,6 +34,12 @@ class Household(CreatedAt, Base):
     recheck_class: Mapped[str | None] = mapped_column(String(16))
     monthly_benefit_fen: Mapped[int] = mapped_column(BigInteger, default=0)
     version: Mapped[int] = mapped_column(default=1)
+    field_versions: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
+    """field -> the record version at which it last changed: what makes offline merges three-way."""
+    last_writers: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
+    """field -> rank of its last writer (supervisor 1, field worker 0) for conflict precedence."""
+    deleted_at: Mapped[dt.datetime | None]
+    """Archived: a tombstone, never resurrected by a late edit."""
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     members: Mapped[list[Member]] = relationship(
@@ -56,5 +62,8 @@ class Member(CreatedAt, Base):
     work_capacity: Mapped[str | None] = mapped_column(String(16))
     employment: Mapped[str | None] = mapped_column(String(32))
     version: Mapped[int] = mapped_column(default=1)
+    field_versions: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
+    last_writers: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
+    deleted_at: Mapped[dt.datetime | None]
 
     household: Mapped[Household] = relationship(back_populates="members", lazy="raise")

@@ -1,0 +1,159 @@
+"""The device sync protocol (docs/sync-protocol.md): pull changes by cursor, push numbered mutations.
+
+Mutations are named and versioned (`household.update.v1`); a changed shape gets a new name and the old
+one stays accepted for as long as devices may hold it. They decode as one msgspec tagged union on `op`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from schemas.households import HouseholdIn, MemberIn
+from schemas.visits import ObservationIn, Proposal
+
+SCHEMA_VERSION = 1
+Seq = Annotated[int, msgspec.Meta(ge=1)]
+
+
+# -- pull ----------------------------------------------------------------------------------------
+
+
+class PullRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    client_id: uuid.UUID
+    cursor: str | None = None
+    """Opaque; null for a first sync (or after reset_required)."""
+    schema_version: int
+    limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 1000
+    device_now: dt.datetime | None = None
+    """The device's clock, only to measure its skew; never used to order anything."""
+
+
+class Change(msgspec.Struct, kw_only=True, omit_defaults=True):
+    entity: Literal["household", "member", "visit", "observation", "visit_event", "template", "conflict", "photo"]
+    id: str
+    op: Literal["upsert", "delete", "drop"]
+    """upsert: store `data`. delete: a tombstone (the record was deleted). drop: the record left your scope;
+    forget it (and, for a household, its members, visits and their observations)."""
+    seq: int
+    version: int = 0
+    data: dict[str, Any] | None = None
+
+
+class PullResponse(msgspec.Struct, kw_only=True):
+    cursor: str
+    has_more: bool
+    last_mutation_seq: int
+    """This client's last applied mutation, read in the same snapshot as the changes."""
+    changes: list[Change]
+    reset_required: bool = False
+    reason: str | None = None
+
+
+# -- push ----------------------------------------------------------------------------------------
+
+
+class FieldChange(msgspec.Struct, forbid_unknown_fields=True):
+    old: Any
+    """The value the device saw at base_version (for the three-way display)."""
+    new: Any
+
+
+class MutationBase(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag_field="op"):
+    seq: Seq
+    """Per client, gapless from 1, assigned in the same local transaction as the edit."""
+    mutation_id: uuid.UUID
+    device_time: dt.datetime | None = None
+
+
+class HouseholdCreateV1(MutationBase, tag="household.create.v1"):
+    household: HouseholdIn
+
+
+class HouseholdUpdateV1(MutationBase, tag="household.update.v1"):
+    household_id: uuid.UUID
+    base_version: int
+    changes: dict[str, FieldChange]
+
+
+class HouseholdArchiveV1(MutationBase, tag="household.archive.v1"):
+    household_id: uuid.UUID
+    base_version: int
+    reason: str
+
+
+class MemberCreateV1(MutationBase, tag="member.create.v1"):
+    household_id: uuid.UUID
+    member: MemberIn
+
+
+class MemberUpdateV1(MutationBase, tag="member.update.v1"):
+    member_id: uuid.UUID
+    base_version: int
+    changes: dict[str, FieldChange]
+
+
+class MemberRemoveV1(MutationBase, tag="member.remove.v1"):
+    member_id: uuid.UUID
+    base_version: int
+    reason: str
+
+
+class VisitAnswerV1(MutationBase, tag="visit.answer.v1"):
+    visit_id: uuid.UUID
+    observations: Annotated[list[ObservationIn], msgspec.Meta(min_length=1, max_length=500)]
+
+
+class VisitProposeV1(MutationBase, tag="visit.propose.v1"):
+    visit_id: uuid.UUID
+    proposal: Proposal
+
+
+class VisitSubmitV1(MutationBase, tag="visit.submit.v1"):
+    visit_id: uuid.UUID
+
+
+class ConflictResolveV1(MutationBase, tag="conflict.resolve.v1"):
+    conflict_id: uuid.UUID
+    decision: Literal["keep_server", "take_client", "set_value", "dismiss"]
+    value: Any = None
+    """For set_value: the value the supervisor decided on."""
+
+
+Mutation = (
+    HouseholdCreateV1
+    | HouseholdUpdateV1
+    | HouseholdArchiveV1
+    | MemberCreateV1
+    | MemberUpdateV1
+    | MemberRemoveV1
+    | VisitAnswerV1
+    | VisitProposeV1
+    | VisitSubmitV1
+    | ConflictResolveV1
+)
+
+
+class PushRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    client_id: uuid.UUID
+    schema_version: int
+    mutations: Annotated[list[Mutation], msgspec.Meta(max_length=500)]
+    device_now: dt.datetime | None = None
+
+
+class MutationResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    seq: int
+    status: Literal["applied", "applied_with_conflict", "already_applied", "rejected"]
+    conflict_ids: list[uuid.UUID] = []
+    code: str | None = None
+    """Why a mutation was rejected (validation_error, forbidden, not_found, visit_locked, ...)."""
+
+
+class PushResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
+    results: list[MutationResult]
+    last_mutation_seq: int
+    stopped: Literal["out_of_order", "transient"] | None = None
+    expected_seq: int | None = None

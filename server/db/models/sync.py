@@ -1,0 +1,134 @@
+"""Sync bookkeeping: the commit-ordered sequence, the change feed, clients, mutations, conflicts, history.
+
+Every transaction that changes a synced record takes the next number from `sync_state.seq` while holding
+its row lock until commit, so sequence order is commit order and a cursor never skips a slow writer.
+`sync_changes` holds one row per record (its latest change): the pull feed, compacted by construction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.db.models.base import Base
+from server.db.types import JSONType, utcnow
+
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class SyncState(Base):
+    __tablename__ = "sync_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    epoch: Mapped[uuid.UUID]
+    """A new epoch (after a restore from backup) sends every device a reset."""
+    tombstone_floor: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Tombstones at or below this sequence may be gone: a cursor behind it must reset."""
+
+
+class SyncChange(Base):
+    __tablename__ = "sync_changes"
+    __table_args__ = (Index("ix_sync_changes_scope_seq", "scope", "seq"),)
+
+    entity: Mapped[str] = mapped_column(String(16), primary_key=True)
+    entity_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(40))
+    """The community id the record belongs to, or "*" for what everyone gets (templates)."""
+    seq: Mapped[int] = mapped_column(BigInteger)
+    deleted: Mapped[bool] = mapped_column(default=False)
+
+
+class ScopeExit(Base):
+    """A record left a scope (a household moved to another community): devices there must drop it."""
+
+    __tablename__ = "sync_scope_exits"
+    __table_args__ = (Index("ix_sync_scope_exits_scope_seq", "scope", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    entity: Mapped[str] = mapped_column(String(16))
+    entity_id: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(40))
+    seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class SyncClient(Base):
+    __tablename__ = "sync_clients"
+
+    client_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    device_id: Mapped[uuid.UUID | None]
+    scope_path: Mapped[str] = mapped_column(String(512))
+    """The user's node when the client first synced; if it changes, the client must rebuild."""
+    last_mutation_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    clock_offset_ms: Mapped[int | None] = mapped_column(BigInteger)
+    """server time minus device time at the last push: measured, shown, never used to order."""
+    schema_version: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class MutationLog(Base):
+    """Each applied (or rejected) mutation once: replays answer from here; proof of exactly-once."""
+
+    __tablename__ = "sync_mutations"
+    __table_args__ = (UniqueConstraint("mutation_id"),)
+
+    client_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    mutation_id: Mapped[uuid.UUID]
+    op: Mapped[str] = mapped_column(String(40))
+    args: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(String(24))
+    result: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    user_id: Mapped[uuid.UUID]
+    device_time: Mapped[dt.datetime | None]
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SyncConflict(Base):
+    """What a supervisor must look at: a losing value, a guarded change, a quarantined mutation."""
+
+    __tablename__ = "sync_conflicts"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    entity: Mapped[str] = mapped_column(String(16))
+    entity_id: Mapped[str] = mapped_column(String(64), index=True)
+    field: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(24))
+    """field_conflict | guarded_change | parallel_update | update_after_delete | delete_after_update |
+    quarantined"""
+    level: Mapped[str] = mapped_column(String(8))
+    base_version: Mapped[int | None]
+    server_value: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    client_value: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    provisional: Mapped[str | None] = mapped_column(String(8))
+    code: Mapped[str | None] = mapped_column(String(40))
+    mutation_id: Mapped[uuid.UUID | None]
+    author_id: Mapped[uuid.UUID | None]
+    scope: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(12), default="open")
+    resolution: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    resolved_by: Mapped[uuid.UUID | None]
+    resolved_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class RecordVersion(Base):
+    """Every version of a mutable record: no acknowledged value is ever lost, only superseded."""
+
+    __tablename__ = "record_versions"
+
+    entity: Mapped[str] = mapped_column(String(16), primary_key=True)
+    entity_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    changed: Mapped[list[str]] = mapped_column(JSONType)
+    mutation_id: Mapped[uuid.UUID | None]
+    author_id: Mapped[uuid.UUID | None]
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    note: Mapped[str | None] = mapped_column(Text)

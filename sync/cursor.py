@@ -1,0 +1,34 @@
+"""Pull cursors: opaque to devices, (database epoch, server sequence) to the server."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+
+
+class BadCursor(ValueError):
+    """Not a cursor this protocol hands out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    epoch: uuid.UUID
+    """Changes when the database is restored from a backup: older cursors then mean nothing."""
+    seq: int
+
+
+def encode(cursor: Cursor) -> str:
+    return base64.urlsafe_b64encode(f"{cursor.epoch.hex}.{cursor.seq}".encode()).decode().rstrip("=")
+
+
+def decode(text: str) -> Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        epoch, seq = raw.split(".")
+        cursor = Cursor(uuid.UUID(hex=epoch), int(seq))
+    except (ValueError, UnicodeDecodeError):
+        raise BadCursor(text) from None
+    if cursor.seq < 0:
+        raise BadCursor(text)
+    return cursor
