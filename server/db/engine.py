@@ -20,6 +20,9 @@ BEGIN_OPTION = "fivestep_begin"
 
 class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
+        from server.db.feed import install
+
+        install()  # every write to a synced record lands in the change feed
         self.url = url
         self.engine = create_engine(url, echo=echo)
         self.is_sqlite = self.engine.dialect.name == "sqlite"

@@ -1,0 +1,194 @@
+"""The change feed: every flush that touches a synced record stamps it into `sync_changes`.
+
+It runs as a SQLAlchemy `before_flush` hook on every session, so no code path (REST, sync push, the
+CLI, the demo seed) can change a synced record without the feed knowing. The first such flush of a
+transaction takes the next number from `sync_state.seq` with an UPDATE, whose row lock (PostgreSQL) or
+single-writer lock (SQLite) lasts until commit: numbers are therefore handed out in commit order, and a
+pull that has seen N will never later meet an N-1 committed behind its back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import event, inspect, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
+
+from server.db.models import (
+    ChecklistTemplate,
+    Household,
+    Member,
+    Observation,
+    ScopeExit,
+    SyncChange,
+    SyncConflict,
+    SyncState,
+    TemplateStatus,
+    Visit,
+    VisitTeamMember,
+    VisitTransition,
+)
+
+ENTITY = {
+    Household: "household",
+    Member: "member",
+    Visit: "visit",
+    Observation: "observation",
+    VisitTransition: "visit_event",
+    ChecklistTemplate: "template",
+    SyncConflict: "conflict",
+}
+EVERYONE = "*"
+_SEQ, _TXN = "fivestep_sync_seq", "fivestep_sync_txn"
+
+
+def take_seq(session: Session) -> int:
+    """This transaction's sequence number, taken on first use and held until commit."""
+    seq: int | None = session.info.get(_SEQ)
+    if seq is None:
+        statement = (
+            update(SyncState).where(SyncState.id == 1).values(seq=SyncState.seq + 1).returning(SyncState.seq)
+        )
+        seq = int(session.execute(statement).scalar_one())
+        session.info[_SEQ], session.info[_TXN] = seq, session.get_transaction()
+    return seq
+
+
+def _forget(session: Session, *_: Any) -> None:
+    session.info.pop(_SEQ, None)
+    session.info.pop(_TXN, None)
+
+
+def _forget_if_undone(session: Session, previous: SessionTransaction) -> None:
+    if session.info.get(_TXN) is previous:  # the number was taken inside what was just rolled back
+        _forget(session)
+
+
+def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> None:
+    touched = [o for o in (*session.new, *session.dirty) if _synced(session, o)]
+    visits_of_team = {o.visit_id for o in session.new if isinstance(o, VisitTeamMember)}
+    if not touched and not visits_of_team:
+        return
+    with session.no_autoflush:
+        seq = take_seq(session)
+        scopes = _Scopes(session)
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for obj in touched:
+            entity = ENTITY[type(obj)]
+            scope = scopes.of(obj)
+            rows[(entity, str(obj.id))] = _row(
+                entity, obj.id, scope, seq, getattr(obj, "deleted_at", None) is not None
+            )
+            if isinstance(obj, Household):
+                _household_moved(session, obj, seq)
+        for visit_id in visits_of_team:
+            rows.setdefault(
+                ("visit", str(visit_id)), _row("visit", visit_id, scopes.of_visit(visit_id), seq, False)
+            )
+        _upsert(session, list(rows.values()))
+
+
+def _synced(session: Session, obj: object) -> bool:
+    if type(obj) not in ENTITY or (obj in session.dirty and not session.is_modified(obj)):
+        return False
+    return not (isinstance(obj, ChecklistTemplate) and obj.status == TemplateStatus.draft)
+
+
+def _row(entity: str, entity_id: object, scope: str, seq: int, deleted: bool) -> dict[str, Any]:
+    return {"entity": entity, "entity_id": str(entity_id), "scope": scope, "seq": seq, "deleted": deleted}
+
+
+class _Scopes:
+    """The community each record belongs to, looked up once per flush."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        # Records created in this very flush are not in the database yet: learn them first.
+        pending = [*session.new, *session.dirty]
+        self.household_scope = {o.id: str(o.community_id) for o in pending if isinstance(o, Household)}
+        self.visit_household = {o.id: o.household_id for o in pending if isinstance(o, Visit)}
+
+    def of(self, obj: object) -> str:
+        match obj:
+            case Household():
+                return str(obj.community_id)
+            case Member():
+                return self.of_household(obj.household_id)
+            case Visit():
+                return self.of_household(obj.household_id)
+            case Observation() | VisitTransition():
+                return self.of_visit(obj.visit_id)
+            case SyncConflict():
+                return obj.scope
+        return EVERYONE
+
+    def of_household(self, household_id: uuid.UUID) -> str:
+        if household_id not in self.household_scope:
+            household = self.session.get(Household, household_id)
+            assert household is not None, f"household {household_id} vanished mid-flush"
+            self.household_scope[household_id] = str(household.community_id)
+        return self.household_scope[household_id]
+
+    def of_visit(self, visit_id: uuid.UUID) -> str:
+        if visit_id not in self.visit_household:
+            visit = self.session.get(Visit, visit_id)
+            assert visit is not None, f"visit {visit_id} vanished mid-flush"
+            self.visit_household[visit_id] = visit.household_id
+        return self.of_household(self.visit_household[visit_id])
+
+
+def _household_moved(session: Session, household: Household, seq: int) -> None:
+    """A household changed community: devices of the old one drop it, the new one gets it whole."""
+    history = inspect(household).attrs.community_id.history
+    if not history.deleted or household in session.new:
+        return
+    old, new = str(history.deleted[0]), str(household.community_id)
+    session.add(ScopeExit(entity="household", entity_id=str(household.id), scope=old, seq=seq))
+    children = _children_of(session, household.id)
+    session.execute(
+        update(SyncChange)
+        .where(SyncChange.entity_id.in_(children), SyncChange.scope == old)
+        .values(scope=new, seq=seq)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _children_of(session: Session, household_id: uuid.UUID) -> list[str]:
+    from sqlalchemy import select, union_all
+
+    visits = select(Visit.id).where(Visit.household_id == household_id)
+    ids = union_all(
+        select(Member.id).where(Member.household_id == household_id),
+        visits,
+        select(Observation.id).where(Observation.visit_id.in_(visits)),
+        select(VisitTransition.id).where(VisitTransition.visit_id.in_(visits)),
+    )
+    return [str(i) for (i,) in session.execute(ids)]
+
+
+def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(SyncChange).values(rows)
+    statement = statement.on_conflict_do_update(
+        index_elements=["entity", "entity_id"],
+        set_={
+            "scope": statement.excluded.scope,
+            "seq": statement.excluded.seq,
+            "deleted": statement.excluded.deleted,
+        },
+    )
+    session.execute(statement)
+
+
+def install() -> None:
+    """Hook the feed into every session (idempotent)."""
+    if not event.contains(Session, "before_flush", _before_flush):
+        event.listen(Session, "before_flush", _before_flush)
+        event.listen(Session, "after_commit", _forget)
+        event.listen(Session, "after_rollback", _forget)
+        event.listen(Session, "after_soft_rollback", _forget_if_undone)
