@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -69,6 +69,33 @@ class HouseholdPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, o
     status: HouseholdStatus | msgspec.UnsetType = msgspec.UNSET
     recheck_class: RecheckClass | msgspec.UnsetType | None = msgspec.UNSET
     monthly_benefit_fen: Fen | msgspec.UnsetType = msgspec.UNSET
+
+
+class MemberPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Only the fields present change. `version` is the one the caller saw: a stale one is refused."""
+
+    version: int
+    name: ShortText | msgspec.UnsetType = msgspec.UNSET
+    relation: ShortText | msgspec.UnsetType = msgspec.UNSET
+    id_number: IdNumber | msgspec.UnsetType = msgspec.UNSET
+    sex: Literal["male", "female"] | msgspec.UnsetType | None = msgspec.UNSET
+    birth_date: dt.date | msgspec.UnsetType | None = msgspec.UNSET
+    health: str | msgspec.UnsetType | None = msgspec.UNSET
+    disability: str | msgspec.UnsetType | None = msgspec.UNSET
+    work_capacity: Literal["full", "partial", "none"] | msgspec.UnsetType | None = msgspec.UNSET
+    employment: str | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class RecordVersionOut(msgspec.Struct, kw_only=True):
+    """One version of a household or member: what it held, what changed, who changed it and how."""
+
+    version: int
+    data: dict[str, Any]
+    changed: list[str]
+    author_id: uuid.UUID | None
+    mutation_id: uuid.UUID | None
+    at: dt.datetime
+    note: str | None
 
 
 class HouseholdOut(msgspec.Struct, kw_only=True):

@@ -17,6 +17,8 @@ from schemas.households import (
     HouseholdStatus,
     MemberIn,
     MemberOut,
+    MemberPatch,
+    RecordVersionOut,
     RevealedId,
     RevealRequest,
 )
@@ -77,11 +79,35 @@ class HouseholdController(Controller):
     ) -> MemberOut:
         return await households.add_member(db_session, actor, household_id, data)
 
+    @get(
+        "/{household_id:uuid}/history", summary="Every version of the household (re-check class history too)"
+    )
+    async def household_history(
+        self, db_session: DbSession, actor: CurrentActor, household_id: FromPath[uuid.UUID]
+    ) -> list[RecordVersionOut]:
+        return await households.history(db_session, actor, "household", household_id)
+
 
 class MemberController(Controller):
     path = "/api/v1/members"
     tags = ["households"]
     dependencies = {"actor": Provide(provide_actor)}
+
+    @patch("/{member_id:uuid}", summary="Change a member's fields; `version` must be the current one")
+    async def patch_member(
+        self,
+        db_session: DbSession,
+        actor: CurrentActor,
+        member_id: FromPath[uuid.UUID],
+        data: JSONBody[MemberPatch],
+    ) -> MemberOut:
+        return await households.patch_member(db_session, actor, member_id, data)
+
+    @get("/{member_id:uuid}/history", summary="Every version of the member (ID numbers masked)")
+    async def member_history(
+        self, db_session: DbSession, actor: CurrentActor, member_id: FromPath[uuid.UUID]
+    ) -> list[RecordVersionOut]:
+        return await households.history(db_session, actor, "member", member_id)
 
     @post(
         "/{member_id:uuid}/reveal-id",

@@ -12,11 +12,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from schemas.households import HouseholdIn, HouseholdOut, HouseholdPage, HouseholdPatch, MemberIn, MemberOut
+from schemas.households import (
+    HouseholdIn,
+    HouseholdOut,
+    HouseholdPage,
+    HouseholdPatch,
+    MemberIn,
+    MemberOut,
+    MemberPatch,
+    RecordVersionOut,
+)
 from server.db.models import Household, Jurisdiction, Level, Member
 from server.domain import id_numbers
 from server.errors import Conflict, Forbidden, Invalid, NotFound
-from server.services import audit
+from server.services import audit, edits, transaction
 from server.services.actor import Actor, communities_in_scope, under
 
 WRITER_ROLES = frozenset({"field_worker", "reviewer", "admin"})
@@ -53,18 +62,25 @@ def household_out(h: Household) -> HouseholdOut:
         version=h.version,
         created_at=h.created_at,
         updated_at=h.updated_at,
-        members=[member_out(m) for m in h.members],
+        members=[member_out(m) for m in h.members if m.deleted_at is None],
     )
 
 
-def _scoped(actor: Actor) -> Select[Household]:
-    return select(Household).where(communities_in_scope(actor)).options(selectinload(Household.members))
+def _scoped(actor: Actor, *, archived: bool = False) -> Select[Household]:
+    query = select(Household).where(communities_in_scope(actor)).options(selectinload(Household.members))
+    return query if archived else query.where(Household.deleted_at.is_(None))
 
 
 async def get(
-    session: AsyncSession, actor: Actor, household_id: uuid.UUID, *, lock: bool = False
+    session: AsyncSession,
+    actor: Actor,
+    household_id: uuid.UUID,
+    *,
+    lock: bool = False,
+    archived: bool = False,
 ) -> Household:
-    query = _scoped(actor).where(Household.id == household_id)
+    """A household in the caller's scope; archived ones only when asked for (sync merges into them)."""
+    query = _scoped(actor, archived=archived).where(Household.id == household_id)
     if lock:
         query = query.with_for_update(of=Household)
     household = (await session.execute(query)).scalar_one_or_none()
@@ -182,15 +198,18 @@ async def create(session: AsyncSession, actor: Actor, data: HouseholdIn) -> Hous
     members = [_new_member(household.id, m) for m in data.members]
     session.add(household)
     session.add_all(members)
+    records: list[Household | Member] = [household, *members]
+    for record in records:
+        edits.stamp(session, actor, record, list(edits.kind_of(record).snapshot), new_record=True)
     fields = msgspec.structs.asdict(data) | {
         "id": household.id,
         "members": [_member_audit(m) for m in members],
     }
     audit.record(session, actor, "household.create", "household", household.id, fields)
     try:
-        await session.commit()
+        await transaction.commit(session)
     except IntegrityError:
-        await session.rollback()
+        await transaction.rollback(session)
         raise Conflict(f"Registry number {data.registry_no!r} is already in use.", code="duplicate") from None
     return await get_out(session, actor, household.id)
 
@@ -204,23 +223,26 @@ async def patch(
 ) -> HouseholdOut:
     _require_writer(actor)
     household = await get(session, actor, household_id, lock=True)
-    if household.version != data.version:
-        raise Conflict(
-            f"The household changed since version {data.version}; it is at {household.version}.",
-            code="stale_version",
-            details={"current_version": household.version},
-        )
-    changes: dict[str, Any] = {}
-    for field, value in msgspec.structs.asdict(data).items():
-        if field == "version" or value is msgspec.UNSET or getattr(household, field) == value:
-            continue
-        changes[field] = {"old": getattr(household, field), "new": value}
-        setattr(household, field, value)
-    if changes:
-        household.version += 1
+    _require_version(household, data.version)
+    values = {
+        f: v for f, v in msgspec.structs.asdict(data).items() if f != "version" and v is not msgspec.UNSET
+    }
+    before = {f: getattr(household, f) for f in values}
+    changed = edits.change_now(session, actor, household, values)
+    if changed:
+        changes = {f: {"old": before[f], "new": values[f]} for f in changed}
         audit.record(session, actor, "household.update", "household", household.id, changes)
-    await session.commit()
+    await transaction.commit(session)
     return household_out(household)
+
+
+def _require_version(record: Household | Member, version: int) -> None:
+    if record.version != version:
+        raise Conflict(
+            f"The record changed since version {version}; it is at {record.version}.",
+            code="stale_version",
+            details={"current_version": record.version},
+        )
 
 
 async def add_member(
@@ -231,10 +253,74 @@ async def add_member(
     _check_members([data], prefix="body")
     member = _new_member(household.id, data)
     session.add(member)
-    household.version += 1
+    edits.stamp(session, actor, member, list(edits.MEMBER.snapshot), new_record=True)
     audit.record(session, actor, "member.create", "member", member.id, _member_audit(member))
-    await session.commit()
+    await transaction.commit(session)
     return member_out(member)
+
+
+async def get_member(
+    session: AsyncSession, actor: Actor, member_id: uuid.UUID, *, lock: bool = False, archived: bool = False
+) -> Member:
+    query = (
+        select(Member)
+        .join(Household, Household.id == Member.household_id)
+        .where(Member.id == member_id, communities_in_scope(actor))
+    )
+    if not archived:
+        query = query.where(Member.deleted_at.is_(None), Household.deleted_at.is_(None))
+    if lock:
+        query = query.with_for_update(of=Member)
+    member = (await session.execute(query)).scalar_one_or_none()
+    if member is None:
+        raise NotFound("No such member.")
+    return member
+
+
+async def patch_member(
+    session: AsyncSession, actor: Actor, member_id: uuid.UUID, data: MemberPatch
+) -> MemberOut:
+    _require_writer(actor)
+    member = await get_member(session, actor, member_id, lock=True)
+    _require_version(member, data.version)
+    values = {
+        f: v for f, v in msgspec.structs.asdict(data).items() if f != "version" and v is not msgspec.UNSET
+    }
+    if "id_number" in values:
+        _check_members([MemberIn(name="-", relation="-", id_number=values["id_number"])], prefix="body")
+        values["id_number"] = id_numbers.normalise(values["id_number"])
+    changed = edits.change_now(session, actor, member, values)
+    if changed:
+        audit.record(session, actor, "member.update", "member", member.id, _masked(values, changed))
+    await transaction.commit(session)
+    return member_out(member)
+
+
+def _masked(values: dict[str, Any], changed: list[str]) -> dict[str, Any]:
+    """Audit what changed; an ID number only masked."""
+    return {f: id_numbers.mask(values[f]) if f == "id_number" else values[f] for f in changed}
+
+
+async def history(
+    session: AsyncSession, actor: Actor, entity: str, entity_id: uuid.UUID
+) -> list[RecordVersionOut]:
+    """Every version of a household (incl. its re-check class history) or member, ID numbers masked."""
+    if entity == "household":
+        await get(session, actor, entity_id, archived=True)
+    else:
+        await get_member(session, actor, entity_id, archived=True)
+    return [
+        RecordVersionOut(
+            version=v.version,
+            data={k: id_numbers.mask(x) if k == "id_number" and x else x for k, x in v.data.items()},
+            changed=v.changed,
+            author_id=v.author_id,
+            mutation_id=v.mutation_id,
+            at=v.at,
+            note=v.note,
+        )
+        for v in await edits.history(session, entity, entity_id)
+    ]
 
 
 async def reveal_id_number(
@@ -261,5 +347,5 @@ async def reveal_id_number(
         {"household_id": member.household_id},
         reason=reason,
     )
-    await session.commit()
+    await transaction.commit(session)
     return member.id_number

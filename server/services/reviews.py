@@ -16,7 +16,7 @@ from schemas.visits import ReviewDecision, VisitOut
 from server.db.models import Visit, VisitStatus
 from server.db.types import utcnow
 from server.errors import Conflict, Forbidden, Invalid
-from server.services import audit
+from server.services import audit, transaction
 from server.services.actor import Actor
 from server.services.rules import level, today, working_calendar
 from server.services.visits import get, publicity_ends_on, record_transition, visit_out
@@ -68,7 +68,7 @@ async def decide(
         {"level": number, "level_code": at.code, "to": visit.status},
         reason=decision.reason,
     )
-    await session.commit()
+    await transaction.commit(session)
     return await visit_out(session, visit, household, rules)
 
 

@@ -51,7 +51,7 @@ from server.domain import answers as rules_of_answers
 from server.domain.calendar import is_overdue
 from server.domain.templates import all_items
 from server.errors import Conflict, Forbidden, Invalid, NotFound
-from server.services import audit, templates
+from server.services import audit, templates, transaction
 from server.services.actor import Actor, communities_in_scope
 from server.services.rules import level, rules_tag, today, working_calendar
 
@@ -235,7 +235,7 @@ async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: 
     audit.record(
         session, actor, "visit.create", "visit", visit.id, msgspec.to_builtins(data) | {"id": str(visit.id)}
     )
-    await session.commit()
+    await transaction.commit(session)
     visit, household = await get(session, actor, visit.id)
     return await visit_out(session, visit, household, rules)
 
@@ -338,7 +338,7 @@ async def answer(
             visit.id,
             {"observations": [{"id": str(o.id), "template": o.template, "item": o.item} for o in fresh]},
         )
-        await session.commit()
+        await transaction.commit(session)
     ids = [obs.id for obs in batch]
     stored = (await session.execute(select(Observation).where(Observation.id.in_(ids)))).scalars()
     by_id = {o.id: o for o in stored}
@@ -498,7 +498,7 @@ async def propose(
     visit.version += 1
     record_transition(session, actor, visit, "propose", visit.status, rules, reason=proposal.reason)
     audit.record(session, actor, "visit.propose", "visit", visit.id, msgspec.to_builtins(proposal))
-    await session.commit()
+    await transaction.commit(session)
     return await visit_out(session, visit, household, rules)
 
 
@@ -545,7 +545,7 @@ async def submit(session: AsyncSession, actor: Actor, visit_id: uuid.UUID, rules
     visit.version += 1
     record_transition(session, actor, visit, "submit", before, rules)
     audit.record(session, actor, "visit.submit", "visit", visit.id, {"from": before})
-    await session.commit()
+    await transaction.commit(session)
     return await visit_out(session, visit, household, rules)
 
 
@@ -605,7 +605,7 @@ async def amend(session: AsyncSession, actor: Actor, visit_id: uuid.UUID, rules:
         session.add(_carried(old, revision))
     record_transition(session, actor, revision, "amend", None, rules, reason=f"amends {visit.id}")
     audit.record(session, actor, "visit.amend", "visit", revision.id, {"previous_id": str(visit.id)})
-    await session.commit()
+    await transaction.commit(session)
     revision, household = await get(session, actor, revision.id)
     return await visit_out(session, revision, household, rules)
 

@@ -156,7 +156,7 @@ def test_filter_by_community_and_status(client: Client) -> None:
     assert {h["status"] for h in items} == {"active"}
 
 
-def test_add_member_bumps_the_household_version(client: Client) -> None:
+def test_add_member_is_its_own_record_and_leaves_household_edits_valid(client: Client) -> None:
     worker = login(client, "demo-worker-1")
     url = f"/api/v1/households/{household_id('DB-C01-0003')}"
     before = client.get(url, headers=worker).json()
@@ -167,6 +167,11 @@ def test_add_member_bumps_the_household_version(client: Client) -> None:
     )
     assert added.status_code == 201
     after = client.get(url, headers=worker).json()
-    assert after["version"] == before["version"] + 1
+    assert added.json()["version"] == 1
+    # Members version on their own: an edit of the household made against `before` still applies.
+    assert after["version"] == before["version"]
     assert len(after["members"]) == len(before["members"]) + 1
     assert len(audit_rows(client, "member.create")) == 1
+    history = client.get(f"/api/v1/members/{added.json()['id']}/history", headers=worker).json()
+    assert [v["version"] for v in history] == [1]
+    assert history[0]["data"]["id_number"].count("*") >= 8

@@ -11,7 +11,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db.models.base import Base
@@ -73,10 +73,13 @@ class SyncClient(Base):
 
 
 class MutationLog(Base):
-    """Each applied (or rejected) mutation once: replays answer from here; proof of exactly-once."""
+    """Each (client, seq) once: replays answer from here; proof of exactly-once.
+
+    A mutation_id may appear twice only when a re-registered device resends a mutation another of its
+    client ids already delivered: the second row says `already_applied` and points at the first."""
 
     __tablename__ = "sync_mutations"
-    __table_args__ = (UniqueConstraint("mutation_id"),)
+    __table_args__ = (Index("ix_sync_mutations_mutation_id", "mutation_id"),)
 
     client_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)

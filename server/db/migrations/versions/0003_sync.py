@@ -130,8 +130,9 @@ def upgrade() -> None:
         sa.Column("device_time", UTCDateTime(), nullable=True),
         sa.Column("received_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("client_id", "seq", name=op.f("pk_sync_mutations")),
-        sa.UniqueConstraint("mutation_id", name=op.f("uq_sync_mutations_mutation_id")),
     )
+    with op.batch_alter_table("sync_mutations", schema=None) as batch_op:
+        batch_op.create_index("ix_sync_mutations_mutation_id", ["mutation_id"], unique=False)
     op.create_table(
         "sync_scope_exits",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -216,6 +217,9 @@ def downgrade() -> None:
         batch_op.drop_index("ix_sync_scope_exits_scope_seq")
 
     op.drop_table("sync_scope_exits")
+    with op.batch_alter_table("sync_mutations", schema=None) as batch_op:
+        batch_op.drop_index("ix_sync_mutations_mutation_id")
+
     op.drop_table("sync_mutations")
     with op.batch_alter_table("sync_conflicts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_sync_conflicts_entity_id"))

@@ -1,0 +1,290 @@
+"""Versioned edits of mutable records (households, members), whichever door they come in by.
+
+Every change bumps the record's version, stamps the changed fields with it (`field_versions`, what makes
+an offline edit's merge three-way) and keeps the new version in `record_versions`. An offline edit made
+against an older version goes through `sync.merge`; whatever cannot be merged silently becomes a
+`sync_conflicts` row holding the losing value, so no acknowledged value is ever lost.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.households import HouseholdPatch, MemberPatch
+from server.db.models import Household, Member, RecordVersion, SyncConflict
+from server.db.types import utcnow
+from server.domain import id_numbers
+from server.errors import Forbidden, Invalid
+from server.services.actor import Actor
+from sync.merge import Record, delete_blocked_by, merge, rank
+
+Editable = Household | Member
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    entity: str
+    patch: type[msgspec.Struct]
+    fields: tuple[str, ...]
+    """What an edit may change."""
+    snapshot: tuple[str, ...]
+    """What a version records."""
+    guarded: frozenset[str]
+    """Identity and eligibility: a field worker's change waits for a supervisor."""
+
+
+HOUSEHOLD = Kind(
+    "household",
+    HouseholdPatch,
+    ("address", "lat", "lon", "status", "recheck_class", "monthly_benefit_fen"),
+    (
+        "registry_no",
+        "community_id",
+        "address",
+        "lat",
+        "lon",
+        "status",
+        "recheck_class",
+        "monthly_benefit_fen",
+    ),
+    frozenset({"status", "monthly_benefit_fen", "registry_no", "community_id"}),
+)
+_MEMBER_FIELDS = (
+    "name",
+    "relation",
+    "id_number",
+    "sex",
+    "birth_date",
+    "health",
+    "disability",
+    "work_capacity",
+    "employment",
+)
+MEMBER = Kind(
+    "member",
+    MemberPatch,
+    _MEMBER_FIELDS,
+    ("household_id", *_MEMBER_FIELDS),
+    frozenset({"name", "id_number"}),
+)
+
+
+def kind_of(obj: Editable) -> Kind:
+    return HOUSEHOLD if isinstance(obj, Household) else MEMBER
+
+
+@dataclass(slots=True)
+class Outcome:
+    applied: list[str] = field(default_factory=list)
+    conflict_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+def wire(value: Any) -> Any:
+    """The JSON form of a value: how values are compared, stored in history and shipped."""
+    return msgspec.to_builtins(value)
+
+
+def validate(kind: Kind, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Check new values against the record's patch schema; return them as Python values."""
+    unknown = sorted(set(changes) - set(kind.fields))
+    if unknown:
+        raise Invalid(
+            f"These fields cannot be changed: {', '.join(unknown)}.",
+            details=[{"field": f"changes.{f}", "message": "not a changeable field"} for f in unknown],
+        )
+    try:
+        patch = msgspec.convert({**changes, "version": 0}, kind.patch)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"changes: {exc}", details=[{"field": "changes", "message": str(exc)}]) from None
+    values = {name: getattr(patch, name) for name in changes}
+    if "id_number" in values and (why := id_numbers.problem(values["id_number"])):
+        raise Invalid(f"id_number: {why}", details=[{"field": "changes.id_number", "message": why}])
+    return values
+
+
+def snapshot(obj: Editable) -> dict[str, Any]:
+    return {name: wire(getattr(obj, name)) for name in kind_of(obj).snapshot}
+
+
+def stamp(
+    session: AsyncSession,
+    actor: Actor,
+    obj: Editable,
+    changed: list[str],
+    *,
+    mutation_id: uuid.UUID | None = None,
+    note: str | None = None,
+    new_record: bool = False,
+) -> None:
+    """Record a new version of `obj` in which `changed` fields were written by `actor`."""
+    # Column defaults apply only at INSERT: a record made in this transaction has none yet.
+    obj.version = (obj.version or 1) if new_record else obj.version + 1
+    obj.field_versions = {**(obj.field_versions or {}), **dict.fromkeys(changed, obj.version)}
+    obj.last_writers = {**(obj.last_writers or {}), **dict.fromkeys(changed, rank(actor.role))}
+    session.add(
+        RecordVersion(
+            entity=kind_of(obj).entity,
+            entity_id=str(obj.id),
+            version=obj.version,
+            data=snapshot(obj),
+            changed=sorted(changed),
+            mutation_id=mutation_id,
+            author_id=actor.user_id,
+            note=note,
+        )
+    )
+
+
+def change_now(session: AsyncSession, actor: Actor, obj: Editable, values: Mapping[str, Any]) -> list[str]:
+    """A direct edit against the current version (REST, a supervisor's decision): no merge needed."""
+    kind = kind_of(obj)
+    if actor.role == "field_worker" and (guarded := sorted(kind.guarded & set(values))):
+        raise Forbidden(
+            f"A field worker cannot change {', '.join(guarded)}: propose it through sync for a supervisor.",
+            code="guarded_field",
+        )
+    changed = [name for name, value in values.items() if wire(getattr(obj, name)) != wire(value)]
+    for name in changed:
+        setattr(obj, name, values[name])
+    if changed:
+        stamp(session, actor, obj, changed)
+    return changed
+
+
+def merge_offline(
+    session: AsyncSession,
+    actor: Actor,
+    obj: Editable,
+    base_version: int,
+    changes: Mapping[str, tuple[Any, Any]],
+    *,
+    mutation_id: uuid.UUID,
+    scope: str,
+) -> Outcome:
+    """Merge an offline edit ({field: (old, new)}, new already validated) made against `base_version`."""
+    kind = kind_of(obj)
+    if obj.deleted_at is not None:
+        proposed = {name: wire(new) for name, (_, new) in changes.items()}
+        conflict = _conflict(
+            obj, "update_after_delete", None, base_version, None, proposed, actor, mutation_id, scope
+        )
+        session.add(conflict)
+        return Outcome(conflict_ids=[conflict.id])
+    record = Record(
+        values={name: wire(getattr(obj, name)) for name in changes},
+        version=obj.version,
+        field_versions=obj.field_versions,
+        last_writer_rank=obj.last_writers,
+    )
+    wired = {name: (wire(old), wire(new)) for name, (old, new) in changes.items()}
+    result = merge(record, base_version, wired, author_rank=rank(actor.role), guarded=kind.guarded)
+    outcome = Outcome(applied=sorted(result.applied))
+    for name in outcome.applied:
+        setattr(obj, name, changes[name][1])
+    conflicts = [
+        _conflict(
+            obj, c.kind, c.field, base_version, c.server_value, c.client_value, actor, mutation_id, scope
+        )
+        for c in result.hard
+    ]
+    for conflict, found in zip(conflicts, result.hard, strict=True):
+        conflict.provisional = found.provisional
+    if result.soft:
+        conflicts.append(
+            _conflict(
+                obj,
+                "parallel_update",
+                None,
+                base_version,
+                None,
+                wired_new(changes),
+                actor,
+                mutation_id,
+                scope,
+            )
+        )
+    if outcome.applied:
+        stamp(session, actor, obj, outcome.applied, mutation_id=mutation_id)
+    session.add_all(conflicts)
+    outcome.conflict_ids = [c.id for c in conflicts]
+    return outcome
+
+
+def wired_new(changes: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:
+    return {name: wire(new) for name, (_, new) in changes.items()}
+
+
+def archive_offline(
+    session: AsyncSession,
+    actor: Actor,
+    obj: Editable,
+    base_version: int,
+    reason: str,
+    *,
+    mutation_id: uuid.UUID,
+    scope: str,
+) -> Outcome:
+    """Archive (tombstone) a record, unless it changed since the device last saw it."""
+    if obj.deleted_at is not None:
+        return Outcome()  # already archived: the same intent, converged
+    record = Record({}, obj.version, obj.field_versions, obj.last_writers)
+    if changed := delete_blocked_by(record, base_version):
+        proposed = {"archive": reason, "changed_since_base": changed}
+        conflict = _conflict(
+            obj, "delete_after_update", None, base_version, None, proposed, actor, mutation_id, scope
+        )
+        session.add(conflict)
+        return Outcome(conflict_ids=[conflict.id])
+    archive_now(session, actor, obj, reason, mutation_id=mutation_id)
+    return Outcome(applied=["deleted_at"])
+
+
+def archive_now(
+    session: AsyncSession, actor: Actor, obj: Editable, reason: str, *, mutation_id: uuid.UUID | None = None
+) -> None:
+    obj.deleted_at = utcnow()
+    stamp(session, actor, obj, ["deleted_at"], mutation_id=mutation_id, note=reason)
+
+
+def _conflict(
+    obj: Editable,
+    kind: str,
+    field_name: str | None,
+    base_version: int | None,
+    server_value: Any,
+    client_value: Any,
+    actor: Actor,
+    mutation_id: uuid.UUID | None,
+    scope: str,
+) -> SyncConflict:
+    return SyncConflict(
+        id=uuid.uuid4(),
+        entity=kind_of(obj).entity,
+        entity_id=str(obj.id),
+        field=field_name,
+        kind=kind,
+        level="soft" if kind == "parallel_update" else "hard",
+        base_version=base_version,
+        server_value=server_value,
+        client_value=client_value,
+        mutation_id=mutation_id,
+        author_id=actor.user_id,
+        scope=scope,
+        status="open",
+    )
+
+
+async def history(session: AsyncSession, entity: str, entity_id: uuid.UUID) -> list[RecordVersion]:
+    rows = await session.execute(
+        select(RecordVersion)
+        .where(RecordVersion.entity == entity, RecordVersion.entity_id == str(entity_id))
+        .order_by(RecordVersion.version)
+    )
+    return list(rows.scalars())
