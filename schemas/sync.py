@@ -33,9 +33,9 @@ class PullRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class Change(msgspec.Struct, kw_only=True, omit_defaults=True):
-    entity: Literal[
-        "household", "member", "visit", "observation", "visit_event", "template", "conflict", "photo"
-    ]
+    entity: str
+    """household | member | visit | observation | visit_event | template | conflict (more may come: a
+    client ignores entities it does not know)."""
     id: str
     op: Literal["upsert", "delete", "drop"]
     """upsert: store `data`. delete: a tombstone (the record was deleted). drop: the record left your scope;
@@ -146,9 +146,12 @@ class PushRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     device_now: dt.datetime | None = None
 
 
+Status = Literal["applied", "applied_with_conflict", "already_applied", "rejected"]
+
+
 class MutationResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     seq: int
-    status: Literal["applied", "applied_with_conflict", "already_applied", "rejected"]
+    status: Status
     conflict_ids: list[uuid.UUID] = []
     code: str | None = None
     """Why a mutation was rejected (validation_error, forbidden, not_found, visit_locked, ...)."""

@@ -23,10 +23,12 @@ from server.routes.admin import AdminController
 from server.routes.auth import AuthController
 from server.routes.blobs import signed_blob
 from server.routes.calendar import CalendarController
+from server.routes.conflicts import ConflictController
 from server.routes.exports import ExportController
 from server.routes.health import health
 from server.routes.households import HouseholdController, MemberController
 from server.routes.jurisdictions import JurisdictionController
+from server.routes.sync import SyncController
 from server.routes.templates import TemplateController
 from server.routes.visits import VisitController
 from server.services.templates import install_shipped
@@ -83,6 +85,8 @@ def create_app(settings: Settings | None = None, *, demo: bool = False) -> Lites
             VisitController,
             ExportController,
             CalendarController,
+            SyncController,
+            ConflictController,
         ],
         lifespan=[lifespan],
         dependencies={

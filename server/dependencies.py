@@ -35,7 +35,8 @@ async def provide_session(
     could still fail at commit; anything left uncommitted here is rolled back.
     """
     db: Database = state.db
-    maker = db.read_session if request.method in READ_METHODS else db.write_session
+    read_only = request.method in READ_METHODS or request.route_handler.opt.get("read_only", False)
+    maker = db.read_session if read_only else db.write_session
     async with maker() as session:
         yield session
 

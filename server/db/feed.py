@@ -53,7 +53,8 @@ def take_seq(session: Session) -> int:
             update(SyncState).where(SyncState.id == 1).values(seq=SyncState.seq + 1).returning(SyncState.seq)
         )
         seq = int(session.execute(statement).scalar_one())
-        session.info[_SEQ], session.info[_TXN] = seq, session.get_transaction()
+        session.info[_SEQ] = seq
+        session.info[_TXN] = session.get_nested_transaction() or session.get_transaction()
     return seq
 
 
@@ -63,8 +64,13 @@ def _forget(session: Session, *_: Any) -> None:
 
 
 def _forget_if_undone(session: Session, previous: SessionTransaction) -> None:
-    if session.info.get(_TXN) is previous:  # the number was taken inside what was just rolled back
-        _forget(session)
+    """A savepoint rolled back: if the number was taken inside it, the UPDATE that took it is undone."""
+    taken_in: SessionTransaction | None = session.info.get(_TXN)
+    while taken_in is not None:
+        if taken_in is previous:
+            _forget(session)
+            return
+        taken_in = taken_in.parent
 
 
 def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> None:

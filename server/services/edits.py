@@ -172,7 +172,7 @@ def merge_offline(
     kind = kind_of(obj)
     if obj.deleted_at is not None:
         proposed = {name: wire(new) for name, (_, new) in changes.items()}
-        conflict = _conflict(
+        conflict = new_conflict(
             obj, "update_after_delete", None, base_version, None, proposed, actor, mutation_id, scope
         )
         session.add(conflict)
@@ -189,7 +189,7 @@ def merge_offline(
     for name in outcome.applied:
         setattr(obj, name, changes[name][1])
     conflicts = [
-        _conflict(
+        new_conflict(
             obj, c.kind, c.field, base_version, c.server_value, c.client_value, actor, mutation_id, scope
         )
         for c in result.hard
@@ -198,7 +198,7 @@ def merge_offline(
         conflict.provisional = found.provisional
     if result.soft:
         conflicts.append(
-            _conflict(
+            new_conflict(
                 obj,
                 "parallel_update",
                 None,
@@ -237,7 +237,7 @@ def archive_offline(
     record = Record({}, obj.version, obj.field_versions, obj.last_writers)
     if changed := delete_blocked_by(record, base_version):
         proposed = {"archive": reason, "changed_since_base": changed}
-        conflict = _conflict(
+        conflict = new_conflict(
             obj, "delete_after_update", None, base_version, None, proposed, actor, mutation_id, scope
         )
         session.add(conflict)
@@ -253,7 +253,7 @@ def archive_now(
     stamp(session, actor, obj, ["deleted_at"], mutation_id=mutation_id, note=reason)
 
 
-def _conflict(
+def new_conflict(
     obj: Editable,
     kind: str,
     field_name: str | None,

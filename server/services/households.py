@@ -132,7 +132,7 @@ def _decode_cursor(cursor: str) -> tuple[str, uuid.UUID]:
         ) from None
 
 
-def _require_writer(actor: Actor) -> None:
+def require_writer(actor: Actor) -> None:
     if actor.role not in WRITER_ROLES:
         raise Forbidden(f"A {actor.role} cannot change households.")
 
@@ -181,7 +181,7 @@ def _member_audit(m: Member) -> dict[str, Any]:
 
 
 async def create(session: AsyncSession, actor: Actor, data: HouseholdIn) -> HouseholdOut:
-    _require_writer(actor)
+    require_writer(actor)
     await _community(session, actor, data.community_id)
     _check_members(data.members)
     household = Household(
@@ -221,7 +221,7 @@ async def get_out(session: AsyncSession, actor: Actor, household_id: uuid.UUID) 
 async def patch(
     session: AsyncSession, actor: Actor, household_id: uuid.UUID, data: HouseholdPatch
 ) -> HouseholdOut:
-    _require_writer(actor)
+    require_writer(actor)
     household = await get(session, actor, household_id, lock=True)
     _require_version(household, data.version)
     values = {
@@ -248,7 +248,7 @@ def _require_version(record: Household | Member, version: int) -> None:
 async def add_member(
     session: AsyncSession, actor: Actor, household_id: uuid.UUID, data: MemberIn
 ) -> MemberOut:
-    _require_writer(actor)
+    require_writer(actor)
     household = await get(session, actor, household_id, lock=True)
     _check_members([data], prefix="body")
     member = _new_member(household.id, data)
@@ -280,7 +280,7 @@ async def get_member(
 async def patch_member(
     session: AsyncSession, actor: Actor, member_id: uuid.UUID, data: MemberPatch
 ) -> MemberOut:
-    _require_writer(actor)
+    require_writer(actor)
     member = await get_member(session, actor, member_id, lock=True)
     _require_version(member, data.version)
     values = {

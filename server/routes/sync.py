@@ -1,0 +1,33 @@
+"""The device sync protocol: pull changes by cursor, push numbered mutations (docs/sync-protocol.md)."""
+
+from __future__ import annotations
+
+from litestar import Controller, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.params import JSONBody
+
+from schemas.sync import PullRequest, PullResponse, PushRequest, PushResponse
+from server.dependencies import CurrentActor, DbSession, Rules, provide_actor, provide_rules
+from server.services import sync_pull, sync_push
+
+
+class SyncController(Controller):
+    path = "/api/v1/sync"
+    tags = ["sync"]
+    dependencies = {"actor": Provide(provide_actor), "rules": Provide(provide_rules, sync_to_thread=False)}
+
+    @post(
+        "/pull", status_code=200, summary="Changes in your scope after your cursor", opt={"read_only": True}
+    )
+    async def pull(
+        self, state: State, db_session: DbSession, actor: CurrentActor, data: JSONBody[PullRequest]
+    ) -> PullResponse:
+        await db_session.rollback()  # authentication is done; the pull reads in a snapshot of its own
+        return await sync_pull.pull(state.db, actor, data)
+
+    @post("/push", status_code=200, summary="Apply your queued mutations, exactly once, in order")
+    async def push(
+        self, db_session: DbSession, actor: CurrentActor, rules: Rules, data: JSONBody[PushRequest]
+    ) -> PushResponse:
+        return await sync_push.push(db_session, actor, data, rules)

@@ -1,0 +1,146 @@
+"""Conflicts a supervisor must look at, and their resolution (from the desk or as a sync mutation).
+
+A resolution is itself an edit: taking the device's value writes a new version as the supervisor, so the
+history keeps the old value, the device's value and who decided.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.conflicts import ConflictOut, Decision
+from server.db.models import Household, Jurisdiction, Member, SyncConflict
+from server.db.types import utcnow
+from server.domain import id_numbers
+from server.errors import Conflict, Forbidden, Invalid, NotFound
+from server.services import audit, edits, transaction
+from server.services.actor import Actor, under
+
+RESOLVER_ROLES = frozenset({"reviewer", "approver", "admin"})
+
+
+async def scope_ids(session: AsyncSession, actor: Actor) -> list[str]:
+    return [str(i) for (i,) in await session.execute(select(Jurisdiction.id).where(under(actor)))]
+
+
+async def list_open(
+    session: AsyncSession, actor: Actor, *, status: str | None, entity_id: str | None, limit: int
+) -> list[ConflictOut]:
+    query = select(SyncConflict).where(SyncConflict.scope.in_(await scope_ids(session, actor)))
+    if status:
+        query = query.where(SyncConflict.status == status)
+    if entity_id:
+        query = query.where(SyncConflict.entity_id == entity_id)
+    rows = await session.execute(query.order_by(SyncConflict.created_at, SyncConflict.id).limit(limit))
+    return [conflict_out(c) for c in rows.scalars()]
+
+
+def conflict_out(c: SyncConflict) -> ConflictOut:
+    def masked(value: Any) -> Any:
+        return id_numbers.mask(value) if c.field == "id_number" and isinstance(value, str) else value
+
+    return ConflictOut(
+        id=c.id,
+        entity=c.entity,
+        entity_id=c.entity_id,
+        field=c.field,
+        kind=c.kind,
+        level=c.level,
+        base_version=c.base_version,
+        server_value=masked(c.server_value),
+        client_value=masked(c.client_value),
+        provisional=c.provisional,
+        code=c.code,
+        mutation_id=c.mutation_id,
+        author_id=c.author_id,
+        status=c.status,
+        resolution=c.resolution,
+        resolved_by=c.resolved_by,
+        resolved_at=c.resolved_at,
+        created_at=c.created_at,
+    )
+
+
+async def resolve(
+    session: AsyncSession,
+    actor: Actor,
+    conflict_id: uuid.UUID,
+    decision: Decision,
+    value: Any = None,
+    *,
+    mutation_id: uuid.UUID | None = None,
+) -> ConflictOut:
+    if actor.role not in RESOLVER_ROLES:
+        raise Forbidden(f"A {actor.role} cannot resolve conflicts.", code="resolution_forbidden")
+    conflict = await _get(session, actor, conflict_id)
+    if conflict.status != "open":
+        if (conflict.resolution or {}).get("decision") == decision:
+            return conflict_out(conflict)  # the same decision again (a retried push): converged
+        raise Conflict("The conflict was already resolved.", code="already_resolved")
+    if decision in ("take_client", "set_value"):
+        chosen = conflict.client_value if decision == "take_client" else value
+        await _apply(session, actor, conflict, chosen, mutation_id)
+    conflict.status = "resolved"
+    conflict.resolution = {"decision": decision, "value": edits.wire(value)}
+    conflict.resolved_by, conflict.resolved_at = actor.user_id, utcnow()
+    audit.record(session, actor, "conflict.resolve", "conflict", conflict.id, {"decision": decision})
+    await transaction.commit(session)
+    return conflict_out(conflict)
+
+
+async def _get(session: AsyncSession, actor: Actor, conflict_id: uuid.UUID) -> SyncConflict:
+    query = (
+        select(SyncConflict)
+        .where(SyncConflict.id == conflict_id, SyncConflict.scope.in_(await scope_ids(session, actor)))
+        .with_for_update()
+    )
+    conflict = (await session.execute(query)).scalar_one_or_none()
+    if conflict is None:
+        raise NotFound("No such conflict.")
+    return conflict
+
+
+async def _apply(
+    session: AsyncSession, actor: Actor, conflict: SyncConflict, chosen: Any, mutation_id: uuid.UUID | None
+) -> None:
+    if conflict.kind in ("quarantined", "parallel_update"):
+        raise Invalid(
+            f"A {conflict.kind} conflict can only be kept as it is or dismissed.", code="nothing_to_take"
+        )
+    record = await _record(session, conflict)
+    if conflict.kind == "delete_after_update":
+        edits.archive_now(
+            session, actor, record, "archive confirmed by a supervisor", mutation_id=mutation_id
+        )
+        return
+    kind = edits.kind_of(record)
+    if conflict.kind == "update_after_delete":
+        values = chosen if isinstance(chosen, dict) and set(chosen) <= set(kind.fields) else None
+        if values is None:
+            raise Invalid("This proposal cannot be taken as is; re-enter it by hand.", code="nothing_to_take")
+        record.deleted_at = None  # the explicit restore: the only way a tombstone comes back
+        edits.stamp(
+            session, actor, record, ["deleted_at"], mutation_id=mutation_id, note="restored by a supervisor"
+        )
+    else:
+        values = {conflict.field or "": chosen}
+    validated = edits.validate(kind, values)
+    if "id_number" in validated:
+        validated["id_number"] = id_numbers.normalise(validated["id_number"])
+    edits.change_now(session, actor, record, validated)
+
+
+async def _record(session: AsyncSession, conflict: SyncConflict) -> Household | Member:
+    key = uuid.UUID(conflict.entity_id)
+    record: Household | Member | None = (
+        await session.get(Household, key, with_for_update=True)
+        if conflict.entity == "household"
+        else await session.get(Member, key, with_for_update=True)
+    )
+    if record is None:
+        raise NotFound("The record of this conflict no longer exists.")
+    return record

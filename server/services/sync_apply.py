@@ -1,0 +1,236 @@
+"""Apply one pushed mutation through the same services the REST API uses: one path per rule.
+
+Authorisation is checked here, when the mutation is applied, not when the device made it: a worker moved
+to another community cannot land edits in the old one. Each handler returns the conflict records it
+opened (empty when the mutation merged cleanly).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.rules import RulePack
+from schemas.sync import (
+    ConflictResolveV1,
+    HouseholdArchiveV1,
+    HouseholdCreateV1,
+    HouseholdUpdateV1,
+    MemberCreateV1,
+    MemberRemoveV1,
+    MemberUpdateV1,
+    Mutation,
+    VisitAnswerV1,
+    VisitProposeV1,
+    VisitSubmitV1,
+)
+from server.db.models import Household, Member
+from server.domain import id_numbers
+from server.errors import Conflict, Invalid
+from server.services import audit, conflicts, edits, households, visits
+from server.services.actor import Actor
+
+Handler = Callable[[AsyncSession, Actor, Any, RulePack], Awaitable[list[uuid.UUID]]]
+
+
+async def apply(session: AsyncSession, actor: Actor, mutation: Mutation, rules: RulePack) -> list[uuid.UUID]:
+    handler: Handler = HANDLERS[type(mutation)]
+    return await handler(session, actor, mutation, rules)
+
+
+async def _household_create(
+    session: AsyncSession, actor: Actor, m: HouseholdCreateV1, _: RulePack
+) -> list[uuid.UUID]:
+    if m.household.id is None:
+        raise _needs_id("household.id")
+    existing = await session.get(Household, m.household.id)
+    if existing is None:
+        await households.create(session, actor, m.household)
+        return []
+    if existing.registry_no != m.household.registry_no or existing.community_id != m.household.community_id:
+        raise Conflict("Another household already has this id.", code="duplicate_id")
+    return []  # the same create delivered again under another mutation: converged
+
+
+async def _household_update(
+    session: AsyncSession, actor: Actor, m: HouseholdUpdateV1, _: RulePack
+) -> list[uuid.UUID]:
+    households.require_writer(actor)
+    household = await households.get(session, actor, m.household_id, lock=True, archived=True)
+    changes = _validated(edits.HOUSEHOLD, m.changes)
+    outcome = edits.merge_offline(
+        session,
+        actor,
+        household,
+        m.base_version,
+        changes,
+        mutation_id=m.mutation_id,
+        scope=str(household.community_id),
+    )
+    _audit(session, actor, "household.update", household.id, m, outcome)
+    return outcome.conflict_ids
+
+
+async def _household_archive(
+    session: AsyncSession, actor: Actor, m: HouseholdArchiveV1, _: RulePack
+) -> list[uuid.UUID]:
+    households.require_writer(actor)
+    household = await households.get(session, actor, m.household_id, lock=True, archived=True)
+    outcome = edits.archive_offline(
+        session,
+        actor,
+        household,
+        m.base_version,
+        m.reason,
+        mutation_id=m.mutation_id,
+        scope=str(household.community_id),
+    )
+    _audit(session, actor, "household.archive", household.id, m, outcome)
+    return outcome.conflict_ids
+
+
+async def _member_create(
+    session: AsyncSession, actor: Actor, m: MemberCreateV1, _: RulePack
+) -> list[uuid.UUID]:
+    if m.member.id is None:
+        raise _needs_id("member.id")
+    households.require_writer(actor)
+    household = await households.get(session, actor, m.household_id, lock=True, archived=True)
+    existing = await session.get(Member, m.member.id)
+    if existing is not None:
+        if existing.household_id != household.id:
+            raise Conflict("Another member already has this id.", code="duplicate_id")
+        return []
+    if household.deleted_at is not None:
+        proposed = msgspec.to_builtins(m.member)
+        scope = str(household.community_id)
+        conflict = edits.new_conflict(
+            household, "update_after_delete", None, None, None, proposed, actor, m.mutation_id, scope
+        )
+        session.add(conflict)
+        return [conflict.id]
+    await households.add_member(session, actor, household.id, m.member)
+    return []
+
+
+async def _member_update(
+    session: AsyncSession, actor: Actor, m: MemberUpdateV1, _: RulePack
+) -> list[uuid.UUID]:
+    households.require_writer(actor)
+    member, household = await _member_and_household(session, actor, m.member_id)
+    changes = _validated(edits.MEMBER, m.changes)
+    outcome = edits.merge_offline(
+        session,
+        actor,
+        member,
+        m.base_version,
+        changes,
+        mutation_id=m.mutation_id,
+        scope=str(household.community_id),
+    )
+    _audit(session, actor, "member.update", member.id, m, outcome)
+    return outcome.conflict_ids
+
+
+async def _member_remove(
+    session: AsyncSession, actor: Actor, m: MemberRemoveV1, _: RulePack
+) -> list[uuid.UUID]:
+    households.require_writer(actor)
+    member, household = await _member_and_household(session, actor, m.member_id)
+    outcome = edits.archive_offline(
+        session,
+        actor,
+        member,
+        m.base_version,
+        m.reason,
+        mutation_id=m.mutation_id,
+        scope=str(household.community_id),
+    )
+    _audit(session, actor, "member.remove", member.id, m, outcome)
+    return outcome.conflict_ids
+
+
+async def _visit_answer(
+    session: AsyncSession, actor: Actor, m: VisitAnswerV1, rules: RulePack
+) -> list[uuid.UUID]:
+    await visits.answer(session, actor, m.visit_id, m.observations, rules)
+    return []
+
+
+async def _visit_propose(
+    session: AsyncSession, actor: Actor, m: VisitProposeV1, rules: RulePack
+) -> list[uuid.UUID]:
+    await visits.propose(session, actor, m.visit_id, m.proposal, rules)
+    return []
+
+
+async def _visit_submit(
+    session: AsyncSession, actor: Actor, m: VisitSubmitV1, rules: RulePack
+) -> list[uuid.UUID]:
+    await visits.submit(session, actor, m.visit_id, rules)
+    return []
+
+
+async def _conflict_resolve(
+    session: AsyncSession, actor: Actor, m: ConflictResolveV1, _: RulePack
+) -> list[uuid.UUID]:
+    await conflicts.resolve(session, actor, m.conflict_id, m.decision, m.value, mutation_id=m.mutation_id)
+    return []
+
+
+HANDLERS: dict[type[Any], Handler] = {
+    HouseholdCreateV1: _household_create,
+    HouseholdUpdateV1: _household_update,
+    HouseholdArchiveV1: _household_archive,
+    MemberCreateV1: _member_create,
+    MemberUpdateV1: _member_update,
+    MemberRemoveV1: _member_remove,
+    VisitAnswerV1: _visit_answer,
+    VisitProposeV1: _visit_propose,
+    VisitSubmitV1: _visit_submit,
+    ConflictResolveV1: _conflict_resolve,
+}
+
+
+def _needs_id(field: str) -> Invalid:
+    return Invalid(
+        f"{field} is required in sync: records made offline carry the device's UUID.",
+        details=[{"field": field, "message": "required"}],
+    )
+
+
+def _validated(kind: edits.Kind, changes: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    values = edits.validate(kind, {name: change.new for name, change in changes.items()})
+    if "id_number" in values:
+        values["id_number"] = id_numbers.normalise(values["id_number"])
+    return {name: (changes[name].old, values[name]) for name in changes}
+
+
+async def _member_and_household(
+    session: AsyncSession, actor: Actor, member_id: uuid.UUID
+) -> tuple[Member, Household]:
+    member = await households.get_member(session, actor, member_id, lock=True, archived=True)
+    household = await households.get(session, actor, member.household_id, archived=True)
+    return member, household
+
+
+def _audit(
+    session: AsyncSession,
+    actor: Actor,
+    action: str,
+    entity_id: uuid.UUID,
+    m: Mutation,
+    outcome: edits.Outcome,
+) -> None:
+    audit.record(
+        session,
+        actor,
+        action,
+        action.split(".")[0],
+        entity_id,
+        {"mutation_id": m.mutation_id, "applied": outcome.applied, "conflicts": outcome.conflict_ids},
+    )

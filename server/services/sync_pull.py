@@ -1,0 +1,179 @@
+"""Pull: the changes in the caller's scope after their cursor, in commit order (docs/sync-protocol.md).
+
+One read snapshot per page (REPEATABLE READ on PostgreSQL; one WAL read transaction on SQLite): the
+client's last_mutation_seq, the sequence watermark and the rows all come from the same instant, so a
+client that sees its mutation as applied also receives every effect of it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Row, and_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.sync import SCHEMA_VERSION, Change, PullRequest, PullResponse
+from server.db.engine import Database
+from server.db.feed import EVERYONE
+from server.db.models import Jurisdiction, ScopeExit, SyncChange, SyncClient, SyncState
+from server.errors import Invalid
+from server.services import sync_clients, sync_rows
+from server.services.actor import Actor, under
+from sync.cursor import BadCursor, Cursor, decode, encode
+
+ChangeRow = Row[str, str, int, bool]
+
+
+async def pull(db: Database, actor: Actor, request: PullRequest) -> PullResponse:
+    check_schema(request.schema_version)
+    cursor = _decode(request.cursor)
+    if cursor is None:
+        await _rebuilding(db, actor, request)
+    async with db.read_session() as session:
+        if db.engine.dialect.name == "postgresql":
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        return await _page(session, actor, request, cursor)
+
+
+def check_schema(version: int) -> None:
+    if version > SCHEMA_VERSION or version < 1:
+        raise Invalid(
+            f"schema_version {version} is not served; this server speaks 1 to {SCHEMA_VERSION}.",
+            code="unsupported_schema_version",
+            details=[{"field": "schema_version", "message": f"supported: 1..{SCHEMA_VERSION}"}],
+        )
+
+
+def _decode(text: str | None) -> Cursor | None:
+    if text is None:
+        return None
+    try:
+        return decode(text)
+    except BadCursor:
+        raise Invalid(
+            "The cursor is not one this server handed out.",
+            code="bad_cursor",
+            details=[{"field": "cursor", "message": "unknown cursor"}],
+        ) from None
+
+
+async def _rebuilding(db: Database, actor: Actor, request: PullRequest) -> None:
+    """A client starting over adopts the caller's current node as its scope."""
+    async with db.write_session() as session:
+        client = await sync_clients.find(session, actor, request.client_id)
+        if client is not None and client.scope_path != actor.jurisdiction_path:
+            client.scope_path = actor.jurisdiction_path
+            await session.commit()
+
+
+async def _page(
+    session: AsyncSession, actor: Actor, request: PullRequest, cursor: Cursor | None
+) -> PullResponse:
+    state = (await session.execute(select(SyncState).where(SyncState.id == 1))).scalar_one()
+    client = await sync_clients.find(session, actor, request.client_id)
+    lmid = client.last_mutation_seq if client else 0
+    if reason := _reset_reason(state, client, actor, cursor):
+        return PullResponse(
+            cursor="", has_more=False, last_mutation_seq=lmid, changes=[], reset_required=True, reason=reason
+        )
+    since = cursor.seq if cursor else 0
+    scopes = await _scopes(session, actor)
+    rows, more = await _change_rows(session, scopes, since, request.limit, fresh=cursor is None)
+    upto = rows[-1].seq if more else state.seq
+    changes = await _changes(session, rows)
+    if cursor is not None:
+        changes = _merge_by_seq(changes, await _exits(session, scopes, since, upto))
+    return PullResponse(
+        cursor=encode(Cursor(state.epoch, max(upto, since))),
+        has_more=more,
+        last_mutation_seq=lmid,
+        changes=changes,
+    )
+
+
+def _reset_reason(
+    state: SyncState, client: SyncClient | None, actor: Actor, cursor: Cursor | None
+) -> str | None:
+    if cursor is None:
+        return None
+    if cursor.epoch != state.epoch:
+        return "epoch_changed"
+    if cursor.seq < state.tombstone_floor:
+        return "behind_tombstone_horizon"
+    if client is not None and client.scope_path != actor.jurisdiction_path:
+        return "scope_changed"
+    if cursor.seq > state.seq:
+        return "cursor_from_the_future"  # a restore that kept the epoch: never trust such a cursor
+    return None
+
+
+async def _scopes(session: AsyncSession, actor: Actor) -> list[str]:
+    """Every node under the caller's (conflicts may sit on a subdistrict), plus what everyone gets."""
+    ids = await session.execute(select(Jurisdiction.id).where(under(actor)))
+    return [str(i) for (i,) in ids] + [EVERYONE]
+
+
+async def _change_rows(
+    session: AsyncSession, scopes: list[str], since: int, limit: int, *, fresh: bool
+) -> tuple[list[ChangeRow], bool]:
+    """Up to `limit` rows after `since`, cut at a sequence boundary: a page never splits a transaction."""
+    columns = (SyncChange.entity, SyncChange.entity_id, SyncChange.seq, SyncChange.deleted)
+    where = and_(SyncChange.scope.in_(scopes), SyncChange.seq > since)
+    if fresh:
+        where = and_(where, SyncChange.deleted.is_(False))  # a new replica needs no tombstones
+    order = (SyncChange.seq, SyncChange.entity, SyncChange.entity_id)
+    rows = list(
+        (await session.execute(select(*columns).where(where).order_by(*order).limit(limit + 1))).all()
+    )
+    if len(rows) <= limit:
+        return rows, False
+    last = rows[limit - 1].seq
+    if rows[limit].seq != last:
+        return rows[:limit], True
+    whole = [r for r in rows[:limit] if r.seq < last]
+    if whole:
+        return whole, True
+    # One transaction larger than a page: it goes out whole, however big.
+    group = await session.execute(select(*columns).where(where, SyncChange.seq == last).order_by(*order))
+    rows = list(group.all())
+    return rows, True
+
+
+async def _changes(session: AsyncSession, rows: list[ChangeRow]) -> list[Change]:
+    current = await sync_rows.load(session, [(r.entity, r.entity_id) for r in rows if not r.deleted])
+    changes = []
+    for entity, entity_id, seq, deleted in rows:
+        data = current.get((entity, entity_id))
+        if deleted or data is None:
+            changes.append(Change(entity=entity, id=entity_id, op="delete", seq=seq))
+        else:
+            version = sync_rows.version_of(entity, data)
+            changes.append(
+                Change(entity=entity, id=entity_id, op="upsert", seq=seq, version=version, data=data)
+            )
+    return changes
+
+
+async def _exits(session: AsyncSession, scopes: list[str], since: int, upto: int) -> list[Change]:
+    """Records that left the caller's scope: drop them (unless they moved within it)."""
+    still_here = select(SyncChange.entity_id).where(
+        SyncChange.entity == ScopeExit.entity,
+        SyncChange.entity_id == ScopeExit.entity_id,
+        SyncChange.scope.in_(scopes),
+    )
+    query = (
+        select(ScopeExit.entity, ScopeExit.entity_id, ScopeExit.seq)
+        .where(
+            ScopeExit.scope.in_(scopes), ScopeExit.seq > since, ScopeExit.seq <= upto, ~still_here.exists()
+        )
+        .order_by(ScopeExit.seq, ScopeExit.id)
+    )
+    return [
+        Change(entity=entity, id=entity_id, op="drop", seq=seq)
+        for entity, entity_id, seq in await session.execute(query)
+    ]
+
+
+def _merge_by_seq(changes: list[Change], drops: list[Change]) -> list[Change]:
+    if not drops:
+        return changes
+    # Within one sequence, drops come first: a record can leave and its old scope's children follow.
+    return sorted([*drops, *changes], key=lambda c: (c.seq, c.op != "drop"))

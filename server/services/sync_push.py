@@ -1,0 +1,206 @@
+"""Push: apply a device's numbered mutations exactly once, in order (docs/sync-protocol.md).
+
+The push holds the client's row lock for its whole batch, so two deliveries of one batch never race.
+Each mutation runs in a savepoint together with its log row and the advance of the client's
+last_mutation_seq: the three commit together or not at all. The batch commits once, before the answer
+goes out, so "applied" is never said of anything that could still be lost.
+
+- seq below the next expected: a replay; the stored result is returned, nothing runs twice.
+- seq above it: a gap; the batch stops and says which seq is expected.
+- a permanent failure (invalid, forbidden, not found, locked): the mutation is quarantined for a
+  supervisor, logged as rejected, and the queue moves on; nothing a device sent is ever dropped.
+- a transient failure (the database, an injected fault): that mutation is undone, what came before it
+  commits, and the batch stops; the device sends the rest again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import msgspec
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.rules import RulePack
+from schemas.sync import Mutation, MutationResult, PushRequest, PushResponse, Status
+from server.db.feed import take_seq
+from server.db.models import Household, Member, MutationLog, SyncClient, SyncConflict, Visit
+from server.db.types import utcnow
+from server.errors import DomainError
+from server.services import sync_apply, transaction
+from server.services.actor import Actor
+from server.services.sync_clients import claim
+from server.services.sync_pull import check_schema
+
+
+class TransientFault(Exception):
+    """Raised by a fault hook (tests): behaves like a database that went away mid-batch."""
+
+
+fault_hook: Callable[[Mutation], None] | None = None
+"""Tests set this to abort a mutation as a crashed transaction would."""
+
+
+async def push(session: AsyncSession, actor: Actor, request: PushRequest, rules: RulePack) -> PushResponse:
+    check_schema(request.schema_version)
+    client = await claim(session, actor, request.client_id, request.schema_version)
+    _measure_clock(client, request)
+    # Take the commit-ordered sequence before any savepoint, so undoing one mutation never undoes it.
+    await session.run_sync(take_seq)
+    results: list[MutationResult] = []
+    stopped: str | None = None
+    with transaction.held_by_push(session):
+        for mutation in request.mutations:
+            expected = client.last_mutation_seq + 1
+            if mutation.seq < expected:
+                results.append(await _replayed(session, client, mutation))
+                continue
+            if mutation.seq > expected:
+                stopped = "out_of_order"
+                break
+            result = await _apply_one(session, actor, client, mutation, rules)
+            if result is None:
+                stopped = "transient"
+                break
+            results.append(result)
+    await session.commit()
+    return PushResponse(
+        results=results,
+        last_mutation_seq=client.last_mutation_seq,
+        stopped=stopped,  # type: ignore[arg-type]
+        expected_seq=client.last_mutation_seq + 1 if stopped else None,
+    )
+
+
+def _measure_clock(client: SyncClient, request: PushRequest) -> None:
+    now = utcnow()
+    client.last_seen_at = now
+    if request.device_now is not None:
+        # Measured and shown to supervisors; never used to order anything.
+        client.clock_offset_ms = int((now - request.device_now).total_seconds() * 1000)
+
+
+async def _replayed(session: AsyncSession, client: SyncClient, mutation: Mutation) -> MutationResult:
+    logged = await session.get(MutationLog, (client.client_id, mutation.seq))
+    if logged is None or logged.mutation_id != mutation.mutation_id:
+        return MutationResult(seq=mutation.seq, status="rejected", code="seq_reused")
+    stored = msgspec.convert(logged.result, MutationResult)
+    if stored.status == "rejected":
+        return stored
+    return MutationResult(seq=mutation.seq, status="already_applied", conflict_ids=stored.conflict_ids)
+
+
+async def _apply_one(
+    session: AsyncSession, actor: Actor, client: SyncClient, mutation: Mutation, rules: RulePack
+) -> MutationResult | None:
+    earlier = await _delivered_before(session, mutation.mutation_id)
+    if earlier is not None:  # a re-registered device resending what another client id delivered
+        result = MutationResult(seq=mutation.seq, status="already_applied", conflict_ids=earlier.conflict_ids)
+        _log(session, actor, client, mutation, result, "already_applied")
+        return result
+    savepoint = await session.begin_nested()
+    try:
+        if fault_hook is not None:
+            fault_hook(mutation)
+        conflict_ids = await sync_apply.apply(session, actor, mutation, rules)
+        status: Status = "applied_with_conflict" if conflict_ids else "applied"
+        result = MutationResult(seq=mutation.seq, status=status, conflict_ids=conflict_ids)
+        _log(session, actor, client, mutation, result, status)
+        await session.flush()
+        await savepoint.commit()
+        return result
+    except (DomainError, IntegrityError) as exc:
+        await savepoint.rollback()
+        return await _quarantine(session, actor, client, mutation, exc)
+    except (TransientFault, DBAPIError):
+        await savepoint.rollback()
+        await session.refresh(client)
+        return None
+
+
+async def _delivered_before(session: AsyncSession, mutation_id: uuid.UUID) -> MutationResult | None:
+    query = select(MutationLog.result).where(MutationLog.mutation_id == mutation_id).limit(1)
+    stored = (await session.execute(query)).scalar_one_or_none()
+    return None if stored is None else msgspec.convert(stored, MutationResult)
+
+
+def _log(
+    session: AsyncSession,
+    actor: Actor,
+    client: SyncClient,
+    mutation: Mutation,
+    result: MutationResult,
+    status: str,
+) -> None:
+    session.add(
+        MutationLog(
+            client_id=client.client_id,
+            seq=mutation.seq,
+            mutation_id=mutation.mutation_id,
+            op=type(mutation).__struct_config__.tag,
+            args=msgspec.to_builtins(mutation),
+            status=status,
+            result=msgspec.to_builtins(result),
+            user_id=actor.user_id,
+            device_time=mutation.device_time,
+        )
+    )
+    client.last_mutation_seq = mutation.seq
+
+
+async def _quarantine(
+    session: AsyncSession, actor: Actor, client: SyncClient, mutation: Mutation, exc: Exception
+) -> MutationResult:
+    """Keep a refused mutation whole for a supervisor; the device's queue moves on."""
+    await session.refresh(client)
+    code = exc.code if isinstance(exc, DomainError) else "integrity_error"
+    entity, entity_id, scope = await _target(session, actor, mutation)
+    conflict = SyncConflict(
+        id=uuid.uuid4(),
+        entity=entity,
+        entity_id=entity_id,
+        kind="quarantined",
+        level="hard",
+        client_value=msgspec.to_builtins(mutation),
+        code=code,
+        mutation_id=mutation.mutation_id,
+        author_id=actor.user_id,
+        scope=scope,
+        status="open",
+    )
+    session.add(conflict)
+    result = MutationResult(seq=mutation.seq, status="rejected", conflict_ids=[conflict.id], code=code)
+    _log(session, actor, client, mutation, result, "rejected")
+    await session.flush()
+    return result
+
+
+async def _target(session: AsyncSession, actor: Actor, mutation: Mutation) -> tuple[str, str, str]:
+    """The record a mutation aimed at, and the community whose supervisors must see its quarantine."""
+    for attribute, entity in (("household_id", "household"), ("member_id", "member"), ("visit_id", "visit")):
+        target = getattr(mutation, attribute, None)
+        if target is not None:
+            scope = await _community_of(session, entity, target)
+            return entity, str(target), scope or str(actor.jurisdiction_id)
+    household = getattr(mutation, "household", None)
+    if household is not None and household.id is not None:
+        return "household", str(household.id), str(household.community_id)
+    return "mutation", str(mutation.mutation_id), str(actor.jurisdiction_id)
+
+
+async def _community_of(session: AsyncSession, entity: str, target: uuid.UUID) -> str | None:
+    household_id: uuid.UUID | None = target
+    if entity == "member":
+        household_id = (
+            await session.execute(select(Member.household_id).where(Member.id == target))
+        ).scalar()
+    elif entity == "visit":
+        household_id = (await session.execute(select(Visit.household_id).where(Visit.id == target))).scalar()
+    if household_id is None:
+        return None
+    community = (
+        await session.execute(select(Household.community_id).where(Household.id == household_id))
+    ).scalar()
+    return None if community is None else str(community)

@@ -1,0 +1,169 @@
+"""What a pulled change carries: the current row of each synced record, as a device stores it.
+
+Rows are read with plain column SELECTs (no ORM objects): a first sync ships tens of thousands of them
+and must stay close to the cost of SELECT + encode. ID numbers leave masked, as everywhere.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from server.db.models import (
+    ChecklistTemplate,
+    Household,
+    Member,
+    Observation,
+    SyncConflict,
+    Visit,
+    VisitTeamMember,
+    VisitTransition,
+)
+from server.domain import id_numbers
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    id_column: InstrumentedAttribute[Any]
+    columns: Sequence[InstrumentedAttribute[Any]]
+    version: str | None = "version"
+    finish: Callable[[Row], None] | None = None
+
+
+def _mask_member(row: Row) -> None:
+    row["id_number_masked"] = id_numbers.mask(row.pop("id_number"))
+
+
+def _mask_conflict(row: Row) -> None:
+    # A conflict over an ID number carries both candidates: a device sees them masked only.
+    if row["field"] == "id_number":
+        for key in ("server_value", "client_value"):
+            if isinstance(row[key], str):
+                row[key] = id_numbers.mask(row[key])
+    if isinstance(row["client_value"], dict):
+        row["client_value"] = _mask_nested(row["client_value"])
+
+
+def _mask_nested(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: id_numbers.mask(v) if k == "id_number" and isinstance(v, str) else _mask_nested(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask_nested(v) for v in value]
+    return value
+
+
+def _columns(model: type[Any], names: str) -> tuple[InstrumentedAttribute[Any], ...]:
+    return tuple(getattr(model, name) for name in names.split())
+
+
+SHAPES: dict[str, Shape] = {
+    "household": Shape(
+        Household.id,
+        _columns(
+            Household,
+            "id registry_no community_id address lat lon status recheck_class monthly_benefit_fen version updated_at",
+        ),
+    ),
+    "member": Shape(
+        Member.id,
+        _columns(
+            Member,
+            "id household_id name relation id_number sex birth_date health disability work_capacity employment version",
+        ),
+        finish=_mask_member,
+    ),
+    "visit": Shape(
+        Visit.id,
+        _columns(
+            Visit,
+            "id household_id purpose status due_date review_level review_due templates outcome outcome_amount_fen "
+            "outcome_reason revision previous_id answer_count submitted_at locked_at version updated_at",
+        ),
+    ),
+    "observation": Shape(
+        Observation.id,
+        _columns(
+            Observation,
+            "id visit_id ordinal template_code template_version item row_id value note lat lon accuracy_m fix_time "
+            "provider mock_location device_time received_at author_id device_id",
+        ),
+        version=None,
+    ),
+    "visit_event": Shape(
+        VisitTransition.id,
+        _columns(
+            VisitTransition, "id visit_id at actor_id action from_status to_status level level_code reason"
+        ),
+        version=None,
+    ),
+    "template": Shape(
+        ChecklistTemplate.id,
+        _columns(ChecklistTemplate, "id code version kind status body etag"),
+        version=None,
+    ),
+    "conflict": Shape(
+        SyncConflict.id,
+        _columns(
+            SyncConflict,
+            "id entity entity_id field kind level base_version server_value client_value provisional code "
+            "mutation_id author_id status resolution resolved_by resolved_at created_at",
+        ),
+        version=None,
+        finish=_mask_conflict,
+    ),
+}
+
+
+def version_of(entity: str, row: Row) -> int:
+    key = SHAPES[entity].version
+    return int(row[key]) if key else 0
+
+
+async def load(session: AsyncSession, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Row]:
+    """The current rows of (entity, id) pairs, a few IN queries per page."""
+    by_entity: dict[str, list[uuid.UUID]] = defaultdict(list)
+    for entity, entity_id in wanted:
+        by_entity[entity].append(uuid.UUID(entity_id))
+    found: dict[tuple[str, str], Row] = {}
+    for entity, ids in by_entity.items():
+        for row in await _rows(session, entity, ids):
+            found[(entity, str(row["id"]))] = row
+    return found
+
+
+async def _rows(session: AsyncSession, entity: str, ids: list[uuid.UUID]) -> list[Row]:
+    shape = SHAPES[entity]
+    condition: ColumnElement[bool] = shape.id_column.in_(ids)
+    result = await session.execute(select(*shape.columns).where(condition))
+    rows = [dict(r._mapping) for r in result]
+    if shape.finish is not None:
+        for row in rows:
+            shape.finish(row)
+    if entity == "visit":
+        await _add_teams(session, rows)
+    return rows
+
+
+async def _add_teams(session: AsyncSession, rows: list[Row]) -> None:
+    teams: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    query = (
+        select(VisitTeamMember.visit_id, VisitTeamMember.user_id)
+        .where(VisitTeamMember.visit_id.in_([r["id"] for r in rows]))
+        .order_by(VisitTeamMember.visit_id, VisitTeamMember.position)
+    )
+    for visit_id, user_id in await session.execute(query):
+        teams[visit_id].append(user_id)
+    for row in rows:
+        row["team"] = teams[row["id"]]
