@@ -1,4 +1,4 @@
-"""`fivestep serve | migrate | create-user`."""
+"""`fivestep serve | migrate | create-user | device ...`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy import select
 from schemas.auth import UserCreate
 from schemas.config import Settings
 from server.config import ConfigError, load_settings
+from sync import device_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--display-name", default=None)
     create.add_argument("--password", default=None, help="default: FIVESTEP_NEW_PASSWORD, else asked for")
 
+    device_cli.add_commands(commands)
+
     args = parser.parse_args(argv)
+    if args.command == "device":  # the device client needs no server configuration
+        return device_cli.run(args)
     try:
         settings = load_settings()
     except ConfigError as exc:

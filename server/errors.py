@@ -14,6 +14,7 @@ from typing import Any
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import OperationalError
 
 from schemas.errors import ErrorBody, ErrorInfo, FieldProblem
 
@@ -127,8 +128,21 @@ def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[A
     )
 
 
+def on_database_busy(request: Request[Any, Any, Any], exc: OperationalError) -> Response[Any]:
+    """The database is locked, restarting or unreachable: nothing was done, and a retry is safe."""
+    log.warning("database unavailable: %s", type(exc.orig).__name__)
+    return error_response(
+        503,
+        "unavailable",
+        "The database is busy or unreachable; retry shortly.",
+        None,
+        **{"Retry-After": "2"},
+    )
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     DomainError: on_domain_error,
     HTTPException: on_http_exception,
+    OperationalError: on_database_busy,
     Exception: on_unexpected,
 }

@@ -11,7 +11,8 @@ changed (`field_versions`), which makes the merge three-way without shipping bas
   arrivals) and the losing value is kept in the conflict record, so nothing is lost;
 - a guarded field (identity, ID number, status, benefit amount) never changes silently: a field
   worker's change goes to a supervisor as a hard conflict and is not applied;
-- if anything was merged across concurrent changes, the record gets a soft "parallel update" flag.
+- if others changed the record since the base and it all merged, it gets a soft "parallel update" flag;
+- a device's own earlier edits are never "concurrent" with its later ones (it made them on top).
 
 Device clocks play no part. Pure functions: no database, no framework.
 """
@@ -43,13 +44,25 @@ class MergeResult:
     """Merged with concurrent changes to other fields (or converged): worth a supervisor's glance."""
 
 
+Writer = tuple[int, str | None]
+"""Who wrote a field: (rank, sync client id or None for a direct edit)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     values: Mapping[str, Any]
     version: int
     field_versions: Mapping[str, int]
-    last_writer_rank: Mapping[str, int]
-    """Per field, the rank of who last wrote it (see `rank`)."""
+    writers: Mapping[str, Writer]
+    """Per field, who last wrote it: their rank (see `rank`) and their sync client."""
+
+    def changed_by_others(self, name: str, base_version: int, client: str | None) -> bool:
+        """Changed since the base by anyone but this client: a device's own later edits, made on top of
+        its earlier ones while offline, are not concurrent with them."""
+        if self.field_versions.get(name, 0) <= base_version:
+            return False
+        writer = self.writers.get(name)
+        return client is None or writer is None or writer[1] != client
 
 
 def rank(role: str) -> int:
@@ -62,15 +75,15 @@ def merge(
     base_version: int,
     changes: Mapping[str, tuple[Any, Any]],
     *,
-    author_rank: int,
+    author: Writer,
     guarded: frozenset[str],
 ) -> MergeResult:
     """Merge `changes` ({field: (old, new)}) made against `base_version` into `record`."""
     result = MergeResult()
-    concurrent = False
+    author_rank, client = author
     for name, (old, new) in changes.items():
         current = record.values.get(name)
-        changed_since = record.field_versions.get(name, 0) > base_version
+        changed_since = record.changed_by_others(name, base_version, client)
         if name in guarded and author_rank == 0:
             if new != current:
                 result.hard.append(FieldConflict(name, "guarded_change", old, current, new, "server"))
@@ -79,22 +92,22 @@ def merge(
             if new != current:
                 result.applied[name] = new
             continue
-        concurrent = True
         if new == current:
             continue  # converged
         if name in guarded:
             result.hard.append(FieldConflict(name, "field_conflict", old, current, new, "server"))
             continue
-        client_wins = author_rank >= record.last_writer_rank.get(name, 0)
+        client_wins = author_rank >= record.writers.get(name, (0, None))[0]
         if client_wins:
             result.applied[name] = new
         result.hard.append(
             FieldConflict(name, "field_conflict", old, current, new, "client" if client_wins else "server")
         )
-    result.soft = not result.hard and base_version < record.version and (concurrent or bool(result.applied))
+    others = any(record.changed_by_others(name, base_version, client) for name in record.field_versions)
+    result.soft = not result.hard and others
     return result
 
 
-def delete_blocked_by(record: Record, base_version: int) -> list[str]:
-    """Fields changed since the base: an archive/removal made without seeing them is a conflict."""
-    return sorted(f for f, v in record.field_versions.items() if v > base_version)
+def delete_blocked_by(record: Record, base_version: int, client: str | None) -> list[str]:
+    """Fields others changed since the base: an archive made without seeing them is a conflict."""
+    return sorted(f for f in record.field_versions if record.changed_by_others(f, base_version, client))

@@ -122,12 +122,13 @@ def stamp(
     mutation_id: uuid.UUID | None = None,
     note: str | None = None,
     new_record: bool = False,
+    client: str | None = None,
 ) -> None:
     """Record a new version of `obj` in which `changed` fields were written by `actor`."""
     # Column defaults apply only at INSERT: a record made in this transaction has none yet.
     obj.version = (obj.version or 1) if new_record else obj.version + 1
     obj.field_versions = {**(obj.field_versions or {}), **dict.fromkeys(changed, obj.version)}
-    obj.last_writers = {**(obj.last_writers or {}), **dict.fromkeys(changed, rank(actor.role))}
+    obj.last_writers = {**(obj.last_writers or {}), **{name: [rank(actor.role), client] for name in changed}}
     session.add(
         RecordVersion(
             entity=kind_of(obj).entity,
@@ -167,6 +168,7 @@ def merge_offline(
     *,
     mutation_id: uuid.UUID,
     scope: str,
+    client: str,
 ) -> Outcome:
     """Merge an offline edit ({field: (old, new)}, new already validated) made against `base_version`."""
     kind = kind_of(obj)
@@ -181,10 +183,11 @@ def merge_offline(
         values={name: wire(getattr(obj, name)) for name in changes},
         version=obj.version,
         field_versions=obj.field_versions,
-        last_writer_rank=obj.last_writers,
+        writers=_writers(obj),
     )
     wired = {name: (wire(old), wire(new)) for name, (old, new) in changes.items()}
-    result = merge(record, base_version, wired, author_rank=rank(actor.role), guarded=kind.guarded)
+    author = (rank(actor.role), client)
+    result = merge(record, base_version, wired, author=author, guarded=kind.guarded)
     outcome = Outcome(applied=sorted(result.applied))
     for name in outcome.applied:
         setattr(obj, name, changes[name][1])
@@ -211,7 +214,7 @@ def merge_offline(
             )
         )
     if outcome.applied:
-        stamp(session, actor, obj, outcome.applied, mutation_id=mutation_id)
+        stamp(session, actor, obj, outcome.applied, mutation_id=mutation_id, client=client)
     session.add_all(conflicts)
     outcome.conflict_ids = [c.id for c in conflicts]
     return outcome
@@ -230,27 +233,38 @@ def archive_offline(
     *,
     mutation_id: uuid.UUID,
     scope: str,
+    client: str,
 ) -> Outcome:
     """Archive (tombstone) a record, unless it changed since the device last saw it."""
     if obj.deleted_at is not None:
         return Outcome()  # already archived: the same intent, converged
-    record = Record({}, obj.version, obj.field_versions, obj.last_writers)
-    if changed := delete_blocked_by(record, base_version):
+    record = Record({}, obj.version, obj.field_versions, _writers(obj))
+    if changed := delete_blocked_by(record, base_version, client):
         proposed = {"archive": reason, "changed_since_base": changed}
         conflict = new_conflict(
             obj, "delete_after_update", None, base_version, None, proposed, actor, mutation_id, scope
         )
         session.add(conflict)
         return Outcome(conflict_ids=[conflict.id])
-    archive_now(session, actor, obj, reason, mutation_id=mutation_id)
+    archive_now(session, actor, obj, reason, mutation_id=mutation_id, client=client)
     return Outcome(applied=["deleted_at"])
 
 
+def _writers(obj: Editable) -> dict[str, tuple[int, str | None]]:
+    return {name: (int(w[0]), w[1]) for name, w in (obj.last_writers or {}).items()}
+
+
 def archive_now(
-    session: AsyncSession, actor: Actor, obj: Editable, reason: str, *, mutation_id: uuid.UUID | None = None
+    session: AsyncSession,
+    actor: Actor,
+    obj: Editable,
+    reason: str,
+    *,
+    mutation_id: uuid.UUID | None = None,
+    client: str | None = None,
 ) -> None:
     obj.deleted_at = utcnow()
-    stamp(session, actor, obj, ["deleted_at"], mutation_id=mutation_id, note=reason)
+    stamp(session, actor, obj, ["deleted_at"], mutation_id=mutation_id, note=reason, client=client)
 
 
 def new_conflict(

@@ -31,7 +31,7 @@ from schemas.sync import (
 from server.db.models import Household, Member
 from server.domain import id_numbers
 from server.errors import Conflict, Invalid
-from server.services import audit, conflicts, edits, households, visits
+from server.services import audit, conflicts, edits, households, transaction, visits
 from server.services.actor import Actor
 
 Handler = Callable[[AsyncSession, Actor, Any, RulePack], Awaitable[list[uuid.UUID]]]
@@ -70,6 +70,7 @@ async def _household_update(
         changes,
         mutation_id=m.mutation_id,
         scope=str(household.community_id),
+        client=transaction.push_client(session),
     )
     _audit(session, actor, "household.update", household.id, m, outcome)
     return outcome.conflict_ids
@@ -88,6 +89,7 @@ async def _household_archive(
         m.reason,
         mutation_id=m.mutation_id,
         scope=str(household.community_id),
+        client=transaction.push_client(session),
     )
     _audit(session, actor, "household.archive", household.id, m, outcome)
     return outcome.conflict_ids
@@ -131,6 +133,7 @@ async def _member_update(
         changes,
         mutation_id=m.mutation_id,
         scope=str(household.community_id),
+        client=transaction.push_client(session),
     )
     _audit(session, actor, "member.update", member.id, m, outcome)
     return outcome.conflict_ids
@@ -149,6 +152,7 @@ async def _member_remove(
         m.reason,
         mutation_id=m.mutation_id,
         scope=str(household.community_id),
+        client=transaction.push_client(session),
     )
     _audit(session, actor, "member.remove", member.id, m, outcome)
     return outcome.conflict_ids

@@ -56,12 +56,11 @@ def _decode(text: str | None) -> Cursor | None:
 
 
 async def _rebuilding(db: Database, actor: Actor, request: PullRequest) -> None:
-    """A client starting over adopts the caller's current node as its scope."""
+    """A client starting from nothing is registered, and adopts the caller's current node as its scope."""
     async with db.write_session() as session:
-        client = await sync_clients.find(session, actor, request.client_id)
-        if client is not None and client.scope_path != actor.jurisdiction_path:
-            client.scope_path = actor.jurisdiction_path
-            await session.commit()
+        client = await sync_clients.claim(session, actor, request.client_id, request.schema_version)
+        client.scope_path = actor.jurisdiction_path
+        await session.commit()
 
 
 async def _page(
@@ -82,7 +81,7 @@ async def _page(
     if cursor is not None:
         changes = _merge_by_seq(changes, await _exits(session, scopes, since, upto))
     return PullResponse(
-        cursor=encode(Cursor(state.epoch, max(upto, since))),
+        cursor=encode(Cursor(state.epoch, max(upto, since), state.tombstone_floor)),
         has_more=more,
         last_mutation_seq=lmid,
         changes=changes,
@@ -96,7 +95,7 @@ def _reset_reason(
         return None
     if cursor.epoch != state.epoch:
         return "epoch_changed"
-    if cursor.seq < state.tombstone_floor:
+    if cursor.seq < state.tombstone_floor and cursor.floor < state.tombstone_floor:
         return "behind_tombstone_horizon"
     if client is not None and client.scope_path != actor.jurisdiction_path:
         return "scope_changed"

@@ -51,7 +51,7 @@ async def push(session: AsyncSession, actor: Actor, request: PushRequest, rules:
     await session.run_sync(take_seq)
     results: list[MutationResult] = []
     stopped: str | None = None
-    with transaction.held_by_push(session):
+    with transaction.held_by_push(session, str(client.client_id)):
         for mutation in request.mutations:
             expected = client.last_mutation_seq + 1
             if mutation.seq < expected:

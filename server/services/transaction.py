@@ -17,8 +17,8 @@ _IN_PUSH = "fivestep_in_push"
 
 
 @contextmanager
-def held_by_push(session: AsyncSession) -> Iterator[None]:
-    session.info[_IN_PUSH] = True
+def held_by_push(session: AsyncSession, client_id: str) -> Iterator[None]:
+    session.info[_IN_PUSH] = client_id
     try:
         yield
     finally:
@@ -26,7 +26,12 @@ def held_by_push(session: AsyncSession) -> Iterator[None]:
 
 
 def in_push(session: AsyncSession) -> bool:
-    return bool(session.info.get(_IN_PUSH))
+    return _IN_PUSH in session.info
+
+
+def push_client(session: AsyncSession) -> str:
+    """The sync client whose mutation is being applied (it tells a device's own edits from others')."""
+    return str(session.info[_IN_PUSH])
 
 
 async def commit(session: AsyncSession) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
+from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -36,8 +37,9 @@ class Household(CreatedAt, Base):
     version: Mapped[int] = mapped_column(default=1)
     field_versions: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
     """field -> the record version at which it last changed: what makes offline merges three-way."""
-    last_writers: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
-    """field -> rank of its last writer (supervisor 1, field worker 0) for conflict precedence."""
+    last_writers: Mapped[dict[str, list[Any]]] = mapped_column(JSONType, default=dict)
+    """field -> [rank, sync client id or null] of its last writer: rank (supervisor 1, field worker 0)
+    decides precedence; the client tells a device's own earlier edit from a concurrent one."""
     deleted_at: Mapped[dt.datetime | None]
     """Archived: a tombstone, never resurrected by a late edit."""
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -63,7 +65,7 @@ class Member(CreatedAt, Base):
     employment: Mapped[str | None] = mapped_column(String(32))
     version: Mapped[int] = mapped_column(default=1)
     field_versions: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
-    last_writers: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
+    last_writers: Mapped[dict[str, list[Any]]] = mapped_column(JSONType, default=dict)
     deleted_at: Mapped[dt.datetime | None]
 
     household: Mapped[Household] = relationship(back_populates="members", lazy="raise")

@@ -1,0 +1,397 @@
+"""The reference device client: a real offline replica in a local SQLite file (docs/sync-protocol.md).
+
+Local tables:
+- `confirmed`: what the server has confirmed, one row per record, with its version;
+- `pending`: the mutation queue; an edit IS a row here, written in one local transaction with the
+  next seq, so an edit cannot exist without its queue entry;
+- `meta`: client id, token, cursor, next seq, highest seq the server has acknowledged.
+
+What the user sees is `confirmed` with the pending edits replayed on top (`view`). Sync pushes before it
+pulls; a pending mutation leaves the queue only when a complete pull reports last_mutation_seq at or
+beyond it, because only then does `confirmed` already hold its effects.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+
+from schemas.sync import SCHEMA_VERSION, PullResponse, PushResponse
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS confirmed (
+    entity TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, data TEXT NOT NULL,
+    parent TEXT, PRIMARY KEY (entity, id));
+CREATE INDEX IF NOT EXISTS confirmed_parent ON confirmed (parent);
+CREATE TABLE IF NOT EXISTS pending (
+    seq INTEGER PRIMARY KEY, mutation_id TEXT NOT NULL UNIQUE, op TEXT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outcomes (
+    seq INTEGER PRIMARY KEY, status TEXT NOT NULL, code TEXT, conflict_ids TEXT NOT NULL);
+"""
+PARENT_KEYS = {
+    "member": "household_id",
+    "visit": "household_id",
+    "observation": "visit_id",
+    "visit_event": "visit_id",
+}
+
+
+class NetworkError(Exception):
+    """The request or its answer was lost: nothing is known about whether the server acted on it."""
+
+
+class ServerError(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.status, self.body = status, body
+
+
+class Transport(Protocol):
+    def __call__(self, path: str, body: dict[str, Any], token: str | None) -> tuple[int, Any]:
+        """POST `body` as JSON to `path`; return (status, decoded JSON). Raise NetworkError if lost."""
+        ...
+
+
+def httpx_transport(client: Any) -> Transport:
+    """A transport over an httpx.Client (a real server, or Litestar's TestClient in-process)."""
+
+    def post(path: str, body: dict[str, Any], token: str | None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            response = client.post(path, content=msgspec.json.encode(body), headers=headers | _JSON)
+        except Exception as exc:  # httpx.TransportError and friends: the network failed
+            if type(exc).__module__.startswith(("httpx", "httpcore")):
+                raise NetworkError(str(exc)) from exc
+            raise
+        return response.status_code, response.json() if response.content else None
+
+    return post
+
+
+_JSON = {"Content-Type": "application/json"}
+
+
+@dataclass
+class SyncReport:
+    pushed: int = 0
+    pulled: int = 0
+    confirmed: int = 0
+    rejected: list[int] = field(default_factory=list)
+    resets: int = 0
+
+
+class Device:
+    def __init__(
+        self,
+        path: str | Path,
+        transport: Transport,
+        *,
+        push_batch: int = 100,
+        pull_limit: int = 1000,
+        clock_offset_s: float = 0.0,
+    ) -> None:
+        self.clock_offset_s = clock_offset_s
+        """A tablet's clock may be days off: it is only ever reported, never trusted."""
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+        self.transport = transport
+        self.push_batch, self.pull_limit = push_batch, pull_limit
+        if self._meta("client_id") is None:
+            with self._tx():
+                self._set("client_id", str(uuid.uuid4()))
+                self._set("next_seq", "1")
+                self._set("acked_seq", "0")
+
+    def now(self) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + self.clock_offset_s))
+
+    # -- local state ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.db.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def client_id(self) -> str:
+        return self._meta("client_id") or ""
+
+    @property
+    def cursor(self) -> str | None:
+        return self._meta("cursor")
+
+    def pending(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT body FROM pending ORDER BY seq").fetchall()
+        return [json.loads(body) for (body,) in rows]
+
+    def confirmed(self, entity: str) -> dict[str, dict[str, Any]]:
+        rows = self.db.execute("SELECT id, data FROM confirmed WHERE entity = ?", (entity,)).fetchall()
+        return {i: json.loads(data) for i, data in rows}
+
+    def record(self, entity: str, record_id: str | uuid.UUID) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT data FROM confirmed WHERE entity = ? AND id = ?", (entity, str(record_id))
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def outcome(self, seq: int) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT status, code, conflict_ids FROM outcomes WHERE seq = ?", (seq,)
+        ).fetchone()
+        return None if row is None else {"status": row[0], "code": row[1], "conflict_ids": json.loads(row[2])}
+
+    # -- edits: each one is a queued mutation, written in one local transaction --------------------
+
+    def enqueue(self, op: str, **payload: Any) -> dict[str, Any]:
+        with self._tx():
+            seq = int(self._meta("next_seq") or "1")
+            mutation = {"op": op, "seq": seq, "mutation_id": str(uuid.uuid4()), **payload}
+            mutation.setdefault("device_time", self.now())
+            body = msgspec.json.encode(mutation).decode()
+            self.db.execute(
+                "INSERT INTO pending (seq, mutation_id, op, body) VALUES (?, ?, ?, ?)",
+                (seq, mutation["mutation_id"], op, body),
+            )
+            self._set("next_seq", str(seq + 1))
+        return dict(json.loads(body))
+
+    def update_household(self, household_id: str, **new: Any) -> dict[str, Any]:
+        return self._update("household", household_id, new)
+
+    def update_member(self, member_id: str, **new: Any) -> dict[str, Any]:
+        return self._update("member", member_id, new)
+
+    def _update(self, entity: str, record_id: str, new: dict[str, Any]) -> dict[str, Any]:
+        base = self.record(entity, record_id) or {}
+        seen = self.view(entity).get(record_id, base)
+        changes = {name: {"old": seen.get(name), "new": value} for name, value in new.items()}
+        key = "household_id" if entity == "household" else "member_id"
+        return self.enqueue(
+            f"{entity}.update.v1", **{key: record_id}, base_version=base.get("version", 0), changes=changes
+        )
+
+    def archive_household(self, household_id: str, reason: str) -> dict[str, Any]:
+        base = self.record("household", household_id) or {}
+        return self.enqueue(
+            "household.archive.v1",
+            household_id=household_id,
+            base_version=base.get("version", 0),
+            reason=reason,
+        )
+
+    def answer(self, visit_id: str, observations: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.enqueue("visit.answer.v1", visit_id=visit_id, observations=observations)
+
+    def resolve(self, conflict_id: str, decision: str, value: Any = None) -> dict[str, Any]:
+        return self.enqueue("conflict.resolve.v1", conflict_id=conflict_id, decision=decision, value=value)
+
+    # -- the local view: confirmed state with pending edits replayed on top ------------------------
+
+    def view(self, entity: str) -> dict[str, dict[str, Any]]:
+        records = self.confirmed(entity)
+        for mutation in self.pending():
+            _replay(entity, records, mutation)
+        return records
+
+    # -- sync ------------------------------------------------------------------------------------
+
+    def login(self, username: str, password: str, device_key: str | None = None) -> dict[str, Any]:
+        body = {
+            "username": username,
+            "password": password,
+            "device_id": device_key or f"dev-{self.client_id}",
+        }
+        status, answer = self.transport("/api/v1/auth/login", body, None)
+        if status != 200:
+            raise ServerError(status, answer)
+        with self._tx():
+            self._set("token", answer["token"])
+        return dict(answer["user"])
+
+    def sync(self) -> SyncReport:
+        """Push everything, then pull to the end. Raises NetworkError/ServerError; safe to call again."""
+        report = SyncReport()
+        self.push(report)
+        self.pull(report)
+        return report
+
+    def sync_with_retry(
+        self, attempts: int = 8, base_delay: float = 0.5, sleep: Callable[[float], None] = time.sleep
+    ) -> SyncReport:
+        """Sync, retrying lost requests and server errors with jittered exponential backoff."""
+        for attempt in range(attempts):
+            try:
+                return self.sync()
+            except NetworkError:
+                pass
+            except ServerError as exc:
+                if exc.status < 500 and exc.status != 429:
+                    raise
+            sleep(base_delay * (2**attempt) * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not secrets
+        return self.sync()
+
+    def push(self, report: SyncReport | None = None) -> None:
+        report = report or SyncReport()
+        while True:
+            acked = int(self._meta("acked_seq") or "0")
+            batch = self.db.execute(
+                "SELECT body FROM pending WHERE seq > ? ORDER BY seq LIMIT ?", (acked, self.push_batch)
+            ).fetchall()
+            if not batch:
+                return
+            mutations = [json.loads(body) for (body,) in batch]
+            body = {
+                "client_id": self.client_id,
+                "schema_version": SCHEMA_VERSION,
+                "mutations": mutations,
+                "device_now": self.now(),
+            }
+            answer = msgspec.convert(self._post("/api/v1/sync/push", body), PushResponse)
+            self._record_outcomes(answer, report)
+            if answer.stopped == "transient":
+                return  # the server will take the rest on the next sync
+            if answer.stopped == "out_of_order":
+                self._require_held(answer.last_mutation_seq + 1)
+            elif not answer.results:
+                return
+
+    def _require_held(self, seq: int) -> None:
+        held = self.db.execute("SELECT 1 FROM pending WHERE seq = ?", (seq,)).fetchone()
+        if held is None:
+            raise ServerError(409, f"the server expects mutation {seq}, which this device no longer holds")
+
+    def _record_outcomes(self, answer: PushResponse, report: SyncReport) -> None:
+        with self._tx():
+            for result in answer.results:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO outcomes (seq, status, code, conflict_ids) VALUES (?, ?, ?, ?)",
+                    (
+                        result.seq,
+                        result.status,
+                        result.code,
+                        json.dumps([str(c) for c in result.conflict_ids]),
+                    ),
+                )
+                if result.status == "rejected":
+                    report.rejected.append(result.seq)
+            report.pushed += len(answer.results)
+            # Only a hint of what not to send again: the queue itself shrinks on pull.
+            self._set("acked_seq", str(answer.last_mutation_seq))
+
+    def pull(self, report: SyncReport | None = None) -> None:
+        report = report or SyncReport()
+        while True:
+            body = {
+                "client_id": self.client_id,
+                "cursor": self.cursor,
+                "schema_version": SCHEMA_VERSION,
+                "limit": self.pull_limit,
+            }
+            page = msgspec.convert(self._post("/api/v1/sync/pull", body), PullResponse)
+            if page.reset_required:
+                self._reset()
+                report.resets += 1
+                continue
+            self._apply(page)
+            report.pulled += len(page.changes)
+            if not page.has_more:
+                report.confirmed += self._confirm(page.last_mutation_seq)
+                return
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        status, answer = self.transport(path, body, self._meta("token"))
+        if status != 200:
+            raise ServerError(status, answer)
+        return answer
+
+    def _reset(self) -> None:
+        """Rebuild from a fresh snapshot; pending edits stay and are pushed again."""
+        with self._tx():
+            self.db.execute("DELETE FROM confirmed")
+            self._set("cursor", None)
+            self._set("acked_seq", "0")
+
+    def _apply(self, page: PullResponse) -> None:
+        with self._tx():
+            for change in page.changes:
+                if change.op == "upsert" and change.data is not None:
+                    self._upsert(change.entity, change.id, change.version, change.data)
+                elif change.op == "delete":
+                    self._forget(change.entity, change.id)
+                else:
+                    self._drop(change.id)
+            self._set("cursor", page.cursor)
+
+    def _upsert(self, entity: str, record_id: str, version: int, data: dict[str, Any]) -> None:
+        # Monotonic reads: never replace a record by an older version of it.
+        parent = data.get(PARENT_KEYS.get(entity, ""))
+        self.db.execute(
+            "INSERT INTO confirmed (entity, id, version, data, parent) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (entity, id) DO UPDATE SET version = excluded.version, data = excluded.data, "
+            "parent = excluded.parent WHERE excluded.version >= confirmed.version",
+            (
+                entity,
+                record_id,
+                version,
+                msgspec.json.encode(data).decode(),
+                None if parent is None else str(parent),
+            ),
+        )
+
+    def _forget(self, entity: str, record_id: str) -> None:
+        self.db.execute("DELETE FROM confirmed WHERE entity = ? AND id = ?", (entity, record_id))
+
+    def _drop(self, record_id: str) -> None:
+        """A record left this device's scope: forget it and everything hanging under it."""
+        children = [r[0] for r in self.db.execute("SELECT id FROM confirmed WHERE parent = ?", (record_id,))]
+        for child in children:
+            self._drop(child)
+        self.db.execute("DELETE FROM confirmed WHERE id = ?", (record_id,))
+
+    def _confirm(self, last_mutation_seq: int) -> int:
+        with self._tx():
+            gone = self.db.execute("DELETE FROM pending WHERE seq <= ?", (last_mutation_seq,)).rowcount
+        return int(gone)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _replay(entity: str, records: dict[str, dict[str, Any]], mutation: dict[str, Any]) -> None:
+    op = mutation["op"]
+    if op == f"{entity}.update.v1":
+        key = mutation.get("household_id") or mutation.get("member_id")
+        if key in records:
+            records[key] = {**records[key], **{f: c["new"] for f, c in mutation["changes"].items()}}
+    elif op == f"{entity}.create.v1":
+        data = dict(mutation[entity])
+        records[str(data["id"])] = data
+    elif op in (f"{entity}.archive.v1", f"{entity}.remove.v1"):
+        records.pop(str(mutation.get("household_id") or mutation.get("member_id")), None)

@@ -1,0 +1,456 @@
+"""The sync protocol's promises, each replaying a failure known from other sync systems (on both databases)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from server.db.engine import Database
+from server.db.models import Household, MutationLog, SyncClient, SyncState, User
+from server.services import sync_push
+from tests.helpers import Client, household_id, login, node_id, run_db
+from tests.sync.conftest import MakeDevice
+
+H1 = str(household_id("DB-C01-0001"))
+H2 = str(household_id("DB-C01-0002"))
+
+
+def push(client: Client, headers: dict[str, str], client_id: str, mutations: list[dict[str, Any]]) -> Any:
+    body = {"client_id": client_id, "schema_version": 1, "mutations": mutations}
+    response = client.post("/api/v1/sync/push", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def update_mutation(seq: int, household: str, base: int, **changes: Any) -> dict[str, Any]:
+    return {
+        "op": "household.update.v1",
+        "seq": seq,
+        "mutation_id": str(uuid.uuid4()),
+        "household_id": household,
+        "base_version": base,
+        "changes": {f: {"old": None, "new": v} for f, v in changes.items()},
+    }
+
+
+def conflicts(client: Client, entity_id: str, status: str = "open") -> list[dict[str, Any]]:
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    return list(
+        client.get(f"/api/v1/conflicts?entity_id={entity_id}&status={status}", headers=reviewer).json()
+    )
+
+
+# -- pull ------------------------------------------------------------------------------------------
+
+
+def test_first_sync_brings_the_workers_community_whole_and_nothing_else(make_device: MakeDevice) -> None:
+    device = make_device("demo-worker-1")
+    report = device.sync()
+    households = device.confirmed("household")
+    assert households and {h["community_id"] for h in households.values()} == {str(node_id("C01"))}
+    members = device.confirmed("member")
+    assert members and all("*" in m["id_number_masked"] and "id_number" not in m for m in members.values())
+    assert {m["household_id"] for m in members.values()} <= set(households)
+    assert device.confirmed("template") and device.confirmed("visit")
+    assert report.pulled == sum(
+        len(device.confirmed(e))
+        for e in ("household", "member", "visit", "observation", "visit_event", "template")
+    )
+
+
+def test_small_pages_never_split_a_transaction(client: Client, make_device: MakeDevice) -> None:
+    whole = make_device("demo-worker-1", "whole")
+    whole.sync()
+    paged = make_device("demo-worker-1", "paged", pull_limit=7)
+    worker = login(client, "demo-worker-1")
+    body = {"client_id": paged.client_id, "cursor": None, "schema_version": 1, "limit": 7}
+    pages = 0
+    while True:
+        page = client.post("/api/v1/sync/pull", json=body, headers=worker).json()
+        pages += 1
+        seqs = [c["seq"] for c in page["changes"]]
+        if page["has_more"]:
+            nxt = client.post(
+                "/api/v1/sync/pull", json={**body, "cursor": page["cursor"]}, headers=worker
+            ).json()
+            assert not set(seqs) & {c["seq"] for c in nxt["changes"]}, "a sequence group was split"
+        if not page["has_more"]:
+            break
+        body["cursor"] = page["cursor"]
+    paged.sync()
+    assert pages > 3
+    for entity in ("household", "member", "visit", "observation"):
+        assert paged.confirmed(entity) == whole.confirmed(entity)
+
+
+def test_bad_cursor_and_unknown_schema_are_refused_clearly(client: Client) -> None:
+    worker = login(client, "demo-worker-1")
+    body = {"client_id": str(uuid.uuid4()), "cursor": "not-a-cursor", "schema_version": 1}
+    answer = client.post("/api/v1/sync/pull", json=body, headers=worker)
+    assert answer.status_code == 422 and answer.json()["error"]["code"] == "bad_cursor"
+    answer = client.post(
+        "/api/v1/sync/pull", json={**body, "cursor": None, "schema_version": 99}, headers=worker
+    )
+    assert answer.json()["error"]["code"] == "unsupported_schema_version"
+    answer = client.post(
+        "/api/v1/sync/push", json={"client_id": "x", "schema_version": 1, "mutations": []}, headers=worker
+    )
+    assert answer.status_code == 422 and "client_id" in answer.text
+
+
+def test_another_users_client_id_is_refused(client: Client, make_device: MakeDevice) -> None:
+    device = make_device("demo-worker-1")
+    device.sync()
+    other = login(client, "demo-worker-2")
+    answer = client.post(
+        "/api/v1/sync/pull", json={"client_id": device.client_id, "schema_version": 1}, headers=other
+    )
+    assert answer.status_code == 403 and answer.json()["error"]["code"] == "client_of_another_user"
+
+
+def test_slow_transaction_never_falls_behind_a_cursor(
+    client: Client, make_device: MakeDevice, database_url: str
+) -> None:
+    """The classic lost-row bug: a write that took its number early commits after a pull moved on."""
+    device = make_device("demo-worker-1")
+    device.sync()
+    worker = login(client, "demo-worker-2")  # before the slow writer takes SQLite's single write lock
+    holding, release = threading.Event(), threading.Event()
+
+    async def slow_write() -> None:
+        db = Database(database_url)
+        async with db.write_session() as session:
+            household = await session.get(Household, uuid.UUID(H1))
+            assert household is not None
+            household.address = "slow write"
+            await session.flush()  # takes its sequence number now
+            holding.set()
+            await asyncio.to_thread(release.wait, 30)
+            await session.commit()
+        await db.dispose()
+
+    slow = threading.Thread(target=asyncio.run, args=(slow_write(),))
+    slow.start()
+    assert holding.wait(10)
+    device.sync()  # reads are not blocked; the slow write is not visible yet
+    assert device.record("household", H1)["address"] != "slow write"  # type: ignore[index]
+    fast_result: dict[str, Any] = {}
+
+    def fast_write() -> None:
+        version = client.get(f"/api/v1/households/{H2}", headers=worker).json()["version"]
+        fast_result["r"] = client.patch(
+            f"/api/v1/households/{H2}", json={"version": version, "address": "fast write"}, headers=worker
+        )
+
+    fast = threading.Thread(target=fast_write)
+    fast.start()
+    fast.join(0.3)
+    release.set()
+    slow.join(10)
+    fast.join(30)
+    assert fast_result["r"].status_code == 200
+    device.sync()
+    assert device.record("household", H1)["address"] == "slow write"  # type: ignore[index]
+    assert device.record("household", H2)["address"] == "fast write"  # type: ignore[index]
+
+
+# -- push ------------------------------------------------------------------------------------------
+
+
+def test_replay_returns_the_stored_result_and_applies_nothing_twice(client: Client) -> None:
+    worker = login(client, "demo-worker-1")
+    cid = str(uuid.uuid4())
+    batch = [update_mutation(1, H1, 1, address="一号"), update_mutation(2, H1, 1, monthly_benefit_fen=1)]
+    first = push(client, worker, cid, batch)
+    assert [r["status"] for r in first["results"]] == ["applied", "applied_with_conflict"]
+    again = push(client, worker, cid, batch)
+    assert [r["status"] for r in again["results"]] == ["already_applied", "already_applied"]
+    assert again["results"][1]["conflict_ids"] == first["results"][1]["conflict_ids"]
+    household = client.get(f"/api/v1/households/{H1}", headers=worker).json()
+    assert household["version"] == 2 and household["address"] == "一号"
+    assert len(conflicts(client, H1)) == 1
+
+
+def test_a_gap_stops_the_batch_and_names_the_expected_seq(client: Client) -> None:
+    """Out-of-order create and update from one device: the update waits for its create."""
+    worker = login(client, "demo-worker-1")
+    cid, new_id = str(uuid.uuid4()), str(uuid.uuid4())
+    create = {
+        "op": "household.create.v1",
+        "seq": 1,
+        "mutation_id": str(uuid.uuid4()),
+        "household": {
+            "id": new_id,
+            "registry_no": "DB-NEW-1",
+            "community_id": str(node_id("C01")),
+            "address": "新",
+        },
+    }
+    later = update_mutation(2, new_id, 1, address="改")
+    early = push(client, worker, cid, [later])
+    assert early["results"] == [] and early["stopped"] == "out_of_order" and early["expected_seq"] == 1
+    both = push(client, worker, cid, [create, later])
+    assert [r["status"] for r in both["results"]] == ["applied", "applied"]
+    assert client.get(f"/api/v1/households/{new_id}", headers=worker).json()["address"] == "改"
+
+
+def test_one_invalid_mutation_in_the_middle_of_500_is_quarantined_and_the_queue_moves_on(
+    client: Client,
+) -> None:
+    worker = login(client, "demo-worker-1")
+    cid = str(uuid.uuid4())
+    batch = [update_mutation(i, H1, 1, address=f"地址{i}") for i in range(1, 501)]
+    batch[249] = update_mutation(250, H1, 1, lat=1000)  # no such latitude
+    answer = push(client, worker, cid, batch)
+    statuses = [r["status"] for r in answer["results"]]
+    assert answer["last_mutation_seq"] == 500 and len(statuses) == 500
+    assert statuses[249] == "rejected" and answer["results"][249]["code"] == "validation_error"
+    assert statuses.count("rejected") == 1
+    assert client.get(f"/api/v1/households/{H1}", headers=worker).json()["address"] == "地址500"
+    quarantined = [c for c in conflicts(client, H1) if c["kind"] == "quarantined"]
+    assert len(quarantined) == 1 and quarantined[0]["client_value"]["changes"]["lat"]["new"] == 1000
+
+
+def test_a_transaction_aborted_mid_batch_keeps_what_came_before_and_nothing_of_itself(client: Client) -> None:
+    worker = login(client, "demo-worker-1")
+    cid = str(uuid.uuid4())
+    batch = [update_mutation(i, H1, i, address=f"第{i}次") for i in range(1, 6)]
+
+    def crash_on_third(mutation: Any) -> None:
+        if mutation.seq == 3:
+            raise sync_push.TransientFault
+
+    sync_push.fault_hook = crash_on_third
+    try:
+        answer = push(client, worker, cid, batch)
+    finally:
+        sync_push.fault_hook = None
+    assert answer["stopped"] == "transient" and answer["last_mutation_seq"] == 2
+    assert client.get(f"/api/v1/households/{H1}", headers=worker).json()["address"] == "第2次"
+    rest = push(client, worker, cid, batch)
+    assert [r["status"] for r in rest["results"]] == ["already_applied"] * 2 + ["applied"] * 3
+    logged = run_db(client, lambda s: _count(s, MutationLog, MutationLog.client_id == uuid.UUID(cid)))
+    assert logged == 5
+
+
+async def _count(session: Any, model: Any, *where: Any) -> int:
+    return len(list((await session.execute(select(model).where(*where))).scalars()))
+
+
+def test_clock_offset_is_measured_and_orders_nothing(client: Client, make_device: MakeDevice) -> None:
+    device = make_device("demo-worker-1", clock_offset_s=-3 * 86400)
+    device.sync()
+    device.update_household(H1, address="时钟慢三天")
+    device.sync()
+    offset = run_db(client, lambda s: s.get(SyncClient, uuid.UUID(device.client_id)))
+    assert 3 * 86400 * 1000 - 120_000 < offset.clock_offset_ms < 3 * 86400 * 1000 + 120_000
+    assert device.record("household", H1)["address"] == "时钟慢三天"  # type: ignore[index]
+
+
+# -- merge -----------------------------------------------------------------------------------------
+
+
+def test_concurrent_edits_of_different_fields_merge_with_a_soft_flag(
+    make_device: MakeDevice, client: Client
+) -> None:
+    one, two = make_device("demo-worker-1"), make_device("demo-worker-2")
+    one.sync(), two.sync()
+    one.update_household(H1, address="一号院")
+    two.update_household(H1, recheck_class="C")
+    one.sync(), two.sync(), one.sync()
+    for device in (one, two):
+        record = device.record("household", H1)
+        assert record is not None and (record["address"], record["recheck_class"]) == ("一号院", "C")
+    found = conflicts(client, H1)
+    assert [c["kind"] for c in found] == ["parallel_update"] and found[0]["level"] == "soft"
+
+
+@pytest.mark.parametrize("order", ["one_first", "two_first"])
+def test_same_field_edits_make_exactly_one_hard_conflict_whatever_the_order(
+    make_device: MakeDevice, client: Client, order: str
+) -> None:
+    one, two = make_device("demo-worker-1"), make_device("demo-worker-2")
+    one.sync(), two.sync()
+    one.update_household(H1, address="甲")
+    two.update_household(H1, address="乙")
+    first, second = (one, two) if order == "one_first" else (two, one)
+    first.sync(), second.sync(), first.sync()
+    found = conflicts(client, H1)
+    assert [c["kind"] for c in found] == ["field_conflict"]
+    later_value = "乙" if order == "one_first" else "甲"
+    earlier_value = "甲" if order == "one_first" else "乙"
+    assert (found[0]["client_value"], found[0]["server_value"]) == (later_value, earlier_value)
+    assert one.record("household", H1) == two.record("household", H1)  # both values kept: one here, one there
+
+
+def test_a_supervisors_value_beats_a_concurrent_workers(make_device: MakeDevice, client: Client) -> None:
+    worker, supervisor = make_device("demo-worker-1"), make_device("demo-reviewer-community")
+    worker.sync(), supervisor.sync()
+    supervisor.update_household(H1, address="主管定")
+    worker.update_household(H1, address="工作人员改")
+    supervisor.sync(), worker.sync()
+    assert worker.record("household", H1)["address"] == "主管定"  # type: ignore[index]
+    (found,) = conflicts(client, H1)
+    assert found["client_value"] == "工作人员改" and found["provisional"] == "server"
+
+
+def test_a_guarded_field_waits_for_a_supervisor(make_device: MakeDevice, client: Client) -> None:
+    worker = make_device("demo-worker-1")
+    worker.sync()
+    before = worker.record("household", H1)
+    assert before is not None
+    worker.update_household(H1, monthly_benefit_fen=before["monthly_benefit_fen"] + 10000)
+    worker.sync()
+    assert worker.record("household", H1)["monthly_benefit_fen"] == before["monthly_benefit_fen"]  # type: ignore[index]
+    (found,) = conflicts(client, H1)
+    assert found["kind"] == "guarded_change"
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    blocked = client.post(
+        f"/api/v1/conflicts/{found['id']}/resolve",
+        json={"decision": "take_client"},
+        headers=login(client, "demo-worker-1"),
+    )
+    assert blocked.status_code == 403
+    done = client.post(
+        f"/api/v1/conflicts/{found['id']}/resolve", json={"decision": "take_client"}, headers=reviewer
+    )
+    assert done.status_code == 200 and done.json()["status"] == "resolved"
+    worker.sync()
+    assert worker.record("household", H1)["monthly_benefit_fen"] == before["monthly_benefit_fen"] + 10000  # type: ignore[index]
+    assert worker.confirmed("conflict")[found["id"]]["status"] == "resolved"
+    history = client.get(f"/api/v1/households/{H1}/history", headers=reviewer).json()
+    assert history[-1]["changed"] == ["monthly_benefit_fen"]
+    assert history[-1]["data"]["monthly_benefit_fen"] == before["monthly_benefit_fen"] + 10000
+    assert found["server_value"] == before["monthly_benefit_fen"]  # the value it replaced is kept too
+
+
+def test_resolution_by_sync_mutation_goes_through_the_same_path(
+    make_device: MakeDevice, client: Client
+) -> None:
+    worker, supervisor = make_device("demo-worker-1"), make_device("demo-reviewer-subdistrict")
+    worker.sync()
+    worker.update_household(H1, status="suspended")
+    worker.sync()
+    supervisor.sync()
+    (conflict_id,) = [i for i, c in supervisor.confirmed("conflict").items() if c["kind"] == "guarded_change"]
+    supervisor.resolve(conflict_id, "set_value", "phase_out")
+    supervisor.sync()
+    worker.sync()
+    assert worker.record("household", H1)["status"] == "phase_out"  # type: ignore[index]
+    assert worker.confirmed("conflict")[conflict_id]["resolution"]["decision"] == "set_value"
+
+
+def test_archive_against_a_newer_version_is_a_conflict_and_update_after_archive_never_resurrects(
+    make_device: MakeDevice, client: Client
+) -> None:
+    one, two = make_device("demo-worker-1"), make_device("demo-worker-2")
+    one.sync(), two.sync()
+    one.update_household(H1, address="新地址")
+    one.sync()
+    two.archive_household(H1, "duplicate registration")
+    two.sync()
+    assert [c["kind"] for c in conflicts(client, H1)] == ["delete_after_update"]
+    assert two.record("household", H1) is not None  # not archived
+    one.sync()
+    one.archive_household(H1, "moved away")
+    two.update_household(H1, address="迟到的修改")
+    one.sync(), two.sync(), one.sync()
+    assert one.record("household", H1) is None and two.record("household", H1) is None
+    kinds = sorted(c["kind"] for c in conflicts(client, H1))
+    assert kinds == ["delete_after_update", "update_after_delete"]
+    worker = login(client, "demo-worker-1")
+    assert client.get(f"/api/v1/households/{H1}", headers=worker).status_code == 404
+
+
+def test_create_sync_archive_sync_then_a_fresh_install_never_sees_the_record(
+    make_device: MakeDevice, client: Client
+) -> None:
+    device = make_device("demo-worker-1")
+    device.sync()
+    new_id = str(uuid.uuid4())
+    household = {
+        "id": new_id,
+        "registry_no": "DB-GONE-1",
+        "community_id": str(node_id("C01")),
+        "address": "临时",
+    }
+    device.enqueue("household.create.v1", household=household)
+    device.sync()
+    assert device.record("household", new_id) is not None
+    device.archive_household(new_id, "entered by mistake")
+    device.sync()
+    assert device.record("household", new_id) is None
+    reinstalled = make_device("demo-worker-1", "reinstalled")
+    reinstalled.sync()
+    assert reinstalled.record("household", new_id) is None
+    assert new_id not in reinstalled.view("household")
+
+
+# -- scope -----------------------------------------------------------------------------------------
+
+
+def test_a_household_moving_community_leaves_one_device_and_arrives_whole_on_another(
+    make_device: MakeDevice, client: Client
+) -> None:
+    c01, c03 = make_device("demo-worker-1"), make_device("demo-worker-3")
+    c01.sync(), c03.sync()
+    members = [m for m in c01.confirmed("member").values() if m["household_id"] == H1]
+    assert members
+
+    async def move(session: Any) -> None:
+        household = await session.get(Household, uuid.UUID(H1))
+        household.community_id = node_id("C03")
+
+    run_db(client, move)
+    c01.sync(), c03.sync()
+    assert c01.record("household", H1) is None
+    assert not [m for m in c01.confirmed("member").values() if m["household_id"] == H1]
+    assert c03.record("household", H1) is not None
+    assert {m["id"] for m in members} <= set(c03.confirmed("member"))
+
+
+def test_a_user_moved_to_another_node_rebuilds_and_keeps_pending_edits(
+    make_device: MakeDevice, client: Client
+) -> None:
+    device = make_device("demo-worker-1")
+    device.sync()
+    device.update_household(H1, address="搬走前的修改")
+
+    async def transfer(session: Any) -> None:
+        c02 = node_id("C02")
+        path = (await session.execute(select(User).where(User.username == "demo-worker-1"))).scalar_one()
+        path.jurisdiction_id = c02
+
+    run_db(client, transfer)
+    device.login("demo-worker-1", "demo")
+    report = device.sync()
+    assert report.resets == 1
+    assert {h["community_id"] for h in device.confirmed("household").values()} == {str(node_id("C02"))}
+    # Authorisation at apply time: the edit made in C01 was quarantined, not applied, not lost.
+    assert report.rejected == [1] and device.pending() == []
+
+
+def test_epoch_change_and_tombstone_horizon_send_devices_a_reset(
+    make_device: MakeDevice, client: Client
+) -> None:
+    device = make_device("demo-worker-1")
+    device.sync()
+    device.update_household(H2, address="重置后还在")
+    run_db(client, lambda s: s.execute(update(SyncState).values(epoch=uuid.uuid4())))
+    report = device.sync()
+    assert report.resets == 1 and device.record("household", H2)["address"] == "重置后还在"  # type: ignore[index]
+    other = make_device("demo-worker-2")
+    other.sync()
+    other.archive_household(H2, "a tombstone the first device has not seen")
+    other.sync()
+    run_db(client, lambda s: s.execute(update(SyncState).values(tombstone_floor=SyncState.seq)))
+    assert device.sync().resets == 1
+    # A fresh sync paging through rows older than the floor is not sent back to the start forever.
+    paged = make_device("demo-worker-1", "paged", pull_limit=50)
+    assert paged.sync().resets == 0
+    assert paged.confirmed("household") == device.confirmed("household")
