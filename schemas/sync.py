@@ -33,7 +33,9 @@ class PullRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class Change(msgspec.Struct, kw_only=True, omit_defaults=True):
-    entity: Literal["household", "member", "visit", "observation", "visit_event", "template", "conflict", "photo"]
+    entity: Literal[
+        "household", "member", "visit", "observation", "visit_event", "template", "conflict", "photo"
+    ]
     id: str
     op: Literal["upsert", "delete", "drop"]
     """upsert: store `data`. delete: a tombstone (the record was deleted). drop: the record left your scope;
