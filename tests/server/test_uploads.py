@@ -12,7 +12,7 @@ import pytest
 from server.services import uploads
 from tests.helpers import audit_rows, login
 from tests.images import jpeg_with_gps
-from tests.tus import (  # noqa: F401 - fixtures
+from tests.tus import (
     TUS,
     UPLOADS,
     Client,
@@ -21,10 +21,7 @@ from tests.tus import (  # noqa: F401 - fixtures
     offset_of,
     patch,
     sha256,
-    store_kind,
     stored_keys,
-    tus_client,
-    tus_settings,
     upload,
 )
 
