@@ -1,4 +1,4 @@
-"""`fivestep serve | migrate | create-user`."""
+"""`fivestep serve | migrate | cleanup-uploads | create-user`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     commands.add_parser("migrate", help="upgrade the database schema to the latest version")
+    commands.add_parser(
+        "cleanup-uploads",
+        help="remove expired resumable uploads and their staged bytes (the server also does it hourly)",
+    )
 
     create = commands.add_parser("create-user", help="create a user bound to a jurisdiction")
     create.add_argument("username")
@@ -47,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(settings, args)
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
+    if args.command == "cleanup-uploads":
+        return asyncio.run(_cleanup_uploads(settings))
     return asyncio.run(_create_user(settings, args))
 
 
@@ -86,6 +92,28 @@ async def _migrate(settings: Settings) -> int:
         await upgrade(db)
         print(f"database at revision {await current_revision(db)}")
     finally:
+        await db.dispose()
+    return 0
+
+
+async def _cleanup_uploads(settings: Settings) -> int:
+    from media.stores import open_store
+    from server.config import resolve_secret
+    from server.db.engine import Database
+    from server.services.uploads import cleanup
+
+    db = Database(settings.database_url)
+    store = await open_store(
+        settings.blob_store,
+        base_url=settings.public_url or f"http://{settings.host}:{settings.port}",
+        secret=resolve_secret(settings).encode(),
+        threads=settings.blob_threads,
+        timeout=settings.blob_timeout_seconds,
+    )
+    try:
+        print(f"removed {await cleanup(db, store)} expired uploads")
+    finally:
+        await store.close()
         await db.dispose()
     return 0
 

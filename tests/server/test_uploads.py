@@ -5,12 +5,19 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import os
 import random
+import subprocess
+import sys
+from typing import Any
 
 import pytest
+from sqlalchemy import update
 
+from schemas.config import Settings
+from server.db.models import Upload
 from server.services import uploads
-from tests.helpers import audit_rows, login
+from tests.helpers import audit_rows, login, run_db
 from tests.images import jpeg_with_gps
 from tests.tus import (
     TUS,
@@ -244,3 +251,35 @@ def test_expired_uploads_are_refused_and_cleaned_up(tus_client: Client, photo: b
     assert staged(tus_client) == []
     assert tus_client.head(location, headers=TUS | worker).status_code == 404
     assert [r.entity_id for r in audit_rows(tus_client, "upload.expire")] == [location.rsplit("/", 1)[1]]
+
+
+def test_the_cleanup_command_removes_expired_uploads(
+    client: Client, app_settings: Settings, photo: bytes
+) -> None:
+    worker = login(client, "demo-worker-1")
+    location = create(client, worker, photo).headers["location"]
+    assert patch(client, worker, location, 0, photo[:4000]).status_code == 204
+
+    async def expire(session: Any) -> None:
+        await session.execute(
+            update(Upload).values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+        )
+
+    run_db(client, expire)
+    env = {**os.environ} | {
+        "FIVESTEP_DATABASE_URL": app_settings.database_url,
+        "FIVESTEP_BLOB_STORE": app_settings.blob_store,
+        "FIVESTEP_SECRET_KEY": app_settings.secret_key,
+        "FIVESTEP_VAR_DIR": app_settings.var_dir,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "server.cli", "cleanup-uploads"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "removed 1 expired uploads"
+    assert staged(client) == []
+    assert client.head(location, headers=TUS | worker).status_code == 404
