@@ -6,6 +6,7 @@ Every answer carries ``Tus-Resumable``; errors are the usual JSON body with a co
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, head, patch, post, route
@@ -13,8 +14,8 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.enums import HttpMethod
 from litestar.params import FromPath
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from media.stores import BlobStore
 from schemas.config import Settings
 from server.db.engine import Database
 from server.db.models import Upload, UploadState
@@ -54,12 +55,17 @@ def _offset_stream(request: Request[Any, Any, Any]) -> bool:
     return media_type == tus.OFFSET_STREAM
 
 
-async def _finish_if_complete(
-    request: Request[Any, Any, Any], db_session: DbSession, actor: Actor, upload: Upload
-) -> None:
+async def read_session(state: State) -> AsyncGenerator[AsyncSession, None]:
+    """Uploads read through a deferred transaction even on POST/PATCH/DELETE (signing in included) and write
+    through short explicit ones, so SQLite's single write lock is never held while a body arrives."""
+    db: Database = state.db
+    async with db.read_session() as session:
+        yield session
+
+
+async def _finish_if_complete(state: State, actor: Actor, upload: Upload) -> None:
     if uploads.needs_finishing(upload):
-        state: State = request.app.state
-        await photos.finish(db_session, actor, state.store, state.image_limiter, upload)
+        await photos.finish(state.db, actor, state.store, state.image_limiter, upload)
 
 
 async def _receive_at(
@@ -71,22 +77,23 @@ async def _receive_at(
     offset: int,
 ) -> Upload:
     """The PATCH body path, shared with creation-with-upload: check, spool and verify, stage, finish."""
+    state: State = request.app.state
     checksum = tus.parse_checksum(request.headers.get("upload-checksum"))
     upload = await uploads.prepare_patch(db_session, actor, upload_id, offset, request.content_length)
     body = await uploads.receive(request.stream(), upload.length - offset, checksum)
-    store: BlobStore = request.app.state.store
     try:
-        upload = await uploads.append(db_session, actor, store, upload_id, offset, body, settings)
+        async with state.db.write_session() as session:
+            upload = await uploads.append(session, actor, state.store, upload_id, offset, body, settings)
     finally:
         body.close()
-    await _finish_if_complete(request, db_session, actor, upload)
+    await _finish_if_complete(state, actor, upload)
     return upload
 
 
 class UploadController(Controller):
     path = BASE
     tags = ["uploads"]
-    dependencies = {"actor": Provide(provide_actor)}
+    dependencies = {"actor": Provide(provide_actor), "db_session": Provide(read_session)}
     exception_handlers = {exc_type: _with_tus(handler) for exc_type, handler in EXCEPTION_HANDLERS.items()}
     request_max_body_size = None  # bodies are bounded by Upload-Length, checked while they stream
 
@@ -124,7 +131,9 @@ class UploadController(Controller):
         data = uploads.creation(
             request.headers.get("upload-length"), request.headers.get("upload-metadata"), settings
         )
-        upload = await uploads.create(db_session, actor, data, settings)
+        await db_session.commit()  # end the sign-in's snapshot: the body path must see the new upload
+        async with request.app.state.db.write_session() as session:
+            upload = await uploads.create(session, actor, data, settings)
         if _offset_stream(request) and upload.state == UploadState.receiving:
             upload = await _receive_at(request, db_session, actor, settings, upload.id, 0)
         return Response(None, status_code=201, headers=_headers(upload, Location=f"{BASE}/{upload.id}"))
@@ -134,15 +143,15 @@ class UploadController(Controller):
         self,
         request: Request[Any, Any, Any],
         state: State,
+        db_session: DbSession,
         actor: CurrentActor,
         upload_id: FromPath[uuid.UUID],
     ) -> Response[None]:
         tus.check_version(request.headers.get("tus-resumable"))
-        db: Database = state.db
-        async with db.write_session() as session:  # may finish an upload a crash left unfinished
-            upload = await uploads.get(session, actor, upload_id)
-            uploads.check_usable(upload)
-            await _finish_if_complete(request, session, actor, upload)
+        upload = await uploads.get(db_session, actor, upload_id)
+        uploads.check_usable(upload)
+        await db_session.commit()
+        await _finish_if_complete(state, actor, upload)  # all bytes in, but a crash stopped the ingest
         extra = {"Upload-Length": str(upload.length)}
         if upload.metadata_header:
             extra["Upload-Metadata"] = upload.metadata_header
@@ -173,5 +182,6 @@ class UploadController(Controller):
         upload_id: FromPath[uuid.UUID],
     ) -> Response[None]:
         tus.check_version(request.headers.get("tus-resumable"))
-        await uploads.terminate(db_session, actor, request.app.state.store, upload_id)
+        async with request.app.state.db.write_session() as session:
+            await uploads.terminate(session, actor, request.app.state.store, upload_id)
         return Response(None, status_code=204, headers={"Tus-Resumable": tus.VERSION})

@@ -27,6 +27,7 @@ from media.pipeline import DEFAULT_MAX_PIXELS, ProcessedImage, process_image
 from media.stores import BlobStore, StagingLost
 from schemas.config import Settings
 from schemas.photos import DerivativeOut, EvidenceItem, EvidenceOut, ExifOut, PhotoOut
+from server.db.engine import Database
 from server.db.models import Household, Photo, PhotoRef, Upload, UploadState, Visit
 from server.db.types import utcnow
 from server.domain.evidence import references
@@ -69,21 +70,30 @@ def ingest_file(path: Path, expected_sha256: str, max_pixels: int = DEFAULT_MAX_
 
 
 async def finish(
-    session: AsyncSession, actor: Actor, store: BlobStore, limiter: anyio.CapacityLimiter, upload: Upload
+    db: Database, actor: Actor, store: BlobStore, limiter: anyio.CapacityLimiter, upload: Upload
 ) -> None:
-    """Turn a fully received upload into a stored photo, or refuse it with a code and discard it."""
-    if await session.get(Photo, upload.sha256) is None:
-        await session.commit()  # no transaction is held while the image is processed
+    """Turn a fully received upload into a stored photo, or refuse it with a code and discard it.
+
+    No transaction is open while the image is processed; the photo row and the upload's completion are
+    written together in one short transaction at the end.
+    """
+    async with db.read_session() as session:
+        known = await session.get(Photo, upload.sha256) is not None
+    processed = None
+    if not known:
         with tempfile.TemporaryDirectory(prefix="fivestep-ingest-") as tmp:
             path = Path(tmp) / "upload"
-            processed = await _process(session, actor, store, limiter, upload, path)
+            processed = await _process(db, actor, store, limiter, upload, path)
             await _store_blobs(store, upload, processed, path)
-        await _insert_photo(session, actor, upload, processed)
-    await _complete(session, actor, store, upload.id)
+    async with db.write_session() as session:
+        if processed is not None and await session.get(Photo, upload.sha256) is None:
+            _add_photo(session, actor, upload, processed)
+        await _complete(session, actor, upload.id)
+    await store.stage_discard(upload.id.hex)
 
 
 async def _process(
-    session: AsyncSession,
+    db: Database,
     actor: Actor,
     store: BlobStore,
     limiter: anyio.CapacityLimiter,
@@ -95,20 +105,25 @@ async def _process(
         await store.stage_export(upload.id.hex, upload.length, path)
         return await anyio.to_thread.run_sync(ingest_file, path, upload.sha256, limiter=limiter)
     except StagingLost:
-        await uploads.fail(session, actor, store, upload.id, "staging_lost")
+        await _refuse(db, actor, store, upload.id, "staging_lost")
         raise Gone(
             "The staged bytes of this upload were lost; start a new one.", code="staging_lost"
         ) from None
     except Sha256Mismatch as exc:
-        await uploads.fail(session, actor, store, upload.id, "sha256_mismatch")
+        await _refuse(db, actor, store, upload.id, "sha256_mismatch")
         raise Refused(
             "The file's SHA-256 is not the one announced in Upload-Metadata; it was discarded.",
             code="sha256_mismatch",
             details={"announced": upload.sha256, "received": exc.actual},
         ) from None
     except ImageRejected as exc:
-        await uploads.fail(session, actor, store, upload.id, exc.code)
+        await _refuse(db, actor, store, upload.id, exc.code)
         raise Refused(exc.message, code=exc.code) from None
+
+
+async def _refuse(db: Database, actor: Actor, store: BlobStore, upload_id: uuid.UUID, code: str) -> None:
+    async with db.write_session() as session:
+        await uploads.fail(session, actor, store, upload_id, code)
 
 
 async def _store_blobs(store: BlobStore, upload: Upload, processed: ProcessedImage, path: Path) -> None:
@@ -118,9 +133,7 @@ async def _store_blobs(store: BlobStore, upload: Upload, processed: ProcessedIma
     await store.put(thumb, processed.thumbnail.data, content_type="image/jpeg")
 
 
-async def _insert_photo(
-    session: AsyncSession, actor: Actor, upload: Upload, processed: ProcessedImage
-) -> None:
+def _add_photo(session: AsyncSession, actor: Actor, upload: Upload, processed: ProcessedImage) -> None:
     original, display, thumb = keys(upload.sha256)
     exif = processed.exif
     session.add(
@@ -152,19 +165,19 @@ async def _insert_photo(
         )
     )
     audit.record(session, actor, "photo.create", "photo", upload.sha256, {"upload_id": upload.id})
-    try:
-        await session.commit()
-    except IntegrityError:  # the same file finished through another upload meanwhile: it is stored
-        await session.rollback()
 
 
-async def _complete(session: AsyncSession, actor: Actor, store: BlobStore, upload_id: uuid.UUID) -> None:
+async def _complete(session: AsyncSession, actor: Actor, upload_id: uuid.UUID) -> None:
+    """Mark the upload complete and commit; a concurrent finish of the same file may win the photo row."""
     upload = await session.get(Upload, upload_id, with_for_update=True)
     if upload is not None and upload.state == UploadState.receiving:
         upload.state = UploadState.complete
         audit.record(session, actor, "upload.complete", "upload", upload.id, {"sha256": upload.sha256})
-    await session.commit()
-    await store.stage_discard(upload_id.hex)
+    try:
+        await session.commit()
+    except IntegrityError:  # the same file was stored through another upload meanwhile: keep that one
+        await session.rollback()
+        await _complete(session, actor, upload_id)
 
 
 # -- reading -----------------------------------------------------------------------------------------
