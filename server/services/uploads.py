@@ -3,7 +3,7 @@
 State lives in the `uploads` table and the bytes in the blob store's staging area, so any server process
 can continue an upload another one began. A PATCH never holds a database transaction while it reads the
 request body (SQLite has one writer): it checks the offset, receives the body into a spooled temporary
-file (at most 1 MiB in memory), verifies Upload-Checksum, and only then locks the row, checks the offset
+file (at most 256 KiB in memory), verifies Upload-Checksum, and only then locks the row, checks the offset
 again, stages the bytes and moves the offset, all in one short transaction.
 """
 
@@ -34,7 +34,7 @@ from server.services import audit
 from server.services.actor import SYSTEM, Actor
 
 log = logging.getLogger("fivestep.uploads")
-SPOOL_IN_MEMORY = 1 << 20
+SPOOL_IN_MEMORY = 256 << 10  # a tus chunk of a weak link stays in memory; a whole photo goes to disk
 CLEANUP_INTERVAL_SECONDS = 3600
 
 
