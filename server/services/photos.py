@@ -45,6 +45,10 @@ class Sha256Mismatch(Exception):
         self.actual = actual
 
 
+class _FinishedElsewhere(Exception):
+    """Another request finished this upload while this one was processing it."""
+
+
 class Refused(DomainError):
     """The completed upload is not a photo we keep; the upload is discarded."""
 
@@ -83,7 +87,10 @@ async def finish(
     if not known:
         with tempfile.TemporaryDirectory(prefix="fivestep-ingest-") as tmp:
             path = Path(tmp) / "upload"
-            processed = await _process(db, actor, store, limiter, upload, path)
+            try:
+                processed = await _process(db, actor, store, limiter, upload, path)
+            except _FinishedElsewhere:
+                return
             await _store_blobs(store, upload, processed, path)
     async with db.write_session() as session:
         if processed is not None and await session.get(Photo, upload.sha256) is None:
@@ -105,6 +112,8 @@ async def _process(
         await store.stage_export(upload.id.hex, upload.length, path)
         return await anyio.to_thread.run_sync(ingest_file, path, upload.sha256, limiter=limiter)
     except StagingLost:
+        if await _completed(db, upload.id):  # a concurrent finish (a retried HEAD, say) stored it first
+            raise _FinishedElsewhere from None
         await _refuse(db, actor, store, upload.id, "staging_lost")
         raise Gone(
             "The staged bytes of this upload were lost; start a new one.", code="staging_lost"
@@ -119,6 +128,12 @@ async def _process(
     except ImageRejected as exc:
         await _refuse(db, actor, store, upload.id, exc.code)
         raise Refused(exc.message, code=exc.code) from None
+
+
+async def _completed(db: Database, upload_id: uuid.UUID) -> bool:
+    async with db.read_session() as session:
+        upload = await session.get(Upload, upload_id)
+        return upload is not None and upload.state == UploadState.complete
 
 
 async def _refuse(db: Database, actor: Actor, store: BlobStore, upload_id: uuid.UUID, code: str) -> None:
