@@ -33,6 +33,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reveal_roles: tuple[str, ...] = ("reviewer", "approver", "admin")
     log_level: str = "INFO"
     max_upload_bytes: int = 50 * 1024 * 1024
+    upload_expiry_hours: int = 24
+    """An unfinished resumable upload is dropped this long after its last accepted bytes."""
+    original_roles: tuple[str, ...] = ("reviewer", "approver", "admin")
+    """Roles that may fetch a photo's original file (each fetch is audited with its reason)."""
+    image_workers: int = 2
+    """Photos decoded and processed at once, in worker threads (never on the event loop)."""
     rules_file: str = ""
     """A rule pack YAML (review levels, deadlines, forms per purpose); empty: the shipped default."""
     var_dir: str = "./var"

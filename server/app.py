@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
+import anyio
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -28,10 +31,13 @@ from server.routes.exports import ExportController
 from server.routes.health import health
 from server.routes.households import HouseholdController, MemberController
 from server.routes.jurisdictions import JurisdictionController
+from server.routes.photos import EvidenceController, PhotoController
 from server.routes.sync import SyncController
 from server.routes.templates import TemplateController
+from server.routes.uploads import UploadController
 from server.routes.visits import VisitController
 from server.services.templates import install_shipped
+from server.services.uploads import cleanup_periodically
 
 log = logging.getLogger("fivestep.app")
 VERSION = "0.1.0"
@@ -56,6 +62,7 @@ def create_app(settings: Settings | None = None, *, demo: bool = False) -> Lites
             timeout=settings.blob_timeout_seconds,
         )
         app.state.db, app.state.store, app.state.settings = db, store, settings
+        app.state.image_limiter = anyio.CapacityLimiter(settings.image_workers)
         async with db.write_session() as session:
             await install_shipped(session)  # idempotent; refuses a changed published template
         if demo:
@@ -65,9 +72,13 @@ def create_app(settings: Settings | None = None, *, demo: bool = False) -> Lites
         log.info(
             "started", extra={"fields": {"database": db.engine.dialect.name, "store": type(store).__name__}}
         )
+        cleaner = asyncio.create_task(cleanup_periodically(db, store))  # expired uploads, now and hourly
         try:
             yield
         finally:
+            cleaner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cleaner
             await store.close()
             await db.dispose()
             log.info("stopped")
@@ -87,6 +98,9 @@ def create_app(settings: Settings | None = None, *, demo: bool = False) -> Lites
             CalendarController,
             SyncController,
             ConflictController,
+            UploadController,
+            PhotoController,
+            EvidenceController,
         ],
         lifespan=[lifespan],
         dependencies={

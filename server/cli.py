@@ -1,4 +1,4 @@
-"""`fivestep serve | migrate | create-user | device ...`."""
+"""`fivestep serve | migrate | cleanup-uploads | create-user | device ...`."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     commands.add_parser("migrate", help="upgrade the database schema to the latest version")
+    commands.add_parser(
+        "cleanup-uploads",
+        help="remove expired resumable uploads and their staged bytes (the server also does it hourly)",
+    )
 
     create = commands.add_parser("create-user", help="create a user bound to a jurisdiction")
     create.add_argument("username")
@@ -37,6 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--jurisdiction", required=True, help="code of the node, e.g. C01")
     create.add_argument("--display-name", default=None)
     create.add_argument("--password", default=None, help="default: FIVESTEP_NEW_PASSWORD, else asked for")
+
+    admin = commands.add_parser("sync-admin", help="operate the sync feed")
+    admin.add_argument(
+        "action",
+        choices=["purge-tombstones", "new-epoch"],
+        help="purge-tombstones: forget deletions all devices should have seen (stale devices reset); "
+        "new-epoch: after restoring a backup, make every device rebuild",
+    )
 
     device_cli.add_commands(commands)
 
@@ -52,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(settings, args)
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
+    if args.command == "cleanup-uploads":
+        return asyncio.run(_cleanup_uploads(settings))
+    if args.command == "sync-admin":
+        return asyncio.run(_sync_admin(settings, args.action))
     return asyncio.run(_create_user(settings, args))
 
 
@@ -90,6 +106,48 @@ async def _migrate(settings: Settings) -> int:
     try:
         await upgrade(db)
         print(f"database at revision {await current_revision(db)}")
+    finally:
+        await db.dispose()
+    return 0
+
+
+async def _cleanup_uploads(settings: Settings) -> int:
+    from media.stores import open_store
+    from server.config import resolve_secret
+    from server.db.engine import Database
+    from server.services.uploads import cleanup
+
+    db = Database(settings.database_url)
+    store = await open_store(
+        settings.blob_store,
+        base_url=settings.public_url or f"http://{settings.host}:{settings.port}",
+        secret=resolve_secret(settings).encode(),
+        threads=settings.blob_threads,
+        timeout=settings.blob_timeout_seconds,
+    )
+    try:
+        print(f"removed {await cleanup(db, store)} expired uploads")
+    finally:
+        await store.close()
+        await db.dispose()
+    return 0
+
+
+async def _sync_admin(settings: Settings, action: str) -> int:
+    from server.db.engine import Database
+    from server.services import sync_admin
+    from server.services.actor import SYSTEM
+
+    db = Database(settings.database_url)
+    try:
+        async with db.write_session() as session:
+            if action == "new-epoch":
+                print(
+                    f"new sync epoch {await sync_admin.new_epoch(session, SYSTEM)}: every device will rebuild"
+                )
+            else:
+                purged, floor = await sync_admin.purge_tombstones(session, SYSTEM)
+                print(f"purged {purged} tombstones; devices behind sequence {floor} will rebuild")
     finally:
         await db.dispose()
     return 0

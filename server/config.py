@@ -68,11 +68,10 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"{env_name('signed_url_ttl_seconds')}: must be between 1 second and 7 days")
     if s.rules_file and not Path(s.rules_file).is_file():
         raise ConfigError(f"{env_name('rules_file')}: no such file {s.rules_file!r}")
-    for role in s.reveal_roles:
-        if role not in ROLES:
-            raise ConfigError(
-                f"{env_name('reveal_roles')}: unknown role {role!r}; roles are {', '.join(ROLES)}"
-            )
+    for name in ("reveal_roles", "original_roles"):
+        for role in getattr(s, name):
+            if role not in ROLES:
+                raise ConfigError(f"{env_name(name)}: unknown role {role!r}; roles are {', '.join(ROLES)}")
     if not 1 <= s.port <= 65535:
         raise ConfigError(f"{env_name('port')}: must be between 1 and 65535")
     for name in (
@@ -81,6 +80,8 @@ def _check(s: Settings) -> None:
         "login_max_failures",
         "login_lockout_seconds",
         "max_upload_bytes",
+        "upload_expiry_hours",
+        "image_workers",
     ):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{env_name(name)}: must be positive")

@@ -233,6 +233,7 @@ class Device:
             raise ServerError(status, answer)
         with self._tx():
             self._set("token", answer["token"])
+            self._set("username", username)
         return dict(answer["user"])
 
     def sync(self) -> SyncReport:

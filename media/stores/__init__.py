@@ -1,6 +1,13 @@
 """Blob stores: one async protocol, a local-disk and an S3 implementation, and ``open_store``."""
 
-from media.stores.base import BlobNotFound, BlobStat, BlobStore, BlobStoreUnavailable, check_key
+from media.stores.base import (
+    BlobNotFound,
+    BlobStat,
+    BlobStore,
+    BlobStoreUnavailable,
+    StagingLost,
+    check_key,
+)
 from media.stores.factory import open_store
 from media.stores.local import LocalBlobStore
 from media.stores.s3 import S3BlobStore
@@ -12,6 +19,7 @@ __all__ = [
     "BlobStoreUnavailable",
     "LocalBlobStore",
     "S3BlobStore",
+    "StagingLost",
     "check_key",
     "open_store",
 ]

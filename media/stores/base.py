@@ -7,7 +7,7 @@ import urllib.parse
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 import msgspec
 
@@ -20,6 +20,7 @@ DEFAULT_CHUNK_SIZE = 1 << 20
 MAX_URL_LIFETIME = 7 * 24 * 3600
 
 _KEY_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class BlobNotFound(KeyError):
@@ -28,6 +29,10 @@ class BlobNotFound(KeyError):
 
 class BlobStoreUnavailable(RuntimeError):
     """The backing storage cannot be reached or used right now."""
+
+
+class StagingLost(RuntimeError):
+    """An upload's staged bytes are missing or shorter than the caller's record says."""
 
 
 class BlobStat(msgspec.Struct, frozen=True):
@@ -58,6 +63,13 @@ def check_key(key: str) -> str:
         if segment.startswith("."):
             raise ValueError(f"blob key segment may not start with a dot: {key!r}")
     return key
+
+
+def check_upload_id(upload_id: str) -> str:
+    """Staging areas are named by an upload id: 1..64 characters of ``[A-Za-z0-9_-]``."""
+    if not _UPLOAD_ID.fullmatch(upload_id):
+        raise ValueError(f"upload id must be 1..64 characters of [A-Za-z0-9_-]: {upload_id!r}")
+    return upload_id
 
 
 def check_expires_in(expires_in: int) -> int:
@@ -107,6 +119,25 @@ class BlobStore(Protocol):
 
     async def signed_url(self, key: str, *, expires_in: int, filename: str | None = None) -> str:
         """Return a URL that lets its holder read the blob for ``expires_in`` seconds."""
+        ...
+
+    # -- staging of resumable uploads: bytes arrive in pieces, are kept durably, then leave as one file.
+
+    async def stage_append(self, upload_id: str, offset: int, source: BinaryIO, size: int) -> None:
+        """Durably add ``size`` bytes read from ``source`` at ``offset`` of the upload's staging area.
+
+        Anything staged earlier at or after ``offset`` is replaced: the caller's record of the offset is
+        the truth, so bytes a failed earlier attempt left beyond it never count. Raises StagingLost when
+        fewer than ``offset`` bytes are staged.
+        """
+        ...
+
+    async def stage_export(self, upload_id: str, length: int, target: Path) -> None:
+        """Write the first ``length`` staged bytes to the local file ``target``; StagingLost if short."""
+        ...
+
+    async def stage_discard(self, upload_id: str) -> None:
+        """Remove everything staged for the upload; discarding nothing is not an error."""
         ...
 
     async def check(self) -> None:

@@ -26,13 +26,18 @@ from media.stores.base import (
     BlobNotFound,
     BlobStat,
     BlobStoreUnavailable,
+    StagingLost,
     check_expires_in,
     check_key,
+    check_upload_id,
 )
 
 T = TypeVar("T")
 
 TMP_DIR = ".tmp"
+UPLOADS_DIR = (
+    ".uploads"  # staging files of resumable uploads; outside the key space (keys never start with ".")
+)
 # Content type travels with the file as an extended attribute, set on the temp
 # file before the rename so content and type appear together.
 _CONTENT_TYPE_XATTR = "user.fivestep.content_type"
@@ -49,6 +54,7 @@ class LocalBlobStore:
             raise ValueError("LocalBlobStore needs a non-empty signing secret")
         self.root = Path(root).expanduser()
         self._tmp = self.root / TMP_DIR
+        self._uploads = self.root / UPLOADS_DIR
         self._base_url = base_url.rstrip("/")
         self._secret = secret
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blob-local")
@@ -116,6 +122,50 @@ class LocalBlobStore:
         except _MISSING:
             return
         _fsync_dir(target.parent)
+
+    # -- staging of resumable uploads ---------------------------------------
+
+    def _staging(self, upload_id: str) -> Path:
+        return self._uploads / check_upload_id(upload_id)
+
+    async def stage_append(self, upload_id: str, offset: int, source: BinaryIO, size: int) -> None:
+        await self._run(self._append, self._staging(upload_id), offset, source, size)
+
+    def _append(self, path: Path, offset: int, source: BinaryIO, size: int) -> None:
+        """Truncate to ``offset`` (dropping bytes no record counts), append, fsync."""
+        if offset == 0:
+            self._uploads.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if offset == 0 else 0), 0o600)
+        except FileNotFoundError:
+            raise StagingLost(path.name) from None
+        with os.fdopen(fd, "r+b") as out:
+            if os.fstat(fd).st_size < offset:
+                raise StagingLost(path.name)
+            out.truncate(offset)
+            out.seek(offset)
+            _copy_exactly(source, out, size)
+            out.flush()
+            os.fsync(fd)
+        if offset == 0:
+            _fsync_dir(self._uploads)
+
+    async def stage_export(self, upload_id: str, length: int, target: Path) -> None:
+        await self._run(self._export, self._staging(upload_id), length, target)
+
+    @staticmethod
+    def _export(path: Path, length: int, target: Path) -> None:
+        try:
+            src = open(path, "rb")  # noqa: SIM115 - closed below, after the size check
+        except FileNotFoundError:
+            raise StagingLost(path.name) from None
+        with src, open(target, "wb") as out:
+            if os.fstat(src.fileno()).st_size < length:
+                raise StagingLost(path.name)
+            _copy_exactly(src, out, length)
+
+    async def stage_discard(self, upload_id: str) -> None:
+        await self._run(self._delete, self._staging(upload_id))
 
     # -- reads -------------------------------------------------------------
 
@@ -186,6 +236,16 @@ class LocalBlobStore:
     async def close(self) -> None:
         # shutdown(wait=True) blocks until in-flight writes finish; keep that off the loop.
         await asyncio.to_thread(self._executor.shutdown, True)
+
+
+def _copy_exactly(source: BinaryIO, out: BinaryIO, size: int) -> None:
+    remaining = size
+    while remaining > 0:
+        chunk = source.read(min(_COPY_BUFFER, remaining))
+        if not chunk:
+            raise ValueError(f"source ended {remaining} bytes early")
+        out.write(chunk)
+        remaining -= len(chunk)
 
 
 def _mtime(st: os.stat_result) -> datetime:

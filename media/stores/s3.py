@@ -23,8 +23,10 @@ from media.stores.base import (
     BlobNotFound,
     BlobStat,
     BlobStoreUnavailable,
+    StagingLost,
     check_expires_in,
     check_key,
+    check_upload_id,
     content_disposition,
 )
 
@@ -32,6 +34,10 @@ T = TypeVar("T")
 
 DEFAULT_REGION = "us-east-1"
 _OCTET_STREAM = "application/octet-stream"
+# Staged pieces of resumable uploads, one object per accepted request, named by its start offset. The
+# leading dot keeps them outside the key space (check_key refuses it), so no blob can collide with one.
+STAGING_PREFIX = ".uploads/"
+_OFFSET_DIGITS = 16
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 # Errors that mean "the service is not there or not working", as opposed to "no such blob".
@@ -171,6 +177,60 @@ class S3BlobStore:
         check_key(key)
         # S3 DELETE already succeeds for missing keys.
         await self._run(key, self._client.remove_object, self.bucket, key)
+
+    # -- staging of resumable uploads ---------------------------------------
+    #
+    # S3 multipart parts must be at least 5 MiB (except the last) while tus clients send 64 KB pieces, so
+    # each piece is staged as its own small object and the pieces are joined when the upload completes
+    # (the server reads the whole file then anyway, to verify its SHA-256 and decode it).
+
+    @staticmethod
+    def _piece(upload_id: str, offset: int) -> str:
+        return f"{STAGING_PREFIX}{check_upload_id(upload_id)}/{offset:0{_OFFSET_DIGITS}d}"
+
+    async def stage_append(self, upload_id: str, offset: int, source: BinaryIO, size: int) -> None:
+        name = self._piece(upload_id, offset)
+        await self._run(None, self._put_stream, name, source, size, _OCTET_STREAM)
+
+    async def stage_export(self, upload_id: str, length: int, target: Path) -> None:
+        pieces = await self._run(None, self._pieces, upload_id)
+        await self._run(None, self._join, upload_id, pieces, length, target)
+
+    def _pieces(self, upload_id: str) -> dict[int, tuple[str, int]]:
+        """offset -> (object name, size) of every staged piece."""
+        prefix = f"{STAGING_PREFIX}{check_upload_id(upload_id)}/"
+        found: dict[int, tuple[str, int]] = {}
+        for obj in self._client.list_objects(self.bucket, prefix=prefix):
+            name = str(obj.object_name)
+            tail = name[len(prefix) :]
+            if tail.isdigit():
+                found[int(tail)] = (name, int(obj.size or 0))
+        return found
+
+    def _join(self, upload_id: str, pieces: dict[int, tuple[str, int]], length: int, target: Path) -> None:
+        """Follow the chain of pieces from offset 0: each starts where the previous one ended."""
+        with open(target, "wb") as out:
+            position = 0
+            while position < length:
+                if position not in pieces or pieces[position][1] == 0:
+                    raise StagingLost(upload_id)
+                name, size = pieces[position]
+                take = min(size, length - position)
+                response = self._client.get_object(self.bucket, name, offset=0, length=take)
+                try:
+                    for chunk in response.stream(DEFAULT_CHUNK_SIZE):
+                        out.write(chunk)
+                finally:
+                    response.close()
+                    response.release_conn()
+                position += take
+            if out.tell() != length:
+                raise StagingLost(upload_id)
+
+    async def stage_discard(self, upload_id: str) -> None:
+        pieces = await self._run(None, self._pieces, upload_id)
+        for name, _ in pieces.values():
+            await self._run(None, self._client.remove_object, self.bucket, name)
 
     # -- reads -------------------------------------------------------------
 

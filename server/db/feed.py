@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import event, inspect, update
+from sqlalchemy import event, inspect, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
@@ -22,6 +22,8 @@ from server.db.models import (
     Household,
     Member,
     Observation,
+    Photo,
+    PhotoRef,
     ScopeExit,
     SyncChange,
     SyncConflict,
@@ -76,7 +78,8 @@ def _forget_if_undone(session: Session, previous: SessionTransaction) -> None:
 def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> None:
     touched = [o for o in (*session.new, *session.dirty) if _synced(session, o)]
     visits_of_team = {o.visit_id for o in session.new if isinstance(o, VisitTeamMember)}
-    if not touched and not visits_of_team:
+    photos = [o for o in session.new if isinstance(o, Photo | PhotoRef)]
+    if not touched and not visits_of_team and not photos:
         return
     with session.no_autoflush:
         seq = take_seq(session)
@@ -94,7 +97,28 @@ def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> No
             rows.setdefault(
                 ("visit", str(visit_id)), _row("visit", visit_id, scopes.of_visit(visit_id), seq, False)
             )
+        for photo in photos:
+            _stamp_photo(session, scopes, photo, seq, rows)
         _upsert(session, list(rows.values()))
+
+
+def _stamp_photo(
+    session: Session,
+    scopes: _Scopes,
+    photo: Photo | PhotoRef,
+    seq: int,
+    rows: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    """A photo record (keyed by SHA-256) goes to the community of a visit that references it: when the
+    reference arrives (expected), and again when the bytes do (present)."""
+    visit_id = photo.visit_id if isinstance(photo, PhotoRef) else _a_visit_referencing(session, photo.sha256)
+    if visit_id is not None:
+        rows[("photo", photo.sha256)] = _row("photo", photo.sha256, scopes.of_visit(visit_id), seq, False)
+
+
+def _a_visit_referencing(session: Session, sha256: str) -> uuid.UUID | None:
+    query = select(PhotoRef.visit_id).where(PhotoRef.sha256 == sha256).limit(1)
+    return session.execute(query).scalar_one_or_none()
 
 
 def _synced(session: Session, obj: object) -> bool:
@@ -163,7 +187,7 @@ def _household_moved(session: Session, household: Household, seq: int) -> None:
 
 
 def _children_of(session: Session, household_id: uuid.UUID) -> list[str]:
-    from sqlalchemy import select, union_all
+    from sqlalchemy import union_all
 
     visits = select(Visit.id).where(Visit.household_id == household_id)
     ids = union_all(

@@ -21,6 +21,8 @@ from server.db.models import (
     Household,
     Member,
     Observation,
+    Photo,
+    PhotoRef,
     SyncConflict,
     Visit,
     VisitTeamMember,
@@ -127,20 +129,46 @@ SHAPES: dict[str, Shape] = {
 
 
 def version_of(entity: str, row: Row) -> int:
-    key = SHAPES[entity].version
+    shape = SHAPES.get(entity)  # photos are content-addressed: they never change, so carry no version
+    key = shape.version if shape else None
     return int(row[key]) if key else 0
 
 
 async def load(session: AsyncSession, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Row]:
     """The current rows of (entity, id) pairs, a few IN queries per page."""
-    by_entity: dict[str, list[uuid.UUID]] = defaultdict(list)
+    by_entity: dict[str, list[str]] = defaultdict(list)
     for entity, entity_id in wanted:
-        by_entity[entity].append(uuid.UUID(entity_id))
+        by_entity[entity].append(entity_id)
     found: dict[tuple[str, str], Row] = {}
     for entity, ids in by_entity.items():
-        for row in await _rows(session, entity, ids):
+        if entity == "photo":
+            found.update({("photo", r["sha256"]): r for r in await _photos(session, ids)})
+            continue
+        for row in await _rows(session, entity, [uuid.UUID(i) for i in ids]):
             found[(entity, str(row["id"]))] = row
     return found
+
+
+async def _photos(session: AsyncSession, shas: list[str]) -> list[Row]:
+    """A photo as a device needs it: expected until the bytes arrive, then its size and hash.
+    The EXIF GPS claim stays on the server (it is the household's location)."""
+    columns = _columns(Photo, "sha256 format width height captured_at dhash")
+    present = {
+        r.sha256: dict(r._mapping)
+        for r in await session.execute(select(*columns).where(Photo.sha256.in_(shas)))
+    }
+    refs: dict[str, list[str]] = defaultdict(list)
+    query = select(PhotoRef.sha256, PhotoRef.visit_id).where(PhotoRef.sha256.in_(shas)).distinct()
+    for sha, visit_id in await session.execute(query):
+        refs[sha].append(str(visit_id))
+    return [
+        {
+            **present.get(sha, {"sha256": sha}),
+            "state": "present" if sha in present else "expected",
+            "visits": refs[sha],
+        }
+        for sha in shas
+    ]
 
 
 async def _rows(session: AsyncSession, entity: str, ids: list[uuid.UUID]) -> list[Row]:

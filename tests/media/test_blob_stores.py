@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import time
@@ -21,6 +22,7 @@ from media.stores import (
     BlobStoreUnavailable,
     LocalBlobStore,
     S3BlobStore,
+    StagingLost,
     open_store,
     signing,
 )
@@ -415,3 +417,69 @@ async def test_presigned_urls_use_public_endpoint_without_network() -> None:
         await s3.close()
     assert signed.startswith(f"https://files.example.org/photos/{KEY}?")
     assert "X-Amz-Expires=300" in signed
+
+
+# -- staging of resumable uploads ------------------------------------------------------
+
+
+async def stage(store: BlobStore, upload_id: str, offset: int, data: bytes) -> None:
+    await store.stage_append(upload_id, offset, io.BytesIO(data), len(data))
+
+
+async def exported(store: BlobStore, upload_id: str, length: int, tmp_path: Path) -> bytes:
+    target = tmp_path / f"export-{uuid.uuid4().hex}"
+    await store.stage_export(upload_id, length, target)
+    return target.read_bytes()
+
+
+async def test_staged_pieces_export_as_one_file(store: BlobStore, tmp_path: Path) -> None:
+    data = payload(300_000)
+    upload_id = uuid.uuid4().hex
+    for start in range(0, len(data), 65_536):
+        await stage(store, upload_id, start, data[start : start + 65_536])
+    assert await exported(store, upload_id, len(data), tmp_path) == data
+
+
+async def test_staging_again_at_an_offset_replaces_what_lay_beyond_it(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    upload_id = uuid.uuid4().hex
+    await stage(store, upload_id, 0, b"a" * 100)
+    await stage(store, upload_id, 100, b"stale bytes a failed attempt left")
+    await stage(store, upload_id, 100, b"b" * 50)
+    await stage(store, upload_id, 150, b"c" * 10)
+    assert await exported(store, upload_id, 160, tmp_path) == b"a" * 100 + b"b" * 50 + b"c" * 10
+
+
+async def test_exporting_more_than_was_staged_is_staging_lost(store: BlobStore, tmp_path: Path) -> None:
+    upload_id = uuid.uuid4().hex
+    await stage(store, upload_id, 0, b"x" * 10)
+    with pytest.raises(StagingLost):
+        await exported(store, upload_id, 11, tmp_path)
+    with pytest.raises(StagingLost):
+        await exported(store, uuid.uuid4().hex, 1, tmp_path)
+
+
+async def test_discard_removes_staged_bytes_and_is_idempotent(store: BlobStore, tmp_path: Path) -> None:
+    upload_id = uuid.uuid4().hex
+    await stage(store, upload_id, 0, b"x" * 10)
+    await store.put(KEY, b"a blob that is not staged")
+    await store.stage_discard(upload_id)
+    await store.stage_discard(upload_id)
+    await store.stage_discard(uuid.uuid4().hex)
+    with pytest.raises(StagingLost):
+        await exported(store, upload_id, 10, tmp_path)
+    assert await store.get(KEY) == b"a blob that is not staged"
+
+
+async def test_staging_is_outside_the_key_space(store: BlobStore) -> None:
+    upload_id = uuid.uuid4().hex
+    await stage(store, upload_id, 0, b"x" * 10)
+    for key in (upload_id, f"uploads/{upload_id}", f"uploads/{upload_id}/0000000000000000"):
+        assert await store.stat(key) is None
+
+
+@pytest.mark.parametrize("upload_id", ["", "../escape", "a/b", "x" * 65, ".hidden"])
+async def test_bad_upload_ids_are_refused(store: BlobStore, upload_id: str) -> None:
+    with pytest.raises(ValueError):
+        await stage(store, upload_id, 0, b"x")

@@ -24,7 +24,7 @@ def fivestep(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpro
     )
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["create-user"]])
+@pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["cleanup-uploads"], ["create-user"]])
 def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
     done = fivestep(*command, "--help", cwd=tmp_path)
     assert done.returncode == 0

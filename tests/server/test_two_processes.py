@@ -277,6 +277,37 @@ def test_both_processes_reach_the_shared_blob_store(cluster: Cluster) -> None:
         assert health.json() == {"status": "ok", "database": "ok", "blob_store": "ok"}
 
 
+def test_an_upload_begun_on_one_process_is_finished_on_the_other(cluster: Cluster) -> None:
+    from tests.images import jpeg_with_gps
+    from tests.tus import TUS, metadata, sha256
+
+    photo = jpeg_with_gps(seed=99)
+    headers = bearer(cluster.a, "demo-worker-1", "upload-tablet")
+    created = cluster.a.post(
+        "/api/v1/uploads",
+        headers=TUS | headers | {"Upload-Length": str(len(photo)), "Upload-Metadata": metadata(photo)},
+    )
+    assert created.status_code == 201, created.text
+    location = created.headers["location"]
+    offset = 0
+    for i, end in enumerate((20_000, 45_000, len(photo))):  # A, B, A: pieces staged in S3 by both
+        client = cluster.pick(i)
+        assert int(client.head(location, headers=TUS | headers).headers["upload-offset"]) == offset
+        sent = client.patch(
+            location,
+            content=photo[offset:end],
+            headers=TUS
+            | headers
+            | {"Content-Type": "application/offset+octet-stream", "Upload-Offset": str(offset)},
+        )
+        assert sent.status_code == 204, sent.text
+        offset = end
+    for client in (cluster.a, cluster.b):
+        got = client.get(f"/api/v1/photos/{sha256(photo)}", headers=headers)
+        assert got.status_code == 200, got.text
+        assert httpx.get(got.json()["thumbnail"]["url"]).status_code == 200  # presigned on S3
+
+
 @dataclass
 class Stopped:
     status: int | None

@@ -8,11 +8,12 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from server.db.engine import Database
-from server.db.models import Household, MutationLog, SyncClient, SyncState, User
-from server.services import sync_push
+from server.db.models import Household, MutationLog, SyncClient, User
+from server.services import sync_admin, sync_push
+from server.services.actor import SYSTEM
 from tests.helpers import Client, household_id, login, node_id, run_db
 from tests.sync.conftest import MakeDevice
 
@@ -57,9 +58,13 @@ def test_first_sync_brings_the_workers_community_whole_and_nothing_else(make_dev
     assert members and all("*" in m["id_number_masked"] and "id_number" not in m for m in members.values())
     assert {m["household_id"] for m in members.values()} <= set(households)
     assert device.confirmed("template") and device.confirmed("visit")
+    photos = device.confirmed("photo")
+    assert photos and all(
+        p["state"] in ("expected", "present") and "gps_lat" not in p for p in photos.values()
+    )
     assert report.pulled == sum(
         len(device.confirmed(e))
-        for e in ("household", "member", "visit", "observation", "visit_event", "template")
+        for e in ("household", "member", "visit", "observation", "visit_event", "template", "photo")
     )
 
 
@@ -441,15 +446,16 @@ def test_epoch_change_and_tombstone_horizon_send_devices_a_reset(
     device = make_device("demo-worker-1")
     device.sync()
     device.update_household(H2, address="重置后还在")
-    run_db(client, lambda s: s.execute(update(SyncState).values(epoch=uuid.uuid4())))
+    run_db(client, lambda s: sync_admin.new_epoch(s, SYSTEM))
     report = device.sync()
     assert report.resets == 1 and device.record("household", H2)["address"] == "重置后还在"  # type: ignore[index]
     other = make_device("demo-worker-2")
     other.sync()
     other.archive_household(H2, "a tombstone the first device has not seen")
     other.sync()
-    run_db(client, lambda s: s.execute(update(SyncState).values(tombstone_floor=SyncState.seq)))
+    run_db(client, lambda s: sync_admin.purge_tombstones(s, SYSTEM))
     assert device.sync().resets == 1
+    assert device.record("household", H2) is None  # the purged deletion still reached it: no resurrection
     # A fresh sync paging through rows older than the floor is not sent back to the start forever.
     paged = make_device("demo-worker-1", "paged", pull_limit=50)
     assert paged.sync().resets == 0

@@ -6,6 +6,7 @@ from server.db.models.checklists import ChecklistTemplate, TemplateStatus
 from server.db.models.households import Household, HouseholdStatus, Member
 from server.db.models.jurisdictions import CHILD_LEVEL, Jurisdiction, Level
 from server.db.models.people import AuthToken, Device, LoginThrottle, Role, User
+from server.db.models.photos import Photo, PhotoRef, Upload, UploadState
 from server.db.models.sync import (
     MutationLog,
     RecordVersion,
@@ -42,6 +43,8 @@ __all__ = [
     "Member",
     "MutationLog",
     "Observation",
+    "Photo",
+    "PhotoRef",
     "RecordVersion",
     "Role",
     "ScopeExit",
@@ -50,6 +53,8 @@ __all__ = [
     "SyncConflict",
     "SyncState",
     "TemplateStatus",
+    "Upload",
+    "UploadState",
     "User",
     "Visit",
     "VisitStatus",

@@ -1,0 +1,73 @@
+"""Wire structs of photos and a visit's photo evidence."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Literal
+
+import msgspec
+
+EvidenceStatus = Literal["expected", "present"]
+
+
+class ExifOut(msgspec.Struct, kw_only=True):
+    """What the file's EXIF claims; none of it is verified. GPS here is never in the served copies."""
+
+    captured_at: str | None
+    """DateTimeOriginal, ISO 8601; with its offset when ``captured_has_offset``, else device local time."""
+    captured_has_offset: bool
+    latitude: float | None
+    longitude: float | None
+    altitude: float | None
+    make: str | None
+    model: str | None
+    software: str | None
+    orientation: int | None
+
+
+class DerivativeOut(msgspec.Struct, kw_only=True):
+    """A metadata-free, upright JPEG copy behind a short-lived signed URL."""
+
+    url: str
+    width: int
+    height: int
+    expires_at: dt.datetime
+
+
+class PhotoOut(msgspec.Struct, kw_only=True):
+    sha256: str
+    format: str
+    byte_size: int
+    width: int
+    """Of the original, upright."""
+    height: int
+    dhash: str
+    """64-bit difference hash (hex) of the upright image: near-duplicates differ in few bits."""
+    exif: ExifOut
+    display: DerivativeOut
+    thumbnail: DerivativeOut
+    uploaded_by: uuid.UUID
+    created_at: dt.datetime
+    visits: list[uuid.UUID]
+    """Visits in your jurisdiction whose answers reference this photo."""
+
+
+class EvidenceItem(msgspec.Struct, kw_only=True):
+    sha256: str
+    kind: Literal["photo", "signature"]
+    template: str
+    item: str
+    row_id: str | None
+    view: str | None
+    status: EvidenceStatus
+    thumbnail_url: str | None
+    """Short-lived signed URL of the thumbnail, when the photo is present."""
+
+
+class EvidenceOut(msgspec.Struct, kw_only=True):
+    visit_id: uuid.UUID
+    expected: int
+    """Referenced by an answer, bytes not received yet."""
+    present: int
+    items: list[EvidenceItem]

@@ -1,0 +1,187 @@
+"""tus 1.0 at /api/v1/uploads: discovery, creation (+ with upload), HEAD, PATCH, termination.
+
+Every answer carries ``Tus-Resumable``; errors are the usual JSON body with a code. See docs/uploads.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from litestar import Controller, Request, Response, delete, head, patch, post, route
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.enums import HttpMethod
+from litestar.params import FromPath
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schemas.config import Settings
+from server.db.engine import Database
+from server.db.models import Upload, UploadState
+from server.dependencies import AppSettings, CurrentActor, DbSession, provide_actor
+from server.domain import tus
+from server.errors import EXCEPTION_HANDLERS
+from server.services import photos, uploads
+from server.services.actor import Actor
+
+BASE = "/api/v1/uploads"
+
+
+def _with_tus(handler: Any) -> Any:
+    def wrapped(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        response: Response[Any] = handler(request, exc)
+        response.headers["Tus-Resumable"] = tus.VERSION
+        if isinstance(exc, tus.UnsupportedVersion):
+            response.headers["Tus-Version"] = tus.VERSION
+        return response
+
+    return wrapped
+
+
+def _headers(upload: Upload, **extra: str) -> dict[str, str]:
+    headers = {
+        "Tus-Resumable": tus.VERSION,
+        "Upload-Offset": str(upload.upload_offset),
+        "Cache-Control": "no-store",
+    }
+    if upload.state == UploadState.receiving:
+        headers["Upload-Expires"] = tus.http_date(upload.expires_at)
+    return headers | extra
+
+
+def _offset_stream(request: Request[Any, Any, Any]) -> bool:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media_type == tus.OFFSET_STREAM
+
+
+async def read_session(state: State) -> AsyncGenerator[AsyncSession, None]:
+    """Uploads read through a deferred transaction even on POST/PATCH/DELETE (signing in included) and write
+    through short explicit ones, so SQLite's single write lock is never held while a body arrives."""
+    db: Database = state.db
+    async with db.read_session() as session:
+        yield session
+
+
+async def _finish_if_complete(state: State, actor: Actor, upload: Upload) -> None:
+    if uploads.needs_finishing(upload):
+        await photos.finish(state.db, actor, state.store, state.image_limiter, upload)
+
+
+async def _receive_at(
+    request: Request[Any, Any, Any],
+    db_session: DbSession,
+    actor: Actor,
+    settings: Settings,
+    upload_id: uuid.UUID,
+    offset: int,
+) -> Upload:
+    """The PATCH body path, shared with creation-with-upload: check, spool and verify, stage, finish."""
+    state: State = request.app.state
+    checksum = tus.parse_checksum(request.headers.get("upload-checksum"))
+    upload = await uploads.prepare_patch(db_session, actor, upload_id, offset, request.content_length)
+    body = await uploads.receive(request.stream(), upload.length - offset, checksum)
+    try:
+        async with state.db.write_session() as session:
+            upload = await uploads.append(session, actor, state.store, upload_id, offset, body, settings)
+    finally:
+        body.close()
+    await _finish_if_complete(state, actor, upload)
+    return upload
+
+
+class UploadController(Controller):
+    path = BASE
+    tags = ["uploads"]
+    dependencies = {"actor": Provide(provide_actor), "db_session": Provide(read_session)}
+    exception_handlers = {exc_type: _with_tus(handler) for exc_type, handler in EXCEPTION_HANDLERS.items()}
+    request_max_body_size = None  # bodies are bounded by Upload-Length, checked while they stream
+
+    @route(
+        "/",
+        http_method=[HttpMethod.OPTIONS],
+        status_code=204,
+        summary="tus discovery",
+        include_in_schema=False,
+    )
+    async def announce(self, settings: AppSettings) -> Response[None]:
+        # Named to sort before "create": Litestar registers a controller's handlers by name, and a path's
+        # first handler decides whether it gets Litestar's automatic OPTIONS answer instead of this one.
+        return Response(
+            None,
+            status_code=204,
+            headers={
+                "Tus-Resumable": tus.VERSION,
+                "Tus-Version": tus.VERSION,
+                "Tus-Extension": tus.EXTENSIONS,
+                "Tus-Max-Size": str(settings.max_upload_bytes),
+                "Tus-Checksum-Algorithm": ",".join(tus.CHECKSUM_ALGORITHMS),
+            },
+        )
+
+    @post("/", status_code=201, summary="tus creation (and creation-with-upload)")
+    async def create(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: DbSession,
+        actor: CurrentActor,
+        settings: AppSettings,
+    ) -> Response[None]:
+        tus.check_version(request.headers.get("tus-resumable"))
+        data = uploads.creation(
+            request.headers.get("upload-length"), request.headers.get("upload-metadata"), settings
+        )
+        await db_session.commit()  # end the sign-in's snapshot: the body path must see the new upload
+        async with request.app.state.db.write_session() as session:
+            upload = await uploads.create(session, actor, data, settings)
+        if _offset_stream(request) and upload.state == UploadState.receiving:
+            upload = await _receive_at(request, db_session, actor, settings, upload.id, 0)
+        return Response(None, status_code=201, headers=_headers(upload, Location=f"{BASE}/{upload.id}"))
+
+    @head("/{upload_id:uuid}", summary="tus: how many bytes the server has")
+    async def status(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        db_session: DbSession,
+        actor: CurrentActor,
+        upload_id: FromPath[uuid.UUID],
+    ) -> Response[None]:
+        tus.check_version(request.headers.get("tus-resumable"))
+        upload = await uploads.get(db_session, actor, upload_id)
+        uploads.check_usable(upload)
+        await db_session.commit()
+        await _finish_if_complete(state, actor, upload)  # all bytes in, but a crash stopped the ingest
+        extra = {"Upload-Length": str(upload.length)}
+        if upload.metadata_header:
+            extra["Upload-Metadata"] = upload.metadata_header
+        return Response(None, status_code=200, headers=_headers(upload, **extra))
+
+    @patch("/{upload_id:uuid}", status_code=204, summary="tus: append bytes at Upload-Offset")
+    async def append(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: DbSession,
+        actor: CurrentActor,
+        settings: AppSettings,
+        upload_id: FromPath[uuid.UUID],
+    ) -> Response[None]:
+        tus.check_version(request.headers.get("tus-resumable"))
+        if not _offset_stream(request):
+            raise tus.WrongContentType(f"A PATCH body must be sent as Content-Type: {tus.OFFSET_STREAM}.")
+        offset = tus.parse_count("Upload-Offset", request.headers.get("upload-offset"))
+        upload = await _receive_at(request, db_session, actor, settings, upload_id, offset)
+        return Response(None, status_code=204, headers=_headers(upload))
+
+    @delete("/{upload_id:uuid}", status_code=204, summary="tus termination")
+    async def terminate(
+        self,
+        request: Request[Any, Any, Any],
+        db_session: DbSession,
+        actor: CurrentActor,
+        upload_id: FromPath[uuid.UUID],
+    ) -> Response[None]:
+        tus.check_version(request.headers.get("tus-resumable"))
+        async with request.app.state.db.write_session() as session:
+            await uploads.terminate(session, actor, request.app.state.store, upload_id)
+        return Response(None, status_code=204, headers={"Tus-Resumable": tus.VERSION})

@@ -1,0 +1,323 @@
+"""Photos: ingest a completed upload through the image pipeline, read a photo within scope, serve originals.
+
+Ingest runs ``media.pipeline.process_image`` in worker threads bounded by a CapacityLimiter
+(``FIVESTEP_IMAGE_WORKERS``), never on the event loop; Pillow releases the GIL while it decodes, scales and
+encodes. Nothing is half-stored: the whole-file SHA-256 is checked and the image fully processed before
+the first blob is written, blobs are content-addressed (writing one twice is harmless), and the photo row
+is inserted only after all three blobs are in the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from media.formats import ImageFormat, ImageRejected
+from media.pipeline import DEFAULT_MAX_PIXELS, ProcessedImage, process_image
+from media.stores import BlobStore, StagingLost
+from schemas.config import Settings
+from schemas.photos import DerivativeOut, EvidenceItem, EvidenceOut, ExifOut, PhotoOut
+from server.db.engine import Database
+from server.db.models import Household, Photo, PhotoRef, Upload, UploadState, Visit
+from server.db.types import utcnow
+from server.domain.evidence import references
+from server.domain.tus import Gone
+from server.errors import DomainError, Forbidden, Invalid, NotFound
+from server.services import audit, uploads, visits
+from server.services.actor import Actor, communities_in_scope
+
+_EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "heif": "heic"}
+
+
+class Sha256Mismatch(Exception):
+    def __init__(self, actual: str) -> None:
+        super().__init__(actual)
+        self.actual = actual
+
+
+class _FinishedElsewhere(Exception):
+    """Another request finished this upload while this one was processing it."""
+
+
+class Refused(DomainError):
+    """The completed upload is not a photo we keep; the upload is discarded."""
+
+    status, code = 422, "image_refused"
+
+
+# -- ingest ------------------------------------------------------------------------------------------
+
+
+def keys(sha256: str) -> tuple[str, str, str]:
+    """Content-addressed keys of the original and the display and thumbnail copies."""
+    fan = f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
+    return f"photos/original/{fan}", f"photos/display/{fan}.jpg", f"photos/thumb/{fan}.jpg"
+
+
+def ingest_file(path: Path, expected_sha256: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ProcessedImage:
+    """Blocking: verify the whole file's SHA-256, then process it. Runs in a worker thread."""
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected_sha256:
+        raise Sha256Mismatch(actual)
+    return process_image(data, max_pixels=max_pixels)
+
+
+async def finish(
+    db: Database, actor: Actor, store: BlobStore, limiter: anyio.CapacityLimiter, upload: Upload
+) -> None:
+    """Turn a fully received upload into a stored photo, or refuse it with a code and discard it.
+
+    No transaction is open while the image is processed; the photo row and the upload's completion are
+    written together in one short transaction at the end.
+    """
+    async with db.read_session() as session:
+        known = await session.get(Photo, upload.sha256) is not None
+    processed = None
+    if not known:
+        with tempfile.TemporaryDirectory(prefix="fivestep-ingest-") as tmp:
+            path = Path(tmp) / "upload"
+            try:
+                processed = await _process(db, actor, store, limiter, upload, path)
+            except _FinishedElsewhere:
+                return
+            await _store_blobs(store, upload, processed, path)
+    async with db.write_session() as session:
+        if processed is not None and await session.get(Photo, upload.sha256) is None:
+            _add_photo(session, actor, upload, processed)
+        await _complete(session, actor, upload.id)
+    await store.stage_discard(upload.id.hex)
+
+
+async def _process(
+    db: Database,
+    actor: Actor,
+    store: BlobStore,
+    limiter: anyio.CapacityLimiter,
+    upload: Upload,
+    path: Path,
+) -> ProcessedImage:
+    """Join the staged pieces into ``path``, verify and process; a refusal discards the upload."""
+    try:
+        await store.stage_export(upload.id.hex, upload.length, path)
+        return await anyio.to_thread.run_sync(ingest_file, path, upload.sha256, limiter=limiter)
+    except StagingLost:
+        if await _completed(db, upload.id):  # a concurrent finish (a retried HEAD, say) stored it first
+            raise _FinishedElsewhere from None
+        await _refuse(db, actor, store, upload.id, "staging_lost")
+        raise Gone(
+            "The staged bytes of this upload were lost; start a new one.", code="staging_lost"
+        ) from None
+    except Sha256Mismatch as exc:
+        await _refuse(db, actor, store, upload.id, "sha256_mismatch")
+        raise Refused(
+            "The file's SHA-256 is not the one announced in Upload-Metadata; it was discarded.",
+            code="sha256_mismatch",
+            details={"announced": upload.sha256, "received": exc.actual},
+        ) from None
+    except ImageRejected as exc:
+        await _refuse(db, actor, store, upload.id, exc.code)
+        raise Refused(exc.message, code=exc.code) from None
+
+
+async def _completed(db: Database, upload_id: uuid.UUID) -> bool:
+    async with db.read_session() as session:
+        upload = await session.get(Upload, upload_id)
+        return upload is not None and upload.state == UploadState.complete
+
+
+async def _refuse(db: Database, actor: Actor, store: BlobStore, upload_id: uuid.UUID, code: str) -> None:
+    async with db.write_session() as session:
+        await uploads.fail(session, actor, store, upload_id, code)
+
+
+async def _store_blobs(store: BlobStore, upload: Upload, processed: ProcessedImage, path: Path) -> None:
+    original, display, thumb = keys(upload.sha256)
+    await store.put_file(original, path, content_type=processed.format.mime_type)
+    await store.put(display, processed.display.data, content_type="image/jpeg")
+    await store.put(thumb, processed.thumbnail.data, content_type="image/jpeg")
+
+
+def _add_photo(session: AsyncSession, actor: Actor, upload: Upload, processed: ProcessedImage) -> None:
+    original, display, thumb = keys(upload.sha256)
+    exif = processed.exif
+    session.add(
+        Photo(
+            sha256=upload.sha256,
+            format=processed.format.value,
+            byte_size=upload.length,
+            width=processed.width,
+            height=processed.height,
+            captured_at=exif.captured_at.isoformat() if exif.captured_at else None,
+            captured_has_offset=exif.has_offset,
+            gps_lat=exif.latitude,
+            gps_lon=exif.longitude,
+            gps_alt=exif.altitude,
+            make=exif.make,
+            model=exif.model,
+            software=exif.software,
+            orientation=exif.orientation,
+            dhash=processed.dhash_hex,
+            original_key=original,
+            display_key=display,
+            display_width=processed.display.width,
+            display_height=processed.display.height,
+            thumb_key=thumb,
+            thumb_width=processed.thumbnail.width,
+            thumb_height=processed.thumbnail.height,
+            uploaded_by=upload.owner_id,
+            created_at=utcnow(),
+        )
+    )
+    audit.record(session, actor, "photo.create", "photo", upload.sha256, {"upload_id": upload.id})
+
+
+async def _complete(session: AsyncSession, actor: Actor, upload_id: uuid.UUID) -> None:
+    """Mark the upload complete and commit; a concurrent finish of the same file may win the photo row."""
+    upload = await session.get(Upload, upload_id, with_for_update=True)
+    if upload is not None and upload.state == UploadState.receiving:
+        upload.state = UploadState.complete
+        audit.record(session, actor, "upload.complete", "upload", upload.id, {"sha256": upload.sha256})
+    try:
+        await session.commit()
+    except IntegrityError:  # the same file was stored through another upload meanwhile: keep that one
+        await session.rollback()
+        await _complete(session, actor, upload_id)
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+
+def _refs_in_scope(actor: Actor, sha256: str) -> Select[uuid.UUID]:
+    return (
+        select(PhotoRef.visit_id)
+        .join(Visit, Visit.id == PhotoRef.visit_id)
+        .join(Household, Household.id == Visit.household_id)
+        .where(PhotoRef.sha256 == sha256, communities_in_scope(actor))
+        .distinct()
+    )
+
+
+async def visible(session: AsyncSession, actor: Actor, sha256: str) -> tuple[Photo, list[uuid.UUID]]:
+    """The photo and the visits in scope that reference it; 404 unless the caller uploaded it or one does."""
+    photo = await session.get(Photo, sha256.lower())
+    if photo is None:
+        raise NotFound("No such photo.")
+    visit_ids = sorted((await session.execute(_refs_in_scope(actor, photo.sha256))).scalars())
+    if photo.uploaded_by != actor.user_id and not visit_ids:
+        raise NotFound("No such photo.")
+    return photo, visit_ids
+
+
+async def photo_out(
+    session: AsyncSession, actor: Actor, store: BlobStore, settings: Settings, sha256: str
+) -> PhotoOut:
+    photo, visit_ids = await visible(session, actor, sha256)
+    ttl = settings.signed_url_ttl_seconds
+    expires = utcnow() + dt.timedelta(seconds=ttl)
+    ext = ".jpg"
+    return PhotoOut(
+        sha256=photo.sha256,
+        format=photo.format,
+        byte_size=photo.byte_size,
+        width=photo.width,
+        height=photo.height,
+        dhash=photo.dhash,
+        exif=ExifOut(
+            captured_at=photo.captured_at,
+            captured_has_offset=photo.captured_has_offset,
+            latitude=photo.gps_lat,
+            longitude=photo.gps_lon,
+            altitude=photo.gps_alt,
+            make=photo.make,
+            model=photo.model,
+            software=photo.software,
+            orientation=photo.orientation,
+        ),
+        display=DerivativeOut(
+            url=await store.signed_url(photo.display_key, expires_in=ttl, filename=photo.sha256[:16] + ext),
+            width=photo.display_width,
+            height=photo.display_height,
+            expires_at=expires,
+        ),
+        thumbnail=DerivativeOut(
+            url=await store.signed_url(photo.thumb_key, expires_in=ttl),
+            width=photo.thumb_width,
+            height=photo.thumb_height,
+            expires_at=expires,
+        ),
+        uploaded_by=photo.uploaded_by,
+        created_at=photo.created_at,
+        visits=visit_ids,
+    )
+
+
+async def original(
+    session: AsyncSession, actor: Actor, store: BlobStore, settings: Settings, sha256: str, reason: str | None
+) -> tuple[Photo, AsyncIterator[bytes]]:
+    """The original file, for roles allowed to see it; each fetch is audited with its reason."""
+    photo, _ = await visible(session, actor, sha256)
+    if actor.role not in settings.original_roles:
+        raise Forbidden(f"A {actor.role} may not fetch original photos.", code="original_forbidden")
+    if not reason or not reason.strip():
+        raise Invalid("Say why you need the original: ?reason=...", code="reason_required")
+    audit.record(session, actor, "photo.original", "photo", photo.sha256, reason=reason.strip()[:500])
+    await session.commit()
+    return photo, store.iter_chunks(photo.original_key)
+
+
+def media_type(photo: Photo) -> str:
+    return ImageFormat(photo.format).mime_type
+
+
+def original_filename(photo: Photo) -> str:
+    return f"{photo.sha256}.{_EXTENSIONS.get(photo.format, 'bin')}"
+
+
+# -- a visit's evidence ------------------------------------------------------------------------------
+
+
+async def evidence(
+    session: AsyncSession, actor: Actor, store: BlobStore, settings: Settings, visit_id: uuid.UUID
+) -> EvidenceOut:
+    """Every photo and signature image the visit's current answers name: present, or still expected."""
+    await visits.get(session, actor, visit_id)
+    current = await visits.current_answers(session, visit_id)
+    wanted = [
+        (template, item, row, ref)
+        for template, answers in current.items()
+        for (item, row), value in answers.items()
+        for ref in references(value)
+    ]
+    shas = {ref.sha256 for *_, ref in wanted}
+    stored = {
+        p.sha256: p for p in (await session.execute(select(Photo).where(Photo.sha256.in_(shas)))).scalars()
+    }
+    ttl = settings.signed_url_ttl_seconds
+    items = []
+    for template, item, row, ref in sorted(wanted, key=lambda w: (w[0], w[1], w[2] or "", w[3].sha256)):
+        photo = stored.get(ref.sha256)
+        items.append(
+            EvidenceItem(
+                sha256=ref.sha256,
+                kind=ref.kind,
+                template=template,
+                item=item,
+                row_id=row,
+                view=ref.view,
+                status="present" if photo else "expected",
+                thumbnail_url=await store.signed_url(photo.thumb_key, expires_in=ttl) if photo else None,
+            )
+        )
+    present = sum(1 for i in items if i.status == "present")
+    return EvidenceOut(visit_id=visit_id, expected=len(items) - present, present=present, items=items)

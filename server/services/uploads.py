@@ -1,0 +1,303 @@
+"""tus uploads: creation, appending verified pieces, termination, expiry.
+
+State lives in the `uploads` table and the bytes in the blob store's staging area, so any server process
+can continue an upload another one began. A PATCH never holds a database transaction while it reads the
+request body (SQLite has one writer): it checks the offset, receives the body into a spooled temporary
+file (at most 256 KiB in memory), verifies Upload-Checksum, and only then locks the row, checks the offset
+again, stages the bytes and moves the offset, all in one short transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hmac
+import logging
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO, cast
+
+from litestar.exceptions import InternalServerException
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from media.stores import BlobStore, StagingLost
+from schemas.config import Settings
+from server.db.engine import Database
+from server.db.models import Photo, Upload, UploadState
+from server.db.types import utcnow
+from server.domain import tus
+from server.errors import Conflict, Invalid, NotFound
+from server.services import audit
+from server.services.actor import SYSTEM, Actor
+
+log = logging.getLogger("fivestep.uploads")
+SPOOL_IN_MEMORY = 256 << 10  # a tus chunk of a weak link stays in memory; a whole photo goes to disk
+CLEANUP_INTERVAL_SECONDS = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Creation:
+    length: int
+    sha256: str
+    filename: str | None
+    content_type: str | None
+    metadata_header: str
+
+
+@dataclass(slots=True)
+class Received:
+    """A request body, spooled; ``complete`` is False when the client went away before sending it all."""
+
+    file: BinaryIO
+    size: int
+    complete: bool
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def creation(length_header: str | None, metadata_header: str | None, settings: Settings) -> Creation:
+    if length_header is None:
+        raise Invalid(
+            "Upload-Length is required (deferred length is not supported).", code="upload_length_required"
+        )
+    length = tus.parse_count("Upload-Length", length_header)
+    if length == 0:
+        raise Invalid("An empty file is not a photo.", code="empty_upload")
+    if length > settings.max_upload_bytes:
+        raise tus.TooLarge(
+            f"The file is {length} bytes; the limit is {settings.max_upload_bytes}.",
+            details={"max_bytes": settings.max_upload_bytes},
+        )
+    metadata = tus.parse_metadata(metadata_header)
+    return Creation(
+        length=length,
+        sha256=tus.parse_sha256(metadata),
+        filename=(metadata.get("filename") or None) and metadata["filename"][:255],
+        content_type=(metadata.get("content_type") or metadata.get("filetype") or None),
+        metadata_header=metadata_header or "",
+    )
+
+
+async def create(session: AsyncSession, actor: Actor, data: Creation, settings: Settings) -> Upload:
+    """A new upload; complete at once (no bytes needed) when a photo with that SHA-256 is stored."""
+    known = await session.get(Photo, data.sha256) is not None
+    now = utcnow()
+    upload = Upload(
+        id=uuid.uuid4(),
+        owner_id=actor.user_id,
+        device_id=actor.device_id,
+        length=data.length,
+        upload_offset=data.length if known else 0,
+        sha256=data.sha256,
+        filename=data.filename,
+        content_type=(data.content_type or "")[:100] or None,
+        metadata_header=data.metadata_header,
+        state=UploadState.complete if known else UploadState.receiving,
+        created_at=now,
+        updated_at=now,
+        expires_at=now + dt.timedelta(hours=settings.upload_expiry_hours),
+    )
+    session.add(upload)
+    audit.record(
+        session,
+        actor,
+        "upload.create",
+        "upload",
+        upload.id,
+        {"length": data.length, "sha256": data.sha256, "already_stored": known},
+    )
+    await session.commit()
+    return upload
+
+
+async def get(session: AsyncSession, actor: Actor, upload_id: uuid.UUID, *, lock: bool = False) -> Upload:
+    """The caller's own upload; someone else's answers 404 like one that does not exist."""
+    query = select(Upload).where(Upload.id == upload_id, Upload.owner_id == actor.user_id)
+    if lock:
+        query = query.with_for_update()
+    upload = (await session.execute(query)).scalar_one_or_none()
+    if upload is None:
+        raise NotFound("No such upload.")
+    return upload
+
+
+def check_usable(upload: Upload) -> None:
+    if upload.state == UploadState.failed:
+        raise tus.Gone(
+            "This upload was refused and its bytes discarded; start a new one.",
+            code=upload.failure_code or "upload_gone",
+        )
+    if upload.state == UploadState.receiving and upload.expires_at <= utcnow():
+        raise tus.Gone("This upload expired; start a new one.", code="upload_expired")
+
+
+async def prepare_patch(
+    session: AsyncSession, actor: Actor, upload_id: uuid.UUID, offset: int, content_length: int | None
+) -> Upload:
+    """Check a PATCH before its body is read, then end the transaction (no lock is held while reading)."""
+    try:
+        upload = await get(session, actor, upload_id)
+        check_usable(upload)
+        _check_offset(upload, offset)
+        if content_length is not None and content_length > upload.length - offset:
+            raise tus.TooLarge(
+                f"The body would end past Upload-Length ({upload.length}).", code="past_upload_length"
+            )
+    except BaseException:
+        await session.rollback()
+        raise
+    await session.commit()  # ends the transaction without expiring `upload` (a rollback would)
+    return upload
+
+
+def _check_offset(upload: Upload, offset: int) -> None:
+    if offset != upload.upload_offset:
+        raise Conflict(
+            f"Upload-Offset {offset} does not match the {upload.upload_offset} bytes received; "
+            "ask with HEAD and resume from there.",
+            code="offset_mismatch",
+            details={"upload_offset": upload.upload_offset},
+        )
+
+
+async def receive(chunks: AsyncIterator[bytes], limit: int, checksum: tuple[str, bytes] | None) -> Received:
+    """Spool a request body of at most ``limit`` bytes, verifying its checksum when one was sent.
+
+    A body cut short by the client is kept only without a checksum (then every byte received is good).
+    """
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - owned by Received
+    hasher = tus.CHECKSUM_ALGORITHMS[checksum[0]]() if checksum else None
+    size, complete = 0, True
+    try:
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    raise tus.TooLarge(
+                        f"The body goes past Upload-Length ({limit} bytes were left).",
+                        code="past_upload_length",
+                    )
+                spool.write(chunk)
+                if hasher is not None:
+                    hasher.update(chunk)
+        except InternalServerException:  # Litestar's "client disconnected prematurely"
+            complete = False
+        if checksum is not None:
+            _verify(checksum, hasher, complete)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return Received(cast(BinaryIO, spool), size, complete)
+
+
+def _verify(checksum: tuple[str, bytes], hasher: Any, complete: bool) -> None:
+    if not complete:
+        raise tus.ChecksumMismatch("The body was cut short, so its checksum cannot match; nothing was kept.")
+    if not hmac.compare_digest(hasher.digest(), checksum[1]):
+        raise tus.ChecksumMismatch(
+            f"The body does not match its Upload-Checksum ({checksum[0]}); nothing of it was kept."
+        )
+
+
+async def append(
+    session: AsyncSession,
+    actor: Actor,
+    store: BlobStore,
+    upload_id: uuid.UUID,
+    offset: int,
+    body: Received,
+    settings: Settings,
+) -> Upload:
+    """Stage the verified body at ``offset`` and move the offset, under the row lock."""
+    upload = await get(session, actor, upload_id, lock=True)
+    check_usable(upload)
+    _check_offset(upload, offset)  # another request may have moved it while this body arrived
+    if body.size:
+        try:
+            await store.stage_append(upload.id.hex, offset, body.file, body.size)
+        except StagingLost:
+            await _fail(session, actor, store, upload, "staging_lost")
+            raise tus.Gone(
+                "The staged bytes of this upload were lost; start a new one.", code="staging_lost"
+            ) from None
+        upload.upload_offset = offset + body.size
+    upload.expires_at = utcnow() + dt.timedelta(hours=settings.upload_expiry_hours)
+    await session.commit()
+    return upload
+
+
+def needs_finishing(upload: Upload) -> bool:
+    return upload.state == UploadState.receiving and upload.upload_offset == upload.length
+
+
+async def fail(
+    session: AsyncSession, actor: Actor, store: BlobStore, upload_id: uuid.UUID, code: str
+) -> None:
+    """Refuse the upload for good (``code`` says why) and discard its bytes."""
+    upload = await session.get(Upload, upload_id, with_for_update=True)
+    if upload is not None and upload.state == UploadState.receiving:
+        await _fail(session, actor, store, upload, code)
+
+
+async def _fail(session: AsyncSession, actor: Actor, store: BlobStore, upload: Upload, code: str) -> None:
+    upload.state, upload.failure_code = UploadState.failed, code
+    audit.record(
+        session, actor, "upload.refuse", "upload", upload.id, {"code": code, "sha256": upload.sha256}
+    )
+    await session.commit()
+    await store.stage_discard(upload.id.hex)
+
+
+async def terminate(session: AsyncSession, actor: Actor, store: BlobStore, upload_id: uuid.UUID) -> None:
+    """tus termination: the upload and its staged bytes are removed; a stored photo stays."""
+    upload = await get(session, actor, upload_id, lock=True)
+    await store.stage_discard(upload.id.hex)
+    await session.delete(upload)
+    audit.record(session, actor, "upload.terminate", "upload", upload.id, {"sha256": upload.sha256})
+    await session.commit()
+
+
+# -- expiry ------------------------------------------------------------------------------------------
+
+
+async def cleanup(db: Database, store: BlobStore, now: dt.datetime | None = None) -> int:
+    """Remove uploads past their expiry (unfinished, refused or long complete) and their staged bytes.
+
+    Staged bytes go first: if the process dies in between, the row is still there to try again.
+    """
+    cutoff = now or utcnow()
+    async with db.read_session() as session:
+        expired = list(
+            (await session.execute(select(Upload.id).where(Upload.expires_at <= cutoff))).scalars()
+        )
+    removed = 0
+    for upload_id in expired:
+        await store.stage_discard(upload_id.hex)
+        async with db.write_session() as session:
+            upload = await session.get(Upload, upload_id, with_for_update=True)
+            if upload is None or upload.expires_at > cutoff:
+                continue  # finished or extended meanwhile
+            await session.delete(upload)
+            audit.record(session, SYSTEM, "upload.expire", "upload", upload_id, {"state": upload.state})
+            await session.commit()
+            removed += 1
+    return removed
+
+
+async def cleanup_periodically(
+    db: Database, store: BlobStore, interval: float = CLEANUP_INTERVAL_SECONDS
+) -> None:
+    """Run ``cleanup`` now and then every ``interval`` seconds until cancelled; failures are logged."""
+    while True:
+        try:
+            removed = await cleanup(db, store)
+            if removed:
+                log.info("expired uploads removed", extra={"fields": {"count": removed}})
+        except Exception as exc:  # a store or database hiccup must not end the loop
+            log.warning("upload cleanup failed: %s", type(exc).__name__)
+        await asyncio.sleep(interval)

@@ -1,0 +1,204 @@
+"""Photos through the API: the pipeline after a tus upload, refusals, scope, originals, a visit's evidence.
+
+Both databases and both blob stores; derivatives are fetched through their signed URLs and read back.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import urllib.parse
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.helpers import audit_rows, login
+from tests.images import SIZE, jpeg_with_gps
+from tests.media.images import BLUE, RED, png_bomb
+from tests.tus import Client, sha256, stored_keys, upload
+from tests.visit_flow import TEAM, completed_visit, observation
+
+
+@pytest.fixture(scope="module")
+def photo() -> bytes:
+    return jpeg_with_gps(seed=11)
+
+
+def fetch(client: Client, url: str) -> bytes:
+    """Read a signed URL: our own blob route (local store) or the S3 server's presigned URL."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.path.startswith("/api/v1/blobs/"):
+        response = client.get(f"{parts.path}?{parts.query}")
+    else:
+        response = httpx.get(url, timeout=10)
+    assert response.status_code == 200, response.text
+    return bytes(response.content)
+
+
+def near(pixel: Any, colour: tuple[int, int, int]) -> bool:
+    return all(abs(a - b) < 40 for a, b in zip(pixel, colour, strict=True))
+
+
+def test_a_camera_jpeg_comes_out_upright_with_its_claims_and_no_exif_in_the_copies(
+    tus_client: Client, photo: bytes
+) -> None:
+    worker = login(tus_client, "demo-worker-1")
+    assert upload(tus_client, worker, photo).status_code == 204
+    response = tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["width"], body["height"]) == SIZE
+    assert body["format"] == "jpeg"
+    assert body["byte_size"] == len(photo)
+    assert len(body["dhash"]) == 16
+    exif = body["exif"]
+    assert exif["latitude"] == pytest.approx(-33.856784, abs=1e-5)
+    assert exif["longitude"] == pytest.approx(151.215297, abs=1e-5)
+    assert exif["altitude"] == pytest.approx(42.5)
+    assert (exif["make"], exif["model"], exif["software"]) == ("Acme", "FieldTab 9", "FieldCam 2.1")
+    assert exif["orientation"] == 6
+    assert exif["captured_at"] == "2026-03-14T09:26:53+11:00"
+    assert exif["captured_has_offset"] is True
+    assert body["visits"] == []
+    for name, long_side in (("display", SIZE[0]), ("thumbnail", 320)):
+        copy = Image.open(io.BytesIO(fetch(tus_client, body[name]["url"])))
+        assert copy.format == "JPEG"
+        assert max(copy.size) == long_side
+        assert copy.width > copy.height  # upright: the stored pixels were portrait
+        assert (copy.width, copy.height) == (body[name]["width"], body[name]["height"])
+        assert not copy.getexif()
+        assert not {"exif", "xmp", "icc_profile", "comment"} & set(copy.info)
+        rgb = copy.convert("RGB")
+        assert near(rgb.getpixel((2, 2)), RED)
+        assert near(rgb.getpixel((copy.width - 3, copy.height - 3)), BLUE)
+
+
+REFUSALS = {
+    "too_many_pixels": lambda: png_bomb(20_000, 20_000),
+    "truncated": lambda: jpeg_with_gps(seed=3)[:20_000],
+    "not_an_image": lambda: os.urandom(30_000),  # random bytes, named photo.jpg by the metadata
+    "not_an_image (PDF)": lambda: b"%PDF-1.7\n1 0 obj <</Type /Catalog>> endobj\n" + os.urandom(5000),
+}
+
+
+def test_what_is_not_an_acceptable_photo_is_refused_and_nothing_half_stored_remains(
+    tus_client: Client,
+) -> None:
+    worker = login(tus_client, "demo-worker-1")
+    for case, make in REFUSALS.items():
+        code = case.split()[0]
+        data = make()
+        response = upload(tus_client, worker, data)
+        assert response.status_code == 422, (case, response.text)
+        assert response.json()["error"]["code"] == code, case
+        assert response.headers["tus-resumable"] == "1.0.0"
+        assert tus_client.get(f"/api/v1/photos/{sha256(data)}", headers=worker).status_code == 404
+        assert stored_keys(tus_client) == [], case
+    codes = [r.changes["code"] for r in audit_rows(tus_client, "upload.refuse")]
+    assert codes == [case.split()[0] for case in REFUSALS]
+    assert audit_rows(tus_client, "photo.create") == []
+
+
+def answer_with(client: Client, visit: dict[str, Any], headers: dict[str, str], sha: str) -> None:
+    """Answer the visit's first photo item again, its first photo now being ``sha``."""
+    stored = client.get(f"/api/v1/visits/{visit['id']}/observations", headers=headers).json()
+    first = next(o for o in stored if isinstance(o["value"], dict) and o["value"].get("photos"))
+    photos = first["value"]["photos"]
+    value = first["value"] | {"photos": [photos[0] | {"sha256": sha}, *photos[1:]]}
+    again = observation_like(first, value)
+    response = client.post(
+        f"/api/v1/visits/{visit['id']}/observations", json={"observations": [again]}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+
+
+def observation_like(stored: dict[str, Any], value: Any) -> dict[str, Any]:
+    from types import SimpleNamespace
+
+    answer = SimpleNamespace(
+        template=stored["template"], item=stored["item"], row_id=stored["row_id"], value=value
+    )
+    return observation(answer)  # type: ignore[arg-type]
+
+
+def evidence(client: Client, visit: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+    response = client.get(f"/api/v1/visits/{visit['id']}/evidence", headers=headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_evidence_shows_referenced_photos_expected_until_their_bytes_arrive(
+    tus_client: Client, photo: bytes
+) -> None:
+    visit, worker = completed_visit(tus_client)
+    before = evidence(tus_client, visit, worker)
+    assert before["present"] == 0
+    assert before["expected"] == len(before["items"]) > 0
+    assert all(i["status"] == "expected" and i["thumbnail_url"] is None for i in before["items"])
+
+    answer_with(tus_client, visit, worker, sha256(photo))  # referenced before the bytes arrive
+    mine = [i for i in evidence(tus_client, visit, worker)["items"] if i["sha256"] == sha256(photo)]
+    assert [i["status"] for i in mine] == ["expected"]
+
+    assert upload(tus_client, worker, photo).status_code == 204
+    after = evidence(tus_client, visit, worker)
+    (present,) = [i for i in after["items"] if i["status"] == "present"]
+    assert present["sha256"] == sha256(photo)
+    assert present["kind"] == "photo"
+    thumb = Image.open(io.BytesIO(fetch(tus_client, present["thumbnail_url"])))
+    assert max(thumb.size) == 320
+    assert after["present"] == 1
+    assert len(after["items"]) == len(before["items"])  # the photo it replaced is no longer wanted
+    assert after["expected"] == before["expected"] - 1
+
+    # A colleague of the community sees it through the visit; a worker elsewhere does not.
+    colleague = login(tus_client, TEAM[1])
+    seen = tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=colleague)
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["visits"] == [visit["id"]]
+    elsewhere = login(tus_client, "demo-worker-3")
+    assert tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=elsewhere).status_code == 404
+    assert tus_client.get(f"/api/v1/visits/{visit['id']}/evidence", headers=elsewhere).status_code == 404
+
+
+def test_originals_only_for_allowed_roles_with_a_reason_and_audited(tus_client: Client, photo: bytes) -> None:
+    visit, worker = completed_visit(tus_client)
+    answer_with(tus_client, visit, worker, sha256(photo))
+    assert upload(tus_client, worker, photo).status_code == 204
+    url = f"/api/v1/photos/{sha256(photo)}/original"
+
+    refused = tus_client.get(url, params={"reason": "curious"}, headers=worker)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "original_forbidden"
+
+    reviewer = login(tus_client, "demo-reviewer-community")
+    no_reason = tus_client.get(url, headers=reviewer)
+    assert no_reason.status_code == 422
+    assert no_reason.json()["error"]["code"] == "reason_required"
+    assert audit_rows(tus_client, "photo.original") == []
+
+    got = tus_client.get(url, params={"reason": "GPS check for review"}, headers=reviewer)
+    assert got.status_code == 200, got.text
+    assert got.content == photo
+    assert got.headers["content-type"] == "image/jpeg"
+    assert got.headers["cache-control"] == "no-store"
+    (row,) = audit_rows(tus_client, "photo.original")
+    assert (row.entity_id, row.reason) == (sha256(photo), "GPS check for review")
+
+    other_district = login(tus_client, "demo-worker-3")
+    assert tus_client.get(url, params={"reason": "x"}, headers=other_district).status_code == 404
+
+
+def test_a_photo_nobody_in_scope_references_is_seen_only_by_its_uploader(
+    tus_client: Client, photo: bytes
+) -> None:
+    worker = login(tus_client, "demo-worker-1")
+    assert upload(tus_client, worker, photo).status_code == 204
+    for user in ("demo-worker-2", "demo-reviewer-community", "demo-admin"):
+        response = tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=login(tus_client, user))
+        assert response.status_code == 404, user
+    missing = tus_client.get(f"/api/v1/photos/{'0' * 64}", headers=worker)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"

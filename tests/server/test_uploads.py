@@ -1,0 +1,286 @@
+"""tus 1.0 over raw HTTP, on both databases and both blob stores (`tus_client`); checks that touch no
+stored bytes run on the local store only (`client`)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import os
+import random
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from schemas.config import Settings
+from server.db.models import Upload
+from server.services import uploads
+from tests.helpers import audit_rows, login, run_db
+from tests.images import jpeg_with_gps
+from tests.tus import (
+    TUS,
+    UPLOADS,
+    Client,
+    create,
+    metadata,
+    offset_of,
+    patch,
+    sha256,
+    stored_keys,
+    upload,
+)
+
+
+@pytest.fixture(scope="module")
+def photo() -> bytes:
+    return jpeg_with_gps(seed=5)
+
+
+def staged(client: Client) -> list[str]:
+    return [k for k in stored_keys(client) if k.startswith(".uploads")]
+
+
+def test_discovery_needs_no_sign_in_and_names_the_extensions(client: Client) -> None:
+    response = client.options(UPLOADS)
+    assert response.status_code == 204
+    assert response.headers["tus-version"] == "1.0.0"
+    assert response.headers["tus-resumable"] == "1.0.0"
+    assert set(response.headers["tus-extension"].split(",")) == {
+        "creation",
+        "creation-with-upload",
+        "checksum",
+        "termination",
+        "expiration",
+    }
+    assert response.headers["tus-checksum-algorithm"] == "sha1,sha256"
+    assert response.headers["tus-max-size"] == str(50 * 1024 * 1024)
+
+
+def test_an_upload_interrupted_at_random_points_resumes_to_a_stored_photo(
+    tus_client: Client, photo: bytes
+) -> None:
+    worker = login(tus_client, "demo-worker-1")
+    created = create(tus_client, worker, photo)
+    assert created.status_code == 201, created.text
+    assert created.headers["tus-resumable"] == "1.0.0"
+    assert created.headers["upload-offset"] == "0"
+    assert "upload-expires" in created.headers
+    location = created.headers["location"]
+    rng = random.Random(7)
+    offset = 0
+    while offset < len(photo):
+        # The link drops after a random number of bytes; the device asks where to resume.
+        end = min(len(photo), offset + rng.randint(1, 90_000))
+        response = patch(tus_client, worker, location, offset, photo[offset:end])
+        assert response.status_code == 204, response.text
+        offset = offset_of(tus_client, worker, location)
+        assert offset == end
+    head = tus_client.head(location, headers=TUS | worker)
+    assert head.headers["upload-length"] == str(len(photo))
+    assert head.headers["cache-control"] == "no-store"
+    assert head.headers["upload-metadata"] == metadata(photo)
+    got = tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker)
+    assert got.status_code == 200, got.text
+    assert staged(tus_client) == []
+
+
+def test_offset_mismatch_is_409_and_changes_nothing(tus_client: Client, photo: bytes) -> None:
+    worker = login(tus_client, "demo-worker-1")
+    location = create(tus_client, worker, photo).headers["location"]
+    assert patch(tus_client, worker, location, 0, photo[:1000]).status_code == 204
+    for wrong in (0, 999, 1001):
+        response = patch(tus_client, worker, location, wrong, photo[wrong : wrong + 10])
+        assert response.status_code == 409, response.text
+        assert response.json()["error"]["code"] == "offset_mismatch"
+        assert response.json()["error"]["details"] == {"upload_offset": 1000}
+        assert response.headers["tus-resumable"] == "1.0.0"
+    assert offset_of(tus_client, worker, location) == 1000
+
+
+def test_per_request_checksum_is_verified_and_a_bad_chunk_discarded(tus_client: Client, photo: bytes) -> None:
+    worker = login(tus_client, "demo-worker-1")
+    location = create(tus_client, worker, photo).headers["location"]
+    offset = 0
+    for algorithm in ("sha1", "sha256"):
+        chunk = photo[offset : offset + 5000]
+
+        def checksum(data: bytes, algorithm: str = algorithm) -> str:
+            return f"{algorithm} {base64.b64encode(hashlib.new(algorithm, data).digest()).decode()}"
+
+        wrong = patch(tus_client, worker, location, offset, chunk, **{"Upload-Checksum": checksum(b"other")})
+        assert wrong.status_code == 460, wrong.text
+        assert wrong.json()["error"]["code"] == "checksum_mismatch"
+        assert offset_of(tus_client, worker, location) == offset
+        right = patch(tus_client, worker, location, offset, chunk, **{"Upload-Checksum": checksum(chunk)})
+        assert right.status_code == 204, right.text
+        offset += 5000
+        assert offset_of(tus_client, worker, location) == offset
+    odd = patch(tus_client, worker, location, offset, b"x", **{"Upload-Checksum": "md5 AAAA"})
+    assert odd.status_code == 422
+    assert odd.json()["error"]["code"] == "checksum_algorithm_unsupported"
+
+
+def test_a_wrong_whole_file_sha256_is_refused_and_discarded(tus_client: Client, photo: bytes) -> None:
+    worker = login(tus_client, "demo-worker-1")
+    claimed = sha256(b"some other file")
+    created = create(tus_client, worker, photo, sha=claimed)
+    location = created.headers["location"]
+    assert patch(tus_client, worker, location, 0, photo[:10_000]).status_code == 204
+    last = patch(tus_client, worker, location, 10_000, photo[10_000:])
+    assert last.status_code == 422, last.text
+    error = last.json()["error"]
+    assert error["code"] == "sha256_mismatch"
+    assert error["details"] == {"announced": claimed, "received": sha256(photo)}
+    gone = tus_client.head(location, headers=TUS | worker)
+    assert gone.status_code == 410
+    again = patch(tus_client, worker, location, len(photo), b"")
+    assert again.status_code == 410
+    assert again.json()["error"]["code"] == "sha256_mismatch"
+    assert stored_keys(tus_client) == []
+    for sha in (claimed, sha256(photo)):
+        assert tus_client.get(f"/api/v1/photos/{sha}", headers=worker).status_code == 404
+
+
+def test_over_the_size_cap_is_413(client: Client) -> None:
+    worker = login(client, "demo-worker-1")
+    response = client.post(
+        UPLOADS,
+        headers=TUS
+        | worker
+        | {"Upload-Length": str(50 * 1024 * 1024 + 1), "Upload-Metadata": metadata(b"x")},
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "upload_too_large"
+    assert response.headers["tus-resumable"] == "1.0.0"
+
+
+def test_a_body_past_upload_length_is_413_and_keeps_nothing(tus_client: Client, photo: bytes) -> None:
+    worker = login(tus_client, "demo-worker-1")
+    location = create(tus_client, worker, photo[:100]).headers["location"]
+    response = patch(tus_client, worker, location, 0, photo[:101])
+    assert response.status_code == 413
+    assert offset_of(tus_client, worker, location) == 0
+
+
+def test_the_same_file_from_a_second_device_completes_without_bytes(tus_client: Client, photo: bytes) -> None:
+    first = login(tus_client, "demo-worker-1", device="tablet-a")
+    assert upload(tus_client, first, photo).status_code == 204
+    for auth in (login(tus_client, "demo-worker-1", device="tablet-b"), login(tus_client, "demo-worker-2")):
+        created = create(tus_client, auth, photo)
+        assert created.status_code == 201, created.text
+        assert created.headers["upload-offset"] == str(len(photo))
+        assert offset_of(tus_client, auth, created.headers["location"]) == len(photo)
+    assert sum(1 for row in audit_rows(tus_client, "photo.create")) == 1
+
+
+def test_creation_with_upload_sends_the_first_bytes_with_the_post(tus_client: Client, photo: bytes) -> None:
+    worker = login(tus_client, "demo-worker-1")
+    with_body = {
+        "Upload-Length": str(len(photo)),
+        "Upload-Metadata": metadata(photo),
+        "Content-Type": "application/offset+octet-stream",
+    }
+    created = tus_client.post(UPLOADS, content=photo[:20_000], headers=TUS | worker | with_body)
+    assert created.status_code == 201, created.text
+    assert created.headers["upload-offset"] == "20000"
+    other = login(tus_client, "demo-worker-2")
+    whole = tus_client.post(UPLOADS, content=photo, headers=TUS | other | with_body)
+    assert whole.status_code == 201, whole.text
+    assert whole.headers["upload-offset"] == str(len(photo))
+
+
+def test_termination_removes_the_upload_and_its_bytes(tus_client: Client, photo: bytes) -> None:
+    worker = login(tus_client, "demo-worker-1")
+    location = create(tus_client, worker, photo).headers["location"]
+    assert patch(tus_client, worker, location, 0, photo[:3000]).status_code == 204
+    assert staged(tus_client)
+    response = tus_client.delete(location, headers=TUS | worker)
+    assert response.status_code == 204
+    assert tus_client.head(location, headers=TUS | worker).status_code == 404
+    assert staged(tus_client) == []
+
+
+def test_an_upload_belongs_to_its_creator(client: Client, photo: bytes) -> None:
+    owner = login(client, "demo-worker-1")
+    other = login(client, "demo-worker-2")
+    location = create(client, owner, photo).headers["location"]
+    assert client.head(location, headers=TUS | other).status_code == 404
+    assert patch(client, other, location, 0, photo[:10]).status_code == 404
+    assert client.delete(location, headers=TUS | other).status_code == 404
+    assert client.post(UPLOADS, headers=TUS).status_code == 401
+
+
+def test_protocol_errors_are_json_with_codes(client: Client, photo: bytes) -> None:
+    worker = login(client, "demo-worker-1")
+    no_version = client.post(UPLOADS, headers=worker | {"Upload-Length": "10"})
+    assert no_version.status_code == 412
+    assert no_version.headers["tus-version"] == "1.0.0"
+    assert no_version.json()["error"]["code"] == "tus_version_unsupported"
+    cases = [
+        ({"Upload-Length": "10"}, 422, "sha256_required"),
+        ({"Upload-Length": "ten", "Upload-Metadata": metadata(b"x")}, 422, "bad_upload_length"),
+        ({"Upload-Metadata": metadata(b"x")}, 422, "upload_length_required"),
+        ({"Upload-Length": "10", "Upload-Metadata": "sha256 !!!"}, 422, "bad_metadata"),
+        ({"Upload-Length": "0", "Upload-Metadata": metadata(b"")}, 422, "empty_upload"),
+    ]
+    for headers, status, code in cases:
+        response = client.post(UPLOADS, headers=TUS | worker | headers)
+        assert response.status_code == status, (headers, response.text)
+        assert response.json()["error"]["code"] == code
+    location = create(client, worker, photo).headers["location"]
+    wrong_type = client.patch(location, content=b"x", headers=TUS | worker | {"Upload-Offset": "0"})
+    assert wrong_type.status_code == 415
+    no_offset = client.patch(
+        location, content=b"x", headers=TUS | worker | {"Content-Type": "application/offset+octet-stream"}
+    )
+    assert no_offset.status_code == 422
+    assert no_offset.json()["error"]["code"] == "bad_upload_offset"
+
+
+def test_expired_uploads_are_refused_and_cleaned_up(tus_client: Client, photo: bytes) -> None:
+    worker = login(tus_client, "demo-worker-1")
+    location = create(tus_client, worker, photo).headers["location"]
+    assert patch(tus_client, worker, location, 0, photo[:4000]).status_code == 204
+    assert staged(tus_client)
+    state = tus_client.app.state
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=25)
+    removed = tus_client.blocking_portal.call(uploads.cleanup, state.db, state.store, later)
+    assert removed == 1
+    assert staged(tus_client) == []
+    assert tus_client.head(location, headers=TUS | worker).status_code == 404
+    assert [r.entity_id for r in audit_rows(tus_client, "upload.expire")] == [location.rsplit("/", 1)[1]]
+
+
+def test_the_cleanup_command_removes_expired_uploads(
+    client: Client, app_settings: Settings, photo: bytes
+) -> None:
+    worker = login(client, "demo-worker-1")
+    location = create(client, worker, photo).headers["location"]
+    assert patch(client, worker, location, 0, photo[:4000]).status_code == 204
+
+    async def expire(session: Any) -> None:
+        await session.execute(
+            update(Upload).values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+        )
+
+    run_db(client, expire)
+    env = {**os.environ} | {
+        "FIVESTEP_DATABASE_URL": app_settings.database_url,
+        "FIVESTEP_BLOB_STORE": app_settings.blob_store,
+        "FIVESTEP_SECRET_KEY": app_settings.secret_key,
+        "FIVESTEP_VAR_DIR": app_settings.var_dir,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "server.cli", "cleanup-uploads"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "removed 1 expired uploads"
+    assert staged(client) == []
+    assert client.head(location, headers=TUS | worker).status_code == 404
