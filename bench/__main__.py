@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = {"photos": "bench.photos"}
+BENCHMARKS = {"photos": "bench.photos", "sync": "bench.sync"}
 
 
 def main(argv: list[str]) -> int:

@@ -66,8 +66,10 @@ def household_out(h: Household) -> HouseholdOut:
     )
 
 
-def _scoped(actor: Actor, *, archived: bool = False) -> Select[Household]:
-    query = select(Household).where(communities_in_scope(actor)).options(selectinload(Household.members))
+def _scoped(actor: Actor, *, archived: bool = False, members: bool = True) -> Select[Household]:
+    query = select(Household).where(communities_in_scope(actor))
+    if members:
+        query = query.options(selectinload(Household.members))
     return query if archived else query.where(Household.deleted_at.is_(None))
 
 
@@ -78,9 +80,10 @@ async def get(
     *,
     lock: bool = False,
     archived: bool = False,
+    members: bool = True,
 ) -> Household:
     """A household in the caller's scope; archived ones only when asked for (sync merges into them)."""
-    query = _scoped(actor, archived=archived).where(Household.id == household_id)
+    query = _scoped(actor, archived=archived, members=members).where(Household.id == household_id)
     if lock:
         query = query.with_for_update(of=Household)
     household = (await session.execute(query)).scalar_one_or_none()

@@ -60,7 +60,7 @@ async def _household_update(
     session: AsyncSession, actor: Actor, m: HouseholdUpdateV1, _: RulePack
 ) -> list[uuid.UUID]:
     households.require_writer(actor)
-    household = await households.get(session, actor, m.household_id, lock=True, archived=True)
+    household = await households.get(session, actor, m.household_id, lock=True, archived=True, members=False)
     changes = _validated(edits.HOUSEHOLD, m.changes)
     outcome = edits.merge_offline(
         session,
@@ -80,7 +80,7 @@ async def _household_archive(
     session: AsyncSession, actor: Actor, m: HouseholdArchiveV1, _: RulePack
 ) -> list[uuid.UUID]:
     households.require_writer(actor)
-    household = await households.get(session, actor, m.household_id, lock=True, archived=True)
+    household = await households.get(session, actor, m.household_id, lock=True, archived=True, members=False)
     outcome = edits.archive_offline(
         session,
         actor,
@@ -101,7 +101,7 @@ async def _member_create(
     if m.member.id is None:
         raise _needs_id("member.id")
     households.require_writer(actor)
-    household = await households.get(session, actor, m.household_id, lock=True, archived=True)
+    household = await households.get(session, actor, m.household_id, lock=True, archived=True, members=False)
     existing = await session.get(Member, m.member.id)
     if existing is not None:
         if existing.household_id != household.id:
@@ -218,7 +218,7 @@ async def _member_and_household(
     session: AsyncSession, actor: Actor, member_id: uuid.UUID
 ) -> tuple[Member, Household]:
     member = await households.get_member(session, actor, member_id, lock=True, archived=True)
-    household = await households.get(session, actor, member.household_id, archived=True)
+    household = await households.get(session, actor, member.household_id, archived=True, members=False)
     return member, household
 
 

@@ -49,22 +49,25 @@ async def push(session: AsyncSession, actor: Actor, request: PushRequest, rules:
     _measure_clock(client, request)
     # Take the commit-ordered sequence before any savepoint, so undoing one mutation never undoes it.
     await session.run_sync(take_seq)
+    await session.flush()  # the client row's changes too: a savepoint rolled back later must not undo them
+    batch = _Batch(client, await _delivered_before(session, request.mutations))
     results: list[MutationResult] = []
     stopped: str | None = None
     with transaction.held_by_push(session, str(client.client_id)):
         for mutation in request.mutations:
-            expected = client.last_mutation_seq + 1
+            expected = batch.last_seq + 1
             if mutation.seq < expected:
                 results.append(await _replayed(session, client, mutation))
                 continue
             if mutation.seq > expected:
                 stopped = "out_of_order"
                 break
-            result = await _apply_one(session, actor, client, mutation, rules)
+            result = await _apply_one(session, actor, batch, mutation, rules)
             if result is None:
                 stopped = "transient"
                 break
             results.append(result)
+    batch.write(session, actor)
     await session.commit()
     return PushResponse(
         results=results,
@@ -92,69 +95,77 @@ async def _replayed(session: AsyncSession, client: SyncClient, mutation: Mutatio
     return MutationResult(seq=mutation.seq, status="already_applied", conflict_ids=stored.conflict_ids)
 
 
+class _Batch:
+    """What a batch has processed so far. The log rows and the client's last_mutation_seq are written
+    once, at the end, in the batch's transaction: they commit with the effects or not at all."""
+
+    def __init__(self, client: SyncClient, delivered: dict[uuid.UUID, MutationResult]) -> None:
+        self.client, self.delivered = client, delivered
+        self.last_seq = client.last_mutation_seq
+        self.logs: list[tuple[Mutation, MutationResult, str]] = []
+
+    def log(self, mutation: Mutation, result: MutationResult, status: str) -> None:
+        self.logs.append((mutation, result, status))
+        self.last_seq = mutation.seq
+
+    def write(self, session: AsyncSession, actor: Actor) -> None:
+        session.add_all(
+            MutationLog(
+                client_id=self.client.client_id,
+                seq=mutation.seq,
+                mutation_id=mutation.mutation_id,
+                op=type(mutation).__struct_config__.tag,
+                args=msgspec.to_builtins(mutation),
+                status=status,
+                result=msgspec.to_builtins(result),
+                user_id=actor.user_id,
+                device_time=mutation.device_time,
+            )
+            for mutation, result, status in self.logs
+        )
+        self.client.last_mutation_seq = self.last_seq
+
+
 async def _apply_one(
-    session: AsyncSession, actor: Actor, client: SyncClient, mutation: Mutation, rules: RulePack
+    session: AsyncSession, actor: Actor, batch: _Batch, mutation: Mutation, rules: RulePack
 ) -> MutationResult | None:
-    earlier = await _delivered_before(session, mutation.mutation_id)
+    earlier = batch.delivered.get(mutation.mutation_id)
     if earlier is not None:  # a re-registered device resending what another client id delivered
         result = MutationResult(seq=mutation.seq, status="already_applied", conflict_ids=earlier.conflict_ids)
-        _log(session, actor, client, mutation, result, "already_applied")
+        batch.log(mutation, result, "already_applied")
         return result
     savepoint = await session.begin_nested()
     try:
         if fault_hook is not None:
             fault_hook(mutation)
         conflict_ids = await sync_apply.apply(session, actor, mutation, rules)
-        status: Status = "applied_with_conflict" if conflict_ids else "applied"
-        result = MutationResult(seq=mutation.seq, status=status, conflict_ids=conflict_ids)
-        _log(session, actor, client, mutation, result, status)
         await session.flush()
         await savepoint.commit()
-        return result
     except (DomainError, IntegrityError) as exc:
         await savepoint.rollback()
-        return await _quarantine(session, actor, client, mutation, exc)
+        return await _quarantine(session, actor, batch, mutation, exc)
     except (TransientFault, DBAPIError):
         await savepoint.rollback()
-        await session.refresh(client)
         return None
+    status: Status = "applied_with_conflict" if conflict_ids else "applied"
+    result = MutationResult(seq=mutation.seq, status=status, conflict_ids=conflict_ids)
+    batch.log(mutation, result, status)
+    return result
 
 
-async def _delivered_before(session: AsyncSession, mutation_id: uuid.UUID) -> MutationResult | None:
-    query = select(MutationLog.result).where(MutationLog.mutation_id == mutation_id).limit(1)
-    stored = (await session.execute(query)).scalar_one_or_none()
-    return None if stored is None else msgspec.convert(stored, MutationResult)
-
-
-def _log(
-    session: AsyncSession,
-    actor: Actor,
-    client: SyncClient,
-    mutation: Mutation,
-    result: MutationResult,
-    status: str,
-) -> None:
-    session.add(
-        MutationLog(
-            client_id=client.client_id,
-            seq=mutation.seq,
-            mutation_id=mutation.mutation_id,
-            op=type(mutation).__struct_config__.tag,
-            args=msgspec.to_builtins(mutation),
-            status=status,
-            result=msgspec.to_builtins(result),
-            user_id=actor.user_id,
-            device_time=mutation.device_time,
-        )
-    )
-    client.last_mutation_seq = mutation.seq
+async def _delivered_before(
+    session: AsyncSession, mutations: list[Mutation]
+) -> dict[uuid.UUID, MutationResult]:
+    """Mutations of this batch some client already delivered (one query for the whole batch)."""
+    ids = [m.mutation_id for m in mutations]
+    query = select(MutationLog.mutation_id, MutationLog.result).where(MutationLog.mutation_id.in_(ids))
+    return {mid: msgspec.convert(stored, MutationResult) for mid, stored in await session.execute(query)}
 
 
 async def _quarantine(
-    session: AsyncSession, actor: Actor, client: SyncClient, mutation: Mutation, exc: Exception
+    session: AsyncSession, actor: Actor, batch: _Batch, mutation: Mutation, exc: Exception
 ) -> MutationResult:
     """Keep a refused mutation whole for a supervisor; the device's queue moves on."""
-    await session.refresh(client)
     code = exc.code if isinstance(exc, DomainError) else "integrity_error"
     entity, entity_id, scope = await _target(session, actor, mutation)
     conflict = SyncConflict(
@@ -172,8 +183,7 @@ async def _quarantine(
     )
     session.add(conflict)
     result = MutationResult(seq=mutation.seq, status="rejected", conflict_ids=[conflict.id], code=code)
-    _log(session, actor, client, mutation, result, "rejected")
-    await session.flush()
+    batch.log(mutation, result, "rejected")
     return result
 
 

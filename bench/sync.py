@@ -1,0 +1,356 @@
+"""Sync benchmark: first sync, incremental pull, push and 8 concurrent devices, on SQLite and PostgreSQL.
+
+    python -m bench sync [--households 2000] [--skip-postgres]
+
+The app runs in-process behind Litestar's TestClient (the whole HTTP stack, no sockets). The worker's
+community gets N extra households, each with 3 members, a visit with 20 observations and one photo
+reference (about 25 rows a household: 50,000 for the default 2,000), stamped into the change feed one
+sequence per household, as if each had been one transaction. Floors, measured in the same run:
+- pull: a plain SELECT of the same rows plus msgspec encoding of them;
+- push: raw INSERTs of as many rows, committed in the same batches.
+PostgreSQL is the tests' throwaway cluster (fsync off): figures are for the software, not the disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import random
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar.testing import TestClient
+from sqlalchemy import func, insert, select, text, update
+
+from bench.report import save, table
+from schemas.config import Settings
+from server.app import create_app
+from server.db.engine import Database
+from server.db.models import Household, Member, Observation, PhotoRef, SyncChange, SyncState, User, Visit
+from server.demo import demo_id
+from sync.client import Device, httpx_transport
+from tests.fixtures.databases import prepare
+from tests.helpers import login, node_id
+from tests.visit_flow import GPS, assign, complete_answers, observation
+
+ITEMS = ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r", "s", "t")
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+async def seed_scope(url: str, households: int) -> None:
+    """Bulk-load a big community and its feed rows (Core inserts: fast, and the feed stamped by hand)."""
+    db = Database(url)
+    community = node_id("C01")
+    async with db.write_session() as session:
+        creator = (await session.execute(select(User.id).where(User.username == "demo-admin"))).scalar_one()
+        seq = int((await session.execute(select(SyncState.seq))).scalar_one())
+        now = dt.datetime.now(dt.UTC)
+        for start in range(0, households, 250):
+            rows: dict[str, list[dict[str, Any]]] = {k: [] for k in ("h", "m", "v", "o", "p", "c")}
+            for i in range(start, min(start + 250, households)):
+                seq += 1
+                _household_rows(rows, i, community, creator, now, seq)
+            await session.execute(insert(Household), rows["h"])
+            await session.execute(insert(Member), rows["m"])
+            await session.execute(insert(Visit), rows["v"])
+            await session.execute(insert(Observation), rows["o"])
+            await session.execute(insert(PhotoRef), rows["p"])
+            await session.execute(insert(SyncChange), rows["c"])
+        await session.execute(update(SyncState).values(seq=seq))
+        await session.commit()
+    await db.dispose()
+
+
+def _household_rows(
+    rows: dict[str, list[dict[str, Any]]],
+    i: int,
+    community: uuid.UUID,
+    creator: uuid.UUID,
+    now: dt.datetime,
+    seq: int,
+) -> None:
+    hid, vid = demo_id("household", f"BENCH-{i:05d}"), uuid.uuid4()
+    rows["h"].append(
+        {
+            "id": hid,
+            "registry_no": f"BENCH-{i:05d}",
+            "community_id": community,
+            "address": f"测试路{i}号",
+            "lat": 38.04,
+            "lon": 114.51,
+            "status": "active",
+            "monthly_benefit_fen": 80000,
+            "version": 1,
+            "field_versions": {},
+            "last_writers": {},
+            "created_at": now,
+            "updated_at": now,
+        }
+    )
+    for k in range(3):
+        rows["m"].append(
+            {
+                "id": uuid.uuid4(),
+                "household_id": hid,
+                "name": f"成员{i}-{k}",
+                "relation": "self" if k == 0 else "child",
+                "id_number": "11010519491231002X",
+                "version": 1,
+                "field_versions": {},
+                "last_writers": {},
+                "created_at": now,
+            }
+        )
+    rows["v"].append(
+        {
+            "id": vid,
+            "household_id": hid,
+            "purpose": "scheduled_recheck",
+            "status": "in_progress",
+            "due_date": now.date(),
+            "templates": [{"code": "step.ask", "version": 1}],
+            "rules": "default",
+            "created_by": creator,
+            "answer_count": 20,
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+    )
+    first_obs = None
+    for n, item in enumerate(ITEMS):
+        oid = uuid.uuid4()
+        first_obs = first_obs or oid
+        rows["o"].append(
+            {
+                "id": oid,
+                "visit_id": vid,
+                "ordinal": n,
+                "template_code": "step.ask",
+                "template_version": 1,
+                "item": item,
+                "value": n,
+                "lat": GPS["lat"],
+                "lon": GPS["lon"],
+                "accuracy_m": 5.0,
+                "provider": "gps",
+                "mock_location": False,
+                "received_at": now,
+                "author_id": creator,
+            }
+        )
+    sha = uuid.uuid5(hid, "photo").hex * 2
+    rows["p"].append({"observation_id": first_obs, "sha256": sha, "visit_id": vid, "kind": "photo"})
+    scope = str(community)
+    feed = [("household", hid), ("visit", vid)] + [("member", m["id"]) for m in rows["m"][-3:]]
+    feed += [("observation", o["id"]) for o in rows["o"][-20:]] + [("photo", sha)]
+    rows["c"] += [
+        {"entity": e, "entity_id": str(x), "scope": scope, "seq": seq, "deleted": False} for e, x in feed
+    ]
+
+
+# -- measurements ----------------------------------------------------------------------------------
+
+
+def pull_all(
+    client: TestClient[Any], auth: dict[str, str], cursor: str | None, limit: int = 2000
+) -> tuple[int, str]:
+    body: dict[str, Any] = {
+        "client_id": str(uuid.uuid4()),
+        "cursor": cursor,
+        "schema_version": 1,
+        "limit": limit,
+    }
+    count = 0
+    while True:
+        page = client.post("/api/v1/sync/pull", json=body, headers=auth).json()
+        count += len(page["changes"])
+        body["cursor"] = page["cursor"]
+        if not page["has_more"]:
+            return count, page["cursor"]
+
+
+async def pull_floor(url: str) -> float:
+    """SELECT the rows a first sync of C01 ships, and encode them: the least any pull can cost."""
+    db = Database(url)
+    tables = (Household, Member, Visit, Observation)
+    started = time.perf_counter()
+    async with db.read_session() as session:
+        for model in tables:
+            result = await session.execute(select(*model.__table__.columns))
+            msgspec.json.encode([dict(r._mapping) for r in result])
+    elapsed = time.perf_counter() - started
+    await db.dispose()
+    return elapsed
+
+
+async def insert_floor(url: str, rows: int, batch: int) -> float:
+    db = Database(url)
+    await _exec(db, "CREATE TABLE IF NOT EXISTS bench_floor (id TEXT PRIMARY KEY, body TEXT)")
+    started = time.perf_counter()
+    for start in range(0, rows, batch):
+        async with db.write_session() as session:
+            values = [{"id": str(uuid.uuid4()), "body": "x" * 200} for _ in range(min(batch, rows - start))]
+            await session.execute(text("INSERT INTO bench_floor (id, body) VALUES (:id, :body)"), values)
+            await session.commit()
+    elapsed = time.perf_counter() - started
+    await db.dispose()
+    return elapsed
+
+
+async def _exec(db: Database, sql: str) -> None:
+    async with db.write_session() as session:
+        await session.execute(text(sql))
+        await session.commit()
+
+
+async def count(url: str, model: Any) -> int:
+    db = Database(url)
+    async with db.read_session() as session:
+        total = int((await session.execute(select(func.count()).select_from(model))).scalar_one())
+    await db.dispose()
+    return total
+
+
+def push_updates(client: TestClient[Any], auth: dict[str, str], households: int, n: int, batch: int) -> float:
+    cid = str(uuid.uuid4())
+    mutations = [
+        {
+            "op": "household.update.v1",
+            "seq": i + 1,
+            "mutation_id": str(uuid.uuid4()),
+            "household_id": str(demo_id("household", f"BENCH-{i % households:05d}")),
+            "base_version": 1,
+            "changes": {"address": {"old": None, "new": f"新地址{i}"}},
+        }
+        for i in range(n)
+    ]
+    started = time.perf_counter()
+    for start in range(0, n, batch):
+        body = {"client_id": cid, "schema_version": 1, "mutations": mutations[start : start + batch]}
+        answer = client.post("/api/v1/sync/push", json=body, headers=auth).json()
+        assert answer["last_mutation_seq"] == min(start + batch, n), answer
+    return time.perf_counter() - started
+
+
+def concurrent_visits(client: TestClient[Any], devices: int, visits_each: int) -> tuple[float, int]:
+    """Each device pushes completed visits (20 answers with GPS fixes each) at the same time."""
+    workers = ["demo-worker-1", "demo-worker-2"]
+    plans: list[tuple[dict[str, str], list[dict[str, Any]]]] = []
+    for d in range(devices):
+        auth = login(client, workers[d % 2], device=f"bench-{d}")
+        batches = []
+        for v in range(visits_each):
+            visit = assign(client, f"BENCH-{(d * visits_each + v) % 2000:05d}")
+            answers = [a for a in complete_answers(client, visit, auth) if a.row_id is None][:20]
+            batches.append({"visit_id": visit["id"], "observations": [observation(a) for a in answers]})
+        plans.append((auth, batches))
+
+    def device(auth: dict[str, str], batches: list[dict[str, Any]]) -> None:
+        cid = str(uuid.uuid4())
+        for start in range(0, len(batches), 10):
+            mutations = [
+                {"op": "visit.answer.v1", "seq": start + k + 1, "mutation_id": str(uuid.uuid4()), **b}
+                for k, b in enumerate(batches[start : start + 10])
+            ]
+            answer = client.post(
+                "/api/v1/sync/push",
+                json={"client_id": cid, "schema_version": 1, "mutations": mutations},
+                headers=auth,
+            ).json()
+            assert all(r["status"] == "applied" for r in answer["results"]), answer
+
+    threads = [threading.Thread(target=device, args=plan) for plan in plans]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started, devices * visits_each
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# -- one database ----------------------------------------------------------------------------------
+
+
+def run(name: str, url: str, tmp: Path, households: int) -> dict[str, Any]:
+    asyncio.run(prepare(url))
+    asyncio.run(seed_scope(url, households))
+    settings = Settings(
+        database_url=url,
+        blob_store=str(tmp / "blobs"),
+        var_dir=str(tmp),
+        secret_key="bench",
+        auto_migrate=False,
+        log_level="WARNING",
+    )
+    result: dict[str, Any] = {"database": name}
+    with TestClient(create_app(settings)) as client:
+        auth = login(client, "demo-worker-1", device="bench")
+        rss_before = rss_mb()
+        started = time.perf_counter()
+        rows, cursor = pull_all(client, auth, None)
+        first = time.perf_counter() - started
+        result |= {"first_sync_rows": rows, "first_sync_s": first, "rss_growth_mb": rss_mb() - rss_before}
+        floor = asyncio.run(pull_floor(url))
+        result |= {"first_sync_floor_s": floor, "first_sync_x_floor": first / floor}
+        device = Device(tmp / f"{name}-device.sqlite", httpx_transport(client), pull_limit=2000)
+        device.login("demo-worker-1", "demo")
+        started = time.perf_counter()
+        device.sync()
+        result["device_first_sync_s"] = time.perf_counter() - started
+        push_s = push_updates(client, auth, households, 1000, 100)
+        result |= {"push_1000_s": push_s, "push_per_s": 1000 / push_s}
+        push_floor = asyncio.run(insert_floor(url, 1000, 100))
+        result |= {"push_floor_s": push_floor, "push_x_floor": push_s / push_floor}
+        started = time.perf_counter()
+        incremental, _ = pull_all(client, auth, cursor)
+        result |= {"incremental_rows": incremental, "incremental_s": time.perf_counter() - started}
+        elapsed, visits = concurrent_visits(client, 8, 25)
+        result |= {"visits_8_devices": visits, "visits_per_s": visits / elapsed}
+    return result
+
+
+@contextmanager
+def postgres() -> Iterator[str]:
+    from tests.fixtures.postgres import _throwaway_cluster
+
+    with contextmanager(_throwaway_cluster)() as server:
+        yield server.new_database(template=None)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench sync")
+    parser.add_argument("--households", type=int, default=2000)
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args(argv)
+    random.seed(1)
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        results.append(run("sqlite", f"sqlite+aiosqlite:///{tmp / 'bench.db'}", tmp, args.households))
+        if not args.skip_postgres:
+            with postgres() as url:
+                results.append(run("postgresql", url, tmp, args.households))
+    print(table(results))
+    print(
+        f"results: {save('sync', {'households': args.households, 'cpus': os.cpu_count(), 'runs': results})}"
+    )
+    return 0
