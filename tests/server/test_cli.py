@@ -24,7 +24,19 @@ def fivestep(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpro
     )
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["cleanup-uploads"], ["create-user"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["serve"],
+        ["migrate"],
+        ["cleanup-uploads"],
+        ["create-user"],
+        ["sync-admin"],
+        ["device"],
+        ["device", "sync"],
+    ],
+)
 def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
     done = fivestep(*command, "--help", cwd=tmp_path)
     assert done.returncode == 0
@@ -72,6 +84,7 @@ def test_serve_demo_in_a_fresh_folder_then_create_user(tmp_path: Path) -> None:
             json={"username": "demo-worker-1", "password": "demo", "device_id": "cli"},
         )
         assert login.status_code == 200
+        _drive_a_device(base, tmp_path)
     finally:
         server.terminate()
         assert server.wait(timeout=15) == 0  # a graceful stop on SIGTERM
@@ -93,3 +106,25 @@ def test_serve_demo_in_a_fresh_folder_then_create_user(tmp_path: Path) -> None:
         cwd=tmp_path, env={"FIVESTEP_NEW_PASSWORD": "long-enough-password"},
     )  # fmt: skip
     assert wrong_level.returncode == 1 and "community" in wrong_level.stderr
+    purged = fivestep("sync-admin", "purge-tombstones", cwd=tmp_path)
+    assert purged.returncode == 0 and "devices behind sequence" in purged.stdout
+    epoch = fivestep("sync-admin", "new-epoch", cwd=tmp_path)
+    assert epoch.returncode == 0 and "every device will rebuild" in epoch.stdout
+
+
+def _drive_a_device(base: str, tmp_path: Path) -> None:
+    """The README's device walk-through: sign in, sync, edit offline, sync, see the edit confirmed."""
+    device = ("device", "--db", str(tmp_path / "tablet.sqlite"))
+    signed_in = fivestep(
+        *device, "login", "demo-worker-1", "--server", base, "--password", "demo", cwd=tmp_path
+    )
+    assert signed_in.returncode == 0 and "signed in" in signed_in.stdout, signed_in.stderr
+    first = fivestep(*device, "sync", cwd=tmp_path)
+    assert first.returncode == 0 and "pulled" in first.stdout, first.stderr
+    listed = fivestep(*device, "households", cwd=tmp_path).stdout.splitlines()
+    household = listed[0].split()[0]
+    queued = fivestep(*device, "edit", household, "address=命令行改的地址", cwd=tmp_path)
+    assert queued.returncode == 0 and "queued household.update.v1 seq 1" in queued.stdout
+    second = fivestep(*device, "sync", cwd=tmp_path)
+    assert second.returncode == 0 and "1 edits confirmed" in second.stdout, second.stdout
+    assert "命令行改的地址" in fivestep(*device, "households", cwd=tmp_path).stdout
