@@ -175,3 +175,21 @@ def test_add_member_is_its_own_record_and_leaves_household_edits_valid(client: C
     history = client.get(f"/api/v1/members/{added.json()['id']}/history", headers=worker).json()
     assert [v["version"] for v in history] == [1]
     assert history[0]["data"]["id_number"].count("*") >= 8
+
+
+def test_recheck_class_changes_keep_their_history_and_guarded_fields_need_a_supervisor(client: Client) -> None:
+    worker = login(client, "demo-worker-1")
+    url = f"/api/v1/households/{household_id('DB-C01-0004')}"
+    for new_class in ("B", "C"):
+        version = client.get(url, headers=worker).json()["version"]
+        changed = client.patch(url, json={"version": version, "recheck_class": new_class}, headers=worker)
+        assert changed.status_code == 200, changed.text
+    history = client.get(f"{url}/history", headers=worker).json()
+    assert [v["data"]["recheck_class"] for v in history if "recheck_class" in v["changed"]][-2:] == ["B", "C"]
+    assert all(v["author_id"] for v in history[-2:])
+    version = client.get(url, headers=worker).json()["version"]
+    refused = client.patch(url, json={"version": version, "monthly_benefit_fen": 1}, headers=worker)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "guarded_field"
+    reviewer = login(client, "demo-reviewer-community")
+    allowed = client.patch(url, json={"version": version, "monthly_benefit_fen": 1}, headers=reviewer)
+    assert allowed.status_code == 200 and allowed.json()["monthly_benefit_fen"] == 1
