@@ -59,40 +59,15 @@ async def _household_create(
 async def _household_update(
     session: AsyncSession, actor: Actor, m: HouseholdUpdateV1, _: RulePack
 ) -> list[uuid.UUID]:
-    households.require_writer(actor)
-    household = await households.get(session, actor, m.household_id, lock=True, archived=True, members=False)
-    changes = _validated(edits.HOUSEHOLD, m.changes)
-    outcome = edits.merge_offline(
-        session,
-        actor,
-        household,
-        m.base_version,
-        changes,
-        mutation_id=m.mutation_id,
-        scope=str(household.community_id),
-        client=transaction.push_client(session),
-    )
-    _audit(session, actor, "household.update", household.id, m, outcome)
-    return outcome.conflict_ids
+    household = await _household(session, actor, m.household_id)
+    return _merge(session, actor, household, household, m, "household.update")
 
 
 async def _household_archive(
     session: AsyncSession, actor: Actor, m: HouseholdArchiveV1, _: RulePack
 ) -> list[uuid.UUID]:
-    households.require_writer(actor)
-    household = await households.get(session, actor, m.household_id, lock=True, archived=True, members=False)
-    outcome = edits.archive_offline(
-        session,
-        actor,
-        household,
-        m.base_version,
-        m.reason,
-        mutation_id=m.mutation_id,
-        scope=str(household.community_id),
-        client=transaction.push_client(session),
-    )
-    _audit(session, actor, "household.archive", household.id, m, outcome)
-    return outcome.conflict_ids
+    household = await _household(session, actor, m.household_id)
+    return _archive(session, actor, household, household, m, "household.archive")
 
 
 async def _member_create(
@@ -122,39 +97,58 @@ async def _member_create(
 async def _member_update(
     session: AsyncSession, actor: Actor, m: MemberUpdateV1, _: RulePack
 ) -> list[uuid.UUID]:
-    households.require_writer(actor)
     member, household = await _member_and_household(session, actor, m.member_id)
-    changes = _validated(edits.MEMBER, m.changes)
-    outcome = edits.merge_offline(
-        session,
-        actor,
-        member,
-        m.base_version,
-        changes,
-        mutation_id=m.mutation_id,
-        scope=str(household.community_id),
-        client=transaction.push_client(session),
-    )
-    _audit(session, actor, "member.update", member.id, m, outcome)
-    return outcome.conflict_ids
+    return _merge(session, actor, member, household, m, "member.update")
 
 
 async def _member_remove(
     session: AsyncSession, actor: Actor, m: MemberRemoveV1, _: RulePack
 ) -> list[uuid.UUID]:
-    households.require_writer(actor)
     member, household = await _member_and_household(session, actor, m.member_id)
+    return _archive(session, actor, member, household, m, "member.remove")
+
+
+def _merge(
+    session: AsyncSession,
+    actor: Actor,
+    record: Household | Member,
+    household: Household,
+    m: HouseholdUpdateV1 | MemberUpdateV1,
+    action: str,
+) -> list[uuid.UUID]:
+    outcome = edits.merge_offline(
+        session,
+        actor,
+        record,
+        m.base_version,
+        _validated(edits.kind_of(record), m.changes),
+        mutation_id=m.mutation_id,
+        scope=str(household.community_id),
+        client=transaction.push_client(session),
+    )
+    _audit(session, actor, action, record.id, m, outcome)
+    return outcome.conflict_ids
+
+
+def _archive(
+    session: AsyncSession,
+    actor: Actor,
+    record: Household | Member,
+    household: Household,
+    m: HouseholdArchiveV1 | MemberRemoveV1,
+    action: str,
+) -> list[uuid.UUID]:
     outcome = edits.archive_offline(
         session,
         actor,
-        member,
+        record,
         m.base_version,
         m.reason,
         mutation_id=m.mutation_id,
         scope=str(household.community_id),
         client=transaction.push_client(session),
     )
-    _audit(session, actor, "member.remove", member.id, m, outcome)
+    _audit(session, actor, action, record.id, m, outcome)
     return outcome.conflict_ids
 
 
@@ -214,9 +208,15 @@ def _validated(kind: edits.Kind, changes: dict[str, Any]) -> dict[str, tuple[Any
     return {name: (changes[name].old, values[name]) for name in changes}
 
 
+async def _household(session: AsyncSession, actor: Actor, household_id: uuid.UUID) -> Household:
+    households.require_writer(actor)
+    return await households.get(session, actor, household_id, lock=True, archived=True, members=False)
+
+
 async def _member_and_household(
     session: AsyncSession, actor: Actor, member_id: uuid.UUID
 ) -> tuple[Member, Household]:
+    households.require_writer(actor)
     member = await households.get_member(session, actor, member_id, lock=True, archived=True)
     household = await households.get(session, actor, member.household_id, archived=True, members=False)
     return member, household

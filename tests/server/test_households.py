@@ -177,7 +177,9 @@ def test_add_member_is_its_own_record_and_leaves_household_edits_valid(client: C
     assert history[0]["data"]["id_number"].count("*") >= 8
 
 
-def test_recheck_class_changes_keep_their_history_and_guarded_fields_need_a_supervisor(client: Client) -> None:
+def test_recheck_class_changes_keep_their_history_and_guarded_fields_need_a_supervisor(
+    client: Client,
+) -> None:
     worker = login(client, "demo-worker-1")
     url = f"/api/v1/households/{household_id('DB-C01-0004')}"
     for new_class in ("B", "C"):
