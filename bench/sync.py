@@ -174,7 +174,7 @@ def pull_all(
     }
     count = 0
     while True:
-        page = client.post("/api/v1/sync/pull", json=body, headers=auth).json()
+        page = msgspec.json.decode(client.post("/api/v1/sync/pull", json=body, headers=auth).content)
         count += len(page["changes"])
         body["cursor"] = page["cursor"]
         if not page["has_more"]:

@@ -74,7 +74,7 @@ def httpx_transport(client: Any) -> Transport:
             if type(exc).__module__.startswith(("httpx", "httpcore")):
                 raise NetworkError(str(exc)) from exc
             raise
-        return response.status_code, response.json() if response.content else None
+        return response.status_code, msgspec.json.decode(response.content) if response.content else None
 
     return post
 
