@@ -200,11 +200,15 @@ def _children_of(session: Session, household_id: uuid.UUID) -> list[str]:
 
 
 def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(SyncChange).values(rows)
-    statement = statement.on_conflict_do_update(
+    if rows:
+        session.execute(_UPSERT[session.get_bind().dialect.name], rows)
+
+
+def _upsert_statement(insert: Any) -> Any:
+    # Built once and run with a list of parameter sets: SQLAlchemy compiles it once and caches it,
+    # where `.values(rows)` would be compiled anew on every flush.
+    statement = insert(SyncChange)
+    return statement.on_conflict_do_update(
         index_elements=["entity", "entity_id"],
         set_={
             "scope": statement.excluded.scope,
@@ -212,7 +216,9 @@ def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
             "deleted": statement.excluded.deleted,
         },
     )
-    session.execute(statement)
+
+
+_UPSERT = {"postgresql": _upsert_statement(pg_insert), "sqlite": _upsert_statement(sqlite_insert)}
 
 
 def install() -> None:
