@@ -88,6 +88,8 @@ class SyncReport:
     pulled: int = 0
     confirmed: int = 0
     rejected: list[int] = field(default_factory=list)
+    conflicts: int = 0
+    """Conflict records the pushed mutations opened (a supervisor will look at them)."""
     resets: int = 0
 
 
@@ -302,6 +304,8 @@ class Device:
                 )
                 if result.status == "rejected":
                     report.rejected.append(result.seq)
+                elif result.status == "applied_with_conflict":
+                    report.conflicts += len(result.conflict_ids)
             report.pushed += len(answer.results)
             # Only a hint of what not to send again: the queue itself shrinks on pull.
             self._set("acked_seq", str(answer.last_mutation_seq))

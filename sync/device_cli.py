@@ -72,6 +72,7 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
         report = device.sync_with_retry()
         print(
             f"pushed {report.pushed}, pulled {report.pulled} changes, {report.confirmed} edits confirmed"
+            + (f", {report.conflicts} conflicts for a supervisor" if report.conflicts else "")
             + (f", rejected seqs {report.rejected}" if report.rejected else "")
             + (f", {report.resets} resets" if report.resets else "")
         )
