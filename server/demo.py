@@ -17,7 +17,7 @@ from server.db.engine import Database
 from server.db.models import Base, Household, Jurisdiction, Level, Member, User
 from server.domain.id_numbers import check_character
 from server.security.passwords import hash_password
-from server.services import audit
+from server.services import audit, edits
 from server.services.actor import SYSTEM
 
 B = TypeVar("B", bound=Base)
@@ -134,23 +134,23 @@ async def _households(session: AsyncSession, code: str, community: Jurisdiction)
         household_id = demo_id("household", registry_no)
         if await session.get(Household, household_id) is not None:
             continue
-        session.add(
-            Household(
-                id=household_id,
-                registry_no=registry_no,
-                community_id=community.id,
-                address=f"{rng.choice(STREETS)}{rng.randrange(1, 300)}号{rng.randrange(1, 6)}单元"
-                f"{rng.randrange(1, 7)}0{rng.randrange(1, 4)}室",
-                lat=38.04 + rng.uniform(-0.02, 0.02),
-                lon=114.51 + rng.uniform(-0.02, 0.02),
-                status=rng.choice(["active", "active", "active", "applicant", "phase_out"]),
-                recheck_class=rng.choice(["A", "B", "C"]),
-                monthly_benefit_fen=rng.randrange(300, 900) * 100,
-            )
+        household = Household(
+            id=household_id,
+            registry_no=registry_no,
+            community_id=community.id,
+            address=f"{rng.choice(STREETS)}{rng.randrange(1, 300)}号{rng.randrange(1, 6)}单元"
+            f"{rng.randrange(1, 7)}0{rng.randrange(1, 4)}室",
+            lat=38.04 + rng.uniform(-0.02, 0.02),
+            lon=114.51 + rng.uniform(-0.02, 0.02),
+            status=rng.choice(["active", "active", "active", "applicant", "phase_out"]),
+            recheck_class=rng.choice(["A", "B", "C"]),
+            monthly_benefit_fen=rng.randrange(300, 900) * 100,
         )
+        members = [_member(rng, household_id, registry_no, i) for i in range(rng.randrange(1, 5))]
+        session.add(household)
         await session.flush()
-        for i in range(rng.randrange(1, 5)):
-            session.add(_member(rng, household_id, registry_no, i))
+        session.add_all(members)
+        edits.stamp_created(session, SYSTEM, [household, *members])
         added += 1
     return added
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import event, inspect, select, update
+from sqlalchemy import event, inspect, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
@@ -187,8 +187,6 @@ def _household_moved(session: Session, household: Household, seq: int) -> None:
 
 
 def _children_of(session: Session, household_id: uuid.UUID) -> list[str]:
-    from sqlalchemy import union_all
-
     visits = select(Visit.id).where(Visit.household_id == household_id)
     ids = union_all(
         select(Member.id).where(Member.household_id == household_id),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 CHECK = "10X98765432"
@@ -35,6 +36,18 @@ def mask(id_number: str) -> str:
     if len(id_number) < 7:
         return "*" * len(id_number)
     return id_number[:3] + "*" * (len(id_number) - 6) + id_number[-3:]
+
+
+def mask_within(value: Any) -> Any:
+    """`value` with every `id_number` found in it (nested dicts and lists too) masked."""
+    if isinstance(value, dict):
+        return {
+            k: mask(v) if k == "id_number" and isinstance(v, str) else mask_within(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [mask_within(v) for v in value]
+    return value
 
 
 def birth_date(id_number: str) -> dt.date:

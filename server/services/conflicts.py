@@ -39,10 +39,20 @@ async def list_open(
     return [conflict_out(c) for c in rows.scalars()]
 
 
-def conflict_out(c: SyncConflict) -> ConflictOut:
-    def masked(value: Any) -> Any:
-        return id_numbers.mask(value) if c.field == "id_number" and isinstance(value, str) else value
+def conflict_values(field: str | None, server_value: Any, client_value: Any) -> tuple[Any, Any]:
+    """Both candidates as anyone but a reveal may see them: ID numbers masked, also inside a
+    quarantined mutation's arguments."""
 
+    def masked(value: Any) -> Any:
+        if field == "id_number" and isinstance(value, str):
+            return id_numbers.mask(value)
+        return id_numbers.mask_within(value)
+
+    return masked(server_value), masked(client_value)
+
+
+def conflict_out(c: SyncConflict) -> ConflictOut:
+    server_value, client_value = conflict_values(c.field, c.server_value, c.client_value)
     return ConflictOut(
         id=c.id,
         entity=c.entity,
@@ -51,8 +61,8 @@ def conflict_out(c: SyncConflict) -> ConflictOut:
         kind=c.kind,
         level=c.level,
         base_version=c.base_version,
-        server_value=masked(c.server_value),
-        client_value=masked(c.client_value),
+        server_value=server_value,
+        client_value=client_value,
         provisional=c.provisional,
         code=c.code,
         mutation_id=c.mutation_id,
@@ -128,10 +138,7 @@ async def _apply(
         )
     else:
         values = {conflict.field or "": chosen}
-    validated = edits.validate(kind, values)
-    if "id_number" in validated:
-        validated["id_number"] = id_numbers.normalise(validated["id_number"])
-    edits.change_now(session, actor, record, validated)
+    edits.change_now(session, actor, record, edits.validate(kind, values))
 
 
 async def _record(session: AsyncSession, conflict: SyncConflict) -> Household | Member:

@@ -9,7 +9,7 @@ against an older version goes through `sync.merge`; whatever cannot be merged si
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,21 +91,24 @@ def wire(value: Any) -> Any:
     return msgspec.to_builtins(value)
 
 
-def validate(kind: Kind, changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Check new values against the record's patch schema; return them as Python values."""
+def validate(kind: Kind, changes: Mapping[str, Any], *, where: str = "changes") -> dict[str, Any]:
+    """Check new values against the record's patch schema; return them as Python values (ID numbers
+    checked and normalised)."""
     unknown = sorted(set(changes) - set(kind.fields))
     if unknown:
         raise Invalid(
             f"These fields cannot be changed: {', '.join(unknown)}.",
-            details=[{"field": f"changes.{f}", "message": "not a changeable field"} for f in unknown],
+            details=[{"field": f"{where}.{f}", "message": "not a changeable field"} for f in unknown],
         )
     try:
         patch = msgspec.convert({**changes, "version": 0}, kind.patch)
     except msgspec.ValidationError as exc:
-        raise Invalid(f"changes: {exc}", details=[{"field": "changes", "message": str(exc)}]) from None
+        raise Invalid(f"{where}: {exc}", details=[{"field": where, "message": str(exc)}]) from None
     values = {name: getattr(patch, name) for name in changes}
-    if "id_number" in values and (why := id_numbers.problem(values["id_number"])):
-        raise Invalid(f"id_number: {why}", details=[{"field": "changes.id_number", "message": why}])
+    if "id_number" in values:
+        if why := id_numbers.problem(values["id_number"]):
+            raise Invalid(f"id_number: {why}", details=[{"field": f"{where}.id_number", "message": why}])
+        values["id_number"] = id_numbers.normalise(values["id_number"])
     return values
 
 
@@ -141,6 +144,12 @@ def stamp(
             note=note,
         )
     )
+
+
+def stamp_created(session: AsyncSession, actor: Actor, records: Sequence[Editable]) -> None:
+    """Version 1 of new records goes into the history too: later edits supersede it, never erase it."""
+    for record in records:
+        stamp(session, actor, record, list(kind_of(record).snapshot), new_record=True)
 
 
 def change_now(session: AsyncSession, actor: Actor, obj: Editable, values: Mapping[str, Any]) -> list[str]:

@@ -201,9 +201,7 @@ async def create(session: AsyncSession, actor: Actor, data: HouseholdIn) -> Hous
     members = [_new_member(household.id, m) for m in data.members]
     session.add(household)
     session.add_all(members)
-    records: list[Household | Member] = [household, *members]
-    for record in records:
-        edits.stamp(session, actor, record, list(edits.kind_of(record).snapshot), new_record=True)
+    edits.stamp_created(session, actor, [household, *members])
     fields = msgspec.structs.asdict(data) | {
         "id": household.id,
         "members": [_member_audit(m) for m in members],
@@ -227,9 +225,7 @@ async def patch(
     require_writer(actor)
     household = await get(session, actor, household_id, lock=True)
     _require_version(household, data.version)
-    values = {
-        f: v for f, v in msgspec.structs.asdict(data).items() if f != "version" and v is not msgspec.UNSET
-    }
+    values = _present(data)
     before = {f: getattr(household, f) for f in values}
     changed = edits.change_now(session, actor, household, values)
     if changed:
@@ -237,6 +233,13 @@ async def patch(
         audit.record(session, actor, "household.update", "household", household.id, changes)
     await transaction.commit(session)
     return household_out(household)
+
+
+def _present(patch: HouseholdPatch | MemberPatch) -> dict[str, Any]:
+    """The fields a PATCH body sets (its `version` aside)."""
+    return {
+        f: v for f, v in msgspec.structs.asdict(patch).items() if f != "version" and v is not msgspec.UNSET
+    }
 
 
 def _require_version(record: Household | Member, version: int) -> None:
@@ -256,7 +259,7 @@ async def add_member(
     _check_members([data], prefix="body")
     member = _new_member(household.id, data)
     session.add(member)
-    edits.stamp(session, actor, member, list(edits.MEMBER.snapshot), new_record=True)
+    edits.stamp_created(session, actor, [member])
     audit.record(session, actor, "member.create", "member", member.id, _member_audit(member))
     await transaction.commit(session)
     return member_out(member)
@@ -286,12 +289,7 @@ async def patch_member(
     require_writer(actor)
     member = await get_member(session, actor, member_id, lock=True)
     _require_version(member, data.version)
-    values = {
-        f: v for f, v in msgspec.structs.asdict(data).items() if f != "version" and v is not msgspec.UNSET
-    }
-    if "id_number" in values:
-        _check_members([MemberIn(name="-", relation="-", id_number=values["id_number"])], prefix="body")
-        values["id_number"] = id_numbers.normalise(values["id_number"])
+    values = edits.validate(edits.MEMBER, _present(data), where="body")
     changed = edits.change_now(session, actor, member, values)
     if changed:
         audit.record(session, actor, "member.update", "member", member.id, _masked(values, changed))
@@ -330,15 +328,7 @@ async def reveal_id_number(
     session: AsyncSession, actor: Actor, member_id: uuid.UUID, reason: str, reveal_roles: tuple[str, ...]
 ) -> str:
     """The full ID number, for a role allowed to see it; the reading itself is audited with its reason."""
-    member = (
-        await session.execute(
-            select(Member)
-            .join(Household, Household.id == Member.household_id)
-            .where(Member.id == member_id, communities_in_scope(actor))
-        )
-    ).scalar_one_or_none()
-    if member is None:
-        raise NotFound("No such member.")
+    member = await get_member(session, actor, member_id, archived=True)
     if actor.role not in reveal_roles:
         raise Forbidden(f"A {actor.role} may not see full ID numbers.", code="reveal_forbidden")
     audit.record(

@@ -29,7 +29,6 @@ from schemas.sync import (
     VisitSubmitV1,
 )
 from server.db.models import Household, Member
-from server.domain import id_numbers
 from server.errors import Conflict, Invalid
 from server.services import audit, conflicts, edits, households, transaction, visits
 from server.services.actor import Actor
@@ -203,8 +202,6 @@ def _needs_id(field: str) -> Invalid:
 
 def _validated(kind: edits.Kind, changes: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     values = edits.validate(kind, {name: change.new for name, change in changes.items()})
-    if "id_number" in values:
-        values["id_number"] = id_numbers.normalise(values["id_number"])
     return {name: (changes[name].old, values[name]) for name in changes}
 
 

@@ -29,6 +29,7 @@ from server.db.models import (
     VisitTransition,
 )
 from server.domain import id_numbers
+from server.services.conflicts import conflict_values
 
 Row = dict[str, Any]
 
@@ -46,24 +47,9 @@ def _mask_member(row: Row) -> None:
 
 
 def _mask_conflict(row: Row) -> None:
-    # A conflict over an ID number carries both candidates: a device sees them masked only.
-    if row["field"] == "id_number":
-        for key in ("server_value", "client_value"):
-            if isinstance(row[key], str):
-                row[key] = id_numbers.mask(row[key])
-    if isinstance(row["client_value"], dict):
-        row["client_value"] = _mask_nested(row["client_value"])
-
-
-def _mask_nested(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: id_numbers.mask(v) if k == "id_number" and isinstance(v, str) else _mask_nested(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_mask_nested(v) for v in value]
-    return value
+    row["server_value"], row["client_value"] = conflict_values(
+        row["field"], row["server_value"], row["client_value"]
+    )
 
 
 def _columns(model: type[Any], names: str) -> tuple[InstrumentedAttribute[Any], ...]:

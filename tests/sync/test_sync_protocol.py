@@ -15,6 +15,7 @@ from server.db.models import Household, MutationLog, SyncClient, User
 from server.services import sync_admin, sync_push
 from server.services.actor import SYSTEM
 from tests.helpers import Client, household_id, login, node_id, run_db
+from tests.server.test_households import valid_id
 from tests.sync.conftest import MakeDevice
 
 H1 = str(household_id("DB-C01-0001"))
@@ -460,3 +461,21 @@ def test_epoch_change_and_tombstone_horizon_send_devices_a_reset(
     paged = make_device("demo-worker-1", "paged", pull_limit=50)
     assert paged.sync().resets == 0
     assert paged.confirmed("household") == device.confirmed("household")
+
+
+def test_a_quarantined_mutation_never_shows_a_full_id_number(client: Client, make_device: MakeDevice) -> None:
+    """Its arguments are kept whole for the record, but whoever reads them sees the number masked."""
+    full = valid_id("13010219800101123")
+    device = make_device("demo-worker-1")
+    device.sync()
+    member = {"id": str(uuid.uuid4()), "name": "无此户", "relation": "self", "id_number": full}
+    device.enqueue("member.create.v1", household_id=str(uuid.uuid4()), member=member)
+    assert device.sync().rejected == [1]
+    supervisor = make_device("demo-reviewer-community")
+    supervisor.sync()
+    for seen in (
+        client.get("/api/v1/conflicts", headers=login(client, "demo-reviewer-community")).text,
+        str(supervisor.confirmed("conflict")),
+        str(device.confirmed("conflict")),
+    ):
+        assert "无此户" in seen and full not in seen

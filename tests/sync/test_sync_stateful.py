@@ -213,13 +213,17 @@ def check_invariants(client: Client, devices: list[Device], made: set[str], fold
     for device in devices:
         seqs = sorted(m.seq for m in mine if str(m.client_id) == device.client_id)
         assert seqs == list(range(1, len(seqs) + 1))
-    # I1: every value an applied edit carried is in some version of the record or in a conflict.
+    # I1: every value an applied edit carried is in the current row, in some version of the record, or
+    # in a conflict. (An edit to the value the record already held changes nothing and writes no version.)
     versions = run_db(client, lambda s: _all(s, RecordVersion))
     conflicts = run_db(client, lambda s: _all(s, SyncConflict))
     kept: dict[tuple[str, str], list[Any]] = {}
     for v in versions:
         for name, value in v.data.items():
             kept.setdefault((v.entity_id, name), []).append(value)
+    for h in run_db(client, lambda s: _all(s, Household)):
+        for name in FIELDS:
+            kept.setdefault((str(h.id), name), []).append(msgspec.to_builtins(getattr(h, name)))
     by_mutation = {c.mutation_id: c for c in conflicts}
     for m in mine:
         if m.op == "household.update.v1" and m.status != "rejected":
