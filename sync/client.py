@@ -163,12 +163,6 @@ class Device:
         ).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
-    def outcome(self, seq: int) -> dict[str, Any] | None:
-        row = self.db.execute(
-            "SELECT status, code, conflict_ids FROM outcomes WHERE seq = ?", (seq,)
-        ).fetchone()
-        return None if row is None else {"status": row[0], "code": row[1], "conflict_ids": json.loads(row[2])}
-
     # -- edits: each one is a queued mutation, written in one local transaction --------------------
 
     def enqueue(self, op: str, **payload: Any) -> dict[str, Any]:
@@ -197,6 +191,12 @@ class Device:
         key = "household_id" if entity == "household" else "member_id"
         return self.enqueue(
             f"{entity}.update.v1", **{key: record_id}, base_version=base.get("version", 0), changes=changes
+        )
+
+    def remove_member(self, member_id: str, reason: str) -> dict[str, Any]:
+        base = self.record("member", member_id) or {}
+        return self.enqueue(
+            "member.remove.v1", member_id=member_id, base_version=base.get("version", 0), reason=reason
         )
 
     def archive_household(self, household_id: str, reason: str) -> dict[str, Any]:

@@ -479,3 +479,21 @@ def test_a_quarantined_mutation_never_shows_a_full_id_number(client: Client, mak
         str(device.confirmed("conflict")),
     ):
         assert "无此户" in seen and full not in seen
+
+
+def test_member_edits_merge_guard_the_name_and_removal_is_a_tombstone(
+    make_device: MakeDevice, client: Client
+) -> None:
+    device = make_device("demo-worker-1")
+    device.sync()
+    member_id, member = next((i, m) for i, m in device.confirmed("member").items() if m["household_id"] == H1)
+    device.update_member(member_id, employment="flexible", name="改了名字")
+    device.sync()
+    after = device.record("member", member_id)
+    assert after is not None and after["employment"] == "flexible" and after["name"] == member["name"]
+    assert [c["kind"] for c in conflicts(client, member_id)] == ["guarded_change"]
+    device.remove_member(member_id, "moved out")
+    device.sync()
+    assert device.record("member", member_id) is None
+    household = client.get(f"/api/v1/households/{H1}", headers=login(client, "demo-worker-1")).json()
+    assert member_id not in {m["id"] for m in household["members"]}
