@@ -32,17 +32,21 @@ from server.db.models import Household, Member
 from server.errors import Conflict, Invalid
 from server.services import audit, conflicts, edits, households, transaction, visits
 from server.services.actor import Actor
+from server.services.sync_preload import Preloaded
 
-Handler = Callable[[AsyncSession, Actor, Any, RulePack], Awaitable[list[uuid.UUID]]]
+Handler = Callable[[AsyncSession, Actor, Any, RulePack, Preloaded | None], Awaitable[list[uuid.UUID]]]
 
 
-async def apply(session: AsyncSession, actor: Actor, mutation: Mutation, rules: RulePack) -> list[uuid.UUID]:
+async def apply(
+    session: AsyncSession, actor: Actor, mutation: Mutation, rules: RulePack, pre: Preloaded | None = None
+) -> list[uuid.UUID]:
+    """`pre`: the batch's records read ahead (sync_preload); None reads each record when needed."""
     handler: Handler = HANDLERS[type(mutation)]
-    return await handler(session, actor, mutation, rules)
+    return await handler(session, actor, mutation, rules, pre)
 
 
 async def _household_create(
-    session: AsyncSession, actor: Actor, m: HouseholdCreateV1, _: RulePack
+    session: AsyncSession, actor: Actor, m: HouseholdCreateV1, _: RulePack, pre: Preloaded | None
 ) -> list[uuid.UUID]:
     if m.household.id is None:
         raise _needs_id("household.id")
@@ -56,26 +60,25 @@ async def _household_create(
 
 
 async def _household_update(
-    session: AsyncSession, actor: Actor, m: HouseholdUpdateV1, _: RulePack
+    session: AsyncSession, actor: Actor, m: HouseholdUpdateV1, _: RulePack, pre: Preloaded | None
 ) -> list[uuid.UUID]:
-    household = await _household(session, actor, m.household_id)
+    household = await _household(session, actor, m.household_id, pre)
     return _merge(session, actor, household, household, m, "household.update")
 
 
 async def _household_archive(
-    session: AsyncSession, actor: Actor, m: HouseholdArchiveV1, _: RulePack
+    session: AsyncSession, actor: Actor, m: HouseholdArchiveV1, _: RulePack, pre: Preloaded | None
 ) -> list[uuid.UUID]:
-    household = await _household(session, actor, m.household_id)
+    household = await _household(session, actor, m.household_id, pre)
     return _archive(session, actor, household, household, m, "household.archive")
 
 
 async def _member_create(
-    session: AsyncSession, actor: Actor, m: MemberCreateV1, _: RulePack
+    session: AsyncSession, actor: Actor, m: MemberCreateV1, _: RulePack, pre: Preloaded | None
 ) -> list[uuid.UUID]:
     if m.member.id is None:
         raise _needs_id("member.id")
-    households.require_writer(actor)
-    household = await households.get(session, actor, m.household_id, lock=True, archived=True, members=False)
+    household = await _household(session, actor, m.household_id, pre)
     existing = await session.get(Member, m.member.id)
     if existing is not None:
         if existing.household_id != household.id:
@@ -94,16 +97,16 @@ async def _member_create(
 
 
 async def _member_update(
-    session: AsyncSession, actor: Actor, m: MemberUpdateV1, _: RulePack
+    session: AsyncSession, actor: Actor, m: MemberUpdateV1, _: RulePack, pre: Preloaded | None
 ) -> list[uuid.UUID]:
-    member, household = await _member_and_household(session, actor, m.member_id)
+    member, household = await _member_and_household(session, actor, m.member_id, pre)
     return _merge(session, actor, member, household, m, "member.update")
 
 
 async def _member_remove(
-    session: AsyncSession, actor: Actor, m: MemberRemoveV1, _: RulePack
+    session: AsyncSession, actor: Actor, m: MemberRemoveV1, _: RulePack, pre: Preloaded | None
 ) -> list[uuid.UUID]:
-    member, household = await _member_and_household(session, actor, m.member_id)
+    member, household = await _member_and_household(session, actor, m.member_id, pre)
     return _archive(session, actor, member, household, m, "member.remove")
 
 
@@ -152,28 +155,31 @@ def _archive(
 
 
 async def _visit_answer(
-    session: AsyncSession, actor: Actor, m: VisitAnswerV1, rules: RulePack
+    session: AsyncSession, actor: Actor, m: VisitAnswerV1, rules: RulePack, pre: Preloaded | None
 ) -> list[uuid.UUID]:
-    await visits.answer(session, actor, m.visit_id, m.observations, rules)
+    found = pre.visit(m.visit_id) if pre is not None else None
+    visit, _ = found or await visits.get(session, actor, m.visit_id, lock=True)
+    stored = pre.observations if pre is not None else await visits.already_stored(session, m.observations)
+    await visits.add_answers(session, actor, visit, m.observations, rules, stored)
     return []
 
 
 async def _visit_propose(
-    session: AsyncSession, actor: Actor, m: VisitProposeV1, rules: RulePack
+    session: AsyncSession, actor: Actor, m: VisitProposeV1, rules: RulePack, pre: Preloaded | None
 ) -> list[uuid.UUID]:
     await visits.propose(session, actor, m.visit_id, m.proposal, rules)
     return []
 
 
 async def _visit_submit(
-    session: AsyncSession, actor: Actor, m: VisitSubmitV1, rules: RulePack
+    session: AsyncSession, actor: Actor, m: VisitSubmitV1, rules: RulePack, pre: Preloaded | None
 ) -> list[uuid.UUID]:
     await visits.submit(session, actor, m.visit_id, rules)
     return []
 
 
 async def _conflict_resolve(
-    session: AsyncSession, actor: Actor, m: ConflictResolveV1, _: RulePack
+    session: AsyncSession, actor: Actor, m: ConflictResolveV1, _: RulePack, pre: Preloaded | None
 ) -> list[uuid.UUID]:
     await conflicts.resolve(session, actor, m.conflict_id, m.decision, m.value, mutation_id=m.mutation_id)
     return []
@@ -205,15 +211,23 @@ def _validated(kind: edits.Kind, changes: dict[str, Any]) -> dict[str, tuple[Any
     return {name: (changes[name].old, values[name]) for name in changes}
 
 
-async def _household(session: AsyncSession, actor: Actor, household_id: uuid.UUID) -> Household:
+async def _household(
+    session: AsyncSession, actor: Actor, household_id: uuid.UUID, pre: Preloaded | None
+) -> Household:
     households.require_writer(actor)
-    return await households.get(session, actor, household_id, lock=True, archived=True, members=False)
+    found = pre.household(household_id) if pre is not None else None
+    return found or await households.get(
+        session, actor, household_id, lock=True, archived=True, members=False
+    )
 
 
 async def _member_and_household(
-    session: AsyncSession, actor: Actor, member_id: uuid.UUID
+    session: AsyncSession, actor: Actor, member_id: uuid.UUID, pre: Preloaded | None
 ) -> tuple[Member, Household]:
     households.require_writer(actor)
+    found = pre.member(member_id) if pre is not None else None
+    if found is not None:
+        return found
     member = await households.get_member(session, actor, member_id, lock=True, archived=True)
     household = await households.get(session, actor, member.household_id, archived=True, members=False)
     return member, household

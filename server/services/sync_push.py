@@ -29,7 +29,7 @@ from server.db.feed import take_seq
 from server.db.models import Household, Member, MutationLog, SyncClient, SyncConflict, Visit
 from server.db.types import utcnow
 from server.errors import DomainError
-from server.services import sync_apply, transaction
+from server.services import sync_apply, sync_preload, transaction
 from server.services.actor import Actor
 from server.services.sync_clients import claim
 from server.services.sync_pull import check_schema
@@ -50,23 +50,13 @@ async def push(session: AsyncSession, actor: Actor, request: PushRequest, rules:
     # Take the commit-ordered sequence before any savepoint, so undoing one mutation never undoes it.
     await session.run_sync(take_seq)
     await session.flush()  # the client row's changes too: a savepoint rolled back later must not undo them
-    batch = _Batch(client, await _delivered_before(session, request.mutations))
-    results: list[MutationResult] = []
-    stopped: str | None = None
+    delivered = await _delivered_before(session, request.mutations)
     with transaction.held_by_push(session, str(client.client_id)):
-        for mutation in request.mutations:
-            expected = batch.last_seq + 1
-            if mutation.seq < expected:
-                results.append(await _replayed(session, client, mutation))
-                continue
-            if mutation.seq > expected:
-                stopped = "out_of_order"
-                break
-            result = await _apply_one(session, actor, batch, mutation, rules)
-            if result is None:
-                stopped = "transient"
-                break
-            results.append(result)
+        pre = await sync_preload.preload(session, actor, request.mutations)
+        applied = await _fast_pass(session, actor, _Batch(client, delivered), request.mutations, rules, pre)
+        if applied is None:
+            applied = await _apply_all(session, actor, _Batch(client, delivered), request.mutations, rules)
+    batch, results, stopped = applied
     batch.write(session, actor)
     await session.commit()
     return PushResponse(
@@ -75,6 +65,63 @@ async def push(session: AsyncSession, actor: Actor, request: PushRequest, rules:
         stopped=stopped,  # type: ignore[arg-type]
         expected_seq=client.last_mutation_seq + 1 if stopped else None,
     )
+
+
+Applied = tuple["_Batch", list[MutationResult], str | None]
+
+
+async def _fast_pass(
+    session: AsyncSession,
+    actor: Actor,
+    batch: _Batch,
+    mutations: list[Mutation],
+    rules: RulePack,
+    pre: sync_preload.Preloaded,
+) -> Applied | None:
+    """The whole batch in one savepoint and one flush, from the preloaded records.
+
+    This is the common case (nothing refused, nothing failing) at a fraction of the slow pass's cost: no
+    savepoint, read or flush per mutation. Anything going wrong (a refusal, a fault, the flush failing)
+    undoes the pass entirely and returns None; the slow pass then applies the batch again mutation by
+    mutation and decides each one's fate. Both passes go through the same handlers, so they agree.
+    """
+    savepoint = await session.begin_nested()
+    try:
+        applied = await _apply_all(session, actor, batch, mutations, rules, pre)
+        await session.flush()
+    except Exception:  # whatever it was, the slow pass meets it again and handles it
+        await savepoint.rollback()
+        return None
+    await savepoint.commit()
+    return applied
+
+
+async def _apply_all(
+    session: AsyncSession,
+    actor: Actor,
+    batch: _Batch,
+    mutations: list[Mutation],
+    rules: RulePack,
+    pre: sync_preload.Preloaded | None = None,
+) -> Applied:
+    """Apply the batch in seq order; `pre` set means the fast pass (errors propagate, see _fast_pass)."""
+    results: list[MutationResult] = []
+    for mutation in mutations:
+        expected = batch.last_seq + 1
+        if mutation.seq < expected:
+            results.append(await _replayed(session, batch.client, mutation))
+            continue
+        if mutation.seq > expected:
+            return batch, results, "out_of_order"
+        result = await (
+            _apply_one(session, actor, batch, mutation, rules, pre)
+            if pre is not None
+            else _apply_one_safely(session, actor, batch, mutation, rules)
+        )
+        if result is None:
+            return batch, results, "transient"
+        results.append(result)
+    return batch, results, None
 
 
 def _measure_clock(client: SyncClient, request: PushRequest) -> None:
@@ -127,18 +174,28 @@ class _Batch:
 
 
 async def _apply_one(
+    session: AsyncSession,
+    actor: Actor,
+    batch: _Batch,
+    mutation: Mutation,
+    rules: RulePack,
+    pre: sync_preload.Preloaded,
+) -> MutationResult:
+    """One mutation of the fast pass: whatever goes wrong propagates and undoes the pass."""
+    if (earlier := _already_delivered(batch, mutation)) is not None:
+        return earlier
+    return _logged(batch, mutation, await _run(session, actor, mutation, rules, pre))
+
+
+async def _apply_one_safely(
     session: AsyncSession, actor: Actor, batch: _Batch, mutation: Mutation, rules: RulePack
 ) -> MutationResult | None:
-    earlier = batch.delivered.get(mutation.mutation_id)
-    if earlier is not None:  # a re-registered device resending what another client id delivered
-        result = MutationResult(seq=mutation.seq, status="already_applied", conflict_ids=earlier.conflict_ids)
-        batch.log(mutation, result, "already_applied")
-        return result
+    """One mutation in its own savepoint: quarantined if refused, None if it failed transiently."""
+    if (earlier := _already_delivered(batch, mutation)) is not None:
+        return earlier
     savepoint = await session.begin_nested()
     try:
-        if fault_hook is not None:
-            fault_hook(mutation)
-        conflict_ids = await sync_apply.apply(session, actor, mutation, rules)
+        conflict_ids = await _run(session, actor, mutation, rules, None)
         await session.flush()
         await savepoint.commit()
     except (DomainError, IntegrityError) as exc:
@@ -147,6 +204,32 @@ async def _apply_one(
     except (TransientFault, DBAPIError):
         await savepoint.rollback()
         return None
+    return _logged(batch, mutation, conflict_ids)
+
+
+async def _run(
+    session: AsyncSession,
+    actor: Actor,
+    mutation: Mutation,
+    rules: RulePack,
+    pre: sync_preload.Preloaded | None,
+) -> list[uuid.UUID]:
+    if fault_hook is not None:
+        fault_hook(mutation)
+    return await sync_apply.apply(session, actor, mutation, rules, pre)
+
+
+def _already_delivered(batch: _Batch, mutation: Mutation) -> MutationResult | None:
+    earlier = batch.delivered.get(mutation.mutation_id)
+    if earlier is None:
+        return None
+    # A re-registered device resending what another client id delivered.
+    result = MutationResult(seq=mutation.seq, status="already_applied", conflict_ids=earlier.conflict_ids)
+    batch.log(mutation, result, "already_applied")
+    return result
+
+
+def _logged(batch: _Batch, mutation: Mutation, conflict_ids: list[uuid.UUID]) -> MutationResult:
     status: Status = "applied_with_conflict" if conflict_ids else "applied"
     result = MutationResult(seq=mutation.seq, status=status, conflict_ids=conflict_ids)
     batch.log(mutation, result, status)

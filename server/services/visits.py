@@ -315,52 +315,69 @@ async def answer(
 ) -> list[ObservationOut]:
     """Append observations, all or none. Re-sending one already stored (same id, same content) is a no-op."""
     visit, _ = await get(session, actor, visit_id, lock=True)
-    _require_team(visit, actor)
-    fresh = await _new_only(session, visit, batch)
-    if fresh:
-        require_editable(visit)
-        pinned = {t["code"]: t["version"] for t in visit.templates}
-        problems = [p for i, obs in enumerate(fresh) for p in await _obs_problems(session, i, obs, pinned)]
-        if problems:
-            raise Invalid("; ".join(f"{p['field']}: {p['message']}" for p in problems), details=problems)
-        for obs in fresh:
-            visit.answer_count += 1
-            session.add(_observation(visit, obs, pinned[obs.template], actor))
-        if visit.status == VisitStatus.assigned:
-            visit.status = VisitStatus.in_progress
-            record_transition(session, actor, visit, "start", VisitStatus.assigned, rules)
-        visit.version += 1
-        audit.record(
-            session,
-            actor,
-            "visit.answer",
-            "visit",
-            visit.id,
-            {"observations": [{"id": str(o.id), "template": o.template, "item": o.item} for o in fresh]},
-        )
-        await transaction.commit(session)
+    await add_answers(session, actor, visit, batch, rules, await already_stored(session, batch))
     ids = [obs.id for obs in batch]
     stored = (await session.execute(select(Observation).where(Observation.id.in_(ids)))).scalars()
     by_id = {o.id: o for o in stored}
     return [observation_out(by_id[i]) for i in ids]
 
 
-async def _new_only(session: AsyncSession, visit: Visit, batch: list[ObservationIn]) -> list[ObservationIn]:
+async def add_answers(
+    session: AsyncSession,
+    actor: Actor,
+    visit: Visit,
+    batch: list[ObservationIn],
+    rules: RulePack,
+    stored: dict[uuid.UUID, Observation],
+) -> None:
+    """Append to a visit read with its lock. `stored` holds those of the batch's observations already
+    stored (a sync push reads all of its batch's at once); the new ones are added to it."""
+    _require_team(visit, actor)
+    fresh = _new_only(visit, batch, stored)
+    if not fresh:
+        return
+    require_editable(visit)
+    pinned = {t["code"]: t["version"] for t in visit.templates}
+    problems = [p for i, obs in enumerate(fresh) for p in await _obs_problems(session, i, obs, pinned)]
+    if problems:
+        raise Invalid("; ".join(f"{p['field']}: {p['message']}" for p in problems), details=problems)
+    for obs in fresh:
+        visit.answer_count += 1
+        observation = _observation(visit, obs, pinned[obs.template], actor)
+        stored[observation.id] = observation
+        session.add(observation)
+    if visit.status == VisitStatus.assigned:
+        visit.status = VisitStatus.in_progress
+        record_transition(session, actor, visit, "start", VisitStatus.assigned, rules)
+    visit.version += 1
+    audit.record(
+        session,
+        actor,
+        "visit.answer",
+        "visit",
+        visit.id,
+        {"observations": [{"id": str(o.id), "template": o.template, "item": o.item} for o in fresh]},
+    )
+    await transaction.commit(session)
+
+
+async def already_stored(session: AsyncSession, batch: list[ObservationIn]) -> dict[uuid.UUID, Observation]:
+    query = select(Observation).where(Observation.id.in_([b.id for b in batch]))
+    return {o.id: o for o in (await session.execute(query)).scalars()}
+
+
+def _new_only(
+    visit: Visit, batch: list[ObservationIn], stored: dict[uuid.UUID, Observation]
+) -> list[ObservationIn]:
     """Drop observations already stored; refuse an id reused for different content."""
     if len({o.id for o in batch}) != len(batch):
         raise Invalid("An observation id appears twice in the batch.", code="duplicate_id")
-    existing = {
-        o.id: o
-        for o in (
-            await session.execute(select(Observation).where(Observation.id.in_([b.id for b in batch])))
-        ).scalars()
-    }
     fresh = []
     for obs in batch:
-        stored = existing.get(obs.id)
-        if stored is None:
+        earlier = stored.get(obs.id)
+        if earlier is None:
             fresh.append(obs)
-        elif stored.visit_id != visit.id or (stored.template_code, stored.item, stored.value) != (
+        elif earlier.visit_id != visit.id or (earlier.template_code, earlier.item, earlier.value) != (
             obs.template,
             obs.item,
             obs.value,

@@ -17,6 +17,7 @@ from server.services.actor import SYSTEM
 from tests.helpers import Client, household_id, login, node_id, run_db
 from tests.server.test_households import valid_id
 from tests.sync.conftest import MakeDevice
+from tests.visit_flow import assign, complete_answers, observation
 
 H1 = str(household_id("DB-C01-0001"))
 H2 = str(household_id("DB-C01-0002"))
@@ -497,3 +498,44 @@ def test_member_edits_merge_guard_the_name_and_removal_is_a_tombstone(
     assert device.record("member", member_id) is None
     household = client.get(f"/api/v1/households/{H1}", headers=login(client, "demo-worker-1")).json()
     assert member_id not in {m["id"] for m in household["members"]}
+
+
+def test_one_batch_creating_editing_and_resending_lands_each_effect_once(client: Client) -> None:
+    """A push applies its batch in one pass when nothing fails: records made earlier in the batch are
+    seen by later mutations, and answers sent twice in one batch are stored once."""
+    worker = login(client, "demo-worker-1")
+    visit = assign(client)
+    answers = [observation(a) for a in complete_answers(client, visit, worker) if a.row_id is None][:5]
+    member_id = str(uuid.uuid4())
+    member = {
+        "id": member_id,
+        "name": "新成员",
+        "relation": "child",
+        "id_number": valid_id("13010220100101123"),
+    }
+
+    def op(seq: int, name: str, **body: Any) -> dict[str, Any]:
+        return {"op": name, "seq": seq, "mutation_id": str(uuid.uuid4()), **body}
+
+    batch = [
+        op(1, "member.create.v1", household_id=H1, member=member),
+        op(
+            2,
+            "member.update.v1",
+            member_id=member_id,
+            base_version=1,
+            changes={"employment": {"old": None, "new": "flexible"}},
+        ),
+        op(3, "visit.answer.v1", visit_id=visit["id"], observations=answers),
+        op(4, "visit.answer.v1", visit_id=visit["id"], observations=answers),
+        update_mutation(5, H1, 1, address="一号"),
+        update_mutation(6, H1, 2, address="二号"),
+    ]
+    answer = push(client, worker, str(uuid.uuid4()), batch)
+    assert [r["status"] for r in answer["results"]] == ["applied"] * 6
+    household = client.get(f"/api/v1/households/{H1}", headers=worker).json()
+    assert household["address"] == "二号" and household["version"] == 3
+    created = next(m for m in household["members"] if m["id"] == member_id)
+    assert created["employment"] == "flexible" and created["version"] == 2
+    stored = client.get(f"/api/v1/visits/{visit['id']}/observations", headers=worker).json()
+    assert sorted(o["id"] for o in stored) == sorted(a["id"] for a in answers)
