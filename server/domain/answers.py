@@ -34,7 +34,6 @@ from schemas.checklists import (
     Text,
     YesNo,
 )
-from server.domain.templates import all_items
 
 Answers = Mapping[tuple[str, str | None], Any]
 """Current answers of one template: (item path, row id or None) -> value."""
@@ -49,10 +48,6 @@ class Problem:
     """`template_code:item.path`"""
     row: str | None
     message: str
-
-
-def find_item(template: Template, path: str) -> Item | None:
-    return next((item for p, item in all_items(template) if p == path), None)
 
 
 def check_value(item: Item, value: Any) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import resources
 
 import msgspec
@@ -29,6 +30,25 @@ def walk(items: list[Item], prefix: str = "") -> Iterator[tuple[str, Item]]:
 def all_items(template: Template) -> Iterator[tuple[str, Item]]:
     for section in template.sections:
         yield from walk(section.items)
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """A template's items by path, and the paths inside a repeat group (the groups themselves too).
+
+    Built once per published version: checking an answer then costs two lookups, not a walk of the
+    whole template (a pushed visit checks twenty answers).
+    """
+
+    items: dict[str, Item]
+    repeated: frozenset[str]
+
+
+def paths(template: Template) -> Paths:
+    items = dict(all_items(template))
+    groups = [p for p, item in items.items() if isinstance(item, Repeat)]
+    repeated = frozenset(p for p in items if any(p == g or p.startswith(g + ".") for g in groups))
+    return Paths(items, repeated)
 
 
 def problems(template: Template) -> list[str]:

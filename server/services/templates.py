@@ -19,13 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.checklists import Label, StatusName, Template, TemplateOut, TemplateSummary
 from server.db.models import ChecklistTemplate, TemplateStatus
 from server.db.types import utcnow
-from server.domain.templates import etag, problems, shipped
+from server.domain.templates import Paths, etag, paths, problems, shipped
 from server.errors import Conflict, Forbidden, Invalid, NotFound
 from server.services import audit
 from server.services.actor import SYSTEM, Actor
 
 log = logging.getLogger("fivestep.templates")
-_published: dict[tuple[str, int], Template] = {}
+_published: dict[tuple[str, int], tuple[Template, Paths]] = {}
 
 
 async def install_shipped(session: AsyncSession) -> int:
@@ -81,12 +81,18 @@ def _decode(row: ChecklistTemplate) -> Template:
 
 async def pinned(session: AsyncSession, code: str, version: int) -> Template:
     """A published (or retired) template version, as visits pin it."""
+    return (await pinned_with_paths(session, code, version))[0]
+
+
+async def pinned_with_paths(session: AsyncSession, code: str, version: int) -> tuple[Template, Paths]:
+    """A pinned template and its items by path. Published versions never change: cached for good."""
     key = (code, version)
     if key not in _published:
         row = await _row(session, code, version)
         if row is None or row.status == TemplateStatus.draft:
             raise NotFound(f"No published template {code} v{version}.")
-        _published[key] = _decode(row)
+        template = _decode(row)
+        _published[key] = (template, paths(template))
     return _published[key]
 
 

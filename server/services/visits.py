@@ -18,7 +18,6 @@ from sqlalchemy import Select, and_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from schemas.checklists import Repeat, Template
 from schemas.rules import RulePack
 from schemas.visits import (
     GpsFix,
@@ -49,7 +48,6 @@ from server.db.models import (
 from server.db.types import utcnow
 from server.domain import answers as rules_of_answers
 from server.domain.calendar import is_overdue
-from server.domain.templates import all_items
 from server.errors import Conflict, Forbidden, Invalid, NotFound
 from server.services import audit, templates, transaction
 from server.services.actor import Actor, communities_in_scope
@@ -316,6 +314,7 @@ async def answer(
     """Append observations, all or none. Re-sending one already stored (same id, same content) is a no-op."""
     visit, _ = await get(session, actor, visit_id, lock=True)
     await add_answers(session, actor, visit, batch, rules, await already_stored(session, batch))
+    await transaction.commit(session)
     ids = [obs.id for obs in batch]
     stored = (await session.execute(select(Observation).where(Observation.id.in_(ids)))).scalars()
     by_id = {o.id: o for o in stored}
@@ -331,7 +330,8 @@ async def add_answers(
     stored: dict[uuid.UUID, Observation],
 ) -> None:
     """Append to a visit read with its lock. `stored` holds those of the batch's observations already
-    stored (a sync push reads all of its batch's at once); the new ones are added to it."""
+    stored (a sync push reads all of its batch's at once); the new ones are added to it. The caller
+    commits (a push flushes a whole batch at once)."""
     _require_team(visit, actor)
     fresh = _new_only(visit, batch, stored)
     if not fresh:
@@ -358,7 +358,6 @@ async def add_answers(
         visit.id,
         {"observations": [{"id": str(o.id), "template": o.template, "item": o.item} for o in fresh]},
     )
-    await transaction.commit(session)
 
 
 async def already_stored(session: AsyncSession, batch: list[ObservationIn]) -> dict[uuid.UUID, Observation]:
@@ -399,8 +398,8 @@ async def _obs_problems(
                 "message": f"{obs.template!r} is not one of this visit's checklists",
             }
         ]
-    template = await templates.pinned(session, obs.template, pinned[obs.template])
-    item = rules_of_answers.find_item(template, obs.item)
+    template, paths = await templates.pinned_with_paths(session, obs.template, pinned[obs.template])
+    item = paths.items.get(obs.item)
     if item is None:
         return [
             {
@@ -408,17 +407,12 @@ async def _obs_problems(
                 "message": f"{obs.template} v{template.version} has no item {obs.item!r}",
             }
         ]
-    in_repeat = _in_repeat(template, obs.item)
+    in_repeat = obs.item in paths.repeated
     if in_repeat != (obs.row_id is not None):
         need = "needs a row_id (it is inside a repeat group)" if in_repeat else "takes no row_id"
         return [{"field": f"{field}.row_id", "message": f"{obs.item} {need}"}]
     why = rules_of_answers.check_value(item, obs.value)
     return [{"field": f"{field}.value", "message": f"{obs.item}: {why}"}] if why else []
-
-
-def _in_repeat(template: Template, path: str) -> bool:
-    groups = {p for p, item in all_items(template) if isinstance(item, Repeat)}
-    return path in groups or any(path.startswith(g + ".") for g in groups)
 
 
 def _observation(visit: Visit, obs: ObservationIn, template_version: int, actor: Actor) -> Observation:
