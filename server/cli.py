@@ -82,6 +82,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.malloc import limit_arenas
+
+    limit_arenas()  # before the image workers' threads start allocating
 
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
