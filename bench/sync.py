@@ -308,9 +308,14 @@ def run(name: str, url: str, tmp: Path, households: int) -> dict[str, Any]:
         started = time.perf_counter()
         rows, cursor = pull_all(client, auth, None)
         first = time.perf_counter() - started
-        result |= {"first_sync_rows": rows, "first_sync_s": first, "rss_growth_mb": rss_mb() - rss_before}
-        floor = asyncio.run(pull_floor(url))
-        result |= {"first_sync_floor_s": floor, "first_sync_x_floor": first / floor}
+        result |= {"first_sync_rows": rows, "rss_growth_mb": rss_mb() - rss_before}
+        # Best of three for the pull and for its floor alike: single runs of either move by 20-30% here.
+        for _ in range(2):
+            started = time.perf_counter()
+            pull_all(client, auth, None)
+            first = min(first, time.perf_counter() - started)
+        floor = min(asyncio.run(pull_floor(url)) for _ in range(3))
+        result |= {"first_sync_s": first, "first_sync_floor_s": floor, "first_sync_x_floor": first / floor}
         device = Device(tmp / f"{name}-device.sqlite", httpx_transport(client), pull_limit=2000)
         device.login("demo-worker-1", "demo")
         started = time.perf_counter()
