@@ -189,7 +189,8 @@ async def pull_floor(url: str) -> float:
     async with db.read_session() as session:
         for model in tables:
             result = await session.execute(select(*model.__table__.columns))
-            msgspec.json.encode([dict(r._mapping) for r in result])
+            keys = list(result.keys())
+            msgspec.json.encode([dict(zip(keys, r, strict=True)) for r in result])
     elapsed = time.perf_counter() - started
     await db.dispose()
     return elapsed

@@ -30,6 +30,7 @@ from schemas.sync import (
     Mutation,
     VisitAnswerV1,
 )
+from server.db.id_lists import among
 from server.db.models import Household, Jurisdiction, Member, Observation, Visit
 from server.services.actor import Actor, under
 
@@ -82,19 +83,19 @@ async def preload(session: AsyncSession, actor: Actor, mutations: Iterable[Mutat
     communities = select(Jurisdiction.id).where(under(actor))
     pre = Preloaded(communities=frozenset((await session.execute(communities)).scalars()))
     if household_ids:
-        targets = select(Household).where(Household.id.in_(household_ids)).order_by(Household.id)
+        targets = select(Household).where(among(session, Household.id, household_ids)).order_by(Household.id)
         pre.households.update((h.id, h) for h in await _locked(session, targets))
     if member_ids:
-        members = select(Member).where(Member.id.in_(member_ids)).order_by(Member.id)
+        members = select(Member).where(among(session, Member.id, member_ids)).order_by(Member.id)
         pre.members.update((m.id, m) for m in await _locked(session, members))
         owners = {m.household_id for m in pre.members.values()} - pre.households.keys()
         if owners:
-            of_members = select(Household).where(Household.id.in_(owners))
+            of_members = select(Household).where(among(session, Household.id, owners))
             pre.households.update((h.id, h) for h in (await session.execute(of_members)).scalars())
     if visit_ids:
         pre.visits.update(await _visits(session, visit_ids))
     if observation_ids:
-        stored = select(Observation).where(Observation.id.in_(observation_ids))
+        stored = select(Observation).where(among(session, Observation.id, observation_ids))
         pre.observations.update((o.id, o) for o in (await session.execute(stored)).scalars())
     return pre
 
@@ -110,7 +111,7 @@ async def _visits(
     query = (
         select(Visit, Household)
         .join(Household, Household.id == Visit.household_id)
-        .where(Visit.id.in_(ids))
+        .where(among(session, Visit.id, ids))
         .options(selectinload(Visit.team))
         .order_by(Visit.id)
         .with_for_update(of=Visit)
