@@ -69,6 +69,11 @@ async def seed_scope(url: str, households: int) -> None:
             await session.execute(insert(SyncChange), rows["c"])
         await session.execute(update(SyncState).values(seq=seq))
         await session.commit()
+    # A database in service has planner statistics; one just bulk-loaded has none until autovacuum
+    # comes by, and without them PostgreSQL scans whole tables for a page's id lists.
+    async with db.engine.connect() as connection:
+        await connection.execute(text("ANALYZE"))
+        await connection.commit()
     await db.dispose()
 
 
