@@ -1,14 +1,20 @@
 """The change feed: every flush that touches a synced record stamps it into `sync_changes`.
 
 It runs as a SQLAlchemy `before_flush` hook on every session, so no code path (REST, sync push, the
-CLI, the demo seed) can change a synced record without the feed knowing. The first such flush of a
-transaction takes the next number from `sync_state.seq` with an UPDATE, whose row lock (PostgreSQL) or
-single-writer lock (SQLite) lasts until commit: numbers are therefore handed out in commit order, and a
-pull that has seen N will never later meet an N-1 committed behind its back.
+CLI, the demo seed) can change a synced record without the feed knowing.
+
+Sequence numbers follow commit order. While a transaction works, its stamps carry a placeholder of its
+own (a negative number no committed row ever has, invisible to everyone else until commit). Just before
+it commits, the transaction takes the next number from `sync_state.seq` with an UPDATE, whose row lock
+(PostgreSQL) or single-writer lock (SQLite) lasts until the COMMIT right after, and puts that number on
+its stamps. Numbers are therefore handed out in commit order: a pull that has seen N will never later
+meet an N-1 committed behind its back. Taking the number last keeps the lock short: concurrent pushes
+serialise only on their renumbering and commit, not on their whole work.
 """
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from typing import Any
 
@@ -44,35 +50,57 @@ ENTITY = {
     SyncConflict: "conflict",
 }
 EVERYONE = "*"
-_SEQ, _TXN = "fivestep_sync_seq", "fivestep_sync_txn"
+_PENDING, _SCOPES = "fivestep_feed_placeholder", "fivestep_feed_scopes"
 
 
 def take_seq(session: Session) -> int:
-    """This transaction's sequence number, taken on first use and held until commit."""
-    seq: int | None = session.info.get(_SEQ)
-    if seq is None:
-        statement = (
-            update(SyncState).where(SyncState.id == 1).values(seq=SyncState.seq + 1).returning(SyncState.seq)
+    """The next sequence number; its row lock is held until this transaction ends."""
+    statement = (
+        update(SyncState).where(SyncState.id == 1).values(seq=SyncState.seq + 1).returning(SyncState.seq)
+    )
+    return int(session.execute(statement).scalar_one())
+
+
+def _placeholder(session: Session, *scopes: str) -> int:
+    """This transaction's stand-in for its sequence number, noting the scopes its stamps went to."""
+    placeholder: int | None = session.info.get(_PENDING)
+    if placeholder is None:
+        placeholder = -1 - secrets.randbits(62)
+        session.info[_PENDING] = placeholder
+        session.info[_SCOPES] = set()
+    session.info[_SCOPES].update(scopes)
+    return placeholder
+
+
+def _number_stamps(session: Session) -> None:
+    """Before COMMIT: take the real number and put it on this transaction's stamps."""
+    if session.in_nested_transaction():
+        return  # a savepoint: one number for the whole transaction, taken when it commits
+    session.flush()  # whatever is still pending gets stamped first, with the placeholder
+    if _PENDING not in session.info:
+        return
+    placeholder, scopes = session.info[_PENDING], sorted(session.info[_SCOPES])
+    seq = take_seq(session)
+    for table in (SyncChange, ScopeExit):
+        session.execute(
+            update(table)
+            .where(table.scope.in_(scopes), table.seq == placeholder)
+            .values(seq=seq)
+            .execution_options(synchronize_session=False)
         )
-        seq = int(session.execute(statement).scalar_one())
-        session.info[_SEQ] = seq
-        session.info[_TXN] = session.get_nested_transaction() or session.get_transaction()
-    return seq
+    _forget(session)
 
 
-def _forget(session: Session, *_: Any) -> None:
-    session.info.pop(_SEQ, None)
-    session.info.pop(_TXN, None)
+def _forget(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+    session.info.pop(_SCOPES, None)
 
 
-def _forget_if_undone(session: Session, previous: SessionTransaction) -> None:
-    """A savepoint rolled back: if the number was taken inside it, the UPDATE that took it is undone."""
-    taken_in: SessionTransaction | None = session.info.get(_TXN)
-    while taken_in is not None:
-        if taken_in is previous:
-            _forget(session)
-            return
-        taken_in = taken_in.parent
+def _transaction_ended(session: Session, transaction: SessionTransaction) -> None:
+    # Only the outermost transaction: a savepoint rolled back leaves the stamps made before it in place,
+    # and they still need their number at commit.
+    if transaction.parent is None:
+        _forget(session)
 
 
 def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> None:
@@ -82,7 +110,7 @@ def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> No
     if not touched and not visits_of_team and not photos:
         return
     with session.no_autoflush:
-        seq = take_seq(session)
+        seq = _placeholder(session)
         scopes = _Scopes(session)
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         for obj in touched:
@@ -99,6 +127,7 @@ def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> No
             )
         for photo in photos:
             _stamp_photo(session, scopes, photo, seq, rows)
+        _placeholder(session, *(row["scope"] for row in rows.values()))
         _upsert(session, list(rows.values()))
 
 
@@ -176,6 +205,7 @@ def _household_moved(session: Session, household: Household, seq: int) -> None:
     if not history.deleted or household in session.new:
         return
     old, new = str(history.deleted[0]), str(household.community_id)
+    _placeholder(session, old, new)
     session.add(ScopeExit(entity="household", entity_id=str(household.id), scope=old, seq=seq))
     children = _children_of(session, household.id)
     session.execute(
@@ -223,6 +253,5 @@ def install() -> None:
     """Hook the feed into every session (idempotent)."""
     if not event.contains(Session, "before_flush", _before_flush):
         event.listen(Session, "before_flush", _before_flush)
-        event.listen(Session, "after_commit", _forget)
-        event.listen(Session, "after_rollback", _forget)
-        event.listen(Session, "after_soft_rollback", _forget_if_undone)
+        event.listen(Session, "before_commit", _number_stamps)
+        event.listen(Session, "after_transaction_end", _transaction_ended)

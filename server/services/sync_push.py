@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.rules import RulePack
 from schemas.sync import Mutation, MutationResult, PushRequest, PushResponse, Status
-from server.db.feed import take_seq
 from server.db.models import Household, Member, MutationLog, SyncClient, SyncConflict, Visit
 from server.db.types import utcnow
 from server.errors import DomainError
@@ -47,9 +46,7 @@ async def push(session: AsyncSession, actor: Actor, request: PushRequest, rules:
     check_schema(request.schema_version)
     client = await claim(session, actor, request.client_id, request.schema_version)
     _measure_clock(client, request)
-    # Take the commit-ordered sequence before any savepoint, so undoing one mutation never undoes it.
-    await session.run_sync(take_seq)
-    await session.flush()  # the client row's changes too: a savepoint rolled back later must not undo them
+    await session.flush()  # the client row's changes: a savepoint rolled back later must not undo them
     delivered = await _delivered_before(session, request.mutations)
     with transaction.held_by_push(session, str(client.client_id)):
         pre = await sync_preload.preload(session, actor, request.mutations)

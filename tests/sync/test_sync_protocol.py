@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from server.db.engine import Database
-from server.db.models import Household, MutationLog, SyncClient, User
+from server.db.models import Household, MutationLog, SyncChange, SyncClient, User
 from server.services import sync_admin, sync_push
 from server.services.actor import SYSTEM
 from tests.helpers import Client, household_id, login, node_id, run_db
@@ -164,6 +164,37 @@ def test_slow_transaction_never_falls_behind_a_cursor(
     device.sync()
     assert device.record("household", H1)["address"] == "slow write"  # type: ignore[index]
     assert device.record("household", H2)["address"] == "fast write"  # type: ignore[index]
+
+
+def test_a_transactions_stamps_share_one_real_number_taken_at_commit(client: Client) -> None:
+    """Stamps carry a placeholder until commit; none is ever committed with it, savepoints or not."""
+    worker = login(client, "demo-worker-1")
+    batch = [
+        update_mutation(1, H1, 1, address="甲"),
+        update_mutation(2, H1, 1, lat=1000),  # refused: its savepoint is rolled back
+        update_mutation(3, H2, 1, address="乙"),
+    ]
+    answer = push(client, worker, str(uuid.uuid4()), batch)
+    assert [r["status"] for r in answer["results"]] == ["applied", "rejected", "applied"]
+    quarantined = answer["results"][1]["conflict_ids"][0]
+    pushed = _seqs(client, [H1, H2, quarantined])
+    assert len(set(pushed.values())) == 1 and min(pushed.values()) > 0
+    version = client.get(f"/api/v1/households/{H2}", headers=worker).json()["version"]
+    patched = client.patch(
+        f"/api/v1/households/{H2}", json={"version": version, "address": "丙"}, headers=worker
+    )
+    assert patched.status_code == 200
+    assert _seqs(client, [H2])[H2] > pushed[H2]
+    negative = run_db(client, lambda s: _count(s, SyncChange, SyncChange.seq <= 0))
+    assert negative == 0
+
+
+def _seqs(client: Client, entity_ids: list[str]) -> dict[str, int]:
+    async def read(session: Any) -> dict[str, int]:
+        query = select(SyncChange.entity_id, SyncChange.seq).where(SyncChange.entity_id.in_(entity_ids))
+        return {entity_id: seq for entity_id, seq in await session.execute(query)}
+
+    return dict(run_db(client, read))
 
 
 # -- push ------------------------------------------------------------------------------------------
