@@ -74,8 +74,12 @@ def _placeholder(session: Session, *scopes: str) -> int:
 
 def _number_stamps(session: Session) -> None:
     """Before COMMIT: take the real number and put it on this transaction's stamps."""
+    # A savepoint: one number for the whole transaction, taken when it commits. The hook cannot tell this
+    # from committing the whole transaction while a savepoint is still open (SQLAlchemy then commits the
+    # savepoint after this hook), so code that opens savepoints closes them before committing: the push
+    # does, and nothing else opens any.
     if session.in_nested_transaction():
-        return  # a savepoint: one number for the whole transaction, taken when it commits
+        return
     session.flush()  # whatever is still pending gets stamped first, with the placeholder
     if _PENDING not in session.info:
         return
