@@ -132,7 +132,8 @@ def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> No
         for photo in photos:
             _stamp_photo(session, scopes, photo, seq, rows)
         _placeholder(session, *(row["scope"] for row in rows.values()))
-        _upsert(session, list(rows.values()))
+        # In key order: two writers stamping the same records (a shared photo) lock them in the same order.
+        _upsert(session, [rows[key] for key in sorted(rows)])
 
 
 def _stamp_photo(

@@ -276,7 +276,7 @@ async def get_member(
     if not archived:
         query = query.where(Member.deleted_at.is_(None), Household.deleted_at.is_(None))
     if lock:
-        query = query.with_for_update(of=Member)
+        query = query.with_for_update(of=(Member, Household))  # the household: see visits.get
     member = (await session.execute(query)).scalar_one_or_none()
     if member is None:
         raise NotFound("No such member.")

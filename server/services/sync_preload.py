@@ -5,6 +5,9 @@ read per table (in id order, so two pushes lock overlapping rows in the same ord
 and the handlers take their records from here. Only the fast pass of a push uses it (see sync_push):
 when that pass fails, the batch is applied again the slow way, with the services' own reads.
 
+Households are locked along with their members and visits: a record's community decides whose devices
+get its changes, so a household moving community meanwhile waits for the push instead of racing it.
+
 A record is handed out only under the same rules the services' reads apply (in the actor's scope,
 archived or not as asked); anything else falls back to the service's own query, which then answers as it
 always does (NotFound, Forbidden).
@@ -90,8 +93,8 @@ async def preload(session: AsyncSession, actor: Actor, mutations: Iterable[Mutat
         pre.members.update((m.id, m) for m in await _locked(session, members))
         owners = {m.household_id for m in pre.members.values()} - pre.households.keys()
         if owners:
-            of_members = select(Household).where(among(session, Household.id, owners))
-            pre.households.update((h.id, h) for h in (await session.execute(of_members)).scalars())
+            of_members = select(Household).where(among(session, Household.id, owners)).order_by(Household.id)
+            pre.households.update((h.id, h) for h in await _locked(session, of_members))
     if visit_ids:
         pre.visits.update(await _visits(session, visit_ids))
     if observation_ids:
@@ -113,7 +116,7 @@ async def _visits(
         .join(Household, Household.id == Visit.household_id)
         .where(among(session, Visit.id, ids))
         .options(selectinload(Visit.team))
-        .order_by(Visit.id)
-        .with_for_update(of=Visit)
+        .order_by(Household.id, Visit.id)  # households locked in id order, like the query above
+        .with_for_update(of=(Visit, Household))
     )
     return [(visit.id, (visit, household)) for visit, household in (await session.execute(query)).all()]

@@ -201,6 +201,10 @@ async def _apply_one_safely(
     except (TransientFault, DBAPIError):
         await savepoint.rollback()
         return None
+    except BaseException:
+        # Never leave a savepoint open: the change feed numbers a transaction's stamps only when none is.
+        await savepoint.rollback()
+        raise
     return _logged(batch, mutation, conflict_ids)
 
 

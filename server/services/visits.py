@@ -74,7 +74,9 @@ async def get(
 ) -> tuple[Visit, Household]:
     query = _scoped(actor).where(Visit.id == visit_id)
     if lock:
-        query = query.with_for_update(of=Visit)
+        # The household too: a record's community decides whose devices get its changes, and a
+        # household moving community meanwhile must wait for this write, not race it.
+        query = query.with_for_update(of=(Visit, Household))
     row = (await session.execute(query)).one_or_none()
     if row is None:
         raise NotFound("No such visit.")

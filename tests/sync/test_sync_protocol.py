@@ -452,6 +452,51 @@ def test_a_household_moving_community_leaves_one_device_and_arrives_whole_on_ano
     assert {m["id"] for m in members} <= set(c03.confirmed("member"))
 
 
+def test_answers_pushed_while_their_household_moves_never_land_in_the_old_community(
+    client: Client, database_url: str
+) -> None:
+    """A push reading a household while another transaction moves it waits for that move, so the
+    answers never reach the devices of the community the household left."""
+    worker = login(client, "demo-worker-1")
+    visit = assign(client)
+    answers = [observation(a) for a in complete_answers(client, visit, worker) if a.row_id is None][:3]
+    holding, release = threading.Event(), threading.Event()
+
+    async def slow_move() -> None:
+        db = Database(database_url)
+        async with db.write_session() as session:
+            household = await session.get(Household, uuid.UUID(H1), with_for_update=True)
+            assert household is not None
+            household.community_id = node_id("C03")
+            await session.flush()
+            holding.set()
+            await asyncio.to_thread(release.wait, 30)
+            await session.commit()
+        await db.dispose()
+
+    mover = threading.Thread(target=asyncio.run, args=(slow_move(),))
+    mover.start()
+    assert holding.wait(10)
+    pushed: dict[str, Any] = {}
+    mutation = {"op": "visit.answer.v1", "seq": 1, "mutation_id": str(uuid.uuid4())}
+    body = {**mutation, "visit_id": visit["id"], "observations": answers}
+    pusher = threading.Thread(target=lambda: pushed.update(r=push(client, worker, str(uuid.uuid4()), [body])))
+    pusher.start()
+    pusher.join(0.5)  # the push is waiting for the move
+    release.set()
+    mover.join(10)
+    pusher.join(30)
+    # The household is no longer the worker's: the answers are kept for a supervisor, not applied.
+    assert [r["status"] for r in pushed["r"]["results"]] == ["rejected"]
+    scopes = run_db(client, lambda s: _scopes_of(s, [visit["id"], *(a["id"] for a in answers)]))
+    assert str(node_id("C01")) not in scopes.values()
+
+
+async def _scopes_of(session: Any, entity_ids: list[str]) -> dict[str, str]:
+    query = select(SyncChange.entity_id, SyncChange.scope).where(SyncChange.entity_id.in_(entity_ids))
+    return {entity_id: scope for entity_id, scope in await session.execute(query)}
+
+
 def test_a_user_moved_to_another_node_rebuilds_and_keeps_pending_edits(
     make_device: MakeDevice, client: Client
 ) -> None:
