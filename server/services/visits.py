@@ -315,12 +315,10 @@ async def answer(
 ) -> list[ObservationOut]:
     """Append observations, all or none. Re-sending one already stored (same id, same content) is a no-op."""
     visit, _ = await get(session, actor, visit_id, lock=True)
-    await add_answers(session, actor, visit, batch, rules, await already_stored(session, batch))
+    stored = await already_stored(session, batch)
+    await add_answers(session, actor, visit, batch, rules, stored)  # adds the new ones to `stored`
     await transaction.commit(session)
-    ids = [obs.id for obs in batch]
-    stored = (await session.execute(select(Observation).where(Observation.id.in_(ids)))).scalars()
-    by_id = {o.id: o for o in stored}
-    return [observation_out(by_id[i]) for i in ids]
+    return [observation_out(stored[obs.id]) for obs in batch]
 
 
 async def add_answers(

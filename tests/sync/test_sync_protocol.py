@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -46,6 +48,32 @@ def conflicts(client: Client, entity_id: str, status: str = "open") -> list[dict
     return list(
         client.get(f"/api/v1/conflicts?entity_id={entity_id}&status={status}", headers=reviewer).json()
     )
+
+
+@contextmanager
+def _held_open(database_url: str, change: Callable[[Any], Awaitable[None]]) -> Iterator[None]:
+    """`change(session)` flushed in a transaction of its own, on another thread, and committed only when
+    the block ends: a slow writer that other requests run into meanwhile."""
+    holding, release = threading.Event(), threading.Event()
+
+    async def write() -> None:
+        db = Database(database_url)
+        async with db.write_session() as session:
+            await change(session)
+            await session.flush()  # stamped now; its sequence number comes at commit
+            holding.set()
+            await asyncio.to_thread(release.wait, 30)
+            await session.commit()
+        await db.dispose()
+
+    writer = threading.Thread(target=asyncio.run, args=(write(),))
+    writer.start()
+    assert holding.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        writer.join(10)
 
 
 # -- pull ------------------------------------------------------------------------------------------
@@ -123,42 +151,29 @@ def test_another_users_client_id_is_refused(client: Client, make_device: MakeDev
 def test_slow_transaction_never_falls_behind_a_cursor(
     client: Client, make_device: MakeDevice, database_url: str
 ) -> None:
-    """The classic lost-row bug: a write that took its number early commits after a pull moved on."""
+    """The classic lost-row bug: a write stamped early commits after a pull moved on."""
     device = make_device("demo-worker-1")
     device.sync()
     worker = login(client, "demo-worker-2")  # before the slow writer takes SQLite's single write lock
-    holding, release = threading.Event(), threading.Event()
 
-    async def slow_write() -> None:
-        db = Database(database_url)
-        async with db.write_session() as session:
-            household = await session.get(Household, uuid.UUID(H1))
-            assert household is not None
-            household.address = "slow write"
-            await session.flush()  # takes its sequence number now
-            holding.set()
-            await asyncio.to_thread(release.wait, 30)
-            await session.commit()
-        await db.dispose()
+    async def rename(session: Any) -> None:
+        household = await session.get(Household, uuid.UUID(H1))
+        household.address = "slow write"
 
-    slow = threading.Thread(target=asyncio.run, args=(slow_write(),))
-    slow.start()
-    assert holding.wait(10)
-    device.sync()  # reads are not blocked; the slow write is not visible yet
-    assert device.record("household", H1)["address"] != "slow write"  # type: ignore[index]
-    fast_result: dict[str, Any] = {}
+    with _held_open(database_url, rename):
+        device.sync()  # reads are not blocked; the slow write is not visible yet
+        assert device.record("household", H1)["address"] != "slow write"  # type: ignore[index]
+        fast_result: dict[str, Any] = {}
 
-    def fast_write() -> None:
-        version = client.get(f"/api/v1/households/{H2}", headers=worker).json()["version"]
-        fast_result["r"] = client.patch(
-            f"/api/v1/households/{H2}", json={"version": version, "address": "fast write"}, headers=worker
-        )
+        def fast_write() -> None:
+            version = client.get(f"/api/v1/households/{H2}", headers=worker).json()["version"]
+            fast_result["r"] = client.patch(
+                f"/api/v1/households/{H2}", json={"version": version, "address": "fast write"}, headers=worker
+            )
 
-    fast = threading.Thread(target=fast_write)
-    fast.start()
-    fast.join(0.3)
-    release.set()
-    slow.join(10)
+        fast = threading.Thread(target=fast_write)
+        fast.start()
+        fast.join(0.3)
     fast.join(30)
     assert fast_result["r"].status_code == 200
     device.sync()
@@ -460,31 +475,20 @@ def test_answers_pushed_while_their_household_moves_never_land_in_the_old_commun
     worker = login(client, "demo-worker-1")
     visit = assign(client)
     answers = [observation(a) for a in complete_answers(client, visit, worker) if a.row_id is None][:3]
-    holding, release = threading.Event(), threading.Event()
 
-    async def slow_move() -> None:
-        db = Database(database_url)
-        async with db.write_session() as session:
-            household = await session.get(Household, uuid.UUID(H1), with_for_update=True)
-            assert household is not None
-            household.community_id = node_id("C03")
-            await session.flush()
-            holding.set()
-            await asyncio.to_thread(release.wait, 30)
-            await session.commit()
-        await db.dispose()
+    async def move(session: Any) -> None:
+        household = await session.get(Household, uuid.UUID(H1), with_for_update=True)
+        household.community_id = node_id("C03")
 
-    mover = threading.Thread(target=asyncio.run, args=(slow_move(),))
-    mover.start()
-    assert holding.wait(10)
-    pushed: dict[str, Any] = {}
-    mutation = {"op": "visit.answer.v1", "seq": 1, "mutation_id": str(uuid.uuid4())}
-    body = {**mutation, "visit_id": visit["id"], "observations": answers}
-    pusher = threading.Thread(target=lambda: pushed.update(r=push(client, worker, str(uuid.uuid4()), [body])))
-    pusher.start()
-    pusher.join(0.5)  # the push is waiting for the move
-    release.set()
-    mover.join(10)
+    with _held_open(database_url, move):
+        pushed: dict[str, Any] = {}
+        mutation = {"op": "visit.answer.v1", "seq": 1, "mutation_id": str(uuid.uuid4())}
+        body = {**mutation, "visit_id": visit["id"], "observations": answers}
+        pusher = threading.Thread(
+            target=lambda: pushed.update(r=push(client, worker, str(uuid.uuid4()), [body]))
+        )
+        pusher.start()
+        pusher.join(0.5)  # the push is waiting for the move
     pusher.join(30)
     # The household is no longer the worker's: the answers are kept for a supervisor, not applied.
     assert [r["status"] for r in pushed["r"]["results"]] == ["rejected"]
