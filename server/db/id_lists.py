@@ -1,8 +1,9 @@
 """`column IN (ids)` for the long id lists of sync (a pull page, a push batch).
 
-On PostgreSQL it is sent as `column = ANY($1)` with one array parameter: with IN, SQLAlchemy renders one
-placeholder per id on every execution (2,000 for a pull page), which costs more than the query. SQLite
-has no arrays and takes the plain IN.
+With IN, SQLAlchemy renders one placeholder per id on every execution (2,000 for a pull page), which
+costs more than the query. So the ids go as one parameter: on PostgreSQL `column = ANY($1)` with an
+array, on SQLite `column IN (SELECT value FROM json_each(?))` with a JSON array of the ids as SQLite
+stores them (32 hex digits), which measured as fast as a full table scan where IN took a third longer.
 """
 
 from __future__ import annotations
@@ -11,15 +12,22 @@ import uuid
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import ARRAY, ColumnElement, Uuid, any_, bindparam
+import msgspec
+from sqlalchemy import ARRAY, ColumnElement, String, Uuid, any_, bindparam, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.elements import KeyedColumnElement
 
 
 def among(
-    session: AsyncSession, column: InstrumentedAttribute[Any], ids: Collection[uuid.UUID | str]
+    session: AsyncSession,
+    column: KeyedColumnElement[Any] | InstrumentedAttribute[Any],
+    ids: Collection[uuid.UUID | str],
 ) -> ColumnElement[bool]:
     """`ids` as UUIDs or their text (the change feed keeps text): PostgreSQL's driver takes either."""
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, list(ids), type_=ARRAY(Uuid())))
-    return column.in_([i if isinstance(i, uuid.UUID) else uuid.UUID(i) for i in ids])
+    # The feed's text ids are canonical (str(uuid)): dropping the dashes gives what SQLite stores.
+    stored = [i.hex if isinstance(i, uuid.UUID) else i.replace("-", "") for i in ids]
+    array = bindparam(None, msgspec.json.encode(stored).decode(), type_=String())
+    return column.in_(select(literal_column("value")).select_from(func.json_each(array)))

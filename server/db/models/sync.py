@@ -33,7 +33,8 @@ class SyncState(Base):
 
 class SyncChange(Base):
     __tablename__ = "sync_changes"
-    __table_args__ = (Index("ix_sync_changes_scope_seq", "scope", "seq"),)
+    # A pull page is the first rows of each of the caller's scopes in this order: read straight off it.
+    __table_args__ = (Index("ix_sync_changes_page", "scope", "seq", "entity", "entity_id"),)
 
     entity: Mapped[str] = mapped_column(String(16), primary_key=True)
     entity_id: Mapped[str] = mapped_column(String(64), primary_key=True)
