@@ -325,6 +325,15 @@ async def test_check_fails_when_s3_bucket_is_missing(s3_server: S3Server) -> Non
         await missing.close()
 
 
+async def test_writing_into_a_missing_s3_bucket_is_store_unavailable(s3_server: S3Server) -> None:
+    missing = S3BlobStore.from_url(s3_server.url("never-created-bucket"), timeout=5.0)
+    try:
+        with pytest.raises(BlobStoreUnavailable):
+            await missing.put(KEY, b"evidence")
+    finally:
+        await missing.close()
+
+
 async def test_check_fails_when_local_root_is_a_file(tmp_path: Path) -> None:
     root = tmp_path / "not-a-dir"
     root.write_bytes(b"")
@@ -438,6 +447,17 @@ async def test_staged_pieces_export_as_one_file(store: BlobStore, tmp_path: Path
     for start in range(0, len(data), 65_536):
         await stage(store, upload_id, start, data[start : start + 65_536])
     assert await exported(store, upload_id, len(data), tmp_path) == data
+
+
+async def test_staging_takes_only_the_given_size_from_where_the_source_stands(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    # A request body spooled to a file: the store must stop at `size`, not read on to the end.
+    source = io.BytesIO(b"already-read" + b"body" * 1000 + b"trailing bytes of something else")
+    source.seek(len(b"already-read"))
+    upload_id = uuid.uuid4().hex
+    await store.stage_append(upload_id, 0, source, 4000)
+    assert await exported(store, upload_id, 4000, tmp_path) == b"body" * 1000
 
 
 async def test_staging_again_at_an_offset_replaces_what_lay_beyond_it(
