@@ -37,6 +37,7 @@ from server.app import create_app
 from server.db.engine import Database
 from server.db.models import Household, Member, Observation, PhotoRef, SyncChange, SyncState, User, Visit
 from server.demo import demo_id
+from server.gc_freeze import freeze_startup_objects
 from sync.client import Device, httpx_transport
 from tests.fixtures.databases import prepare
 from tests.helpers import login, node_id
@@ -326,7 +327,9 @@ def run(name: str, url: str, tmp: Path, households: int) -> dict[str, Any]:
         log_level="WARNING",
     )
     result: dict[str, Any] = {"database": name}
-    with TestClient(create_app(settings)) as client:
+    app = create_app(settings)
+    freeze_startup_objects()  # as `fivestep serve` does; the floors run in this process after it too
+    with TestClient(app) as client:
         auth = login(client, "demo-worker-1", device="bench")
         rss_before = rss_mb()
         started = time.perf_counter()

@@ -82,6 +82,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.gc_freeze import freeze_startup_objects
     from server.malloc import limit_arenas
 
     limit_arenas()  # before the image workers' threads start allocating
@@ -90,6 +91,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     port = settings.port if args.port is None else args.port
     settings = msgspec.structs.replace(settings, host=host, port=port)
     app = create_app(settings, demo=args.demo)
+    freeze_startup_objects()  # once everything imported and built is in place
     # uvicorn stops taking connections on SIGTERM/SIGINT, finishes requests in flight, then runs the lifespan's
     # shutdown (closing the pools). Afterwards it re-raises the signal to the handler that was there before it
     # started; a no-op handler there lets a graceful stop exit 0 rather than "killed by signal" (143).

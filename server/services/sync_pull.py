@@ -174,7 +174,8 @@ def _live(fresh: bool) -> tuple[Any, ...]:
 
 
 async def _changes(session: AsyncSession, rows: list[ChangeRow]) -> list[Change]:
-    current = await sync_rows.load(session, [(r.entity, r.entity_id) for r in rows if not r.deleted])
+    # Rows unpacked as tuples: reading a Row's fields by name costs more than the rest of this loop.
+    current = await sync_rows.load(session, [(e, i) for e, i, _, deleted in rows if not deleted])
     changes = []
     for entity, entity_id, seq, deleted in rows:
         data = current.get((entity, entity_id))
