@@ -35,7 +35,17 @@ from bench.report import save, table
 from schemas.config import Settings
 from server.app import create_app
 from server.db.engine import Database
-from server.db.models import Household, Member, Observation, PhotoRef, SyncChange, SyncState, User, Visit
+from server.db.models import (
+    Household,
+    Member,
+    Observation,
+    PhotoRef,
+    SyncChange,
+    SyncState,
+    User,
+    Visit,
+    VisitTeamMember,
+)
 from server.demo import demo_id
 from server.gc_freeze import freeze_startup_objects
 from sync.client import Device, httpx_transport
@@ -206,9 +216,12 @@ def pull_all(
 
 
 async def pull_floor(url: str) -> float:
-    """SELECT the rows a first sync of C01 ships, and encode them: the least any pull can cost."""
+    """SELECT the rows a first sync of C01 ships, and encode them: the least any pull can cost.
+
+    Whole tables (the demo's other communities are a few dozen rows): households, members, visits with
+    their teams, observations, and the photo references a photo record is made of."""
     db = Database(url)
-    tables = (Household, Member, Visit, Observation)
+    tables = (Household, Member, Visit, VisitTeamMember, Observation, PhotoRef)
     started = time.perf_counter()
     async with db.read_session() as session:
         for model in tables:

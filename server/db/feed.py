@@ -18,7 +18,7 @@ import secrets
 import uuid
 from typing import Any
 
-from sqlalchemy import event, inspect, select, union_all, update
+from sqlalchemy import delete, event, inspect, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
@@ -136,6 +136,17 @@ def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> No
         _upsert(session, [rows[key] for key in sorted(rows)])
 
 
+def photo_key(sha256: str, scope: str) -> str:
+    """A photo's key in the feed: one per community that has a visit naming it, so that each community's
+    devices receive it (the same photo can be evidence in two communities: that is what the reused-photo
+    check looks for). Devices never see this key; a pulled photo's id is its SHA-256."""
+    return f"{sha256}/{scope}"
+
+
+def photo_sha(key: str) -> str:
+    return key.partition("/")[0]
+
+
 def _stamp_photo(
     session: Session,
     scopes: _Scopes,
@@ -143,16 +154,26 @@ def _stamp_photo(
     seq: int,
     rows: dict[tuple[str, str], dict[str, Any]],
 ) -> None:
-    """A photo record (keyed by SHA-256) goes to the community of a visit that references it: when the
-    reference arrives (expected), and again when the bytes do (present)."""
-    visit_id = photo.visit_id if isinstance(photo, PhotoRef) else _a_visit_referencing(session, photo.sha256)
-    if visit_id is not None:
-        rows[("photo", photo.sha256)] = _row("photo", photo.sha256, scopes.of_visit(visit_id), seq, False)
+    """A photo record goes to the community of a visit that references it when the reference arrives
+    (expected), and to every community with a visit referencing it when the bytes do (present)."""
+    if isinstance(photo, PhotoRef):
+        communities = [scopes.of_visit(photo.visit_id)]
+    else:
+        communities = _communities_referencing(session, photo.sha256)
+    for scope in communities:
+        key = photo_key(photo.sha256, scope)
+        rows[("photo", key)] = _row("photo", key, scope, seq, False)
 
 
-def _a_visit_referencing(session: Session, sha256: str) -> uuid.UUID | None:
-    query = select(PhotoRef.visit_id).where(PhotoRef.sha256 == sha256).limit(1)
-    return session.execute(query).scalar_one_or_none()
+def _communities_referencing(session: Session, sha256: str) -> list[str]:
+    query = (
+        select(Household.community_id)
+        .join(Visit, Visit.household_id == Household.id)
+        .join(PhotoRef, PhotoRef.visit_id == Visit.id)
+        .where(PhotoRef.sha256 == sha256)
+        .distinct()
+    )
+    return sorted(str(c) for c in session.execute(query).scalars())
 
 
 def _synced(session: Session, obj: object) -> bool:
@@ -219,6 +240,37 @@ def _household_moved(session: Session, household: Household, seq: int) -> None:
         .values(scope=new, seq=seq)
         .execution_options(synchronize_session=False)
     )
+    _move_photos(session, household, old, new, seq)
+
+
+def _move_photos(session: Session, household: Household, old: str, new: str, seq: int) -> None:
+    """The household's photos go with it; the old community keeps those that another of its visits names."""
+    of_household = (
+        select(PhotoRef.sha256)
+        .join(Visit, Visit.id == PhotoRef.visit_id)
+        .where(Visit.household_id == household.id)
+    )
+    shas = set(session.execute(of_household).scalars())
+    if not shas:
+        return
+    named_elsewhere = (
+        select(PhotoRef.sha256)
+        .join(Visit, Visit.id == PhotoRef.visit_id)
+        .join(Household, Household.id == Visit.household_id)
+        .where(
+            PhotoRef.sha256.in_(shas),
+            Household.community_id == uuid.UUID(old),  # the others' rows: this household's is not written yet
+            Household.id != household.id,
+        )
+    )
+    leaving = sorted(shas - set(session.execute(named_elsewhere).scalars()))
+    _upsert(session, [_row("photo", photo_key(sha, new), new, seq, False) for sha in sorted(shas)])
+    if leaving:
+        keys = [photo_key(sha, old) for sha in leaving]
+        session.execute(
+            delete(SyncChange).where(SyncChange.entity == "photo", SyncChange.entity_id.in_(keys))
+        )
+        session.add_all(ScopeExit(entity="photo", entity_id=key, scope=old, seq=seq) for key in keys)
 
 
 def _children_of(session: Session, household_id: uuid.UUID) -> list[str]:

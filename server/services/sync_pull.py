@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.sync import SCHEMA_VERSION, Change, PullRequest, PullResponse
 from server.db.engine import Database
-from server.db.feed import EVERYONE
+from server.db.feed import EVERYONE, photo_sha
 from server.db.models import Jurisdiction, ScopeExit, SyncChange, SyncClient, SyncState
 from server.errors import Invalid
 from server.services import sync_clients, sync_rows
@@ -175,9 +175,12 @@ def _live(fresh: bool) -> tuple[Any, ...]:
 
 async def _changes(session: AsyncSession, rows: list[ChangeRow]) -> list[Change]:
     # Rows unpacked as tuples: reading a Row's fields by name costs more than the rest of this loop.
-    current = await sync_rows.load(session, [(e, i) for e, i, _, deleted in rows if not deleted])
+    current = await sync_rows.load(
+        session, [(e, _record_id(e, i)) for e, i, _, deleted in rows if not deleted]
+    )
     changes = []
-    for entity, entity_id, seq, deleted in rows:
+    for entity, key, seq, deleted in rows:
+        entity_id = _record_id(entity, key)
         data = current.get((entity, entity_id))
         if deleted or data is None:
             changes.append(Change(entity=entity, id=entity_id, op="delete", seq=seq))
@@ -204,9 +207,14 @@ async def _exits(session: AsyncSession, scopes: list[str], since: int, upto: int
         .order_by(ScopeExit.seq, ScopeExit.id)
     )
     return [
-        Change(entity=entity, id=entity_id, op="drop", seq=seq)
-        for entity, entity_id, seq in await session.execute(query)
+        Change(entity=entity, id=_record_id(entity, key), op="drop", seq=seq)
+        for entity, key, seq in await session.execute(query)
     ]
+
+
+def _record_id(entity: str, key: str) -> str:
+    # The feed keys a photo once per community (feed.photo_key); devices know it by its SHA-256.
+    return photo_sha(key) if entity == "photo" else key
 
 
 def _merge_by_seq(changes: list[Change], drops: list[Change]) -> list[Change]:

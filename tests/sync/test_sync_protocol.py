@@ -17,9 +17,12 @@ from server.db.models import Household, MutationLog, SyncChange, SyncClient, Use
 from server.services import sync_admin, sync_push
 from server.services.actor import SYSTEM
 from tests.helpers import Client, household_id, login, node_id, run_db
+from tests.images import jpeg_with_gps
 from tests.server.test_households import valid_id
+from tests.server.test_photos import answer_with
 from tests.sync.conftest import MakeDevice
-from tests.visit_flow import assign, complete_answers, observation
+from tests.tus import sha256, upload
+from tests.visit_flow import assign, complete_answers, completed_visit, observation
 
 H1 = str(household_id("DB-C01-0001"))
 H2 = str(household_id("DB-C01-0002"))
@@ -619,3 +622,40 @@ def test_one_batch_creating_editing_and_resending_lands_each_effect_once(client:
     assert created["employment"] == "flexible" and created["version"] == 2
     stored = client.get(f"/api/v1/visits/{visit['id']}/observations", headers=worker).json()
     assert sorted(o["id"] for o in stored) == sorted(a["id"] for a in answers)
+
+
+def test_a_photo_named_in_two_communities_reaches_both_and_follows_its_households(
+    make_device: MakeDevice, client: Client
+) -> None:
+    """The same photo as evidence in two communities (what the reused-photo check looks for): the devices
+    of each receive it, see it arrive, and it follows a household that moves."""
+    data = jpeg_with_gps()
+    sha = sha256(data)
+    for registry_no in ("DB-C01-0001", "DB-C01-0002"):
+        visit, worker = completed_visit(client, registry_no)
+        answer_with(client, visit, worker, sha)
+    c01, c03 = make_device("demo-worker-1"), make_device("demo-worker-3")
+
+    _move(client, "DB-C01-0002", "C03")  # one of the two visits naming it now belongs to C03
+    c01.sync(), c03.sync()
+    assert c01.record("photo", sha)["state"] == c03.record("photo", sha)["state"] == "expected"
+
+    assert upload(client, login(client, "demo-worker-1"), data).status_code == 204
+    c01.sync(), c03.sync()
+    assert c01.record("photo", sha)["state"] == c03.record("photo", sha)["state"] == "present"
+
+    _move(client, "DB-C01-0001", "C03")  # no visit in C01 names it any more
+    c01.sync(), c03.sync()
+    assert c01.record("photo", sha) is None
+    assert c03.record("photo", sha)["state"] == "present"
+    fresh = make_device("demo-worker-1", name="fresh")
+    fresh.sync()
+    assert fresh.record("photo", sha) is None
+
+
+def _move(client: Client, registry_no: str, community: str) -> None:
+    async def move(session: Any) -> None:
+        household = await session.get(Household, household_id(registry_no))
+        household.community_id = node_id(community)
+
+    run_db(client, move)

@@ -37,7 +37,8 @@ class SyncChange(Base):
     __table_args__ = (Index("ix_sync_changes_page", "scope", "seq", "entity", "entity_id"),)
 
     entity: Mapped[str] = mapped_column(String(16), primary_key=True)
-    entity_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    entity_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    """The record's id; for a photo, "sha256/community" (server.db.feed.photo_key)."""
     scope: Mapped[str] = mapped_column(String(40))
     """The community id the record belongs to, or "*" for what everyone gets (templates)."""
     seq: Mapped[int] = mapped_column(BigInteger)
@@ -52,7 +53,7 @@ class ScopeExit(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     entity: Mapped[str] = mapped_column(String(16))
-    entity_id: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[str] = mapped_column(String(128))
     scope: Mapped[str] = mapped_column(String(40))
     seq: Mapped[int] = mapped_column(BigInteger)
 
