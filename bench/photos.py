@@ -82,22 +82,33 @@ def floor_ms(photo: bytes, runs: int = 7) -> float:
 
 
 class Server:
-    def __init__(self, store: str, tmp: Path, image_workers: int) -> None:
+    """A real `fivestep serve` process on a free loopback port (SQLite with the demo data unless told)."""
+
+    def __init__(
+        self,
+        store: str,
+        tmp: Path,
+        image_workers: int,
+        *,
+        database_url: str | None = None,
+        name: str = "server",
+    ) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FIVESTEP_")} | {
-            "FIVESTEP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
+            "FIVESTEP_DATABASE_URL": database_url or f"sqlite+aiosqlite:///{tmp / 'bench.db'}",
             "FIVESTEP_BLOB_STORE": store,
             "FIVESTEP_VAR_DIR": str(tmp),
             "FIVESTEP_SECRET_KEY": "bench-secret",
             "FIVESTEP_LOG_LEVEL": "WARNING",
             "FIVESTEP_IMAGE_WORKERS": str(image_workers),
         }
-        self.log = (tmp / "server.log").open("wb")
+        demo = [] if database_url else ["--demo"]  # a given database comes loaded and migrated
+        self.log = (tmp / f"{name}.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--demo", "--port", str(self.port)],
+            [sys.executable, "-m", "server.cli", "serve", *demo, "--port", str(self.port)],
             cwd=ROOT,
             env=env,
             stdout=self.log,

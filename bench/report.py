@@ -12,7 +12,7 @@ RESULTS = Path(__file__).with_name("results")
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # every row's, first seen first
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]

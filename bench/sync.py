@@ -2,7 +2,8 @@
 
     python -m bench sync [--households 2000] [--skip-postgres]
 
-The app runs in-process behind Litestar's TestClient (the whole HTTP stack, no sockets). The worker's
+The app runs in-process behind Litestar's TestClient (the whole HTTP stack, no sockets); on PostgreSQL the
+8 devices also push over loopback HTTP to one and to two real `fivestep serve` processes. The worker's
 community gets N extra households, each with 3 members, a visit with 20 observations and one photo
 reference (about 25 rows a household: 50,000 for the default 2,000), stamped into the change feed one
 sequence per household, as if each had been one transaction. Floors, measured in the same run:
@@ -27,10 +28,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 from litestar.testing import TestClient
 from sqlalchemy import func, insert, select, text, update
 
+from bench.photos import Server
 from bench.report import save, table
 from schemas.config import Settings
 from server.app import create_app
@@ -284,38 +287,61 @@ def push_updates(client: TestClient[Any], auth: dict[str, str], households: int,
 
 def concurrent_visits(client: TestClient[Any], devices: int, visits_each: int) -> tuple[float, int]:
     """Each device pushes completed visits (20 answers with GPS fixes each) at the same time."""
-    workers = ["demo-worker-1", "demo-worker-2"]
-    plans: list[tuple[dict[str, str], list[dict[str, Any]]]] = []
-    for d in range(devices):
-        auth = login(client, workers[d % 2], device=f"bench-{d}")
-        batches = []
-        for v in range(visits_each):
-            visit = assign(client, f"BENCH-{(d * visits_each + v) % 2000:05d}")
-            answers = [a for a in complete_answers(client, visit, auth) if a.row_id is None][:20]
-            batches.append({"visit_id": visit["id"], "observations": [observation(a) for a in answers]})
-        plans.append((auth, batches))
-
-    def device(auth: dict[str, str], batches: list[dict[str, Any]]) -> None:
-        cid = str(uuid.uuid4())
-        for start in range(0, len(batches), 10):
-            mutations = [
-                {"op": "visit.answer.v1", "seq": start + k + 1, "mutation_id": str(uuid.uuid4()), **b}
-                for k, b in enumerate(batches[start : start + 10])
-            ]
-            answer = client.post(
-                "/api/v1/sync/push",
-                json={"client_id": cid, "schema_version": 1, "mutations": mutations},
-                headers=auth,
-            ).json()
-            assert all(r["status"] == "applied" for r in answer["results"]), answer
-
-    threads = [threading.Thread(target=device, args=plan) for plan in plans]
+    plans = [_device_plan(client, d, visits_each, f"bench-{d}") for d in range(devices)]
+    threads = [threading.Thread(target=_push_visits, args=plan) for plan in plans]
     started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     return time.perf_counter() - started, devices * visits_each
+
+
+def visits_over_http(url: str, tmp: Path, processes: int, visits_each: int = 25) -> float:
+    """Completed visits per second from 8 devices (threads of this process) over loopback HTTP to
+    `processes` real `fivestep serve` processes sharing the database, the devices spread over them.
+    Each process is what `fivestep serve` runs; two behind a load balancer is how to use two cores."""
+    servers = [
+        Server(str(tmp / "blobs"), tmp, 1, database_url=url, name=f"serve-{i}") for i in range(processes)
+    ]
+    try:
+        clients = [httpx.Client(base_url=s.base, timeout=120) for s in servers]
+        plans = [_device_plan(clients[d % processes], d, visits_each, f"http-{d}") for d in range(8)]
+        threads = [threading.Thread(target=_push_visits, args=plan) for plan in plans]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return 8 * visits_each / (time.perf_counter() - started)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def _device_plan(
+    client: Any, d: int, visits_each: int, device: str
+) -> tuple[Any, dict[str, str], list[dict[str, Any]]]:
+    """Device `d`'s visits, assigned and answered (20 answers each), ready to push in batches of 10."""
+    auth = login(client, ("demo-worker-1", "demo-worker-2")[d % 2], device=device)
+    batches = []
+    for v in range(visits_each):
+        visit = assign(client, f"BENCH-{(d * visits_each + v) % 2000:05d}")
+        answers = [a for a in complete_answers(client, visit, auth) if a.row_id is None][:20]
+        batches.append({"visit_id": visit["id"], "observations": [observation(a) for a in answers]})
+    return client, auth, batches
+
+
+def _push_visits(client: Any, auth: dict[str, str], batches: list[dict[str, Any]]) -> None:
+    cid = str(uuid.uuid4())
+    for start in range(0, len(batches), 10):
+        mutations = [
+            {"op": "visit.answer.v1", "seq": start + k + 1, "mutation_id": str(uuid.uuid4()), **b}
+            for k, b in enumerate(batches[start : start + 10])
+        ]
+        body = {"client_id": cid, "schema_version": 1, "mutations": mutations}
+        answer = client.post("/api/v1/sync/push", json=body, headers=auth).json()
+        assert all(r["status"] == "applied" for r in answer["results"]), answer
 
 
 def rss_mb() -> float:
@@ -400,6 +426,11 @@ def main(argv: list[str]) -> int:
         if not args.skip_postgres:
             with postgres() as url:
                 results.append(run("postgresql", url, tmp, args.households))
+                # The same 8 devices over real HTTP, to one server process and to two sharing the database.
+                for processes in (1, 2):
+                    results[-1][f"visits_per_s_http_{processes}_process"] = visits_over_http(
+                        url, tmp, processes
+                    )
     print(table(results))
     print(
         f"results: {save('sync', {'households': args.households, 'cpus': os.cpu_count(), 'runs': results})}"
