@@ -288,13 +288,7 @@ def push_updates(client: TestClient[Any], auth: dict[str, str], households: int,
 def concurrent_visits(client: TestClient[Any], devices: int, visits_each: int) -> tuple[float, int]:
     """Each device pushes completed visits (20 answers with GPS fixes each) at the same time."""
     plans = [_device_plan(client, d, visits_each, f"bench-{d}") for d in range(devices)]
-    threads = [threading.Thread(target=_push_visits, args=plan) for plan in plans]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - started, devices * visits_each
+    return _pushed_at_once(plans), devices * visits_each
 
 
 def visits_over_http(url: str, tmp: Path, processes: int, visits_each: int = 25) -> float:
@@ -307,13 +301,7 @@ def visits_over_http(url: str, tmp: Path, processes: int, visits_each: int = 25)
     try:
         clients = [httpx.Client(base_url=s.base, timeout=120) for s in servers]
         plans = [_device_plan(clients[d % processes], d, visits_each, f"http-{d}") for d in range(8)]
-        threads = [threading.Thread(target=_push_visits, args=plan) for plan in plans]
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return 8 * visits_each / (time.perf_counter() - started)
+        return 8 * visits_each / _pushed_at_once(plans)
     finally:
         for server in servers:
             server.stop()
@@ -330,6 +318,17 @@ def _device_plan(
         answers = [a for a in complete_answers(client, visit, auth) if a.row_id is None][:20]
         batches.append({"visit_id": visit["id"], "observations": [observation(a) for a in answers]})
     return client, auth, batches
+
+
+def _pushed_at_once(plans: list[tuple[Any, dict[str, str], list[dict[str, Any]]]]) -> float:
+    """Seconds for every device (a thread each) to push its plan, all starting together."""
+    threads = [threading.Thread(target=_push_visits, args=plan) for plan in plans]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started
 
 
 def _push_visits(client: Any, auth: dict[str, str], batches: list[dict[str, Any]]) -> None:

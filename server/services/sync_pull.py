@@ -135,6 +135,12 @@ async def _change_rows(
     return list((await session.execute(group)).all()), True
 
 
+UNION_SCOPES = 64
+"""Up to this many scopes a page is one union of per-scope reads; a supervisor over more (a whole city)
+gets one sorted query instead, which reads more rows but keeps the statement small (SQLite also caps a
+compound SELECT at 500 parts). Such a supervisor's scope holds most rows anyway."""
+
+
 def _first_rows(scopes: list[str], since: int, n: int, *, fresh: bool) -> Select[Any]:
     """The first `n` feed rows after `since` over all of `scopes`, in feed order.
 
@@ -144,6 +150,9 @@ def _first_rows(scopes: list[str], since: int, n: int, *, fresh: bool) -> Select
     on every page, which made a first sync quadratic in the size of the scope.
     """
     feed = SyncChange.__table__.c
+    if len(scopes) > UNION_SCOPES:
+        one = select(*_feed_columns()).where(feed.scope.in_(scopes), feed.seq > since, *_live(fresh))
+        return one.order_by(*_feed_order()).limit(n)
     per_scope = [
         select(*_feed_columns())
         .where(feed.scope == scope, feed.seq > since, *_live(fresh))

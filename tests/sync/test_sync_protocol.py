@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import select
 
 from server.db.engine import Database
+from server.db.feed import EVERYONE
 from server.db.models import Household, MutationLog, SyncChange, SyncClient, User
-from server.services import sync_admin, sync_push
+from server.services import sync_admin, sync_pull, sync_push
 from server.services.actor import SYSTEM
 from tests.helpers import Client, household_id, login, node_id, run_db
 from tests.images import jpeg_with_gps
@@ -659,3 +660,21 @@ def _move(client: Client, registry_no: str, community: str) -> None:
         household.community_id = node_id(community)
 
     run_db(client, move)
+
+
+def test_a_page_is_the_same_however_many_scopes_the_caller_has(client: Client) -> None:
+    """Few scopes read a page as a union of per-scope reads, many as one sorted query: same rows."""
+    few = [str(node_id("C01")), EVERYONE]
+    many = few + [str(uuid.uuid4()) for _ in range(sync_pull.UNION_SCOPES)]
+
+    async def pages(session: Any) -> list[Any]:
+        found = []
+        for scopes in (few, many):
+            for since in (0, 5):
+                rows, more = await sync_pull._change_rows(session, scopes, since, 7, fresh=since == 0)
+                found.append(([tuple(r) for r in rows], more))
+        return found
+
+    union_fresh, union_since, single_fresh, single_since = run_db(client, pages)
+    assert union_fresh == single_fresh and union_since == single_since
+    assert union_fresh[0] and union_fresh[1]  # a real page, with more after it
