@@ -1,4 +1,4 @@
-"""Cap glibc's malloc arenas for the server process.
+"""glibc malloc settings of the server process: at most two arenas, and freed memory handed back.
 
 glibc gives each thread that allocates under contention its own heap arena (up to 8 per core), and each
 arena keeps freed memory for reuse. The image workers decode 12 MP photos in threads, so every worker ends
@@ -28,3 +28,23 @@ def limit_arenas(count: int = 2) -> bool:
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         return False
     return bool(mallopt(_M_ARENA_MAX, count))
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+_malloc_trim = getattr(_libc(), "malloc_trim", None)
+
+
+def give_back_free_memory() -> None:
+    """Return the heap memory freed so far to the OS (glibc's malloc_trim; nothing elsewhere).
+
+    Called after each photo: a decoded image's buffers are freed when it is done, but glibc keeps freed
+    heap memory for reuse, so with photos processed side by side the heap's high-water mark only grows."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)

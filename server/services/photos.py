@@ -33,6 +33,7 @@ from server.db.types import utcnow
 from server.domain.evidence import references
 from server.domain.tus import Gone
 from server.errors import DomainError, Forbidden, Invalid, NotFound
+from server.malloc import give_back_free_memory
 from server.services import audit, uploads, visits
 from server.services.actor import Actor, communities_in_scope
 
@@ -66,6 +67,13 @@ def keys(sha256: str) -> tuple[str, str, str]:
 
 def ingest_file(path: Path, expected_sha256: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ProcessedImage:
     """Blocking: verify the whole file's SHA-256, then process it. Runs in a worker thread."""
+    try:
+        return _verified_and_processed(path, expected_sha256, max_pixels)
+    finally:
+        give_back_free_memory()  # the file's bytes and the decoded image are freed by now
+
+
+def _verified_and_processed(path: Path, expected_sha256: str, max_pixels: int) -> ProcessedImage:
     data = path.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256:
