@@ -108,7 +108,9 @@ def _transaction_ended(session: Session, transaction: SessionTransaction) -> Non
 
 
 def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> None:
-    touched = [o for o in (*session.new, *session.dirty) if _synced(session, o)]
+    # session.dirty is rebuilt on every access: read it once, not once per new record.
+    touched = [o for o in session.new if _synced(o)]
+    touched += [o for o in session.dirty if _synced(o) and session.is_modified(o)]
     visits_of_team = {o.visit_id for o in session.new if isinstance(o, VisitTeamMember)}
     photos = [o for o in session.new if isinstance(o, Photo | PhotoRef)]
     if not touched and not visits_of_team and not photos:
@@ -176,8 +178,8 @@ def _communities_referencing(session: Session, sha256: str) -> list[str]:
     return sorted(str(c) for c in session.execute(query).scalars())
 
 
-def _synced(session: Session, obj: object) -> bool:
-    if type(obj) not in ENTITY or (obj in session.dirty and not session.is_modified(obj)):
+def _synced(obj: object) -> bool:
+    if type(obj) not in ENTITY:
         return False
     return not (isinstance(obj, ChecklistTemplate) and obj.status == TemplateStatus.draft)
 
