@@ -16,20 +16,6 @@ import os
 _M_ARENA_MAX = -8  # from glibc's malloc.h
 
 
-def limit_arenas(count: int = 2) -> bool:
-    """Cap the arenas if this is glibc and nobody chose otherwise; True when the cap was set."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-        return False
-    return bool(mallopt(_M_ARENA_MAX, count))
-
-
 def _libc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     try:
@@ -38,7 +24,17 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-_malloc_trim = getattr(_libc(), "malloc_trim", None)
+# Both are glibc's own: elsewhere (musl, macOS) there is nothing to tune.
+_LIBC = _libc()
+_mallopt = getattr(_LIBC, "mallopt", None)
+_malloc_trim = getattr(_LIBC, "malloc_trim", None)
+
+
+def limit_arenas(count: int = 2) -> bool:
+    """Cap the arenas if this is glibc and nobody chose otherwise; True when the cap was set."""
+    if "MALLOC_ARENA_MAX" in os.environ or _mallopt is None:
+        return False
+    return bool(_mallopt(_M_ARENA_MAX, count))
 
 
 def give_back_free_memory() -> None:

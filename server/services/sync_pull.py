@@ -126,12 +126,7 @@ async def _change_rows(
     if whole:
         return whole, True
     # One transaction larger than a page: it goes out whole, however big.
-    feed = SyncChange.__table__.c
-    group = (
-        select(*_feed_columns())
-        .where(feed.scope.in_(scopes), feed.seq == last, *_live(fresh))
-        .order_by(*_feed_order())
-    )
+    group = _feed_rows(_FEED.scope.in_(scopes), _FEED.seq == last, fresh=fresh)
     return list((await session.execute(group)).all()), True
 
 
@@ -139,6 +134,10 @@ UNION_SCOPES = 64
 """Up to this many scopes a page is one union of per-scope reads; a supervisor over more (a whole city)
 gets one sorted query instead, which reads more rows but keeps the statement small (SQLite also caps a
 compound SELECT at 500 parts). Such a supervisor's scope holds most rows anyway."""
+
+_FEED = SyncChange.__table__.c  # Core columns: tens of thousands of rows skip the ORM's row loading
+_COLUMNS = (_FEED.entity, _FEED.entity_id, _FEED.seq, _FEED.deleted)
+_ORDER = (_FEED.seq, _FEED.entity, _FEED.entity_id)
 
 
 def _first_rows(scopes: list[str], since: int, n: int, *, fresh: bool) -> Select[Any]:
@@ -149,37 +148,20 @@ def _first_rows(scopes: list[str], since: int, n: int, *, fresh: bool) -> Select
     over all scopes (`scope IN (...) ORDER BY seq`) would instead read and sort every row after the cursor
     on every page, which made a first sync quadratic in the size of the scope.
     """
-    feed = SyncChange.__table__.c
     if len(scopes) > UNION_SCOPES:
-        one = select(*_feed_columns()).where(feed.scope.in_(scopes), feed.seq > since, *_live(fresh))
-        return one.order_by(*_feed_order()).limit(n)
+        return _feed_rows(_FEED.scope.in_(scopes), _FEED.seq > since, fresh=fresh).limit(n)
     per_scope = [
-        select(*_feed_columns())
-        .where(feed.scope == scope, feed.seq > since, *_live(fresh))
-        .order_by(*_feed_order())
-        .limit(n)
-        .subquery()
-        .select()
+        _feed_rows(_FEED.scope == scope, _FEED.seq > since, fresh=fresh).limit(n).subquery().select()
         for scope in scopes
     ]
     union = union_all(*per_scope).subquery()
-    return select(*union.c).order_by(union.c.seq, union.c.entity, union.c.entity_id).limit(n)
+    return select(*union.c).order_by(*(union.c[c.name] for c in _ORDER)).limit(n)
 
 
-def _feed_columns() -> tuple[Any, ...]:
-    # Core columns: tens of thousands of rows skip the ORM's row loading.
-    feed = SyncChange.__table__.c
-    return (feed.entity, feed.entity_id, feed.seq, feed.deleted)
-
-
-def _feed_order() -> tuple[Any, ...]:
-    feed = SyncChange.__table__.c
-    return (feed.seq, feed.entity, feed.entity_id)
-
-
-def _live(fresh: bool) -> tuple[Any, ...]:
-    # A new replica needs no tombstones.
-    return (SyncChange.__table__.c.deleted.is_(False),) if fresh else ()
+def _feed_rows(*where: Any, fresh: bool) -> Select[Any]:
+    if fresh:
+        where = (*where, _FEED.deleted.is_(False))  # a new replica needs no tombstones
+    return select(*_COLUMNS).where(*where).order_by(*_ORDER)
 
 
 async def _changes(session: AsyncSession, rows: list[ChangeRow]) -> list[Change]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 from sqlalchemy import JSON, select
@@ -40,10 +40,27 @@ Row = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Shape:
-    id_column: KeyedColumnElement[Any]
-    columns: Sequence[KeyedColumnElement[Any]]
+    """What a pulled record carries: its table's columns by name (JSON ones as their stored text unless the
+    row is looked into first), where its version is, and what masks it."""
+
+    model: type[Any]
+    names: InitVar[str]
     version: str | None = "version"
     finish: Callable[[Row], None] | None = None
+    json_as_text: InitVar[bool] = True
+    columns: tuple[KeyedColumnElement[Any], ...] = field(init=False)
+
+    def __post_init__(self, names: str, json_as_text: bool) -> None:
+        table = self.model.__table__.c
+        columns = [table[name] for name in names.split()]
+        as_text = [
+            raw_json(c).label(c.name) if json_as_text and isinstance(c.type, JSON) else c for c in columns
+        ]
+        object.__setattr__(self, "columns", tuple(as_text))
+
+    @property
+    def id_column(self) -> KeyedColumnElement[Any]:
+        return self.model.__table__.c.id  # type: ignore[no-any-return]
 
 
 def _mask_member(row: Row) -> None:
@@ -56,69 +73,43 @@ def _mask_conflict(row: Row) -> None:
     )
 
 
-def _columns(model: type[Any], names: str, *, as_text: bool = True) -> tuple[KeyedColumnElement[Any], ...]:
-    """Table columns by name; JSON ones read as their text unless the row is looked into (`as_text`)."""
-    columns = [model.__table__.c[name] for name in names.split()]
-    return tuple(raw_json(c).label(c.name) if as_text and isinstance(c.type, JSON) else c for c in columns)
-
-
 SHAPES: dict[str, Shape] = {
     "household": Shape(
-        Household.__table__.c.id,
-        _columns(
-            Household,
-            "id registry_no community_id address lat lon status recheck_class monthly_benefit_fen version updated_at",
-        ),
+        Household,
+        "id registry_no community_id address lat lon status recheck_class monthly_benefit_fen version updated_at",
     ),
     "member": Shape(
-        Member.__table__.c.id,
-        _columns(
-            Member,
-            "id household_id name relation id_number sex birth_date health disability work_capacity employment version",
-        ),
+        Member,
+        "id household_id name relation id_number sex birth_date health disability work_capacity employment version",
         finish=_mask_member,
     ),
     "visit": Shape(
-        Visit.__table__.c.id,
-        _columns(
-            Visit,
-            "id household_id purpose status due_date review_level review_due templates outcome outcome_amount_fen "
-            "outcome_reason revision previous_id answer_count submitted_at locked_at version updated_at",
-        ),
+        Visit,
+        "id household_id purpose status due_date review_level review_due templates outcome outcome_amount_fen "
+        "outcome_reason revision previous_id answer_count submitted_at locked_at version updated_at",
     ),
     "observation": Shape(
-        Observation.__table__.c.id,
-        _columns(
-            Observation,
-            "id visit_id ordinal template_code template_version item row_id value note lat lon accuracy_m fix_time "
-            "provider mock_location device_time received_at author_id device_id",
-        ),
+        Observation,
+        "id visit_id ordinal template_code template_version item row_id value note lat lon accuracy_m fix_time "
+        "provider mock_location device_time received_at author_id device_id",
         version=None,
     ),
     "visit_event": Shape(
-        VisitTransition.__table__.c.id,
-        _columns(
-            VisitTransition, "id visit_id at actor_id action from_status to_status level level_code reason"
-        ),
+        VisitTransition,
+        "id visit_id at actor_id action from_status to_status level level_code reason",
         version=None,
     ),
-    "template": Shape(
-        ChecklistTemplate.__table__.c.id,
-        _columns(ChecklistTemplate, "id code version kind status body etag"),
-        version=None,
-    ),
+    "template": Shape(ChecklistTemplate, "id code version kind status body etag", version=None),
     "conflict": Shape(
-        SyncConflict.__table__.c.id,
-        _columns(
-            SyncConflict,
-            "id entity entity_id field kind level base_version server_value client_value provisional code "
-            "mutation_id author_id status resolution resolved_by resolved_at created_at",
-            as_text=False,  # the values are masked by field first
-        ),
+        SyncConflict,
+        "id entity entity_id field kind level base_version server_value client_value provisional code "
+        "mutation_id author_id status resolution resolved_by resolved_at created_at",
         version=None,
         finish=_mask_conflict,
+        json_as_text=False,  # the values are masked by field first
     ),
 }
+_PHOTO = Shape(Photo, "sha256 format width height captured_at dhash", version=None)
 
 
 def version_of(entity: str, row: Row) -> int:
@@ -145,12 +136,9 @@ async def load(session: AsyncSession, wanted: Iterable[tuple[str, str]]) -> dict
 async def _photos(session: AsyncSession, shas: list[str]) -> list[Row]:
     """A photo as a device needs it: expected until the bytes arrive, then its size and hash.
     The EXIF GPS claim stays on the server (it is the household's location)."""
-    columns = _columns(Photo, "sha256 format width height captured_at dhash")
     photo, ref = Photo.__table__.c, PhotoRef.__table__.c
-    present = {
-        r.sha256: dict(r._mapping)
-        for r in await session.execute(select(*columns).where(photo.sha256.in_(shas)))
-    }
+    found = await session.execute(select(*_PHOTO.columns).where(photo.sha256.in_(shas)))
+    present = {r.sha256: dict(r._mapping) for r in found}
     refs: dict[str, list[str]] = defaultdict(list)
     query = select(ref.sha256, ref.visit_id).where(ref.sha256.in_(shas)).distinct()
     for sha, visit_id in await session.execute(query):

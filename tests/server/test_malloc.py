@@ -39,4 +39,4 @@ def test_freed_heap_memory_goes_back_to_the_system() -> None:
     before = _rss_mb()
     give_back_free_memory()
     assert before - _rss_mb() > 100
-    assert kept is not None
+    del kept  # only now: it kept the freed pieces below it from being trimmed off the heap's top

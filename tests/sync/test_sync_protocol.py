@@ -459,11 +459,7 @@ def test_a_household_moving_community_leaves_one_device_and_arrives_whole_on_ano
     members = [m for m in c01.confirmed("member").values() if m["household_id"] == H1]
     assert members
 
-    async def move(session: Any) -> None:
-        household = await session.get(Household, uuid.UUID(H1))
-        household.community_id = node_id("C03")
-
-    run_db(client, move)
+    _move(client, "DB-C01-0001", "C03")
     c01.sync(), c03.sync()
     assert c01.record("household", H1) is None
     assert not [m for m in c01.confirmed("member").values() if m["household_id"] == H1]
