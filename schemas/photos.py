@@ -71,3 +71,35 @@ class EvidenceOut(msgspec.Struct, kw_only=True):
     """Referenced by an answer, bytes not received yet."""
     present: int
     items: list[EvidenceItem]
+
+
+class DirectUploadIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Start a direct upload: the device will PUT the file's parts to the object store itself."""
+
+    sha256: str
+    """Of the whole file, lowercase hex: the server checks it when the parts are joined."""
+    length: int
+    filename: str | None = None
+    content_type: str | None = None
+
+
+class DirectPartOut(msgspec.Struct, kw_only=True):
+    number: int
+    """1-based. Every part is ``part_size`` bytes but the last, which holds the rest."""
+    url: str
+    """PUT the part's bytes here (no other header needed); keep the answer's ETag for nothing: the
+    server lists the parts itself."""
+
+
+class DirectUploadOut(msgspec.Struct, kw_only=True):
+    upload_id: uuid.UUID
+    state: Literal["receiving", "complete"]
+    length: int
+    part_size: int
+    received: list[int]
+    """Part numbers the store already holds."""
+    parts: list[DirectPartOut]
+    """The parts still to send, each with a fresh URL; empty once complete."""
+    urls_expire_at: dt.datetime | None
+    expires_at: dt.datetime
+    """When the upload itself expires unless it is completed."""

@@ -27,6 +27,7 @@ from server.routes.auth import AuthController
 from server.routes.blobs import signed_blob
 from server.routes.calendar import CalendarController
 from server.routes.conflicts import ConflictController
+from server.routes.direct_uploads import DirectUploadController
 from server.routes.exports import ExportController
 from server.routes.health import health
 from server.routes.households import HouseholdController, MemberController
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, *, demo: bool = False) -> Lites
             SyncController,
             ConflictController,
             UploadController,
+            DirectUploadController,
             PhotoController,
             EvidenceController,
         ],

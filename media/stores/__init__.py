@@ -5,6 +5,8 @@ from media.stores.base import (
     BlobStat,
     BlobStore,
     BlobStoreUnavailable,
+    DirectUploads,
+    PartsMissing,
     StagingLost,
     check_key,
 )
@@ -17,7 +19,9 @@ __all__ = [
     "BlobStat",
     "BlobStore",
     "BlobStoreUnavailable",
+    "DirectUploads",
     "LocalBlobStore",
+    "PartsMissing",
     "S3BlobStore",
     "StagingLost",
     "check_key",

@@ -35,6 +35,28 @@ class StagingLost(RuntimeError):
     """An upload's staged bytes are missing or shorter than the caller's record says."""
 
 
+class PartsMissing(RuntimeError):
+    """A direct upload was asked to complete before all of its parts arrived."""
+
+    def __init__(self, missing: list[int]) -> None:
+        super().__init__(f"parts not received: {missing}")
+        self.missing = missing
+
+
+DIRECT_PART_SIZE = 5 << 20
+"""Part size of direct uploads: S3's smallest part (only the last may be shorter). Small parts keep a
+retry over a weak link short; a 50 MB upload still needs only 10."""
+
+
+def direct_part_count(length: int) -> int:
+    return max(1, -(-length // DIRECT_PART_SIZE))
+
+
+def direct_part_size(number: int, length: int) -> int:
+    """Size of part ``number`` (1-based) of a ``length``-byte file."""
+    return min(DIRECT_PART_SIZE, length - (number - 1) * DIRECT_PART_SIZE)
+
+
 class BlobStat(msgspec.Struct, frozen=True):
     """What a store knows about one blob; ``modified`` is always tz-aware UTC."""
 
@@ -146,4 +168,32 @@ class BlobStore(Protocol):
 
     async def close(self) -> None:
         """Release threads and connections; the store is unusable afterwards."""
+        ...
+
+
+@runtime_checkable
+class DirectUploads(Protocol):
+    """A store the device can send an upload's bytes to itself, part by part, through presigned URLs
+    (S3 multipart), without the bytes passing through the server. The parts land as the upload's staged
+    bytes: once completed, ``stage_export`` reads them like those of any tus upload."""
+
+    async def direct_begin(self, upload_id: str) -> str:
+        """Open the multipart upload of ``upload_id``'s staged bytes; the store's id for it."""
+        ...
+
+    def direct_part_url(self, upload_id: str, direct_id: str, number: int, *, expires_in: int) -> str:
+        """A URL the holder can PUT part ``number`` (1-based, DIRECT_PART_SIZE bytes but the last) to."""
+        ...
+
+    async def direct_parts(self, upload_id: str, direct_id: str) -> dict[int, int]:
+        """Part number -> size of the parts received so far (all of them once completed)."""
+        ...
+
+    async def direct_complete(self, upload_id: str, direct_id: str, length: int) -> int:
+        """Join the parts into the staged bytes; their total size. PartsMissing unless every part of a
+        ``length``-byte file is there. Completing again once completed answers the same."""
+        ...
+
+    async def direct_abort(self, upload_id: str, direct_id: str) -> None:
+        """Drop the parts of an unfinished direct upload; aborting nothing is not an error."""
         ...

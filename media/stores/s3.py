@@ -16,6 +16,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import urllib3
 from minio import Minio
+from minio.datatypes import Part
 from minio.error import InvalidResponseError, S3Error, ServerError
 
 from media.stores.base import (
@@ -23,11 +24,14 @@ from media.stores.base import (
     BlobNotFound,
     BlobStat,
     BlobStoreUnavailable,
+    PartsMissing,
     StagingLost,
     check_expires_in,
     check_key,
     check_upload_id,
     content_disposition,
+    direct_part_count,
+    direct_part_size,
 )
 
 T = TypeVar("T")
@@ -232,6 +236,91 @@ class S3BlobStore:
         for name, _ in pieces.values():
             await self._run(None, self._client.remove_object, self.bucket, name)
 
+    # -- direct uploads: the device sends the parts to S3 itself (DirectUploads) -------------------
+
+    async def direct_begin(self, upload_id: str) -> str:
+        name = self._piece(upload_id, 0)
+        headers = {"Content-Type": _OCTET_STREAM}
+        return await self._run(None, self._client._create_multipart_upload, self.bucket, name, headers)
+
+    def direct_part_url(self, upload_id: str, direct_id: str, number: int, *, expires_in: int) -> str:
+        # No I/O: the presigner's region is fixed. The URL names the public endpoint, as devices need.
+        return self._presigner.get_presigned_url(
+            "PUT",
+            self.bucket,
+            self._piece(upload_id, 0),
+            expires=timedelta(seconds=check_expires_in(expires_in)),
+            extra_query_params={"partNumber": str(number), "uploadId": direct_id},
+        )
+
+    async def direct_parts(self, upload_id: str, direct_id: str) -> dict[int, int]:
+        return await self._run(None, self._received_parts, upload_id, direct_id)
+
+    def _received_parts(self, upload_id: str, direct_id: str) -> dict[int, int]:
+        joined = self._joined_size(upload_id)
+        if joined is None:
+            try:
+                return {p.part_number: int(p.size or 0) for p in self._parts(upload_id, direct_id)}
+            except StagingLost:
+                joined = self._joined_size(upload_id)  # completed meanwhile by a concurrent call?
+                if joined is None:
+                    raise
+        return {n: direct_part_size(n, joined) for n in _numbers(joined)}
+
+    async def direct_complete(self, upload_id: str, direct_id: str, length: int) -> int:
+        return await self._run(None, self._complete_direct, upload_id, direct_id, length)
+
+    def _complete_direct(self, upload_id: str, direct_id: str, length: int) -> int:
+        joined = self._joined_size(upload_id)
+        if joined is not None:
+            return joined  # completed by an earlier call whose answer was lost
+        try:
+            parts = {p.part_number: p for p in self._parts(upload_id, direct_id)}
+            # A part of the wrong size (cut short, or another file's) counts as not there: PUT it again.
+            wrong = [
+                n for n in _numbers(length) if n not in parts or parts[n].size != direct_part_size(n, length)
+            ]
+            if wrong:
+                raise PartsMissing(wrong)
+            chosen = [parts[n] for n in _numbers(length)]  # parts past the announced length are left out
+            self._client._complete_multipart_upload(self.bucket, self._piece(upload_id, 0), direct_id, chosen)
+        except (StagingLost, S3Error) as exc:
+            if isinstance(exc, S3Error) and exc.code != "NoSuchUpload":
+                raise
+            # A concurrent call completed it between our two looks: that is success, not loss.
+            joined = self._joined_size(upload_id)
+            if joined is None:
+                raise StagingLost(upload_id) from exc
+            return joined
+        return length
+
+    def _parts(self, upload_id: str, direct_id: str) -> list[Part]:
+        name = self._piece(upload_id, 0)
+        try:
+            return list(self._client._list_parts(self.bucket, name, direct_id).parts)
+        except S3Error as exc:
+            if exc.code == "NoSuchUpload":
+                raise StagingLost(upload_id) from exc  # aborted, or expired by a bucket lifecycle rule
+            raise
+
+    def _joined_size(self, upload_id: str) -> int | None:
+        """Size of the staged object once the parts are joined into it; None before."""
+        try:
+            return int(self._client.stat_object(self.bucket, self._piece(upload_id, 0)).size or 0)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                return None
+            raise
+
+    async def direct_abort(self, upload_id: str, direct_id: str) -> None:
+        try:
+            await self._run(
+                None, self._client._abort_multipart_upload, self.bucket, self._piece(upload_id, 0), direct_id
+            )
+        except S3Error as exc:
+            if exc.code != "NoSuchUpload":
+                raise
+
     # -- reads -------------------------------------------------------------
 
     async def get(self, key: str) -> bytes:
@@ -313,6 +402,10 @@ class _BytesReader:
         chunk = self._view[self._pos : end].tobytes()
         self._pos += len(chunk)
         return chunk
+
+
+def _numbers(length: int) -> range:
+    return range(1, direct_part_count(length) + 1)
 
 
 def _pool_manager(size: int, timeout: float) -> urllib3.PoolManager:

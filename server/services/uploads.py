@@ -23,7 +23,7 @@ from litestar.exceptions import InternalServerException
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from media.stores import BlobStore, StagingLost
+from media.stores import BlobStore, DirectUploads, StagingLost
 from schemas.config import Settings
 from server.db.engine import Database
 from server.db.models import Photo, Upload, UploadState
@@ -250,16 +250,23 @@ async def _fail(session: AsyncSession, actor: Actor, store: BlobStore, upload: U
         session, actor, "upload.refuse", "upload", upload.id, {"code": code, "sha256": upload.sha256}
     )
     await session.commit()
-    await store.stage_discard(upload.id.hex)
+    await discard_bytes(store, upload.id, upload.direct_id)
 
 
 async def terminate(session: AsyncSession, actor: Actor, store: BlobStore, upload_id: uuid.UUID) -> None:
     """tus termination: the upload and its staged bytes are removed; a stored photo stays."""
     upload = await get(session, actor, upload_id, lock=True)
-    await store.stage_discard(upload.id.hex)
+    await discard_bytes(store, upload.id, upload.direct_id)
     await session.delete(upload)
     audit.record(session, actor, "upload.terminate", "upload", upload.id, {"sha256": upload.sha256})
     await session.commit()
+
+
+async def discard_bytes(store: BlobStore, upload_id: uuid.UUID, direct_id: str | None) -> None:
+    """Staged bytes, and the parts of a direct upload the device never completed."""
+    if direct_id is not None and isinstance(store, DirectUploads):
+        await store.direct_abort(upload_id.hex, direct_id)
+    await store.stage_discard(upload_id.hex)
 
 
 # -- expiry ------------------------------------------------------------------------------------------
@@ -272,12 +279,11 @@ async def cleanup(db: Database, store: BlobStore, now: dt.datetime | None = None
     """
     cutoff = now or utcnow()
     async with db.read_session() as session:
-        expired = list(
-            (await session.execute(select(Upload.id).where(Upload.expires_at <= cutoff))).scalars()
-        )
+        query = select(Upload.id, Upload.direct_id).where(Upload.expires_at <= cutoff)
+        expired = [(row.id, row.direct_id) for row in await session.execute(query)]
     removed = 0
-    for upload_id in expired:
-        await store.stage_discard(upload_id.hex)
+    for upload_id, direct_id in expired:
+        await discard_bytes(store, upload_id, direct_id)
         async with db.write_session() as session:
             upload = await session.get(Upload, upload_id, with_for_update=True)
             if upload is None or upload.expires_at > cutoff:

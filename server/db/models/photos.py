@@ -47,6 +47,8 @@ class Upload(CreatedAt, Base):
     """Upload-Metadata exactly as sent: HEAD must echo it."""
     state: Mapped[str] = mapped_column(String(16), default=UploadState.receiving)
     failure_code: Mapped[str | None] = mapped_column(String(32))
+    direct_id: Mapped[str | None] = mapped_column(String(255))
+    """The store's multipart upload id when the device sends the bytes to the store itself (direct)."""
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     expires_at: Mapped[dt.datetime]
 

@@ -1,0 +1,26 @@
+"""direct uploads: an upload's S3 multipart id, when the device sends its parts to the store itself
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-11-30 07:20:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("uploads") as batch_op:
+        batch_op.add_column(sa.Column("direct_id", sa.String(length=255), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("uploads") as batch_op:
+        batch_op.drop_column("direct_id")

@@ -1,0 +1,171 @@
+"""Direct uploads: the device PUTs a photo's parts straight to the object store through presigned URLs
+(an S3 multipart upload), so the bytes never pass through the server. When the device says it is done,
+the server joins the parts, checks the whole file's SHA-256 and ingests it exactly as it does a tus
+upload (docs/uploads.md).
+
+A direct upload is a row of the same ``uploads`` table as a tus upload: HEAD, DELETE (termination) and
+expiry work on both. Its ``direct_id`` is the store's multipart upload id. Only a store that can take
+parts itself (``DirectUploads``: S3/MinIO) offers it; on the local folder, tus is the way.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from typing import NoReturn
+
+import anyio
+
+from media.stores import BlobStore, DirectUploads, PartsMissing, StagingLost
+from media.stores.base import DIRECT_PART_SIZE, MAX_URL_LIFETIME, direct_part_count, direct_part_size
+from schemas.config import Settings
+from schemas.photos import DirectPartOut, DirectUploadIn, DirectUploadOut
+from server.db.engine import Database
+from server.db.models import Upload, UploadState
+from server.db.types import utcnow
+from server.domain import tus
+from server.errors import Conflict
+from server.services import photos, uploads
+from server.services.actor import Actor
+
+
+def direct(store: BlobStore) -> DirectUploads:
+    if not isinstance(store, DirectUploads):
+        raise Conflict(
+            "This server keeps photos in a local folder, which takes no direct uploads; "
+            "send the file through tus at /api/v1/uploads.",
+            code="direct_upload_unavailable",
+        )
+    return store
+
+
+def creation(body: DirectUploadIn, settings: Settings) -> uploads.Creation:
+    """The same checks as a tus creation, from the JSON body instead of headers."""
+    metadata = {"sha256": body.sha256} | {
+        k: v for k, v in (("filename", body.filename), ("content_type", body.content_type)) if v
+    }
+    header = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in metadata.items())
+    return uploads.creation(str(body.length), header, settings)
+
+
+async def create(
+    db: Database, actor: Actor, store: BlobStore, body: DirectUploadIn, settings: Settings
+) -> DirectUploadOut:
+    """A new direct upload with a URL for each part; complete at once when the photo is already stored."""
+    target = direct(store)
+    data = creation(body, settings)
+    async with db.write_session() as session:
+        upload = await uploads.create(session, actor, data, settings)
+    if upload.state == UploadState.complete:
+        return _out(target, upload, {})
+    direct_id = await target.direct_begin(upload.id.hex)
+    async with db.write_session() as session:
+        upload = await uploads.get(session, actor, upload.id, lock=True)
+        upload.direct_id = direct_id
+        await session.commit()
+    return _out(target, upload, {})
+
+
+async def status(db: Database, actor: Actor, store: BlobStore, upload_id: uuid.UUID) -> DirectUploadOut:
+    """Which parts the store holds, and fresh URLs for the others (a device back after days offline)."""
+    target = direct(store)
+    upload = await _usable(db, actor, upload_id)
+    if upload.state == UploadState.complete:
+        return _out(target, upload, {})
+    return _out(target, upload, await _parts(db, actor, store, upload))
+
+
+async def complete(
+    db: Database, actor: Actor, store: BlobStore, limiter: anyio.CapacityLimiter, upload_id: uuid.UUID
+) -> DirectUploadOut:
+    """Join the parts, then verify and ingest as for tus. Asking again after an answer was lost is safe."""
+    target = direct(store)
+    upload = await _usable(db, actor, upload_id)
+    if upload.state == UploadState.receiving:
+        try:
+            await target.direct_complete(upload.id.hex, _direct_id(upload), upload.length)
+        except PartsMissing as exc:
+            raise Conflict(
+                f"Parts {exc.missing} have not arrived whole; PUT them and complete again.",
+                code="parts_missing",
+                details={"missing": exc.missing},
+            ) from None
+        except StagingLost:
+            await _lost(db, actor, store, upload)
+        upload = await _received(db, actor, upload.id)
+        await photos.finish(db, actor, store, limiter, upload)
+        upload = await _usable(db, actor, upload_id)
+    return _out(target, upload, {})
+
+
+async def _usable(db: Database, actor: Actor, upload_id: uuid.UUID) -> Upload:
+    async with db.read_session() as session:
+        upload = await uploads.get(session, actor, upload_id)
+        uploads.check_usable(upload)
+        return upload
+
+
+def _direct_id(upload: Upload) -> str:
+    if upload.direct_id is None:
+        raise Conflict(
+            "This is a tus upload; send its bytes with PATCH /api/v1/uploads/{id}.",
+            code="not_a_direct_upload",
+        )
+    return upload.direct_id
+
+
+async def _parts(db: Database, actor: Actor, store: BlobStore, upload: Upload) -> dict[int, int]:
+    try:
+        return await direct(store).direct_parts(upload.id.hex, _direct_id(upload))
+    except StagingLost:
+        await _lost(db, actor, store, upload)
+
+
+async def _lost(db: Database, actor: Actor, store: BlobStore, upload: Upload) -> NoReturn:
+    """The store no longer knows the multipart upload (aborted, or expired by a lifecycle rule)."""
+    async with db.write_session() as session:
+        await uploads.fail(session, actor, store, upload.id, "staging_lost")
+    raise tus.Gone("The parts of this upload were lost; start a new one.", code="staging_lost")
+
+
+async def _received(db: Database, actor: Actor, upload_id: uuid.UUID) -> Upload:
+    """All bytes are staged: the offset says so, as after the last tus PATCH (HEAD then finishes a
+    crashed ingest the same way for both kinds)."""
+    async with db.write_session() as session:
+        upload = await uploads.get(session, actor, upload_id, lock=True)
+        if upload.state == UploadState.receiving:
+            upload.upload_offset = upload.length
+        await session.commit()
+        return upload
+
+
+def _out(target: DirectUploads, upload: Upload, received: dict[int, int]) -> DirectUploadOut:
+    done = upload.state == UploadState.complete
+    numbers = range(1, direct_part_count(upload.length) + 1)
+    whole = {n for n in numbers if received.get(n) == direct_part_size(n, upload.length)}
+    have = list(numbers) if done else sorted(whole)
+    lifetime = _url_lifetime(upload.expires_at)
+    to_send = [] if done or upload.direct_id is None else [n for n in numbers if n not in whole]
+    return DirectUploadOut(
+        upload_id=upload.id,
+        state="complete" if done else "receiving",
+        length=upload.length,
+        part_size=DIRECT_PART_SIZE,
+        received=have,
+        parts=[
+            DirectPartOut(
+                number=n,
+                url=target.direct_part_url(upload.id.hex, upload.direct_id or "", n, expires_in=lifetime),
+            )
+            for n in to_send
+        ],
+        urls_expire_at=utcnow() + dt.timedelta(seconds=lifetime) if to_send else None,
+        expires_at=upload.expires_at,
+    )
+
+
+def _url_lifetime(expires_at: dt.datetime) -> int:
+    """URLs live as long as the upload does (S3 caps them at seven days)."""
+    left = int((expires_at - utcnow()).total_seconds())
+    return max(60, min(left, MAX_URL_LIFETIME))
