@@ -16,6 +16,7 @@ from litestar.exceptions import HTTPException, SerializationException, Validatio
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy.exc import OperationalError
 
+from media.stores import BlobStoreUnavailable
 from schemas.errors import ErrorBody, ErrorInfo, FieldProblem
 
 log = logging.getLogger("fivestep.errors")
@@ -140,9 +141,23 @@ def on_database_busy(request: Request[Any, Any, Any], exc: OperationalError) -> 
     )
 
 
+def on_blob_store_down(request: Request[Any, Any, Any], exc: BlobStoreUnavailable) -> Response[Any]:
+    """The blob store cannot be reached: what was accepted stays accepted (an upload keeps its offset and
+    its staged bytes), and the same request can simply be sent again."""
+    log.warning("blob store unavailable: %s", type(exc.__cause__ or exc).__name__)
+    return error_response(
+        503,
+        "blob_store_unavailable",
+        "Photo storage is unreachable right now; retry shortly.",
+        None,
+        **{"Retry-After": "5"},
+    )
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     DomainError: on_domain_error,
     HTTPException: on_http_exception,
     OperationalError: on_database_busy,
+    BlobStoreUnavailable: on_blob_store_down,
     Exception: on_unexpected,
 }

@@ -15,10 +15,11 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import Select, select
+from sqlalchemy import CursorResult, Select, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -81,30 +82,97 @@ def _verified_and_processed(path: Path, expected_sha256: str, max_pixels: int) -
     return process_image(data, max_pixels=max_pixels)
 
 
+PROCESSING_LEASE = dt.timedelta(minutes=5)
+"""How long a request's claim to process an upload holds. Longer than any ingest, queueing for an image
+worker included; past it (the process died mid-way) the next request for the upload takes over."""
+WAIT_POLL_SECONDS = 0.2
+
+
 async def finish(
     db: Database, actor: Actor, store: BlobStore, limiter: anyio.CapacityLimiter, upload: Upload
 ) -> None:
     """Turn a fully received upload into a stored photo, or refuse it with a code and discard it.
 
     No transaction is open while the image is processed; the photo row and the upload's completion are
-    written together in one short transaction at the end.
+    written together in one short transaction at the end. One request processes a file at a time: a
+    tus client whose last PATCH timed out asks with HEAD while the server is still at it, and that HEAD
+    waits for the outcome instead of decoding the same photo a second time.
     """
     async with db.read_session() as session:
         known = await session.get(Photo, upload.sha256) is not None
     processed = None
     if not known:
+        if not await _claim(db, upload.id):
+            await _outcome_of_other(db, actor, store, limiter, upload)
+            return
         with tempfile.TemporaryDirectory(prefix="fivestep-ingest-") as tmp:
             path = Path(tmp) / "upload"
             try:
                 processed = await _process(db, actor, store, limiter, upload, path)
+                await _store_blobs(store, upload, processed, path)
             except _FinishedElsewhere:
                 return
-            await _store_blobs(store, upload, processed, path)
+            except BaseException:
+                await _release(
+                    db, upload.id
+                )  # a refusal has ended the upload already; anything else may retry
+                raise
     async with db.write_session() as session:
         if processed is not None and await session.get(Photo, upload.sha256) is None:
             _add_photo(session, actor, upload, processed)
         await _complete(session, actor, upload.id)
     await store.stage_discard(upload.id.hex)
+
+
+async def _claim(db: Database, upload_id: uuid.UUID) -> bool:
+    """Take the upload for processing unless another request holds it (and its lease is not over)."""
+    now = utcnow()
+    async with db.write_session() as session:
+        claimed = await session.execute(
+            update(Upload)
+            .where(
+                Upload.id == upload_id,
+                Upload.state == UploadState.receiving,
+                or_(Upload.processing_since.is_(None), Upload.processing_since < now - PROCESSING_LEASE),
+            )
+            .values(processing_since=now)
+            .execution_options(synchronize_session=False)
+        )
+        await session.commit()
+    return cast(CursorResult[Any], claimed).rowcount == 1
+
+
+async def _release(db: Database, upload_id: uuid.UUID) -> None:
+    with anyio.CancelScope(shield=True):  # also when the request was cancelled mid-way
+        async with db.write_session() as session:
+            await session.execute(
+                update(Upload)
+                .where(Upload.id == upload_id, Upload.state == UploadState.receiving)
+                .values(processing_since=None)
+                .execution_options(synchronize_session=False)
+            )
+            await session.commit()
+
+
+async def _outcome_of_other(
+    db: Database, actor: Actor, store: BlobStore, limiter: anyio.CapacityLimiter, upload: Upload
+) -> None:
+    """Wait for the request processing this upload; answer as it ends (stored, or refused: 410)."""
+    while True:
+        await anyio.sleep(WAIT_POLL_SECONDS)
+        async with db.read_session() as session:
+            current = await session.get(Upload, upload.id)
+        if current is None or current.state == UploadState.complete:
+            return  # stored (or the upload was terminated meanwhile)
+        if current.state == UploadState.failed:
+            raise Gone(
+                "This upload was refused and its bytes discarded; start a new one.",
+                code=current.failure_code or "upload_gone",
+            )
+        claimed_at = current.processing_since
+        if claimed_at is None or claimed_at < utcnow() - PROCESSING_LEASE:
+            await finish(db, actor, store, limiter, current)  # released after a failure, or abandoned
+            return
 
 
 async def _process(

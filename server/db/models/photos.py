@@ -49,6 +49,8 @@ class Upload(CreatedAt, Base):
     failure_code: Mapped[str | None] = mapped_column(String(32))
     direct_id: Mapped[str | None] = mapped_column(String(255))
     """The store's multipart upload id when the device sends the bytes to the store itself (direct)."""
+    processing_since: Mapped[dt.datetime | None]
+    """When a request claimed the received file to process it (server/services/photos.py)."""
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     expires_at: Mapped[dt.datetime]
 

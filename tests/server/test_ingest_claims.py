@@ -1,0 +1,115 @@
+"""One request processes a fully received upload at a time: a HEAD that arrives while the last PATCH's
+photo is still being processed (a tus client whose PATCH timed out) waits for it instead of decoding the
+photo again; a claim left by a failed or dead request does not block the upload. Both databases, both
+stores."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from media.pipeline import DEFAULT_MAX_PIXELS, ProcessedImage
+from media.stores import BlobStoreUnavailable
+from server.db.models import Upload
+from server.services import photos
+from tests.helpers import login, run_db
+from tests.images import jpeg_with_gps
+from tests.tus import TUS, Client, create, offset_of, patch, sha256
+
+
+class SlowIngest:
+    """The real ingest, counted, and held for a while so that other requests arrive meanwhile."""
+
+    def __init__(self, hold: float, fail_first: bool = False) -> None:
+        self.calls, self.hold, self.fail_first = 0, hold, fail_first
+        self.real = photos.ingest_file
+
+    def __call__(
+        self, path: Path, expected_sha256: str, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> ProcessedImage:
+        self.calls += 1
+        time.sleep(self.hold)
+        if self.fail_first and self.calls == 1:
+            raise BlobStoreUnavailable("the store went away mid-ingest")
+        return self.real(path, expected_sha256, max_pixels)
+
+
+@pytest.fixture
+def photo() -> bytes:
+    return jpeg_with_gps(seed=21)
+
+
+def received_but_unfinished(client: Client, auth: dict[str, str], data: bytes, ingest: SlowIngest) -> str:
+    """An upload whose last PATCH failed while processing: every byte staged, no photo yet."""
+    location = create(client, auth, data).headers["location"]
+    failed = patch(client, auth, location, 0, data)
+    assert failed.status_code == 503, failed.text
+    assert failed.json()["error"]["code"] == "blob_store_unavailable"
+    return location
+
+
+def test_a_head_during_processing_waits_for_it_and_the_photo_is_decoded_once(
+    tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest = SlowIngest(hold=0.8)
+    monkeypatch.setattr(photos, "ingest_file", ingest)
+    worker = login(tus_client, "demo-worker-1")
+    location = create(tus_client, worker, photo).headers["location"]
+    answers: list[Any] = []
+    last_patch = threading.Thread(
+        target=lambda: answers.append(patch(tus_client, worker, location, 0, photo))
+    )
+    last_patch.start()
+    time.sleep(0.3)  # the PATCH is being processed now; its client gives up and asks where things stand
+    head = tus_client.head(location, headers=TUS | worker)
+    stored_when_head_answered = tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker).status_code
+    last_patch.join()
+    assert head.status_code == 200
+    assert head.headers["upload-offset"] == str(len(photo))
+    assert stored_when_head_answered == 200
+    assert answers[0].status_code == 204
+    assert ingest.calls == 1
+
+
+def test_a_failed_ingest_releases_the_upload_for_the_next_request(
+    tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest = SlowIngest(hold=0, fail_first=True)
+    monkeypatch.setattr(photos, "ingest_file", ingest)
+    worker = login(tus_client, "demo-worker-1")
+    location = received_but_unfinished(tus_client, worker, photo, ingest)
+    started = time.monotonic()
+    assert offset_of(tus_client, worker, location) == len(photo)  # HEAD finishes it at once, no waiting
+    assert time.monotonic() - started < photos.PROCESSING_LEASE.total_seconds()
+    assert tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker).status_code == 200
+    assert ingest.calls == 2
+
+
+def test_a_claim_left_by_a_dead_process_expires(
+    tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest = SlowIngest(hold=0, fail_first=True)
+    monkeypatch.setattr(photos, "ingest_file", ingest)
+    worker = login(tus_client, "demo-worker-1")
+    location = received_but_unfinished(tus_client, worker, photo, ingest)
+
+    def claimed_at(since: dt.datetime) -> Any:
+        async def write(session: Any) -> None:
+            await session.execute(update(Upload).values(processing_since=since))
+
+        return write
+
+    # A process claimed it and died: within the lease, a HEAD waits (here: for a short lease to pass).
+    monkeypatch.setattr(photos, "PROCESSING_LEASE", dt.timedelta(seconds=1))
+    run_db(tus_client, claimed_at(dt.datetime.now(dt.UTC)))
+    started = time.monotonic()
+    assert offset_of(tus_client, worker, location) == len(photo)
+    assert time.monotonic() - started >= 0.5
+    assert tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker).status_code == 200
+    assert ingest.calls == 2
