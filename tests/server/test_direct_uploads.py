@@ -12,7 +12,7 @@ import pytest
 from server.services import uploads
 from tests.helpers import audit_rows, login
 from tests.images import jpeg_with_gps
-from tests.tus import TUS, UPLOADS, Client, sha256, stored_keys, upload
+from tests.tus import TUS, UPLOADS, Client, create, sha256, stored_keys, upload
 
 DIRECT = f"{UPLOADS}/direct"
 PART = 5 << 20
@@ -152,6 +152,10 @@ def test_bad_starts_are_clear_4xx(tus_client: Client) -> None:
     assert tus_client.post(DIRECT, json={"sha256": "a" * 64, "length": 10}).status_code == 401
     other = start(tus_client, login(tus_client, "demo-worker-2"), b"x" * 10).json()
     assert tus_client.get(f"{DIRECT}/{other['upload_id']}", headers=worker).status_code == 404
+    tus_upload = create(tus_client, worker, b"y" * 10).headers["location"].rsplit("/", 1)[1]
+    not_direct = tus_client.post(f"{DIRECT}/{tus_upload}/complete", headers=worker)
+    assert not_direct.status_code == 409
+    assert not_direct.json()["error"]["code"] == "not_a_direct_upload"
 
 
 def test_the_local_store_points_to_tus(client: Client) -> None:
