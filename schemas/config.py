@@ -37,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """An unfinished resumable upload is dropped this long after its last accepted bytes."""
     original_roles: tuple[str, ...] = ("reviewer", "approver", "admin")
     """Roles that may fetch a photo's original file (each fetch is audited with its reason)."""
+    workers: int = 1
+    """Server processes `fivestep serve` runs on its one port (one per CPU core to use them all)."""
     image_workers: int = 2
     """Photos decoded and processed at once, in worker threads (never on the event loop)."""
     rules_file: str = ""

@@ -44,14 +44,27 @@ log = logging.getLogger("fivestep.app")
 VERSION = "0.1.0"
 
 
-def create_app(settings: Settings | None = None, *, demo: bool = False) -> Litestar:
+async def prepare(db: Database, *, demo: bool = False) -> None:
+    """What a starting server does once: install the shipped checklists (idempotent; refuses a changed
+    published template) and, asked for, seed the demo data."""
+    async with db.write_session() as session:
+        await install_shipped(session)
+    if demo:
+        from server.demo import seed
+
+        await seed(db)
+
+
+def create_app(settings: Settings | None = None, *, demo: bool = False, prepared: bool = False) -> Litestar:
+    """`prepared`: the migration, shipped checklists and demo seed were done before (by `fivestep serve`
+    for its worker processes, which would otherwise all do them at once)."""
     settings = settings or load_settings()
     configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         db = Database(settings.database_url)
-        if settings.auto_migrate and db.is_sqlite:
+        if settings.auto_migrate and db.is_sqlite and not prepared:
             await upgrade(db)  # the embedded mode needs no separate step; production runs `fivestep migrate`
         base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
         store = await open_store(
@@ -64,12 +77,8 @@ def create_app(settings: Settings | None = None, *, demo: bool = False) -> Lites
         )
         app.state.db, app.state.store, app.state.settings = db, store, settings
         app.state.image_limiter = anyio.CapacityLimiter(settings.image_workers)
-        async with db.write_session() as session:
-            await install_shipped(session)  # idempotent; refuses a changed published template
-        if demo:
-            from server.demo import seed
-
-            await seed(db)
+        if not prepared:
+            await prepare(db, demo=demo)
         log.info(
             "started", extra={"fields": {"database": db.engine.dialect.name, "store": type(store).__name__}}
         )

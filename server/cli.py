@@ -8,6 +8,7 @@ import getpass
 import os
 import signal
 import sys
+from typing import Any
 
 import msgspec
 from sqlalchemy import select
@@ -27,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=_port, help="port (default: FIVESTEP_PORT or 8000)")
     serve.add_argument(
         "--demo", action="store_true", help="seed the demo district, users and households first"
+    )
+    serve.add_argument(
+        "--workers", type=_workers, help="server processes on the one port (default: FIVESTEP_WORKERS or 1)"
     )
 
     commands.add_parser("migrate", help="upgrade the database schema to the latest version")
@@ -71,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     return asyncio.run(_create_user(settings, args))
 
 
+def _workers(text: str) -> int:
+    count = int(text)
+    if not 1 <= count <= 64:
+        raise argparse.ArgumentTypeError("workers is between 1 and 64")
+    return count
+
+
 def _port(text: str) -> int:
     port = int(text)
     if not 1 <= port <= 65535:
@@ -81,26 +92,64 @@ def _port(text: str) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from server.app import create_app
-    from server.gc_freeze import freeze_startup_objects
-    from server.malloc import limit_arenas
-
-    limit_arenas()  # before the image workers' threads start allocating
-
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
-    settings = msgspec.structs.replace(settings, host=host, port=port)
-    app = create_app(settings, demo=args.demo)
-    freeze_startup_objects()  # once everything imported and built is in place
+    workers = settings.workers if args.workers is None else args.workers
+    settings = msgspec.structs.replace(settings, host=host, port=port, workers=workers)
     # uvicorn stops taking connections on SIGTERM/SIGINT, finishes requests in flight, then runs the lifespan's
     # shutdown (closing the pools). Afterwards it re-raises the signal to the handler that was there before it
     # started; a no-op handler there lets a graceful stop exit 0 rather than "killed by signal" (143).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    uvicorn.run(
-        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=20, access_log=False
-    )
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "timeout_graceful_shutdown": 20,
+        "access_log": False,
+    }
+    if workers == 1:
+        uvicorn.run(_built_app(settings, demo=args.demo), **options)
+        return 0
+    # Several processes on one port (uvicorn's workers): the one-time work happens here, once, before they
+    # start; each then builds its app from the environment, which carries this command's overrides.
+    asyncio.run(_prepare(settings, demo=args.demo))
+    os.environ.update({"FIVESTEP_HOST": host, "FIVESTEP_PORT": str(port)})
+    uvicorn.run("server.cli:worker_app", factory=True, workers=workers, **options)
     return 0
+
+
+def worker_app() -> Any:
+    """The app each process of `fivestep serve --workers N` runs (settings from the environment)."""
+    return _built_app(load_settings(), prepared=True)
+
+
+def _built_app(settings: Settings, *, demo: bool = False, prepared: bool = False) -> Any:
+    from server.app import create_app
+    from server.gc_freeze import freeze_startup_objects
+    from server.malloc import limit_arenas
+
+    limit_arenas()  # before the image workers' threads start allocating
+    app = create_app(settings, demo=demo, prepared=prepared)
+    freeze_startup_objects()  # once everything imported and built is in place
+    return app
+
+
+async def _prepare(settings: Settings, *, demo: bool) -> None:
+    """Migrate (embedded mode), make the signing secret and the shipped checklists, seed the demo."""
+    from server.app import prepare
+    from server.config import resolve_secret
+    from server.db.engine import Database
+    from server.db.migrate import upgrade
+
+    resolve_secret(settings)  # generated once here, not by several workers at the same moment
+    db = Database(settings.database_url)
+    try:
+        if settings.auto_migrate and db.is_sqlite:
+            await upgrade(db)
+        await prepare(db, demo=demo)
+    finally:
+        await db.dispose()
 
 
 async def _migrate(settings: Settings) -> int:

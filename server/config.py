@@ -82,6 +82,7 @@ def _check(s: Settings) -> None:
         "max_upload_bytes",
         "upload_expiry_hours",
         "image_workers",
+        "workers",
     ):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{env_name(name)}: must be positive")

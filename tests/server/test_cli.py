@@ -128,3 +128,65 @@ def _drive_a_device(base: str, tmp_path: Path) -> None:
     second = fivestep(*device, "sync", cwd=tmp_path)
     assert second.returncode == 0 and "1 edits confirmed" in second.stdout, second.stdout
     assert "命令行改的地址" in fivestep(*device, "households", cwd=tmp_path).stdout
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_serve_with_two_workers_shares_one_port(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`--workers 2`: two processes behind one port, prepared once (migration, checklists, demo seed,
+    the generated secret), each answering; a device syncs and edits through them; SIGTERM stops all."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIVESTEP_")}
+    if database == "postgres":
+        env["FIVESTEP_DATABASE_URL"] = request.getfixturevalue("postgres_server").new_database(template=None)
+        env["FIVESTEP_SECRET_KEY"] = "two-workers-test-secret"
+        assert fivestep("migrate", cwd=tmp_path, env=env).returncode == 0
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--demo", "--workers", "2", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_healthy(server, base)
+        assert len(_spawned_children(server.pid)) == 2
+        for _ in range(6):  # fresh connections: the kernel spreads them over both processes
+            assert httpx.get(f"{base}/health").status_code == 200
+        _drive_a_device(base, tmp_path)
+    finally:
+        server.terminate()
+        assert server.wait(timeout=30) == 0
+    log = server.stderr.read() if server.stderr else ""
+    assert log.count('"msg": "started"') == 2 and log.count('"msg": "stopped"') == 2
+
+
+def _wait_healthy(server: subprocess.Popen[str], base: str) -> None:
+    deadline = time.monotonic() + 40
+    while True:
+        try:
+            if httpx.get(f"{base}/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and server.poll() is None, (
+            server.stderr.read() if server.stderr else ""
+        )
+        time.sleep(0.2)
+
+
+def _spawned_children(parent: int) -> list[int]:
+    """Worker processes of `parent` (multiprocessing's resource tracker is not one)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
