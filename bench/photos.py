@@ -92,6 +92,7 @@ class Server:
         *,
         database_url: str | None = None,
         name: str = "server",
+        workers: int = 1,
     ) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -108,7 +109,17 @@ class Server:
         demo = [] if database_url else ["--demo"]  # a given database comes loaded and migrated
         self.log = (tmp / f"{name}.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", *demo, "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "serve",
+                *demo,
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ],
             cwd=ROOT,
             env=env,
             stdout=self.log,

@@ -25,6 +25,8 @@ log = logging.getLogger("fivestep.errors")
 class DomainError(Exception):
     status = 400
     code = "bad_request"
+    retry_after: int | None = None
+    """Seconds; sent as Retry-After when set."""
 
     def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
         super().__init__(message)
@@ -64,6 +66,16 @@ class TooManyRequests(DomainError):
         self.retry_after = retry_after
 
 
+class TryLater(DomainError):
+    """Nothing is wrong with the request, and nothing it brought was lost: ask again in a moment."""
+
+    status, code = 503, "unavailable"
+
+    def __init__(self, message: str, *, code: str, retry_after: int) -> None:
+        super().__init__(message, code=code, details={"retry_after_seconds": retry_after})
+        self.retry_after = retry_after
+
+
 def error_response(
     status: int, code: str, message: str, details: Any = None, **headers: str
 ) -> Response[Any]:
@@ -72,7 +84,7 @@ def error_response(
 
 
 def on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else {}
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
     return error_response(exc.status, exc.code, exc.message, exc.details, **headers)
 
 

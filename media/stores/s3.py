@@ -274,25 +274,40 @@ class S3BlobStore:
         joined = self._joined_size(upload_id)
         if joined is not None:
             return joined  # completed by an earlier call whose answer was lost
-        try:
-            parts = {p.part_number: p for p in self._parts(upload_id, direct_id)}
-            # A part of the wrong size (cut short, or another file's) counts as not there: PUT it again.
-            wrong = [
-                n for n in _numbers(length) if n not in parts or parts[n].size != direct_part_size(n, length)
-            ]
-            if wrong:
-                raise PartsMissing(wrong)
-            chosen = [parts[n] for n in _numbers(length)]  # parts past the announced length are left out
-            self._client._complete_multipart_upload(self.bucket, self._piece(upload_id, 0), direct_id, chosen)
-        except (StagingLost, S3Error) as exc:
-            if isinstance(exc, S3Error) and exc.code != "NoSuchUpload":
-                raise
-            # A concurrent call completed it between our two looks: that is success, not loss.
-            joined = self._joined_size(upload_id)
-            if joined is None:
-                raise StagingLost(upload_id) from exc
-            return joined
-        return length
+        for attempt in range(2):
+            try:
+                self._join_parts(upload_id, direct_id, length)
+                return length
+            except S3Error as exc:
+                # A part PUT again between our listing and the join (its ETag changed): list again, once.
+                if exc.code in _PARTS_CHANGED and attempt == 0:
+                    continue
+                if exc.code in _PARTS_CHANGED:
+                    raise PartsMissing(list(_numbers(length))) from exc
+                if exc.code != "NoSuchUpload":
+                    raise
+                return self._joined_by_another(upload_id, exc)
+            except StagingLost as exc:
+                return self._joined_by_another(upload_id, exc)
+        raise AssertionError("unreachable")
+
+    def _join_parts(self, upload_id: str, direct_id: str, length: int) -> None:
+        parts = {p.part_number: p for p in self._parts(upload_id, direct_id)}
+        # A part of the wrong size (cut short, or another file's) counts as not there: PUT it again.
+        wrong = [
+            n for n in _numbers(length) if n not in parts or parts[n].size != direct_part_size(n, length)
+        ]
+        if wrong:
+            raise PartsMissing(wrong)
+        chosen = [parts[n] for n in _numbers(length)]  # parts past the announced length are left out
+        self._client._complete_multipart_upload(self.bucket, self._piece(upload_id, 0), direct_id, chosen)
+
+    def _joined_by_another(self, upload_id: str, cause: Exception) -> int:
+        """The multipart upload is gone: a concurrent call joined it (success), or it was aborted."""
+        joined = self._joined_size(upload_id)
+        if joined is None:
+            raise StagingLost(upload_id) from cause
+        return joined
 
     def _parts(self, upload_id: str, direct_id: str) -> list[Part]:
         name = self._piece(upload_id, 0)
@@ -402,6 +417,9 @@ class _BytesReader:
         chunk = self._view[self._pos : end].tobytes()
         self._pos += len(chunk)
         return chunk
+
+
+_PARTS_CHANGED = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall"})
 
 
 def _numbers(length: int) -> range:

@@ -11,7 +11,7 @@ from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
 
 from schemas.photos import DirectUploadIn, DirectUploadOut
-from server.dependencies import AppSettings, CurrentActor, provide_actor
+from server.dependencies import AppSettings, CurrentActor, DbSession, provide_actor
 from server.routes.uploads import BASE, read_session
 from server.services import direct_uploads
 
@@ -23,20 +23,40 @@ class DirectUploadController(Controller):
 
     @post("/", status_code=201, summary="Start a direct upload: a presigned URL for each part")
     async def start(
-        self, state: State, data: JSONBody[DirectUploadIn], actor: CurrentActor, settings: AppSettings
+        self,
+        state: State,
+        data: JSONBody[DirectUploadIn],
+        db_session: DbSession,
+        actor: CurrentActor,
+        settings: AppSettings,
     ) -> DirectUploadOut:
+        await db_session.commit()  # the sign-in's read ends here: the work below uses its own sessions
         return await direct_uploads.create(state.db, actor, state.store, data, settings)
 
     @get("/{upload_id:uuid}", summary="Parts received so far, and fresh URLs for the others")
     async def progress(
-        self, state: State, actor: CurrentActor, upload_id: FromPath[uuid.UUID]
+        self,
+        state: State,
+        db_session: DbSession,
+        actor: CurrentActor,
+        settings: AppSettings,
+        upload_id: FromPath[uuid.UUID],
     ) -> DirectUploadOut:
-        return await direct_uploads.status(state.db, actor, state.store, upload_id)
+        await db_session.commit()
+        return await direct_uploads.status(state.db, actor, state.store, upload_id, settings)
 
     @post(
         "/{upload_id:uuid}/complete", status_code=200, summary="Join the parts, verify and ingest the photo"
     )
     async def complete(
-        self, state: State, actor: CurrentActor, upload_id: FromPath[uuid.UUID]
+        self,
+        state: State,
+        db_session: DbSession,
+        actor: CurrentActor,
+        settings: AppSettings,
+        upload_id: FromPath[uuid.UUID],
     ) -> DirectUploadOut:
-        return await direct_uploads.complete(state.db, actor, state.store, state.image_limiter, upload_id)
+        await db_session.commit()
+        return await direct_uploads.complete(
+            state.db, actor, state.store, state.image_limiter, upload_id, settings
+        )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from typing import NoReturn
 
 import anyio
 
@@ -67,22 +66,32 @@ async def create(
     return _out(target, upload, {})
 
 
-async def status(db: Database, actor: Actor, store: BlobStore, upload_id: uuid.UUID) -> DirectUploadOut:
-    """Which parts the store holds, and fresh URLs for the others (a device back after days offline)."""
+async def status(
+    db: Database, actor: Actor, store: BlobStore, upload_id: uuid.UUID, settings: Settings
+) -> DirectUploadOut:
+    """Which parts the store holds, and fresh URLs for the others. Asking keeps the upload alive, as an
+    accepted PATCH keeps a tus upload alive: the server never sees the part PUTs themselves."""
     target = direct(store)
     upload = await _usable(db, actor, upload_id)
     if upload.state == UploadState.complete:
         return _out(target, upload, {})
-    return _out(target, upload, await _parts(db, actor, store, upload))
+    received = await _parts(db, actor, store, upload)
+    return _out(target, await _kept_alive(db, actor, upload.id, settings), received)
 
 
 async def complete(
-    db: Database, actor: Actor, store: BlobStore, limiter: anyio.CapacityLimiter, upload_id: uuid.UUID
+    db: Database,
+    actor: Actor,
+    store: BlobStore,
+    limiter: anyio.CapacityLimiter,
+    upload_id: uuid.UUID,
+    settings: Settings,
 ) -> DirectUploadOut:
     """Join the parts, then verify and ingest as for tus. Asking again after an answer was lost is safe."""
     target = direct(store)
     upload = await _usable(db, actor, upload_id)
     if upload.state == UploadState.receiving:
+        upload = await _kept_alive(db, actor, upload.id, settings)
         try:
             await target.direct_complete(upload.id.hex, _direct_id(upload), upload.length)
         except PartsMissing as exc:
@@ -92,7 +101,7 @@ async def complete(
                 details={"missing": exc.missing},
             ) from None
         except StagingLost:
-            await _lost(db, actor, store, upload)
+            return _out(target, await _lost(db, actor, store, upload), {})
         upload = await _received(db, actor, upload.id)
         await photos.finish(db, actor, store, limiter, upload)
         upload = await _usable(db, actor, upload_id)
@@ -120,13 +129,27 @@ async def _parts(db: Database, actor: Actor, store: BlobStore, upload: Upload) -
         return await direct(store).direct_parts(upload.id.hex, _direct_id(upload))
     except StagingLost:
         await _lost(db, actor, store, upload)
+        return {}  # it turned out complete: nothing left to send
 
 
-async def _lost(db: Database, actor: Actor, store: BlobStore, upload: Upload) -> NoReturn:
-    """The store no longer knows the multipart upload (aborted, or expired by a lifecycle rule)."""
+async def _lost(db: Database, actor: Actor, store: BlobStore, upload: Upload) -> Upload:
+    """The store no longer knows the parts: aborted or expired by a bucket lifecycle rule (410), unless a
+    concurrent request completed the upload and dropped them (then that is the answer)."""
     async with db.write_session() as session:
         await uploads.fail(session, actor, store, upload.id, "staging_lost")
-    raise tus.Gone("The parts of this upload were lost; start a new one.", code="staging_lost")
+    current = await _usable(db, actor, upload.id)  # 410 if it failed just now
+    if current.state != UploadState.complete:
+        raise tus.Gone("The parts of this upload were lost; start a new one.", code="staging_lost")
+    return current
+
+
+async def _kept_alive(db: Database, actor: Actor, upload_id: uuid.UUID, settings: Settings) -> Upload:
+    async with db.write_session() as session:
+        upload = await uploads.get(session, actor, upload_id, lock=True)
+        if upload.state == UploadState.receiving:
+            upload.expires_at = utcnow() + dt.timedelta(hours=settings.upload_expiry_hours)
+        await session.commit()
+        return upload
 
 
 async def _received(db: Database, actor: Actor, upload_id: uuid.UUID) -> Upload:

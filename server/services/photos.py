@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from media.formats import ImageFormat, ImageRejected
 from media.pipeline import DEFAULT_MAX_PIXELS, ProcessedImage, process_image
-from media.stores import BlobStore, StagingLost
+from media.stores import BlobStore, BlobStoreUnavailable, StagingLost
 from schemas.config import Settings
 from schemas.photos import DerivativeOut, EvidenceItem, EvidenceOut, ExifOut, PhotoOut
 from server.db.engine import Database
@@ -33,11 +34,12 @@ from server.db.models import Household, Photo, PhotoRef, Upload, UploadState, Vi
 from server.db.types import utcnow
 from server.domain.evidence import references
 from server.domain.tus import Gone
-from server.errors import DomainError, Forbidden, Invalid, NotFound
+from server.errors import DomainError, Forbidden, Invalid, NotFound, TryLater
 from server.malloc import give_back_free_memory
 from server.services import audit, uploads, visits
 from server.services.actor import Actor, communities_in_scope
 
+log = logging.getLogger("fivestep.photos")
 _EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "heif": "heic"}
 
 
@@ -86,6 +88,9 @@ PROCESSING_LEASE = dt.timedelta(minutes=5)
 """How long a request's claim to process an upload holds. Longer than any ingest, queueing for an image
 worker included; past it (the process died mid-way) the next request for the upload takes over."""
 WAIT_POLL_SECONDS = 0.2
+WAIT_LIMIT_SECONDS = 25.0
+"""How long a request waits for another one's processing before answering 503 with Retry-After: shorter
+than clients' timeouts, so retried HEADs do not pile up as waiting handlers."""
 
 
 async def finish(
@@ -100,32 +105,48 @@ async def finish(
     """
     async with db.read_session() as session:
         known = await session.get(Photo, upload.sha256) is not None
-    processed = None
+    claim = None
     if not known:
-        if not await _claim(db, upload.id):
+        claim = await _claim(db, upload.id)
+        if claim is None:
             await _outcome_of_other(db, actor, store, limiter, upload)
             return
-        with tempfile.TemporaryDirectory(prefix="fivestep-ingest-") as tmp:
-            path = Path(tmp) / "upload"
-            try:
-                processed = await _process(db, actor, store, limiter, upload, path)
-                await _store_blobs(store, upload, processed, path)
-            except _FinishedElsewhere:
-                return
-            except BaseException:
-                await _release(
-                    db, upload.id
-                )  # a refusal has ended the upload already; anything else may retry
-                raise
-    async with db.write_session() as session:
-        if processed is not None and await session.get(Photo, upload.sha256) is None:
-            _add_photo(session, actor, upload, processed)
-        await _complete(session, actor, upload.id)
-    await store.stage_discard(upload.id.hex)
+    try:
+        processed = None if known else await _processed_and_stored(db, actor, store, limiter, upload)
+        async with db.write_session() as session:
+            if processed is not None and await session.get(Photo, upload.sha256) is None:
+                _add_photo(session, actor, upload, processed)
+            await _complete(session, actor, upload.id)
+    except _FinishedElsewhere:
+        return
+    except BaseException:
+        if claim is not None:  # a refusal has ended the upload already; anything else may be retried
+            await _release(db, upload.id, claim)
+        raise
+    await _discard_staged(store, upload)
 
 
-async def _claim(db: Database, upload_id: uuid.UUID) -> bool:
-    """Take the upload for processing unless another request holds it (and its lease is not over)."""
+async def _processed_and_stored(
+    db: Database, actor: Actor, store: BlobStore, limiter: anyio.CapacityLimiter, upload: Upload
+) -> ProcessedImage:
+    with tempfile.TemporaryDirectory(prefix="fivestep-ingest-") as tmp:
+        path = Path(tmp) / "upload"
+        processed = await _process(db, actor, store, limiter, upload, path)
+        await _store_blobs(store, upload, processed, path)
+        return processed
+
+
+async def _discard_staged(store: BlobStore, upload: Upload) -> None:
+    """The photo is stored: left-over staged bytes are only clutter, removed again at expiry if need be."""
+    try:
+        await store.stage_discard(upload.id.hex)
+    except BlobStoreUnavailable as exc:
+        log.warning("staged bytes of a stored upload left for the cleanup: %s", exc)
+
+
+async def _claim(db: Database, upload_id: uuid.UUID) -> dt.datetime | None:
+    """Take the upload for processing unless another request holds it (and its lease is not over);
+    the claim's time, which identifies it, or None."""
     now = utcnow()
     async with db.write_session() as session:
         claimed = await session.execute(
@@ -139,15 +160,16 @@ async def _claim(db: Database, upload_id: uuid.UUID) -> bool:
             .execution_options(synchronize_session=False)
         )
         await session.commit()
-    return cast(CursorResult[Any], claimed).rowcount == 1
+    return now if cast(CursorResult[Any], claimed).rowcount == 1 else None
 
 
-async def _release(db: Database, upload_id: uuid.UUID) -> None:
+async def _release(db: Database, upload_id: uuid.UUID, claim: dt.datetime) -> None:
+    """Give up this request's own claim (not one that took over after its lease ran out)."""
     with anyio.CancelScope(shield=True):  # also when the request was cancelled mid-way
         async with db.write_session() as session:
             await session.execute(
                 update(Upload)
-                .where(Upload.id == upload_id, Upload.state == UploadState.receiving)
+                .where(Upload.id == upload_id, Upload.processing_since == claim)
                 .values(processing_since=None)
                 .execution_options(synchronize_session=False)
             )
@@ -157,8 +179,10 @@ async def _release(db: Database, upload_id: uuid.UUID) -> None:
 async def _outcome_of_other(
     db: Database, actor: Actor, store: BlobStore, limiter: anyio.CapacityLimiter, upload: Upload
 ) -> None:
-    """Wait for the request processing this upload; answer as it ends (stored, or refused: 410)."""
-    while True:
+    """Wait for the request processing this upload; answer as it ends (stored, or refused: 410), or 503
+    after WAIT_LIMIT_SECONDS."""
+    deadline = anyio.current_time() + WAIT_LIMIT_SECONDS
+    while anyio.current_time() < deadline:
         await anyio.sleep(WAIT_POLL_SECONDS)
         async with db.read_session() as session:
             current = await session.get(Upload, upload.id)
@@ -173,6 +197,9 @@ async def _outcome_of_other(
         if claimed_at is None or claimed_at < utcnow() - PROCESSING_LEASE:
             await finish(db, actor, store, limiter, current)  # released after a failure, or abandoned
             return
+    raise TryLater(
+        "The photo is still being processed; ask again shortly.", code="upload_processing", retry_after=5
+    )
 
 
 async def _process(

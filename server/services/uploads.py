@@ -23,7 +23,7 @@ from litestar.exceptions import InternalServerException
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from media.stores import BlobStore, DirectUploads, StagingLost
+from media.stores import BlobStore, BlobStoreUnavailable, DirectUploads, StagingLost
 from schemas.config import Settings
 from server.db.engine import Database
 from server.db.models import Photo, Upload, UploadState
@@ -142,6 +142,7 @@ async def prepare_patch(
     try:
         upload = await get(session, actor, upload_id)
         check_usable(upload)
+        _check_tus(upload)
         _check_offset(upload, offset)
         if content_length is not None and content_length > upload.length - offset:
             raise tus.TooLarge(
@@ -152,6 +153,14 @@ async def prepare_patch(
         raise
     await session.commit()  # ends the transaction without expiring `upload` (a rollback would)
     return upload
+
+
+def _check_tus(upload: Upload) -> None:
+    if upload.direct_id is not None:
+        raise Conflict(
+            "This is a direct upload: PUT its parts to their URLs (GET /api/v1/uploads/direct/{id}).",
+            code="not_a_tus_upload",
+        )
 
 
 def _check_offset(upload: Upload, offset: int) -> None:
@@ -216,6 +225,7 @@ async def append(
     """Stage the verified body at ``offset`` and move the offset, under the row lock."""
     upload = await get(session, actor, upload_id, lock=True)
     check_usable(upload)
+    _check_tus(upload)
     _check_offset(upload, offset)  # another request may have moved it while this body arrived
     if body.size:
         try:
@@ -250,7 +260,10 @@ async def _fail(session: AsyncSession, actor: Actor, store: BlobStore, upload: U
         session, actor, "upload.refuse", "upload", upload.id, {"code": code, "sha256": upload.sha256}
     )
     await session.commit()
-    await discard_bytes(store, upload.id, upload.direct_id)
+    try:
+        await discard_bytes(store, upload.id, upload.direct_id)
+    except BlobStoreUnavailable as exc:  # the refusal stands; the bytes go when the upload expires
+        log.warning("refused upload's bytes left for the cleanup: %s", exc)
 
 
 async def terminate(session: AsyncSession, actor: Actor, store: BlobStore, upload_id: uuid.UUID) -> None:
@@ -283,7 +296,11 @@ async def cleanup(db: Database, store: BlobStore, now: dt.datetime | None = None
         expired = [(row.id, row.direct_id) for row in await session.execute(query)]
     removed = 0
     for upload_id, direct_id in expired:
-        await discard_bytes(store, upload_id, direct_id)
+        try:
+            await discard_bytes(store, upload_id, direct_id)
+        except BlobStoreUnavailable as exc:  # the next round tries again; the others go now
+            log.warning("expired upload kept for the next cleanup: %s", exc)
+            continue
         async with db.write_session() as session:
             upload = await session.get(Upload, upload_id, with_for_update=True)
             if upload is None or upload.expires_at > cutoff:

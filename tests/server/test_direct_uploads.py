@@ -4,6 +4,7 @@ the server joins, verifies and ingests them; on both databases."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import httpx
@@ -195,3 +196,23 @@ def test_parts_the_store_dropped_on_its_own_end_the_upload_with_410(tus_client: 
     assert response.status_code == 410
     assert response.json()["error"]["code"] == "staging_lost"
     assert tus_client.get(f"{DIRECT}/{body['upload_id']}", headers=worker).status_code == 410
+
+
+def test_a_direct_upload_takes_no_tus_patch_and_asking_keeps_it_alive(tus_client: Client) -> None:
+    data = jpeg_with_gps(seed=15)
+    worker = login(tus_client, "demo-worker-1")
+    body = start(tus_client, worker, data).json()
+    location = f"{UPLOADS}/{body['upload_id']}"
+    refused = tus_client.patch(
+        location,
+        content=data[:1000],
+        headers=TUS | worker | {"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"},
+    )
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "not_a_tus_upload"
+    time.sleep(1.1)  # expiry times are kept to the second
+    later = tus_client.get(f"{DIRECT}/{body['upload_id']}", headers=worker).json()
+    assert later["expires_at"] > body["expires_at"]
+    put_part(later["parts"][0], data)
+    done = tus_client.post(f"{DIRECT}/{body['upload_id']}/complete", headers=worker)
+    assert done.status_code == 200, done.text  # the refused PATCH left nothing in the way

@@ -113,3 +113,45 @@ def test_a_claim_left_by_a_dead_process_expires(
     assert time.monotonic() - started >= 0.5
     assert tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker).status_code == 200
     assert ingest.calls == 2
+
+
+def test_a_failure_after_processing_also_releases_the_upload(
+    tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_add = photos._add_photo
+    failures = []
+
+    def add_once_failing(*args: Any) -> None:
+        if not failures:
+            failures.append(1)
+            raise BlobStoreUnavailable("went away while the photo row was written")
+        real_add(*args)
+
+    monkeypatch.setattr(photos, "_add_photo", add_once_failing)
+    worker = login(tus_client, "demo-worker-1")
+    location = create(tus_client, worker, photo).headers["location"]
+    assert patch(tus_client, worker, location, 0, photo).status_code == 503
+    started = time.monotonic()
+    assert offset_of(tus_client, worker, location) == len(photo)
+    assert time.monotonic() - started < 5  # no lease to wait out
+    assert tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker).status_code == 200
+
+
+def test_waiting_for_another_request_is_bounded(
+    tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest = SlowIngest(hold=0, fail_first=True)
+    monkeypatch.setattr(photos, "ingest_file", ingest)
+    worker = login(tus_client, "demo-worker-1")
+    location = received_but_unfinished(tus_client, worker, photo, ingest)
+
+    async def held_by_another_request(session: Any) -> None:
+        await session.execute(update(Upload).values(processing_since=dt.datetime.now(dt.UTC)))
+
+    run_db(tus_client, held_by_another_request)
+    monkeypatch.setattr(photos, "WAIT_LIMIT_SECONDS", 0.6)
+    busy = tus_client.head(location, headers=TUS | worker)
+    assert busy.status_code == 503
+    assert busy.headers["retry-after"] == "5"
+    assert busy.headers["tus-resumable"] == "1.0.0"
+    assert ingest.calls == 1  # it did not process the file behind the other request's back
