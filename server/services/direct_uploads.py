@@ -59,10 +59,15 @@ async def create(
     if upload.state == UploadState.complete:
         return _out(target, upload, {})
     direct_id = await target.direct_begin(upload.id.hex)
-    async with db.write_session() as session:
-        upload = await uploads.get(session, actor, upload.id, lock=True)
-        upload.direct_id = direct_id
-        await session.commit()
+    try:
+        async with db.write_session() as session:
+            upload = await uploads.get(session, actor, upload.id, lock=True)
+            upload.direct_id = direct_id
+            await session.commit()
+    except BaseException:
+        with anyio.CancelScope(shield=True):  # unrecorded, it would never be aborted
+            await target.direct_abort(upload.id.hex, direct_id)
+        raise
     return _out(target, upload, {})
 
 

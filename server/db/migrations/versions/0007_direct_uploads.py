@@ -14,6 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from server.db.types import UTCDateTime
+
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
@@ -23,7 +25,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("uploads") as batch_op:
         batch_op.add_column(sa.Column("direct_id", sa.String(length=255), nullable=True))
-        batch_op.add_column(sa.Column("processing_since", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("processing_since", UTCDateTime(), nullable=True))
 
 
 def downgrade() -> None:
