@@ -58,27 +58,8 @@ def _free_port() -> int:
 
 def test_serve_demo_in_a_fresh_folder_then_create_user(tmp_path: Path) -> None:
     """What a newcomer does: serve with demo data in an empty folder, sign in, add a user."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--demo", "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server, base = _started(tmp_path, "--demo")
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, (
-                server.stderr.read() if server.stderr else ""
-            )
-            time.sleep(0.2)
         login = httpx.post(
             f"{base}/api/v1/auth/login",
             json={"username": "demo-worker-1", "password": "demo", "device_id": "cli"},
@@ -141,18 +122,8 @@ def test_serve_with_two_workers_shares_one_port(
         env["FIVESTEP_DATABASE_URL"] = request.getfixturevalue("postgres_server").new_database(template=None)
         env["FIVESTEP_SECRET_KEY"] = "two-workers-test-secret"
         assert fivestep("migrate", cwd=tmp_path, env=env).returncode == 0
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--demo", "--workers", "2", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server, base = _started(tmp_path, "--demo", "--workers", "2", env=env)
     try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_healthy(server, base)
         assert len(_spawned_children(server.pid)) == 2
         for _ in range(6):  # fresh connections: the kernel spreads them over both processes
             assert httpx.get(f"{base}/health").status_code == 200
@@ -162,6 +133,26 @@ def test_serve_with_two_workers_shares_one_port(
         assert server.wait(timeout=30) == 0
     log = server.stderr.read() if server.stderr else ""
     assert log.count('"msg": "started"') == 2 and log.count('"msg": "stopped"') == 2
+
+
+def _started(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """`fivestep serve ARGS` on a free port, once it answers /health; the process and its base URL."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", *args, "--port", str(port)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(server, base)
+    except BaseException:
+        server.kill()
+        raise
+    return server, base
 
 
 def _wait_healthy(server: subprocess.Popen[str], base: str) -> None:

@@ -9,7 +9,7 @@ import datetime as dt
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from sqlalchemy import update
@@ -45,13 +45,24 @@ def photo() -> bytes:
     return jpeg_with_gps(seed=21)
 
 
-def received_but_unfinished(client: Client, auth: dict[str, str], data: bytes, ingest: SlowIngest) -> str:
+class Stalled(NamedTuple):
     """An upload whose last PATCH failed while processing: every byte staged, no photo yet."""
-    location = create(client, auth, data).headers["location"]
-    failed = patch(client, auth, location, 0, data)
+
+    ingest: SlowIngest
+    worker: dict[str, str]
+    location: str
+
+
+@pytest.fixture
+def stalled(tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch) -> Stalled:
+    ingest = SlowIngest(hold=0, fail_first=True)
+    monkeypatch.setattr(photos, "ingest_file", ingest)
+    worker = login(tus_client, "demo-worker-1")
+    location = create(tus_client, worker, photo).headers["location"]
+    failed = patch(tus_client, worker, location, 0, photo)
     assert failed.status_code == 503, failed.text
     assert failed.json()["error"]["code"] == "blob_store_unavailable"
-    return location
+    return Stalled(ingest, worker, location)
 
 
 def test_a_head_during_processing_waits_for_it_and_the_photo_is_decoded_once(
@@ -78,12 +89,9 @@ def test_a_head_during_processing_waits_for_it_and_the_photo_is_decoded_once(
 
 
 def test_a_failed_ingest_releases_the_upload_for_the_next_request(
-    tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch
+    tus_client: Client, photo: bytes, stalled: Stalled
 ) -> None:
-    ingest = SlowIngest(hold=0, fail_first=True)
-    monkeypatch.setattr(photos, "ingest_file", ingest)
-    worker = login(tus_client, "demo-worker-1")
-    location = received_but_unfinished(tus_client, worker, photo, ingest)
+    ingest, worker, location = stalled
     started = time.monotonic()
     assert offset_of(tus_client, worker, location) == len(photo)  # HEAD finishes it at once, no waiting
     assert time.monotonic() - started < photos.PROCESSING_LEASE.total_seconds()
@@ -92,12 +100,9 @@ def test_a_failed_ingest_releases_the_upload_for_the_next_request(
 
 
 def test_a_claim_left_by_a_dead_process_expires(
-    tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch
+    tus_client: Client, photo: bytes, stalled: Stalled, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ingest = SlowIngest(hold=0, fail_first=True)
-    monkeypatch.setattr(photos, "ingest_file", ingest)
-    worker = login(tus_client, "demo-worker-1")
-    location = received_but_unfinished(tus_client, worker, photo, ingest)
+    ingest, worker, location = stalled
 
     def claimed_at(since: dt.datetime) -> Any:
         async def write(session: Any) -> None:
@@ -138,12 +143,9 @@ def test_a_failure_after_processing_also_releases_the_upload(
 
 
 def test_waiting_for_another_request_is_bounded(
-    tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch
+    tus_client: Client, stalled: Stalled, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ingest = SlowIngest(hold=0, fail_first=True)
-    monkeypatch.setattr(photos, "ingest_file", ingest)
-    worker = login(tus_client, "demo-worker-1")
-    location = received_but_unfinished(tus_client, worker, photo, ingest)
+    ingest, worker, location = stalled
 
     async def held_by_another_request(session: Any) -> None:
         await session.execute(update(Upload).values(processing_since=dt.datetime.now(dt.UTC)))
