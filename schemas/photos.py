@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -78,7 +78,7 @@ class DirectUploadIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     sha256: str
     """Of the whole file, lowercase hex: the server checks it when the parts are joined."""
-    length: int
+    length: Annotated[int, msgspec.Meta(ge=0)]
     filename: str | None = None
     content_type: str | None = None
 
@@ -87,7 +87,7 @@ class DirectPartOut(msgspec.Struct, kw_only=True):
     number: int
     """1-based. Every part is ``part_size`` bytes but the last, which holds the rest."""
     url: str
-    """PUT the part's bytes here (no other header needed); keep the answer's ETag for nothing: the
+    """PUT the part's bytes here (no other header needed). The answer's ETag need not be kept: the
     server lists the parts itself."""
 
 

@@ -44,9 +44,12 @@ log = logging.getLogger("fivestep.app")
 VERSION = "0.1.0"
 
 
-async def prepare(db: Database, *, demo: bool = False) -> None:
-    """What a starting server does once: install the shipped checklists (idempotent; refuses a changed
-    published template) and, asked for, seed the demo data."""
+async def prepare(db: Database, settings: Settings, *, demo: bool = False) -> None:
+    """What a starting server does once: migrate in the embedded mode (production runs `fivestep
+    migrate`), install the shipped checklists (idempotent; refuses a changed published template) and,
+    asked for, seed the demo data."""
+    if settings.auto_migrate and db.is_sqlite:
+        await upgrade(db)
     async with db.write_session() as session:
         await install_shipped(session)
     if demo:
@@ -64,8 +67,6 @@ def create_app(settings: Settings | None = None, *, demo: bool = False, prepared
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         db = Database(settings.database_url)
-        if settings.auto_migrate and db.is_sqlite and not prepared:
-            await upgrade(db)  # the embedded mode needs no separate step; production runs `fivestep migrate`
         base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
         store = await open_store(
             settings.blob_store,
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None, *, demo: bool = False, prepared
         app.state.db, app.state.store, app.state.settings = db, store, settings
         app.state.image_limiter = anyio.CapacityLimiter(settings.image_workers)
         if not prepared:
-            await prepare(db, demo=demo)
+            await prepare(db, settings, demo=demo)
         log.info(
             "started", extra={"fields": {"database": db.engine.dialect.name, "store": type(store).__name__}}
         )

@@ -95,7 +95,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
     workers = settings.workers if args.workers is None else args.workers
-    settings = msgspec.structs.replace(settings, host=host, port=port, workers=workers)
+    settings = msgspec.structs.replace(settings, host=host, port=port)
     # uvicorn stops taking connections on SIGTERM/SIGINT, finishes requests in flight, then runs the lifespan's
     # shutdown (closing the pools). Afterwards it re-raises the signal to the handler that was there before it
     # started; a no-op handler there lets a graceful stop exit 0 rather than "killed by signal" (143).
@@ -136,18 +136,15 @@ def _built_app(settings: Settings, *, demo: bool = False, prepared: bool = False
 
 
 async def _prepare(settings: Settings, *, demo: bool) -> None:
-    """Migrate (embedded mode), make the signing secret and the shipped checklists, seed the demo."""
+    """The one-time work of a starting server, and the embedded mode's signing secret."""
     from server.app import prepare
     from server.config import resolve_secret
     from server.db.engine import Database
-    from server.db.migrate import upgrade
 
     resolve_secret(settings)  # generated once here, not by several workers at the same moment
     db = Database(settings.database_url)
     try:
-        if settings.auto_migrate and db.is_sqlite:
-            await upgrade(db)
-        await prepare(db, demo=demo)
+        await prepare(db, settings, demo=demo)
     finally:
         await db.dispose()
 

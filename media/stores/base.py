@@ -48,8 +48,9 @@ DIRECT_PART_SIZE = 5 << 20
 retry over a weak link short; a 50 MB upload still needs only 10."""
 
 
-def direct_part_count(length: int) -> int:
-    return max(1, -(-length // DIRECT_PART_SIZE))
+def direct_part_numbers(length: int) -> range:
+    """The parts (1-based) of a ``length``-byte file."""
+    return range(1, max(1, -(-length // DIRECT_PART_SIZE)) + 1)
 
 
 def direct_part_size(number: int, length: int) -> int:
@@ -189,9 +190,10 @@ class DirectUploads(Protocol):
         """Part number -> size of the parts received so far (all of them once completed)."""
         ...
 
-    async def direct_complete(self, upload_id: str, direct_id: str, length: int) -> int:
-        """Join the parts into the staged bytes; their total size. PartsMissing unless every part of a
-        ``length``-byte file is there. Completing again once completed answers the same."""
+    async def direct_complete(self, upload_id: str, direct_id: str, length: int) -> None:
+        """Join the parts into the staged bytes. PartsMissing unless every part of a ``length``-byte file
+        is there, each of its size; StagingLost when the store no longer knows the upload. Completing
+        again once completed does nothing."""
         ...
 
     async def direct_abort(self, upload_id: str, direct_id: str) -> None:

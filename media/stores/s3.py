@@ -30,7 +30,7 @@ from media.stores.base import (
     check_key,
     check_upload_id,
     content_disposition,
-    direct_part_count,
+    direct_part_numbers,
     direct_part_size,
 )
 
@@ -265,49 +265,50 @@ class S3BlobStore:
                 joined = self._joined_size(upload_id)  # completed meanwhile by a concurrent call?
                 if joined is None:
                     raise
-        return {n: direct_part_size(n, joined) for n in _numbers(joined)}
+        return {n: direct_part_size(n, joined) for n in direct_part_numbers(joined)}
 
-    async def direct_complete(self, upload_id: str, direct_id: str, length: int) -> int:
-        return await self._run(None, self._complete_direct, upload_id, direct_id, length)
+    async def direct_complete(self, upload_id: str, direct_id: str, length: int) -> None:
+        await self._run(None, self._complete_direct, upload_id, direct_id, length)
 
-    def _complete_direct(self, upload_id: str, direct_id: str, length: int) -> int:
-        joined = self._joined_size(upload_id)
-        if joined is not None:
-            return joined  # completed by an earlier call whose answer was lost
-        for attempt in range(2):
+    def _complete_direct(self, upload_id: str, direct_id: str, length: int) -> None:
+        if self._joined_size(upload_id) is not None:
+            return  # completed by an earlier call whose answer was lost
+        try:
             try:
                 self._join_parts(upload_id, direct_id, length)
-                return length
             except S3Error as exc:
-                # A part PUT again between our listing and the join (its ETag changed): list again, once.
-                if exc.code in _PARTS_CHANGED and attempt == 0:
-                    continue
-                if exc.code in _PARTS_CHANGED:
-                    raise PartsMissing(list(_numbers(length))) from exc
-                if exc.code != "NoSuchUpload":
+                if exc.code not in _PARTS_CHANGED:
                     raise
-                return self._joined_by_another(upload_id, exc)
-            except StagingLost as exc:
-                return self._joined_by_another(upload_id, exc)
-        raise AssertionError("unreachable")
+                # A part PUT again between our listing and the join (its ETag changed): list again, once.
+                self._join_parts(upload_id, direct_id, length)
+        except S3Error as exc:
+            if exc.code in _PARTS_CHANGED:
+                raise PartsMissing(list(direct_part_numbers(length))) from exc
+            if exc.code != "NoSuchUpload":
+                raise
+            self._require_joined(upload_id, exc)
+        except StagingLost as exc:
+            self._require_joined(upload_id, exc)
 
     def _join_parts(self, upload_id: str, direct_id: str, length: int) -> None:
         parts = {p.part_number: p for p in self._parts(upload_id, direct_id)}
         # A part of the wrong size (cut short, or another file's) counts as not there: PUT it again.
         wrong = [
-            n for n in _numbers(length) if n not in parts or parts[n].size != direct_part_size(n, length)
+            n
+            for n in direct_part_numbers(length)
+            if n not in parts or parts[n].size != direct_part_size(n, length)
         ]
         if wrong:
             raise PartsMissing(wrong)
-        chosen = [parts[n] for n in _numbers(length)]  # parts past the announced length are left out
+        chosen = [
+            parts[n] for n in direct_part_numbers(length)
+        ]  # parts past the announced length are left out
         self._client._complete_multipart_upload(self.bucket, self._piece(upload_id, 0), direct_id, chosen)
 
-    def _joined_by_another(self, upload_id: str, cause: Exception) -> int:
+    def _require_joined(self, upload_id: str, cause: Exception) -> None:
         """The multipart upload is gone: a concurrent call joined it (success), or it was aborted."""
-        joined = self._joined_size(upload_id)
-        if joined is None:
+        if self._joined_size(upload_id) is None:
             raise StagingLost(upload_id) from cause
-        return joined
 
     def _parts(self, upload_id: str, direct_id: str) -> list[Part]:
         name = self._piece(upload_id, 0)
@@ -420,10 +421,6 @@ class _BytesReader:
 
 
 _PARTS_CHANGED = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall"})
-
-
-def _numbers(length: int) -> range:
-    return range(1, direct_part_count(length) + 1)
 
 
 def _pool_manager(size: int, timeout: float) -> urllib3.PoolManager:

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import FromPath, JSONBody
@@ -14,35 +15,40 @@ from schemas.photos import DirectUploadIn, DirectUploadOut
 from server.dependencies import AppSettings, CurrentActor, DbSession, provide_actor
 from server.routes.uploads import BASE, read_session
 from server.services import direct_uploads
+from server.services.actor import Actor
+
+
+async def provide_signed_in(request: Request[Any, Any, Any], db_session: DbSession) -> Actor:
+    """The caller, with the sign-in's read ended: the work that follows (store calls, image processing)
+    uses short sessions of its own and must not hold a pooled connection all along."""
+    actor = await provide_actor(request, db_session)
+    await db_session.commit()
+    return actor
 
 
 class DirectUploadController(Controller):
     path = f"{BASE}/direct"
     tags = ["uploads"]
-    dependencies = {"actor": Provide(provide_actor), "db_session": Provide(read_session)}
+    dependencies = {"actor": Provide(provide_signed_in), "db_session": Provide(read_session)}
 
     @post("/", status_code=201, summary="Start a direct upload: a presigned URL for each part")
     async def start(
         self,
         state: State,
         data: JSONBody[DirectUploadIn],
-        db_session: DbSession,
         actor: CurrentActor,
         settings: AppSettings,
     ) -> DirectUploadOut:
-        await db_session.commit()  # the sign-in's read ends here: the work below uses its own sessions
         return await direct_uploads.create(state.db, actor, state.store, data, settings)
 
     @get("/{upload_id:uuid}", summary="Parts received so far, and fresh URLs for the others")
     async def progress(
         self,
         state: State,
-        db_session: DbSession,
         actor: CurrentActor,
         settings: AppSettings,
         upload_id: FromPath[uuid.UUID],
     ) -> DirectUploadOut:
-        await db_session.commit()
         return await direct_uploads.status(state.db, actor, state.store, upload_id, settings)
 
     @post(
@@ -51,12 +57,10 @@ class DirectUploadController(Controller):
     async def complete(
         self,
         state: State,
-        db_session: DbSession,
         actor: CurrentActor,
         settings: AppSettings,
         upload_id: FromPath[uuid.UUID],
     ) -> DirectUploadOut:
-        await db_session.commit()
         return await direct_uploads.complete(
             state.db, actor, state.store, state.image_limiter, upload_id, settings
         )

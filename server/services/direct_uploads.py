@@ -10,14 +10,13 @@ parts itself (``DirectUploads``: S3/MinIO) offers it; on the local folder, tus i
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import uuid
 
 import anyio
 
 from media.stores import BlobStore, DirectUploads, PartsMissing, StagingLost
-from media.stores.base import DIRECT_PART_SIZE, MAX_URL_LIFETIME, direct_part_count, direct_part_size
+from media.stores.base import DIRECT_PART_SIZE, MAX_URL_LIFETIME, direct_part_numbers, direct_part_size
 from schemas.config import Settings
 from schemas.photos import DirectPartOut, DirectUploadIn, DirectUploadOut
 from server.db.engine import Database
@@ -41,11 +40,12 @@ def direct(store: BlobStore) -> DirectUploads:
 
 def creation(body: DirectUploadIn, settings: Settings) -> uploads.Creation:
     """The same checks as a tus creation, from the JSON body instead of headers."""
-    metadata = {"sha256": body.sha256} | {
-        k: v for k, v in (("filename", body.filename), ("content_type", body.content_type)) if v
+    metadata = {
+        "sha256": body.sha256,
+        "filename": body.filename or "",
+        "content_type": body.content_type or "",
     }
-    header = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in metadata.items())
-    return uploads.creation(str(body.length), header, settings)
+    return uploads.checked_creation(body.length, metadata, "", settings)
 
 
 async def create(
@@ -77,11 +77,10 @@ async def status(
     """Which parts the store holds, and fresh URLs for the others. Asking keeps the upload alive, as an
     accepted PATCH keeps a tus upload alive: the server never sees the part PUTs themselves."""
     target = direct(store)
-    upload = await _usable(db, actor, upload_id)
+    upload = await _kept_alive(db, actor, upload_id, settings)
     if upload.state == UploadState.complete:
         return _out(target, upload, {})
-    received = await _parts(db, actor, store, upload)
-    return _out(target, await _kept_alive(db, actor, upload.id, settings), received)
+    return _out(target, upload, await _parts(db, actor, store, upload))
 
 
 async def complete(
@@ -94,9 +93,8 @@ async def complete(
 ) -> DirectUploadOut:
     """Join the parts, then verify and ingest as for tus. Asking again after an answer was lost is safe."""
     target = direct(store)
-    upload = await _usable(db, actor, upload_id)
+    upload = await _kept_alive(db, actor, upload_id, settings)
     if upload.state == UploadState.receiving:
-        upload = await _kept_alive(db, actor, upload.id, settings)
         try:
             await target.direct_complete(upload.id.hex, _direct_id(upload), upload.length)
         except PartsMissing as exc:
@@ -149,8 +147,10 @@ async def _lost(db: Database, actor: Actor, store: BlobStore, upload: Upload) ->
 
 
 async def _kept_alive(db: Database, actor: Actor, upload_id: uuid.UUID, settings: Settings) -> Upload:
+    """The caller's usable upload (410 if refused or expired); an unfinished one lives on from now."""
     async with db.write_session() as session:
         upload = await uploads.get(session, actor, upload_id, lock=True)
+        uploads.check_usable(upload)
         if upload.state == UploadState.receiving:
             upload.expires_at = utcnow() + dt.timedelta(hours=settings.upload_expiry_hours)
         await session.commit()
@@ -170,7 +170,7 @@ async def _received(db: Database, actor: Actor, upload_id: uuid.UUID) -> Upload:
 
 def _out(target: DirectUploads, upload: Upload, received: dict[int, int]) -> DirectUploadOut:
     done = upload.state == UploadState.complete
-    numbers = range(1, direct_part_count(upload.length) + 1)
+    numbers = direct_part_numbers(upload.length)
     whole = {n for n in numbers if received.get(n) == direct_part_size(n, upload.length)}
     have = list(numbers) if done else sorted(whole)
     lifetime = _url_lifetime(upload.expires_at)

@@ -60,11 +60,19 @@ class Received:
 
 
 def creation(length_header: str | None, metadata_header: str | None, settings: Settings) -> Creation:
+    """A tus creation's headers, checked."""
     if length_header is None:
         raise Invalid(
             "Upload-Length is required (deferred length is not supported).", code="upload_length_required"
         )
     length = tus.parse_count("Upload-Length", length_header)
+    return checked_creation(length, tus.parse_metadata(metadata_header), metadata_header or "", settings)
+
+
+def checked_creation(
+    length: int, metadata: dict[str, str], metadata_header: str, settings: Settings
+) -> Creation:
+    """What every new upload must be, whichever way it is asked for (tus headers, a direct upload's JSON)."""
     if length == 0:
         raise Invalid("An empty file is not a photo.", code="empty_upload")
     if length > settings.max_upload_bytes:
@@ -72,13 +80,12 @@ def creation(length_header: str | None, metadata_header: str | None, settings: S
             f"The file is {length} bytes; the limit is {settings.max_upload_bytes}.",
             details={"max_bytes": settings.max_upload_bytes},
         )
-    metadata = tus.parse_metadata(metadata_header)
     return Creation(
         length=length,
         sha256=tus.parse_sha256(metadata),
         filename=(metadata.get("filename") or None) and metadata["filename"][:255],
         content_type=(metadata.get("content_type") or metadata.get("filetype") or None),
-        metadata_header=metadata_header or "",
+        metadata_header=metadata_header,
     )
 
 

@@ -147,6 +147,11 @@ def test_bad_starts_are_clear_4xx(tus_client: Client) -> None:
     no_sha = tus_client.post(DIRECT, json={"sha256": "nope", "length": 10}, headers=worker)
     assert no_sha.status_code == 422
     assert no_sha.json()["error"]["code"] == "sha256_required"
+    negative = tus_client.post(DIRECT, json={"sha256": "a" * 64, "length": -1}, headers=worker)
+    assert negative.status_code == 422
+    assert negative.json()["error"]["code"] == "validation_error"
+    empty = tus_client.post(DIRECT, json={"sha256": "a" * 64, "length": 0}, headers=worker)
+    assert empty.json()["error"]["code"] == "empty_upload"
     no_field = tus_client.post(DIRECT, json={"length": 10}, headers=worker)
     assert no_field.status_code == 422
     assert no_field.json()["error"]["code"] == "validation_error"
