@@ -4,7 +4,9 @@ Local tables:
 - `confirmed`: what the server has confirmed, one row per record, with its version;
 - `pending`: the mutation queue; an edit IS a row here, written in one local transaction with the
   next seq, so an edit cannot exist without its queue entry;
-- `meta`: client id, token, cursor, next seq, highest seq the server has acknowledged.
+- `meta`: client id, token, cursor, next seq, highest seq the server has acknowledged;
+- `photos`: photo files waiting to be sent (kept in the device's own folder, named by SHA-256), their tus
+  upload URL once one exists, and how each ended (stored, refused with the server's code).
 
 What the user sees is `confirmed` with the pending edits replayed on top (`view`). Sync pushes before it
 pulls; a pending mutation leaves the queue only when a complete pull reports last_mutation_seq at or
@@ -14,7 +16,10 @@ beyond it, because only then does `confirmed` already hold its effects.
 from __future__ import annotations
 
 import json
+import mimetypes
+import os
 import random
+import shutil
 import sqlite3
 import time
 import uuid
@@ -27,6 +32,8 @@ from typing import Any, Protocol
 import msgspec
 
 from schemas.sync import SCHEMA_VERSION, PullResponse, PushResponse
+from sync.errors import NetworkError, ServerError
+from sync.tus_client import CHUNK_SIZE, LocalFile, RawTransport, Refused, file_sha256, send_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,6 +45,9 @@ CREATE TABLE IF NOT EXISTS pending (
     seq INTEGER PRIMARY KEY, mutation_id TEXT NOT NULL UNIQUE, op TEXT NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outcomes (
     seq INTEGER PRIMARY KEY, status TEXT NOT NULL, code TEXT, conflict_ids TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS photos (
+    sha256 TEXT PRIMARY KEY, file TEXT NOT NULL, length INTEGER NOT NULL, filename TEXT NOT NULL,
+    content_type TEXT NOT NULL, url TEXT, state TEXT NOT NULL DEFAULT 'waiting', code TEXT);
 """
 PARENT_KEYS = {
     "member": "household_id",
@@ -45,16 +55,6 @@ PARENT_KEYS = {
     "observation": "visit_id",
     "visit_event": "visit_id",
 }
-
-
-class NetworkError(Exception):
-    """The request or its answer was lost: nothing is known about whether the server acted on it."""
-
-
-class ServerError(Exception):
-    def __init__(self, status: int, body: Any) -> None:
-        super().__init__(f"HTTP {status}: {body}")
-        self.status, self.body = status, body
 
 
 class Transport(Protocol):
@@ -91,6 +91,10 @@ class SyncReport:
     conflicts: int = 0
     """Conflict records the pushed mutations opened (a supervisor will look at them)."""
     resets: int = 0
+    photos_sent: int = 0
+    """Photo files the server now holds (sent, or found already stored)."""
+    photos_refused: list[str] = field(default_factory=list)
+    """SHA-256 of photo files the server refused for good (see `Device.photo_queue` for the codes)."""
 
 
 class Device:
@@ -102,6 +106,9 @@ class Device:
         push_batch: int = 100,
         pull_limit: int = 1000,
         clock_offset_s: float = 0.0,
+        uploads: RawTransport | None = None,
+        photo_dir: str | Path | None = None,
+        upload_chunk: int = CHUNK_SIZE,
     ) -> None:
         self.clock_offset_s = clock_offset_s
         """A tablet's clock may be days off: it is only ever reported, never trusted."""
@@ -110,6 +117,10 @@ class Device:
         self.db.executescript(SCHEMA)
         self.transport = transport
         self.push_batch, self.pull_limit = push_batch, pull_limit
+        self.uploads = uploads
+        """Photos are sent only when there is a raw HTTP transport for tus; edits sync without one."""
+        self.photo_dir = Path(photo_dir) if photo_dir else Path(path).with_suffix(".photos")
+        self.upload_chunk = upload_chunk
         if self._meta("client_id") is None:
             with self._tx():
                 self._set("client_id", str(uuid.uuid4()))
@@ -167,15 +178,19 @@ class Device:
 
     def enqueue(self, op: str, **payload: Any) -> dict[str, Any]:
         with self._tx():
-            seq = int(self._meta("next_seq") or "1")
-            mutation = {"op": op, "seq": seq, "mutation_id": str(uuid.uuid4()), **payload}
-            mutation.setdefault("device_time", self.now())
-            body = msgspec.json.encode(mutation).decode()
-            self.db.execute(
-                "INSERT INTO pending (seq, mutation_id, op, body) VALUES (?, ?, ?, ?)",
-                (seq, mutation["mutation_id"], op, body),
-            )
-            self._set("next_seq", str(seq + 1))
+            return self._queue(op, payload)
+
+    def _queue(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Append a mutation to the queue; the caller holds the local transaction."""
+        seq = int(self._meta("next_seq") or "1")
+        mutation = {"op": op, "seq": seq, "mutation_id": str(uuid.uuid4()), **payload}
+        mutation.setdefault("device_time", self.now())
+        body = msgspec.json.encode(mutation).decode()
+        self.db.execute(
+            "INSERT INTO pending (seq, mutation_id, op, body) VALUES (?, ?, ?, ?)",
+            (seq, mutation["mutation_id"], op, body),
+        )
+        self._set("next_seq", str(seq + 1))
         return dict(json.loads(body))
 
     def update_household(self, household_id: str, **new: Any) -> dict[str, Any]:
@@ -211,6 +226,100 @@ class Device:
     def answer(self, visit_id: str, observations: list[dict[str, Any]]) -> dict[str, Any]:
         return self.enqueue("visit.answer.v1", visit_id=visit_id, observations=observations)
 
+    def answer_value(self, visit_id: str, template: str, item: str, row_id: str | None = None) -> Any:
+        """The item's latest answer as this device sees it (confirmed, then pending edits), or None."""
+        latest, ordinal = None, -1
+        rows = self.db.execute(
+            "SELECT data FROM confirmed WHERE entity = 'observation' AND parent = ?", (str(visit_id),)
+        )
+        for (data,) in rows:
+            observation = json.loads(data)
+            if _same_item(observation, template, item, row_id) and observation["ordinal"] > ordinal:
+                latest, ordinal = observation.get("value"), observation["ordinal"]
+        for mutation in self.pending():
+            if mutation["op"] == "visit.answer.v1" and mutation["visit_id"] == str(visit_id):
+                for observation in mutation["observations"]:
+                    if _same_item(observation, template, item, row_id):
+                        latest = observation.get("value")
+        return latest
+
+    def attach_photo(
+        self,
+        visit_id: str,
+        template: str,
+        item: str,
+        file: str | Path,
+        *,
+        view: str | None = None,
+        gps: dict[str, Any] | None = None,
+        row_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Add a photo to a photo item's answer. The file is kept in the device's folder, and the answer and
+        the file's place in the upload queue are written in one local transaction; sync sends both."""
+        kept, sha256 = self._keep(Path(file))
+        previous = self.answer_value(visit_id, template, item, row_id)
+        photos = [
+            p
+            for p in (previous.get("photos", []) if isinstance(previous, dict) else [])
+            if p.get("sha256") != sha256
+        ]
+        photos.append({"sha256": sha256, "view": view} if view else {"sha256": sha256})
+        observation: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "template": template,
+            "item": item,
+            "value": {"photos": photos},
+            "device_time": self.now(),
+        }
+        if row_id:
+            observation["row_id"] = row_id
+        if gps:
+            observation["gps"] = gps
+        with self._tx():
+            self.db.execute(
+                "INSERT OR IGNORE INTO photos (sha256, file, length, filename, content_type) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    sha256,
+                    str(kept),
+                    kept.stat().st_size,
+                    Path(file).name,
+                    mimetypes.guess_type(Path(file).name)[0] or "application/octet-stream",
+                ),
+            )
+            return self._queue("visit.answer.v1", {"visit_id": str(visit_id), "observations": [observation]})
+
+    def _keep(self, source: Path) -> tuple[Path, str]:
+        """A copy of ``source`` in the device's photo folder, named by its SHA-256 (the user may delete the
+        original before the device is back online)."""
+        sha256 = file_sha256(source)
+        kept = self.photo_dir / sha256
+        if not kept.exists():
+            self.photo_dir.mkdir(parents=True, exist_ok=True)
+            partial = kept.with_suffix(".part")
+            shutil.copyfile(source, partial)
+            os.replace(partial, kept)
+        return kept, sha256
+
+    def photo_queue(self) -> list[dict[str, Any]]:
+        """Every photo file this device took: its upload state (waiting, stored, refused, lost) and the
+        server's record of it once a pull brought one (expected until the bytes arrive, then present)."""
+        rows = self.db.execute(
+            "SELECT sha256, filename, length, state, code FROM photos ORDER BY rowid"
+        ).fetchall()
+        server = self.confirmed("photo")
+        return [
+            {
+                "sha256": sha256,
+                "filename": filename,
+                "length": length,
+                "state": state,
+                "code": code,
+                "server_state": server.get(sha256, {}).get("state"),
+            }
+            for sha256, filename, length, state, code in rows
+        ]
+
     def resolve(self, conflict_id: str, decision: str, value: Any = None) -> dict[str, Any]:
         return self.enqueue("conflict.resolve.v1", conflict_id=conflict_id, decision=decision, value=value)
 
@@ -242,6 +351,7 @@ class Device:
         """Push everything, then pull to the end. Raises NetworkError/ServerError; safe to call again."""
         report = SyncReport()
         self.push(report)
+        self.upload_photos(report)
         self.pull(report)
         return report
 
@@ -284,6 +394,50 @@ class Device:
                 self._require_held(answer.last_mutation_seq + 1)
             elif not answer.results:
                 return
+
+    def upload_photos(self, report: SyncReport | None = None) -> None:
+        """Send every waiting photo file through tus, each resumed where the server's copy ends."""
+        if self.uploads is None:
+            return
+        report = report or SyncReport()
+        waiting = self.db.execute(
+            "SELECT sha256, file, length, filename, content_type, url FROM photos "
+            "WHERE state = 'waiting' ORDER BY rowid"
+        ).fetchall()
+        for sha256, file, length, filename, content_type, url in waiting:
+            local = LocalFile(Path(file), sha256, length, filename, content_type)
+            try:
+                send_file(
+                    self.uploads,
+                    self._meta("token") or "",
+                    local,
+                    url,
+                    self._url_keeper(sha256),
+                    chunk_size=self.upload_chunk,
+                )
+            except Refused as exc:
+                self._photo_ended(sha256, "refused", exc.code)
+                report.photos_refused.append(sha256)
+                continue
+            except FileNotFoundError:
+                self._photo_ended(sha256, "lost", "file_missing")
+                continue
+            self._photo_ended(sha256, "stored", None)
+            local.path.unlink(missing_ok=True)  # the server holds the original now
+            report.photos_sent += 1
+
+    def _url_keeper(self, sha256: str) -> Callable[[str | None], None]:
+        def keep(url: str | None) -> None:
+            with self._tx():
+                self.db.execute("UPDATE photos SET url = ? WHERE sha256 = ?", (url, sha256))
+
+        return keep
+
+    def _photo_ended(self, sha256: str, state: str, code: str | None) -> None:
+        with self._tx():
+            self.db.execute(
+                "UPDATE photos SET state = ?, code = ?, url = NULL WHERE sha256 = ?", (state, code, sha256)
+            )
 
     def _require_held(self, seq: int) -> None:
         held = self.db.execute("SELECT 1 FROM pending WHERE seq = ?", (seq,)).fetchone()
@@ -387,6 +541,12 @@ class Device:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _same_item(observation: dict[str, Any], template: str, item: str, row_id: str | None) -> bool:
+    code = observation.get("template_code", observation.get("template"))  # pulled, or as queued
+    row = observation.get("row_id")
+    return code == template and observation["item"] == item and (None if row is None else str(row)) == row_id
 
 
 def _replay(entity: str, records: dict[str, dict[str, Any]], mutation: dict[str, Any]) -> None:

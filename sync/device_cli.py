@@ -5,6 +5,9 @@ fivestep device sync
 fivestep device status
 fivestep device households
 fivestep device edit HOUSEHOLD_ID address="解放街1号" recheck_class=B
+fivestep device visits
+fivestep device photo VISIT_ID step.look home_photos kitchen.jpg --view kitchen --gps 38.04,114.51,8
+fivestep device photos
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from typing import Any
 
 import httpx
 
-from sync.client import Device, NetworkError, ServerError, httpx_transport
+from sync.client import Device, httpx_transport
+from sync.errors import NetworkError, ServerError
+from sync.tus_client import httpx_raw_transport
 
 DEFAULT_DB = "./var/device.sqlite"
 
@@ -39,13 +44,23 @@ def add_commands(commands: Any) -> None:
     edit = actions.add_parser("edit", help="queue a household edit: FIELD=VALUE ... (values as JSON or text)")
     edit.add_argument("household_id")
     edit.add_argument("assignments", nargs="+")
+    actions.add_parser("visits", help="visits as this device sees them")
+    photo = actions.add_parser("photo", help="add a photo to a photo item's answer (sent on the next sync)")
+    photo.add_argument("visit_id")
+    photo.add_argument("template", help="template code, e.g. step.look")
+    photo.add_argument("item", help="item path, e.g. home_photos")
+    photo.add_argument("file", type=Path)
+    photo.add_argument("--view", default=None, help="the photo's view, e.g. kitchen")
+    photo.add_argument("--row", default=None, help="the repeat row's id, inside repeat groups")
+    photo.add_argument("--gps", default=None, help="the device's fix: LAT,LON[,ACCURACY_M]")
+    actions.add_parser("photos", help="photo files taken on this device and how their upload stands")
 
 
 def run(args: argparse.Namespace) -> int:
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
     server = _remembered_server(args)
     with httpx.Client(base_url=server, timeout=30) as http:
-        device = Device(args.db, httpx_transport(http))
+        device = Device(args.db, httpx_transport(http), uploads=httpx_raw_transport(http))
         try:
             return _act(device, args, server)
         except (NetworkError, ServerError) as exc:
@@ -75,6 +90,8 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
             + (f", {report.conflicts} conflicts for a supervisor" if report.conflicts else "")
             + (f", rejected seqs {report.rejected}" if report.rejected else "")
             + (f", {report.resets} resets" if report.resets else "")
+            + (f", {report.photos_sent} photos sent" if report.photos_sent else "")
+            + (f", {len(report.photos_refused)} photos refused" if report.photos_refused else "")
         )
     elif args.action == "status":
         counts = dict(device.db.execute("SELECT entity, count(*) FROM confirmed GROUP BY entity").fetchall())
@@ -95,11 +112,57 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
             print(
                 f"{hid}  {h.get('registry_no')}  v{h.get('version')}  {h.get('status')}  {h.get('address')}"
             )
+    elif args.action == "visits":
+        _print_visits(device)
+    elif args.action == "photo":
+        return _attach_photo(device, args)
+    elif args.action == "photos":
+        for photo in device.photo_queue():
+            print(
+                f"{photo['sha256'][:16]}  {photo['filename']}  {photo['length']} bytes  {photo['state']}"
+                + (f" ({photo['code']})" if photo["code"] else "")
+                + (f"  server: {photo['server_state']}" if photo["server_state"] else "")
+            )
     else:
         changes = dict(_assignment(a) for a in args.assignments)
         mutation = device.update_household(args.household_id, **changes)
         print(f"queued {mutation['op']} seq {mutation['seq']}; run `fivestep device sync` to send it")
     return 0
+
+
+def _print_visits(device: Device) -> None:
+    households = device.view("household")
+    for vid, visit in sorted(device.view("visit").items(), key=lambda kv: str(kv[1].get("due_date"))):
+        registry_no = households.get(str(visit.get("household_id")), {}).get("registry_no")
+        print(
+            f"{vid}  {registry_no}  {visit.get('purpose')}  {visit.get('status')}  due {visit.get('due_date')}"
+        )
+
+
+def _attach_photo(device: Device, args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        print(f"device: no such file: {args.file}")
+        return 1
+    try:
+        gps = _gps(args.gps) if args.gps else None
+    except ValueError:
+        print("device: --gps takes LAT,LON or LAT,LON,ACCURACY_M (decimal degrees, metres)")
+        return 1
+    mutation = device.attach_photo(
+        args.visit_id, args.template, args.item, args.file, view=args.view, gps=gps, row_id=args.row
+    )
+    sha256 = mutation["observations"][0]["value"]["photos"][-1]["sha256"]
+    print(
+        f"queued photo {sha256[:16]} with {mutation['op']} seq {mutation['seq']}; `fivestep device sync` sends both"
+    )
+    return 0
+
+
+def _gps(text: str) -> dict[str, Any]:
+    parts = [float(part) for part in text.split(",")]
+    if len(parts) not in (2, 3):
+        raise ValueError(text)
+    return {"lat": parts[0], "lon": parts[1], "accuracy_m": parts[2] if len(parts) == 3 else 10.0}
 
 
 def _assignment(text: str) -> tuple[str, Any]:

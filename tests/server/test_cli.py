@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.images import jpeg_with_gps
+
 
 def fivestep(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -106,9 +108,19 @@ def _drive_a_device(base: str, tmp_path: Path) -> None:
     household = listed[0].split()[0]
     queued = fivestep(*device, "edit", household, "address=命令行改的地址", cwd=tmp_path)
     assert queued.returncode == 0 and "queued household.update.v1 seq 1" in queued.stdout
+    visits = fivestep(*device, "visits", cwd=tmp_path).stdout.splitlines()
+    visit = next(line.split()[0] for line in visits if " assigned " in line)
+    (tmp_path / "kitchen.jpg").write_bytes(jpeg_with_gps(seed=5))
+    photo = fivestep(
+        *device, "photo", visit, "step.look", "home_photos", "kitchen.jpg", "--view", "kitchen",
+        "--gps", "38.041,114.512,6", cwd=tmp_path,
+    )  # fmt: skip
+    assert photo.returncode == 0 and "with visit.answer.v1 seq 2" in photo.stdout, photo.stdout
     second = fivestep(*device, "sync", cwd=tmp_path)
-    assert second.returncode == 0 and "1 edits confirmed" in second.stdout, second.stdout
+    assert second.returncode == 0 and "2 edits confirmed, 1 photos sent" in second.stdout, second.stdout
     assert "命令行改的地址" in fivestep(*device, "households", cwd=tmp_path).stdout
+    assert "kitchen.jpg" in (photos := fivestep(*device, "photos", cwd=tmp_path).stdout)
+    assert "stored  server: present" in photos, photos
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])

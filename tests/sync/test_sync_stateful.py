@@ -28,7 +28,8 @@ from sqlalchemy import select
 
 from server.db.models import Household, MutationLog, RecordVersion, SyncClient, SyncConflict
 from server.services import sync_push
-from sync.client import Device, NetworkError, Transport, httpx_transport
+from sync.client import Device, Transport, httpx_transport
+from sync.errors import NetworkError
 from tests.helpers import Client, household_id, run_db
 
 HOUSEHOLDS = [str(household_id(f"DB-C01-000{i}")) for i in (1, 2, 3)]

@@ -1,0 +1,205 @@
+"""The reference device's photos: taken offline, queued with the answer that names them, sent through tus
+on sync, resumed after drops, refused files reported. Both databases and both blob stores."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sync.client import Device, httpx_transport
+from sync.errors import NetworkError
+from sync.tus_client import RawTransport, Reply, httpx_raw_transport
+from tests.helpers import login
+from tests.images import jpeg_with_gps
+from tests.tus import Client, sha256, store_kind, tus_client, tus_settings
+from tests.visit_flow import GPS, assign
+
+__all__ = ["store_kind", "tus_client", "tus_settings"]  # fixtures: both blob stores
+LOOK = ("step.look", "home_photos")
+
+
+class CountingNetwork:
+    """A raw transport that counts the requests it delivers, and loses some: at random (``loss``, the
+    request or its answer), every request of the ``blocked`` methods, or the answers ``lose_answer`` picks."""
+
+    def __init__(self, inner: RawTransport, *, seed: int = 0, loss: float = 0.0) -> None:
+        self.inner, self.loss, self.random = inner, loss, random.Random(seed)
+        self.sent: dict[str, int] = {}
+        self.blocked: set[str] = set()
+        self.lose_answer: Callable[[str, Reply], bool] = lambda method, reply: False
+
+    def __call__(self, method: str, path: str, headers: dict[str, str], content: bytes = b"") -> Reply:
+        if method in self.blocked or self.random.random() < self.loss:
+            raise NetworkError("request lost")
+        reply = self.inner(method, path, headers, content)
+        self.sent[method] = self.sent.get(method, 0) + 1
+        if self.lose_answer(method, reply) or self.random.random() < self.loss:
+            raise NetworkError("answer lost")
+        return reply
+
+
+@pytest.fixture
+def devices(tus_client: Client, tmp_path: Path) -> Iterator[Any]:
+    made: list[Device] = []
+
+    def make(username: str = "demo-worker-1", **options: Any) -> tuple[Device, CountingNetwork]:
+        network = CountingNetwork(httpx_raw_transport(tus_client), **options)
+        device = Device(
+            tmp_path / f"{username}-{len(made)}.sqlite",
+            httpx_transport(tus_client),
+            uploads=network,
+            upload_chunk=16_384,
+        )
+        device.login(username, "demo")
+        made.append(device)
+        return device, network
+
+    yield make
+    for device in made:
+        device.close()
+
+
+def photo_file(tmp_path: Path, seed: int, data: bytes | None = None) -> Path:
+    path = tmp_path / f"photo-{seed}.jpg"
+    path.write_bytes(data if data is not None else jpeg_with_gps(seed=seed))
+    return path
+
+
+def evidence_of(client: Client, visit_id: str) -> dict[str, str]:
+    response = client.get(f"/api/v1/visits/{visit_id}/evidence", headers=login(client, "demo-worker-1"))
+    assert response.status_code == 200, response.text
+    return {item["sha256"]: item["status"] for item in response.json()["items"]}
+
+
+def sync_until_done(device: Device, attempts: int = 80) -> None:
+    for _ in range(attempts):
+        try:
+            device.sync()
+            if all(p["state"] != "waiting" for p in device.photo_queue()):
+                return
+        except NetworkError:
+            continue
+    raise AssertionError(f"photos still waiting after {attempts} syncs: {device.photo_queue()}")
+
+
+def test_photos_taken_offline_reach_the_server_with_the_answer_that_names_them(
+    tus_client: Client, devices: Any, tmp_path: Path
+) -> None:
+    visit = assign(tus_client)
+    device, network = devices()
+    device.sync()
+    kitchen, bedroom = photo_file(tmp_path, 1), photo_file(tmp_path, 2)
+    device.attach_photo(visit["id"], *LOOK, kitchen, view="kitchen", gps=GPS)
+    device.attach_photo(visit["id"], *LOOK, bedroom, view="bedroom")
+    kitchen.unlink()  # the user tidies the gallery before the tablet is back online: the device kept a copy
+
+    # Offline, the item's answer already holds both photos, in the order taken.
+    answer = device.answer_value(visit["id"], *LOOK)
+    assert [p["view"] for p in answer["photos"]] == ["kitchen", "bedroom"]
+    assert [p["state"] for p in device.photo_queue()] == ["waiting", "waiting"]
+
+    report = device.sync()
+    assert report.photos_sent == 2 and report.photos_refused == []
+    assert network.sent["PATCH"] > 2  # 16 KB chunks
+    shas = [p["sha256"] for p in device.photo_queue()]
+    assert shas == [sha256(photo_file(tmp_path, 1).read_bytes()), sha256(bedroom.read_bytes())]
+    assert [(p["state"], p["server_state"]) for p in device.photo_queue()] == [("stored", "present")] * 2
+    statuses = evidence_of(tus_client, visit["id"])
+    assert [statuses[sha] for sha in shas] == ["present", "present"]
+    assert not any(device.photo_dir.iterdir())  # the server holds the originals now
+
+    # Nothing left to send: the next sync sends no photo bytes.
+    patches = network.sent["PATCH"]
+    assert device.sync().photos_sent == 0 and network.sent["PATCH"] == patches
+
+
+def test_uploads_survive_lost_requests_and_answers(tus_client: Client, devices: Any, tmp_path: Path) -> None:
+    visit = assign(tus_client)
+    device, network = devices(seed=7, loss=0.2)
+    for attempt in range(40):
+        try:
+            device.sync()
+            break
+        except NetworkError:
+            assert attempt < 39
+    files = [photo_file(tmp_path, seed) for seed in (3, 4, 5)]
+    for view, file in zip(("kitchen", "bedroom", "living_room"), files, strict=True):
+        device.attach_photo(visit["id"], *LOOK, file, view=view)
+
+    sync_until_done(device)
+    network.loss = 0.0
+    device.sync()
+
+    shas = [sha256(f.read_bytes()) for f in files]
+    assert [(p["sha256"], p["state"], p["server_state"]) for p in device.photo_queue()] == [
+        (sha, "stored", "present") for sha in shas
+    ]
+    answer = device.answer_value(visit["id"], *LOOK)
+    assert [p["sha256"] for p in answer["photos"]] == shas  # three answers, each appended once
+    statuses = evidence_of(tus_client, visit["id"])
+    assert all(statuses[sha] == "present" for sha in shas)
+
+
+def test_a_photo_the_server_holds_is_not_sent_again(tus_client: Client, devices: Any, tmp_path: Path) -> None:
+    visit = assign(tus_client)
+    first, _ = devices("demo-worker-1")
+    second, second_network = devices("demo-worker-2")
+    first.sync()
+    second.sync()
+    shared = photo_file(tmp_path, 6)
+    first.attach_photo(visit["id"], *LOOK, shared, view="kitchen")
+    assert first.sync().photos_sent == 1
+
+    second.attach_photo(visit["id"], *LOOK, shared, view="kitchen")
+    assert second.sync().photos_sent == 1
+    assert "PATCH" not in second_network.sent  # created complete: content addressing
+    assert second.photo_queue()[0]["server_state"] == "present"
+
+
+def test_a_refused_file_is_reported_once_and_its_answer_still_arrives(
+    tus_client: Client, devices: Any, tmp_path: Path
+) -> None:
+    visit = assign(tus_client)
+    device, network = devices()
+    device.sync()
+    text = photo_file(tmp_path, 8, b"not a photo at all " * 2000)
+    device.attach_photo(visit["id"], *LOOK, text, view="kitchen")
+    # The refusal's answer is lost: the next sync's HEAD gets a bodiless 410 and must learn why.
+    network.lose_answer = lambda method, reply: reply.status == 422
+
+    with pytest.raises(NetworkError):
+        device.sync()
+    report = device.sync()
+    assert report.photos_refused == [sha256(text.read_bytes())]
+    assert network.sent["POST"] == 1  # learnt from the old upload, not by sending the file again
+    (queued,) = device.photo_queue()
+    assert (queued["state"], queued["code"], queued["server_state"]) == (
+        "refused",
+        "not_an_image",
+        "expected",
+    )
+    assert evidence_of(tus_client, visit["id"])[queued["sha256"]] == "expected"
+    assert device.sync().photos_refused == []  # not tried again
+
+
+def test_an_upload_that_vanished_starts_again(tus_client: Client, devices: Any, tmp_path: Path) -> None:
+    visit = assign(tus_client)
+    device, network = devices()
+    device.sync()
+    device.attach_photo(visit["id"], *LOOK, photo_file(tmp_path, 9), view="kitchen")
+    network.blocked = {"PATCH"}  # created, then the link drops
+    with pytest.raises(NetworkError):
+        device.sync()
+    (url,) = device.db.execute("SELECT url FROM photos").fetchone()
+    # Meanwhile the server dropped the upload (termination here; expiry and cleanup end the same way).
+    headers = login(tus_client, "demo-worker-1") | {"Tus-Resumable": "1.0.0"}
+    assert tus_client.delete(url, headers=headers).status_code == 204
+
+    network.blocked = set()
+    assert device.sync().photos_sent == 1
+    assert network.sent["POST"] == 2
+    assert device.photo_queue()[0]["server_state"] == "present"
