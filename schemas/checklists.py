@@ -144,10 +144,14 @@ class Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     items: list[Item]
 
 
+MAX_TEMPLATE_VERSION = 2**31 - 1  # the column is a 32-bit integer
+TemplateVersion = Annotated[int, msgspec.Meta(ge=1, le=MAX_TEMPLATE_VERSION)]
+
+
 class Template(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     code: TemplateCode
     """`step.check`, `step.visit`, `step.ask`, `step.look`, `step.publicize`, `form.home_visit`, ..."""
-    version: int
+    version: TemplateVersion
     kind: Literal["step", "form"]
     title: Label
     description: Label | None = None

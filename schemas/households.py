@@ -16,19 +16,24 @@ Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
 Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
 IdNumber = Annotated[str, msgspec.Meta(min_length=18, max_length=18, pattern=r"^[0-9]{17}[0-9Xx]$")]
 ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# The member columns' widths (server/db/models/households.py): longer text is a 422 here, not a database error.
+Relation = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+Health = Annotated[str, msgspec.Meta(max_length=32)]
+Disability = Annotated[str, msgspec.Meta(max_length=64)]
+Employment = Annotated[str, msgspec.Meta(max_length=32)]
 
 
 class MemberIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id: uuid.UUID | None = None
     name: ShortText
-    relation: ShortText
+    relation: Relation
     id_number: IdNumber
     sex: Literal["male", "female"] | None = None
     birth_date: dt.date | None = None
-    health: str | None = None
-    disability: str | None = None
+    health: Health | None = None
+    disability: Disability | None = None
     work_capacity: Literal["full", "partial", "none"] | None = None
-    employment: str | None = None
+    employment: Employment | None = None
 
 
 class MemberOut(msgspec.Struct, kw_only=True):
@@ -76,14 +81,14 @@ class MemberPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit
 
     version: int
     name: ShortText | msgspec.UnsetType = msgspec.UNSET
-    relation: ShortText | msgspec.UnsetType = msgspec.UNSET
+    relation: Relation | msgspec.UnsetType = msgspec.UNSET
     id_number: IdNumber | msgspec.UnsetType = msgspec.UNSET
     sex: Literal["male", "female"] | msgspec.UnsetType | None = msgspec.UNSET
     birth_date: dt.date | msgspec.UnsetType | None = msgspec.UNSET
-    health: str | msgspec.UnsetType | None = msgspec.UNSET
-    disability: str | msgspec.UnsetType | None = msgspec.UNSET
+    health: Health | msgspec.UnsetType | None = msgspec.UNSET
+    disability: Disability | msgspec.UnsetType | None = msgspec.UNSET
     work_capacity: Literal["full", "partial", "none"] | msgspec.UnsetType | None = msgspec.UNSET
-    employment: str | msgspec.UnsetType | None = msgspec.UNSET
+    employment: Employment | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class RecordVersionOut(msgspec.Struct, kw_only=True):

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from schemas.households import Fen
 from schemas.rules import Purpose
 
 VisitStatus = Literal["assigned", "in_progress", "in_review", "returned", "approved", "rejected"]
@@ -52,7 +53,7 @@ class TeamMember(msgspec.Struct):
 
 class Proposal(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     outcome: Outcome
-    amount_fen: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    amount_fen: Fen | None = None
     """The monthly amount after the change, in fen; required for admit, raise and reduce."""
     reason: Reason
 

@@ -21,6 +21,7 @@ from server.db.engine import Database
 from server.db.migrate import upgrade
 from server.dependencies import provide_session, provide_settings
 from server.errors import EXCEPTION_HANDLERS
+from server.nul_guard import refuse_nul
 from server.request_log import configure_logging, request_log_middleware
 from server.routes.admin import AdminController
 from server.routes.auth import AuthController
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None, *, demo: bool = False, prepared
         },
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_log_middleware],
+        before_request=refuse_nul,
         openapi_config=OpenAPIConfig(
             title="fivestep",
             version=VERSION,

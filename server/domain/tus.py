@@ -79,6 +79,8 @@ def parse_metadata(header: str | None) -> dict[str, str]:
             raise Invalid(
                 f"Upload-Metadata {key!r} is not base64 of UTF-8 text.", code="bad_metadata"
             ) from None
+        if "\x00" in found[key] or "\x00" in key:  # PostgreSQL text cannot hold it (server/nul_guard.py)
+            raise Invalid(f"Upload-Metadata {key!r} contains a NUL character.", code="bad_metadata")
     return found
 
 

@@ -14,6 +14,7 @@ from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
 from server.dependencies import CurrentActor, provide_actor
+from server.routes.params import ReviewLevel
 from server.services import exports
 from server.services.exports import OBSERVATION_COLUMNS, VISIT_COLUMNS, Filters
 
@@ -36,7 +37,7 @@ class ExportController(Controller):
         name: FromPath[Literal["visits.csv", "visits.geojson", "observations.csv", "observations.geojson"]],
         community_id: FromQuery[uuid.UUID | None] = None,
         status: FromQuery[str | None] = None,
-        review_level: FromQuery[int | None] = None,
+        review_level: ReviewLevel = None,
         due_from: FromQuery[dt.date | None] = None,
         due_to: FromQuery[dt.date | None] = None,
     ) -> Stream:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
 from litestar import Controller, get, patch, post
 from litestar.di import Provide
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from schemas.households import (
     HouseholdIn,
@@ -23,9 +22,8 @@ from schemas.households import (
     RevealRequest,
 )
 from server.dependencies import AppSettings, CurrentActor, DbSession, provide_actor
+from server.routes.params import Limit
 from server.services import households
-
-Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size")]
 
 
 class HouseholdController(Controller):

@@ -6,12 +6,15 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post, put
 from litestar.di import Provide
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
 
-from schemas.checklists import Template, TemplateOut, TemplateSummary
+from schemas.checklists import MAX_TEMPLATE_VERSION, Template, TemplateOut, TemplateSummary
 from server.db.models import TemplateStatus
 from server.dependencies import CurrentActor, DbSession, provide_actor
 from server.services import templates
+
+# Past the column's range a lookup would fail in the database instead of answering 404.
+Version = Annotated[int, PathParameter(ge=1, le=MAX_TEMPLATE_VERSION)]
 
 
 class TemplateController(Controller):
@@ -35,7 +38,7 @@ class TemplateController(Controller):
         db_session: DbSession,
         actor: CurrentActor,
         code: FromPath[str],
-        version: FromPath[int],
+        version: Version,
     ) -> Response[TemplateOut | None]:
         found = await templates.get(db_session, actor, code, version)
         tag = f'"{found.etag}"'
@@ -56,7 +59,7 @@ class TemplateController(Controller):
         db_session: DbSession,
         actor: CurrentActor,
         code: FromPath[str],
-        version: FromPath[int],
+        version: Version,
         data: JSONBody[Template],
     ) -> TemplateOut:
         return await templates.update_draft(db_session, actor, code, version, data)
@@ -65,12 +68,12 @@ class TemplateController(Controller):
         "/{code:str}/{version:int}/publish", status_code=200, summary="Publish a draft: immutable from now on"
     )
     async def publish(
-        self, db_session: DbSession, actor: CurrentActor, code: FromPath[str], version: FromPath[int]
+        self, db_session: DbSession, actor: CurrentActor, code: FromPath[str], version: Version
     ) -> TemplateOut:
         return await templates.set_status(db_session, actor, code, version, TemplateStatus.published)
 
     @post("/{code:str}/{version:int}/retire", status_code=200, summary="Retire: no new visits pin it")
     async def retire(
-        self, db_session: DbSession, actor: CurrentActor, code: FromPath[str], version: FromPath[int]
+        self, db_session: DbSession, actor: CurrentActor, code: FromPath[str], version: Version
     ) -> TemplateOut:
         return await templates.set_status(db_session, actor, code, version, TemplateStatus.retired)

@@ -23,9 +23,8 @@ from schemas.visits import (
     VisitStatus,
 )
 from server.dependencies import CurrentActor, DbSession, Rules, provide_actor, provide_rules
+from server.routes.params import Limit, ReviewLevel
 from server.services import reviews, visits
-
-Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size")]
 
 
 class VisitController(Controller):
@@ -41,7 +40,7 @@ class VisitController(Controller):
         rules: Rules,
         community_id: FromQuery[uuid.UUID | None] = None,
         status: FromQuery[VisitStatus | None] = None,
-        review_level: FromQuery[int | None] = None,
+        review_level: ReviewLevel = None,
         due_from: FromQuery[dt.date | None] = None,
         due_to: FromQuery[dt.date | None] = None,
         mine: Annotated[bool, QueryParameter(description="only visits whose team includes you")] = False,

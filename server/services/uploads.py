@@ -84,7 +84,7 @@ def checked_creation(
         length=length,
         sha256=tus.parse_sha256(metadata),
         filename=(metadata.get("filename") or None) and metadata["filename"][:255],
-        content_type=(metadata.get("content_type") or metadata.get("filetype") or None),
+        content_type=(metadata.get("content_type") or metadata.get("filetype") or "")[:100] or None,
         metadata_header=metadata_header,
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.helpers import Client, login
+from tests.helpers import Client, household_id, login
 
 
 def test_malformed_json_is_a_400_with_its_own_code(client: Client) -> None:
@@ -59,3 +59,27 @@ def test_request_id_is_echoed_or_made(client: Client) -> None:
     assert given.headers["x-request-id"] == "abc-123"
     made = client.get("/health")
     assert len(made.headers["x-request-id"]) == 32
+
+
+def test_a_nul_character_is_refused_with_its_own_code_and_nothing_changes(client: Client) -> None:
+    """PostgreSQL text cannot hold U+0000: refused at the edge, the same on both databases."""
+    worker = login(client, "demo-worker-1")
+    household = f"/api/v1/households/{household_id('DB-C01-0001')}"
+    before = client.get(household, headers=worker).json()
+    refused = [
+        client.patch(
+            household, json={"version": before["version"], "address": "解放街\x001号"}, headers=worker
+        ),
+        client.get("/api/v1/households?status=active%00", headers=worker),
+        client.get("/api/v1/templates/step.look%00/1", headers=worker),
+    ]
+    for response in refused:
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["code"] == "nul_character"
+    assert client.get(household, headers=worker).json() == before
+
+    # A backslash followed by "u0000" is ordinary text, not the escape.
+    literal = "C:\\u0000\\\\u0000"
+    saved = client.patch(household, json={"version": before["version"], "address": literal}, headers=worker)
+    assert saved.status_code == 200, saved.text
+    assert client.get(household, headers=worker).json()["address"] == literal

@@ -1,0 +1,350 @@
+"""Hostile values in every field of valid requests: never a 500, always the API's JSON error.
+
+Each write endpoint gets a valid body; then each leaf of that body in turn is replaced by a value that
+passes JSON decoding but that a database or a careless check may choke on: NUL characters (PostgreSQL text
+cannot hold them), integers past 64 bits, text longer than its column, deep nesting, wrong types. Every
+query and path parameter of the OpenAPI document gets the same in text form, and tus creation its
+metadata. Both databases.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.helpers import Client, household_id, login
+from tests.visit_flow import GPS, TEAM, assign
+
+DEEP: list[Any] = []
+for _ in range(40):
+    DEEP = [DEEP]
+
+HOSTILE: list[Any] = [
+    "\x00",
+    "before\x00after",
+    "x" * 70_000,
+    2**63,
+    -(2**63) - 1,
+    10**40,
+    1e308,
+    -1,
+    0,
+    None,
+    [],
+    {},
+    True,
+    "",
+    "2026-02-30",
+    "../../etc/passwd",
+    DEEP,
+]
+
+
+def leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """The path of every leaf (and every container, which is replaced whole as well)."""
+    if path:
+        yield path
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield from leaves(child, (*path, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from leaves(child, (*path, index))
+
+
+def replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        return {**value, head: replaced(value[head], rest, new)}
+    copy = list(value)
+    copy[head] = replaced(copy[head], rest, new)
+    return copy
+
+
+def assert_no_server_error(client: Client, method: str, url: str, body: Any, headers: dict[str, str]) -> None:
+    for path in leaves(body):
+        for new in HOSTILE:
+            poisoned = replaced(body, path, new)
+            response = client.request(method, url, json=poisoned, headers=headers)
+            assert response.status_code < 500, (
+                path,
+                repr(new)[:80],
+                response.status_code,
+                response.text[:300],
+            )
+            if response.status_code >= 400:
+                assert "code" in response.json()["error"], response.text
+
+
+Case = Callable[[Client], tuple[str, str, Any, dict[str, str]]]
+
+
+def login_body(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+    body = {"username": "demo-worker-1", "password": "demo", "device_id": "tablet-x"}
+    return "POST", "/api/v1/auth/login", body, {}
+
+
+def household_patch(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+    headers = login(client, "demo-worker-1")
+    hid = household_id("DB-C01-0001")
+    version = client.get(f"/api/v1/households/{hid}", headers=headers).json()["version"]
+    body = {"version": version, "address": "解放街1号", "lat": 38.0, "monthly_benefit_fen": 12000}
+    return "PATCH", f"/api/v1/households/{hid}", body, headers
+
+
+def member_patch(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+    headers = login(client, "demo-worker-1")
+    member = client.get(f"/api/v1/households/{household_id('DB-C01-0001')}", headers=headers).json()[
+        "members"
+    ][0]
+    body = {"version": member["version"], "health": "良好", "employment": "无", "birth_date": "1960-01-01"}
+    return "PATCH", f"/api/v1/members/{member['id']}", body, headers
+
+
+def household_create(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+    headers = login(client, "demo-worker-1")
+    community = client.get(f"/api/v1/households/{household_id('DB-C01-0001')}", headers=headers).json()
+    body = {
+        "registry_no": "DB-X-0001",
+        "community_id": community["community_id"],
+        "address": "新街1号",
+        "members": [{"name": "张三", "relation": "户主", "id_number": "11010519491231002X", "health": "好"}],
+    }
+    return "POST", "/api/v1/households", body, headers
+
+
+def observations(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+    return observations_of(assign(client), client)
+
+
+def observations_of(visit: dict[str, Any], client: Client) -> tuple[str, str, Any, dict[str, str]]:
+    headers = login(client, "demo-worker-1")
+    body = {
+        "observations": [
+            {
+                "id": str(uuid.uuid4()),
+                "template": "step.look",
+                "item": "home_photos",
+                "value": {"photos": [{"sha256": "a" * 64, "view": "kitchen"}]},
+                "note": "厨房",
+                "gps": GPS,
+                "device_time": "2026-11-30T08:00:00Z",
+            }
+        ]
+    }
+    return "POST", f"/api/v1/visits/{visit['id']}/observations", body, headers
+
+
+def push(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+    headers = login(client, "demo-worker-1")
+    hid = str(household_id("DB-C01-0001"))
+    body = {
+        "client_id": str(uuid.uuid4()),
+        "schema_version": 1,
+        "device_now": "2026-11-30T08:00:00Z",
+        "mutations": [
+            {
+                "op": "household.update.v1",
+                "seq": 1,
+                "mutation_id": str(uuid.uuid4()),
+                "household_id": hid,
+                "base_version": 1,
+                "changes": {"address": {"old": None, "new": "新地址"}},
+                "device_time": "2026-11-30T08:00:00Z",
+            }
+        ],
+    }
+    return "POST", "/api/v1/sync/push", body, headers
+
+
+def push_member_update(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+    method, url, body, headers = push(client)
+    member = client.get(f"/api/v1/households/{household_id('DB-C01-0001')}", headers=headers).json()[
+        "members"
+    ][0]
+    body["mutations"][0] = body["mutations"][0] | {
+        "op": "member.update.v1",
+        "member_id": member["id"],
+        "household_id": None,
+        "changes": {
+            "health": {"old": None, "new": "好"},
+            "relation": {"old": None, "new": "子"},
+            "employment": {"old": None, "new": "无"},
+        },
+    }
+    del body["mutations"][0]["household_id"]
+    return method, url, body, headers
+
+
+def push_answer(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+    method, url, body, headers = push(client)
+    visit = assign(client)
+    _, _, answered, _ = observations_of(visit, client)
+    mutation = body["mutations"][0]
+    body["mutations"][0] = {k: mutation[k] for k in ("seq", "mutation_id", "device_time")} | {
+        "op": "visit.answer.v1",
+        "visit_id": visit["id"],
+        "observations": answered["observations"],
+    }
+    return method, url, body, headers
+
+
+def pull(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+    headers = login(client, "demo-worker-1")
+    body = {"client_id": str(uuid.uuid4()), "cursor": None, "schema_version": 1, "limit": 10}
+    return "POST", "/api/v1/sync/pull", body, headers
+
+
+def calendar_day(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+    headers = login(client, "demo-admin")
+    return "PUT", "/api/v1/calendar/days/2027-01-04", {"kind": "holiday", "name": "测试"}, headers
+
+
+def new_user(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+    headers = login(client, "demo-admin")
+    body = {
+        "username": "fuzz-user",
+        "password": "long-enough-password",
+        "display_name": "测试",
+        "role": "field_worker",
+        "jurisdiction_code": "C01",
+    }
+    return "POST", "/api/v1/admin/users", body, headers
+
+
+def visit_create(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+    headers = login(client, "demo-reviewer-community", device="desk")
+    team = [client.get("/api/v1/auth/me", headers=login(client, u, device=u)).json()["id"] for u in TEAM]
+    body = {
+        "household_id": str(household_id("DB-C01-0002")),
+        "purpose": "new_application",
+        "team": team,
+        "due_date": "2027-01-29",
+    }
+    return "POST", "/api/v1/visits", body, headers
+
+
+def proposal(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+    visit = assign(client)
+    body = {"outcome": "raise", "amount_fen": 50000, "reason": "家庭收入减少"}
+    return "PUT", f"/api/v1/visits/{visit['id']}/proposal", body, login(client, TEAM[0])
+
+
+def reveal(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+    headers = login(client, "demo-reviewer-community", device="desk")
+    member = client.get(f"/api/v1/households/{household_id('DB-C01-0001')}", headers=headers).json()[
+        "members"
+    ][0]
+    return "POST", f"/api/v1/members/{member['id']}/reveal-id", {"reason": "verify at re-check"}, headers
+
+
+def template_create(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+    headers = login(client, "demo-admin", device="desk")
+    shipped = client.get("/api/v1/templates/step.ask/1", headers=headers).json()["template"]
+    body = shipped | {"code": "step.fuzz", "sections": shipped["sections"][:1]}
+    return "POST", "/api/v1/templates", body, headers
+
+
+CASES: list[Case] = [
+    visit_create,
+    proposal,
+    reveal,
+    template_create,
+    login_body,
+    household_patch,
+    member_patch,
+    household_create,
+    observations,
+    push,
+    push_member_update,
+    push_answer,
+    pull,
+    calendar_day,
+    new_user,
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.__name__)
+def test_hostile_values_in_any_field_get_a_4xx(client: Client, case: Case) -> None:
+    method, url, body, headers = case(client)
+    assert_no_server_error(client, method, url, body, headers)
+
+
+TEXT: list[str] = [
+    "\x00",
+    "a\x00",
+    "x" * 5000,
+    "-1",
+    "0",
+    "99999999999999999999999",
+    "2026-02-30",
+    "' OR 1=1 --",
+]
+
+
+def filled_paths(client: Client) -> Iterator[tuple[str, str, dict[str, str], list[str]]]:
+    """(method, path template, a valid value per path parameter, query parameter names) of every route."""
+    headers = login(client, "demo-worker-1")
+    household = client.get(f"/api/v1/households/{household_id('DB-C01-0001')}", headers=headers).json()
+    valid = {
+        "household_id": household["id"],
+        "member_id": household["members"][0]["id"],
+        "visit_id": assign(client)["id"],
+        "code": "step.look",
+        "version": "1",
+        "name": "visits",
+        "day": "2027-01-04",
+        "sha256": "a" * 64,
+    }
+    spec = client.app.openapi_schema.to_schema()
+    for path, item in spec["paths"].items():
+        if path.startswith("/schema") or "{key" in path:
+            continue
+        for method, operation in item.items():
+            if method.upper() not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+                continue
+            parameters = operation.get("parameters", [])
+            names = [p["name"] for p in parameters if p["in"] == "path"]
+            query = [p["name"] for p in parameters if p["in"] == "query"]
+            yield method.upper(), path, {n: valid.get(n, str(uuid.uuid4())) for n in names}, query
+
+
+def url_for(path: str, values: dict[str, str], query: dict[str, str] | None = None) -> str:
+    url = re.sub(r"{(\w+)}", lambda m: urllib.parse.quote(values[m.group(1)], safe=""), path)
+    return url + ("?" + urllib.parse.urlencode(query) if query else "")
+
+
+def test_hostile_path_and_query_parameters_get_a_4xx(client: Client) -> None:
+    admin = login(client, "demo-admin", device="desk")
+    for method, path, valid, query in filled_paths(client):
+        for name in [*valid, *query]:
+            for text in TEXT:
+                values = valid | ({name: text} if name in valid else {})
+                url = url_for(path, values, {name: text} if name in query else None)
+                response = client.request(method, url, headers=admin)
+                assert response.status_code < 500, (
+                    method,
+                    url[:120],
+                    response.status_code,
+                    response.text[:300],
+                )
+
+
+def test_hostile_tus_metadata_gets_a_4xx(client: Client) -> None:
+    worker = login(client, "demo-worker-1") | {"Tus-Resumable": "1.0.0"}
+    for key in ("sha256", "filename", "content_type", "x" * 300):
+        for text in [t for t in TEXT if t != "x" * 5000] + ["x" * 2000]:
+            values = {"sha256": "b" * 64, "filename": "p.jpg", "content_type": "image/jpeg", key: text}
+            metadata = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in values.items())
+            response = client.post(
+                "/api/v1/uploads", headers=worker | {"Upload-Length": "10", "Upload-Metadata": metadata}
+            )
+            assert response.status_code < 500, (key, text[:20], response.status_code, response.text[:300])
