@@ -63,6 +63,15 @@ def devices(tus_client: Client, tmp_path: Path) -> Iterator[Any]:
         device.close()
 
 
+@pytest.fixture
+def synced(tus_client: Client, devices: Any) -> tuple[dict[str, Any], Device, CountingNetwork]:
+    """A visit assigned to demo-worker-1's team, and that worker's device after its first sync."""
+    visit = assign(tus_client)
+    device, network = devices()
+    device.sync()
+    return visit, device, network
+
+
 def photo_file(tmp_path: Path, seed: int, data: bytes | None = None) -> Path:
     path = tmp_path / f"photo-{seed}.jpg"
     path.write_bytes(data if data is not None else jpeg_with_gps(seed=seed))
@@ -87,11 +96,9 @@ def sync_until_done(device: Device, attempts: int = 80) -> None:
 
 
 def test_photos_taken_offline_reach_the_server_with_the_answer_that_names_them(
-    tus_client: Client, devices: Any, tmp_path: Path
+    tus_client: Client, synced: Any, tmp_path: Path
 ) -> None:
-    visit = assign(tus_client)
-    device, network = devices()
-    device.sync()
+    visit, device, network = synced
     kitchen, bedroom = photo_file(tmp_path, 1), photo_file(tmp_path, 2)
     device.attach_photo(visit["id"], *LOOK, kitchen, view="kitchen", gps=GPS)
     device.attach_photo(visit["id"], *LOOK, bedroom, view="bedroom")
@@ -161,11 +168,9 @@ def test_a_photo_the_server_holds_is_not_sent_again(tus_client: Client, devices:
 
 
 def test_a_refused_file_is_reported_once_and_its_answer_still_arrives(
-    tus_client: Client, devices: Any, tmp_path: Path
+    tus_client: Client, synced: Any, tmp_path: Path
 ) -> None:
-    visit = assign(tus_client)
-    device, network = devices()
-    device.sync()
+    visit, device, network = synced
     text = photo_file(tmp_path, 8, b"not a photo at all " * 2000)
     device.attach_photo(visit["id"], *LOOK, text, view="kitchen")
     # The refusal's answer is lost: the next sync's HEAD gets a bodiless 410 and must learn why.
@@ -186,10 +191,8 @@ def test_a_refused_file_is_reported_once_and_its_answer_still_arrives(
     assert device.sync().photos_refused == []  # not tried again
 
 
-def test_an_upload_that_vanished_starts_again(tus_client: Client, devices: Any, tmp_path: Path) -> None:
-    visit = assign(tus_client)
-    device, network = devices()
-    device.sync()
+def test_an_upload_that_vanished_starts_again(tus_client: Client, synced: Any, tmp_path: Path) -> None:
+    visit, device, network = synced
     device.attach_photo(visit["id"], *LOOK, photo_file(tmp_path, 9), view="kitchen")
     network.blocked = {"PATCH"}  # created, then the link drops
     with pytest.raises(NetworkError):
