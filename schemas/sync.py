@@ -146,6 +146,37 @@ class PushRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     device_now: dt.datetime | None = None
 
 
+class PushEnvelope(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A PushRequest as the server first reads it: each mutation is then decoded on its own, so one that
+    does not match its op's shape is quarantined like any refused mutation instead of refusing the batch."""
+
+    client_id: uuid.UUID
+    schema_version: int
+    mutations: Annotated[list[msgspec.Raw], msgspec.Meta(max_length=500)]
+    device_now: dt.datetime | None = None
+
+
+class MutationHead(msgspec.Struct, kw_only=True):
+    """What must be readable of any mutation to give it its place in the client's queue."""
+
+    seq: Seq
+    mutation_id: uuid.UUID
+    op: str = ""
+
+
+class MalformedMutation(msgspec.Struct, kw_only=True):
+    """A mutation whose place (seq, mutation_id) can be read but not the rest: kept whole, with what the
+    decoder said, in a quarantined conflict for a supervisor."""
+
+    seq: int
+    mutation_id: uuid.UUID
+    op: str
+    body: Any
+    """The mutation as sent."""
+    error: str
+    device_time: None = None
+
+
 Status = Literal["applied", "applied_with_conflict", "already_applied", "rejected"]
 
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 from litestar import Controller, post
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.params import JSONBody
+from litestar.params import JSONBody, RawBody
 
 from schemas.sync import PullRequest, PullResponse, PushRequest, PushResponse
 from server.dependencies import CurrentActor, DbSession, Rules, provide_actor, provide_rules
 from server.services import sync_pull, sync_push
+
+
+def document_push_body(data: PushRequest) -> None:
+    """Never resolved (the handler does not ask for it): it tells the OpenAPI document what a push body
+    is. The handler decodes the body itself, mutation by mutation, so that one malformed mutation is
+    quarantined instead of refusing the batch (server/services/sync_push.py)."""
 
 
 class SyncController(Controller):
@@ -26,8 +32,16 @@ class SyncController(Controller):
         await db_session.rollback()  # authentication is done; the pull reads in a snapshot of its own
         return await sync_pull.pull(state.db, actor, data)
 
-    @post("/push", status_code=200, summary="Apply your queued mutations, exactly once, in order")
+    @post(
+        "/push",
+        status_code=200,
+        summary="Apply your queued mutations, exactly once, in order",
+        dependencies={"documented_body": Provide(document_push_body, sync_to_thread=False)},
+    )
     async def push(
-        self, db_session: DbSession, actor: CurrentActor, rules: Rules, data: JSONBody[PushRequest]
+        self, db_session: DbSession, actor: CurrentActor, rules: Rules, body: RawBody
     ) -> PushResponse:
-        return await sync_push.push(db_session, actor, data, rules)
+        # `body` is Litestar's raw request body, read before any dependency (so before the sign-in's first
+        # statement: SQLite's write lock is never held while a body arrives).
+        envelope, mutations = sync_push.decode(body)
+        return await sync_push.push(db_session, actor, envelope, mutations, rules)

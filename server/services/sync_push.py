@@ -11,10 +11,16 @@ goes out, so "applied" is never said of anything that could still be lost.
   supervisor, logged as rejected, and the queue moves on; nothing a device sent is ever dropped.
 - a transient failure (the database, an injected fault): that mutation is undone, what came before it
   commits, and the batch stops; the device sends the rest again.
+
+A mutation that does not even match its op's shape (an unknown op, a wrong type, an over-long note) is
+such a permanent failure too: `decode` reads each mutation on its own, and one whose seq and id can be
+read is quarantined whole (`malformed_mutation`) instead of refusing the batch, which would block the
+device's queue for good. Only a mutation without a readable seq or id refuses the batch (422).
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 
@@ -23,11 +29,20 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas.errors import FieldProblem
 from schemas.rules import RulePack
-from schemas.sync import Mutation, MutationResult, PushRequest, PushResponse, Status
+from schemas.sync import (
+    MalformedMutation,
+    Mutation,
+    MutationHead,
+    MutationResult,
+    PushEnvelope,
+    PushResponse,
+    Status,
+)
 from server.db.models import Household, Member, MutationLog, SyncClient, SyncConflict, Visit
 from server.db.types import utcnow
-from server.errors import DomainError
+from server.errors import DomainError, Invalid
 from server.services import sync_apply, sync_preload, transaction
 from server.services.actor import Actor
 from server.services.sync_clients import claim
@@ -38,21 +53,70 @@ class TransientFault(Exception):
     """Raised by a fault hook (tests): behaves like a database that went away mid-batch."""
 
 
-fault_hook: Callable[[Mutation], None] | None = None
+AnyMutation = Mutation | MalformedMutation
+
+fault_hook: Callable[[AnyMutation], None] | None = None
 """Tests set this to abort a mutation as a crashed transaction would."""
 
+_ENVELOPE = msgspec.json.Decoder(PushEnvelope)
+_MUTATION = msgspec.json.Decoder(Mutation)
+_HEAD = msgspec.json.Decoder(MutationHead)
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
-async def push(session: AsyncSession, actor: Actor, request: PushRequest, rules: RulePack) -> PushResponse:
+
+def decode(body: bytes) -> tuple[PushEnvelope, list[AnyMutation]]:
+    """The push request, each mutation decoded on its own (see the module's docstring)."""
+    try:
+        envelope = _ENVELOPE.decode(body)
+    except msgspec.ValidationError as exc:
+        raise _invalid(exc, "") from None
+    except msgspec.DecodeError:
+        raise DomainError("The request body is not valid JSON.", code="malformed_json") from None
+    mutations: list[AnyMutation] = []
+    for index, raw in enumerate(envelope.mutations):
+        try:
+            mutations.append(_MUTATION.decode(raw))
+        except msgspec.ValidationError as exc:
+            mutations.append(_malformed(raw, exc, index))
+    return envelope, mutations
+
+
+def _malformed(raw: msgspec.Raw, error: msgspec.ValidationError, index: int) -> MalformedMutation:
+    try:
+        head = _HEAD.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise _invalid(exc, f".mutations[{index}]") from None
+    return MalformedMutation(
+        seq=head.seq,
+        mutation_id=head.mutation_id,
+        op=head.op[:40],  # the log's column; the whole mutation is kept in `body`
+        body=msgspec.json.decode(raw),
+        error=str(error),
+    )
+
+
+def _invalid(exc: msgspec.ValidationError, prefix: str) -> Invalid:
+    """The API's usual 422, naming the field by its path as Litestar's own validation does."""
+    message, field = str(exc), prefix.lstrip(".") or "body"
+    if match := _AT.search(message):
+        message, field = message[: match.start()], f"{prefix}{match.group('path')}".lstrip(".")
+    return Invalid(f"{field}: {message}", details=[FieldProblem(field=field, message=message)])
+
+
+async def push(
+    session: AsyncSession, actor: Actor, request: PushEnvelope, mutations: list[AnyMutation], rules: RulePack
+) -> PushResponse:
     check_schema(request.schema_version)
     client = await claim(session, actor, request.client_id, request.schema_version)
     _measure_clock(client, request)
     await session.flush()  # the client row's changes: a savepoint rolled back later must not undo them
-    delivered = await _delivered_before(session, request.mutations)
+    delivered = await _delivered_before(session, mutations)
     with transaction.held_by_push(session, str(client.client_id)):
-        pre = await sync_preload.preload(session, actor, request.mutations)
-        applied = await _fast_pass(session, actor, _Batch(client, delivered), request.mutations, rules, pre)
+        well_formed = [m for m in mutations if not isinstance(m, MalformedMutation)]
+        pre = await sync_preload.preload(session, actor, well_formed)
+        applied = await _fast_pass(session, actor, _Batch(client, delivered), mutations, rules, pre)
         if applied is None:
-            applied = await _apply_all(session, actor, _Batch(client, delivered), request.mutations, rules)
+            applied = await _apply_all(session, actor, _Batch(client, delivered), mutations, rules)
     batch, results, stopped = applied
     batch.write(session, actor)
     await session.commit()
@@ -71,7 +135,7 @@ async def _fast_pass(
     session: AsyncSession,
     actor: Actor,
     batch: _Batch,
-    mutations: list[Mutation],
+    mutations: list[AnyMutation],
     rules: RulePack,
     pre: sync_preload.Preloaded,
 ) -> Applied | None:
@@ -97,7 +161,7 @@ async def _apply_all(
     session: AsyncSession,
     actor: Actor,
     batch: _Batch,
-    mutations: list[Mutation],
+    mutations: list[AnyMutation],
     rules: RulePack,
     pre: sync_preload.Preloaded | None = None,
 ) -> Applied:
@@ -121,7 +185,7 @@ async def _apply_all(
     return batch, results, None
 
 
-def _measure_clock(client: SyncClient, request: PushRequest) -> None:
+def _measure_clock(client: SyncClient, request: PushEnvelope) -> None:
     now = utcnow()
     client.last_seen_at = now
     if request.device_now is not None:
@@ -129,7 +193,7 @@ def _measure_clock(client: SyncClient, request: PushRequest) -> None:
         client.clock_offset_ms = int((now - request.device_now).total_seconds() * 1000)
 
 
-async def _replayed(session: AsyncSession, client: SyncClient, mutation: Mutation) -> MutationResult:
+async def _replayed(session: AsyncSession, client: SyncClient, mutation: AnyMutation) -> MutationResult:
     logged = await session.get(MutationLog, (client.client_id, mutation.seq))
     if logged is None or logged.mutation_id != mutation.mutation_id:
         return MutationResult(seq=mutation.seq, status="rejected", code="seq_reused")
@@ -146,9 +210,9 @@ class _Batch:
     def __init__(self, client: SyncClient, delivered: dict[uuid.UUID, MutationResult]) -> None:
         self.client, self.delivered = client, delivered
         self.last_seq = client.last_mutation_seq
-        self.logs: list[tuple[Mutation, MutationResult, str]] = []
+        self.logs: list[tuple[AnyMutation, MutationResult, str]] = []
 
-    def log(self, mutation: Mutation, result: MutationResult, status: str) -> None:
+    def log(self, mutation: AnyMutation, result: MutationResult, status: str) -> None:
         self.logs.append((mutation, result, status))
         self.last_seq = mutation.seq
 
@@ -158,7 +222,7 @@ class _Batch:
                 client_id=self.client.client_id,
                 seq=mutation.seq,
                 mutation_id=mutation.mutation_id,
-                op=type(mutation).__struct_config__.tag,
+                op=_op(mutation),
                 args=msgspec.to_builtins(mutation),
                 status=status,
                 result=msgspec.to_builtins(result),
@@ -170,11 +234,17 @@ class _Batch:
         self.client.last_mutation_seq = self.last_seq
 
 
+def _op(mutation: AnyMutation) -> str:
+    return (
+        mutation.op if isinstance(mutation, MalformedMutation) else str(type(mutation).__struct_config__.tag)
+    )
+
+
 async def _apply_one(
     session: AsyncSession,
     actor: Actor,
     batch: _Batch,
-    mutation: Mutation,
+    mutation: AnyMutation,
     rules: RulePack,
     pre: sync_preload.Preloaded,
 ) -> MutationResult:
@@ -185,7 +255,7 @@ async def _apply_one(
 
 
 async def _apply_one_safely(
-    session: AsyncSession, actor: Actor, batch: _Batch, mutation: Mutation, rules: RulePack
+    session: AsyncSession, actor: Actor, batch: _Batch, mutation: AnyMutation, rules: RulePack
 ) -> MutationResult | None:
     """One mutation in its own savepoint: quarantined if refused, None if it failed transiently."""
     if (earlier := _already_delivered(batch, mutation)) is not None:
@@ -211,16 +281,18 @@ async def _apply_one_safely(
 async def _run(
     session: AsyncSession,
     actor: Actor,
-    mutation: Mutation,
+    mutation: AnyMutation,
     rules: RulePack,
     pre: sync_preload.Preloaded | None,
 ) -> list[uuid.UUID]:
     if fault_hook is not None:
         fault_hook(mutation)
+    if isinstance(mutation, MalformedMutation):
+        raise Invalid(mutation.error, code="malformed_mutation")
     return await sync_apply.apply(session, actor, mutation, rules, pre)
 
 
-def _already_delivered(batch: _Batch, mutation: Mutation) -> MutationResult | None:
+def _already_delivered(batch: _Batch, mutation: AnyMutation) -> MutationResult | None:
     earlier = batch.delivered.get(mutation.mutation_id)
     if earlier is None:
         return None
@@ -230,7 +302,7 @@ def _already_delivered(batch: _Batch, mutation: Mutation) -> MutationResult | No
     return result
 
 
-def _logged(batch: _Batch, mutation: Mutation, conflict_ids: list[uuid.UUID]) -> MutationResult:
+def _logged(batch: _Batch, mutation: AnyMutation, conflict_ids: list[uuid.UUID]) -> MutationResult:
     status: Status = "applied_with_conflict" if conflict_ids else "applied"
     result = MutationResult(seq=mutation.seq, status=status, conflict_ids=conflict_ids)
     batch.log(mutation, result, status)
@@ -238,7 +310,7 @@ def _logged(batch: _Batch, mutation: Mutation, conflict_ids: list[uuid.UUID]) ->
 
 
 async def _delivered_before(
-    session: AsyncSession, mutations: list[Mutation]
+    session: AsyncSession, mutations: list[AnyMutation]
 ) -> dict[uuid.UUID, MutationResult]:
     """Mutations of this batch some client already delivered (one query for the whole batch)."""
     ids = [m.mutation_id for m in mutations]
@@ -247,7 +319,7 @@ async def _delivered_before(
 
 
 async def _quarantine(
-    session: AsyncSession, actor: Actor, batch: _Batch, mutation: Mutation, exc: Exception
+    session: AsyncSession, actor: Actor, batch: _Batch, mutation: AnyMutation, exc: Exception
 ) -> MutationResult:
     """Keep a refused mutation whole for a supervisor; the device's queue moves on."""
     code = exc.code if isinstance(exc, DomainError) else "integrity_error"
@@ -271,7 +343,7 @@ async def _quarantine(
     return result
 
 
-async def _target(session: AsyncSession, actor: Actor, mutation: Mutation) -> tuple[str, str, str]:
+async def _target(session: AsyncSession, actor: Actor, mutation: AnyMutation) -> tuple[str, str, str]:
     """The record a mutation aimed at, and the community whose supervisors must see its quarantine."""
     for attribute, entity in (("household_id", "household"), ("member_id", "member"), ("visit_id", "visit")):
         target = getattr(mutation, attribute, None)

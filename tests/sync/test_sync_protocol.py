@@ -256,6 +256,57 @@ def test_a_gap_stops_the_batch_and_names_the_expected_seq(client: Client) -> Non
     assert client.get(f"/api/v1/households/{new_id}", headers=worker).json()["address"] == "改"
 
 
+def test_a_malformed_mutation_is_quarantined_whole_and_the_queue_moves_on(client: Client) -> None:
+    """A mutation that does not match its op's shape (an unknown field, an op this server does not know)
+    is kept for a supervisor like any refused one; refusing the batch would block the device for good."""
+    worker = login(client, "demo-worker-1")
+    cid = str(uuid.uuid4())
+    odd_field = update_mutation(2, H1, 1, address="半路") | {"colour": "red"}
+    future_op = {"op": "household.teleport.v9", "seq": 3, "mutation_id": str(uuid.uuid4()), "to": "月球"}
+    batch = [
+        update_mutation(1, H1, 1, address="第一"),
+        odd_field,
+        future_op,
+        update_mutation(4, H1, 1, address="最后"),
+    ]
+    answer = push(client, worker, cid, batch)
+    assert [(r["status"], r.get("code")) for r in answer["results"]] == [
+        ("applied", None),
+        ("rejected", "malformed_mutation"),
+        ("rejected", "malformed_mutation"),
+        ("applied", None),
+    ]
+    assert answer["last_mutation_seq"] == 4
+    assert client.get(f"/api/v1/households/{H1}", headers=worker).json()["address"] == "最后"
+    for sent in (odd_field, future_op):
+        (kept,) = conflicts(client, sent["mutation_id"])
+        assert kept["kind"] == "quarantined" and kept["code"] == "malformed_mutation"
+        assert kept["client_value"]["body"] == sent and kept["client_value"]["op"] == sent["op"]
+
+    # Sent again (the answer was lost): the stored results, nothing applied or quarantined twice.
+    again = push(client, worker, cid, batch)
+    assert [r["status"] for r in again["results"]] == [
+        "already_applied",
+        "rejected",
+        "rejected",
+        "already_applied",
+    ]
+    assert len(conflicts(client, future_op["mutation_id"])) == 1
+
+
+def test_a_mutation_without_a_readable_seq_refuses_the_batch_naming_it(client: Client) -> None:
+    worker = login(client, "demo-worker-1")
+    batch = [update_mutation(1, H1, 1, address="甲"), {"op": "household.update.v1", "seq": "two"}]
+    body = {"client_id": str(uuid.uuid4()), "schema_version": 1, "mutations": batch}
+    response = client.post("/api/v1/sync/push", json=body, headers=worker)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "validation_error" and error["details"][0]["field"] == "mutations[1].seq"
+    assert client.get(f"/api/v1/households/{H1}", headers=worker).json()["address"] != "甲"
+    not_json = client.post("/api/v1/sync/push", content=b"{", headers=worker)
+    assert not_json.status_code == 400 and not_json.json()["error"]["code"] == "malformed_json"
+
+
 def test_one_invalid_mutation_in_the_middle_of_500_is_quarantined_and_the_queue_moves_on(
     client: Client,
 ) -> None:
