@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from tests.helpers import Client, household_id, login
 
 
@@ -66,10 +68,14 @@ def test_a_nul_character_is_refused_with_its_own_code_and_nothing_changes(client
     worker = login(client, "demo-worker-1")
     household = f"/api/v1/households/{household_id('DB-C01-0001')}"
     before = client.get(household, headers=worker).json()
+    nul_body = msgspec.json.encode({"version": before["version"], "address": "解放街\x001号"})
     refused = [
         client.patch(
             household, json={"version": before["version"], "address": "解放街\x001号"}, headers=worker
         ),
+        # Litestar decodes JSON whatever the Content-Type says: so does the guard.
+        client.patch(household, content=nul_body, headers=worker | {"Content-Type": "text/plain"}),
+        client.patch(household, content=nul_body, headers=worker),
         client.get("/api/v1/households?status=active%00", headers=worker),
         client.get("/api/v1/templates/step.look%00/1", headers=worker),
     ]
@@ -83,3 +89,12 @@ def test_a_nul_character_is_refused_with_its_own_code_and_nothing_changes(client
     saved = client.patch(household, json={"version": before["version"], "address": literal}, headers=worker)
     assert saved.status_code == 200, saved.text
     assert client.get(household, headers=worker).json()["address"] == literal
+
+
+def test_the_nul_guard_reads_no_body_its_route_would_not_read(client: Client) -> None:
+    """tus creation streams its body after signing in: an anonymous JSON body there is not read at all."""
+    big = b'{"x": "' + b"\\u0000" * 1_000_000 + b'"}'
+    response = client.post(
+        "/api/v1/uploads", content=big, headers={"Content-Type": "application/json", "Tus-Resumable": "1.0.0"}
+    )
+    assert response.status_code == 401, response.text
