@@ -5,8 +5,8 @@ Local tables:
 - `pending`: the mutation queue; an edit IS a row here, written in one local transaction with the
   next seq, so an edit cannot exist without its queue entry;
 - `meta`: client id, token, cursor, next seq, highest seq the server has acknowledged;
-- `photos`: photo files waiting to be sent (kept in the device's own folder, named by SHA-256), their tus
-  upload URL once one exists, and how each ended (stored, refused with the server's code).
+- `photos`: the photo files taken, kept in the device's own folder until the server holds them
+  (`sync/photo_queue.py`).
 
 What the user sees is `confirmed` with the pending edits replayed on top (`view`). Sync pushes before it
 pulls; a pending mutation leaves the queue only when a complete pull reports last_mutation_seq at or
@@ -16,10 +16,7 @@ beyond it, because only then does `confirmed` already hold its effects.
 from __future__ import annotations
 
 import json
-import mimetypes
-import os
 import random
-import shutil
 import sqlite3
 import time
 import uuid
@@ -33,7 +30,8 @@ import msgspec
 
 from schemas.sync import SCHEMA_VERSION, PullResponse, PushResponse
 from sync.errors import NetworkError, ServerError
-from sync.tus_client import CHUNK_SIZE, LocalFile, RawTransport, Refused, file_sha256, send_file
+from sync.photo_queue import PhotoQueue, UploadReport
+from sync.tus_client import CHUNK_SIZE, RawTransport
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,9 +43,6 @@ CREATE TABLE IF NOT EXISTS pending (
     seq INTEGER PRIMARY KEY, mutation_id TEXT NOT NULL UNIQUE, op TEXT NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outcomes (
     seq INTEGER PRIMARY KEY, status TEXT NOT NULL, code TEXT, conflict_ids TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS photos (
-    sha256 TEXT PRIMARY KEY, file TEXT NOT NULL, length INTEGER NOT NULL, filename TEXT NOT NULL,
-    content_type TEXT NOT NULL, url TEXT, state TEXT NOT NULL DEFAULT 'waiting', code TEXT);
 """
 PARENT_KEYS = {
     "member": "household_id",
@@ -91,10 +86,7 @@ class SyncReport:
     conflicts: int = 0
     """Conflict records the pushed mutations opened (a supervisor will look at them)."""
     resets: int = 0
-    photos_sent: int = 0
-    """Photo files the server now holds (sent, or found already stored)."""
-    photos_refused: list[str] = field(default_factory=list)
-    """SHA-256 of photo files the server refused for good (see `Device.photo_queue` for the codes)."""
+    photos: UploadReport = field(default_factory=UploadReport)
 
 
 class Device:
@@ -119,7 +111,9 @@ class Device:
         self.push_batch, self.pull_limit = push_batch, pull_limit
         self.uploads = uploads
         """Photos are sent only when there is a raw HTTP transport for tus; edits sync without one."""
-        self.photo_dir = Path(photo_dir) if photo_dir else Path(path).with_suffix(".photos")
+        self.photos = PhotoQueue(
+            self.db, Path(photo_dir) if photo_dir else Path(path).with_suffix(".photos"), self._tx
+        )
         self.upload_chunk = upload_chunk
         if self._meta("client_id") is None:
             with self._tx():
@@ -254,71 +248,38 @@ class Device:
         gps: dict[str, Any] | None = None,
         row_id: str | None = None,
     ) -> dict[str, Any]:
-        """Add a photo to a photo item's answer. The file is kept in the device's folder, and the answer and
-        the file's place in the upload queue are written in one local transaction; sync sends both."""
-        kept, sha256 = self._keep(Path(file))
-        previous = self.answer_value(visit_id, template, item, row_id)
-        photos = [
-            p
-            for p in (previous.get("photos", []) if isinstance(previous, dict) else [])
-            if p.get("sha256") != sha256
-        ]
-        photos.append({"sha256": sha256, "view": view} if view else {"sha256": sha256})
-        observation: dict[str, Any] = {
-            "id": str(uuid.uuid4()),
-            "template": template,
-            "item": item,
-            "value": {"photos": photos},
-            "device_time": self.now(),
-        }
-        if row_id:
-            observation["row_id"] = row_id
-        if gps:
-            observation["gps"] = gps
+        """Add a photo to a photo item's answer. The file is kept in the device's folder; the answer and the
+        file's place in the upload queue are written in one local transaction; sync sends both."""
+        local = self.photos.keep(Path(file))
         with self._tx():
-            self.db.execute(
-                "INSERT OR IGNORE INTO photos (sha256, file, length, filename, content_type) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (
-                    sha256,
-                    str(kept),
-                    kept.stat().st_size,
-                    Path(file).name,
-                    mimetypes.guess_type(Path(file).name)[0] or "application/octet-stream",
-                ),
+            previous = self.answer_value(visit_id, template, item, row_id)
+            photos = [
+                p
+                for p in (previous.get("photos", []) if isinstance(previous, dict) else [])
+                if p.get("sha256") != local.sha256
+            ]
+            photos.append({"sha256": local.sha256, "view": view} if view else {"sha256": local.sha256})
+            observation: dict[str, Any] = {
+                "id": str(uuid.uuid4()),
+                "template": template,
+                "item": item,
+                "value": {"photos": photos},
+                "device_time": self.now(),
+            }
+            if row_id:
+                observation["row_id"] = row_id
+            if gps:
+                observation["gps"] = gps
+            mutation = self._queue(
+                "visit.answer.v1", {"visit_id": str(visit_id), "observations": [observation]}
             )
-            return self._queue("visit.answer.v1", {"visit_id": str(visit_id), "observations": [observation]})
-
-    def _keep(self, source: Path) -> tuple[Path, str]:
-        """A copy of ``source`` in the device's photo folder, named by its SHA-256 (the user may delete the
-        original before the device is back online)."""
-        sha256 = file_sha256(source)
-        kept = self.photo_dir / sha256
-        if not kept.exists():
-            self.photo_dir.mkdir(parents=True, exist_ok=True)
-            partial = kept.with_suffix(".part")
-            shutil.copyfile(source, partial)
-            os.replace(partial, kept)
-        return kept, sha256
+            self.photos.add(local, mutation["seq"])
+        return mutation
 
     def photo_queue(self) -> list[dict[str, Any]]:
-        """Every photo file this device took: its upload state (waiting, stored, refused, lost) and the
-        server's record of it once a pull brought one (expected until the bytes arrive, then present)."""
-        rows = self.db.execute(
-            "SELECT sha256, filename, length, state, code FROM photos ORDER BY rowid"
-        ).fetchall()
-        server = self.confirmed("photo")
-        return [
-            {
-                "sha256": sha256,
-                "filename": filename,
-                "length": length,
-                "state": state,
-                "code": code,
-                "server_state": server.get(sha256, {}).get("state"),
-            }
-            for sha256, filename, length, state, code in rows
-        ]
+        """Every photo file this device took, its state (waiting, stored, refused, held, lost) and the
+        server's record's state once a pull brought one (expected until the bytes arrive, then present)."""
+        return self.photos.entries(self.confirmed("photo"))
 
     def resolve(self, conflict_id: str, decision: str, value: Any = None) -> dict[str, Any]:
         return self.enqueue("conflict.resolve.v1", conflict_id=conflict_id, decision=decision, value=value)
@@ -396,48 +357,17 @@ class Device:
                 return
 
     def upload_photos(self, report: SyncReport | None = None) -> None:
-        """Send every waiting photo file through tus, each resumed where the server's copy ends."""
+        """Send the waiting photo files whose answers the server took (sync/photo_queue.py)."""
         if self.uploads is None:
             return
         report = report or SyncReport()
-        waiting = self.db.execute(
-            "SELECT sha256, file, length, filename, content_type, url FROM photos "
-            "WHERE state = 'waiting' ORDER BY rowid"
-        ).fetchall()
-        for sha256, file, length, filename, content_type, url in waiting:
-            local = LocalFile(Path(file), sha256, length, filename, content_type)
-            try:
-                send_file(
-                    self.uploads,
-                    self._meta("token") or "",
-                    local,
-                    url,
-                    self._url_keeper(sha256),
-                    chunk_size=self.upload_chunk,
-                )
-            except Refused as exc:
-                self._photo_ended(sha256, "refused", exc.code)
-                report.photos_refused.append(sha256)
-                continue
-            except FileNotFoundError:
-                self._photo_ended(sha256, "lost", "file_missing")
-                continue
-            self._photo_ended(sha256, "stored", None)
-            local.path.unlink(missing_ok=True)  # the server holds the original now
-            report.photos_sent += 1
+        report.photos = self.photos.send(
+            self.uploads, self._meta("token") or "", self._outcome, chunk_size=self.upload_chunk
+        )
 
-    def _url_keeper(self, sha256: str) -> Callable[[str | None], None]:
-        def keep(url: str | None) -> None:
-            with self._tx():
-                self.db.execute("UPDATE photos SET url = ? WHERE sha256 = ?", (url, sha256))
-
-        return keep
-
-    def _photo_ended(self, sha256: str, state: str, code: str | None) -> None:
-        with self._tx():
-            self.db.execute(
-                "UPDATE photos SET state = ?, code = ?, url = NULL WHERE sha256 = ?", (state, code, sha256)
-            )
+    def _outcome(self, seq: int) -> tuple[str, str | None] | None:
+        row = self.db.execute("SELECT status, code FROM outcomes WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else (str(row[0]), row[1])
 
     def _require_held(self, seq: int) -> None:
         held = self.db.execute("SELECT 1 FROM pending WHERE seq = ?", (seq,)).fetchone()

@@ -90,8 +90,10 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
             + (f", {report.conflicts} conflicts for a supervisor" if report.conflicts else "")
             + (f", rejected seqs {report.rejected}" if report.rejected else "")
             + (f", {report.resets} resets" if report.resets else "")
-            + (f", {report.photos_sent} photos sent" if report.photos_sent else "")
-            + (f", {len(report.photos_refused)} photos refused" if report.photos_refused else "")
+            + (f", {report.photos.sent} photos sent" if report.photos.sent else "")
+            + (f", {len(report.photos.refused)} photos refused" if report.photos.refused else "")
+            + (f", {len(report.photos.held)} photos held (answer rejected)" if report.photos.held else "")
+            + (f", {report.photos.waiting} photos waiting" if report.photos.waiting else "")
         )
     elif args.action == "status":
         counts = dict(device.db.execute("SELECT entity, count(*) FROM confirmed GROUP BY entity").fetchall())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import mimetypes
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -50,12 +51,25 @@ class Refused(Exception):
         self.code = code
 
 
+class LocalFileDamaged(Exception):
+    """The device's own copy is missing or shorter than when it was taken: nothing the server can mend."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 class LocalFile(NamedTuple):
     path: Path
     sha256: str
     length: int
     filename: str
     content_type: str
+
+    @classmethod
+    def of(cls, path: Path) -> LocalFile:
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return cls(path, file_sha256(path), path.stat().st_size, path.name, content_type)
 
 
 def httpx_raw_transport(client: Any) -> RawTransport:
@@ -99,6 +113,7 @@ def send_file(
     Returns when the server has stored (and processed) the file.
     """
     auth = TUS | {"Authorization": f"Bearer {token}"}
+    _check_local(file)
     for _ in range(_RESTARTS):
         offset = None if url is None else _offset(transport, auth, url)
         if url is None or offset is None:
@@ -109,6 +124,15 @@ def send_file(
         url = None
         remember_url(None)
     raise ServerError(410, f"the server dropped the upload of {file.filename} {_RESTARTS} times")
+
+
+def _check_local(file: LocalFile) -> None:
+    try:
+        size = file.path.stat().st_size
+    except FileNotFoundError:
+        raise LocalFileDamaged("file_missing") from None
+    if size != file.length:
+        raise LocalFileDamaged("file_damaged")
 
 
 def _create(transport: RawTransport, auth: dict[str, str], file: LocalFile) -> tuple[str, int]:
@@ -133,9 +157,9 @@ def _offset(transport: RawTransport, auth: dict[str, str], url: str) -> int | No
         return int(reply.headers["upload-offset"])
     if reply.status == 404:
         return None
-    # A HEAD answer has no body to say whether the 410 is an expiry or a refusal; an empty PATCH does (the
-    # server checks that an upload is usable before it checks the offset).
-    if reply.status == 410 and _is_gone(_patch(transport, auth, url, 0, b"")):
+    # A HEAD answer has no body to say whether a 410 is an expiry or a refusal, nor which refusal a 422 (HEAD
+    # finishing the upload) is; an empty PATCH does (the server checks an upload is usable before its offset).
+    if reply.status in (410, 422) and _is_gone(_patch(transport, auth, url, 0, b"")):
         return None
     raise _failure(reply)
 
@@ -148,6 +172,8 @@ def _send_rest(
         while offset < file.length:
             stream.seek(offset)
             chunk = stream.read(chunk_size)
+            if not chunk:  # shorter than it was: never send empty PATCHes forever
+                raise LocalFileDamaged("file_damaged")
             reply = _patch(transport, auth, url, offset, chunk)
             if reply.status == 204:
                 offset = int(reply.headers["upload-offset"])

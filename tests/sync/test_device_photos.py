@@ -4,12 +4,17 @@ on sync, resumed after drops, refused files reported. Both databases and both bl
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from litestar.testing import TestClient
 
+from schemas.config import Settings
+from server.app import create_app
 from sync.client import Device, httpx_transport
 from sync.errors import NetworkError
 from sync.tus_client import RawTransport, Reply, httpx_raw_transport
@@ -110,18 +115,18 @@ def test_photos_taken_offline_reach_the_server_with_the_answer_that_names_them(
     assert [p["state"] for p in device.photo_queue()] == ["waiting", "waiting"]
 
     report = device.sync()
-    assert report.photos_sent == 2 and report.photos_refused == []
+    assert report.photos.sent == 2 and report.photos.refused == []
     assert network.sent["PATCH"] > 2  # 16 KB chunks
     shas = [p["sha256"] for p in device.photo_queue()]
     assert shas == [sha256(photo_file(tmp_path, 1).read_bytes()), sha256(bedroom.read_bytes())]
     assert [(p["state"], p["server_state"]) for p in device.photo_queue()] == [("stored", "present")] * 2
     statuses = evidence_of(tus_client, visit["id"])
     assert [statuses[sha] for sha in shas] == ["present", "present"]
-    assert not any(device.photo_dir.iterdir())  # the server holds the originals now
+    assert not any(device.photos.folder.iterdir())  # the server holds the originals now
 
     # Nothing left to send: the next sync sends no photo bytes.
     patches = network.sent["PATCH"]
-    assert device.sync().photos_sent == 0 and network.sent["PATCH"] == patches
+    assert device.sync().photos.sent == 0 and network.sent["PATCH"] == patches
 
 
 def test_uploads_survive_lost_requests_and_answers(tus_client: Client, devices: Any, tmp_path: Path) -> None:
@@ -159,10 +164,10 @@ def test_a_photo_the_server_holds_is_not_sent_again(tus_client: Client, devices:
     second.sync()
     shared = photo_file(tmp_path, 6)
     first.attach_photo(visit["id"], *LOOK, shared, view="kitchen")
-    assert first.sync().photos_sent == 1
+    assert first.sync().photos.sent == 1
 
     second.attach_photo(visit["id"], *LOOK, shared, view="kitchen")
-    assert second.sync().photos_sent == 1
+    assert second.sync().photos.sent == 1
     assert "PATCH" not in second_network.sent  # created complete: content addressing
     assert second.photo_queue()[0]["server_state"] == "present"
 
@@ -179,7 +184,7 @@ def test_a_refused_file_is_reported_once_and_its_answer_still_arrives(
     with pytest.raises(NetworkError):
         device.sync()
     report = device.sync()
-    assert report.photos_refused == [sha256(text.read_bytes())]
+    assert report.photos.refused == [sha256(text.read_bytes())]
     assert network.sent["POST"] == 1  # learnt from the old upload, not by sending the file again
     (queued,) = device.photo_queue()
     assert (queued["state"], queued["code"], queued["server_state"]) == (
@@ -188,7 +193,7 @@ def test_a_refused_file_is_reported_once_and_its_answer_still_arrives(
         "expected",
     )
     assert evidence_of(tus_client, visit["id"])[queued["sha256"]] == "expected"
-    assert device.sync().photos_refused == []  # not tried again
+    assert device.sync().photos.refused == []  # not tried again
 
 
 def test_an_upload_that_vanished_starts_again(tus_client: Client, synced: Any, tmp_path: Path) -> None:
@@ -203,6 +208,52 @@ def test_an_upload_that_vanished_starts_again(tus_client: Client, synced: Any, t
     assert tus_client.delete(url, headers=headers).status_code == 204
 
     network.blocked = set()
-    assert device.sync().photos_sent == 1
+    assert device.sync().photos.sent == 1
     assert network.sent["POST"] == 2
     assert device.photo_queue()[0]["server_state"] == "present"
+
+
+def test_a_file_the_server_will_never_take_does_not_stop_the_sync(
+    tus_settings: Settings, tmp_path: Path
+) -> None:
+    """413 upload_too_large is the file's fault: marked refused, and the pull still runs."""
+    small = msgspec.structs.replace(tus_settings, max_upload_bytes=10_000)
+    with TestClient(create_app(small)) as client:
+        visit = assign(client)
+        device = Device(
+            tmp_path / "small.sqlite", httpx_transport(client), uploads=httpx_raw_transport(client)
+        )
+        device.login("demo-worker-1", "demo")
+        device.sync()
+        big = photo_file(tmp_path, 10)
+        device.attach_photo(visit["id"], *LOOK, big, view="kitchen")
+        report = device.sync()
+        assert report.photos.refused == [sha256(big.read_bytes())] and report.confirmed == 1
+        assert [(p["state"], p["code"]) for p in device.photo_queue()] == [("refused", "upload_too_large")]
+        device.close()
+
+
+def test_a_photo_whose_answer_was_rejected_is_held_not_sent(synced: Any, tmp_path: Path) -> None:
+    _, device, network = synced
+    elsewhere = str(uuid.uuid4())  # no such visit: the answer is rejected (quarantined for a supervisor)
+    device.attach_photo(elsewhere, *LOOK, photo_file(tmp_path, 11), view="kitchen")
+    report = device.sync()
+    assert len(report.photos.held) == 1 and "POST" not in network.sent
+    assert [(p["state"], p["code"]) for p in device.photo_queue()] == [("held", "not_found")]
+
+
+def test_a_damaged_copy_is_marked_lost_and_taking_the_photo_again_sends_it(
+    synced: Any, tmp_path: Path
+) -> None:
+    visit, device, network = synced
+    file = photo_file(tmp_path, 12)
+    device.attach_photo(visit["id"], *LOOK, file, view="kitchen")
+    (kept,) = device.photos.folder.iterdir()
+    kept.write_bytes(kept.read_bytes()[:1000])  # a power loss half-way through the copy, say
+    device.sync()
+    assert [(p["state"], p["code"]) for p in device.photo_queue()] == [("lost", "file_damaged")]
+    assert "PATCH" not in network.sent
+
+    device.attach_photo(visit["id"], *LOOK, file, view="kitchen")  # the original is still in the gallery
+    assert device.sync().photos.sent == 1
+    assert [(p["state"], p["server_state"]) for p in device.photo_queue()] == [("stored", "present")]

@@ -1,0 +1,184 @@
+"""The device's photo files: kept in its own folder under their SHA-256 and sent through tus on sync.
+
+A photo's row (table `photos` of the device database) is written in the same local transaction as the
+answer that names it, and records the seq of that answer's mutation: the file is sent only once the
+server has taken the answer (a file whose answer was rejected is held, never sent unreferenced).
+
+States: `waiting` (to send), `stored` (the server holds it; the device's copy is gone), `refused` (the
+server will never take it: `code` says why), `held` (its answer was rejected: `code` is the answer's),
+`lost` (the device's copy is missing or damaged). Attaching the same file again puts a held or lost one
+back to waiting.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sync.errors import ServerError
+from sync.tus_client import CHUNK_SIZE, LocalFile, LocalFileDamaged, RawTransport, Refused, send_file
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS photos (
+    sha256 TEXT PRIMARY KEY, length INTEGER NOT NULL, filename TEXT NOT NULL, content_type TEXT NOT NULL,
+    seq INTEGER NOT NULL, url TEXT, state TEXT NOT NULL DEFAULT 'waiting', code TEXT);
+"""
+# A 4xx the server will answer again to the same file (too large, bad metadata, ...): a refusal. Sign-in
+# problems are the whole sync's; 408 and 429 pass.
+_NOT_THE_FILES_FAULT = frozenset({401, 403, 408, 429})
+
+Transaction = Callable[[], AbstractContextManager[sqlite3.Connection]]
+Outcome = Callable[[int], tuple[str, str | None] | None]
+"""seq -> (status, code) of the push result the device recorded for it, if any."""
+
+
+@dataclass
+class UploadReport:
+    sent: int = 0
+    """Photo files the server now holds (sent, or found already stored)."""
+    refused: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+    waiting: int = 0
+    """Files left for a later sync (their answer not pushed yet, or the server busy)."""
+
+
+class PhotoQueue:
+    def __init__(self, db: sqlite3.Connection, folder: Path, transaction: Transaction) -> None:
+        self.db, self.folder, self._tx = db, folder.resolve(), transaction
+        self.db.executescript(SCHEMA)
+
+    def keep(self, source: Path) -> LocalFile:
+        """A durable copy of ``source`` in the device's folder (the user may clear the gallery before the
+        tablet is back online), named by its SHA-256; an earlier partial copy is replaced."""
+        local = LocalFile.of(source)
+        kept = self.folder / local.sha256
+        if not (kept.exists() and kept.stat().st_size == local.length):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            partial = kept.with_suffix(".part")
+            with source.open("rb") as reading, partial.open("wb") as writing:
+                while block := reading.read(CHUNK_SIZE):
+                    writing.write(block)
+                writing.flush()
+                os.fsync(writing.fileno())
+            os.replace(partial, kept)
+            _fsync_folder(self.folder)
+        return local._replace(path=kept)
+
+    def add(self, local: LocalFile, seq: int) -> None:
+        """Queue the kept file for the answer with ``seq``; the caller holds the local transaction."""
+        self.db.execute(
+            "INSERT INTO photos (sha256, length, filename, content_type, seq) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (sha256) DO UPDATE SET seq = excluded.seq, "
+            "code = CASE WHEN state IN ('held', 'lost') THEN NULL ELSE code END, "
+            "state = CASE WHEN state IN ('held', 'lost') THEN 'waiting' ELSE state END",
+            (local.sha256, local.length, local.filename, local.content_type, seq),
+        )
+        (state,) = self.db.execute("SELECT state FROM photos WHERE sha256 = ?", (local.sha256,)).fetchone()
+        if state == "stored":  # attached again: the server has it, the new copy is not needed
+            local.path.unlink(missing_ok=True)
+
+    def entries(self, server: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        """Every photo file with its state here and, once a pull brought it, the server's record's state
+        (``server``: the confirmed photo records by SHA-256)."""
+        rows = self.db.execute("SELECT sha256, filename, length, state, code FROM photos ORDER BY rowid")
+        return [
+            {
+                "sha256": sha256,
+                "filename": filename,
+                "length": length,
+                "state": state,
+                "code": code,
+                "server_state": server.get(sha256, {}).get("state"),
+            }
+            for sha256, filename, length, state, code in rows
+        ]
+
+    def send(
+        self,
+        transport: RawTransport,
+        token: str,
+        outcome_of: Outcome,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+    ) -> UploadReport:
+        """Send the waiting files whose answers the server took. A lost request or answer propagates
+        (NetworkError: sync again, each file resumes); a busy server leaves the rest for the next sync."""
+        report = UploadReport()
+        waiting = list(self._waiting())
+        for index, (local, url, seq) in enumerate(waiting):
+            outcome = outcome_of(seq)
+            if outcome is None:  # the answer has not reached the server yet
+                report.waiting += 1
+                continue
+            if outcome[0] == "rejected":
+                self._end(local, "held", outcome[1])
+                report.held.append(local.sha256)
+                continue
+            try:
+                send_file(transport, token, local, url, self._url_keeper(local.sha256), chunk_size=chunk_size)
+            except Refused as exc:
+                self._end(local, "refused", exc.code)
+                report.refused.append(local.sha256)
+                continue
+            except LocalFileDamaged as exc:
+                self._end(local, "lost", exc.code)
+                continue
+            except ServerError as exc:
+                if 400 <= exc.status < 500 and exc.status not in _NOT_THE_FILES_FAULT:
+                    self._end(local, "refused", _code(exc))
+                    report.refused.append(local.sha256)
+                    continue
+                report.waiting += len(waiting) - index  # 5xx, 429: the server cannot take photos now
+                return report
+            self._end(local, "stored", None)
+            report.sent += 1
+        self._sweep_stored()
+        return report
+
+    def _waiting(self) -> Iterator[tuple[LocalFile, str | None, int]]:
+        rows = self.db.execute(
+            "SELECT sha256, length, filename, content_type, url, seq FROM photos "
+            "WHERE state = 'waiting' ORDER BY rowid"
+        ).fetchall()
+        for sha256, length, filename, content_type, url, seq in rows:
+            yield LocalFile(self.folder / sha256, sha256, length, filename, content_type), url, seq
+
+    def _url_keeper(self, sha256: str) -> Callable[[str | None], None]:
+        def keep(url: str | None) -> None:
+            with self._tx():
+                self.db.execute("UPDATE photos SET url = ? WHERE sha256 = ?", (url, sha256))
+
+        return keep
+
+    def _end(self, local: LocalFile, state: str, code: str | None) -> None:
+        with self._tx():
+            self.db.execute(
+                "UPDATE photos SET state = ?, code = ?, url = NULL WHERE sha256 = ?",
+                (state, code, local.sha256),
+            )
+        if state == "stored":
+            local.path.unlink(missing_ok=True)  # the server holds the original now
+
+    def _sweep_stored(self) -> None:
+        """Copies of stored photos a crash left between marking them stored and deleting them."""
+        for (sha256,) in self.db.execute("SELECT sha256 FROM photos WHERE state = 'stored'").fetchall():
+            (self.folder / sha256).unlink(missing_ok=True)
+
+
+def _code(exc: ServerError) -> str:
+    code = exc.body.get("code") if isinstance(exc.body, dict) else None
+    return code if isinstance(code, str) else f"http_{exc.status}"
+
+
+def _fsync_folder(folder: Path) -> None:
+    """The rename that makes a kept file appear must itself survive a power loss."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
