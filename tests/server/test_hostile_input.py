@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Client, household_id, login
+from tests.helpers import Client, household_id, login, node_id
+from tests.server.test_households import valid_id
 from tests.visit_flow import GPS, TEAM, assign
 
 DEEP: list[Any] = []
@@ -63,10 +64,13 @@ def replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
     return copy
 
 
-def assert_no_server_error(client: Client, method: str, url: str, body: Any, headers: dict[str, str]) -> None:
-    for path in leaves(body):
+def assert_no_server_error(client: Client, request: Request) -> None:
+    """Each leaf of the body in turn poisoned, each time in a fresh valid body: new ids, the current
+    version, so the request goes as deep as a valid one would instead of stopping at "already done"."""
+    method, url, fresh, headers = request
+    for path in leaves(fresh()):
         for new in HOSTILE:
-            poisoned = replaced(body, path, new)
+            poisoned = replaced(fresh(), path, new)
             response = client.request(method, url, json=poisoned, headers=headers)
             assert response.status_code < 500, (
                 path,
@@ -78,143 +82,154 @@ def assert_no_server_error(client: Client, method: str, url: str, body: Any, hea
                 assert "code" in response.json()["error"], response.text
 
 
-Case = Callable[[Client], tuple[str, str, Any, dict[str, str]]]
+Request = tuple[str, str, Callable[[], Any], dict[str, str]]
+"""Method, URL, a maker of fresh valid bodies, headers."""
+Case = Callable[[Client], Request]
 
 
-def login_body(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def login_body(client: Client) -> Request:
     body = {"username": "demo-worker-1", "password": "demo", "device_id": "tablet-x"}
-    return "POST", "/api/v1/auth/login", body, {}
+    return "POST", "/api/v1/auth/login", lambda: body, {}
 
 
-def household_patch(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+def household_patch(client: Client) -> Request:
     headers = login(client, "demo-worker-1")
-    hid = household_id("DB-C01-0001")
-    version = client.get(f"/api/v1/households/{hid}", headers=headers).json()["version"]
-    body = {"version": version, "address": "解放街1号", "lat": 38.0, "monthly_benefit_fen": 12000}
-    return "PATCH", f"/api/v1/households/{hid}", body, headers
+    url = f"/api/v1/households/{household_id('DB-C01-0001')}"
+
+    def fresh() -> Any:
+        version = client.get(url, headers=headers).json()["version"]
+        return {"version": version, "address": "解放街1号", "lat": 38.0, "monthly_benefit_fen": 12000}
+
+    return "PATCH", url, fresh, headers
 
 
-def member_patch(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+def member_patch(client: Client) -> Request:
     headers = login(client, "demo-worker-1")
-    member = client.get(f"/api/v1/households/{household_id('DB-C01-0001')}", headers=headers).json()[
-        "members"
-    ][0]
-    body = {"version": member["version"], "health": "良好", "employment": "无", "birth_date": "1960-01-01"}
-    return "PATCH", f"/api/v1/members/{member['id']}", body, headers
+    member_id = first_member(client, headers)["id"]
+    url = f"/api/v1/members/{member_id}"
+
+    def fresh() -> Any:
+        version = first_member(client, headers)["version"]
+        return {"version": version, "health": "良好", "employment": "无", "birth_date": "1960-01-01"}
+
+    return "PATCH", url, fresh, headers
 
 
-def household_create(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+def first_member(client: Client, headers: dict[str, str]) -> Any:
+    return client.get(f"/api/v1/households/{household_id('DB-C01-0001')}", headers=headers).json()["members"][
+        0
+    ]
+
+
+def household_create(client: Client) -> Request:
     headers = login(client, "demo-worker-1")
-    community = client.get(f"/api/v1/households/{household_id('DB-C01-0001')}", headers=headers).json()
-    body = {
-        "registry_no": "DB-X-0001",
-        "community_id": community["community_id"],
-        "address": "新街1号",
-        "members": [{"name": "张三", "relation": "户主", "id_number": "11010519491231002X", "health": "好"}],
+    serial = iter(range(10**6))
+
+    def fresh() -> Any:
+        number = next(serial)
+        return {
+            "registry_no": f"DB-X-{number:06d}",
+            "community_id": str(node_id("C01")),
+            "address": "新街1号",
+            "members": [
+                {
+                    "name": "张三",
+                    "relation": "户主",
+                    "id_number": valid_id(f"1101051949{number:07d}"),
+                    "health": "好",
+                }
+            ],
+        }
+
+    return "POST", "/api/v1/households", fresh, headers
+
+
+def observation_body() -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "template": "step.look",
+        "item": "home_photos",
+        "value": {"photos": [{"sha256": "a" * 64, "view": "kitchen"}]},
+        "note": "厨房",
+        "gps": GPS,
+        "device_time": "2026-11-30T08:00:00Z",
     }
-    return "POST", "/api/v1/households", body, headers
 
 
-def observations(client: Client) -> tuple[str, str, Any, dict[str, str]]:
-    return observations_of(assign(client), client)
+def observations(client: Client) -> Request:
+    visit = assign(client)
+    url = f"/api/v1/visits/{visit['id']}/observations"
+    return "POST", url, lambda: {"observations": [observation_body()]}, login(client, "demo-worker-1")
 
 
-def observations_of(visit: dict[str, Any], client: Client) -> tuple[str, str, Any, dict[str, str]]:
-    headers = login(client, "demo-worker-1")
-    body = {
-        "observations": [
-            {
-                "id": str(uuid.uuid4()),
-                "template": "step.look",
-                "item": "home_photos",
-                "value": {"photos": [{"sha256": "a" * 64, "view": "kitchen"}]},
-                "note": "厨房",
-                "gps": GPS,
-                "device_time": "2026-11-30T08:00:00Z",
-            }
-        ]
+def push_of(client: Client, mutation: Callable[[], dict[str, Any]]) -> Request:
+    """A push of one mutation (seq 1) from a new client each time."""
+
+    def fresh() -> Any:
+        body = {"client_id": new_id(), "schema_version": 1, "device_now": "2026-11-30T08:00:00Z"}
+        head = {"seq": 1, "mutation_id": new_id(), "device_time": "2026-11-30T08:00:00Z"}
+        return body | {"mutations": [head | mutation()]}
+
+    return "POST", "/api/v1/sync/push", fresh, login(client, "demo-worker-1")
+
+
+def push(client: Client) -> Request:
+    update = {
+        "op": "household.update.v1",
+        "household_id": str(household_id("DB-C01-0001")),
+        "base_version": 1,
+        "changes": {"address": {"old": None, "new": "新地址"}},
     }
-    return "POST", f"/api/v1/visits/{visit['id']}/observations", body, headers
+    return push_of(client, lambda: update)
 
 
-def push(client: Client) -> tuple[str, str, Any, dict[str, str]]:
-    headers = login(client, "demo-worker-1")
-    hid = str(household_id("DB-C01-0001"))
-    body = {
-        "client_id": str(uuid.uuid4()),
-        "schema_version": 1,
-        "device_now": "2026-11-30T08:00:00Z",
-        "mutations": [
-            {
-                "op": "household.update.v1",
-                "seq": 1,
-                "mutation_id": str(uuid.uuid4()),
-                "household_id": hid,
-                "base_version": 1,
-                "changes": {"address": {"old": None, "new": "新地址"}},
-                "device_time": "2026-11-30T08:00:00Z",
-            }
-        ],
-    }
-    return "POST", "/api/v1/sync/push", body, headers
-
-
-def push_member_update(client: Client) -> tuple[str, str, Any, dict[str, str]]:
-    method, url, body, headers = push(client)
-    member = client.get(f"/api/v1/households/{household_id('DB-C01-0001')}", headers=headers).json()[
-        "members"
-    ][0]
-    body["mutations"][0] = body["mutations"][0] | {
+def push_member_update(client: Client) -> Request:
+    member = first_member(client, login(client, "demo-worker-1"))
+    changes = {"health": "好", "relation": "子", "employment": "无"}
+    update = {
         "op": "member.update.v1",
         "member_id": member["id"],
-        "household_id": None,
-        "changes": {
-            "health": {"old": None, "new": "好"},
-            "relation": {"old": None, "new": "子"},
-            "employment": {"old": None, "new": "无"},
-        },
+        "base_version": member["version"],
+        "changes": {field: {"old": None, "new": value} for field, value in changes.items()},
     }
-    del body["mutations"][0]["household_id"]
-    return method, url, body, headers
+    return push_of(client, lambda: update)
 
 
-def push_answer(client: Client) -> tuple[str, str, Any, dict[str, str]]:
-    method, url, body, headers = push(client)
+def push_answer(client: Client) -> Request:
     visit = assign(client)
-    _, _, answered, _ = observations_of(visit, client)
-    mutation = body["mutations"][0]
-    body["mutations"][0] = {k: mutation[k] for k in ("seq", "mutation_id", "device_time")} | {
-        "op": "visit.answer.v1",
-        "visit_id": visit["id"],
-        "observations": answered["observations"],
-    }
-    return method, url, body, headers
+    return push_of(
+        client,
+        lambda: {"op": "visit.answer.v1", "visit_id": visit["id"], "observations": [observation_body()]},
+    )
 
 
-def pull(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+def pull(client: Client) -> Request:
     headers = login(client, "demo-worker-1")
-    body = {"client_id": str(uuid.uuid4()), "cursor": None, "schema_version": 1, "limit": 10}
+    body = lambda: {"client_id": new_id(), "cursor": None, "schema_version": 1, "limit": 10}  # noqa: E731
     return "POST", "/api/v1/sync/pull", body, headers
 
 
-def calendar_day(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+def calendar_day(client: Client) -> Request:
     headers = login(client, "demo-admin")
-    return "PUT", "/api/v1/calendar/days/2027-01-04", {"kind": "holiday", "name": "测试"}, headers
+    return "PUT", "/api/v1/calendar/days/2027-01-04", lambda: {"kind": "holiday", "name": "测试"}, headers
 
 
-def new_user(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+def new_user(client: Client) -> Request:
     headers = login(client, "demo-admin")
     body = {
-        "username": "fuzz-user",
         "password": "long-enough-password",
         "display_name": "测试",
         "role": "field_worker",
         "jurisdiction_code": "C01",
     }
-    return "POST", "/api/v1/admin/users", body, headers
+    return "POST", "/api/v1/admin/users", lambda: body | {"username": f"fuzz-{new_id()[:8]}"}, headers
 
 
-def visit_create(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+def visit_create(client: Client) -> Request:
     headers = login(client, "demo-reviewer-community", device="desk")
     team = [client.get("/api/v1/auth/me", headers=login(client, u, device=u)).json()["id"] for u in TEAM]
     body = {
@@ -223,28 +238,26 @@ def visit_create(client: Client) -> tuple[str, str, Any, dict[str, str]]:
         "team": team,
         "due_date": "2027-01-29",
     }
-    return "POST", "/api/v1/visits", body, headers
+    return "POST", "/api/v1/visits", lambda: body | {"id": new_id()}, headers
 
 
-def proposal(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+def proposal(client: Client) -> Request:
     visit = assign(client)
     body = {"outcome": "raise", "amount_fen": 50000, "reason": "家庭收入减少"}
-    return "PUT", f"/api/v1/visits/{visit['id']}/proposal", body, login(client, TEAM[0])
+    return "PUT", f"/api/v1/visits/{visit['id']}/proposal", lambda: body, login(client, TEAM[0])
 
 
-def reveal(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+def reveal(client: Client) -> Request:
     headers = login(client, "demo-reviewer-community", device="desk")
-    member = client.get(f"/api/v1/households/{household_id('DB-C01-0001')}", headers=headers).json()[
-        "members"
-    ][0]
-    return "POST", f"/api/v1/members/{member['id']}/reveal-id", {"reason": "verify at re-check"}, headers
+    url = f"/api/v1/members/{first_member(client, headers)['id']}/reveal-id"
+    return "POST", url, lambda: {"reason": "verify at re-check"}, headers
 
 
-def template_create(client: Client) -> tuple[str, str, Any, dict[str, str]]:
+def template_create(client: Client) -> Request:
     headers = login(client, "demo-admin", device="desk")
     shipped = client.get("/api/v1/templates/step.ask/1", headers=headers).json()["template"]
-    body = shipped | {"code": "step.fuzz", "sections": shipped["sections"][:1]}
-    return "POST", "/api/v1/templates", body, headers
+    body = shipped | {"sections": shipped["sections"][:1]}
+    return "POST", "/api/v1/templates", lambda: body | {"code": f"step.fuzz_{new_id()[:8]}"}, headers
 
 
 CASES: list[Case] = [
@@ -269,8 +282,7 @@ CASES: list[Case] = [
 def test_hostile_values_in_any_field_get_a_4xx(client: Client, subtests: pytest.Subtests) -> None:
     for case in CASES:  # one app per database for all of them: each case builds its own valid request
         with subtests.test(case=case.__name__):
-            method, url, body, headers = case(client)
-            assert_no_server_error(client, method, url, body, headers)
+            assert_no_server_error(client, case(client))
 
 
 TEXT: list[str] = [
