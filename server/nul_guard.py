@@ -37,7 +37,8 @@ async def refuse_nul(request: Request[Any, Any, Any]) -> None:
         raise NulCharacter("The URL contains a NUL character (%00), which no value may hold.")
     if _reads_body(request):
         body = await request.body()  # Litestar keeps it: the handler's decoding reads the same bytes
-        if _ESCAPED_NUL.search(body):
+        # The substring test first: a plain bytes search, while the regex costs a millisecond a 30 KB push.
+        if b"\\u0000" in body and _ESCAPED_NUL.search(body):
             raise NulCharacter("The JSON body contains a NUL character (\\u0000), which no text may hold.")
 
 
