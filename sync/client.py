@@ -276,6 +276,30 @@ class Device:
             self.photos.add(local, mutation["seq"])
         return mutation
 
+    def photo_item_problem(self, visit_id: str, template: str, item: str) -> str | None:
+        """Why a photo cannot go to this item, as far as this device knows; None if it can (or if the
+        device lacks the checklist: the server judges anyway)."""
+        visit = self.view("visit").get(str(visit_id))
+        if visit is None:
+            return f"no visit {visit_id} on this device (sync first?)"
+        pinned = {t["code"]: t["version"] for t in visit.get("templates") or []}
+        if template not in pinned:
+            return f"the visit's checklists are {', '.join(sorted(pinned))}"
+        body = next(
+            (
+                t["body"]
+                for t in self.confirmed("template").values()
+                if t.get("code") == template and t.get("version") == pinned[template]
+            ),
+            None,
+        )
+        if not isinstance(body, dict):
+            return None
+        kind = _item_types(body).get(item)
+        if kind is None:
+            return f"{template} has no item {item!r}"
+        return None if kind == "photo" else f"{template} {item} is a {kind} item, not a photo item"
+
     def photo_queue(self) -> list[dict[str, Any]]:
         """Every photo file this device took, its state (waiting, stored, refused, held, lost) and the
         server's record's state once a pull brought one (expected until the bytes arrive, then present)."""
@@ -471,6 +495,21 @@ class Device:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _item_types(template: dict[str, Any]) -> dict[str, str]:
+    """Item path (`group.child` inside repeat groups) -> item type, of a template's body."""
+    found: dict[str, str] = {}
+
+    def walk(items: list[dict[str, Any]], prefix: str) -> None:
+        for entry in items:
+            path = prefix + str(entry.get("code"))
+            found[path] = str(entry.get("type"))
+            walk(entry.get("items") or [], path + ".")
+
+    for section in template.get("sections") or []:
+        walk(section.get("items") or [], "")
+    return found
 
 
 def _same_item(observation: dict[str, Any], template: str, item: str, row_id: str | None) -> bool:

@@ -145,6 +145,9 @@ def _attach_photo(device: Device, args: argparse.Namespace) -> int:
     if not args.file.is_file():
         print(f"device: no such file: {args.file}")
         return 1
+    if problem := device.photo_item_problem(args.visit_id, args.template, args.item):
+        print(f"device: {problem}")
+        return 1
     try:
         gps = _gps(args.gps) if args.gps else None
     except ValueError:

@@ -111,6 +111,8 @@ def _drive_a_device(base: str, tmp_path: Path) -> None:
     visits = fivestep(*device, "visits", cwd=tmp_path).stdout.splitlines()
     visit = next(line.split()[0] for line in visits if " assigned " in line)
     (tmp_path / "kitchen.jpg").write_bytes(jpeg_with_gps(seed=5))
+    wrong = fivestep(*device, "photo", visit, "step.look", "housing_ownership", "kitchen.jpg", cwd=tmp_path)
+    assert wrong.returncode == 1 and "not a photo item" in wrong.stdout, wrong.stdout
     photo = fivestep(
         *device, "photo", visit, "step.look", "home_photos", "kitchen.jpg", "--view", "kitchen",
         "--gps", "38.041,114.512,6", cwd=tmp_path,

@@ -257,3 +257,16 @@ def test_a_damaged_copy_is_marked_lost_and_taking_the_photo_again_sends_it(
     device.attach_photo(visit["id"], *LOOK, file, view="kitchen")  # the original is still in the gallery
     assert device.sync().photos.sent == 1
     assert [(p["state"], p["server_state"]) for p in device.photo_queue()] == [("stored", "present")]
+
+
+def test_the_device_says_when_a_photo_cannot_go_to_an_item(synced: Any) -> None:
+    visit, device, _ = synced
+    assert device.photo_item_problem(visit["id"], *LOOK) is None
+    unknown = device.photo_item_problem(str(uuid.uuid4()), *LOOK)
+    assert unknown is not None and "no visit" in unknown
+    not_photo = device.photo_item_problem(visit["id"], "step.look", "housing_ownership")
+    assert not_photo == "step.look housing_ownership is a single_choice item, not a photo item"
+    missing = device.photo_item_problem(visit["id"], "step.look", "no_such_item")
+    assert missing == "step.look has no item 'no_such_item'"
+    elsewhere = device.photo_item_problem(visit["id"], "form.nothing", "home_photos")
+    assert elsewhere is not None and "step.look" in elsewhere
