@@ -28,12 +28,17 @@ class DomainError(Exception):
     retry_after: int | None = None
     """Seconds; sent as Retry-After when set."""
 
-    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, details: Any = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
         if code:
             self.code = code
+        if retry_after is not None:
+            self.retry_after = retry_after
+            self.details = details or {"retry_after_seconds": retry_after}
 
 
 class Unauthorized(DomainError):
@@ -59,21 +64,16 @@ class Invalid(DomainError):
 
 
 class TooManyRequests(DomainError):
-    status, code = 429, "too_many_requests"
+    """Raised with ``retry_after``."""
 
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message, details={"retry_after_seconds": retry_after})
-        self.retry_after = retry_after
+    status, code = 429, "too_many_requests"
 
 
 class TryLater(DomainError):
-    """Nothing is wrong with the request, and nothing it brought was lost: ask again in a moment."""
+    """Nothing is wrong with the request, and nothing it brought was lost: ask again in a moment (raised
+    with its own code and ``retry_after``)."""
 
     status, code = 503, "unavailable"
-
-    def __init__(self, message: str, *, code: str, retry_after: int) -> None:
-        super().__init__(message, code=code, details={"retry_after_seconds": retry_after})
-        self.retry_after = retry_after
 
 
 def error_response(
@@ -122,10 +122,15 @@ def _validation_response(exc: ValidationException) -> Response[Any]:
 
 
 def _field_problem(item: dict[str, Any]) -> FieldProblem:
-    message = str(item.get("message", "invalid"))
     key = str(item.get("key") or item.get("source") or "body")
+    return field_problem(str(item.get("message", "invalid")), key)
+
+
+def field_problem(message: str, key: str = "body") -> FieldProblem:
+    """A decoder's message as a problem naming its field: msgspec says "Expected `str`, got `int` - at
+    `$.username`", and the field is found by that path."""
     match = _AT.search(message)
-    if match:  # msgspec says "Expected `str`, got `int` - at `$.username`": name the field by its path
+    if match:
         key = match.group("path").lstrip(".") or key
         message = message[: match.start()]
     return FieldProblem(field=key, message=message)

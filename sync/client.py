@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import msgspec
 
 from schemas.sync import SCHEMA_VERSION, PullResponse, PushResponse
-from sync.errors import NetworkError, ServerError
+from sync.errors import NetworkError, ServerError, network_errors
 from sync.photo_queue import PhotoQueue, UploadReport
 from sync.tus_client import CHUNK_SIZE, RawTransport
 
@@ -63,12 +63,8 @@ def httpx_transport(client: Any) -> Transport:
 
     def post(path: str, body: dict[str, Any], token: str | None) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        try:
+        with network_errors():
             response = client.post(path, content=msgspec.json.encode(body), headers=headers | _JSON)
-        except Exception as exc:  # httpx.TransportError and friends: the network failed
-            if type(exc).__module__.startswith(("httpx", "httpcore")):
-                raise NetworkError(str(exc)) from exc
-            raise
         return response.status_code, msgspec.json.decode(response.content) if response.content else None
 
     return post

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -13,3 +15,14 @@ class ServerError(Exception):
     def __init__(self, status: int, body: Any) -> None:
         super().__init__(f"HTTP {status}: {body}")
         self.status, self.body = status, body
+
+
+@contextmanager
+def network_errors() -> Iterator[None]:
+    """An HTTP client's transport failure (httpx and httpcore raise their own kinds) as a NetworkError."""
+    try:
+        yield
+    except Exception as exc:
+        if type(exc).__module__.startswith(("httpx", "httpcore")):
+            raise NetworkError(str(exc)) from exc
+        raise

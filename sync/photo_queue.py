@@ -165,9 +165,14 @@ class PhotoQueue:
             local.path.unlink(missing_ok=True)  # the server holds the original now
 
     def _sweep_stored(self) -> None:
-        """Copies of stored photos a crash left between marking them stored and deleting them."""
-        for (sha256,) in self.db.execute("SELECT sha256 FROM photos WHERE state = 'stored'").fetchall():
-            (self.folder / sha256).unlink(missing_ok=True)
+        """Copies of stored photos a crash left between marking them stored and deleting them. It walks the
+        folder, which holds only files still to send, not the device's whole photo history."""
+        if not self.folder.is_dir():
+            return
+        for kept in self.folder.iterdir():
+            row = self.db.execute("SELECT state FROM photos WHERE sha256 = ?", (kept.name,)).fetchone()
+            if row is not None and row[0] == "stored":
+                kept.unlink(missing_ok=True)
 
 
 def _code(exc: ServerError) -> str:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
-from sync.errors import NetworkError, ServerError
+from sync.errors import NetworkError, ServerError, network_errors
 
 UPLOADS = "/api/v1/uploads"
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -76,12 +76,8 @@ def httpx_raw_transport(client: Any) -> RawTransport:
     """A raw transport over an httpx.Client (a real server, or Litestar's TestClient in-process)."""
 
     def send(method: str, path: str, headers: dict[str, str], content: bytes = b"") -> Reply:
-        try:
+        with network_errors():
             response = client.request(method, path, headers=headers, content=content or None)
-        except Exception as exc:  # httpx.TransportError and friends: the network failed
-            if type(exc).__module__.startswith(("httpx", "httpcore")):
-                raise NetworkError(str(exc)) from exc
-            raise
         return Reply(
             response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content
         )

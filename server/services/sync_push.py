@@ -20,7 +20,6 @@ device's queue for good. Only a mutation without a readable seq or id refuses th
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 
@@ -29,7 +28,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schemas.errors import FieldProblem
 from schemas.rules import RulePack
 from schemas.sync import (
     MalformedMutation,
@@ -42,7 +40,7 @@ from schemas.sync import (
 )
 from server.db.models import Household, Member, MutationLog, SyncClient, SyncConflict, Visit
 from server.db.types import utcnow
-from server.errors import DomainError, Invalid
+from server.errors import DomainError, Invalid, field_problem
 from server.services import sync_apply, sync_preload, transaction
 from server.services.actor import Actor
 from server.services.sync_clients import claim
@@ -61,7 +59,6 @@ fault_hook: Callable[[AnyMutation], None] | None = None
 _ENVELOPE = msgspec.json.Decoder(PushEnvelope)
 _MUTATION = msgspec.json.Decoder(Mutation)
 _HEAD = msgspec.json.Decoder(MutationHead)
-_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
 
 def decode(body: bytes) -> tuple[PushEnvelope, list[AnyMutation]]:
@@ -96,11 +93,11 @@ def _malformed(raw: msgspec.Raw, error: msgspec.ValidationError, index: int) -> 
 
 
 def _invalid(exc: msgspec.ValidationError, prefix: str) -> Invalid:
-    """The API's usual 422, naming the field by its path as Litestar's own validation does."""
-    message, field = str(exc), prefix.lstrip(".") or "body"
-    if match := _AT.search(message):
-        message, field = message[: match.start()], f"{prefix}{match.group('path')}".lstrip(".")
-    return Invalid(f"{field}: {message}", details=[FieldProblem(field=field, message=message)])
+    """The API's usual 422; ``prefix`` places a mutation's own paths (`$.seq`) in the request."""
+    problem = field_problem(
+        str(exc).replace(" - at `$", f" - at `${prefix}", 1), prefix.lstrip(".") or "body"
+    )
+    return Invalid(f"{problem.field}: {problem.message}", details=[problem])
 
 
 async def push(

@@ -123,6 +123,10 @@ def test_photos_taken_offline_reach_the_server_with_the_answer_that_names_them(
     statuses = evidence_of(tus_client, visit["id"])
     assert [statuses[sha] for sha in shas] == ["present", "present"]
     assert not any(device.photos.folder.iterdir())  # the server holds the originals now
+    # A crash between marking a photo stored and deleting its copy leaves the copy: the next sync sweeps it.
+    (device.photos.folder / shas[1]).write_bytes(bedroom.read_bytes())
+    device.sync()
+    assert not any(device.photos.folder.iterdir())
 
     # Nothing left to send: the next sync sends no photo bytes.
     patches = network.sent["PATCH"]
