@@ -96,6 +96,11 @@ class ObservationIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     row_id: uuid.UUID | None = None
     """The repeat row (made by the device); required inside repeat groups, absent elsewhere."""
     value: Any = None
+    base: Any = None
+    """The item's value as the device showed it when this answer was made (``{"photos": []}`` or ``[]``
+    when it showed none). With a base, a list answer (photos, signatures, multiple choice) is merged
+    with answers the device had not seen instead of replacing them: see docs/sync-protocol.md,
+    "Answers made side by side". Without one, the latest answer wins."""
     note: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
     gps: GpsFix | None = None
     device_time: dt.datetime | None = None
@@ -114,6 +119,8 @@ class ObservationOut(msgspec.Struct, kw_only=True):
     item: str
     row_id: uuid.UUID | None
     value: Any
+    """As the device sent it; the item's current answer merges it with the others (see ``base``)."""
+    base: Any
     note: str | None
     gps: GpsFix | None
     device_time: dt.datetime | None

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import msgspec
 
 from schemas.sync import SCHEMA_VERSION, PullResponse, PushResponse
+from sync import answer_merge
 from sync.errors import NetworkError, ServerError, network_errors
 from sync.photo_queue import PhotoQueue, UploadReport
 from sync.tus_client import CHUNK_SIZE, RawTransport
@@ -217,21 +218,26 @@ class Device:
         return self.enqueue("visit.answer.v1", visit_id=visit_id, observations=observations)
 
     def answer_value(self, visit_id: str, template: str, item: str, row_id: str | None = None) -> Any:
-        """The item's latest answer as this device sees it (confirmed, then pending edits), or None."""
-        latest, ordinal = None, -1
+        """The item's current answer as this device sees it, or None: its confirmed answers in the
+        server's order, then its pending ones, folded as the server folds them (sync/answer_merge.py)."""
+        confirmed = []
         rows = self.db.execute(
             "SELECT data FROM confirmed WHERE entity = 'observation' AND parent = ?", (str(visit_id),)
         )
         for (data,) in rows:
             observation = json.loads(data)
-            if _same_item(observation, template, item, row_id) and observation["ordinal"] > ordinal:
-                latest, ordinal = observation.get("value"), observation["ordinal"]
-        for mutation in self.pending():
-            if mutation["op"] == "visit.answer.v1" and mutation["visit_id"] == str(visit_id):
-                for observation in mutation["observations"]:
-                    if _same_item(observation, template, item, row_id):
-                        latest = observation.get("value")
-        return latest
+            if _same_item(observation, template, item, row_id):
+                confirmed.append(observation)
+        confirmed.sort(key=lambda o: o["ordinal"])
+        seen = {o["id"] for o in confirmed}
+        pending = [
+            observation
+            for mutation in self.pending()
+            if mutation["op"] == "visit.answer.v1" and mutation["visit_id"] == str(visit_id)
+            for observation in mutation["observations"]
+            if _same_item(observation, template, item, row_id) and observation["id"] not in seen
+        ]
+        return answer_merge.current((o.get("value"), o.get("base")) for o in confirmed + pending)
 
     def attach_photo(
         self,
@@ -249,17 +255,15 @@ class Device:
         local = self.photos.keep(Path(file))
         with self._tx():
             previous = self.answer_value(visit_id, template, item, row_id)
-            photos = [
-                p
-                for p in (previous.get("photos", []) if isinstance(previous, dict) else [])
-                if p.get("sha256") != local.sha256
-            ]
+            base = previous if isinstance(previous, dict) else {"photos": []}
+            photos = [p for p in base.get("photos", []) if p.get("sha256") != local.sha256]
             photos.append({"sha256": local.sha256, "view": view} if view else {"sha256": local.sha256})
             observation: dict[str, Any] = {
                 "id": str(uuid.uuid4()),
                 "template": template,
                 "item": item,
                 "value": {"photos": photos},
+                "base": base,  # so a teammate's photos of the same item, sent meanwhile, are kept
                 "device_time": self.now(),
             }
             if row_id:

@@ -90,7 +90,7 @@ SHAPES: dict[str, Shape] = {
     ),
     "observation": Shape(
         Observation,
-        "id visit_id ordinal template_code template_version item row_id value note lat lon accuracy_m fix_time "
+        "id visit_id ordinal template_code template_version item row_id value base note lat lon accuracy_m fix_time "
         "provider mock_location device_time received_at author_id device_id",
         version=None,
     ),

@@ -52,6 +52,7 @@ from server.errors import Conflict, Forbidden, Invalid, NotFound
 from server.services import audit, templates, transaction
 from server.services.actor import Actor, communities_in_scope
 from server.services.rules import level, rules_tag, today, working_calendar
+from sync import answer_merge
 
 ASSIGNER_ROLES = frozenset({"reviewer", "admin"})
 NEEDS_AMOUNT = frozenset({"admit", "raise", "reduce"})
@@ -411,8 +412,11 @@ async def _obs_problems(
     if in_repeat != (obs.row_id is not None):
         need = "needs a row_id (it is inside a repeat group)" if in_repeat else "takes no row_id"
         return [{"field": f"{field}.row_id", "message": f"{obs.item} {need}"}]
-    why = rules_of_answers.check_value(item, obs.value)
-    return [{"field": f"{field}.value", "message": f"{obs.item}: {why}"}] if why else []
+    return [
+        {"field": f"{field}.{name}", "message": f"{obs.item}: {why}"}
+        for name, value in (("value", obs.value), ("base", obs.base))
+        if (why := rules_of_answers.check_value(item, value))
+    ]
 
 
 def _observation(visit: Visit, obs: ObservationIn, template_version: int, actor: Actor) -> Observation:
@@ -426,6 +430,7 @@ def _observation(visit: Visit, obs: ObservationIn, template_version: int, actor:
         item=obs.item,
         row_id=obs.row_id,
         value=obs.value,
+        base=obs.base,
         note=obs.note,
         lat=gps.lat if gps else None,
         lon=gps.lon if gps else None,
@@ -459,6 +464,7 @@ def observation_out(o: Observation) -> ObservationOut:
         item=o.item,
         row_id=o.row_id,
         value=o.value,
+        base=o.base,
         note=o.note,
         gps=gps,
         device_time=o.device_time,
@@ -476,14 +482,16 @@ async def observations(session: AsyncSession, visit_id: uuid.UUID) -> list[Obser
 async def current_answers(
     session: AsyncSession, visit_id: uuid.UUID
 ) -> dict[str, dict[tuple[str, str | None], Any]]:
-    """template code -> (item, row) -> value: the latest observation wins (server arrival order)."""
+    """template code -> (item, row) -> value, folded in server arrival order: the latest answer wins, but
+    one made on a base merges into list answers it had not seen (sync/answer_merge.py)."""
     current: dict[str, dict[tuple[str, str | None], Any]] = defaultdict(dict)
     for obs in await observations(session, visit_id):
-        key = (obs.item, str(obs.row_id) if obs.row_id else None)
-        if obs.value is None:
-            current[obs.template_code].pop(key, None)
+        answers, key = current[obs.template_code], (obs.item, str(obs.row_id) if obs.row_id else None)
+        value = answer_merge.merged(answers.get(key), obs.value, obs.base)
+        if value is None:
+            answers.pop(key, None)
         else:
-            current[obs.template_code][key] = obs.value
+            answers[key] = value
     return current
 
 

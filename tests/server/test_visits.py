@@ -182,6 +182,46 @@ def test_answers_are_checked_against_the_item_and_a_retry_adds_nothing(client: C
     assert clash.status_code == 409 and clash.json()["error"]["code"] == "observation_conflict"
 
 
+def test_answers_made_side_by_side_on_a_base_merge_instead_of_replacing(client: Client) -> None:
+    """Both team members photograph the home from the same (empty) start: the evidence holds both sets,
+    and the observations keep each answer exactly as sent."""
+    visit = assign(client)
+    url = f"/api/v1/visits/{visit['id']}/observations"
+    exterior, kitchen = (
+        {"sha256": "e" * 64, "view": "exterior_door_number"},
+        {"sha256": "c" * 64, "view": "kitchen"},
+    )
+    sent = []
+    for worker, photo in zip(TEAM, (exterior, kitchen), strict=True):
+        answer = observation(Filled("step.look", "home_photos", None, {"photos": [photo]}))
+        sent.append(answer | {"base": {"photos": []}})
+        response = client.post(url, json={"observations": [sent[-1]]}, headers=login(client, worker))
+        assert response.status_code == 200, response.text
+
+    worker = login(client, TEAM[0])
+    evidence = client.get(f"/api/v1/visits/{visit['id']}/evidence", headers=worker).json()
+    assert [(i["view"], i["status"]) for i in evidence["items"]] == [
+        ("kitchen", "expected"),
+        ("exterior_door_number", "expected"),
+    ]
+    stored = client.get(url, headers=worker).json()
+    assert [(o["value"], o["base"]) for o in stored] == [(a["value"], a["base"]) for a in sent]
+
+    # Without a base the later answer replaces the item, as before.
+    replacing = observation(Filled("step.look", "home_photos", None, {"photos": [exterior]}))
+    assert client.post(url, json={"observations": [replacing]}, headers=worker).status_code == 200
+    evidence = client.get(f"/api/v1/visits/{visit['id']}/evidence", headers=worker).json()
+    assert [i["view"] for i in evidence["items"]] == ["exterior_door_number"]
+
+    # A base is checked like a value.
+    bad = observation(Filled("step.look", "home_photos", None, {"photos": [kitchen]})) | {
+        "base": {"photo": 1}
+    }
+    refused = client.post(url, json={"observations": [bad]}, headers=worker)
+    assert refused.status_code == 422
+    assert [d["field"] for d in refused.json()["error"]["details"]] == ["observations[0].base"]
+
+
 def test_roles_and_jurisdictions_bound_who_acts(client: Client) -> None:
     visit, worker = completed_visit(client)
     propose(client, visit, worker)

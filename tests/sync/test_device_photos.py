@@ -133,6 +133,28 @@ def test_photos_taken_offline_reach_the_server_with_the_answer_that_names_them(
     assert device.sync().photos.sent == 0 and network.sent["PATCH"] == patches
 
 
+def test_two_tablets_photographing_the_same_item_offline_both_count(
+    tus_client: Client, synced: Any, devices: Any, tmp_path: Path
+) -> None:
+    """The team of two works side by side, each tablet offline: every photo either takes is evidence."""
+    visit, first, _ = synced
+    first.attach_photo(visit["id"], *LOOK, photo_file(tmp_path, 1), view="exterior_door_number")
+    first.sync()
+    second, _ = devices("demo-worker-2")
+    second.sync()  # both tablets now show the exterior photo; then both go offline
+    first.attach_photo(visit["id"], *LOOK, photo_file(tmp_path, 2), view="kitchen")
+    second.attach_photo(visit["id"], *LOOK, photo_file(tmp_path, 3), view="bedroom")
+    second.sync()
+    first.sync()
+    second.sync()
+
+    views = ["exterior_door_number", "bedroom", "kitchen"]
+    for device in (first, second):
+        assert [p["view"] for p in device.answer_value(visit["id"], *LOOK)["photos"]] == views
+    shas = [sha256(photo_file(tmp_path, seed).read_bytes()) for seed in (1, 3, 2)]
+    assert evidence_of(tus_client, visit["id"]) == dict.fromkeys(shas, "present")
+
+
 def test_uploads_survive_lost_requests_and_answers(tus_client: Client, devices: Any, tmp_path: Path) -> None:
     visit = assign(tus_client)
     device, network = devices(seed=7, loss=0.2)

@@ -1,7 +1,8 @@
 """Visits to a household, the team that makes them, their answers (observations) and their history.
 
-Observations are append-only: a correction is a new observation for the same item and row, and the
-current answer is the one with the highest ordinal. Transitions record every change of state.
+Observations are append-only: a correction is a new observation for the same item and row. The current
+answer folds them in ordinal order: the latest wins, but one made on a base merges list answers
+(sync/answer_merge.py). Transitions record every change of state.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class Observation(Base):
     item: Mapped[str] = mapped_column(String(200))
     row_id: Mapped[uuid.UUID | None]
     value: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    base: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    """The item's value as the device saw it: with it, list answers merge (sync/answer_merge.py)."""
     note: Mapped[str | None] = mapped_column(Text)
     lat: Mapped[float | None]
     lon: Mapped[float | None]
