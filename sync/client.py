@@ -15,6 +15,7 @@ beyond it, because only then does `confirmed` already hold its effects.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import random
 import sqlite3
@@ -30,7 +31,7 @@ import msgspec
 
 from schemas.sync import SCHEMA_VERSION, PullResponse, PushResponse
 from sync import answer_merge
-from sync.errors import NetworkError, ServerError, network_errors
+from sync.errors import NetworkError, ServerError, SyncBusy, network_errors
 from sync.photo_queue import PhotoQueue, UploadReport
 from sync.tus_client import CHUNK_SIZE, RawTransport
 
@@ -112,6 +113,7 @@ class Device:
             self.db, Path(photo_dir) if photo_dir else Path(path).with_suffix(".photos"), self._tx
         )
         self.upload_chunk = upload_chunk
+        self.sync_lock_path = Path(path).with_suffix(".sync-lock")
         if self._meta("client_id") is None:
             with self._tx():
                 self._set("client_id", str(uuid.uuid4()))
@@ -335,10 +337,22 @@ class Device:
     def sync(self) -> SyncReport:
         """Push everything, then pull to the end. Raises NetworkError/ServerError; safe to call again."""
         report = SyncReport()
-        self.push(report)
-        self.upload_photos(report)
-        self.pull(report)
+        with self._only_sync():
+            self.push(report)
+            self.upload_photos(report)
+            self.pull(report)
         return report
+
+    @contextmanager
+    def _only_sync(self) -> Iterator[None]:
+        """One sync of this device at a time (a scheduled sync and a user's, or two CLI runs): two would
+        send the same photo twice and could apply pulled pages out of order. Raises SyncBusy at once."""
+        with open(self.sync_lock_path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SyncBusy(f"another sync of this device is running ({self.sync_lock_path})") from None
+            yield  # closing the file releases the lock, as does the process ending however it ends
 
     def sync_with_retry(
         self, attempts: int = 8, base_delay: float = 0.5, sleep: Callable[[float], None] = time.sleep

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from sync.client import Device, httpx_transport
-from sync.errors import NetworkError, ServerError
+from sync.errors import NetworkError, ServerError, SyncBusy
 from sync.tus_client import httpx_raw_transport
 
 DEFAULT_DB = "./var/device.sqlite"
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         device = Device(args.db, httpx_transport(http), uploads=httpx_raw_transport(http))
         try:
             return _act(device, args, server)
-        except (NetworkError, ServerError) as exc:
+        except (NetworkError, ServerError, SyncBusy) as exc:
             print(f"device: {exc}")
             return 1
         finally:

@@ -17,6 +17,10 @@ class ServerError(Exception):
         self.status, self.body = status, body
 
 
+class SyncBusy(Exception):
+    """Another sync of the same device database is running (another process, or another thread)."""
+
+
 @contextmanager
 def network_errors() -> Iterator[None]:
     """An HTTP client's transport failure (httpx and httpcore raise their own kinds) as a NetworkError."""

@@ -3,7 +3,9 @@ on sync, resumed after drops, refused files reported. Both databases and both bl
 
 from __future__ import annotations
 
+import concurrent.futures
 import random
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from litestar.testing import TestClient
 from schemas.config import Settings
 from server.app import create_app
 from sync.client import Device, httpx_transport
-from sync.errors import NetworkError
+from sync.errors import NetworkError, SyncBusy
 from sync.tus_client import RawTransport, Reply, httpx_raw_transport
 from tests.helpers import login
 from tests.images import jpeg_with_gps
@@ -153,6 +155,32 @@ def test_two_tablets_photographing_the_same_item_offline_both_count(
         assert [p["view"] for p in device.answer_value(visit["id"], *LOOK)["photos"]] == views
     shas = [sha256(photo_file(tmp_path, seed).read_bytes()) for seed in (1, 3, 2)]
     assert evidence_of(tus_client, visit["id"]) == dict.fromkeys(shas, "present")
+
+
+def test_a_second_sync_of_the_same_device_is_refused_while_one_runs(
+    tus_client: Client, synced: Any, tmp_path: Path
+) -> None:
+    """A scheduled sync and the user's own, or two CLI runs: never two at once (the photo would go twice)."""
+    visit, device, _ = synced
+    device.attach_photo(visit["id"], *LOOK, photo_file(tmp_path, 1), view="kitchen")
+    inside, release = threading.Event(), threading.Event()
+    plain = httpx_transport(tus_client)
+
+    def stalling(path: str, body: dict[str, Any], token: str | None) -> tuple[int, Any]:
+        inside.set()
+        release.wait(30)
+        return plain(path, body, token)
+
+    device.transport = stalling
+    first = concurrent.futures.ThreadPoolExecutor(1).submit(device.sync)
+    assert inside.wait(30)
+    again = Device(tmp_path / "demo-worker-1-0.sqlite", plain, uploads=httpx_raw_transport(tus_client))
+    with pytest.raises(SyncBusy):
+        again.sync()
+    release.set()
+    assert first.result(30).photos.sent == 1
+    assert again.sync().photos.sent == 0  # the lock went with the first sync
+    again.close()
 
 
 def test_uploads_survive_lost_requests_and_answers(tus_client: Client, devices: Any, tmp_path: Path) -> None:
