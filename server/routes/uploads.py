@@ -82,6 +82,11 @@ async def _receive_at(
     upload = await uploads.prepare_patch(db_session, actor, upload_id, offset, request.content_length)
     body = await uploads.receive(request.stream(), upload.length - offset, checksum)
     try:
+        if uploads.is_whole_file(upload, offset, body) and await photos.finish_whole(
+            state.db, actor, state.store, state.image_limiter, upload, body.file
+        ):
+            async with state.db.read_session() as fresh:  # the request's session holds the upload as it was
+                return await uploads.get(fresh, actor, upload_id)
         async with state.db.write_session() as session:
             upload = await uploads.append(session, actor, state.store, upload_id, offset, body, settings)
     finally:
@@ -152,6 +157,10 @@ class UploadController(Controller):
         uploads.check_usable(upload)
         await db_session.commit()
         await _finish_if_complete(state, actor, upload)  # all bytes in, but a crash stopped the ingest
+        if photos.being_ingested_whole(upload):  # the file came whole in a PATCH still being processed
+            await photos.outcome_of_whole(state.db, actor, state.store, state.image_limiter, upload)
+            async with state.db.read_session() as fresh:
+                upload = await uploads.get(fresh, actor, upload_id)
         extra = {"Upload-Length": str(upload.length)}
         if upload.metadata_header:
             extra["Upload-Metadata"] = upload.metadata_header

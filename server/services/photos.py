@@ -12,11 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 import anyio
 import anyio.to_thread
@@ -112,7 +113,16 @@ async def finish(
             await _outcome_of_other(db, actor, store, limiter, upload)
             return
     try:
-        processed = None if known else await _processed_and_stored(db, actor, store, limiter, upload)
+        processed = None
+        if not known:
+            processed = await _processed_and_stored(
+                db,
+                actor,
+                store,
+                limiter,
+                upload,
+                lambda path: store.stage_export(upload.id.hex, upload.length, path),
+            )
         async with db.write_session() as session:
             if processed is not None and await session.get(Photo, upload.sha256) is None:
                 _add_photo(session, actor, upload, processed)
@@ -126,12 +136,69 @@ async def finish(
     await _discard_staged(store, upload)
 
 
+async def finish_whole(
+    db: Database,
+    actor: Actor,
+    store: BlobStore,
+    limiter: anyio.CapacityLimiter,
+    upload: Upload,
+    body: BinaryIO,
+) -> bool:
+    """Ingest an upload whose whole file arrived in this one request body (``body``), without staging it:
+    on a good link a device sends a photo in one PATCH, and staging it only to read it back is a second
+    copy of every byte (on S3, two transfers and four requests a photo).
+
+    Nothing is acknowledged before the photo is stored: the offset stays 0 until the upload completes, so
+    a failure or a crash mid-way leaves the client to send the file again, as tus expects. False when this
+    request may not take the upload (another is processing it, or bytes were staged meanwhile): the caller
+    then stages the body the usual way, and the usual path sorts it out.
+    """
+    claim = await _claim(db, upload.id, unstaged=True)
+    if claim is None:
+        return False
+    try:
+        async with db.read_session() as session:
+            known = await session.get(Photo, upload.sha256) is not None
+        processed = None
+        if not known:
+            processed = await _processed_and_stored(
+                db,
+                actor,
+                store,
+                limiter,
+                upload,
+                lambda path: anyio.to_thread.run_sync(_write_out, body, path),
+            )
+        async with db.write_session() as session:
+            if processed is not None and await session.get(Photo, upload.sha256) is None:
+                _add_photo(session, actor, upload, processed)
+            await _complete(session, actor, upload.id)
+    except BaseException:
+        await _release(
+            db, upload.id, claim
+        )  # a refusal has ended the upload already; else it may be sent again
+        raise
+    return True
+
+
+def _write_out(body: BinaryIO, path: Path) -> None:
+    body.seek(0)
+    with path.open("wb") as out:
+        shutil.copyfileobj(body, out, 64 << 10)  # small: twenty photos arriving at once copy side by side
+
+
 async def _processed_and_stored(
-    db: Database, actor: Actor, store: BlobStore, limiter: anyio.CapacityLimiter, upload: Upload
+    db: Database,
+    actor: Actor,
+    store: BlobStore,
+    limiter: anyio.CapacityLimiter,
+    upload: Upload,
+    fill: Callable[[Path], Awaitable[None]],
 ) -> ProcessedImage:
+    """Write the whole file to a private temporary ``path`` with ``fill``, then verify, process and store."""
     with tempfile.TemporaryDirectory(prefix="fivestep-ingest-") as tmp:
         path = Path(tmp) / "upload"
-        processed = await _process(db, actor, store, limiter, upload, path)
+        processed = await _process(db, actor, store, limiter, upload, path, fill)
         await _store_blobs(store, upload, processed, path)
         return processed
 
@@ -144,9 +211,10 @@ async def _discard_staged(store: BlobStore, upload: Upload) -> None:
         log.warning("staged bytes of a stored upload left for the cleanup: %s", exc)
 
 
-async def _claim(db: Database, upload_id: uuid.UUID) -> dt.datetime | None:
+async def _claim(db: Database, upload_id: uuid.UUID, *, unstaged: bool = False) -> dt.datetime | None:
     """Take the upload for processing unless another request holds it (and its lease is not over);
-    the claim's time, which identifies it, or None."""
+    the claim's time, which identifies it, or None. ``unstaged``: only while no byte of it is staged
+    (the whole file is in the claiming request's body)."""
     now = utcnow()
     async with db.write_session() as session:
         claimed = await session.execute(
@@ -155,6 +223,7 @@ async def _claim(db: Database, upload_id: uuid.UUID) -> dt.datetime | None:
                 Upload.id == upload_id,
                 Upload.state == UploadState.receiving,
                 or_(Upload.processing_since.is_(None), Upload.processing_since < now - PROCESSING_LEASE),
+                *([Upload.upload_offset == 0] if unstaged else []),
             )
             .values(processing_since=now)
             .execution_options(synchronize_session=False)
@@ -176,11 +245,37 @@ async def _release(db: Database, upload_id: uuid.UUID, claim: dt.datetime) -> No
             await session.commit()
 
 
-async def _outcome_of_other(
+def being_ingested_whole(upload: Upload) -> bool:
+    """A request is ingesting this upload from its own body (nothing staged, see `finish_whole`)."""
+    since = upload.processing_since
+    return (
+        upload.state == UploadState.receiving
+        and upload.upload_offset == 0
+        and since is not None
+        and since >= utcnow() - PROCESSING_LEASE
+    )
+
+
+async def outcome_of_whole(
     db: Database, actor: Actor, store: BlobStore, limiter: anyio.CapacityLimiter, upload: Upload
 ) -> None:
+    """Wait for the request ingesting this upload from its body: a tus client whose PATCH timed out asks
+    with HEAD meanwhile, and learns the outcome instead of sending the file again. When that request
+    fails, the bytes are gone with it: the upload stays at offset 0 for the client to send again."""
+    await _outcome_of_other(db, actor, store, limiter, upload, take_over=False)
+
+
+async def _outcome_of_other(
+    db: Database,
+    actor: Actor,
+    store: BlobStore,
+    limiter: anyio.CapacityLimiter,
+    upload: Upload,
+    *,
+    take_over: bool = True,
+) -> None:
     """Wait for the request processing this upload; answer as it ends (stored, or refused: 410), or 503
-    after WAIT_LIMIT_SECONDS."""
+    after WAIT_LIMIT_SECONDS. When it gives up, process the staged bytes here (``take_over``)."""
     deadline = anyio.current_time() + WAIT_LIMIT_SECONDS
     while anyio.current_time() < deadline:
         await anyio.sleep(WAIT_POLL_SECONDS)
@@ -195,7 +290,8 @@ async def _outcome_of_other(
             )
         claimed_at = current.processing_since
         if claimed_at is None or claimed_at < utcnow() - PROCESSING_LEASE:
-            await finish(db, actor, store, limiter, current)  # released after a failure, or abandoned
+            if take_over:
+                await finish(db, actor, store, limiter, current)  # released after a failure, or abandoned
             return
     raise TryLater(
         "The photo is still being processed; ask again shortly.", code="upload_processing", retry_after=5
@@ -209,10 +305,12 @@ async def _process(
     limiter: anyio.CapacityLimiter,
     upload: Upload,
     path: Path,
+    fill: Callable[[Path], Awaitable[None]],
 ) -> ProcessedImage:
-    """Join the staged pieces into ``path``, verify and process; a refusal discards the upload."""
+    """Write the file into ``path`` (joining the staged pieces, say), verify and process; a refusal discards
+    the upload."""
     try:
-        await store.stage_export(upload.id.hex, upload.length, path)
+        await fill(path)
         return await anyio.to_thread.run_sync(ingest_file, path, upload.sha256, limiter=limiter)
     except StagingLost:
         if await _completed(db, upload.id):  # a concurrent finish (a retried HEAD, say) stored it first
@@ -290,6 +388,7 @@ async def _complete(session: AsyncSession, actor: Actor, upload_id: uuid.UUID) -
     upload = await session.get(Upload, upload_id, with_for_update=True)
     if upload is not None and upload.state == UploadState.receiving:
         upload.state = UploadState.complete
+        upload.upload_offset = upload.length  # already so, unless the file came whole and was never staged
         audit.record(session, actor, "upload.complete", "upload", upload.id, {"sha256": upload.sha256})
     try:
         await session.commit()

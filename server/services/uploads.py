@@ -248,6 +248,11 @@ async def append(
     return upload
 
 
+def is_whole_file(upload: Upload, offset: int, body: Received) -> bool:
+    """The body is the whole file, from its first byte to its last: it can be ingested without staging."""
+    return offset == 0 and body.complete and 0 < body.size == upload.length
+
+
 def needs_finishing(upload: Upload) -> bool:
     return upload.state == UploadState.receiving and upload.upload_offset == upload.length
 

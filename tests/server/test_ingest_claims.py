@@ -20,7 +20,7 @@ from server.db.models import Upload
 from server.services import photos
 from tests.helpers import login, run_db
 from tests.images import jpeg_with_gps
-from tests.tus import TUS, Client, create, offset_of, patch, sha256
+from tests.tus import TUS, Client, create, offset_of, patch, sha256, stored_keys
 
 
 class SlowIngest:
@@ -59,7 +59,9 @@ def stalled(tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(photos, "ingest_file", ingest)
     worker = login(tus_client, "demo-worker-1")
     location = create(tus_client, worker, photo).headers["location"]
-    failed = patch(tus_client, worker, location, 0, photo)
+    half = len(photo) // 2  # in two pieces: the first is staged, so the last completes a staged upload
+    assert patch(tus_client, worker, location, 0, photo[:half]).status_code == 204
+    failed = patch(tus_client, worker, location, half, photo[half:])
     assert failed.status_code == 503, failed.text
     assert failed.json()["error"]["code"] == "blob_store_unavailable"
     return Stalled(ingest, worker, location)
@@ -135,11 +137,50 @@ def test_a_failure_after_processing_also_releases_the_upload(
     monkeypatch.setattr(photos, "_add_photo", add_once_failing)
     worker = login(tus_client, "demo-worker-1")
     location = create(tus_client, worker, photo).headers["location"]
-    assert patch(tus_client, worker, location, 0, photo).status_code == 503
+    assert patch(tus_client, worker, location, 0, photo[:1000]).status_code == 204
+    assert patch(tus_client, worker, location, 1000, photo[1000:]).status_code == 503
     started = time.monotonic()
     assert offset_of(tus_client, worker, location) == len(photo)
     assert time.monotonic() - started < 5  # no lease to wait out
     assert tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker).status_code == 200
+
+
+def test_a_whole_file_whose_ingest_fails_is_not_acknowledged_and_is_sent_again(
+    tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A photo sent whole in one PATCH is ingested from that body, never staged: when the ingest fails,
+    the server has acknowledged none of it, and the client sends the file again."""
+    ingest = SlowIngest(hold=0, fail_first=True)
+    monkeypatch.setattr(photos, "ingest_file", ingest)
+    worker = login(tus_client, "demo-worker-1")
+    location = create(tus_client, worker, photo).headers["location"]
+    assert patch(tus_client, worker, location, 0, photo).status_code == 503
+    assert offset_of(tus_client, worker, location) == 0
+    assert not [k for k in stored_keys(tus_client) if k.startswith(".uploads")]
+    again = patch(tus_client, worker, location, 0, photo)
+    assert again.status_code == 204 and again.headers["upload-offset"] == str(len(photo))
+    assert offset_of(tus_client, worker, location) == len(photo)
+    assert tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker).status_code == 200
+    assert not [k for k in stored_keys(tus_client) if k.startswith(".uploads")]
+    assert ingest.calls == 2
+
+
+def test_a_whole_file_sent_again_while_the_first_is_processed_is_decoded_once(
+    tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest = SlowIngest(hold=0.8)
+    monkeypatch.setattr(photos, "ingest_file", ingest)
+    worker = login(tus_client, "demo-worker-1")
+    location = create(tus_client, worker, photo).headers["location"]
+    answers: list[Any] = []
+    first = threading.Thread(target=lambda: answers.append(patch(tus_client, worker, location, 0, photo)))
+    first.start()
+    time.sleep(0.3)  # its client gave up on the first PATCH and sends the file again
+    second = patch(tus_client, worker, location, 0, photo)
+    first.join()
+    assert [a.status_code for a in answers] == [204] and second.status_code == 204
+    assert second.headers["upload-offset"] == str(len(photo))
+    assert ingest.calls == 1
 
 
 def test_waiting_for_another_request_is_bounded(
