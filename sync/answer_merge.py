@@ -7,16 +7,20 @@ on their own tablet, and each sends the item's whole photo list as their tablet 
 would hide the first one's photos from the reviewer.
 
 So an observation may carry `base`: the item's value as the device showed it when the answer was made.
-With a base, the answer is merged three-way into the current value instead of replacing it:
+With a base, a collection answer is merged three-way into the current value instead of replacing it:
 
-- a list (multiple choice, or the `photos` / `signatures` of an answer) keeps every entry the current
-  value has, less the entries this answer removed from its base, plus the entries it added; an entry
-  is known by its `sha256` when it has one, else by its whole content;
-- a dict merges key by key: a key this answer left as in its base keeps its current value, a key only
-  this answer changed takes the answer's value, a key both changed merges when both are lists and
-  otherwise takes the answer's (the later arrival; the earlier value stays in the history);
-- anything else replaces the current value: an answer without a base, an answer that clears the item
-  (`null`), and any answer to an item that is unanswered or was cleared.
+- a multiple-choice answer (a list) keeps every entry the current value has, less the entries this answer
+  removed from its base, plus the entries it added;
+- a photo or signature answer (a dict with a `photos` or `signatures` list) merges that list the same
+  way, a missing list counting as empty; its other keys (`not_taken_reason`) take this answer's value if
+  it changed them from its base, else keep the current one;
+- an entry is known by what it stands for: a photo by its `sha256`, a signature by its signer
+  (`user_id`, `member_id`, else `signer_name`), a choice by its value. An entry this answer added or
+  changed wins over the current one (this answer arrived later);
+- clearing the item (`null`) with a base removes the entries the device saw, so an entry another tablet
+  added meanwhile stays; an item left with no entry and nothing else is unanswered again (`null`);
+- anything else replaces the current value: an answer without a base, and any other kind of answer (a
+  GPS fix, a number, a text), whose fields belong together.
 
 The server and the reference device client both fold with this module, so a device shows the answer a
 reviewer will see. Pure functions: no database, no framework.
@@ -30,6 +34,8 @@ from typing import Any
 import msgspec
 
 _CANONICAL = msgspec.json.Encoder(order="sorted")
+_LISTS = ("photos", "signatures")
+"""The list keys of the dict answers that merge (photo and signature items)."""
 
 
 def current(answers: Iterable[tuple[Any, Any]]) -> Any:
@@ -42,25 +48,30 @@ def current(answers: Iterable[tuple[Any, Any]]) -> Any:
 
 def merged(current: Any, answer: Any, base: Any) -> Any:
     """The item's value after `answer`, made on top of `base`, arrives while the value is `current`."""
-    if answer is None or base is None or current is None or current == base:
-        return answer  # nothing else to keep: the answer is exactly what its author saw
-    if isinstance(answer, list) and isinstance(base, list):
-        return _merge_lists(current if isinstance(current, list) else [], answer, base)
-    if isinstance(answer, dict) and isinstance(base, dict):
-        return _merge_dicts(current if isinstance(current, dict) else {}, answer, base)
+    if base is None or current == base:
+        return answer  # no base, or nothing arrived since it: the answer is exactly what its author saw
+    if isinstance(base, list) and isinstance(answer, list | None) and isinstance(current, list | None):
+        result = _merge_lists(current or [], answer or [], base)
+        return result if result or answer is not None else None
+    if _is_collection(base) and isinstance(answer, dict | None) and isinstance(current, dict | None):
+        result_dict = _merge_dicts(current or {}, answer or {}, base)
+        return result_dict if any(result_dict.values()) or answer is not None else None
     return answer
+
+
+def _is_collection(value: Any) -> bool:
+    """A photo or signature answer (a GPS fix, the other kind of dict, has none of these keys)."""
+    return isinstance(value, dict) and any(key in value for key in (*_LISTS, "not_taken_reason"))
 
 
 def _merge_dicts(current: dict[str, Any], answer: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key in {**current, **base, **answer}:  # insertion order: current's keys first
         mine, theirs, was = answer.get(key), current.get(key), base.get(key)
-        if mine == was:
+        if key in _LISTS:
+            value: Any = _merge_lists(theirs or [], mine or [], was or [])
+        elif mine == was:
             value = theirs
-        elif theirs == was:
-            value = mine
-        elif isinstance(mine, list) and isinstance(was, list | None):
-            value = _merge_lists(theirs if isinstance(theirs, list) else [], mine, was or [])
         else:
             value = mine
         if value is not None:
@@ -71,14 +82,13 @@ def _merge_dicts(current: dict[str, Any], answer: dict[str, Any], base: dict[str
 def _merge_lists(current: list[Any], answer: list[Any], base: list[Any]) -> list[Any]:
     was = {_identity(e): e for e in base}
     mine = {_identity(e): e for e in answer}
-    removed = was.keys() - mine.keys()
     result: dict[str, Any] = {}
     for entry in current:
         key = _identity(entry)
-        if key in removed or key in result:
+        if key in result or (key in was and key not in mine):  # this answer removed it
             continue
-        edited = key in mine and key in was and mine[key] != was[key]
-        result[key] = mine[key] if edited else entry
+        touched = key in mine and mine[key] != was.get(key)  # added or changed by this answer
+        result[key] = mine[key] if touched else entry
     for key, entry in mine.items():
         if key not in was:  # added by this answer; one in its base but not current was removed since
             result.setdefault(key, entry)
@@ -86,8 +96,11 @@ def _merge_lists(current: list[Any], answer: list[Any], base: list[Any]) -> list
 
 
 def _identity(entry: Any) -> str:
-    """Photos and signatures are known by their file; anything else by its whole content."""
-    sha = entry.get("sha256") if isinstance(entry, dict) else None
-    if isinstance(sha, str):
-        return "sha256:" + sha
+    """What an entry stands for: a photo its file, a signature its signer, anything else its content."""
+    if isinstance(entry, dict):
+        for field in ("user_id", "member_id", "signer_name"):  # a signature: one entry per signer
+            if isinstance(entry.get(field), str):
+                return f"{field}:{entry[field]}"
+        if isinstance(entry.get("sha256"), str):
+            return f"sha256:{entry['sha256']}"
     return _CANONICAL.encode(entry).decode()

@@ -113,7 +113,11 @@ class Device:
             self.db, Path(photo_dir) if photo_dir else Path(path).with_suffix(".photos"), self._tx
         )
         self.upload_chunk = upload_chunk
-        self.sync_lock_path = Path(path).with_suffix(".sync-lock")
+        memory = str(path) in ("", ":memory:")
+        self.sync_lock_path = (
+            None if memory else Path(path).resolve().with_name(Path(path).name + ".sync-lock")
+        )
+        """Beside the database file; an in-memory database is one object of this process, and has none."""
         if self._meta("client_id") is None:
             with self._tx():
                 self._set("client_id", str(uuid.uuid4()))
@@ -347,6 +351,9 @@ class Device:
     def _only_sync(self) -> Iterator[None]:
         """One sync of this device at a time (a scheduled sync and a user's, or two CLI runs): two would
         send the same photo twice and could apply pulled pages out of order. Raises SyncBusy at once."""
+        if self.sync_lock_path is None:
+            yield
+            return
         with open(self.sync_lock_path, "a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

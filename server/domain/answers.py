@@ -79,10 +79,13 @@ def _check(item: Item, value: Any) -> str | None:
             ok = isinstance(value, str) and len(value) <= item.max_length
             return None if ok else f"expected text of at most {item.max_length} characters"
         case SingleChoice():
-            return None if value in {o.value for o in item.options} else "not one of the options"
+            ok = isinstance(value, str) and value in {o.value for o in item.options}
+            return None if ok else "not one of the options"
         case MultiChoice():
             allowed = {o.value for o in item.options}
-            if not isinstance(value, list) or len(set(value)) != len(value) or not set(value) <= allowed:
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                return "expected distinct values from the options"
+            if len(set(value)) != len(value) or not set(value) <= allowed:
                 return "expected distinct values from the options"
             return None
         case Date():

@@ -377,11 +377,12 @@ def _new_only(
         earlier = stored.get(obs.id)
         if earlier is None:
             fresh.append(obs)
-        elif earlier.visit_id != visit.id or (earlier.template_code, earlier.item, earlier.value) != (
-            obs.template,
-            obs.item,
-            obs.value,
-        ):
+        elif earlier.visit_id != visit.id or (
+            earlier.template_code,
+            earlier.item,
+            earlier.value,
+            earlier.base,
+        ) != (obs.template, obs.item, obs.value, obs.base):
             raise Conflict(
                 f"Observation {obs.id} was stored with other content.", code="observation_conflict"
             )

@@ -161,6 +161,8 @@ def test_answers_are_checked_against_the_item_and_a_retry_adds_nothing(client: C
         observation(Filled("step.look", "home_location", None, {"lat": 200, "lon": 1})),
         observation(Filled("step.look", "nonexistent", None, 1)),
         observation(Filled("step.ask", "neighbours.position", None, "upstairs")),
+        observation(Filled("step.look", "housing_ownership", None, ["owned"])),
+        observation(Filled("step.look", "luxury_items", None, [["car"]])),
     ]
     refused = client.post(url, json={"observations": bad}, headers=worker)
     assert refused.status_code == 422
@@ -168,6 +170,8 @@ def test_answers_are_checked_against_the_item_and_a_retry_adds_nothing(client: C
         "observations[0].value",
         "observations[1].item",
         "observations[2].row_id",
+        "observations[3].value",
+        "observations[4].value",
     ]
     assert client.get(url, headers=worker).json() == []  # all or nothing
 
@@ -212,6 +216,10 @@ def test_answers_made_side_by_side_on_a_base_merge_instead_of_replacing(client: 
     assert client.post(url, json={"observations": [replacing]}, headers=worker).status_code == 200
     evidence = client.get(f"/api/v1/visits/{visit['id']}/evidence", headers=worker).json()
     assert [i["view"] for i in evidence["items"]] == ["exterior_door_number"]
+
+    # The same observation sent again with another base is not a retry.
+    clash = client.post(url, json={"observations": [sent[0] | {"base": None}]}, headers=worker)
+    assert clash.status_code == 409 and clash.json()["error"]["code"] == "observation_conflict"
 
     # A base is checked like a value.
     bad = observation(Filled("step.look", "home_photos", None, {"photos": [kitchen]})) | {

@@ -69,24 +69,74 @@ def test_a_reason_for_no_photo_given_beside_a_photo_from_the_other_tablet() -> N
     assert value == {"photos": [{"sha256": A}], "not_taken_reason": "door closed"}
 
 
+def test_a_reason_without_a_photo_list_keeps_the_other_tablets_photo_in_either_order() -> None:
+    empty: dict[str, Any] = {"photos": []}
+    reason, photo = {"not_taken_reason": "door closed"}, photos(B)
+    for first, second in ((reason, photo), (photo, reason)):
+        assert current([(first, empty), (second, empty)]) == {
+            "photos": [{"sha256": B}],
+            "not_taken_reason": "door closed",
+        }
+
+
+def test_a_gps_fix_is_never_mixed_from_two_fixes() -> None:
+    base = {"lat": 1.0, "lon": 1.0, "accuracy_m": 5.0}
+    mine, theirs = {"lat": 2.0, "lon": 2.0, "accuracy_m": 5.0}, {"lat": 3.0, "lon": 3.0, "accuracy_m": 50.0}
+    assert current([(base, None), (theirs, base), (mine, base)]) == mine
+
+
+def test_a_signer_is_listed_once_whatever_each_tablet_recorded() -> None:
+    away = {"signatures": [{"signer_name": "X", "member_id": "m1", "not_signed_reason": "away"}]}
+    refused = {"signatures": [{"signer_name": "X", "member_id": "m1", "not_signed_reason": "refused"}]}
+    signed = {"signatures": [{"signer_name": "X", "member_id": "m1", "sha256": A}]}
+    assert current([(away, None), (refused, away), (signed, away)]) == signed
+    assert current([(away, None), (signed, away), (refused, away)]) == refused
+
+
+def test_clearing_beside_an_addition_keeps_the_addition_in_either_order() -> None:
+    start = photos(A)
+    for order in ([(None, start), (photos(A, B), start)], [(photos(A, B), start), (None, start)]):
+        assert current([(start, None), *order]) == photos(B)
+    assert current([(start, None), (None, start)]) is None  # nothing left: unanswered again
+
+
+def test_the_same_photo_added_on_both_tablets_takes_the_later_label() -> None:
+    empty: dict[str, Any] = {"photos": []}
+    kitchen, bedroom = photos(A, **{A[:1]: "kitchen"}), photos(A, **{A[:1]: "bedroom"})
+    assert current([(kitchen, empty), (bedroom, empty)]) == bedroom
+
+
 entries = st.sets(st.sampled_from(SHAS), max_size=6)
 
 
-@given(base=entries, adds=st.lists(entries, min_size=1, max_size=4), order=st.randoms())
+@given(
+    base=entries,
+    adds=st.lists(entries, min_size=1, max_size=4),
+    shapes=st.lists(st.sampled_from(["list", "no_list_when_empty", "clear"]), min_size=4, max_size=4),
+    order=st.randoms(),
+)
 def test_concurrent_answers_from_one_base_keep_every_addition_in_any_arrival_order(
-    base: set[str], adds: list[set[str]], order: Any
+    base: set[str], adds: list[set[str]], shapes: list[str], order: Any
 ) -> None:
-    """Each tablet keeps or drops some of the base and adds its own; whatever order the server gets
-    them in, the result is the base less every removal plus every addition."""
-    answers = [
+    """Each tablet keeps or drops some of the base and adds its own, or clears the item; whatever order
+    the server gets them in, the result is the base less every removal plus every addition."""
+    kept = [
         sorted(base & keep) + sorted(extra - base) for keep, extra in zip(adds, reversed(adds), strict=True)
     ]
+    answers: list[Any] = []
+    for shas, shape in zip(kept, shapes, strict=False):
+        if shape == "clear":
+            answers.append(None)
+        elif shape == "no_list_when_empty" and not shas:
+            answers.append({"not_taken_reason": "no access"})
+        else:
+            answers.append(photos(*shas))
     shuffled = answers[:]
     order.shuffle(shuffled)
     start = photos(*sorted(base))
-    value = current([(start, None)] + [(photos(*a), start) for a in shuffled])
-    removed = set().union(*(base - set(a) for a in answers))
-    added = set().union(*(set(a) - base for a in answers))
+    value = current([(start, None)] + [(a, start) for a in shuffled])
+    removed = set().union(*(base - shas_of(a) for a in answers))
+    added = set().union(*(shas_of(a) - base for a in answers))
     assert shas_of(value) == (base - removed) | added
 
 
