@@ -22,10 +22,19 @@ from sync.errors import NetworkError, SyncBusy
 from sync.tus_client import RawTransport, Reply, httpx_raw_transport
 from tests.helpers import login
 from tests.images import jpeg_with_gps
-from tests.tus import Client, sha256, store_kind, tus_client, tus_settings
+from tests.tus import Client, sha256, tus_client, tus_settings
 from tests.visit_flow import GPS, assign
 
-__all__ = ["store_kind", "tus_client", "tus_settings"]  # fixtures: both blob stores
+__all__ = ["tus_client", "tus_settings"]  # fixtures
+
+
+@pytest.fixture
+def store_kind(database_url: str) -> str:
+    """Pairwise, not every pair: these tests are about the device, and the stores and databases are each
+    tested against one another in tests/server. SQLite with the local folder, PostgreSQL with S3."""
+    return "local" if database_url.startswith("sqlite") else "s3"
+
+
 LOOK = ("step.look", "home_photos")
 
 
