@@ -94,6 +94,10 @@ _OTHER_IMAGE_SIGNATURES: tuple[tuple[bytes, str], ...] = (
 )
 
 
+SNIFF_BYTES = 4096
+"""`detect_format` needs no more of a file than this."""
+
+
 def detect_format(data: bytes) -> ImageFormat:
     """Return the accepted format ``data`` is in, judged by its leading bytes.
 

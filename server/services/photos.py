@@ -78,11 +78,11 @@ def ingest_file(path: Path, expected_sha256: str, max_pixels: int = DEFAULT_MAX_
 
 
 def _verified_and_processed(path: Path, expected_sha256: str, max_pixels: int) -> ProcessedImage:
-    data = path.read_bytes()
-    actual = hashlib.sha256(data).hexdigest()
+    with path.open("rb") as file:  # first, so a file that is not the announced one is never decoded
+        actual = hashlib.file_digest(file, "sha256").hexdigest()
     if actual != expected_sha256:
         raise Sha256Mismatch(actual)
-    return process_image(data, max_pixels=max_pixels)
+    return process_image(path, max_pixels=max_pixels)
 
 
 PROCESSING_LEASE = dt.timedelta(minutes=5)
