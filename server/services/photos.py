@@ -10,6 +10,7 @@ is inserted only after all three blobs are in the store.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import shutil
@@ -113,20 +114,8 @@ async def finish(
             await _outcome_of_other(db, actor, store, limiter, upload)
             return
     try:
-        processed = None
-        if not known:
-            processed = await _processed_and_stored(
-                db,
-                actor,
-                store,
-                limiter,
-                upload,
-                lambda path: store.stage_export(upload.id.hex, upload.length, path),
-            )
-        async with db.write_session() as session:
-            if processed is not None and await session.get(Photo, upload.sha256) is None:
-                _add_photo(session, actor, upload, processed)
-            await _complete(session, actor, upload.id)
+        staged = functools.partial(store.stage_export, upload.id.hex, upload.length)
+        await _ingested(db, actor, store, limiter, upload, None if known else staged)
     except _FinishedElsewhere:
         return
     except BaseException:
@@ -159,26 +148,33 @@ async def finish_whole(
     try:
         async with db.read_session() as session:
             known = await session.get(Photo, upload.sha256) is not None
-        processed = None
-        if not known:
-            processed = await _processed_and_stored(
-                db,
-                actor,
-                store,
-                limiter,
-                upload,
-                lambda path: anyio.to_thread.run_sync(_write_out, body, path),
-            )
-        async with db.write_session() as session:
-            if processed is not None and await session.get(Photo, upload.sha256) is None:
-                _add_photo(session, actor, upload, processed)
-            await _complete(session, actor, upload.id)
+
+        async def from_body(path: Path) -> None:
+            await anyio.to_thread.run_sync(_write_out, body, path)
+
+        await _ingested(db, actor, store, limiter, upload, None if known else from_body)
     except BaseException:
-        await _release(
-            db, upload.id, claim
-        )  # a refusal has ended the upload already; else it may be sent again
+        # A refusal has ended the upload already; after anything else the client sends the file again.
+        await _release(db, upload.id, claim)
         raise
     return True
+
+
+async def _ingested(
+    db: Database,
+    actor: Actor,
+    store: BlobStore,
+    limiter: anyio.CapacityLimiter,
+    upload: Upload,
+    fill: Callable[[Path], Awaitable[None]] | None,
+) -> None:
+    """Process and store the file ``fill`` writes out (None: its photo is stored already), then write the
+    photo row and the upload's completion in one short transaction."""
+    processed = None if fill is None else await _processed_and_stored(db, actor, store, limiter, upload, fill)
+    async with db.write_session() as session:
+        if processed is not None and await session.get(Photo, upload.sha256) is None:
+            _add_photo(session, actor, upload, processed)
+        await _complete(session, actor, upload.id)
 
 
 def _write_out(body: BinaryIO, path: Path) -> None:

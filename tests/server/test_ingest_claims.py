@@ -67,22 +67,36 @@ def stalled(tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch) -
     return Stalled(ingest, worker, location)
 
 
-def test_a_head_during_processing_waits_for_it_and_the_photo_is_decoded_once(
-    tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch
-) -> None:
+class InFlight(NamedTuple):
+    """A PATCH of the whole photo, sent from a thread, whose ingest is under way (held for 0.8 s)."""
+
+    ingest: SlowIngest
+    worker: dict[str, str]
+    location: str
+    answers: list[Any]
+    thread: threading.Thread
+
+
+@pytest.fixture
+def in_flight(tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch) -> InFlight:
     ingest = SlowIngest(hold=0.8)
     monkeypatch.setattr(photos, "ingest_file", ingest)
     worker = login(tus_client, "demo-worker-1")
     location = create(tus_client, worker, photo).headers["location"]
     answers: list[Any] = []
-    last_patch = threading.Thread(
-        target=lambda: answers.append(patch(tus_client, worker, location, 0, photo))
-    )
-    last_patch.start()
-    time.sleep(0.3)  # the PATCH is being processed now; its client gives up and asks where things stand
-    head = tus_client.head(location, headers=TUS | worker)
+    thread = threading.Thread(target=lambda: answers.append(patch(tus_client, worker, location, 0, photo)))
+    thread.start()
+    time.sleep(0.3)  # the PATCH is being processed now; its client gives up
+    return InFlight(ingest, worker, location, answers, thread)
+
+
+def test_a_head_during_processing_waits_for_it_and_the_photo_is_decoded_once(
+    tus_client: Client, photo: bytes, in_flight: InFlight
+) -> None:
+    ingest, worker, location, answers, thread = in_flight
+    head = tus_client.head(location, headers=TUS | worker)  # where do things stand?
     stored_when_head_answered = tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker).status_code
-    last_patch.join()
+    thread.join()
     assert head.status_code == 200
     assert head.headers["upload-offset"] == str(len(photo))
     assert stored_when_head_answered == 200
@@ -166,18 +180,11 @@ def test_a_whole_file_whose_ingest_fails_is_not_acknowledged_and_is_sent_again(
 
 
 def test_a_whole_file_sent_again_while_the_first_is_processed_is_decoded_once(
-    tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch
+    tus_client: Client, photo: bytes, in_flight: InFlight
 ) -> None:
-    ingest = SlowIngest(hold=0.8)
-    monkeypatch.setattr(photos, "ingest_file", ingest)
-    worker = login(tus_client, "demo-worker-1")
-    location = create(tus_client, worker, photo).headers["location"]
-    answers: list[Any] = []
-    first = threading.Thread(target=lambda: answers.append(patch(tus_client, worker, location, 0, photo)))
-    first.start()
-    time.sleep(0.3)  # its client gave up on the first PATCH and sends the file again
-    second = patch(tus_client, worker, location, 0, photo)
-    first.join()
+    ingest, worker, location, answers, thread = in_flight
+    second = patch(tus_client, worker, location, 0, photo)  # the client sends the file again
+    thread.join()
     assert [a.status_code for a in answers] == [204] and second.status_code == 204
     assert second.headers["upload-offset"] == str(len(photo))
     assert ingest.calls == 1
