@@ -8,6 +8,7 @@ fivestep device edit HOUSEHOLD_ID address="解放街1号" recheck_class=B
 fivestep device visits
 fivestep device photo VISIT_ID step.look home_photos kitchen.jpg --view kitchen --gps 38.04,114.51,8
 fivestep device photos
+fivestep device answer VISIT_ID step.look home_photos
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def add_commands(commands: Any) -> None:
     photo.add_argument("--row", default=None, help="the repeat row's id, inside repeat groups")
     photo.add_argument("--gps", default=None, help="the device's fix: LAT,LON[,ACCURACY_M]")
     actions.add_parser("photos", help="photo files taken on this device and how their upload stands")
+    answer = actions.add_parser("answer", help="an item's current answer as this device sees it (JSON)")
+    answer.add_argument("visit_id")
+    answer.add_argument("template", help="template code, e.g. step.look")
+    answer.add_argument("item", help="item path, e.g. home_photos")
+    answer.add_argument("--row", default=None, help="the repeat row's id, inside repeat groups")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,6 +124,9 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
         _print_visits(device)
     elif args.action == "photo":
         return _attach_photo(device, args)
+    elif args.action == "answer":
+        value = device.answer_value(args.visit_id, args.template, args.item, args.row)
+        print("unanswered" if value is None else json.dumps(value, ensure_ascii=False, indent=2))
     elif args.action == "photos":
         for photo in device.photo_queue():
             print(

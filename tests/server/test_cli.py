@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -123,6 +125,12 @@ def _drive_a_device(base: str, tmp_path: Path) -> None:
     assert "命令行改的地址" in fivestep(*device, "households", cwd=tmp_path).stdout
     assert "kitchen.jpg" in (photos := fivestep(*device, "photos", cwd=tmp_path).stdout)
     assert "stored  server: present" in photos, photos
+    answer = fivestep(*device, "answer", visit, "step.look", "home_photos", cwd=tmp_path).stdout
+    assert json.loads(answer) == {
+        "photos": [
+            {"sha256": hashlib.sha256((tmp_path / "kitchen.jpg").read_bytes()).hexdigest(), "view": "kitchen"}
+        ]
+    }
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
