@@ -342,15 +342,16 @@ class Device:
         """Push everything, then pull to the end. Raises NetworkError/ServerError; safe to call again."""
         report = SyncReport()
         with self._only_sync():
-            self.push(report)
-            self.upload_photos(report)
-            self.pull(report)
+            self._push(report)
+            self._upload_photos(report)
+            self._pull(report)
         return report
 
     @contextmanager
     def _only_sync(self) -> Iterator[None]:
         """One sync of this device at a time (a scheduled sync and a user's, or two CLI runs): two would
-        send the same photo twice and could apply pulled pages out of order. Raises SyncBusy at once."""
+        send the same photo twice and could apply pulled pages out of order. Raises SyncBusy at once.
+        `sync`, `push`, `upload_photos` and `pull` each hold it."""
         if self.sync_lock_path is None:
             yield
             return
@@ -377,7 +378,11 @@ class Device:
         return self.sync()
 
     def push(self, report: SyncReport | None = None) -> None:
-        report = report or SyncReport()
+        """Send the pending mutations, a batch at a time, until the server has them all."""
+        with self._only_sync():
+            self._push(report or SyncReport())
+
+    def _push(self, report: SyncReport) -> None:
         while True:
             acked = int(self._meta("acked_seq") or "0")
             batch = self.db.execute(
@@ -403,9 +408,12 @@ class Device:
 
     def upload_photos(self, report: SyncReport | None = None) -> None:
         """Send the waiting photo files whose answers the server took (sync/photo_queue.py)."""
+        with self._only_sync():
+            self._upload_photos(report or SyncReport())
+
+    def _upload_photos(self, report: SyncReport) -> None:
         if self.uploads is None:
             return
-        report = report or SyncReport()
         report.photos = self.photos.send(
             self.uploads, self._meta("token") or "", self._outcome, chunk_size=self.upload_chunk
         )
@@ -440,7 +448,11 @@ class Device:
             self._set("acked_seq", str(answer.last_mutation_seq))
 
     def pull(self, report: SyncReport | None = None) -> None:
-        report = report or SyncReport()
+        """Pull pages until the end, applying each with its cursor in one local transaction."""
+        with self._only_sync():
+            self._pull(report or SyncReport())
+
+    def _pull(self, report: SyncReport) -> None:
         while True:
             body = {
                 "client_id": self.client_id,

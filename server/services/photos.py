@@ -112,6 +112,7 @@ async def finish(
         claim = await _claim(db, upload.id)
         if claim is None:
             await _outcome_of_other(db, actor, store, limiter, upload)
+            await _discard_staged(store, upload)  # this request's copy, when the other had the file whole
             return
     try:
         staged = functools.partial(store.stage_export, upload.id.hex, upload.length)

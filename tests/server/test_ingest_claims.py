@@ -188,6 +188,7 @@ def test_a_whole_file_sent_again_while_the_first_is_processed_is_decoded_once(
     assert [a.status_code for a in answers] == [204] and second.status_code == 204
     assert second.headers["upload-offset"] == str(len(photo))
     assert ingest.calls == 1
+    assert not [k for k in stored_keys(tus_client) if k.startswith(".uploads")]  # the second copy is gone
 
 
 def test_waiting_for_another_request_is_bounded(

@@ -186,6 +186,8 @@ def test_a_second_sync_of_the_same_device_is_refused_while_one_runs(
     again = Device(tmp_path / "demo-worker-1-0.sqlite", plain, uploads=httpx_raw_transport(tus_client))
     with pytest.raises(SyncBusy):
         again.sync()
+    with pytest.raises(SyncBusy):
+        again.pull()  # its parts on their own too
     release.set()
     assert first.result(30).photos.sent == 1
     assert again.sync().photos.sent == 0  # the lock went with the first sync
