@@ -86,9 +86,6 @@ def _verified_and_processed(path: Path, expected_sha256: str, max_pixels: int) -
     return process_image(path, max_pixels=max_pixels)
 
 
-PROCESSING_LEASE = dt.timedelta(minutes=5)
-"""How long a request's claim to process an upload holds. Longer than any ingest, queueing for an image
-worker included; past it (the process died mid-way) the next request for the upload takes over."""
 WAIT_POLL_SECONDS = 0.2
 WAIT_LIMIT_SECONDS = 25.0
 """How long a request waits for another one's processing before answering 503 with Retry-After: shorter
@@ -153,11 +150,13 @@ async def finish_whole(
         async def from_body(path: Path) -> None:
             await anyio.to_thread.run_sync(_write_out, body, path)
 
-        await _ingested(db, actor, store, limiter, upload, None if known else from_body)
+        staged = await _ingested(db, actor, store, limiter, upload, None if known else from_body)
     except BaseException:
         # A refusal has ended the upload already; after anything else the client sends the file again.
         await _release(db, upload.id, claim)
         raise
+    if staged:  # the file was also sent again meanwhile, and that request gave up waiting
+        await _discard_staged(store, upload)
     return True
 
 
@@ -168,14 +167,14 @@ async def _ingested(
     limiter: anyio.CapacityLimiter,
     upload: Upload,
     fill: Callable[[Path], Awaitable[None]] | None,
-) -> None:
+) -> bool:
     """Process and store the file ``fill`` writes out (None: its photo is stored already), then write the
-    photo row and the upload's completion in one short transaction."""
+    photo row and the upload's completion in one short transaction. True if bytes of it were staged."""
     processed = None if fill is None else await _processed_and_stored(db, actor, store, limiter, upload, fill)
     async with db.write_session() as session:
         if processed is not None and await session.get(Photo, upload.sha256) is None:
             _add_photo(session, actor, upload, processed)
-        await _complete(session, actor, upload.id)
+        return await _complete(session, actor, upload.id)
 
 
 def _write_out(body: BinaryIO, path: Path) -> None:
@@ -219,7 +218,8 @@ async def _claim(db: Database, upload_id: uuid.UUID, *, unstaged: bool = False) 
             .where(
                 Upload.id == upload_id,
                 Upload.state == UploadState.receiving,
-                or_(Upload.processing_since.is_(None), Upload.processing_since < now - PROCESSING_LEASE),
+                Upload.expires_at > now,  # the cleanup may be removing it
+                or_(Upload.processing_since.is_(None), Upload.processing_since < uploads.live_claims_since()),
                 *([Upload.upload_offset == 0] if unstaged else []),
             )
             .values(processing_since=now)
@@ -249,7 +249,7 @@ def being_ingested_whole(upload: Upload) -> bool:
         upload.state == UploadState.receiving
         and upload.upload_offset == 0
         and since is not None
-        and since >= utcnow() - PROCESSING_LEASE
+        and since >= uploads.live_claims_since()
     )
 
 
@@ -258,21 +258,16 @@ async def outcome_of_whole(
 ) -> None:
     """Wait for the request ingesting this upload from its body: a tus client whose PATCH timed out asks
     with HEAD meanwhile, and learns the outcome instead of sending the file again. When that request
-    fails, the bytes are gone with it: the upload stays at offset 0 for the client to send again."""
-    await _outcome_of_other(db, actor, store, limiter, upload, take_over=False)
+    fails, the bytes are gone with it: the upload stays at offset 0 for the client to send again (unless
+    the file was sent again meanwhile and staged: then it is processed here)."""
+    await _outcome_of_other(db, actor, store, limiter, upload)
 
 
 async def _outcome_of_other(
-    db: Database,
-    actor: Actor,
-    store: BlobStore,
-    limiter: anyio.CapacityLimiter,
-    upload: Upload,
-    *,
-    take_over: bool = True,
+    db: Database, actor: Actor, store: BlobStore, limiter: anyio.CapacityLimiter, upload: Upload
 ) -> None:
     """Wait for the request processing this upload; answer as it ends (stored, or refused: 410), or 503
-    after WAIT_LIMIT_SECONDS. When it gives up, process the staged bytes here (``take_over``)."""
+    after WAIT_LIMIT_SECONDS. When it gives up with every byte staged, process them here."""
     deadline = anyio.current_time() + WAIT_LIMIT_SECONDS
     while anyio.current_time() < deadline:
         await anyio.sleep(WAIT_POLL_SECONDS)
@@ -286,9 +281,9 @@ async def _outcome_of_other(
                 code=current.failure_code or "upload_gone",
             )
         claimed_at = current.processing_since
-        if claimed_at is None or claimed_at < utcnow() - PROCESSING_LEASE:
-            if take_over:
-                await finish(db, actor, store, limiter, current)  # released after a failure, or abandoned
+        if claimed_at is None or claimed_at < uploads.live_claims_since():
+            if uploads.needs_finishing(current):  # released after a failure, or abandoned
+                await finish(db, actor, store, limiter, current)
             return
     raise TryLater(
         "The photo is still being processed; ask again shortly.", code="upload_processing", retry_after=5
@@ -380,9 +375,11 @@ def _add_photo(session: AsyncSession, actor: Actor, upload: Upload, processed: P
     audit.record(session, actor, "photo.create", "photo", upload.sha256, {"upload_id": upload.id})
 
 
-async def _complete(session: AsyncSession, actor: Actor, upload_id: uuid.UUID) -> None:
-    """Mark the upload complete and commit; a concurrent finish of the same file may win the photo row."""
+async def _complete(session: AsyncSession, actor: Actor, upload_id: uuid.UUID) -> bool:
+    """Mark the upload complete and commit; a concurrent finish of the same file may win the photo row.
+    True if bytes of it were staged (the file came whole, but was also sent again meanwhile, say)."""
     upload = await session.get(Upload, upload_id, with_for_update=True)
+    staged = upload is not None and upload.upload_offset > 0
     if upload is not None and upload.state == UploadState.receiving:
         upload.state = UploadState.complete
         upload.upload_offset = upload.length  # already so, unless the file came whole and was never staged
@@ -391,7 +388,8 @@ async def _complete(session: AsyncSession, actor: Actor, upload_id: uuid.UUID) -
         await session.commit()
     except IntegrityError:  # the same file was stored through another upload meanwhile: keep that one
         await session.rollback()
-        await _complete(session, actor, upload_id)
+        return await _complete(session, actor, upload_id)
+    return staged
 
 
 # -- reading -----------------------------------------------------------------------------------------

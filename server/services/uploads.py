@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
 from litestar.exceptions import InternalServerException
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from media.stores import BlobStore, BlobStoreUnavailable, DirectUploads, StagingLost
@@ -253,6 +253,16 @@ def is_whole_file(upload: Upload, offset: int, body: Received) -> bool:
     return offset == 0 and body.complete and 0 < body.size == upload.length
 
 
+PROCESSING_LEASE = dt.timedelta(minutes=5)
+"""How long a request's claim to process an upload holds. Longer than any ingest, queueing for an image
+worker included; past it (the process died mid-way) the next request for the upload takes over."""
+
+
+def live_claims_since() -> dt.datetime:
+    """A claim to process an upload (``processing_since``) taken after this still holds."""
+    return utcnow() - PROCESSING_LEASE
+
+
 def needs_finishing(upload: Upload) -> bool:
     return upload.state == UploadState.receiving and upload.upload_offset == upload.length
 
@@ -304,7 +314,7 @@ async def cleanup(db: Database, store: BlobStore, now: dt.datetime | None = None
     """
     cutoff = now or utcnow()
     async with db.read_session() as session:
-        query = select(Upload.id, Upload.direct_id).where(Upload.expires_at <= cutoff)
+        query = select(Upload.id, Upload.direct_id).where(Upload.expires_at <= cutoff, _not_being_processed())
         expired = [(row.id, row.direct_id) for row in await session.execute(query)]
     removed = 0
     for upload_id, direct_id in expired:
@@ -315,13 +325,21 @@ async def cleanup(db: Database, store: BlobStore, now: dt.datetime | None = None
             continue
         async with db.write_session() as session:
             upload = await session.get(Upload, upload_id, with_for_update=True)
-            if upload is None or upload.expires_at > cutoff:
-                continue  # finished or extended meanwhile
+            if upload is None or upload.expires_at > cutoff or _claimed(upload):
+                continue  # finished, extended or taken for processing meanwhile
             await session.delete(upload)
             audit.record(session, SYSTEM, "upload.expire", "upload", upload_id, {"state": upload.state})
             await session.commit()
             removed += 1
     return removed
+
+
+def _not_being_processed() -> ColumnElement[bool]:
+    return or_(Upload.processing_since.is_(None), Upload.processing_since < live_claims_since())
+
+
+def _claimed(upload: Upload) -> bool:
+    return upload.processing_since is not None and upload.processing_since >= live_claims_since()
 
 
 async def cleanup_periodically(

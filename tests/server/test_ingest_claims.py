@@ -17,7 +17,7 @@ from sqlalchemy import update
 from media.pipeline import DEFAULT_MAX_PIXELS, ProcessedImage
 from media.stores import BlobStoreUnavailable
 from server.db.models import Upload
-from server.services import photos
+from server.services import photos, uploads
 from tests.helpers import login, run_db
 from tests.images import jpeg_with_gps
 from tests.tus import TUS, Client, create, offset_of, patch, sha256, stored_keys
@@ -26,8 +26,8 @@ from tests.tus import TUS, Client, create, offset_of, patch, sha256, stored_keys
 class SlowIngest:
     """The real ingest, counted, and held for a while so that other requests arrive meanwhile."""
 
-    def __init__(self, hold: float, fail_first: bool = False) -> None:
-        self.calls, self.hold, self.fail_first = 0, hold, fail_first
+    def __init__(self, hold: float, failing: int = 0) -> None:
+        self.calls, self.hold, self.failing = 0, hold, failing
         self.real = photos.ingest_file
 
     def __call__(
@@ -35,7 +35,7 @@ class SlowIngest:
     ) -> ProcessedImage:
         self.calls += 1
         time.sleep(self.hold)
-        if self.fail_first and self.calls == 1:
+        if self.calls <= self.failing:
             raise BlobStoreUnavailable("the store went away mid-ingest")
         return self.real(path, expected_sha256, max_pixels)
 
@@ -55,7 +55,7 @@ class Stalled(NamedTuple):
 
 @pytest.fixture
 def stalled(tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch) -> Stalled:
-    ingest = SlowIngest(hold=0, fail_first=True)
+    ingest = SlowIngest(hold=0, failing=1)
     monkeypatch.setattr(photos, "ingest_file", ingest)
     worker = login(tus_client, "demo-worker-1")
     location = create(tus_client, worker, photo).headers["location"]
@@ -127,7 +127,7 @@ def test_a_claim_left_by_a_dead_process_expires(
         return write
 
     # A process claimed it and died: within the lease, a HEAD waits (here: for a short lease to pass).
-    monkeypatch.setattr(photos, "PROCESSING_LEASE", dt.timedelta(seconds=1))
+    monkeypatch.setattr(uploads, "PROCESSING_LEASE", dt.timedelta(seconds=1))
     run_db(tus_client, claimed_at(dt.datetime.now(dt.UTC)))
     started = time.monotonic()
     assert offset_of(tus_client, worker, location) == len(photo)
@@ -164,7 +164,7 @@ def test_a_whole_file_whose_ingest_fails_is_not_acknowledged_and_is_sent_again(
 ) -> None:
     """A photo sent whole in one PATCH is ingested from that body, never staged: when the ingest fails,
     the server has acknowledged none of it, and the client sends the file again."""
-    ingest = SlowIngest(hold=0, fail_first=True)
+    ingest = SlowIngest(hold=0, failing=1)
     monkeypatch.setattr(photos, "ingest_file", ingest)
     worker = login(tus_client, "demo-worker-1")
     location = create(tus_client, worker, photo).headers["location"]
@@ -206,3 +206,61 @@ def test_waiting_for_another_request_is_bounded(
     assert busy.headers["retry-after"] == "5"
     assert busy.headers["tus-resumable"] == "1.0.0"
     assert ingest.calls == 1  # it did not process the file behind the other request's back
+
+
+def test_a_head_never_reports_a_whole_file_nobody_stores(
+    tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole-file PATCH fails while a HEAD waits on it and the file, sent again, is staged and fails
+    too: the waiting HEAD processes the staged bytes rather than answer "all received" for nothing."""
+    monkeypatch.setattr(photos, "ingest_file", SlowIngest(hold=0.6, failing=2))
+    worker = login(tus_client, "demo-worker-1")
+    location = create(tus_client, worker, photo).headers["location"]
+    answers: dict[str, Any] = {}
+
+    def later(name: str, delay: float, send: Any) -> threading.Thread:
+        thread = threading.Thread(target=lambda: (time.sleep(delay), answers.__setitem__(name, send())))
+        thread.start()
+        return thread
+
+    threads = [
+        later("patch", 0, lambda: patch(tus_client, worker, location, 0, photo)),
+        later("head", 0.3, lambda: tus_client.head(location, headers=TUS | worker)),
+        later("again", 0.5, lambda: patch(tus_client, worker, location, 0, photo)),
+    ]
+    for thread in threads:
+        thread.join()
+    head = answers["head"]
+    stored = tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker).status_code == 200
+    assert head.status_code != 200 or head.headers["upload-offset"] == "0" or stored
+    offset_of(tus_client, worker, location)  # and whatever happened, a HEAD now finishes the upload
+    assert tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker).status_code == 200
+
+
+def test_an_upload_being_ingested_is_not_expired_under_it(
+    tus_client: Client, photo: bytes, in_flight: InFlight
+) -> None:
+    _, worker, _, answers, thread = in_flight
+
+    async def run_out(session: Any) -> None:
+        await session.execute(
+            update(Upload).values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+        )
+
+    run_db(tus_client, run_out)  # its last minutes ran out while the body arrived
+    state = tus_client.app.state
+    assert tus_client.blocking_portal.call(uploads.cleanup, state.db, state.store) == 0
+    thread.join()
+    assert answers[0].status_code == 204
+    assert tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker).status_code == 200
+
+
+def test_a_second_copy_that_gave_up_waiting_is_not_left_staged(
+    tus_client: Client, photo: bytes, in_flight: InFlight, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, worker, location, answers, thread = in_flight
+    monkeypatch.setattr(photos, "WAIT_LIMIT_SECONDS", 0.2)
+    gave_up = patch(tus_client, worker, location, 0, photo)
+    thread.join()
+    assert gave_up.status_code == 503 and answers[0].status_code == 204
+    assert not [k for k in stored_keys(tus_client) if k.startswith(".uploads")]
