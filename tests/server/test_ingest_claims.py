@@ -1,7 +1,7 @@
 """One request processes a fully received upload at a time: a HEAD that arrives while the last PATCH's
 photo is still being processed (a tus client whose PATCH timed out) waits for it instead of decoding the
 photo again; a claim left by a failed or dead request does not block the upload. Both databases, both
-stores."""
+stores, paired."""
 
 from __future__ import annotations
 
@@ -21,6 +21,13 @@ from server.services import photos, uploads
 from tests.helpers import login, run_db
 from tests.images import jpeg_with_gps
 from tests.tus import TUS, Client, create, offset_of, patch, sha256, stored_keys
+
+
+@pytest.fixture
+def store_kind(database_url: str) -> str:
+    """Pairwise (SQLite with the local folder, PostgreSQL with S3): claims are database rows; staging on
+    every store against every database is crossed in test_uploads.py."""
+    return "local" if database_url.startswith("sqlite") else "s3"
 
 
 class SlowIngest:
