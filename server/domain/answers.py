@@ -82,12 +82,13 @@ def _check(item: Item, value: Any) -> str | None:
             ok = isinstance(value, str) and value in {o.value for o in item.options}
             return None if ok else "not one of the options"
         case MultiChoice():
-            allowed = {o.value for o in item.options}
-            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-                return "expected distinct values from the options"
-            if len(set(value)) != len(value) or not set(value) <= allowed:
-                return "expected distinct values from the options"
-            return None
+            ok = (
+                isinstance(value, list)
+                and all(isinstance(v, str) for v in value)  # unhashable values would fail the set below
+                and len(set(value)) == len(value)
+                and set(value) <= {o.value for o in item.options}
+            )
+            return None if ok else "expected distinct values from the options"
         case Date():
             return None if isinstance(value, str) and _date(value) else "expected a date YYYY-MM-DD"
         case Photo():

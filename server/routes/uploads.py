@@ -158,7 +158,7 @@ class UploadController(Controller):
         await db_session.commit()
         await _finish_if_complete(state, actor, upload)  # all bytes in, but a crash stopped the ingest
         if photos.being_ingested_whole(upload):  # the file came whole in a PATCH still being processed
-            await photos.outcome_of_whole(state.db, actor, state.store, state.image_limiter, upload)
+            await photos.outcome_of_other(state.db, actor, state.store, state.image_limiter, upload)
             async with state.db.read_session() as fresh:
                 upload = await uploads.get(fresh, actor, upload_id)
         extra = {"Upload-Length": str(upload.length)}

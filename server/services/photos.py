@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -27,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from media.formats import ImageFormat, ImageRejected
-from media.pipeline import DEFAULT_MAX_PIXELS, ProcessedImage, process_image
+from media.pipeline import DEFAULT_MAX_PIXELS, ProcessedImage, Sha256Mismatch, process_image
 from media.stores import BlobStore, BlobStoreUnavailable, StagingLost
 from schemas.config import Settings
 from schemas.photos import DerivativeOut, EvidenceItem, EvidenceOut, ExifOut, PhotoOut
@@ -43,12 +42,6 @@ from server.services.actor import Actor, communities_in_scope
 
 log = logging.getLogger("fivestep.photos")
 _EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "heif": "heic"}
-
-
-class Sha256Mismatch(Exception):
-    def __init__(self, actual: str) -> None:
-        super().__init__(actual)
-        self.actual = actual
 
 
 class _FinishedElsewhere(Exception):
@@ -73,17 +66,9 @@ def keys(sha256: str) -> tuple[str, str, str]:
 def ingest_file(path: Path, expected_sha256: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ProcessedImage:
     """Blocking: verify the whole file's SHA-256, then process it. Runs in a worker thread."""
     try:
-        return _verified_and_processed(path, expected_sha256, max_pixels)
+        return process_image(path, max_pixels=max_pixels, expected_sha256=expected_sha256)
     finally:
-        give_back_free_memory()  # the file's bytes and the decoded image are freed by now
-
-
-def _verified_and_processed(path: Path, expected_sha256: str, max_pixels: int) -> ProcessedImage:
-    with path.open("rb") as file:  # first, so a file that is not the announced one is never decoded
-        actual = hashlib.file_digest(file, "sha256").hexdigest()
-    if actual != expected_sha256:
-        raise Sha256Mismatch(actual)
-    return process_image(path, max_pixels=max_pixels)
+        give_back_free_memory()  # the decoded image is freed by now
 
 
 WAIT_POLL_SECONDS = 0.2
@@ -108,7 +93,7 @@ async def finish(
     if not known:
         claim = await _claim(db, upload.id)
         if claim is None:
-            await _outcome_of_other(db, actor, store, limiter, upload)
+            await outcome_of_other(db, actor, store, limiter, upload)
             await _discard_staged(store, upload)  # this request's copy, when the other had the file whole
             return
     try:
@@ -253,21 +238,13 @@ def being_ingested_whole(upload: Upload) -> bool:
     )
 
 
-async def outcome_of_whole(
+async def outcome_of_other(
     db: Database, actor: Actor, store: BlobStore, limiter: anyio.CapacityLimiter, upload: Upload
 ) -> None:
-    """Wait for the request ingesting this upload from its body: a tus client whose PATCH timed out asks
-    with HEAD meanwhile, and learns the outcome instead of sending the file again. When that request
-    fails, the bytes are gone with it: the upload stays at offset 0 for the client to send again (unless
-    the file was sent again meanwhile and staged: then it is processed here)."""
-    await _outcome_of_other(db, actor, store, limiter, upload)
-
-
-async def _outcome_of_other(
-    db: Database, actor: Actor, store: BlobStore, limiter: anyio.CapacityLimiter, upload: Upload
-) -> None:
-    """Wait for the request processing this upload; answer as it ends (stored, or refused: 410), or 503
-    after WAIT_LIMIT_SECONDS. When it gives up with every byte staged, process them here."""
+    """Wait for the request processing this upload (a tus client whose PATCH timed out asks with HEAD, or
+    sends the file again, meanwhile); answer as it ends (stored, or refused: 410), or 503 after
+    WAIT_LIMIT_SECONDS. When it gives up with every byte staged, process them here; a file it had whole
+    is gone with it, and the upload stays at offset 0 for the client to send again."""
     deadline = anyio.current_time() + WAIT_LIMIT_SECONDS
     while anyio.current_time() < deadline:
         await anyio.sleep(WAIT_POLL_SECONDS)

@@ -28,7 +28,7 @@ from PIL.TiffImagePlugin import IFDRational
 from media import phash
 from media.exif import ExifClaims
 from media.formats import ImageFormat, ImageRejected
-from media.pipeline import ProcessedImage, process_image, process_image_async
+from media.pipeline import ProcessedImage, Sha256Mismatch, process_image, process_image_async
 from tests.media import images
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -547,3 +547,18 @@ def test_results_and_rejections_pickle_for_a_process_pool() -> None:
     assert pickle.loads(pickle.dumps(result)) == result
     error = pickle.loads(pickle.dumps(ImageRejected("truncated", "cut short")))
     assert (error.code, error.message, str(error)) == ("truncated", "cut short", "truncated: cut short")
+
+
+def test_a_file_that_is_not_the_announced_one_is_refused_before_it_is_parsed(
+    tablet_jpeg: bytes, tmp_path: Path
+) -> None:
+    path = tmp_path / "upload"
+    path.write_bytes(tablet_jpeg)
+    right = hashlib.sha256(tablet_jpeg).hexdigest()
+    assert process_image(path, expected_sha256=right).sha256 == right
+    with pytest.raises(Sha256Mismatch) as wrong:
+        process_image(path, expected_sha256="0" * 64)
+    assert wrong.value.actual == right
+    path.write_bytes(b"%PDF-1.7 not announced, and not an image either")
+    with pytest.raises(Sha256Mismatch):  # not "unsupported_format": the file was never looked at
+        process_image(path, expected_sha256=right)
