@@ -23,6 +23,7 @@ from server.dependencies import provide_session, provide_settings
 from server.errors import EXCEPTION_HANDLERS
 from server.nul_guard import refuse_nul
 from server.request_log import configure_logging, request_log_middleware
+from server.request_sessions import session_closing_middleware
 from server.routes.admin import AdminController
 from server.routes.auth import AuthController
 from server.routes.blobs import signed_blob
@@ -121,7 +122,7 @@ def create_app(settings: Settings | None = None, *, demo: bool = False, prepared
             "settings": Provide(provide_settings, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[request_log_middleware],
+        middleware=[request_log_middleware, session_closing_middleware],
         before_request=refuse_nul,
         openapi_config=OpenAPIConfig(
             title="fivestep",

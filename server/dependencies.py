@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import Any
 
 from litestar import Request
@@ -14,6 +13,7 @@ from schemas.config import Settings
 from schemas.rules import RulePack
 from server.db.engine import Database
 from server.errors import Unauthorized
+from server.request_sessions import open_session
 from server.services import auth
 from server.services.actor import Actor
 from server.services.rules import load_rules
@@ -26,19 +26,16 @@ CurrentActor = NamedDependency[Actor]
 AppSettings = NamedDependency[Settings]
 
 
-async def provide_session(
-    state: State, request: Request[Any, Any, Any]
-) -> AsyncGenerator[AsyncSession, None]:
+async def provide_session(state: State, request: Request[Any, Any, Any]) -> AsyncSession:
     """Reads get a deferred transaction; writes an immediate one (SQLite's single writer queues them).
 
     Services commit explicitly before they return, so the client never hears "done" for a write that
-    could still fail at commit; anything left uncommitted here is rolled back.
+    could still fail at commit; anything left uncommitted is rolled back when the request's session is
+    closed (server/request_sessions.py says why that is not a dependency with ``yield``).
     """
     db: Database = state.db
     read_only = request.method in READ_METHODS or request.route_handler.opt.get("read_only", False)
-    maker = db.read_session if read_only else db.write_session
-    async with maker() as session:
-        yield session
+    return open_session(request, db.read_session if read_only else db.write_session)
 
 
 async def provide_actor(request: Request[Any, Any, Any], db_session: DbSession) -> Actor:

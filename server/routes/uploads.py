@@ -6,7 +6,6 @@ Every answer carries ``Tus-Resumable``; errors are the usual JSON body with a co
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, head, patch, post, route
@@ -22,6 +21,7 @@ from server.db.models import Upload, UploadState
 from server.dependencies import AppSettings, CurrentActor, DbSession, provide_actor
 from server.domain import tus
 from server.errors import EXCEPTION_HANDLERS
+from server.request_sessions import open_session
 from server.services import photos, uploads
 from server.services.actor import Actor
 
@@ -55,12 +55,11 @@ def _offset_stream(request: Request[Any, Any, Any]) -> bool:
     return media_type == tus.OFFSET_STREAM
 
 
-async def read_session(state: State) -> AsyncGenerator[AsyncSession, None]:
+async def read_session(state: State, request: Request[Any, Any, Any]) -> AsyncSession:
     """Uploads read through a deferred transaction even on POST/PATCH/DELETE (signing in included) and write
     through short explicit ones, so SQLite's single write lock is never held while a body arrives."""
     db: Database = state.db
-    async with db.read_session() as session:
-        yield session
+    return open_session(request, db.read_session)
 
 
 async def _finish_if_complete(state: State, actor: Actor, upload: Upload) -> None:
