@@ -158,6 +158,12 @@ def _check_members(members: list[MemberIn], prefix: str = "members") -> None:
         for i, m in enumerate(members)
         if (why := id_numbers.problem(m.id_number))
     ]
+    ids = [m.id for m in members]
+    problems += [
+        {"field": f"{prefix}[{i}].id", "message": "another member of this household has the same id"}
+        for i, id_ in enumerate(ids)
+        if id_ is not None and id_ in ids[:i]
+    ]
     if problems:
         raise Invalid("; ".join(f"{p['field']}: {p['message']}" for p in problems), details=problems)
 
@@ -187,6 +193,11 @@ async def create(session: AsyncSession, actor: Actor, data: HouseholdIn) -> Hous
     require_writer(actor)
     await _community(session, actor, data.community_id)
     _check_members(data.members)
+    if data.id is not None and (earlier := await session.get(Household, data.id)) is not None:
+        if (earlier.registry_no, earlier.community_id) != (data.registry_no, data.community_id):
+            raise _id_in_use("household", data.id)
+        return await get_out(session, actor, earlier.id)  # the same create sent again
+    await _member_ids_unused(session, [m.id for m in data.members if m.id is not None])
     household = Household(
         id=data.id or uuid.uuid4(),
         registry_no=data.registry_no,
@@ -257,12 +268,29 @@ async def add_member(
     require_writer(actor)
     household = await get(session, actor, household_id, lock=True)
     _check_members([data], prefix="body")
+    if data.id is not None and (earlier := await session.get(Member, data.id)) is not None:
+        if earlier.household_id != household.id:
+            raise _id_in_use("member", data.id)
+        return member_out(earlier)  # the same create sent again
     member = _new_member(household.id, data)
     session.add(member)
     edits.stamp_created(session, actor, [member])
     audit.record(session, actor, "member.create", "member", member.id, _member_audit(member))
-    await transaction.commit(session)
+    try:
+        await transaction.commit(session)
+    except IntegrityError:  # the same id created meanwhile by another request
+        await transaction.rollback(session)
+        raise _id_in_use("member", member.id) from None
     return member_out(member)
+
+
+async def _member_ids_unused(session: AsyncSession, ids: list[uuid.UUID]) -> None:
+    if ids and (taken := (await session.execute(select(Member.id).where(Member.id.in_(ids)))).scalar()):
+        raise _id_in_use("member", taken)
+
+
+def _id_in_use(kind: str, id_: uuid.UUID) -> Conflict:
+    return Conflict(f"Another {kind} already has the id {id_}.", code="duplicate_id")
 
 
 async def get_member(

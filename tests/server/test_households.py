@@ -109,6 +109,53 @@ def test_duplicate_registry_number_is_a_409_and_a_retry_creates_nothing(client: 
     assert len(audit_rows(client, "household.create")) == 1
 
 
+def test_a_create_sent_again_with_its_id_creates_nothing_more(client: Client) -> None:
+    """Client-made ids make creates safe to retry; an id already used for something else is a 409."""
+    worker = login(client, "demo-worker-1")
+    body = new_household(id="5f0c1b7e-2f4e-4c55-9a55-3f2d1c0b9a01")
+    body["members"][0]["id"] = "5f0c1b7e-2f4e-4c55-9a55-3f2d1c0b9a02"
+    first = client.post("/api/v1/households", json=body, headers=worker)
+    again = client.post("/api/v1/households", json=body, headers=worker)
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.json() == first.json()
+    assert len(audit_rows(client, "household.create")) == 1
+
+    url = f"/api/v1/households/{household_id('DB-C01-0003')}/members"
+    member = {"id": "5f0c1b7e-2f4e-4c55-9a55-3f2d1c0b9a03", "name": "新成员", "relation": "child"}
+    member["id_number"] = valid_id("13010220100101123")
+    added = [client.post(url, json=member, headers=worker) for _ in range(2)]
+    assert [a.status_code for a in added] == [201, 201], added[1].text
+    assert added[0].json() == added[1].json()
+    assert len(audit_rows(client, "member.create")) == 1
+
+    reused = [
+        # a member id of another household
+        client.post(url, json=member | {"id": body["members"][0]["id"]}, headers=worker),
+        # a household id already taken by another registry number
+        client.post("/api/v1/households", json=body | {"registry_no": "NEW-0002"}, headers=worker),
+        # a new household whose member takes an id already in use
+        client.post(
+            "/api/v1/households",
+            json=new_household("NEW-0003", members=[body["members"][0]]),
+            headers=worker,
+        ),
+    ]
+    for response in reused:
+        assert response.status_code == 409, response.text
+        assert response.json()["error"]["code"] == "duplicate_id"
+    assert len(audit_rows(client, "household.create")) == 1
+    assert len(audit_rows(client, "member.create")) == 1
+
+
+def test_one_member_id_twice_in_a_new_household_is_refused(client: Client) -> None:
+    body = new_household()
+    body["members"].append(body["members"][0] | {"relation": "spouse"})
+    body["members"][0]["id"] = body["members"][1]["id"] = "5f0c1b7e-2f4e-4c55-9a55-3f2d1c0b9a04"
+    refused = client.post("/api/v1/households", json=body, headers=login(client, "demo-worker-1"))
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"][0]["field"] == "members[1].id"
+
+
 def test_change_needs_the_current_version(client: Client) -> None:
     worker = login(client, "demo-worker-1")
     url = f"/api/v1/households/{household_id('DB-C01-0002')}"
