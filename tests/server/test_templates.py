@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 from server.domain.filled import Filled
-from tests.helpers import Client, login
+from tests.helpers import Client, audit_rows, login
 from tests.visit_flow import TEAM, assign, observation
 
 
@@ -104,3 +104,12 @@ def test_a_visit_keeps_validating_against_the_version_it_pinned(client: Client) 
         client.post(f"/api/v1/visits/{new_visit['id']}/observations", json=again, headers=worker).status_code
         == 200
     )
+
+
+def test_a_template_code_of_the_longest_length_is_created_and_audited(client: Client) -> None:
+    """64 characters is the code's limit, so its audit row's `code@version` is longer than that."""
+    admin = login(client, "demo-admin")
+    draft = _ask_v2(client, admin) | {"code": "a" * 64, "version": 2_147_483_647}
+    created = client.post("/api/v1/templates", json=draft, headers=admin)
+    assert created.status_code == 201, created.text
+    assert [e.entity_id for e in audit_rows(client, "template.create")] == [f"{'a' * 64}@2147483647"]

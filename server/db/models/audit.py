@@ -23,7 +23,7 @@ class AuditEvent(Base):
     device_id: Mapped[uuid.UUID | None]
     action: Mapped[str] = mapped_column(String(64))
     entity_type: Mapped[str] = mapped_column(String(32))
-    entity_id: Mapped[str] = mapped_column(String(64), index=True)
+    entity_id: Mapped[str] = mapped_column(String(128), index=True)  # a uuid, or a template's code@version
     changes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     reason: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(String(64))
