@@ -20,16 +20,26 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # A batch copies the table on SQLite (its declared type is what the schema check compares); on
-    # PostgreSQL it is a plain ALTER COLUMN. Nothing references audit_events, so the copy is safe.
-    with op.batch_alter_table("audit_events") as batch:
-        batch.alter_column(
-            "entity_id", type_=sa.String(128), existing_type=sa.String(64), existing_nullable=False
-        )
+    _resize_entity_id(64, 128)
 
 
 def downgrade() -> None:
+    _resize_entity_id(128, 64)
+
+
+def _resize_entity_id(before: int, after: int) -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.alter_column("audit_events", "entity_id", type_=sa.String(after), existing_type=sa.String(before))
+        return
+    # SQLite keeps the declared type in its schema, which the schema check compares, and changes it only
+    # by copying the table. Nothing references audit_events, so the copy is safe; but dropping the old
+    # table drops its append-only triggers with it, so they are made again on the copy (as in 0001).
     with op.batch_alter_table("audit_events") as batch:
         batch.alter_column(
-            "entity_id", type_=sa.String(64), existing_type=sa.String(128), existing_nullable=False
+            "entity_id", type_=sa.String(after), existing_type=sa.String(before), existing_nullable=False
+        )
+    for verb in ("UPDATE", "DELETE"):
+        op.execute(
+            f"CREATE TRIGGER audit_events_no_{verb.lower()} BEFORE {verb} ON audit_events "
+            "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END"
         )
