@@ -2,7 +2,8 @@
 
 Each write endpoint gets a valid body; then each leaf of that body in turn is replaced by a value that
 passes JSON decoding but that a database or a careless check may choke on: NUL characters (PostgreSQL text
-cannot hold them), integers past 64 bits, text longer than its column, deep nesting, wrong types. Every
+cannot hold them), integers past 64 bits, text longer than its column, deep nesting, wrong types; and each
+text leaf at exactly the maximum length the OpenAPI document gives it, which must be stored. Every
 query and path parameter of the OpenAPI document gets the same in text form, and tus creation its
 metadata. Both databases.
 """
@@ -66,10 +67,13 @@ def replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
 
 def assert_no_server_error(client: Client, request: Request) -> None:
     """Each leaf of the body in turn poisoned, each time in a fresh valid body: new ids, the current
-    version, so the request goes as deep as a valid one would instead of stopping at "already done"."""
+    version, so the request goes as deep as a valid one would instead of stopping at "already done".
+    Each text leaf is also sent at exactly its documented maximum length: valid input that a column, or a
+    value derived from it (an audit row's `code@version`), may still be too short for."""
     method, url, fresh, headers = request
+    body_schema = _body_schema(client, method, url)
     for path in leaves(fresh()):
-        for new in HOSTILE:
+        for new in [*HOSTILE, *_longest(body_schema, fresh(), path)]:
             poisoned = replaced(fresh(), path, new)
             response = client.request(method, url, json=poisoned, headers=headers)
             assert response.status_code < 500, (
@@ -80,6 +84,57 @@ def assert_no_server_error(client: Client, request: Request) -> None:
             )
             if response.status_code >= 400:
                 assert "code" in response.json()["error"], response.text
+
+
+def _body_schema(client: Client, method: str, url: str) -> tuple[dict[str, Any], Any]:
+    """The OpenAPI document and the operation's body schema."""
+    spec = client.app.openapi_schema.to_schema()
+    for template, item in spec["paths"].items():
+        if re.fullmatch(re.sub(r"{\w+}", "[^/]+", template), url.split("?")[0]):
+            return spec, item[method.lower()]["requestBody"]["content"]["application/json"]["schema"]
+    raise AssertionError(f"no documented operation for {method} {url}")
+
+
+def _longest(documented: tuple[dict[str, Any], Any], body: Any, path: tuple[Any, ...]) -> list[str]:
+    """The leaf's valid text padded to the maximum length its schema gives, if it is text and has one."""
+    spec, schema = documented
+    value = body
+    for step in path:
+        schema = _alternative(spec, schema, value)
+        schema = (
+            schema.get("properties", {}).get(step, {}) if isinstance(step, str) else schema.get("items", {})
+        )
+        value = value[step]
+    options = [schema, *_alternatives(spec, schema)]
+    limits = [o["maxLength"] for o in options if "maxLength" in o]
+    if not isinstance(value, str) or not limits:
+        return []
+    return [value[: limits[0]] + "a" * (limits[0] - len(value))]
+
+
+def _alternative(spec: dict[str, Any], schema: Any, value: Any) -> Any:
+    """The branch of a oneOf/anyOf that `value` was made for: a mutation by its `op`, else by its keys."""
+    for option in _alternatives(spec, schema):
+        properties = option.get("properties", {})
+        if isinstance(value, dict) and set(value) <= set(properties):
+            tag = _deref(spec, properties.get("op", {}))
+            if "op" not in value or value["op"] in (tag.get("const"), *tag.get("enum", ())):
+                return option
+        if isinstance(value, list) and "items" in option:
+            return option
+    return _deref(spec, schema)
+
+
+def _alternatives(spec: dict[str, Any], schema: Any) -> list[Any]:
+    schema = _deref(spec, schema)
+    options = schema.get("oneOf") or schema.get("anyOf")
+    return [o for option in options for o in _alternatives(spec, option)] if options else [schema]
+
+
+def _deref(spec: dict[str, Any], schema: Any) -> Any:
+    while isinstance(schema, dict) and "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
 
 
 Request = tuple[str, str, Callable[[], Any], dict[str, str]]
