@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as folder, _database(args.postgres, Path(folder)) as url:
         log = Path(folder) / "server.log"
         with _server(url, Path(folder), log) as base:
-            failed = [role for role in ROLES if not _fuzz(st, base, role, args.examples)]
+            failed = [role for role in ROLES if not _fuzz(st, base, role, args.examples, Path(folder))]
         found = [line for line in log.read_text().splitlines() if any(s in line for s in BAD_SIGNS)]
     for line in found[:20]:
         print(f"server log: {line[:300]}")
@@ -107,7 +107,8 @@ def _wait_until_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("the server did not become healthy in 120 s")
 
 
-def _fuzz(st: Path, base: str, username: str, examples: int) -> bool:
+def _fuzz(st: Path, base: str, username: str, examples: int, folder: Path) -> bool:
+    """One role's run, from `folder`: schemathesis keeps a cache in its working directory."""
     body = json.dumps({"username": username, "password": "demo", "device_id": f"fuzz-{username}"}).encode()
     request = urllib.request.Request(
         f"{base}/api/v1/auth/login", data=body, headers={"Content-Type": "application/json"}
@@ -132,6 +133,7 @@ def _fuzz(st: Path, base: str, username: str, examples: int) -> bool:
             "logout|revoke",
         ],
         check=False,
+        cwd=folder,
     )
     return run.returncode == 0
 

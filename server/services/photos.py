@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, cast
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import CursorResult, Select, or_, select, update
+from sqlalchemy import CursorResult, Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -204,7 +204,7 @@ async def _claim(db: Database, upload_id: uuid.UUID, *, unstaged: bool = False) 
                 Upload.id == upload_id,
                 Upload.state == UploadState.receiving,
                 Upload.expires_at > now,  # the cleanup may be removing it
-                or_(Upload.processing_since.is_(None), Upload.processing_since < uploads.live_claims_since()),
+                uploads.claim_is_free(),
                 *([Upload.upload_offset == 0] if unstaged else []),
             )
             .values(processing_since=now)
@@ -229,13 +229,7 @@ async def _release(db: Database, upload_id: uuid.UUID, claim: dt.datetime) -> No
 
 def being_ingested_whole(upload: Upload) -> bool:
     """A request is ingesting this upload from its own body (nothing staged, see `finish_whole`)."""
-    since = upload.processing_since
-    return (
-        upload.state == UploadState.receiving
-        and upload.upload_offset == 0
-        and since is not None
-        and since >= uploads.live_claims_since()
-    )
+    return upload.state == UploadState.receiving and upload.upload_offset == 0 and uploads.is_claimed(upload)
 
 
 async def outcome_of_other(
@@ -257,8 +251,7 @@ async def outcome_of_other(
                 "This upload was refused and its bytes discarded; start a new one.",
                 code=current.failure_code or "upload_gone",
             )
-        claimed_at = current.processing_since
-        if claimed_at is None or claimed_at < uploads.live_claims_since():
+        if not uploads.is_claimed(current):
             if uploads.needs_finishing(current):  # released after a failure, or abandoned
                 await finish(db, actor, store, limiter, current)
             return

@@ -258,8 +258,17 @@ PROCESSING_LEASE = dt.timedelta(minutes=5)
 worker included; past it (the process died mid-way) the next request for the upload takes over."""
 
 
-def live_claims_since() -> dt.datetime:
-    """A claim to process an upload (``processing_since``) taken after this still holds."""
+def is_claimed(upload: Upload) -> bool:
+    """A request holds this upload for processing, and its lease is not over."""
+    return upload.processing_since is not None and upload.processing_since >= _live_claims_since()
+
+
+def claim_is_free() -> ColumnElement[bool]:
+    """``not is_claimed`` as a WHERE clause: nobody holds the upload, or the holder's lease ran out."""
+    return or_(Upload.processing_since.is_(None), Upload.processing_since < _live_claims_since())
+
+
+def _live_claims_since() -> dt.datetime:
     return utcnow() - PROCESSING_LEASE
 
 
@@ -314,7 +323,7 @@ async def cleanup(db: Database, store: BlobStore, now: dt.datetime | None = None
     """
     cutoff = now or utcnow()
     async with db.read_session() as session:
-        query = select(Upload.id, Upload.direct_id).where(Upload.expires_at <= cutoff, _not_being_processed())
+        query = select(Upload.id, Upload.direct_id).where(Upload.expires_at <= cutoff, claim_is_free())
         expired = [(row.id, row.direct_id) for row in await session.execute(query)]
     removed = 0
     for upload_id, direct_id in expired:
@@ -325,21 +334,13 @@ async def cleanup(db: Database, store: BlobStore, now: dt.datetime | None = None
             continue
         async with db.write_session() as session:
             upload = await session.get(Upload, upload_id, with_for_update=True)
-            if upload is None or upload.expires_at > cutoff or _claimed(upload):
+            if upload is None or upload.expires_at > cutoff or is_claimed(upload):
                 continue  # finished, extended or taken for processing meanwhile
             await session.delete(upload)
             audit.record(session, SYSTEM, "upload.expire", "upload", upload_id, {"state": upload.state})
             await session.commit()
             removed += 1
     return removed
-
-
-def _not_being_processed() -> ColumnElement[bool]:
-    return or_(Upload.processing_since.is_(None), Upload.processing_since < live_claims_since())
-
-
-def _claimed(upload: Upload) -> bool:
-    return upload.processing_since is not None and upload.processing_since >= live_claims_since()
 
 
 async def cleanup_periodically(
