@@ -14,10 +14,12 @@ Pillow warns about is one we refuse, so the warning is in effect an error. (Filt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import io
 import struct
+from collections.abc import Iterator
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -69,13 +71,22 @@ class Sha256Mismatch(Exception):
 
 
 def process_image(
-    data: bytes | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, expected_sha256: str | None = None
+    data: bytes | Path | io.BufferedIOBase,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    expected_sha256: str | None = None,
 ) -> ProcessedImage:
-    """Validate and process one photo. Raises ImageRejected, or Sha256Mismatch (before anything parses the
-    file) when it is not the ``expected_sha256``; a Path that cannot be read raises OSError."""
+    """Validate and process one photo (bytes, a file, or an open binary file read from its start).
+
+    Raises ImageRejected, or Sha256Mismatch (before anything parses the file) when it is not the
+    ``expected_sha256``. A file that cannot be read raises OSError, never ImageRejected: a failing disk
+    on our side must not get a good photo refused and its upload discarded.
+    """
     _check_limit(max_pixels)
     if isinstance(data, bytes):
         return _process(io.BytesIO(data), max_pixels, expected_sha256)
+    if isinstance(data, io.BufferedIOBase):
+        return _process(data, max_pixels, expected_sha256)
     with data.open("rb") as file:  # read as decoded, never whole: a 12 MP photo is 3 MB more per worker
         return _process(file, max_pixels, expected_sha256)
 
@@ -87,7 +98,8 @@ def _process(file: io.BufferedIOBase, max_pixels: int, expected_sha256: str | No
     file.seek(0)
     image_format = detect_format(file.read(SNIFF_BYTES))
     file.seek(0)
-    with _open(cast(BinaryIO, file), image_format) as im:
+    source = _ReadErrors(file)
+    with source.blamed(), _open(cast(BinaryIO, source), image_format) as im:
         _check_pixels(im.size, max_pixels)
         stored_size = im.size
         draft_for(im, DISPLAY_LONG_SIDE)  # decode no more than the display copy needs
@@ -119,6 +131,41 @@ async def process_image_async(
     """``process_image`` in ``executor`` (a thread or process pool), awaited from the asyncio event loop."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(executor, functools.partial(process_image, data, max_pixels=max_pixels))
+
+
+class _ReadErrors:
+    """The file as Pillow reads it, noting any error of the read itself.
+
+    Pillow lets a read's OSError through from its decoders, and an OSError is also how it says a file is
+    damaged, so ``_open`` and ``_decode`` would report a failing disk as a truncated photo. ``blamed``
+    puts the blame back where it belongs: the read's own error is raised instead of the refusal.
+    """
+
+    def __init__(self, file: io.BufferedIOBase) -> None:
+        self._file = file
+        self._error: OSError | None = None
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            return self._file.read(size)
+        except OSError as exc:
+            self._error = exc
+            raise
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    @contextlib.contextmanager
+    def blamed(self) -> Iterator[None]:
+        try:
+            yield
+        except ImageRejected as exc:
+            if self._error is not None:
+                raise self._error from exc
+            raise
 
 
 def _check_limit(max_pixels: int) -> None:

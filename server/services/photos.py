@@ -291,6 +291,15 @@ async def _process(
     except ImageRejected as exc:
         await _refuse(db, actor, store, upload.id, exc.code)
         raise Refused(exc.message, code=exc.code) from None
+    except OSError as exc:
+        # Our own disk failed (the temporary copy could not be written or read back): nothing is wrong
+        # with the photo, so the upload stays as it is and the client asks again.
+        log.warning("ingest could not use its temporary copy: %s", type(exc).__name__)
+        raise TryLater(
+            "The server could not process the photo just now; send or ask again shortly.",
+            code="ingest_unavailable",
+            retry_after=5,
+        ) from exc
 
 
 async def _completed(db: Database, upload_id: uuid.UUID) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import hashlib
 import io
@@ -377,7 +378,7 @@ def test_svg_is_an_unsupported_format() -> None:
 
 
 @given(data=st.data())
-@pytest.mark.parametrize("pillow_format", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize("pillow_format", sorted(SMALL_FILES))
 def test_damaged_files_are_processed_or_rejected_never_crash(pillow_format: str, data: st.DataObject) -> None:
     original = SMALL_FILES[pillow_format]
     damaged = bytearray(original[: data.draw(st.integers(0, len(original)), label="keep")])
@@ -562,3 +563,26 @@ def test_a_file_that_is_not_the_announced_one_is_refused_before_it_is_parsed(
     path.write_bytes(b"%PDF-1.7 not announced, and not an image either")
     with pytest.raises(Sha256Mismatch):  # not "unsupported_format": the file was never looked at
         process_image(path, expected_sha256=right)
+
+
+class _FailingDisk(io.BytesIO):
+    """A file whose second half cannot be read (EIO, as from a dying disk). Hashing reads it through
+    ``getbuffer`` and succeeds, so the failure comes while Pillow parses or decodes it."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self.getbuffer()) if size is None or size < 0 else self.tell() + size
+        if end > len(self.getbuffer()) // 2:
+            raise OSError(errno.EIO, "Input/output error")
+        return super().read(size)
+
+
+@pytest.mark.parametrize("pillow_format", sorted(SMALL_FILES))
+def test_a_read_error_is_not_reported_as_a_damaged_photo(pillow_format: str) -> None:
+    """A failing disk on our side raises its own OSError: refusing the photo as truncated would have the
+    server discard a good upload."""
+    data = SMALL_FILES[pillow_format]
+    assert process_image(io.BytesIO(data)).sha256 == hashlib.sha256(data).hexdigest()
+    with pytest.raises(OSError) as caught:
+        process_image(_FailingDisk(data))
+    assert caught.value.errno == errno.EIO
+    assert not isinstance(caught.value, ImageRejected)

@@ -6,6 +6,7 @@ stores, paired."""
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import threading
 import time
 from pathlib import Path
@@ -33,8 +34,9 @@ def store_kind(database_url: str) -> str:
 class SlowIngest:
     """The real ingest, counted, and held for a while so that other requests arrive meanwhile."""
 
-    def __init__(self, hold: float, failing: int = 0) -> None:
+    def __init__(self, hold: float, failing: int = 0, error: Exception | None = None) -> None:
         self.calls, self.hold, self.failing = 0, hold, failing
+        self.error = error or BlobStoreUnavailable("the store went away mid-ingest")
         self.real = photos.ingest_file
 
     def __call__(
@@ -43,7 +45,7 @@ class SlowIngest:
         self.calls += 1
         time.sleep(self.hold)
         if self.calls <= self.failing:
-            raise BlobStoreUnavailable("the store went away mid-ingest")
+            raise self.error
         return self.real(path, expected_sha256, max_pixels)
 
 
@@ -271,3 +273,28 @@ def test_a_second_copy_that_gave_up_waiting_is_not_left_staged(
     thread.join()
     assert gave_up.status_code == 503 and answers[0].status_code == 204
     assert not [k for k in stored_keys(tus_client) if k.startswith(".uploads")]
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["sent whole", "staged"])
+def test_a_disk_error_while_processing_keeps_the_upload(
+    tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch, whole: bool
+) -> None:
+    """The server cannot read its own temporary copy back (EIO): a 503 to ask again, never a refusal that
+    discards a good photo, and never a 500."""
+    ingest = SlowIngest(hold=0, failing=1, error=OSError(errno.EIO, "Input/output error"))
+    monkeypatch.setattr(photos, "ingest_file", ingest)
+    worker = login(tus_client, "demo-worker-1")
+    location = create(tus_client, worker, photo).headers["location"]
+    first = 0 if whole else 1000
+    if not whole:
+        assert patch(tus_client, worker, location, 0, photo[:first]).status_code == 204
+    failed = patch(tus_client, worker, location, first, photo[first:])
+    assert failed.status_code == 503, failed.text
+    assert failed.json()["error"]["code"] == "ingest_unavailable" and failed.headers["retry-after"] == "5"
+    if whole:  # nothing of it was acknowledged: the client sends it again
+        assert offset_of(tus_client, worker, location) == 0
+        assert patch(tus_client, worker, location, 0, photo).status_code == 204
+    else:  # every byte stays staged: asking for the offset finishes it
+        assert offset_of(tus_client, worker, location) == len(photo)
+    assert tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker).status_code == 200
+    assert ingest.calls == 2
