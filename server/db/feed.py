@@ -242,7 +242,30 @@ def _household_moved(session: Session, household: Household, seq: int) -> None:
         .values(scope=new, seq=seq)
         .execution_options(synchronize_session=False)
     )
+    _move_conflicts(session, [str(household.id), *children], old, new, seq)
     _move_photos(session, household, old, new, seq)
+
+
+def _move_conflicts(session: Session, entity_ids: list[str], old: str, new: str, seq: int) -> None:
+    """Conflicts about the household and what hangs under it go with it: the new community's reviewers
+    decide them and its devices receive them; the old community's devices drop them."""
+    moving = select(SyncConflict.id).where(SyncConflict.entity_id.in_(entity_ids), SyncConflict.scope == old)
+    ids = [str(i) for i in session.execute(moving).scalars()]
+    if not ids:
+        return
+    session.execute(
+        update(SyncConflict)
+        .where(SyncConflict.id.in_([uuid.UUID(i) for i in ids]))
+        .values(scope=new)
+        .execution_options(synchronize_session="fetch")
+    )
+    session.execute(
+        update(SyncChange)
+        .where(SyncChange.entity == "conflict", SyncChange.entity_id.in_(ids))
+        .values(scope=new, seq=seq)
+        .execution_options(synchronize_session=False)
+    )
+    session.add_all(ScopeExit(entity="conflict", entity_id=i, scope=old, seq=seq) for i in ids)
 
 
 def _move_photos(session: Session, household: Household, old: str, new: str, seq: int) -> None:

@@ -121,7 +121,7 @@ async def _apply(
         raise Invalid(
             f"A {conflict.kind} conflict can only be kept as it is or dismissed.", code="nothing_to_take"
         )
-    record = await _record(session, conflict)
+    record = await _record(session, actor, conflict)
     if conflict.kind == "delete_after_update":
         edits.archive_now(
             session, actor, record, "archive confirmed by a supervisor", mutation_id=mutation_id
@@ -141,7 +141,9 @@ async def _apply(
     edits.change_now(session, actor, record, edits.validate(kind, values))
 
 
-async def _record(session: AsyncSession, conflict: SyncConflict) -> Household | Member:
+async def _record(session: AsyncSession, actor: Actor, conflict: SyncConflict) -> Household | Member:
+    """The conflict's record, locked, if it lies in the actor's area: the conflict follows its household,
+    but what is written is checked again when it is written."""
     key = uuid.UUID(conflict.entity_id)
     record: Household | Member | None = (
         await session.get(Household, key, with_for_update=True)
@@ -150,4 +152,7 @@ async def _record(session: AsyncSession, conflict: SyncConflict) -> Household | 
     )
     if record is None:
         raise NotFound("The record of this conflict no longer exists.")
+    household = record if isinstance(record, Household) else await session.get(Household, record.household_id)
+    if household is None or str(household.community_id) not in await scope_ids(session, actor):
+        raise NotFound("The record of this conflict is no longer in your area.")
     return record

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from server.db.engine import Database
 from server.db.feed import EVERYONE
-from server.db.models import Household, MutationLog, SyncChange, SyncClient, User
+from server.db.models import Household, MutationLog, SyncChange, SyncClient, SyncConflict, User
 from server.services import sync_admin, sync_pull, sync_push
 from server.services.actor import SYSTEM
 from tests.helpers import Client, household_id, login, node_id, run_db
@@ -516,6 +516,50 @@ def test_a_household_moving_community_leaves_one_device_and_arrives_whole_on_ano
     assert not [m for m in c01.confirmed("member").values() if m["household_id"] == H1]
     assert c03.record("household", H1) is not None
     assert {m["id"] for m in members} <= set(c03.confirmed("member"))
+
+
+def test_a_moving_household_takes_its_conflicts_along(make_device: MakeDevice, client: Client) -> None:
+    """Its conflicts are decided where the household now is: the old community's devices drop them, the
+    new one's receive them, and the old community's reviewer can no longer decide them."""
+    c01, c03 = make_device("demo-worker-1"), make_device("demo-worker-3")
+    c01.sync()
+    before = c01.record("household", H1)
+    assert before is not None
+    c01.update_household(H1, monthly_benefit_fen=before["monthly_benefit_fen"] + 100)  # guarded: a conflict
+    c01.sync()
+    (found,) = conflicts(client, H1)
+    assert found["id"] in c01.confirmed("conflict")
+
+    _move(client, "DB-C01-0001", "C03")
+    c01.sync(), c03.sync()
+    assert found["id"] not in c01.confirmed("conflict")
+    assert found["id"] in c03.confirmed("conflict")
+    old_reviewer = login(client, "demo-reviewer-community", device="desk")
+    decided = client.post(
+        f"/api/v1/conflicts/{found['id']}/resolve", json={"decision": "take_client"}, headers=old_reviewer
+    )
+    assert decided.status_code == 404
+    admin = login(client, "demo-admin", device="desk")
+    assert (
+        client.get(f"/api/v1/households/{H1}", headers=admin).json()["monthly_benefit_fen"]
+        == (before["monthly_benefit_fen"])
+    )
+    listed = client.get(f"/api/v1/conflicts?entity_id={H1}", headers=admin).json()
+    assert [c["id"] for c in listed] == [found["id"]]
+
+    async def left_behind(session: Any) -> None:  # as a conflict moved before conflicts followed
+        conflict = await session.get(SyncConflict, uuid.UUID(found["id"]))
+        conflict.scope = str(node_id("C01"))
+
+    run_db(client, left_behind)
+    decided = client.post(
+        f"/api/v1/conflicts/{found['id']}/resolve", json={"decision": "take_client"}, headers=old_reviewer
+    )
+    assert decided.status_code == 404  # the household itself is checked when it is written
+    assert (
+        client.get(f"/api/v1/households/{H1}", headers=admin).json()["monthly_benefit_fen"]
+        == (before["monthly_benefit_fen"])
+    )
 
 
 def test_answers_pushed_while_their_household_moves_never_land_in_the_old_community(
