@@ -6,13 +6,13 @@ one stays accepted for as long as devices may hold it. They decode as one msgspe
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from schemas.households import HouseholdIn, MemberIn
+from schemas.times import DeviceTime
 from schemas.visits import ObservationIn, Proposal
 
 SCHEMA_VERSION = 1
@@ -28,7 +28,7 @@ class PullRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Opaque; null for a first sync (or after reset_required)."""
     schema_version: int
     limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 1000
-    device_now: dt.datetime | None = None
+    device_now: DeviceTime | None = None
     """The device's clock, only to measure its skew; never used to order anything."""
 
 
@@ -68,7 +68,7 @@ class MutationBase(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag
     seq: Seq
     """Per client, gapless from 1, assigned in the same local transaction as the edit."""
     mutation_id: uuid.UUID
-    device_time: dt.datetime | None = None
+    device_time: DeviceTime | None = None
 
 
 class HouseholdCreateV1(MutationBase, tag="household.create.v1"):
@@ -143,7 +143,7 @@ class PushRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     client_id: uuid.UUID
     schema_version: int
     mutations: Annotated[list[Mutation], msgspec.Meta(max_length=500)]
-    device_now: dt.datetime | None = None
+    device_now: DeviceTime | None = None
 
 
 class PushEnvelope(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -153,7 +153,7 @@ class PushEnvelope(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     client_id: uuid.UUID
     schema_version: int
     mutations: Annotated[list[msgspec.Raw], msgspec.Meta(max_length=500)]
-    device_now: dt.datetime | None = None
+    device_now: DeviceTime | None = None
 
 
 class MutationHead(msgspec.Struct, kw_only=True):

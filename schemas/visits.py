@@ -10,6 +10,7 @@ import msgspec
 
 from schemas.households import Fen
 from schemas.rules import Purpose
+from schemas.times import DeviceTime
 
 VisitStatus = Literal["assigned", "in_progress", "in_review", "returned", "approved", "rejected"]
 Outcome = Literal["no_change", "raise", "reduce", "stop", "admit", "add_member", "remove_member", "phase_out"]
@@ -23,7 +24,7 @@ class GpsFix(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     lat: Annotated[float, msgspec.Meta(ge=-90, le=90)]
     lon: Annotated[float, msgspec.Meta(ge=-180, le=180)]
     accuracy_m: Annotated[float, msgspec.Meta(ge=0)]
-    fix_time: dt.datetime | None = None
+    fix_time: DeviceTime | None = None
     """GNSS time of the fix: satellite UTC, independent of the tablet's clock."""
     provider: Provider = "gps"
     mock: bool = False
@@ -103,7 +104,7 @@ class ObservationIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     "Answers made side by side". Without one, the latest answer wins."""
     note: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
     gps: GpsFix | None = None
-    device_time: dt.datetime | None = None
+    device_time: DeviceTime | None = None
 
 
 class ObservationBatch(msgspec.Struct, forbid_unknown_fields=True):

@@ -307,6 +307,42 @@ def test_a_mutation_without_a_readable_seq_refuses_the_batch_naming_it(client: C
     assert not_json.status_code == 400 and not_json.json()["error"]["code"] == "malformed_json"
 
 
+def test_a_time_without_a_zone_is_refused_where_it_is_read_and_never_blocks_the_queue(client: Client) -> None:
+    """A zone-less time names no instant (the server would have to guess the tablet's zone). The push's
+    `device_now` without one is a 422 naming it; inside a mutation it makes that mutation malformed."""
+    worker = login(client, "demo-worker-1")
+    cid, naive = str(uuid.uuid4()), "2026-11-29T07:58:00"
+    envelope = {"client_id": cid, "schema_version": 1, "mutations": [], "device_now": naive}
+    refused = client.post("/api/v1/sync/push", json=envelope, headers=worker)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"][0]["field"] == "device_now"
+
+    visit = assign(client)
+    (answer,) = [observation(a) for a in complete_answers(client, visit, worker) if a.row_id is None][:1]
+
+    def answering(seq: int, **changed: Any) -> dict[str, Any]:
+        body = {"visit_id": visit["id"], "observations": [answer | changed]}
+        return {"op": "visit.answer.v1", "seq": seq, "mutation_id": str(uuid.uuid4()), **body}
+
+    batch = [
+        update_mutation(1, H1, 1, address="甲") | {"device_time": naive},
+        answering(2, device_time=naive),
+        answering(3, gps=answer["gps"] | {"fix_time": naive}),
+        update_mutation(4, H1, 1, address="乙") | {"device_time": naive + "+08:00"},
+    ]
+    pushed = push(client, worker, cid, batch)
+    assert [(r["status"], r.get("code")) for r in pushed["results"]] == [
+        ("rejected", "malformed_mutation"),
+        ("rejected", "malformed_mutation"),
+        ("rejected", "malformed_mutation"),
+        ("applied", None),
+    ]
+    assert client.get(f"/api/v1/households/{H1}", headers=worker).json()["address"] == "乙"
+    for kept in batch[:3]:
+        assert [c["kind"] for c in conflicts(client, kept["mutation_id"])] == ["quarantined"]
+    assert push(client, worker, cid, batch)["last_mutation_seq"] == 4  # sent again: the stored results
+
+
 def test_one_invalid_mutation_in_the_middle_of_500_is_quarantined_and_the_queue_moves_on(
     client: Client,
 ) -> None:
