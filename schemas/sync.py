@@ -12,11 +12,15 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from schemas.households import HouseholdIn, MemberIn
-from schemas.times import DeviceTime
+from schemas.times import DeviceTime, require_utc_instants
 from schemas.visits import ObservationIn, Proposal
 
 SCHEMA_VERSION = 1
-Seq = Annotated[int, msgspec.Meta(ge=1)]
+Seq = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+"""A mutation's place in its client's queue; at most what the log's BIGINT holds."""
+Version = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+"""A record's version as the device last confirmed it (0: it had none); at most what the version
+columns (INTEGER) hold, so a larger one is malformed rather than a database error."""
 
 
 # -- pull ----------------------------------------------------------------------------------------
@@ -70,6 +74,9 @@ class MutationBase(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag
     mutation_id: uuid.UUID
     device_time: DeviceTime | None = None
 
+    def __post_init__(self) -> None:
+        require_utc_instants(self.device_time)
+
 
 class HouseholdCreateV1(MutationBase, tag="household.create.v1"):
     household: HouseholdIn
@@ -77,13 +84,13 @@ class HouseholdCreateV1(MutationBase, tag="household.create.v1"):
 
 class HouseholdUpdateV1(MutationBase, tag="household.update.v1"):
     household_id: uuid.UUID
-    base_version: int
+    base_version: Version
     changes: dict[str, FieldChange]
 
 
 class HouseholdArchiveV1(MutationBase, tag="household.archive.v1"):
     household_id: uuid.UUID
-    base_version: int
+    base_version: Version
     reason: str
 
 
@@ -94,13 +101,13 @@ class MemberCreateV1(MutationBase, tag="member.create.v1"):
 
 class MemberUpdateV1(MutationBase, tag="member.update.v1"):
     member_id: uuid.UUID
-    base_version: int
+    base_version: Version
     changes: dict[str, FieldChange]
 
 
 class MemberRemoveV1(MutationBase, tag="member.remove.v1"):
     member_id: uuid.UUID
-    base_version: int
+    base_version: Version
     reason: str
 
 

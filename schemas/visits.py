@@ -10,7 +10,7 @@ import msgspec
 
 from schemas.households import Fen
 from schemas.rules import Purpose
-from schemas.times import DeviceTime
+from schemas.times import DeviceTime, require_utc_instants
 
 VisitStatus = Literal["assigned", "in_progress", "in_review", "returned", "approved", "rejected"]
 Outcome = Literal["no_change", "raise", "reduce", "stop", "admit", "add_member", "remove_member", "phase_out"]
@@ -29,6 +29,9 @@ class GpsFix(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     provider: Provider = "gps"
     mock: bool = False
     """Android's mock-location flag."""
+
+    def __post_init__(self) -> None:
+        require_utc_instants(self.fix_time)
 
 
 class VisitCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -105,6 +108,9 @@ class ObservationIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     note: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
     gps: GpsFix | None = None
     device_time: DeviceTime | None = None
+
+    def __post_init__(self) -> None:
+        require_utc_instants(self.device_time)
 
 
 class ObservationBatch(msgspec.Struct, forbid_unknown_fields=True):

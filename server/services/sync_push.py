@@ -7,10 +7,11 @@ goes out, so "applied" is never said of anything that could still be lost.
 
 - seq below the next expected: a replay; the stored result is returned, nothing runs twice.
 - seq above it: a gap; the batch stops and says which seq is expected.
-- a permanent failure (invalid, forbidden, not found, locked): the mutation is quarantined for a
-  supervisor, logged as rejected, and the queue moves on; nothing a device sent is ever dropped.
-- a transient failure (the database, an injected fault): that mutation is undone, what came before it
-  commits, and the batch stops; the device sends the rest again.
+- a permanent failure (invalid, forbidden, not found, locked, a value the database refuses): the
+  mutation is quarantined for a supervisor, logged as rejected, and the queue moves on; nothing a device
+  sent is ever dropped.
+- a transient failure (a lost connection, a serialisation failure, a lock; an injected fault): that
+  mutation is undone, what came before it commits, and the batch stops; the device sends the rest again.
 
 A mutation that does not even match its op's shape (an unknown op, a wrong type, an over-long note) is
 such a permanent failure too: `decode` reads each mutation on its own, and one whose seq and id can be
@@ -25,7 +26,7 @@ from collections.abc import Callable
 
 import msgspec
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.rules import RulePack
@@ -265,14 +266,42 @@ async def _apply_one_safely(
     except (DomainError, IntegrityError) as exc:
         await savepoint.rollback()
         return await _quarantine(session, actor, batch, mutation, exc)
-    except (TransientFault, DBAPIError):
+    except Exception as exc:
         await savepoint.rollback()
-        return None
+        if _refused_by_the_database(exc):
+            refusal = Invalid(
+                f"The database cannot store a value of this mutation: {exc}", code="unstorable_value"
+            )
+            return await _quarantine(session, actor, batch, mutation, refusal)
+        if isinstance(exc, (TransientFault, DBAPIError)):
+            return None
+        raise
     except BaseException:
         # Never leave a savepoint open: the change feed numbers a transaction's stamps only when none is.
         await savepoint.rollback()
         raise
     return _logged(batch, mutation, conflict_ids)
+
+
+# SQLSTATE classes of a value the database cannot hold: data exception (out of range, too long, not
+# representable) and program limit exceeded (a text too large for its index).
+_VALUE_REFUSED = ("22", "54")
+
+
+def _refused_by_the_database(exc: Exception) -> bool:
+    """A value of the mutation the database refuses: the same every time it is sent, so a refusal to
+    quarantine like a validation error. Anything else from the database (a lost connection, a
+    serialisation failure or deadlock, a lock wait) may pass: the batch stops there and is retried."""
+    if isinstance(exc, (DataError, OverflowError)):
+        return True  # OverflowError: sqlite3's "Python int too large to convert to SQLite INTEGER"
+    if not isinstance(exc, StatementError) or exc.orig is None:
+        return False
+    cause = exc.orig
+    sqlstate = str(getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None) or "")
+    # asyncpg checks a value against its column's type before sending it (its DataError, a ValueError);
+    # SQLAlchemy wraps what a column type's own conversion raises as it is.
+    client_side = isinstance(cause, (ValueError, OverflowError)) or isinstance(cause.__cause__, ValueError)
+    return sqlstate[:2] in _VALUE_REFUSED or client_side
 
 
 async def _run(

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from server.db.engine import Database
 from server.db.feed import EVERYONE
@@ -341,6 +342,74 @@ def test_a_time_without_a_zone_is_refused_where_it_is_read_and_never_blocks_the_
     for kept in batch[:3]:
         assert [c["kind"] for c in conflicts(client, kept["mutation_id"])] == ["quarantined"]
     assert push(client, worker, cid, batch)["last_mutation_seq"] == 4  # sent again: the stored results
+
+
+def test_a_number_or_time_beyond_what_its_column_holds_is_malformed_not_a_stuck_queue(client: Client) -> None:
+    """A base_version past INTEGER made PostgreSQL refuse the conflict row, taken for a passing fault
+    (the queue stuck for good); on SQLite a past-BIGINT one was a 500, as was a time in year 0 in UTC."""
+    worker = login(client, "demo-worker-1")
+    cid = str(uuid.uuid4())
+    batch = [
+        update_mutation(1, H1, 2**40, monthly_benefit_fen=12345),  # guarded: opens a conflict
+        update_mutation(2, H1, 2**70, address="甲"),
+        update_mutation(3, H1, 1, address="乙") | {"device_time": "0001-01-01T00:00:00+01:00"},
+        update_mutation(4, H1, 1, address="丙"),
+    ]
+    pushed = push(client, worker, cid, batch)
+    assert pushed.get("stopped") is None and pushed["last_mutation_seq"] == 4
+    assert [r.get("code") for r in pushed["results"]] == ["malformed_mutation"] * 3 + [None]
+    assert client.get(f"/api/v1/households/{H1}", headers=worker).json()["address"] == "丙"
+    beyond = {
+        "client_id": cid,
+        "schema_version": 1,
+        "mutations": [update_mutation(2**63, H1, 1, address="丁")],
+    }
+    refused = client.post("/api/v1/sync/push", json=beyond, headers=worker)
+    assert refused.status_code == 422 and refused.json()["error"]["details"][0]["field"] == "mutations[0].seq"
+
+
+class _PgError(Exception):
+    """What asyncpg raises, reduced to what the push reads of it."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("failure", "fate"),
+    [
+        (DBAPIError("UPDATE …", {}, _PgError("22003")), "rejected"),  # numeric value out of range
+        (DBAPIError("INSERT …", {}, _PgError("54000")), "rejected"),  # index row too large
+        (OverflowError("Python int too large to convert to SQLite INTEGER"), "rejected"),
+        (OperationalError("UPDATE …", {}, _PgError("40001")), "transient"),  # serialisation failure
+        (OperationalError("UPDATE …", {}, _PgError("08006")), "transient"),  # connection lost
+    ],
+)
+def test_a_value_the_database_refuses_is_quarantined_and_only_a_passing_fault_stops_the_batch(
+    client: Client, failure: Exception, fate: str
+) -> None:
+    worker = login(client, "demo-worker-1")
+    cid = str(uuid.uuid4())
+    batch = [update_mutation(i, H1, 1, address=f"第{i}次") for i in range(1, 4)]
+
+    def fail_second(mutation: Any) -> None:
+        if mutation.seq == 2:
+            raise failure
+
+    sync_push.fault_hook = fail_second
+    try:
+        answer = push(client, worker, cid, batch)
+    finally:
+        sync_push.fault_hook = None
+    if fate == "transient":
+        assert answer["stopped"] == "transient" and answer["last_mutation_seq"] == 1
+        return
+    assert answer.get("stopped") is None and answer["last_mutation_seq"] == 3
+    assert answer["results"][1]["status"] == "rejected"
+    assert answer["results"][1]["code"] == "unstorable_value"
+    (kept,) = [c for c in conflicts(client, H1) if c["mutation_id"] == batch[1]["mutation_id"]]
+    assert kept["kind"] == "quarantined" and kept["code"] == "unstorable_value"
 
 
 def test_one_invalid_mutation_in_the_middle_of_500_is_quarantined_and_the_queue_moves_on(
