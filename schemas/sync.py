@@ -168,7 +168,8 @@ class MutationHead(msgspec.Struct, kw_only=True):
 
     seq: Seq
     mutation_id: uuid.UUID
-    op: str = ""
+    op: Any = ""
+    """Anything: an op that is not even text still leaves the mutation its place (and its quarantine)."""
 
 
 class MalformedMutation(msgspec.Struct, kw_only=True):

@@ -87,7 +87,8 @@ def _malformed(raw: msgspec.Raw, error: msgspec.ValidationError, index: int) -> 
     return MalformedMutation(
         seq=head.seq,
         mutation_id=head.mutation_id,
-        op=head.op[:40],  # the log's column; the whole mutation is kept in `body`
+        # The log's column holds 40 characters of text; the whole mutation is kept in `body`.
+        op=head.op[:40] if isinstance(head.op, str) else "",
         body=msgspec.json.decode(raw),
         error=str(error),
     )

@@ -264,30 +264,36 @@ def test_a_malformed_mutation_is_quarantined_whole_and_the_queue_moves_on(client
     cid = str(uuid.uuid4())
     odd_field = update_mutation(2, H1, 1, address="半路") | {"colour": "red"}
     future_op = {"op": "household.teleport.v9", "seq": 3, "mutation_id": str(uuid.uuid4()), "to": "月球"}
+    op_not_text = {"op": 7, "seq": 4, "mutation_id": str(uuid.uuid4())}
     batch = [
         update_mutation(1, H1, 1, address="第一"),
         odd_field,
         future_op,
-        update_mutation(4, H1, 1, address="最后"),
+        op_not_text,
+        update_mutation(5, H1, 1, address="最后"),
     ]
     answer = push(client, worker, cid, batch)
     assert [(r["status"], r.get("code")) for r in answer["results"]] == [
         ("applied", None),
         ("rejected", "malformed_mutation"),
         ("rejected", "malformed_mutation"),
+        ("rejected", "malformed_mutation"),
         ("applied", None),
     ]
-    assert answer["last_mutation_seq"] == 4
+    assert answer["last_mutation_seq"] == 5
     assert client.get(f"/api/v1/households/{H1}", headers=worker).json()["address"] == "最后"
     for sent in (odd_field, future_op):
         (kept,) = conflicts(client, sent["mutation_id"])
         assert kept["kind"] == "quarantined" and kept["code"] == "malformed_mutation"
         assert kept["client_value"]["body"] == sent and kept["client_value"]["op"] == sent["op"]
+    (kept,) = conflicts(client, op_not_text["mutation_id"])
+    assert kept["client_value"]["body"] == op_not_text and kept["client_value"]["op"] == ""
 
     # Sent again (the answer was lost): the stored results, nothing applied or quarantined twice.
     again = push(client, worker, cid, batch)
     assert [r["status"] for r in again["results"]] == [
         "already_applied",
+        "rejected",
         "rejected",
         "rejected",
         "already_applied",
