@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from sqlalchemy import select
@@ -41,7 +42,7 @@ from schemas.sync import (
 )
 from server.db.models import Household, Member, MutationLog, SyncClient, SyncConflict, Visit
 from server.db.types import utcnow
-from server.errors import DomainError, Invalid, field_problem
+from server.errors import Conflict, DomainError, Invalid, field_problem
 from server.services import sync_apply, sync_preload, transaction
 from server.services.actor import Actor
 from server.services.sync_clients import claim
@@ -109,7 +110,7 @@ async def push(
     client = await claim(session, actor, request.client_id, request.schema_version)
     _measure_clock(client, request)
     await session.flush()  # the client row's changes: a savepoint rolled back later must not undo them
-    delivered = await _delivered_before(session, mutations)
+    delivered = await _delivered_before(session, actor, mutations)
     with transaction.held_by_push(session, str(client.client_id)):
         well_formed = [m for m in mutations if not isinstance(m, MalformedMutation)]
         pre = await sync_preload.preload(session, actor, well_formed)
@@ -169,7 +170,7 @@ async def _apply_all(
     for mutation in mutations:
         expected = batch.last_seq + 1
         if mutation.seq < expected:
-            results.append(await _replayed(session, batch.client, mutation))
+            results.append(await _replayed(session, actor, batch, mutation))
             continue
         if mutation.seq > expected:
             return batch, results, "out_of_order"
@@ -192,28 +193,60 @@ def _measure_clock(client: SyncClient, request: PushEnvelope) -> None:
         client.clock_offset_ms = int((now - request.device_now).total_seconds() * 1000)
 
 
-async def _replayed(session: AsyncSession, client: SyncClient, mutation: AnyMutation) -> MutationResult:
-    logged = await session.get(MutationLog, (client.client_id, mutation.seq))
-    if logged is None or logged.mutation_id != mutation.mutation_id:
-        return MutationResult(seq=mutation.seq, status="rejected", code="seq_reused")
-    stored = msgspec.convert(logged.result, MutationResult)
+async def _replayed(
+    session: AsyncSession, actor: Actor, batch: _Batch, mutation: AnyMutation
+) -> MutationResult:
+    """A seq already processed, by an earlier push or earlier in this batch (logged only at its end)."""
+    earlier = batch.logged_at.get(mutation.seq)
+    if earlier is None:
+        logged = await session.get(MutationLog, (batch.client.client_id, mutation.seq))
+        if logged is not None:
+            earlier = logged.mutation_id, msgspec.convert(logged.result, MutationResult)
+    if earlier is None or earlier[0] != mutation.mutation_id:
+        return await _reused_seq(session, actor, mutation)
+    return _as_replay(mutation.seq, earlier[1])
+
+
+def _as_replay(seq: int, stored: MutationResult) -> MutationResult:
+    """The answer to an edit sent again: its stored result, a rejection staying one."""
     if stored.status == "rejected":
-        return stored
-    return MutationResult(seq=mutation.seq, status="already_applied", conflict_ids=stored.conflict_ids)
+        return MutationResult(seq=seq, status="rejected", conflict_ids=stored.conflict_ids, code=stored.code)
+    return MutationResult(seq=seq, status="already_applied", conflict_ids=stored.conflict_ids)
+
+
+async def _reused_seq(session: AsyncSession, actor: Actor, mutation: AnyMutation) -> MutationResult:
+    """Another edit at a seq the client already used. The device drops it once a pull passes that seq, so
+    it is kept for a supervisor (once, however often it is sent); the seq keeps its own mutation."""
+    code = "seq_reused"
+    query = select(SyncConflict.id).where(
+        SyncConflict.mutation_id == mutation.mutation_id,
+        SyncConflict.code == code,
+        SyncConflict.author_id == actor.user_id,
+    )
+    conflict_id = (await session.execute(query.limit(1))).scalar()
+    if conflict_id is None:
+        refusal = Conflict(f"seq {mutation.seq} already holds another mutation of this client.", code=code)
+        conflict_id = (await _keep(session, actor, mutation, refusal)).id
+    return MutationResult(seq=mutation.seq, status="rejected", conflict_ids=[conflict_id], code=code)
 
 
 class _Batch:
     """What a batch has processed so far. The log rows and the client's last_mutation_seq are written
     once, at the end, in the batch's transaction: they commit with the effects or not at all."""
 
-    def __init__(self, client: SyncClient, delivered: dict[uuid.UUID, MutationResult]) -> None:
-        self.client, self.delivered = client, delivered
+    def __init__(self, client: SyncClient, delivered: dict[uuid.UUID, Delivered]) -> None:
+        self.client = client
+        self.delivered = dict(delivered)  # grows with the batch; a pass undone must not leave its part
         self.last_seq = client.last_mutation_seq
         self.logs: list[tuple[AnyMutation, MutationResult, str]] = []
+        self.logged_at: dict[int, tuple[uuid.UUID, MutationResult]] = {}
 
     def log(self, mutation: AnyMutation, result: MutationResult, status: str) -> None:
         self.logs.append((mutation, result, status))
+        self.logged_at[mutation.seq] = mutation.mutation_id, result
         self.last_seq = mutation.seq
+        if result.code != "mutation_id_reused":  # the id keeps naming the edit it was first sent with
+            self.delivered.setdefault(mutation.mutation_id, (result, _edit_of(msgspec.to_builtins(mutation))))
 
     def write(self, session: AsyncSession, actor: Actor) -> None:
         session.add_all(
@@ -248,7 +281,7 @@ async def _apply_one(
     pre: sync_preload.Preloaded,
 ) -> MutationResult:
     """One mutation of the fast pass: whatever goes wrong propagates and undoes the pass."""
-    if (earlier := _already_delivered(batch, mutation)) is not None:
+    if (earlier := await _already_delivered(session, actor, batch, mutation)) is not None:
         return earlier
     return _logged(batch, mutation, await _run(session, actor, mutation, rules, pre))
 
@@ -257,7 +290,7 @@ async def _apply_one_safely(
     session: AsyncSession, actor: Actor, batch: _Batch, mutation: AnyMutation, rules: RulePack
 ) -> MutationResult | None:
     """One mutation in its own savepoint: quarantined if refused, None if it failed transiently."""
-    if (earlier := _already_delivered(batch, mutation)) is not None:
+    if (earlier := await _already_delivered(session, actor, batch, mutation)) is not None:
         return earlier
     savepoint = await session.begin_nested()
     try:
@@ -319,14 +352,31 @@ async def _run(
     return await sync_apply.apply(session, actor, mutation, rules, pre)
 
 
-def _already_delivered(batch: _Batch, mutation: AnyMutation) -> MutationResult | None:
+async def _already_delivered(
+    session: AsyncSession, actor: Actor, batch: _Batch, mutation: AnyMutation
+) -> MutationResult | None:
+    """The answer to a mutation_id this user delivered before (a re-registered device resending what
+    another of its client ids sent, or the same edit twice in one batch); None for a new one."""
     earlier = batch.delivered.get(mutation.mutation_id)
     if earlier is None:
         return None
-    # A re-registered device resending what another client id delivered.
-    result = MutationResult(seq=mutation.seq, status="already_applied", conflict_ids=earlier.conflict_ids)
-    batch.log(mutation, result, "already_applied")
+    stored, edit = earlier
+    if edit != _edit_of(msgspec.to_builtins(mutation)):
+        # Not a resend: answering already_applied would drop this edit unseen.
+        refusal = Conflict("This mutation_id already names another edit.", code="mutation_id_reused")
+        return await _quarantine(session, actor, batch, mutation, refusal)
+    result = _as_replay(mutation.seq, stored)
+    batch.log(mutation, result, result.status)
     return result
+
+
+def _edit_of(args: dict[str, Any]) -> dict[str, Any]:
+    """A mutation as sent (or as logged) without its place in the queue: the same edit resent under
+    another client id has another seq."""
+    edit = {name: value for name, value in args.items() if name != "seq"}
+    if isinstance(edit.get("body"), dict):  # a malformed mutation, kept as sent
+        edit["body"] = _edit_of(edit["body"])
+    return edit
 
 
 def _logged(batch: _Batch, mutation: AnyMutation, conflict_ids: list[uuid.UUID]) -> MutationResult:
@@ -336,19 +386,43 @@ def _logged(batch: _Batch, mutation: AnyMutation, conflict_ids: list[uuid.UUID])
     return result
 
 
+Delivered = tuple[MutationResult, dict[str, Any]]
+"""A mutation_id's first delivery: its result, and the edit it named (see _edit_of)."""
+
+
 async def _delivered_before(
-    session: AsyncSession, mutations: list[AnyMutation]
-) -> dict[uuid.UUID, MutationResult]:
-    """Mutations of this batch some client already delivered (one query for the whole batch)."""
+    session: AsyncSession, actor: Actor, mutations: list[AnyMutation]
+) -> dict[uuid.UUID, Delivered]:
+    """Mutations of this batch the same user already delivered, from any of their client ids (one query
+    for the whole batch). Another user's mutation_id names nothing of this user's."""
     ids = [m.mutation_id for m in mutations]
-    query = select(MutationLog.mutation_id, MutationLog.result).where(MutationLog.mutation_id.in_(ids))
-    return {mid: msgspec.convert(stored, MutationResult) for mid, stored in await session.execute(query)}
+    query = (
+        select(MutationLog.mutation_id, MutationLog.result, MutationLog.args)
+        .where(MutationLog.mutation_id.in_(ids), MutationLog.user_id == actor.user_id)
+        .order_by(MutationLog.received_at, MutationLog.seq)
+    )
+    delivered: dict[uuid.UUID, Delivered] = {}
+    for mutation_id, stored, args in await session.execute(query):
+        result = msgspec.convert(stored, MutationResult)
+        if result.code != "mutation_id_reused":
+            delivered.setdefault(mutation_id, (result, _edit_of(args)))
+    return delivered
 
 
 async def _quarantine(
     session: AsyncSession, actor: Actor, batch: _Batch, mutation: AnyMutation, exc: Exception
 ) -> MutationResult:
     """Keep a refused mutation whole for a supervisor; the device's queue moves on."""
+    conflict = await _keep(session, actor, mutation, exc)
+    result = MutationResult(
+        seq=mutation.seq, status="rejected", conflict_ids=[conflict.id], code=conflict.code
+    )
+    batch.log(mutation, result, "rejected")
+    return result
+
+
+async def _keep(session: AsyncSession, actor: Actor, mutation: AnyMutation, exc: Exception) -> SyncConflict:
+    """The quarantined conflict that keeps a refused mutation whole."""
     code = exc.code if isinstance(exc, DomainError) else "integrity_error"
     entity, entity_id, scope = await _target(session, actor, mutation)
     conflict = SyncConflict(
@@ -365,9 +439,7 @@ async def _quarantine(
         status="open",
     )
     session.add(conflict)
-    result = MutationResult(seq=mutation.seq, status="rejected", conflict_ids=[conflict.id], code=code)
-    batch.log(mutation, result, "rejected")
-    return result
+    return conflict
 
 
 async def _target(session: AsyncSession, actor: Actor, mutation: AnyMutation) -> tuple[str, str, str]:

@@ -234,6 +234,73 @@ def test_replay_returns_the_stored_result_and_applies_nothing_twice(client: Clie
     assert len(conflicts(client, H1)) == 1
 
 
+def test_another_mutation_at_a_used_seq_is_kept_for_a_supervisor_and_the_seq_keeps_its_own(
+    client: Client,
+) -> None:
+    """The device drops it once a pull passes that seq: answered seq_reused and kept nowhere, it was lost."""
+    worker = login(client, "demo-worker-1")
+    cid = str(uuid.uuid4())
+    assert (
+        push(client, worker, cid, [update_mutation(1, H1, 1, address="甲")])["results"][0]["status"]
+        == "applied"
+    )
+    other = update_mutation(1, H1, 1, address="乙")
+    answers = [push(client, worker, cid, [other]) for _ in range(2)]
+    for answer in answers:
+        (result,) = answer["results"]
+        assert result["status"] == "rejected" and result["code"] == "seq_reused"
+        assert answer["last_mutation_seq"] == 1
+    (kept,) = conflicts(client, H1)
+    assert (
+        answers[0]["results"][0]["conflict_ids"] == answers[1]["results"][0]["conflict_ids"] == [kept["id"]]
+    )
+    assert kept["kind"] == "quarantined" and kept["client_value"]["changes"]["address"]["new"] == "乙"
+    assert client.get(f"/api/v1/households/{H1}", headers=worker).json()["address"] == "甲"
+
+
+def test_one_mutation_sent_twice_in_one_batch_is_applied_once_and_then_replayed(client: Client) -> None:
+    """Log rows are written at the batch's end: the second copy must still find the first."""
+    worker = login(client, "demo-worker-1")
+    edit = update_mutation(1, H1, 1, address="甲")
+    resent = edit | {"seq": 2}  # the same edit at the next seq, as a re-registered device sends it
+    answer = push(client, worker, str(uuid.uuid4()), [edit, edit, resent])
+    assert [r["status"] for r in answer["results"]] == ["applied", "already_applied", "already_applied"]
+    assert client.get(f"/api/v1/households/{H1}", headers=worker).json()["version"] == 2
+    assert conflicts(client, H1) == []
+
+
+def test_a_mutation_id_reused_for_another_edit_is_quarantined_however_the_batch_is_cut(
+    client: Client,
+) -> None:
+    """In one batch both edits applied; in two, the second was answered already_applied and lost."""
+    worker = login(client, "demo-worker-1")
+
+    def same_id_two_edits(household: str) -> list[dict[str, Any]]:
+        mutation_id = str(uuid.uuid4())
+        return [
+            update_mutation(1, household, 1, address="第一") | {"mutation_id": mutation_id},
+            update_mutation(2, household, 1, address="第二") | {"mutation_id": mutation_id},
+        ]
+
+    together = push(client, worker, str(uuid.uuid4()), same_id_two_edits(H1))["results"]
+    cid, (first, second) = str(uuid.uuid4()), same_id_two_edits(H2)
+    split = push(client, worker, cid, [first])["results"] + push(client, worker, cid, [second])["results"]
+    for results, household in ((together, H1), (split, H2)):
+        assert [(r["status"], r.get("code")) for r in results] == [
+            ("applied", None),
+            ("rejected", "mutation_id_reused"),
+        ]
+        assert client.get(f"/api/v1/households/{household}", headers=worker).json()["address"] == "第一"
+        (kept,) = [c for c in conflicts(client, household) if c["kind"] == "quarantined"]
+        assert kept["client_value"]["changes"]["address"]["new"] == "第二"
+    # Another user's mutation_id names nothing of this user's: their edit is their own.
+    colleague = login(client, "demo-worker-2")
+    theirs = update_mutation(1, H2, 1, address="同事的") | {"mutation_id": first["mutation_id"]}
+    (result,) = push(client, colleague, str(uuid.uuid4()), [theirs])["results"]
+    assert result["status"] == "applied_with_conflict"  # a parallel_update: the first edit came before
+    assert client.get(f"/api/v1/households/{H2}", headers=worker).json()["address"] == "同事的"
+
+
 def test_a_gap_stops_the_batch_and_names_the_expected_seq(client: Client) -> None:
     """Out-of-order create and update from one device: the update waits for its create."""
     worker = login(client, "demo-worker-1")

@@ -77,8 +77,9 @@ class SyncClient(Base):
 class MutationLog(Base):
     """Each (client, seq) once: replays answer from here; proof of exactly-once.
 
-    A mutation_id may appear twice only when a re-registered device resends a mutation another of its
-    client ids already delivered: the second row says `already_applied` and points at the first."""
+    A mutation_id may appear twice when a re-registered device resends a mutation another of its client
+    ids already delivered (the second row replays the first's result), or when a device reused it for
+    another edit (the second row is `rejected` with `mutation_id_reused`)."""
 
     __tablename__ = "sync_mutations"
     __table_args__ = (Index("ix_sync_mutations_mutation_id", "mutation_id"),)
