@@ -40,11 +40,11 @@ from schemas.sync import (
     PushResponse,
     Status,
 )
-from server.db.models import Household, Member, MutationLog, SyncClient, SyncConflict, Visit
+from server.db.models import Household, Jurisdiction, Member, MutationLog, SyncClient, SyncConflict, Visit
 from server.db.types import utcnow
 from server.errors import Conflict, DomainError, Invalid, field_problem
 from server.services import sync_apply, sync_preload, transaction
-from server.services.actor import Actor
+from server.services.actor import Actor, under
 from server.services.sync_clients import claim
 from server.services.sync_pull import check_schema
 
@@ -444,18 +444,34 @@ async def _keep(session: AsyncSession, actor: Actor, mutation: AnyMutation, exc:
 
 async def _target(session: AsyncSession, actor: Actor, mutation: AnyMutation) -> tuple[str, str, str]:
     """The record a mutation aimed at, and the community whose supervisors must see its quarantine."""
+    entity, entity_id, community = await _aimed_at(session, mutation)
+    return entity, entity_id, await _quarantine_scope(session, actor, community)
+
+
+async def _aimed_at(session: AsyncSession, mutation: AnyMutation) -> tuple[str, str, uuid.UUID | None]:
+    """The record, and its community as stored (or, for a household not yet created, as sent)."""
     for attribute, entity in (("household_id", "household"), ("member_id", "member"), ("visit_id", "visit")):
         target = getattr(mutation, attribute, None)
         if target is not None:
-            scope = await _community_of(session, entity, target)
-            return entity, str(target), scope or str(actor.jurisdiction_id)
+            return entity, str(target), await _community_of(session, entity, target)
     household = getattr(mutation, "household", None)
     if household is not None and household.id is not None:
-        return "household", str(household.id), str(household.community_id)
-    return "mutation", str(mutation.mutation_id), str(actor.jurisdiction_id)
+        return "household", str(household.id), household.community_id
+    return "mutation", str(mutation.mutation_id), None
 
 
-async def _community_of(session: AsyncSession, entity: str, target: uuid.UUID) -> str | None:
+async def _quarantine_scope(session: AsyncSession, actor: Actor, community: uuid.UUID | None) -> str:
+    """The target's community when it lies under the actor's node; else the actor's own. A device may name
+    any community (or none that exists): its content must neither vanish from every supervisor's view nor
+    land in another community's."""
+    if community is not None:
+        query = select(Jurisdiction.id).where(Jurisdiction.id == community, under(actor))
+        if (await session.execute(query)).scalar() is not None:
+            return str(community)
+    return str(actor.jurisdiction_id)
+
+
+async def _community_of(session: AsyncSession, entity: str, target: uuid.UUID) -> uuid.UUID | None:
     household_id: uuid.UUID | None = target
     if entity == "member":
         household_id = (
@@ -465,7 +481,5 @@ async def _community_of(session: AsyncSession, entity: str, target: uuid.UUID) -
         household_id = (await session.execute(select(Visit.household_id).where(Visit.id == target))).scalar()
     if household_id is None:
         return None
-    community = (
-        await session.execute(select(Household.community_id).where(Household.id == household_id))
-    ).scalar()
-    return None if community is None else str(community)
+    query = select(Household.community_id).where(Household.id == household_id)
+    return (await session.execute(query)).scalar()

@@ -817,6 +817,40 @@ def test_epoch_change_and_tombstone_horizon_send_devices_a_reset(
     assert paged.confirmed("household") == device.confirmed("household")
 
 
+def test_a_refused_edit_naming_a_community_outside_the_workers_is_quarantined_in_the_workers_own(
+    client: Client,
+) -> None:
+    """Quarantined under the community the device named, a create naming none that exists was seen by no
+    supervisor (lost), and one naming another community put the worker's content in its feed."""
+    worker = login(client, "demo-worker-1")
+
+    def create(seq: int, community: uuid.UUID) -> dict[str, Any]:
+        household = {"id": str(uuid.uuid4()), "registry_no": f"X-{seq}", "community_id": str(community)}
+        body = {"household": household | {"address": "某处"}}
+        return {"op": "household.create.v1", "seq": seq, "mutation_id": str(uuid.uuid4()), **body}
+
+    batch = [
+        create(1, uuid.uuid4()),
+        create(2, node_id("C03")),
+        update_mutation(3, str(household_id("DB-C03-0001")), 1, address="别处"),
+    ]
+    answer = push(client, worker, str(uuid.uuid4()), batch)
+    assert [r["status"] for r in answer["results"]] == ["rejected"] * 3
+    targets = [m["household"]["id"] for m in batch[:2]] + [batch[2]["household_id"]]
+    for sent, target in zip(batch, targets, strict=True):
+        (kept,) = conflicts(client, target)  # the worker's own supervisor sees each
+        assert kept["mutation_id"] == sent["mutation_id"]
+    scopes = run_db(client, lambda s: _conflict_scopes(s, [m["mutation_id"] for m in batch]))
+    assert scopes == {str(node_id("C01"))}
+
+
+async def _conflict_scopes(session: Any, mutation_ids: list[str]) -> set[str]:
+    query = select(SyncConflict.scope).where(
+        SyncConflict.mutation_id.in_([uuid.UUID(m) for m in mutation_ids])
+    )
+    return set((await session.execute(query)).scalars())
+
+
 def test_a_quarantined_mutation_never_shows_a_full_id_number(client: Client, make_device: MakeDevice) -> None:
     """Its arguments are kept whole for the record, but whoever reads them sees the number masked."""
     full = valid_id("13010219800101123")
