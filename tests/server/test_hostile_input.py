@@ -38,6 +38,7 @@ HOSTILE: list[Any] = [
     [],
     {},
     "2026-02-30",
+    "2026-11-30T08:00:00",  # a time without a zone: UTC columns refuse it
     DEEP,
 ]
 
