@@ -7,7 +7,6 @@ termination, expiration.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import email.utils
 import hashlib
@@ -75,7 +74,7 @@ def parse_metadata(header: str | None) -> dict[str, str]:
             raise Invalid("Upload-Metadata has an empty or repeated key.", code="bad_metadata")
         try:
             found[key] = base64.b64decode(encoded.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, and a non-ASCII character (plain ValueError)
             raise Invalid(
                 f"Upload-Metadata {key!r} is not base64 of UTF-8 text.", code="bad_metadata"
             ) from None
@@ -105,7 +104,7 @@ def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
         )
     try:
         return name, base64.b64decode(encoded.strip(), validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, and a non-ASCII character (plain ValueError)
         raise Invalid("Upload-Checksum digest is not base64.", code="bad_checksum") from None
 
 

@@ -411,3 +411,31 @@ def test_hostile_tus_metadata_gets_a_4xx(client: Client) -> None:
                 "/api/v1/uploads", headers=worker | {"Upload-Length": "10", "Upload-Metadata": metadata}
             )
             assert response.status_code < 500, (key, text[:20], response.status_code, response.text[:300])
+
+
+def test_non_ascii_bytes_in_tus_headers_get_a_4xx(client: Client) -> None:
+    # HTTP headers arrive as latin-1 text: a byte past 0x7f is a character base64 decoding refuses with
+    # a plain ValueError, not the binascii.Error that a wrong ASCII character raises.
+    worker = login(client, "demo-worker-1") | {"Tus-Resumable": "1.0.0"}
+    created = client.post(
+        "/api/v1/uploads",
+        headers=worker | {"Upload-Length": "10", "Upload-Metadata": "sha256 \xe9AAA".encode("latin-1")},
+    )
+    assert created.status_code == 422, created.text
+    assert created.json()["error"]["code"] == "bad_metadata"
+    metadata = "sha256 " + base64.b64encode(b"b" * 64).decode()
+    location = client.post(
+        "/api/v1/uploads", headers=worker | {"Upload-Length": "10", "Upload-Metadata": metadata}
+    ).headers["location"]
+    patched = client.patch(
+        location,
+        content=b"x",
+        headers=worker
+        | {
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": "0",
+            "Upload-Checksum": "sha1 \xe9AAA".encode("latin-1"),
+        },
+    )
+    assert patched.status_code == 422, patched.text
+    assert patched.json()["error"]["code"] == "bad_checksum"
