@@ -39,6 +39,12 @@ class ChecksumMismatch(DomainError):
     status, code = 460, "checksum_mismatch"
 
 
+class BadChecksumHeader(DomainError):
+    """The checksum extension answers an Upload-Checksum the server cannot use with 400, not 422."""
+
+    status, code = 400, "bad_checksum"
+
+
 class Gone(DomainError):
     status, code = 410, "upload_gone"
 
@@ -98,14 +104,14 @@ def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
         return None
     name, _, encoded = header.strip().partition(" ")
     if name not in CHECKSUM_ALGORITHMS:
-        raise Invalid(
+        raise BadChecksumHeader(
             f"Upload-Checksum algorithm {name!r} is not supported; use sha1 or sha256.",
             code="checksum_algorithm_unsupported",
         )
     try:
         return name, base64.b64decode(encoded.strip(), validate=True)
     except ValueError:  # binascii.Error, and a non-ASCII character (plain ValueError)
-        raise Invalid("Upload-Checksum digest is not base64.", code="bad_checksum") from None
+        raise BadChecksumHeader("Upload-Checksum digest is not base64.") from None
 
 
 def http_date(when: dt.datetime) -> str:

@@ -119,8 +119,11 @@ def test_per_request_checksum_is_verified_and_a_bad_chunk_discarded(tus_client: 
         offset += 5000
         assert offset_of(tus_client, worker, location) == offset
     odd = patch(tus_client, worker, location, offset, b"x", **{"Upload-Checksum": "md5 AAAA"})
-    assert odd.status_code == 422
+    assert odd.status_code == 400  # the checksum extension's answer
     assert odd.json()["error"]["code"] == "checksum_algorithm_unsupported"
+    garbled = patch(tus_client, worker, location, offset, b"x", **{"Upload-Checksum": "sha1 !!"})
+    assert garbled.status_code == 400
+    assert garbled.json()["error"]["code"] == "bad_checksum"
 
 
 def test_a_wrong_whole_file_sha256_is_refused_and_discarded(tus_client: Client, photo: bytes) -> None:
