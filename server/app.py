@@ -41,6 +41,7 @@ from server.routes.uploads import UploadController
 from server.routes.visits import VisitController
 from server.services.templates import install_shipped
 from server.services.uploads import cleanup_periodically
+from server.tus_edge import install as install_tus_edge
 
 log = logging.getLogger("fivestep.app")
 VERSION = "0.1.0"
@@ -96,7 +97,7 @@ def create_app(settings: Settings | None = None, *, demo: bool = False, prepared
             await db.dispose()
             log.info("stopped")
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             signed_blob,
@@ -134,3 +135,5 @@ def create_app(settings: Settings | None = None, *, demo: bool = False, prepared
         logging_config=None,
         debug=False,
     )
+    install_tus_edge(app)
+    return app

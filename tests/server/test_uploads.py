@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import update
 
 from schemas.config import Settings
+from server import tus_edge
 from server.db.models import Upload
 from server.services import uploads
 from tests.helpers import audit_rows, login, run_db
@@ -193,6 +194,43 @@ def test_creation_with_upload_sends_the_first_bytes_with_the_post(tus_client: Cl
     whole = tus_client.post(UPLOADS, content=photo, headers=TUS | other | with_body)
     assert whole.status_code == 201, whole.text
     assert whole.headers["upload-offset"] == str(len(photo))
+
+
+def test_a_post_with_x_http_method_override_is_taken_as_that_method(tus_client: Client, photo: bytes) -> None:
+    # tus core: clients behind proxies that only pass GET and POST (tus-js-client's overridePatchMethod)
+    # send POST with the real method in X-HTTP-Method-Override, which the server MUST honour.
+    worker = login(tus_client, "demo-worker-1")
+    location = create(tus_client, worker, photo).headers["location"]
+
+    def post_as(method: str, **headers: str) -> Any:
+        override = {"X-HTTP-Method-Override": method}
+        return tus_client.post(location, content=photo[:1000], headers=TUS | worker | override | headers)
+
+    sent = post_as("PATCH", **{"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"})
+    assert sent.status_code == 204, sent.text
+    assert sent.headers["upload-offset"] == "1000"
+    asked = post_as("HEAD")
+    assert asked.status_code == 200, asked.text
+    assert asked.headers["upload-offset"] == "1000"
+    assert post_as("DELETE").status_code == 204
+    assert tus_client.head(location, headers=TUS | worker).status_code == 404
+    assert tus_client.post(location, headers=TUS | worker).status_code == 405  # no override: no POST here
+
+
+@pytest.mark.parametrize(
+    ("path", "is_tus"),
+    [
+        ("/api/v1/uploads", True),
+        ("/api/v1/uploads/", True),
+        ("/api/v1/uploads/0b0e7a4c-2f43-4c1a-9d44-5f3f1a3c9e11", True),
+        ("/api/v1/uploads/direct", False),
+        ("/api/v1/uploads/direct/x/complete", False),
+        ("/api/v1/uploadsx", False),
+        ("/api/v1/visits/x", False),
+    ],
+)
+def test_the_method_override_applies_to_the_tus_paths_only(path: str, is_tus: bool) -> None:
+    assert tus_edge.is_tus_path(path) is is_tus
 
 
 def test_termination_removes_the_upload_and_its_bytes(tus_client: Client, photo: bytes) -> None:
