@@ -79,6 +79,9 @@ async def _receive_at(
     state: State = request.app.state
     checksum = tus.parse_checksum(request.headers.get("upload-checksum"))
     upload = await uploads.prepare_patch(db_session, actor, upload_id, offset, request.content_length)
+    if uploads.is_complete(upload):
+        await uploads.discard(request.stream(), upload.length)
+        return upload
     body = await uploads.receive(request.stream(), upload.length - offset, checksum)
     try:
         if uploads.is_whole_file(upload, offset, body) and await photos.finish_whole(

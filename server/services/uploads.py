@@ -145,21 +145,38 @@ def check_usable(upload: Upload) -> None:
 async def prepare_patch(
     session: AsyncSession, actor: Actor, upload_id: uuid.UUID, offset: int, content_length: int | None
 ) -> Upload:
-    """Check a PATCH before its body is read, then end the transaction (no lock is held while reading)."""
+    """Check a PATCH before its body is read, then end the transaction (no lock is held while reading).
+
+    A complete upload takes any offset: the caller answers it as done (``is_complete``).
+    """
     try:
         upload = await get(session, actor, upload_id)
         check_usable(upload)
         _check_tus(upload)
-        _check_offset(upload, offset)
-        if content_length is not None and content_length > upload.length - offset:
-            raise tus.TooLarge(
-                f"The body would end past Upload-Length ({upload.length}).", code="past_upload_length"
-            )
+        room = upload.length
+        if not is_complete(upload):
+            _check_offset(upload, offset)
+            room -= offset
+        if content_length is not None and content_length > room:
+            raise _past_upload_length(room)
     except BaseException:
         await session.rollback()
         raise
     await session.commit()  # ends the transaction without expiring `upload` (a rollback would)
     return upload
+
+
+def is_complete(upload: Upload) -> bool:
+    """Stored (or created complete because its photo already was): a PATCH to it stores nothing and is
+    answered with the whole length, whatever its Upload-Offset. tuspy and tus-java-client ignore the
+    creation's Upload-Offset and PATCH from 0 anyway; a 409 would be fatal to them, not "done"."""
+    return upload.state == UploadState.complete
+
+
+def _past_upload_length(room: int) -> tus.TooLarge:
+    return tus.TooLarge(
+        f"The body goes past Upload-Length ({room} bytes were left).", code="past_upload_length"
+    )
 
 
 def _check_tus(upload: Upload) -> None:
@@ -193,10 +210,7 @@ async def receive(chunks: AsyncIterator[bytes], limit: int, checksum: tuple[str,
             async for chunk in chunks:
                 size += len(chunk)
                 if size > limit:
-                    raise tus.TooLarge(
-                        f"The body goes past Upload-Length ({limit} bytes were left).",
-                        code="past_upload_length",
-                    )
+                    raise _past_upload_length(limit)
                 spool.write(chunk)
                 if hasher is not None:
                     hasher.update(chunk)
@@ -209,6 +223,20 @@ async def receive(chunks: AsyncIterator[bytes], limit: int, checksum: tuple[str,
         raise
     spool.seek(0)
     return Received(cast(BinaryIO, spool), size, complete)
+
+
+async def discard(chunks: AsyncIterator[bytes], limit: int) -> None:
+    """Read a body nobody needs to its end, at most ``limit`` bytes: a client that gets its answer while
+    still sending would see the connection reset, and a kept-alive connection must be clear for the next
+    request."""
+    size = 0
+    try:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise _past_upload_length(limit)
+    except InternalServerException:  # the client went away: nothing was to be kept anyway
+        pass
 
 
 def _verify(checksum: tuple[str, bytes], hasher: Any, complete: bool) -> None:
@@ -233,6 +261,8 @@ async def append(
     upload = await get(session, actor, upload_id, lock=True)
     check_usable(upload)
     _check_tus(upload)
+    if is_complete(upload):  # another request stored the photo while this body arrived
+        return upload
     _check_offset(upload, offset)  # another request may have moved it while this body arrived
     if body.size:
         try:

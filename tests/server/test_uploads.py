@@ -180,6 +180,23 @@ def test_the_same_file_from_a_second_device_completes_without_bytes(tus_client: 
     assert sum(1 for row in audit_rows(tus_client, "photo.create")) == 1
 
 
+def test_a_patch_to_a_complete_upload_is_answered_with_its_length(tus_client: Client, photo: bytes) -> None:
+    # A client that ignores the creation's Upload-Offset (tuspy, tus-java-client: both PATCH at 0 after a
+    # plain creation) must hear "done", not a 409 it gives up on.
+    assert upload(tus_client, login(tus_client, "demo-worker-1", device="tablet-a"), photo).status_code == 204
+    second = login(tus_client, "demo-worker-1", device="tablet-b")
+    location = create(tus_client, second, photo).headers["location"]
+    for offset, body in ((0, photo), (0, photo[:1000]), (len(photo), b""), (len(photo) + 5, b"")):
+        response = patch(tus_client, second, location, offset, body)
+        assert response.status_code == 204, response.text
+        assert response.headers["upload-offset"] == str(len(photo))
+        assert response.headers["tus-resumable"] == "1.0.0"
+    too_long = patch(tus_client, second, location, 0, photo + b"x")
+    assert too_long.status_code == 413, too_long.text
+    assert staged(tus_client) == []
+    assert len(audit_rows(tus_client, "photo.create")) == 1
+
+
 def test_creation_with_upload_sends_the_first_bytes_with_the_post(tus_client: Client, photo: bytes) -> None:
     worker = login(tus_client, "demo-worker-1")
     with_body = {
