@@ -74,10 +74,10 @@ async def _receive_at(
     settings: Settings,
     upload_id: uuid.UUID,
     offset: int,
+    checksum: tuple[str, bytes] | None,
 ) -> Upload:
     """The PATCH body path, shared with creation-with-upload: check, spool and verify, stage, finish."""
     state: State = request.app.state
-    checksum = tus.parse_checksum(request.headers.get("upload-checksum"))
     upload = await uploads.prepare_patch(db_session, actor, upload_id, offset, request.content_length)
     if uploads.is_complete(upload):
         await uploads.discard(request.stream(), upload.length)
@@ -95,6 +95,25 @@ async def _receive_at(
         body.close()
     await _finish_if_complete(state, actor, upload)
     return upload
+
+
+async def _receive_first_bytes(
+    request: Request[Any, Any, Any],
+    db_session: DbSession,
+    actor: Actor,
+    settings: Settings,
+    upload_id: uuid.UUID,
+    checksum: tuple[str, bytes] | None,
+) -> Upload:
+    """Creation-with-upload's body. Should it fail, the new upload goes with it: the error answer carries
+    no Location (tus-js-client would not read one there: it retries a failed creation with a new POST), so
+    nobody could ever resume it, and each retry would leave one more behind until it expired."""
+    try:
+        return await _receive_at(request, db_session, actor, settings, upload_id, 0, checksum)
+    except Exception:
+        state: State = request.app.state
+        await uploads.abandon(state.db, actor, state.store, upload_id)
+        raise
 
 
 class UploadController(Controller):
@@ -138,11 +157,15 @@ class UploadController(Controller):
         data = uploads.creation(
             request.headers.get("upload-length"), request.headers.get("upload-metadata"), settings
         )
+        with_body = _offset_stream(request)
+        checksum = tus.parse_checksum(request.headers.get("upload-checksum")) if with_body else None
+        if with_body:  # what can be refused before the upload exists is: nothing is left behind then
+            uploads.check_body_fits(data.length, request.content_length)
         await db_session.commit()  # end the sign-in's snapshot: the body path must see the new upload
         async with request.app.state.db.write_session() as session:
             upload = await uploads.create(session, actor, data, settings)
-        if _offset_stream(request) and upload.state == UploadState.receiving:
-            upload = await _receive_at(request, db_session, actor, settings, upload.id, 0)
+        if with_body and upload.state == UploadState.receiving:
+            upload = await _receive_first_bytes(request, db_session, actor, settings, upload.id, checksum)
         return Response(None, status_code=201, headers=_headers(upload, Location=f"{BASE}/{upload.id}"))
 
     @head("/{upload_id:uuid}", summary="tus: how many bytes the server has")
@@ -181,7 +204,8 @@ class UploadController(Controller):
         if not _offset_stream(request):
             raise tus.WrongContentType(f"A PATCH body must be sent as Content-Type: {tus.OFFSET_STREAM}.")
         offset = tus.parse_count("Upload-Offset", request.headers.get("upload-offset"))
-        upload = await _receive_at(request, db_session, actor, settings, upload_id, offset)
+        checksum = tus.parse_checksum(request.headers.get("upload-checksum"))
+        upload = await _receive_at(request, db_session, actor, settings, upload_id, offset, checksum)
         return Response(None, status_code=204, headers=_headers(upload))
 
     @delete("/{upload_id:uuid}", status_code=204, summary="tus termination")

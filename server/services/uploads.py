@@ -157,8 +157,7 @@ async def prepare_patch(
         if not is_complete(upload):
             _check_offset(upload, offset)
             room -= offset
-        if content_length is not None and content_length > room:
-            raise _past_upload_length(room)
+        check_body_fits(room, content_length)
     except BaseException:
         await session.rollback()
         raise
@@ -171,6 +170,12 @@ def is_complete(upload: Upload) -> bool:
     answered with the whole length, whatever its Upload-Offset. tuspy and tus-java-client ignore the
     creation's Upload-Offset and PATCH from 0 anyway; a 409 would be fatal to them, not "done"."""
     return upload.state == UploadState.complete
+
+
+def check_body_fits(room: int, content_length: int | None) -> None:
+    """A body whose Content-Length goes past Upload-Length is refused before a byte of it is read."""
+    if content_length is not None and content_length > room:
+        raise _past_upload_length(room)
 
 
 def _past_upload_length(room: int) -> tus.TooLarge:
@@ -334,6 +339,17 @@ async def terminate(session: AsyncSession, actor: Actor, store: BlobStore, uploa
     await session.delete(upload)
     audit.record(session, actor, "upload.terminate", "upload", upload.id, {"sha256": upload.sha256})
     await session.commit()
+
+
+async def abandon(db: Database, actor: Actor, store: BlobStore, upload_id: uuid.UUID) -> None:
+    """Terminate an upload whose URL its client never received, as far as can be done now. Whatever
+    stops this (storage or database unreachable) leaves the upload to expire; the caller's own error,
+    not this one, is what the client must hear."""
+    try:
+        async with db.write_session() as session:
+            await terminate(session, actor, store, upload_id)
+    except Exception as exc:
+        log.warning("unreachable upload left to expire: %s", type(exc).__name__)
 
 
 async def discard_bytes(store: BlobStore, upload_id: uuid.UUID, direct_id: str | None) -> None:

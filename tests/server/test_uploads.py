@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from schemas.config import Settings
 from server import tus_edge
@@ -248,6 +248,44 @@ def test_a_post_with_x_http_method_override_is_taken_as_that_method(tus_client: 
 )
 def test_the_method_override_applies_to_the_tus_paths_only(path: str, is_tus: bool) -> None:
     assert tus_edge.is_tus_path(path) is is_tus
+
+
+def upload_count(client: Client) -> int:
+    async def count(session: Any) -> int:
+        return int((await session.execute(select(func.count()).select_from(Upload))).scalar_one())
+
+    return int(run_db(client, count))
+
+
+def test_a_failed_creation_with_upload_leaves_no_upload_behind(tus_client: Client, photo: bytes) -> None:
+    # The error answer carries no Location, and a tus client retries with a new POST: whatever this
+    # creation made must not stay behind, one unreachable upload per retry.
+    worker = login(tus_client, "demo-worker-1")
+    with_body = {
+        "Upload-Length": str(len(photo)),
+        "Upload-Metadata": metadata(photo),
+        "Content-Type": "application/offset+octet-stream",
+    }
+
+    def sha1(data: bytes) -> str:
+        return "sha1 " + base64.b64encode(hashlib.sha1(data).digest()).decode()
+
+    def chunked(data: bytes) -> Any:
+        yield from (data[i : i + 50_000] for i in range(0, len(data), 50_000))
+
+    cases = [
+        (photo[:1000], {"Upload-Checksum": "md5 AAAA"}, 400, "checksum_algorithm_unsupported"),
+        (photo + b"x", {}, 413, "past_upload_length"),  # Content-Length says so before a byte is read
+        (chunked(photo + b"x"), {}, 413, "past_upload_length"),  # no Content-Length: found while reading
+        (photo[:1000], {"Upload-Checksum": sha1(b"other")}, 460, "checksum_mismatch"),
+    ]
+    for body, headers, status, code in cases:
+        response = tus_client.post(UPLOADS, content=body, headers=TUS | worker | with_body | headers)
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code
+        assert "location" not in response.headers
+        assert upload_count(tus_client) == 0, code
+    assert staged(tus_client) == []
 
 
 def test_termination_removes_the_upload_and_its_bytes(tus_client: Client, photo: bytes) -> None:
