@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from litestar import Controller, Request, Response, delete, head, patch, post, route
+from litestar import Controller, MediaType, Request, Response, delete, head, patch, post, route
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.enums import HttpMethod
@@ -28,10 +28,12 @@ from server.services.actor import Actor
 BASE = "/api/v1/uploads"
 
 
-def _with_tus(handler: Any) -> Any:
+def _with_tus_version(handler: Any) -> Any:
+    """tus core: a 412 names the versions the server speaks. (Tus-Resumable, on every answer, is added by
+    server/tus_edge.py.)"""
+
     def wrapped(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         response: Response[Any] = handler(request, exc)
-        response.headers["Tus-Resumable"] = tus.VERSION
         if isinstance(exc, tus.UnsupportedVersion):
             response.headers["Tus-Version"] = tus.VERSION
         return response
@@ -48,6 +50,12 @@ def _headers(upload: Upload, **extra: str) -> dict[str, str]:
     if upload.state == UploadState.receiving:
         headers["Upload-Expires"] = tus.http_date(upload.expires_at)
     return headers | extra
+
+
+def _without_body(status: int, headers: dict[str, str]) -> Response[None]:
+    """tus answers say everything in headers. ``None`` would be sent as the JSON ``null``; as text it is
+    nothing (and server/tus_edge.py drops the Content-Type of an empty answer)."""
+    return Response(None, status_code=status, headers=headers, media_type=MediaType.TEXT)
 
 
 def _offset_stream(request: Request[Any, Any, Any]) -> bool:
@@ -120,7 +128,9 @@ class UploadController(Controller):
     path = BASE
     tags = ["uploads"]
     dependencies = {"actor": Provide(provide_actor), "db_session": Provide(read_session)}
-    exception_handlers = {exc_type: _with_tus(handler) for exc_type, handler in EXCEPTION_HANDLERS.items()}
+    exception_handlers = {
+        exc_type: _with_tus_version(handler) for exc_type, handler in EXCEPTION_HANDLERS.items()
+    }
     request_max_body_size = None  # bodies are bounded by Upload-Length, checked while they stream
 
     @route(
@@ -145,6 +155,22 @@ class UploadController(Controller):
             },
         )
 
+    @route(
+        "/{upload_id:uuid}",
+        http_method=[HttpMethod.OPTIONS],
+        status_code=204,
+        summary="tus: the methods an upload takes",
+        include_in_schema=False,
+    )
+    async def announce_upload(self) -> Response[None]:
+        # Litestar's automatic answer lists only the methods of the path's first handler (OPTIONS, PATCH).
+        # Named, like "announce", to sort before the path's other handlers.
+        return Response(
+            None,
+            status_code=204,
+            headers={"Allow": "DELETE, HEAD, OPTIONS, PATCH", "Tus-Resumable": tus.VERSION},
+        )
+
     @post("/", status_code=201, summary="tus creation (and creation-with-upload)")
     async def create(
         self,
@@ -166,7 +192,7 @@ class UploadController(Controller):
             upload = await uploads.create(session, actor, data, settings)
         if with_body and upload.state == UploadState.receiving:
             upload = await _receive_first_bytes(request, db_session, actor, settings, upload.id, checksum)
-        return Response(None, status_code=201, headers=_headers(upload, Location=f"{BASE}/{upload.id}"))
+        return _without_body(201, _headers(upload, Location=f"{BASE}/{upload.id}"))
 
     @head("/{upload_id:uuid}", summary="tus: how many bytes the server has")
     async def status(
@@ -189,7 +215,7 @@ class UploadController(Controller):
         extra = {"Upload-Length": str(upload.length)}
         if upload.metadata_header:
             extra["Upload-Metadata"] = upload.metadata_header
-        return Response(None, status_code=200, headers=_headers(upload, **extra))
+        return _without_body(200, _headers(upload, **extra))
 
     @patch("/{upload_id:uuid}", status_code=204, summary="tus: append bytes at Upload-Offset")
     async def append(

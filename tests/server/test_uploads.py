@@ -336,6 +336,45 @@ def test_protocol_errors_are_json_with_codes(client: Client, photo: bytes) -> No
     assert no_offset.json()["error"]["code"] == "bad_upload_offset"
 
 
+def test_every_tus_answer_carries_tus_resumable(client: Client, photo: bytes) -> None:
+    # Also the answers Litestar gives before the controller runs: a path that is no upload id, a method
+    # the path does not take.
+    worker = login(client, "demo-worker-1")
+    nobody = f"{UPLOADS}/00000000-0000-0000-0000-000000000000"
+    answers = [
+        client.head(f"{UPLOADS}/not-a-uuid", headers=TUS | worker),
+        client.patch(f"{UPLOADS}/not-a-uuid", headers=TUS | worker),
+        client.get(nobody, headers=TUS | worker),
+        client.put(UPLOADS, headers=TUS | worker),
+        client.head(nobody, headers=TUS),
+        client.head(nobody, headers=worker),
+        client.head(nobody, headers=TUS | worker),
+        client.options(nobody),
+    ]
+    assert [a.status_code for a in answers] == [404, 404, 405, 405, 401, 412, 404, 204]
+    for answer in answers:
+        assert answer.headers.get("tus-resumable") == "1.0.0", (answer.request.method, answer.request.url)
+
+
+def test_created_and_head_answers_have_no_body(client: Client, photo: bytes) -> None:
+    worker = login(client, "demo-worker-1")
+    created = create(client, worker, photo)
+    head = client.head(created.headers["location"], headers=TUS | worker)
+    for answer in (created, head):
+        assert answer.headers["content-length"] == "0"
+        assert "content-type" not in answer.headers
+    assert created.content == b""
+
+
+def test_options_on_an_upload_lists_the_methods_it_takes(client: Client, photo: bytes) -> None:
+    worker = login(client, "demo-worker-1")
+    location = create(client, worker, photo).headers["location"]
+    answer = client.options(location)
+    assert answer.status_code == 204
+    assert answer.headers["allow"] == "DELETE, HEAD, OPTIONS, PATCH"
+    assert answer.headers["tus-resumable"] == "1.0.0"
+
+
 def test_expired_uploads_are_refused_and_cleaned_up(tus_client: Client, photo: bytes) -> None:
     worker = login(tus_client, "demo-worker-1")
     location = create(tus_client, worker, photo).headers["location"]
