@@ -363,30 +363,42 @@ async def discard_bytes(store: BlobStore, upload_id: uuid.UUID, direct_id: str |
 
 
 async def cleanup(db: Database, store: BlobStore, now: dt.datetime | None = None) -> int:
-    """Remove uploads past their expiry (unfinished, refused or long complete) and their staged bytes.
-
-    Staged bytes go first: if the process dies in between, the row is still there to try again.
-    """
+    """Remove uploads past their expiry (unfinished, refused or long complete) and their staged bytes."""
     cutoff = now or utcnow()
-    async with db.read_session() as session:
-        query = select(Upload.id, Upload.direct_id).where(Upload.expires_at <= cutoff, claim_is_free())
-        expired = [(row.id, row.direct_id) for row in await session.execute(query)]
     removed = 0
-    for upload_id, direct_id in expired:
+    for upload_id in await expired(db, cutoff):
         try:
-            await discard_bytes(store, upload_id, direct_id)
+            removed += await remove_if_expired(db, store, upload_id, cutoff)
         except BlobStoreUnavailable as exc:  # the next round tries again; the others go now
             log.warning("expired upload kept for the next cleanup: %s", exc)
-            continue
-        async with db.write_session() as session:
-            upload = await session.get(Upload, upload_id, with_for_update=True)
-            if upload is None or upload.expires_at > cutoff or is_claimed(upload):
-                continue  # finished, extended or taken for processing meanwhile
-            await session.delete(upload)
-            audit.record(session, SYSTEM, "upload.expire", "upload", upload_id, {"state": upload.state})
-            await session.commit()
-            removed += 1
     return removed
+
+
+async def expired(db: Database, cutoff: dt.datetime) -> list[uuid.UUID]:
+    """The uploads that looked expired a moment ago: each is checked again, locked, before it goes."""
+    async with db.read_session() as session:
+        query = select(Upload.id).where(Upload.expires_at <= cutoff, claim_is_free())
+        return list((await session.scalars(query)).all())
+
+
+async def remove_if_expired(
+    db: Database, store: BlobStore, upload_id: uuid.UUID, cutoff: dt.datetime
+) -> bool:
+    """Remove the upload and its staged bytes if it is still expired and unclaimed.
+
+    Checked under the row lock before a byte is discarded: a PATCH that committed since the upload was
+    listed (its expiry moved) or a request that claimed it for processing keeps its bytes. The bytes go
+    before the row, in the same transaction: if discarding fails, the row is still there to try again.
+    """
+    async with db.write_session() as session:
+        upload = await session.get(Upload, upload_id, with_for_update=True)
+        if upload is None or upload.expires_at > cutoff or is_claimed(upload):
+            return False  # finished, extended or taken for processing meanwhile
+        await discard_bytes(store, upload.id, upload.direct_id)
+        await session.delete(upload)
+        audit.record(session, SYSTEM, "upload.expire", "upload", upload_id, {"state": upload.state})
+        await session.commit()
+        return True
 
 
 async def cleanup_periodically(

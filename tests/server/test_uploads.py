@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+import uuid
 from typing import Any
 
 import pytest
@@ -387,6 +388,29 @@ def test_expired_uploads_are_refused_and_cleaned_up(tus_client: Client, photo: b
     assert staged(tus_client) == []
     assert tus_client.head(location, headers=TUS | worker).status_code == 404
     assert [r.entity_id for r in audit_rows(tus_client, "upload.expire")] == [location.rsplit("/", 1)[1]]
+
+
+def test_a_patch_that_commits_as_its_upload_expires_keeps_its_bytes(tus_client: Client, photo: bytes) -> None:
+    # The cleanup lists the expired uploads, then removes them one by one; a PATCH that commits in
+    # between moves its upload's expiry, and the upload must then keep its staged bytes, not only its row.
+    worker = login(tus_client, "demo-worker-1")
+    location = create(tus_client, worker, photo).headers["location"]
+    upload_id = uuid.UUID(location.rsplit("/", 1)[1])
+    assert patch(tus_client, worker, location, 0, photo[:4000]).status_code == 204
+
+    async def expiry(session: Any) -> dt.datetime:
+        return (await session.get(Upload, upload_id)).expires_at  # type: ignore[no-any-return]
+
+    cutoff = run_db(tus_client, expiry)  # the moment this upload expires
+    state = tus_client.app.state
+    assert tus_client.blocking_portal.call(uploads.expired, state.db, cutoff) == [upload_id]
+    assert patch(tus_client, worker, location, 4000, photo[4000:8000]).status_code == 204  # just in time
+    removed = tus_client.blocking_portal.call(
+        uploads.remove_if_expired, state.db, state.store, upload_id, cutoff
+    )
+    assert removed is False
+    assert patch(tus_client, worker, location, 8000, photo[8000:]).status_code == 204
+    assert tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker).status_code == 200
 
 
 def test_the_cleanup_command_removes_expired_uploads(
