@@ -75,6 +75,16 @@ async def _finish_if_complete(state: State, actor: Actor, upload: Upload) -> Non
         await photos.finish(state.db, actor, state.store, state.image_limiter, upload)
 
 
+async def _settled(state: State, actor: Actor, upload: Upload) -> Upload:
+    """The upload once whatever its last bytes started is over, for HEAD to report."""
+    await _finish_if_complete(state, actor, upload)  # all bytes in, but a crash stopped the ingest
+    if photos.being_ingested_whole(upload):  # the file came whole in a PATCH still being processed
+        await photos.outcome_of_other(state.db, actor, state.store, state.image_limiter, upload)
+        async with state.db.read_session() as fresh:
+            return await uploads.get(fresh, actor, upload.id)
+    return upload
+
+
 async def _receive_at(
     request: Request[Any, Any, Any],
     db_session: DbSession,
@@ -207,11 +217,13 @@ class UploadController(Controller):
         upload = await uploads.get(db_session, actor, upload_id)
         uploads.check_usable(upload)
         await db_session.commit()
-        await _finish_if_complete(state, actor, upload)  # all bytes in, but a crash stopped the ingest
-        if photos.being_ingested_whole(upload):  # the file came whole in a PATCH still being processed
-            await photos.outcome_of_other(state.db, actor, state.store, state.image_limiter, upload)
-            async with state.db.read_session() as fresh:
-                upload = await uploads.get(fresh, actor, upload_id)
+        try:
+            upload = await _settled(state, actor, upload)
+        except photos.Refused as refused:
+            # Every later HEAD answers a refused upload 410 (check_usable); so does the one that refused
+            # it, rather than the 422 of the PATCH that brings the last byte. A HEAD has no body to tell
+            # them apart, and the code is in the error either way.
+            raise tus.Gone(refused.message, code=refused.code, details=refused.details) from None
         extra = {"Upload-Length": str(upload.length)}
         if upload.metadata_header:
             extra["Upload-Metadata"] = upload.metadata_header

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import pytest
 from sqlalchemy import update
 
-from media.formats import ImageFormat
+from media.formats import ImageFormat, ImageRejected
 from media.pipeline import DEFAULT_MAX_PIXELS, ProcessedImage
 from media.stores import BlobStoreUnavailable
 from server.db.models import Upload
@@ -123,6 +123,25 @@ def test_a_failed_ingest_releases_the_upload_for_the_next_request(
     assert time.monotonic() - started < photos.WAIT_POLL_SECONDS * 10
     assert tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker).status_code == 200
     assert ingest.calls == 2
+
+
+def test_a_head_that_finishes_a_refused_file_answers_410_like_the_heads_after_it(
+    tus_client: Client, stalled: Stalled, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # tus-js-client takes any 4xx to a HEAD for "start a new upload"; the sync client asks a 410's code
+    # with an empty PATCH. The HEAD that happens to run the deferred ingest answers as every later one.
+    def refuse(*args: Any, **kwargs: Any) -> ProcessedImage:
+        raise ImageRejected("too_many_pixels", "The image announces too many pixels.")
+
+    monkeypatch.setattr(photos, "ingest_file", refuse)
+    _, worker, location = stalled
+    for _ in range(2):
+        head = tus_client.head(location, headers=TUS | worker)
+        assert head.status_code == 410, head.status_code
+        assert head.headers["tus-resumable"] == "1.0.0"
+    why = patch(tus_client, worker, location, 0, b"")
+    assert why.status_code == 410
+    assert why.json()["error"]["code"] == "too_many_pixels"
 
 
 def test_a_claim_left_by_a_dead_process_expires(
