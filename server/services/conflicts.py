@@ -117,7 +117,7 @@ async def _get(session: AsyncSession, actor: Actor, conflict_id: uuid.UUID) -> S
 async def _apply(
     session: AsyncSession, actor: Actor, conflict: SyncConflict, chosen: Any, mutation_id: uuid.UUID | None
 ) -> None:
-    if conflict.kind in ("quarantined", "parallel_update"):
+    if conflict.kind in ("quarantined", "parallel_update", "lost_in_restore"):
         raise Invalid(
             f"A {conflict.kind} conflict can only be kept as it is or dismissed.", code="nothing_to_take"
         )

@@ -60,7 +60,7 @@ def _decode(text: str | None) -> Cursor | None:
 async def _rebuilding(db: Database, actor: Actor, request: PullRequest) -> None:
     """A client starting from nothing is registered, and adopts the caller's current node as its scope."""
     async with db.write_session() as session:
-        client = await sync_clients.claim(session, actor, request.client_id, request.schema_version)
+        client, _ = await sync_clients.claim(session, actor, request.client_id, request.schema_version)
         client.scope_path = actor.jurisdiction_path
         await session.commit()
 

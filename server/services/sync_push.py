@@ -107,8 +107,10 @@ async def push(
     session: AsyncSession, actor: Actor, request: PushEnvelope, mutations: list[AnyMutation], rules: RulePack
 ) -> PushResponse:
     check_schema(request.schema_version)
-    client = await claim(session, actor, request.client_id, request.schema_version)
+    client, epoch = await claim(session, actor, request.client_id, request.schema_version)
     _measure_clock(client, request)
+    if client.epoch != epoch:
+        _after_restore(session, actor, client, epoch, mutations)
     await session.flush()  # the client row's changes: a savepoint rolled back later must not undo them
     delivered = await _delivered_before(session, actor, mutations)
     with transaction.held_by_push(session, str(client.client_id)):
@@ -191,6 +193,35 @@ def _measure_clock(client: SyncClient, request: PushEnvelope) -> None:
     if request.device_now is not None:
         # Measured and shown to supervisors; never used to order anything.
         client.clock_offset_ms = int((now - request.device_now).total_seconds() * 1000)
+
+
+def _after_restore(
+    session: AsyncSession, actor: Actor, client: SyncClient, epoch: uuid.UUID, mutations: list[AnyMutation]
+) -> None:
+    """The first push since the database was restored from a backup (a new epoch). Mutations the device
+    saw confirmed after that backup was taken are gone from the server, and gone from the device too (it
+    drops what a pull confirms): waiting for them would stop its queue for good. The seqs they held are
+    recorded as lost for a supervisor, and the queue resumes with what the device sends. Within one
+    epoch a gap only means a lost request, and stops the batch as always."""
+    first = min((m.seq for m in mutations), default=None)
+    if client.epoch is not None and first is not None and first > client.last_mutation_seq + 1:
+        lost = {"from_seq": client.last_mutation_seq + 1, "to_seq": first - 1, "device_id": client.device_id}
+        session.add(
+            SyncConflict(
+                id=uuid.uuid4(),
+                entity="client",
+                entity_id=str(client.client_id),
+                kind="lost_in_restore",
+                level="hard",
+                client_value=msgspec.to_builtins(lost),
+                code="lost_in_restore",
+                author_id=client.user_id,
+                scope=str(actor.jurisdiction_id),
+                status="open",
+            )
+        )
+        client.last_mutation_seq = first - 1
+    client.epoch = epoch
 
 
 async def _replayed(

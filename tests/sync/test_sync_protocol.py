@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from server.db.engine import Database
@@ -815,6 +815,45 @@ def test_epoch_change_and_tombstone_horizon_send_devices_a_reset(
     paged = make_device("demo-worker-1", "paged", pull_limit=50)
     assert paged.sync().resets == 0
     assert paged.confirmed("household") == device.confirmed("household")
+
+
+def test_after_a_restore_the_queue_moves_on_and_the_edits_the_backup_lost_are_recorded(
+    make_device: MakeDevice, client: Client
+) -> None:
+    """Edits confirmed after the backup was taken are gone from the server and from the device (it drops
+    what a pull confirms). The queue must not wait for them forever: their seqs are recorded as lost for
+    a supervisor, and the device's later edits apply."""
+    device = make_device("demo-worker-1")
+    device.sync()
+    for i in range(3):
+        device.update_household(H1, address=f"第{i}")
+    device.sync()
+    assert device.pending() == []
+    cid = uuid.UUID(device.client_id)
+
+    async def restore_a_backup_taken_after_seq_1(session: Any) -> None:
+        await session.execute(delete(MutationLog).where(MutationLog.client_id == cid, MutationLog.seq > 1))
+        await session.execute(
+            update(SyncClient).where(SyncClient.client_id == cid).values(last_mutation_seq=1)
+        )
+
+    run_db(client, restore_a_backup_taken_after_seq_1)
+    run_db(client, lambda s: sync_admin.new_epoch(s, SYSTEM))
+    device.update_household(H1, address="恢复之后的新修改")  # seq 4
+    report = device.sync()
+    assert report.resets == 1 and device.pending() == []
+    assert device.record("household", H1)["address"] == "恢复之后的新修改"  # type: ignore[index]
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    (lost,) = client.get(f"/api/v1/conflicts?entity_id={cid}", headers=reviewer).json()
+    assert (lost["kind"], lost["entity"], lost["level"]) == ("lost_in_restore", "client", "hard")
+    assert lost["client_value"]["from_seq"] == 2 and lost["client_value"]["to_seq"] == 3
+    kept = client.post(
+        f"/api/v1/conflicts/{lost['id']}/resolve", json={"decision": "take_client"}, headers=reviewer
+    )
+    assert kept.status_code == 422 and kept.json()["error"]["code"] == "nothing_to_take"
+    # Within one epoch a gap is still a lost request: the batch stops and names the seq expected.
+    answer = push(client, login(client, "demo-worker-1"), str(cid), [update_mutation(9, H1, 9, address="跳")])
+    assert (answer["stopped"], answer["expected_seq"]) == ("out_of_order", 5)
 
 
 def test_a_refused_edit_naming_a_community_outside_the_workers_is_quarantined_in_the_workers_own(

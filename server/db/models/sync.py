@@ -67,6 +67,9 @@ class SyncClient(Base):
     scope_path: Mapped[str] = mapped_column(String(512))
     """The user's node when the client first synced; if it changes, the client must rebuild."""
     last_mutation_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    epoch: Mapped[uuid.UUID | None]
+    """The database epoch of the client's last push: another one now means the database was restored
+    from a backup meanwhile, and mutations the device saw confirmed may be gone (see sync_push)."""
     clock_offset_ms: Mapped[int | None] = mapped_column(BigInteger)
     """server time minus device time at the last push: measured, shown, never used to order."""
     schema_version: Mapped[int] = mapped_column(default=1)
