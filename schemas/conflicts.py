@@ -20,7 +20,7 @@ class ConflictOut(msgspec.Struct, kw_only=True):
     field: str | None
     kind: str
     """field_conflict | guarded_change | parallel_update | update_after_delete | delete_after_update |
-    quarantined"""
+    quarantined | lost_in_restore"""
     level: Literal["hard", "soft"] | str
     base_version: int | None
     server_value: Any

@@ -110,7 +110,7 @@ class SyncConflict(Base):
     field: Mapped[str | None] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(24))
     """field_conflict | guarded_change | parallel_update | update_after_delete | delete_after_update |
-    quarantined"""
+    quarantined | lost_in_restore"""
     level: Mapped[str] = mapped_column(String(8))
     base_version: Mapped[int | None]
     server_value: Mapped[Any] = mapped_column(JSONType, nullable=True)
