@@ -46,7 +46,17 @@ class BadChecksumHeader(DomainError):
 
 
 class Gone(DomainError):
+    """The upload's file was refused: 410 with the refusal's code."""
+
     status, code = 410, "upload_gone"
+
+
+class StartAgain(DomainError):
+    """The upload cannot go on through no fault of its file: it expired, or its staged bytes were lost.
+    404 rather than 410 (tus allows either): tus-java-client, under tus-android-client, starts a new upload
+    on a 404 and gives up on a 410, and every other client starts again on both."""
+
+    status, code = 404, "upload_expired"
 
 
 class WrongContentType(DomainError):

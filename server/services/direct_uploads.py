@@ -22,7 +22,6 @@ from schemas.photos import DirectPartOut, DirectUploadIn, DirectUploadOut
 from server.db.engine import Database
 from server.db.models import Upload, UploadState
 from server.db.types import utcnow
-from server.domain import tus
 from server.errors import Conflict
 from server.services import photos, uploads
 from server.services.actor import Actor
@@ -136,13 +135,14 @@ async def _parts(db: Database, actor: Actor, store: BlobStore, upload: Upload) -
 
 
 async def _lost(db: Database, actor: Actor, store: BlobStore, upload: Upload) -> Upload:
-    """The store no longer knows the parts: aborted or expired by a bucket lifecycle rule (410), unless a
-    concurrent request completed the upload and dropped them (then that is the answer)."""
+    """The store no longer knows the parts: aborted or expired by a bucket lifecycle rule (404
+    staging_lost: start a new upload), unless a concurrent request completed the upload and dropped them
+    (then that is the answer)."""
     async with db.write_session() as session:
-        await uploads.fail(session, actor, store, upload.id, "staging_lost")
-    current = await _usable(db, actor, upload.id)  # 410 if it failed just now
+        await uploads.fail(session, actor, store, upload.id, uploads.STAGING_LOST)
+    current = await _usable(db, actor, upload.id)  # 404 if it failed just now
     if current.state != UploadState.complete:
-        raise tus.Gone("The parts of this upload were lost; start a new one.", code="staging_lost")
+        raise uploads.staging_lost()
     return current
 
 

@@ -300,10 +300,8 @@ async def _process(
     except StagingLost:
         if await _completed(db, upload.id):  # a concurrent finish (a retried HEAD, say) stored it first
             raise _FinishedElsewhere from None
-        await _refuse(db, actor, store, upload.id, "staging_lost")
-        raise Gone(
-            "The staged bytes of this upload were lost; start a new one.", code="staging_lost"
-        ) from None
+        await _refuse(db, actor, store, upload.id, uploads.STAGING_LOST)
+        raise uploads.staging_lost() from None
     except Sha256Mismatch as exc:
         await _refuse(db, actor, store, upload.id, "sha256_mismatch")
         raise Refused(

@@ -133,13 +133,22 @@ async def get(session: AsyncSession, actor: Actor, upload_id: uuid.UUID, *, lock
 
 
 def check_usable(upload: Upload) -> None:
+    if upload.state == UploadState.failed and upload.failure_code == STAGING_LOST:
+        raise staging_lost()
     if upload.state == UploadState.failed:
         raise tus.Gone(
             "This upload was refused and its bytes discarded; start a new one.",
             code=upload.failure_code or "upload_gone",
         )
     if upload.state == UploadState.receiving and upload.expires_at <= utcnow():
-        raise tus.Gone("This upload expired; start a new one.", code="upload_expired")
+        raise tus.StartAgain("This upload expired; start a new one.", code="upload_expired")
+
+
+STAGING_LOST = "staging_lost"
+
+
+def staging_lost() -> tus.StartAgain:
+    return tus.StartAgain("The staged bytes of this upload were lost; start a new one.", code=STAGING_LOST)
 
 
 async def prepare_patch(
@@ -273,10 +282,8 @@ async def append(
         try:
             await store.stage_append(upload.id.hex, offset, body.file, body.size)
         except StagingLost:
-            await _fail(session, actor, store, upload, "staging_lost")
-            raise tus.Gone(
-                "The staged bytes of this upload were lost; start a new one.", code="staging_lost"
-            ) from None
+            await _fail(session, actor, store, upload, STAGING_LOST)
+            raise staging_lost() from None
         upload.upload_offset = offset + body.size
     upload.expires_at = utcnow() + dt.timedelta(hours=settings.upload_expiry_hours)
     await session.commit()

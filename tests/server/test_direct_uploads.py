@@ -188,7 +188,9 @@ def test_the_image_check_applies_as_for_tus(tus_client: Client) -> None:
     assert response.json()["error"]["code"] in {"not_an_image", "unsupported_format"}
 
 
-def test_parts_the_store_dropped_on_its_own_end_the_upload_with_410(tus_client: Client) -> None:
+def test_parts_the_store_dropped_on_its_own_end_the_upload_with_404_to_start_again(
+    tus_client: Client,
+) -> None:
     data = jpeg_with_gps(seed=14)
     worker = login(tus_client, "demo-worker-1")
     body = start(tus_client, worker, data).json()
@@ -198,9 +200,9 @@ def test_parts_the_store_dropped_on_its_own_end_the_upload_with_410(tus_client: 
     direct_id = multipart_uploads(store)[0]
     tus_client.blocking_portal.call(store.direct_abort, body["upload_id"].replace("-", ""), direct_id)
     response = tus_client.post(f"{DIRECT}/{body['upload_id']}/complete", headers=worker)
-    assert response.status_code == 410
+    assert response.status_code == 404
     assert response.json()["error"]["code"] == "staging_lost"
-    assert tus_client.get(f"{DIRECT}/{body['upload_id']}", headers=worker).status_code == 410
+    assert tus_client.get(f"{DIRECT}/{body['upload_id']}", headers=worker).status_code == 404
 
 
 def test_a_direct_upload_takes_no_tus_patch_and_asking_keeps_it_alive(tus_client: Client) -> None:

@@ -390,6 +390,36 @@ def test_expired_uploads_are_refused_and_cleaned_up(tus_client: Client, photo: b
     assert [r.entity_id for r in audit_rows(tus_client, "upload.expire")] == [location.rsplit("/", 1)[1]]
 
 
+def test_an_upload_that_can_no_longer_go_on_answers_404_so_every_tus_client_starts_again(
+    tus_client: Client, photo: bytes
+) -> None:
+    """Expired (before the cleanup removed it) or its staged bytes lost: 404 with the reason's code, not 410,
+    which tus-java-client (under tus-android-client) takes as final instead of starting a new upload."""
+    worker = login(tus_client, "demo-worker-1")
+    expiring = create(tus_client, worker, photo).headers["location"]
+    losing = create(tus_client, worker, photo).headers["location"]
+    for location in (expiring, losing):
+        assert patch(tus_client, worker, location, 0, photo[:4000]).status_code == 204
+
+    async def expire(session: Any) -> None:
+        upload_id = uuid.UUID(expiring.rsplit("/", 1)[1])
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        await session.execute(update(Upload).where(Upload.id == upload_id).values(expires_at=past))
+
+    run_db(tus_client, expire)
+    staging_id = uuid.UUID(losing.rsplit("/", 1)[1]).hex
+    tus_client.blocking_portal.call(tus_client.app.state.store.stage_discard, staging_id)
+    lost = patch(tus_client, worker, losing, 4000, photo[4000:])  # found on appending, or on joining (S3)
+    assert (lost.status_code, lost.json()["error"]["code"]) == (404, "staging_lost")
+    for location, code in ((expiring, "upload_expired"), (losing, "staging_lost")):
+        assert tus_client.head(location, headers=TUS | worker).status_code == 404
+        again = patch(tus_client, worker, location, 4000, photo[4000:8000])
+        assert (again.status_code, again.json()["error"]["code"]) == (404, code)
+        assert again.headers["tus-resumable"] == "1.0.0"
+    fresh = create(tus_client, worker, photo).headers["location"]
+    assert patch(tus_client, worker, fresh, 0, photo).status_code == 204
+
+
 def test_a_patch_that_commits_as_its_upload_expires_keeps_its_bytes(tus_client: Client, photo: bytes) -> None:
     # The cleanup lists the expired uploads, then removes them one by one; a PATCH that commits in
     # between moves its upload's expiry, and the upload must then keep its staged bytes, not only its row.
