@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
+
+import msgspec
 
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 CHECK = "10X98765432"
@@ -38,16 +41,61 @@ def mask(id_number: str) -> str:
     return id_number[:3] + "*" * (len(id_number) - 6) + id_number[-3:]
 
 
+ID_SHAPED = re.compile(r"(?<![0-9A-Za-z])(?:[0-9]{17}[0-9Xx]|[0-9]{15})(?![0-9A-Za-z])", re.ASCII)
+"""An identity number written into text: 18 characters (any check digit: a typo still gives away 17
+digits) or the old 15-digit form, standing alone. Full-width digits are made ASCII before matching."""
+_FIFTEEN_DIGITS = re.compile("[0-9\uff10-\uff19]{15}")
+_FIFTEEN_DIGITS_UTF8 = re.compile(rb"(?:[0-9]|\xef\xbc[\x90-\x99]){15}")  # full-width digits, encoded
+_FULL_WIDTH = str.maketrans("０１２３４５６７８９Ｘｘ", "0123456789Xx")
+
+
+def mask_text(text: str) -> str:
+    """``text`` with every identity number written into it masked (free-text answers and notes: the
+    checklists say never to record one, and nothing stops a worker typing it)."""
+    if not _FIFTEEN_DIGITS.search(text):  # the common case, cheaply: most text has no such run
+        return text
+    pieces, last = [], 0
+    for found in ID_SHAPED.finditer(text.translate(_FULL_WIDTH)):  # same positions: one char for one
+        pieces += [text[last : found.start()], mask(text[found.start() : found.end()])]
+        last = found.end()
+    return "".join(pieces) + text[last:] if pieces else text
+
+
 def mask_within(value: Any) -> Any:
-    """`value` with every `id_number` found in it (nested dicts and lists too) masked."""
+    """``value`` with every identity number in it masked, at any depth of dicts and lists: whatever lies
+    under an ``id_number`` key (a string, a number, an ``{"old", "new"}`` change), and any written into
+    text."""
     if isinstance(value, dict):
-        return {
-            k: mask(v) if k == "id_number" and isinstance(v, str) else mask_within(v)
-            for k, v in value.items()
-        }
+        return {k: _masked_entirely(v) if k == "id_number" else mask_within(v) for k, v in value.items()}
     if isinstance(value, list):
         return [mask_within(v) for v in value]
+    if isinstance(value, str):
+        return mask_text(value)
     return value
+
+
+def mask_field(field: str | None, value: Any) -> Any:
+    """``field``'s value as anyone without a reveal may see it: an ID number masked whatever its shape,
+    anything else with the ID numbers found in it masked."""
+    return _masked_entirely(value) if field == "id_number" else mask_within(value)
+
+
+def mask_json_text(text: bytes) -> bytes:
+    """A stored JSON document (an answer, as pulled without being decoded) with the ID numbers in it
+    masked; decoded only when it may hold one."""
+    if not _FIFTEEN_DIGITS_UTF8.search(text):
+        return text
+    return msgspec.json.encode(mask_within(msgspec.json.decode(text)))
+
+
+def _masked_entirely(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _masked_entirely(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked_entirely(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    return mask(str(value))
 
 
 def birth_date(id_number: str) -> dt.date:

@@ -41,14 +41,16 @@ async def list_open(
 
 def conflict_values(field: str | None, server_value: Any, client_value: Any) -> tuple[Any, Any]:
     """Both candidates as anyone but a reveal may see them: ID numbers masked, also inside a
-    quarantined mutation's arguments."""
+    quarantined mutation's arguments (a member update's ``{"old", "new"}``, a number typed into text)."""
+    return id_numbers.mask_field(field, server_value), id_numbers.mask_field(field, client_value)
 
-    def masked(value: Any) -> Any:
-        if field == "id_number" and isinstance(value, str):
-            return id_numbers.mask(value)
-        return id_numbers.mask_within(value)
 
-    return masked(server_value), masked(client_value)
+def resolution_shown(field: str | None, resolution: Any) -> Any:
+    """A resolution as anyone but a reveal may see it: the value a supervisor set is masked like the
+    candidates."""
+    if not isinstance(resolution, dict) or resolution.get("value") is None:
+        return resolution
+    return resolution | {"value": id_numbers.mask_field(field, resolution["value"])}
 
 
 def conflict_out(c: SyncConflict) -> ConflictOut:
@@ -68,7 +70,7 @@ def conflict_out(c: SyncConflict) -> ConflictOut:
         mutation_id=c.mutation_id,
         author_id=c.author_id,
         status=c.status,
-        resolution=c.resolution,
+        resolution=resolution_shown(c.field, c.resolution),
         resolved_by=c.resolved_by,
         resolved_at=c.resolved_at,
         created_at=c.created_at,

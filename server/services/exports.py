@@ -20,6 +20,7 @@ from sqlalchemy import select, tuple_
 
 from server.db.engine import Database
 from server.db.models import Household, Jurisdiction, Observation, User, Visit
+from server.domain import id_numbers
 from server.errors import Forbidden
 from server.services import audit
 from server.services.actor import Actor
@@ -194,8 +195,8 @@ def _observation_row(o: Observation, registry_no: str, author: str) -> dict[str,
         "template_version": o.template_version,
         "item": o.item,
         "row_id": str(o.row_id) if o.row_id else None,
-        "value": json.dumps(_redacted(o.value), ensure_ascii=False),
-        "note": o.note,
+        "value": json.dumps(_redacted(id_numbers.mask_within(o.value)), ensure_ascii=False),
+        "note": None if o.note is None else id_numbers.mask_text(o.note),
         "lat": o.lat,
         "lon": o.lon,
         "accuracy_m": o.accuracy_m,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
+import msgspec
 from sqlalchemy import JSON, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import KeyedColumnElement
@@ -33,7 +34,7 @@ from server.db.models import (
 )
 from server.db.types import raw_json
 from server.domain import id_numbers
-from server.services.conflicts import conflict_values
+from server.services.conflicts import conflict_values, resolution_shown
 
 Row = dict[str, Any]
 
@@ -71,6 +72,17 @@ def _mask_conflict(row: Row) -> None:
     row["server_value"], row["client_value"] = conflict_values(
         row["field"], row["server_value"], row["client_value"]
     )
+    row["resolution"] = resolution_shown(row["field"], row["resolution"])
+
+
+def _mask_observation(row: Row) -> None:
+    """An ID number typed into an answer or a note leaves masked (the answer stays undecoded text unless
+    it may hold one)."""
+    for key in ("value", "base"):
+        if row[key] is not None:
+            row[key] = msgspec.Raw(id_numbers.mask_json_text(bytes(row[key])))
+    if row["note"]:
+        row["note"] = id_numbers.mask_text(row["note"])
 
 
 SHAPES: dict[str, Shape] = {
@@ -93,6 +105,7 @@ SHAPES: dict[str, Shape] = {
         "id visit_id ordinal template_code template_version item row_id value base note lat lon accuracy_m fix_time "
         "provider mock_location device_time received_at author_id device_id",
         version=None,
+        finish=_mask_observation,
     ),
     "visit_event": Shape(
         VisitTransition,

@@ -47,6 +47,7 @@ from server.db.models import (
 )
 from server.db.types import utcnow
 from server.domain import answers as rules_of_answers
+from server.domain import id_numbers
 from server.domain.calendar import is_overdue
 from server.errors import Conflict, Forbidden, Invalid, NotFound
 from server.services import audit, templates, transaction
@@ -464,9 +465,9 @@ def observation_out(o: Observation) -> ObservationOut:
         template_version=o.template_version,
         item=o.item,
         row_id=o.row_id,
-        value=o.value,
-        base=o.base,
-        note=o.note,
+        value=id_numbers.mask_within(o.value),  # an ID number typed into an answer or note leaves masked
+        base=id_numbers.mask_within(o.base),
+        note=None if o.note is None else id_numbers.mask_text(o.note),
         gps=gps,
         device_time=o.device_time,
         received_at=o.received_at,

@@ -1,0 +1,167 @@
+"""ID numbers stay masked wherever they hide: in a refused member edit's {"old", "new"}, in the value a
+supervisor sets when resolving, as a JSON number, or typed into a free-text answer or note; in REST, in
+the sync pull and in the exports alike, for anyone without a reveal. Both databases."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from server.domain.id_numbers import mask, mask_text, mask_within
+from tests.helpers import Client, audit_rows, household_id, login
+from tests.server.test_households import valid_id
+from tests.visit_flow import GPS, assign
+
+H1 = str(household_id("DB-C01-0001"))
+
+
+def push(client: Client, headers: dict[str, str], mutations: list[dict[str, Any]]) -> Any:
+    body = {"client_id": str(uuid.uuid4()), "schema_version": 1, "mutations": mutations}
+    response = client.post("/api/v1/sync/push", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def pull_all(client: Client, headers: dict[str, str]) -> str:
+    body = {"client_id": str(uuid.uuid4()), "schema_version": 1, "cursor": None, "limit": 5000}
+    text = ""
+    while True:
+        response = client.post("/api/v1/sync/pull", json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        text += response.text
+        if not page["has_more"]:
+            return text
+        body["cursor"] = page["cursor"]
+
+
+def a_member_of_h1(client: Client) -> dict[str, Any]:
+    household = client.get(f"/api/v1/households/{H1}", headers=login(client, "demo-worker-1")).json()
+    return dict(household["members"][0])
+
+
+def test_a_refused_member_edit_keeps_the_typed_id_number_masked(client: Client) -> None:
+    """A member.update.v1 carries changes.id_number = {"old", "new"}: one level below the key."""
+    member = a_member_of_h1(client)
+    typed = valid_id("13010219751224553")
+    typo = typed[:17] + ("0" if typed[17] != "0" else "1")  # one wrong check digit: refused, quarantined
+    worker1 = login(client, "demo-worker-1")
+    mutation = {
+        "op": "member.update.v1",
+        "seq": 1,
+        "mutation_id": str(uuid.uuid4()),
+        "member_id": member["id"],
+        "base_version": member["version"],
+        "changes": {"id_number": {"old": member["id_number_masked"], "new": typo}},
+    }
+    result = push(client, worker1, [mutation])
+    assert result["results"][0]["status"] == "rejected"
+
+    colleague = login(client, "demo-worker-2", device="other-tablet")  # a field worker: no reveal right
+    listed = client.get("/api/v1/conflicts", headers=colleague).text
+    assert typo not in listed and mask(typo) in listed
+    pulled = pull_all(client, colleague)
+    assert typo not in pulled and mask(typo) in pulled
+
+
+def test_the_id_number_a_supervisor_sets_is_masked_in_the_resolution(client: Client) -> None:
+    member = a_member_of_h1(client)
+    worker1 = login(client, "demo-worker-1")
+    proposed = valid_id("13010219751224553")
+    mutation = {
+        "op": "member.update.v1",
+        "seq": 1,
+        "mutation_id": str(uuid.uuid4()),
+        "member_id": member["id"],
+        "base_version": member["version"],
+        "changes": {"id_number": {"old": member["id_number_masked"], "new": proposed}},
+    }
+    result = push(client, worker1, [mutation])
+    assert result["results"][0]["status"] == "applied_with_conflict"  # guarded: waits for a supervisor
+    (conflict_id,) = result["results"][0]["conflict_ids"]
+
+    corrected = valid_id("13010219751224554")
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    done = client.post(
+        f"/api/v1/conflicts/{conflict_id}/resolve",
+        json={"decision": "set_value", "value": corrected},
+        headers=reviewer,
+    )
+    assert done.status_code == 200, done.text
+    assert corrected not in done.text
+
+    colleague = login(client, "demo-worker-2", device="other-tablet")
+    listed = client.get("/api/v1/conflicts?status=resolved", headers=colleague)
+    assert listed.status_code == 200
+    assert corrected not in listed.text and mask(corrected) in listed.text
+    assert corrected not in pull_all(client, colleague)
+
+
+def test_an_id_number_typed_into_an_answer_or_a_note_leaves_masked(client: Client) -> None:
+    visit = assign(client)
+    worker1 = login(client, "demo-worker-1")
+    full = valid_id("13010219800101123")
+    obs = {
+        "id": str(uuid.uuid4()),
+        "template": "form.home_visit",
+        "item": "actual_address",
+        "row_id": None,
+        "value": f"解放街3号2单元401室 (身份证 {full})",
+        "note": f"户主身份证号 {full}",
+        "gps": GPS,
+        "device_time": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    stored = client.post(
+        f"/api/v1/visits/{visit['id']}/observations", json={"observations": [obs]}, headers=worker1
+    )
+    assert stored.status_code == 200, stored.text
+
+    colleague = login(client, "demo-worker-2", device="other-tablet")  # field worker, not a reveal role
+    seen = client.get(f"/api/v1/visits/{visit['id']}/observations", headers=colleague).text
+    assert full not in seen and seen.count(mask(full)) == 2
+    pulled = pull_all(client, colleague)
+    assert full not in pulled and mask(full) in pulled
+
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    export = client.get("/api/v1/exports/observations.csv", headers=reviewer)
+    assert export.status_code == 200
+    assert full not in export.text and mask(full) in export.text
+    assert audit_rows(client, "member.reveal_id") == []
+
+
+def test_an_id_number_sent_as_a_json_number_is_kept_masked(
+    client: Client,
+) -> None:
+    """mask_within masks only str values: a client bug sending the number as a JSON number keeps it whole."""
+    full = valid_id("13010219800101123")
+    assert full[-1] != "X"
+    worker1 = login(client, "demo-worker-1")
+    mutation = {
+        "op": "member.create.v1",
+        "seq": 1,
+        "mutation_id": str(uuid.uuid4()),
+        "household_id": H1,
+        "member": {"id": str(uuid.uuid4()), "name": "张三", "relation": "child", "id_number": int(full)},
+    }
+    result = push(client, worker1, [mutation])
+    assert result["results"][0]["code"] == "malformed_mutation"
+    colleague = login(client, "demo-worker-2", device="other-tablet")
+    listed = client.get("/api/v1/conflicts", headers=colleague).text
+    assert full not in listed and mask(full) in listed
+
+
+def test_masking_text_finds_numbers_standing_alone_in_any_digits() -> None:
+    full = valid_id("13010219800101123")
+    wide = full.translate(str.maketrans("0123456789X", "０１２３４５６７８９Ｘ"))
+    assert mask_text(f"身份证{wide}。") == f"身份证{wide[:3]}{'*' * 12}{wide[-3:]}。"
+    assert mask_text(f"号码 {full[:15]} 旧证") == f"号码 {mask(full[:15])} 旧证"  # the old 15-digit form
+    for kept in ("电话 13800138000", f"订单 {full}9", "sha " + "ab" * 32, "门牌 3 号"):
+        assert mask_text(kept) == kept
+    assert mask_within(
+        {"a": [f"x {full}"], "id_number": {"new": int(full[:17])}, "lat": 38.1234567890123456}
+    ) == {
+        "a": [f"x {mask(full)}"],
+        "id_number": {"new": mask(full[:17])},
+        "lat": 38.1234567890123456,
+    }
