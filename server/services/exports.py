@@ -141,17 +141,18 @@ def _visit_row(v: Visit, h: Household, community: str) -> dict[str, Any]:
 
 
 async def observation_rows(db: Database, actor: Actor, filters: Filters) -> AsyncIterator[dict[str, Any]]:
-    visit_ids = select(Visit.id).select_from(
-        filtered(
-            actor,
-            filters.community_id,
-            filters.status,
-            filters.review_level,
-            filters.due_from,
-            filters.due_to,
-            False,
-        ).subquery()
-    )
+    # The ids the visit list would show: selected from the filtered query itself. (Selecting Visit.id
+    # "from" it joined the whole visits table in beside it, so every visit's answers went out.)
+    chosen = filtered(
+        actor,
+        filters.community_id,
+        filters.status,
+        filters.review_level,
+        filters.due_from,
+        filters.due_to,
+        False,
+    ).subquery()
+    visit_ids = select(chosen.c.id)
     after: tuple[uuid.UUID, int] | None = None
     while True:
         query = (
@@ -218,8 +219,12 @@ async def as_csv(rows: AsyncIterator[dict[str, Any]], columns: Sequence[str]) ->
 
 def _cell(value: Any) -> str:
     text = "" if value is None else str(value)
-    # A cell starting with = + - @ would run as a formula in a spreadsheet: defuse it.
-    return "'" + text if text[:1] in ("=", "+", "-", "@") and not _is_number(text) else text
+    # A cell starting with = + - @ (or a tab or carriage return before one, OWASP's list) would run as a
+    # formula in a spreadsheet: defuse it.
+    return "'" + text if text[:1] in _FORMULA_STARTS and not _is_number(text) else text
+
+
+_FORMULA_STARTS = frozenset({"=", "+", "-", "@", "\t", "\r"})
 
 
 def _is_number(text: str) -> bool:

@@ -66,3 +66,17 @@ def test_field_workers_do_not_export_and_formulas_are_defused(client: Client) ->
     assert (
         _cell("=HYPERLINK(1)") == "'=HYPERLINK(1)" and _cell("-5") == "-5" and _cell("+86 123") == "'+86 123"
     )
+    assert _cell("\t=HYPERLINK(1)") == "'\t=HYPERLINK(1)" and _cell("\r=1+1") == "'\r=1+1"
+
+
+def test_observation_export_holds_only_the_visits_the_list_shows(client: Client) -> None:
+    """Filtered and scoped like the visit list: a community reviewer's export of approved visits holds the
+    answers of their community's approved visits, and nothing else."""
+    completed_visit(client)  # in progress, in C01: must not go out with ?status=approved
+    reviewer = login(client, "demo-reviewer-community")
+    for query in ("?status=approved", ""):
+        listed = client.get(f"/api/v1/visits{query}{'&' if query else '?'}limit=200", headers=reviewer).json()
+        shown = {v["id"] for v in listed["items"]}
+        exported = rows(client.get(f"/api/v1/exports/observations.csv{query}", headers=reviewer).text)
+        assert exported, query
+        assert {r["visit_id"] for r in exported} <= shown, query
