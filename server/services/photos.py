@@ -441,14 +441,21 @@ def _refs_in_scope(actor: Actor, sha256: str) -> Select[uuid.UUID]:
 
 
 async def visible(session: AsyncSession, actor: Actor, sha256: str) -> tuple[Photo, list[uuid.UUID]]:
-    """The photo and the visits in scope that reference it; 404 unless the caller uploaded it or one does."""
+    """The photo and the visits in scope that reference it; 404 unless one does, or the caller uploaded it
+    and no visit references it yet (a photo sent before its answer). Once a visit names it, the visit's
+    area decides, for its uploader too: a worker moved to another community no longer sees it."""
     photo = await session.get(Photo, sha256.lower())
     if photo is None:
         raise NotFound("No such photo.")
     visit_ids = sorted((await session.execute(_refs_in_scope(actor, photo.sha256))).scalars())
-    if photo.uploaded_by != actor.user_id and not visit_ids:
+    if not visit_ids and not (photo.uploaded_by == actor.user_id and not await _referenced(session, photo)):
         raise NotFound("No such photo.")
     return photo, visit_ids
+
+
+async def _referenced(session: AsyncSession, photo: Photo) -> bool:
+    query = select(PhotoRef.visit_id).where(PhotoRef.sha256 == photo.sha256).limit(1)
+    return (await session.execute(query)).first() is not None
 
 
 async def photo_out(
