@@ -79,7 +79,7 @@ async def _page(
     scopes = await _scopes(session, actor)
     rows, more = await _change_rows(session, scopes, since, request.limit, fresh=cursor is None)
     upto = rows[-1].seq if more else state.seq
-    changes = await _changes(session, rows)
+    changes = await _changes(session, rows, scopes)
     if cursor is not None:
         changes = _merge_by_seq(changes, await _exits(session, scopes, since, upto))
     return PullResponse(
@@ -164,10 +164,10 @@ def _feed_rows(*where: Any, fresh: bool) -> Select[Any]:
     return select(*_COLUMNS).where(*where).order_by(*_ORDER)
 
 
-async def _changes(session: AsyncSession, rows: list[ChangeRow]) -> list[Change]:
+async def _changes(session: AsyncSession, rows: list[ChangeRow], scopes: list[str]) -> list[Change]:
     # Rows unpacked as tuples: reading a Row's fields by name costs more than the rest of this loop.
     current = await sync_rows.load(
-        session, [(e, _record_id(e, i)) for e, i, _, deleted in rows if not deleted]
+        session, [(e, _record_id(e, i)) for e, i, _, deleted in rows if not deleted], scopes
     )
     changes = []
     for entity, key, seq, deleted in rows:

@@ -19,6 +19,7 @@ from sqlalchemy import JSON, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import KeyedColumnElement
 
+from server.db.feed import EVERYONE
 from server.db.id_lists import among
 from server.db.models import (
     ChecklistTemplate,
@@ -131,29 +132,41 @@ def version_of(entity: str, row: Row) -> int:
     return int(row[key]) if key else 0
 
 
-async def load(session: AsyncSession, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Row]:
-    """The current rows of (entity, id) pairs, a few IN queries per page."""
+async def load(
+    session: AsyncSession, wanted: Iterable[tuple[str, str]], scopes: list[str]
+) -> dict[tuple[str, str], Row]:
+    """The current rows of (entity, id) pairs, a few IN queries per page, as a caller whose scopes are
+    ``scopes`` may see them."""
     by_entity: dict[str, list[str]] = defaultdict(list)
     for entity, entity_id in wanted:
         by_entity[entity].append(entity_id)
     found: dict[tuple[str, str], Row] = {}
     for entity, ids in by_entity.items():
         if entity == "photo":
-            found.update({("photo", r["sha256"]): r for r in await _photos(session, ids)})
+            found.update({("photo", r["sha256"]): r for r in await _photos(session, ids, scopes)})
             continue
         for row in await _rows(session, entity, ids):
             found[(entity, str(row["id"]))] = row
     return found
 
 
-async def _photos(session: AsyncSession, shas: list[str]) -> list[Row]:
-    """A photo as a device needs it: expected until the bytes arrive, then its size and hash.
+async def _photos(session: AsyncSession, shas: list[str], scopes: list[str]) -> list[Row]:
+    """A photo as a device needs it: expected until the bytes arrive, then its size and hash, and the
+    visits in the caller's scopes that name it (another community's are none of its business).
     The EXIF GPS claim stays on the server (it is the household's location)."""
     photo, ref = Photo.__table__.c, PhotoRef.__table__.c
+    visit, household = Visit.__table__, Household.__table__
     found = await session.execute(select(*_PHOTO.columns).where(photo.sha256.in_(shas)))
     present = {r.sha256: dict(r._mapping) for r in found}
     refs: dict[str, list[str]] = defaultdict(list)
-    query = select(ref.sha256, ref.visit_id).where(ref.sha256.in_(shas)).distinct()
+    communities = [uuid.UUID(s) for s in scopes if s != EVERYONE]
+    query = (
+        select(ref.sha256, ref.visit_id)
+        .join(visit, visit.c.id == ref.visit_id)
+        .join(household, household.c.id == visit.c.household_id)
+        .where(ref.sha256.in_(shas), among(session, household.c.community_id, communities))
+        .distinct()
+    )
     for sha, visit_id in await session.execute(query):
         refs[sha].append(str(visit_id))
     return [

@@ -15,7 +15,16 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from server.db.engine import Database
 from server.db.feed import EVERYONE
-from server.db.models import Household, MutationLog, SyncChange, SyncClient, SyncConflict, User
+from server.db.models import (
+    Household,
+    MutationLog,
+    PhotoRef,
+    SyncChange,
+    SyncClient,
+    SyncConflict,
+    User,
+    Visit,
+)
 from server.services import sync_admin, sync_pull, sync_push
 from server.services.actor import SYSTEM
 from tests.helpers import Client, household_id, login, node_id, run_db
@@ -982,6 +991,12 @@ def test_a_photo_named_in_two_communities_reaches_both_and_follows_its_household
     _move(client, "DB-C01-0002", "C03")  # one of the two visits naming it now belongs to C03
     c01.sync(), c03.sync()
     assert c01.record("photo", sha)["state"] == c03.record("photo", sha)["state"] == "expected"
+    # Each community's devices learn only their own visits that name it.
+    named = {
+        registry_no: visits_naming(client, sha, registry_no) for registry_no in ("DB-C01-0001", "DB-C01-0002")
+    }
+    assert set(c01.record("photo", sha)["visits"]) == named["DB-C01-0001"]
+    assert set(c03.record("photo", sha)["visits"]) == named["DB-C01-0002"]
 
     assert upload(client, login(client, "demo-worker-1"), data).status_code == 204
     c01.sync(), c03.sync()
@@ -994,6 +1009,18 @@ def test_a_photo_named_in_two_communities_reaches_both_and_follows_its_household
     fresh = make_device("demo-worker-1", name="fresh")
     fresh.sync()
     assert fresh.record("photo", sha) is None
+
+
+def visits_naming(client: Client, sha: str, registry_no: str) -> set[str]:
+    async def ids(session: Any) -> set[str]:
+        query = (
+            select(PhotoRef.visit_id)
+            .join(Visit, Visit.id == PhotoRef.visit_id)
+            .where(PhotoRef.sha256 == sha, Visit.household_id == household_id(registry_no))
+        )
+        return {str(i) for i in (await session.execute(query)).scalars()}
+
+    return run_db(client, ids)  # type: ignore[no-any-return]
 
 
 def _move(client: Client, registry_no: str, community: str) -> None:
