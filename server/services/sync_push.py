@@ -43,7 +43,7 @@ from schemas.sync import (
 from server.db.models import Household, Jurisdiction, Member, MutationLog, SyncClient, SyncConflict, Visit
 from server.db.types import utcnow
 from server.errors import Conflict, DomainError, Invalid, field_problem
-from server.services import sync_apply, sync_preload, transaction
+from server.services import audit, sync_apply, sync_preload, transaction
 from server.services.actor import Actor, under
 from server.services.sync_clients import claim
 from server.services.sync_pull import check_schema
@@ -470,6 +470,14 @@ async def _keep(session: AsyncSession, actor: Actor, mutation: AnyMutation, exc:
         status="open",
     )
     session.add(conflict)
+    audit.record(
+        session,
+        actor,
+        "mutation.quarantine",
+        "conflict",
+        conflict.id,
+        {"op": conflict.client_value.get("op"), "code": code},
+    )
     return conflict
 
 

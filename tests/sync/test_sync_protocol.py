@@ -27,7 +27,7 @@ from server.db.models import (
 )
 from server.services import sync_admin, sync_pull, sync_push
 from server.services.actor import SYSTEM
-from tests.helpers import Client, household_id, login, node_id, run_db
+from tests.helpers import Client, audit_rows, household_id, login, node_id, run_db
 from tests.images import jpeg_with_gps
 from tests.server.test_households import valid_id
 from tests.server.test_photos import answer_with
@@ -375,6 +375,12 @@ def test_a_malformed_mutation_is_quarantined_whole_and_the_queue_moves_on(client
         "already_applied",
     ]
     assert len(conflicts(client, future_op["mutation_id"])) == 1
+    # Every quarantine is a write, and audited: once each, with what was refused and why.
+    quarantined = audit_rows(client, "mutation.quarantine")
+    assert sorted(r.changes["op"] for r in quarantined) == sorted(
+        ["household.update.v1", future_op["op"], ""]
+    )
+    assert {r.changes["code"] for r in quarantined} == {"malformed_mutation"}
 
 
 def test_a_mutation_without_a_readable_seq_refuses_the_batch_naming_it(client: Client) -> None:
