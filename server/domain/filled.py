@@ -32,6 +32,9 @@ from schemas.checklists import (
 from server.domain.answers import Context
 
 NAMESPACE = uuid.UUID("0b7f4f5c-55c5-4d0e-8d7b-9f1e2a3c4d5e")
+SETTLED = {"objections.outcome": "not_upheld"}
+"""Choices whose first option is not "nothing wrong": an objection still `pending` holds the file back
+at district approval, so the filler records it as settled."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ def _value(
         case Text():
             return "无异常 (nothing notable)"[: item.max_length]
         case SingleChoice():
-            return item.options[0].value
+            return SETTLED.get(path, item.options[0].value)
         case MultiChoice():
             return [o.value for o in item.options[: max(item.min_selected, 1)]]
         case Date():

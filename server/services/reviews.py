@@ -15,11 +15,12 @@ from schemas.rules import ReviewLevel, RulePack
 from schemas.visits import ReviewDecision, VisitOut
 from server.db.models import Visit, VisitStatus
 from server.db.types import utcnow
+from server.domain.answers import rows_of
 from server.errors import Conflict, Forbidden, Invalid
 from server.services import audit, transaction
 from server.services.actor import Actor
 from server.services.rules import level, today, working_calendar
-from server.services.visits import get, publicity_ends_on, record_transition, visit_out
+from server.services.visits import current_answers, get, publicity_ends_on, record_transition, visit_out
 
 NODE_DEPTH = {"district": 1, "subdistrict": 2, "community": 3}
 
@@ -83,6 +84,7 @@ async def _approve(session: AsyncSession, visit: Visit, at: ReviewLevel, rules: 
                 code="publicity_not_over",
                 details={"publicity_ends_on": ends.isoformat() if ends else None},
             )
+        await _require_no_pending_objection(session, visit, rules)
     if visit.review_level < len(rules.review_levels):
         visit.review_level += 1
         calendar = await working_calendar(session, rules)
@@ -92,3 +94,21 @@ async def _approve(session: AsyncSession, visit: Visit, at: ReviewLevel, rules: 
         return
     visit.status, visit.review_level, visit.review_due = VisitStatus.approved, 0, None
     visit.locked_at = utcnow()
+
+
+async def _require_no_pending_objection(session: AsyncSession, visit: Visit, rules: RulePack) -> None:
+    """An objection during publicity forces re-investigation or 民主评议 before the file goes on."""
+    answers = (await current_answers(session, visit.id)).get(rules.publicity_template, {})
+    group = rules.objection_outcome_item.rsplit(".", 1)[0]
+    pending = [
+        row
+        for row in rows_of(answers, group)
+        if answers.get((rules.objection_outcome_item, row)) == "pending"
+    ]
+    if pending:
+        raise Conflict(
+            f"{len(pending)} objection(s) raised during publicity still pending: return the file so the team "
+            "can re-investigate or hold a democratic appraisal (民主评议) and record the outcome.",
+            code="objection_pending",
+            details={"item": f"{rules.publicity_template}:{rules.objection_outcome_item}", "rows": pending},
+        )

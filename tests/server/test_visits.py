@@ -290,3 +290,19 @@ def test_overdue_list_per_jurisdiction(client: Client) -> None:
     assert future["id"] not in by_id
     assert all(days > 0 for _, days in by_id.values())
     assert client.get("/api/v1/visits/overdue", headers=login(client, "demo-worker-3")).json() == []
+
+
+def test_a_pending_objection_holds_the_file_back_at_district_approval(client: Client) -> None:
+    visit, worker = completed_visit(client)
+    outcome = next(a for a in complete_answers(client, visit, worker) if a.item == "objections.outcome")
+    post_answers(client, visit, worker, [Filled(outcome.template, outcome.item, outcome.row_id, "pending")])
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    review(client, visit, "demo-reviewer-community", "approve")
+    review(client, visit, "demo-reviewer-subdistrict", "approve")
+    held = review(client, visit, "demo-approver-district", "approve")
+    assert held.status_code == 409, held.text
+    error = held.json()["error"]
+    assert error["code"] == "objection_pending"
+    assert error["details"] == {"item": "step.publicize:objections.outcome", "rows": [str(outcome.row_id)]}
+    assert client.get(f"/api/v1/visits/{visit['id']}", headers=worker).json()["status"] == "in_review"
