@@ -96,6 +96,8 @@ def _check(item: Item, value: Any) -> str | None:
             views = {v.code for v in item.views}
             if views and any(p.view not in views for p in photo.photos):
                 return f"each photo's view must be one of {sorted(views)}"
+            if len({p.sha256 for p in photo.photos}) != len(photo.photos):
+                return "the same photo (sha256) appears twice: each view needs a photo of its own"
             return None
         case Gps():
             msgspec.convert(value, GpsAnswer)
@@ -211,15 +213,25 @@ def _photo_problems(code: str, item: Photo, path: str, row: str | None, value: A
     if photo.not_taken_reason:
         return []  # "not taken (reason)" is an answer; reviewers see the reason
     where = f"{code}:{path}"
-    taken = {p.view for p in photo.photos}
+    distinct = _distinct_photos(photo)
+    taken = set(distinct.values())
     found = [
         Problem("photo_view_missing", where, row, f"photo view '{v.label.en}' ({v.label.zh}) is missing")
         for v in item.views
         if v.required and v.code not in taken
     ]
-    if len(photo.photos) < item.min_count:
+    if len(distinct) < item.min_count:
         found.append(Problem("too_few_photos", where, row, f"at least {item.min_count} photos needed"))
     return found
+
+
+def _distinct_photos(photo: PhotoAnswer) -> dict[str, str | None]:
+    """sha256 -> view of each image, counted once: one picture is not the kitchen and the bedroom too.
+    `check_value` refuses a repeat within one answer, but answers merged from two tablets may hold one."""
+    distinct: dict[str, str | None] = {}
+    for p in photo.photos:
+        distinct.setdefault(p.sha256, p.view)
+    return distinct
 
 
 def _signature_problems(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from server.domain.filled import Filled
+from server.domain.filled import Filled, fake_sha256
 from server.services.rules import today
 from tests.helpers import Client, audit_rows, household_id, login
 from tests.visit_flow import (
@@ -306,3 +306,36 @@ def test_a_pending_objection_holds_the_file_back_at_district_approval(client: Cl
     assert error["code"] == "objection_pending"
     assert error["details"] == {"item": "step.publicize:objections.outcome", "rows": [str(outcome.row_id)]}
     assert client.get(f"/api/v1/visits/{visit['id']}", headers=worker).json()["status"] == "in_review"
+
+
+def test_one_photo_counts_once_however_many_views_it_claims(client: Client) -> None:
+    visit, worker = completed_visit(client)
+    url = f"/api/v1/visits/{visit['id']}/observations"
+    one = fake_sha256("the-only-photo")
+    every_view = {"photos": [{"sha256": one, "view": v} for v in ("exterior_door_number", "kitchen")]}
+    refused = client.post(
+        url,
+        json={"observations": [observation(Filled("step.look", "home_photos", None, every_view))]},
+        headers=worker,
+    )
+    assert refused.status_code == 422, refused.text
+    assert [d["field"] for d in refused.json()["error"]["details"]] == ["observations[0].value"]
+
+    # Two tablets merging side by side can still bring one image in twice: it counts once at submission.
+    three = [(one, "exterior_door_number"), (fake_sha256("b"), "living_room"), (fake_sha256("c"), "kitchen")]
+    mine = {"photos": [{"sha256": sha, "view": view} for sha, view in three]}
+    post_answers(client, visit, worker, [Filled("step.look", "home_photos", None, mine)])
+    theirs = observation(
+        Filled("step.look", "home_photos", None, {"photos": [{"sha256": one, "view": "bedroom"}]})
+    )
+    other = login(client, TEAM[1])
+    merged = client.post(url, json={"observations": [theirs | {"base": {"photos": []}}]}, headers=other)
+    assert merged.status_code == 200, merged.text
+    propose(client, visit, worker)
+    refused = submit(client, visit, worker)
+    assert refused.status_code == 422, refused.text
+    problems = {(p["guard"], p["item"]) for p in refused.json()["error"]["details"]}
+    assert problems == {
+        ("photo_view_missing", "step.look:home_photos"),
+        ("too_few_photos", "step.look:home_photos"),
+    }
