@@ -100,8 +100,7 @@ def _check(item: Item, value: Any) -> str | None:
                 return "the same photo (sha256) appears twice: each view needs a photo of its own"
             return None
         case Gps():
-            msgspec.convert(value, GpsAnswer)
-            return None
+            return _gps_problem(item, msgspec.convert(value, GpsAnswer))
         case Signature():
             for entry in msgspec.convert(value, SignatureAnswer).signatures:
                 if not (entry.sha256 or entry.not_signed_reason):
@@ -111,6 +110,21 @@ def _check(item: Item, value: Any) -> str | None:
             msgspec.convert(value, RowRemoved)
             return None
     return "unknown item type"  # pragma: no cover - the union is exhaustive
+
+
+def _gps_problem(item: Gps, fix: GpsAnswer) -> str | None:
+    """A fix coarser than the item's `max_accuracy_m` cannot place the home (a cell-tower fix is off by
+    kilometres), and one without an accuracy cannot show it is not."""
+    limit = item.max_accuracy_m
+    if limit is None:
+        return None
+    if fix.accuracy_m is None:
+        return f"needs accuracy_m: this item takes fixes accurate to {limit:g} m"
+    if fix.accuracy_m > limit:
+        return (
+            f"accuracy {fix.accuracy_m:g} m is coarser than the {limit:g} m this item allows (max_accuracy_m)"
+        )
+    return None
 
 
 def _date(value: str) -> dt.date | None:

@@ -176,12 +176,16 @@ def test_answers_are_checked_against_the_item_and_a_retry_adds_nothing(client: C
     assert client.get(url, headers=worker).json() == []  # all or nothing
 
     good = {
-        "observations": [observation(Filled("step.look", "home_location", None, {"lat": 38.0, "lon": 114.5}))]
+        "observations": [
+            observation(
+                Filled("step.look", "home_location", None, {"lat": 38.0, "lon": 114.5, "accuracy_m": 9})
+            )
+        ]
     }
     first = client.post(url, json=good, headers=worker).json()
     second = client.post(url, json=good, headers=worker).json()
     assert first == second and len(client.get(url, headers=worker).json()) == 1
-    good["observations"][0]["value"] = {"lat": 1.0, "lon": 2.0}
+    good["observations"][0]["value"] = {"lat": 1.0, "lon": 2.0, "accuracy_m": 9}
     clash = client.post(url, json=good, headers=worker)
     assert clash.status_code == 409 and clash.json()["error"]["code"] == "observation_conflict"
 
@@ -339,3 +343,24 @@ def test_one_photo_counts_once_however_many_views_it_claims(client: Client) -> N
         ("photo_view_missing", "step.look:home_photos"),
         ("too_few_photos", "step.look:home_photos"),
     }
+
+
+def test_a_location_coarser_than_the_items_max_accuracy_is_refused(client: Client) -> None:
+    visit = assign(client)
+    url = f"/api/v1/visits/{visit['id']}/observations"
+    worker = login(client, TEAM[0])
+    fixes = [
+        {"lat": 38.0, "lon": 114.5, "accuracy_m": 5000.0},  # step.look home_location: max_accuracy_m 100
+        {"lat": 38.0, "lon": 114.5},  # no accuracy: nothing shows it is within the limit
+    ]
+    batch = [observation(Filled("step.look", "home_location", None, fix)) for fix in fixes]
+    refused = client.post(url, json={"observations": batch}, headers=worker)
+    assert refused.status_code == 422, refused.text
+    details = refused.json()["error"]["details"]
+    assert [d["field"] for d in details] == ["observations[0].value", "observations[1].value"]
+    assert all(d["message"].startswith("home_location: ") for d in details)
+    assert "100 m" in details[0]["message"]
+    exact = observation(
+        Filled("step.look", "home_location", None, {"lat": 38.0, "lon": 114.5, "accuracy_m": 100})
+    )
+    assert client.post(url, json={"observations": [exact]}, headers=worker).status_code == 200
