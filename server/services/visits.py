@@ -538,8 +538,10 @@ async def submission_problems(session: AsyncSession, visit: Visit) -> list[Submi
 
 async def guard_context(session: AsyncSession, visit: Visit) -> rules_of_answers.Context:
     names = await _names(session, [m.user_id for m in visit.team])
-    members = await session.execute(
-        select(Member.id, Member.name).where(Member.household_id == visit.household_id)
+    members = await session.execute(  # a removed member is no longer there to sign
+        select(Member.id, Member.name).where(
+            Member.household_id == visit.household_id, Member.deleted_at.is_(None)
+        )
     )
     return rules_of_answers.Context(
         investigators={str(uid): display for uid, (_, display) in names.items()},

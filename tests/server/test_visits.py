@@ -5,9 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.db.models import Member
 from server.domain.filled import Filled, fake_sha256
 from server.services.rules import today
-from tests.helpers import Client, audit_rows, household_id, login
+from tests.helpers import Client, audit_rows, household_id, login, run_db
 from tests.visit_flow import (
     TEAM,
     assign,
@@ -364,3 +368,29 @@ def test_a_location_coarser_than_the_items_max_accuracy_is_refused(client: Clien
         Filled("step.look", "home_location", None, {"lat": 38.0, "lon": 114.5, "accuracy_m": 100})
     )
     assert client.post(url, json={"observations": [exact]}, headers=worker).status_code == 200
+
+
+def test_a_removed_member_is_not_asked_to_sign(client: Client) -> None:
+    admin = login(client, "demo-admin", device="adm")
+
+    def members(registry_no: str) -> list[dict[str, str]]:
+        found = client.get(f"/api/v1/households/{household_id(registry_no)}", headers=admin).json()
+        return list(found["members"])
+
+    registry_no = next(f"DB-C01-{n:04d}" for n in range(1, 40) if len(members(f"DB-C01-{n:04d}")) >= 2)
+    gone = uuid.UUID(members(registry_no)[-1]["id"])
+
+    async def remove(session: AsyncSession) -> None:  # what a sync member.remove.v1 does to the row
+        await session.execute(
+            update(Member).where(Member.id == gone).values(deleted_at=dt.datetime.now(dt.UTC))
+        )
+
+    visit = assign(client, registry_no)
+    run_db(client, remove)
+    worker = login(client, TEAM[0])
+    post_answers(
+        client, visit, worker, complete_answers(client, visit, worker)
+    )  # the members still there sign
+    propose(client, visit, worker)
+    submitted = submit(client, visit, worker)
+    assert submitted.status_code == 200, submitted.text
