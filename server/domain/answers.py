@@ -8,6 +8,7 @@ template and item code, and the guard of the "four no-let-go" rules (四个不�
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -127,7 +128,14 @@ def _gps_problem(item: Gps, fix: GpsAnswer) -> str | None:
     return None
 
 
+_YYYY_MM_DD = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def _date(value: str) -> dt.date | None:
+    """Only the YYYY-MM-DD form: `date.fromisoformat` also takes `20250105` and `2025W015`, which the
+    devices, the exports and the reviewers would not read as the same day."""
+    if not _YYYY_MM_DD.fullmatch(value):
+        return None
     try:
         return dt.date.fromisoformat(value)
     except ValueError:

@@ -394,3 +394,15 @@ def test_a_removed_member_is_not_asked_to_sign(client: Client) -> None:
     propose(client, visit, worker)
     submitted = submit(client, visit, worker)
     assert submitted.status_code == 200, submitted.text
+
+
+def test_a_date_answer_is_written_yyyy_mm_dd(client: Client) -> None:
+    visit = assign(client)
+    url = f"/api/v1/visits/{visit['id']}/observations"
+    odd = ["2025W015", "20250105", "2025-01-05T00:00", "２０２５-01-05", "2025-02-30"]
+    batch = [observation(Filled("step.publicize", "notice_posted_on", None, v)) for v in odd]
+    refused = client.post(url, json={"observations": batch}, headers=login(client, TEAM[0]))
+    assert refused.status_code == 422, refused.text
+    assert len(refused.json()["error"]["details"]) == len(odd)
+    good = observation(Filled("step.publicize", "notice_posted_on", None, today().isoformat()))
+    assert client.post(url, json={"observations": [good]}, headers=login(client, TEAM[0])).status_code == 200
