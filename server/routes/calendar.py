@@ -75,7 +75,15 @@ class CalendarController(Controller):
         unit: FromQuery[Literal["working", "calendar"]] = "working",
     ) -> Deadline:
         calendar = await working_calendar(db_session, rules)
-        return Deadline(start=start, days=days, unit=unit, due=calendar.due_after(start, days, unit=unit))
+        try:
+            due = calendar.due_after(start, days, unit=unit)
+        except OverflowError:  # past 9999-12-31, the last date there is
+            raise Invalid(
+                "The deadline falls after 9999-12-31.",
+                code="date_out_of_range",
+                details=[{"field": "start", "message": "too late for this many days"}],
+            ) from None
+        return Deadline(start=start, days=days, unit=unit, due=due)
 
     @put("/days/{day:date}", summary="Declare a local holiday or a swapped working day (admins)")
     async def set_day(

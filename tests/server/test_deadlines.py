@@ -70,3 +70,11 @@ def test_a_local_swapped_workday_counts(client: Client) -> None:
     )
     assert client.delete(f"/api/v1/calendar/days/{saturday}", headers=admin).status_code == 204
     assert client.get(url, headers=admin).json()["due"] == plain
+
+
+def test_a_deadline_past_the_last_representable_date_is_a_422(client: Client) -> None:
+    worker = login(client, "demo-worker-1")
+    for unit in ("calendar", "working"):
+        r = client.get(f"/api/v1/calendar/deadline?start=9999-12-30&days=5&unit={unit}", headers=worker)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "date_out_of_range"
