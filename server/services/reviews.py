@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.rules import ReviewLevel, RulePack
@@ -22,6 +23,7 @@ from server.services.actor import Actor
 from server.services.rules import level, today, working_calendar
 from server.services.visits import current_answers, get, publicity_ends_on, record_transition, visit_out
 
+REASON_MIN_LENGTH = 2
 NODE_DEPTH = {"district": 1, "subdistrict": 2, "community": 3}
 
 
@@ -44,10 +46,7 @@ async def decide(
         raise Conflict(f"The visit is {visit.status}, not waiting for review.", code="not_in_review")
     at = level(rules, visit.review_level)
     _require_authority(actor, at)
-    if decision.decision != "approve" and not decision.reason:
-        raise Invalid(
-            f"To {decision.decision} a visit, say why.", details=[{"field": "reason", "message": "required"}]
-        )
+    decision = _with_reason_stripped(decision)
     before, number = visit.status, visit.review_level
     if decision.decision == "approve":
         await _approve(session, visit, at, rules)
@@ -71,6 +70,21 @@ async def decide(
     )
     await transaction.commit(session)
     return await visit_out(session, visit, household, rules)
+
+
+def _with_reason_stripped(decision: ReviewDecision) -> ReviewDecision:
+    """The decision with its reason stripped; one to return or reject needs a reason that says something
+    (the schema's minimum length counts spaces, and "  " tells the team nothing)."""
+    reason = (decision.reason or "").strip() or None
+    if decision.decision != "approve" and (reason is None or len(reason) < REASON_MIN_LENGTH):
+        raise Invalid(
+            f"To {decision.decision} a visit, say why.",
+            code="reason_required",
+            details=[
+                {"field": "reason", "message": f"at least {REASON_MIN_LENGTH} characters besides spaces"}
+            ],
+        )
+    return msgspec.structs.replace(decision, reason=reason)
 
 
 async def _approve(session: AsyncSession, visit: Visit, at: ReviewLevel, rules: RulePack) -> None:

@@ -406,3 +406,17 @@ def test_a_date_answer_is_written_yyyy_mm_dd(client: Client) -> None:
     assert len(refused.json()["error"]["details"]) == len(odd)
     good = observation(Filled("step.publicize", "notice_posted_on", None, today().isoformat()))
     assert client.post(url, json={"observations": [good]}, headers=login(client, TEAM[0])).status_code == 200
+
+
+def test_a_blank_reason_does_not_return_or_reject_a_visit(client: Client) -> None:
+    visit, worker = completed_visit(client)
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    for decision in ("reject", "return"):
+        refused = review(client, visit, "demo-reviewer-community", decision, "  \t ")
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == "reason_required"
+    returned = review(client, visit, "demo-reviewer-community", "return", "  补拍厨房照片  ")
+    assert returned.status_code == 200, returned.text
+    timeline = client.get(f"/api/v1/visits/{visit['id']}/timeline", headers=worker).json()
+    assert timeline[-1]["reason"] == "补拍厨房照片"
