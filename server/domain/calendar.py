@@ -27,6 +27,7 @@ from schemas.calendars import DayKind, HolidayCalendar
 
 Unit = Literal["working", "calendar"]
 
+CHINA_STANDARD_TIME = dt.timezone(dt.timedelta(hours=8), "CST")
 _ONE_DAY = dt.timedelta(days=1)
 _SATURDAY = 5
 # Calendar codes become file names; keep them to a plain slug so a code can never walk the tree.
@@ -130,6 +131,11 @@ class WorkingCalendar:
         if unit == "calendar":
             return self.add_calendar_days(start, days)
         raise ValueError(f"unknown unit {unit!r}")
+
+
+def china_today() -> dt.date:
+    """The deployment's date: China Standard Time, whatever zone the server runs in."""
+    return dt.datetime.now(CHINA_STANDARD_TIME).date()
 
 
 def is_overdue(due: dt.date, today: dt.date) -> bool:

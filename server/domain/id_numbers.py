@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 
+from server.domain.calendar import china_today
+
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 CHECK = "10X98765432"
 
@@ -16,15 +18,21 @@ def check_character(first17: str) -> str:
     return CHECK[sum(int(c) * w for c, w in zip(first17, WEIGHTS, strict=True)) % 11]
 
 
-def problem(id_number: str) -> str | None:
-    """Why the number is not valid, or None when it is."""
+EARLIEST_BIRTH = dt.date(1900, 1, 1)
+"""No one alive was born earlier: an older date in positions 7-14 is a typo."""
+
+
+def problem(id_number: str, *, today: dt.date | None = None) -> str | None:
+    """Why the number is not valid, or None when it is. `today` defaults to today in China Standard Time."""
     value = id_number.upper()
     if len(value) != 18 or not value[:17].isdigit() or not (value[17].isdigit() or value[17] == "X"):
         return "must be 17 digits and a check digit (0-9 or X)"
     try:
-        dt.date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
+        born = birth_date(value)
     except ValueError:
         return "has no valid birth date in positions 7-14"
+    if not EARLIEST_BIRTH <= born <= (today or china_today()):
+        return f"birth date {born} in positions 7-14 is in the future or before {EARLIEST_BIRTH.year}"
     if check_character(value[:17]) != value[17]:
         return "check digit does not match"
     return None

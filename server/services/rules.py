@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.calendars import DayKind
 from schemas.rules import ReviewLevel, RulePack
 from server.db.models import HolidayOverride
-from server.domain.calendar import WorkingCalendar, load_calendar
+from server.domain.calendar import WorkingCalendar, china_today, load_calendar
 
 
 @functools.cache
@@ -48,4 +48,4 @@ async def working_calendar(session: AsyncSession, rules: RulePack) -> WorkingCal
 
 def today() -> dt.date:
     """The deployment's date: China Standard Time, whatever zone the server runs in."""
-    return dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date()
+    return china_today()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
 from server.demo import HOUSEHOLDS_PER_COMMUNITY
-from server.domain.id_numbers import check_character
+from server.domain.id_numbers import check_character, problem
 from tests.helpers import Client, audit_rows, household_id, login, node_id
 
 MASKED = re.compile(r"^\d{3}\*{12}[\dX]{3}$")
@@ -242,3 +243,20 @@ def test_recheck_class_changes_keep_their_history_and_guarded_fields_need_a_supe
     reviewer = login(client, "demo-reviewer-community")
     allowed = client.patch(url, json={"version": version, "monthly_benefit_fen": 1}, headers=reviewer)
     assert allowed.status_code == 200 and allowed.json()["monthly_benefit_fen"] == 1
+
+
+def test_an_id_number_born_in_the_future_or_before_1900_is_refused(client: Client) -> None:
+    def born(day: dt.date) -> str:
+        return valid_id(f"130102{day:%Y%m%d}123")
+
+    today = dt.date(2026, 3, 1)
+    assert problem(born(today), today=today) is None
+    assert problem(born(dt.date(1900, 1, 1)), today=today) is None
+    assert "future" in (problem(born(dt.date(2026, 3, 2)), today=today) or "")
+    assert problem(born(dt.date(1899, 12, 31)), today=today) is not None
+    assert problem(born(dt.date(2099, 12, 31))) is not None  # against today in China Standard Time
+    body = new_household()
+    body["members"][0]["id_number"] = born(dt.date(2099, 12, 31))
+    response = client.post("/api/v1/households", json=body, headers=login(client, "demo-worker-1"))
+    assert response.status_code == 422, response.text
+    assert [d["field"] for d in response.json()["error"]["details"]] == ["members[0].id_number"]
