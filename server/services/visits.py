@@ -18,7 +18,7 @@ from sqlalchemy import Select, and_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from schemas.rules import RulePack
+from schemas.rules import Purpose, RulePack
 from schemas.visits import (
     GpsFix,
     ObservationIn,
@@ -215,13 +215,11 @@ async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: 
         raise NotFound("No such household.")
     await _check_team(session, data.team, household)
     pinned = [await templates.latest_published(session, code) for code in rules.templates[data.purpose]]
-    calendar = await working_calendar(session, rules)
     visit = Visit(
         id=data.id or uuid.uuid4(),
         household_id=household.id,
         purpose=data.purpose,
-        due_date=data.due_date
-        or calendar.add_working_days(today(), rules.visit_due_working_days[data.purpose]),
+        due_date=data.due_date or await _due_from_today(session, rules, data.purpose),
         templates=[{"code": t.code, "version": t.version} for t in pinned],
         rules=rules_tag(rules),
         created_by=actor.user_id,
@@ -240,6 +238,12 @@ async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: 
     await transaction.commit(session)
     visit, household = await get(session, actor, visit.id)
     return await visit_out(session, visit, household, rules)
+
+
+async def _due_from_today(session: AsyncSession, rules: RulePack, purpose: str) -> dt.date:
+    """The rule pack's working days for the purpose, counted from today on the working calendar."""
+    calendar = await working_calendar(session, rules)
+    return calendar.add_working_days(today(), rules.visit_due_working_days[cast(Purpose, purpose)])
 
 
 async def _check_team(session: AsyncSession, team: list[uuid.UUID], household: Household) -> None:
@@ -608,7 +612,7 @@ async def amend(session: AsyncSession, actor: Actor, visit_id: uuid.UUID, rules:
         household_id=visit.household_id,
         purpose=visit.purpose,
         status=VisitStatus.in_progress,
-        due_date=visit.due_date,
+        due_date=await _due_from_today(session, rules, visit.purpose),  # the old one has long passed
         templates=visit.templates,
         revision=visit.revision + 1,
         previous_id=visit.id,

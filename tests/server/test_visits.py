@@ -420,3 +420,16 @@ def test_a_blank_reason_does_not_return_or_reject_a_visit(client: Client) -> Non
     assert returned.status_code == 200, returned.text
     timeline = client.get(f"/api/v1/visits/{visit['id']}/timeline", headers=worker).json()
     assert timeline[-1]["reason"] == "补拍厨房照片"
+
+
+def test_an_amended_revision_is_due_as_if_assigned_today(client: Client) -> None:
+    visit = assign(client, due_date=(today() - dt.timedelta(days=30)).isoformat())
+    worker = login(client, TEAM[0])
+    post_answers(client, visit, worker, complete_answers(client, visit, worker))
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    for username in ("demo-reviewer-community", "demo-reviewer-subdistrict", "demo-approver-district"):
+        assert review(client, visit, username, "approve").status_code == 200
+    revision = client.post(f"/api/v1/visits/{visit['id']}/amend", headers=worker).json()
+    fresh = assign(client, "DB-C01-0002", purpose=visit["purpose"])
+    assert (revision["due_date"], revision["overdue"]) == (fresh["due_date"], False)
