@@ -34,16 +34,36 @@ _SATURDAY = 5
 _CODE = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
+FIXED_DATE_HOLIDAYS: dict[tuple[int, int], str] = {
+    (1, 1): "元旦",
+    (5, 1): "劳动节",
+    (5, 2): "劳动节",
+    (10, 1): "国庆节",
+    (10, 2): "国庆节",
+    (10, 3): "国庆节",
+}
+"""(month, day) -> name of the statutory days off that fall on the same date every year (全国年节及纪念日
+放假办法, as revised in 2024: New Year's Day 1, Labour Day 2, National Day 3; every shipped calendar has
+them). Spring Festival, Qingming, Dragon Boat and Mid-Autumn follow the lunar calendar or a solar term,
+and the swapped days around each break are announced a year at a time, so neither can be foreseen."""
+
+
 class WorkingCalendar:
     """Which days are working days: Mon-Fri, minus holidays, plus swapped weekend workdays.
 
     Dates outside the overrides are treated as an ordinary week, so a calendar only knows the years
-    it was given; build it from every year a deadline can reach (e.g. `cn-2025` and `cn-2026`).
+    it was given; build it from every year a deadline can reach (e.g. `cn-2025` and `cn-2026`). Given
+    `known_years`, the years its overrides cover, it also keeps the fixed-date statutory holidays
+    (`FIXED_DATE_HOLIDAYS`) off in every other year: an estimate, better than counting 1 January as a
+    working day, until that year's calendar is shipped.
     """
 
-    __slots__ = ("_holidays", "_workdays")
+    __slots__ = ("_holidays", "_known_years", "_workdays")
 
-    def __init__(self, overrides: Iterable[tuple[dt.date, DayKind]] = ()) -> None:
+    def __init__(
+        self, overrides: Iterable[tuple[dt.date, DayKind]] = (), *, known_years: Iterable[int] | None = None
+    ) -> None:
+        self._known_years = None if known_years is None else frozenset(known_years)
         holidays: set[dt.date] = set()
         workdays: set[dt.date] = set()
         for day, kind in overrides:
@@ -73,7 +93,21 @@ class WorkingCalendar:
     def is_working_day(self, day: dt.date) -> bool:
         if day.weekday() >= _SATURDAY:
             return day in self._workdays
-        return day not in self._holidays
+        return day not in self._holidays and self.assumed_holiday(day) is None
+
+    def assumed_holiday(self, day: dt.date) -> str | None:
+        """The fixed-date statutory holiday `day` is assumed to be, in a year no calendar covers."""
+        if self._known_years is None or day.year in self._known_years or day in self._workdays:
+            return None
+        return FIXED_DATE_HOLIDAYS.get((day.month, day.day))
+
+    def years_not_covered(self, start: dt.date, end: dt.date) -> list[int]:
+        """The years from `start` to `end` with no calendar, whose holidays are only assumed."""
+        if self._known_years is None:
+            return []
+        return [
+            y for y in range(min(start, end).year, max(start, end).year + 1) if y not in self._known_years
+        ]
 
     def add_working_days(self, start: dt.date, n: int) -> dt.date:
         """The date on which the nth working day after `start` falls (`start` itself not counted).

@@ -10,10 +10,11 @@ from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy import select
 
+from schemas.calendars import CalendarDay
 from schemas.calendars_api import CalendarDayOut, CalendarOverride, Deadline
 from server.db.models import HolidayOverride
 from server.dependencies import CurrentActor, DbSession, Rules, provide_actor, provide_rules
-from server.domain.calendar import load_calendar
+from server.domain.calendar import WorkingCalendar, load_calendar
 from server.errors import Forbidden, Invalid, NotFound
 from server.services import audit
 from server.services.actor import Actor
@@ -25,6 +26,27 @@ MAX_SPAN = 400
 def _require_admin(actor: Actor) -> None:
     if not actor.is_admin:
         raise Forbidden("Only administrators change the calendar.")
+
+
+def _day_out(
+    day: dt.date,
+    calendar: WorkingCalendar,
+    national: dict[dt.date, CalendarDay],
+    local: dict[dt.date, HolidayOverride],
+) -> CalendarDayOut:
+    """One day, and why it is (not) a working day: a local override, the national calendar, or a
+    fixed-date statutory holiday assumed in a year no shipped calendar covers."""
+    entry = local.get(day) or national.get(day)
+    if entry is None and (assumed := calendar.assumed_holiday(day)):
+        return CalendarDayOut(date=day, working=False, kind="holiday", name=assumed, source="assumed")
+    source: Literal["national", "local"] | None = "local" if day in local else "national" if entry else None
+    return CalendarDayOut(
+        date=day,
+        working=calendar.is_working_day(day),
+        kind=entry.kind if entry else None,  # type: ignore[arg-type]
+        name=entry.name if entry else None,
+        source=source,
+    )
 
 
 class CalendarController(Controller):
@@ -46,23 +68,10 @@ class CalendarController(Controller):
         calendar = await working_calendar(db_session, rules)
         national = {d.date: d for code in rules.calendars for d in load_calendar(code).days}
         local = {r.day: r for r in (await db_session.execute(select(HolidayOverride))).scalars()}
-        out = []
-        for n in range((end - start).days + 1):
-            day = start + dt.timedelta(days=n)
-            entry = local.get(day) or national.get(day)
-            source: Literal["national", "local"] | None = (
-                "local" if day in local else "national" if entry else None
-            )
-            out.append(
-                CalendarDayOut(
-                    date=day,
-                    working=calendar.is_working_day(day),
-                    kind=entry.kind if entry else None,  # type: ignore[arg-type]
-                    name=entry.name if entry else None,
-                    source=source,
-                )
-            )
-        return out
+        return [
+            _day_out(start + dt.timedelta(days=n), calendar, national, local)
+            for n in range((end - start).days + 1)
+        ]
 
     @get("/deadline", summary="The date `days` working (or calendar) days after `start`")
     async def deadline(
@@ -83,7 +92,8 @@ class CalendarController(Controller):
                 code="date_out_of_range",
                 details=[{"field": "start", "message": "too late for this many days"}],
             ) from None
-        return Deadline(start=start, days=days, unit=unit, due=due)
+        unknown = calendar.years_not_covered(start, due) if unit == "working" else []
+        return Deadline(start=start, days=days, unit=unit, due=due, years_not_covered=unknown)
 
     @put("/days/{day:date}", summary="Declare a local holiday or a swapped working day (admins)")
     async def set_day(

@@ -43,7 +43,10 @@ async def working_calendar(session: AsyncSession, rules: RulePack) -> WorkingCal
     base = [(d.date, d.kind) for code in rules.calendars for d in load_calendar(code).days]
     local = [(row.day, row.kind) for row in (await session.execute(select(HolidayOverride))).scalars()]
     merged = dict(base) | dict(local)
-    return WorkingCalendar((day, cast(DayKind, kind)) for day, kind in merged.items())
+    return WorkingCalendar(
+        ((day, cast(DayKind, kind)) for day, kind in merged.items()),
+        known_years={day.year for day, _ in base},  # a year's file lists at least its 1 January
+    )
 
 
 def today() -> dt.date:

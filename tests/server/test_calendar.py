@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.calendars import HolidayCalendar
-from server.domain.calendar import WorkingCalendar, is_overdue, load_calendar
+from server.domain.calendar import FIXED_DATE_HOLIDAYS, WorkingCalendar, is_overdue, load_calendar
 
 D = dt.date
 
@@ -357,3 +357,25 @@ def test_deadline_across_the_2025_2026_year_end() -> None:
     assert both.working_days_between(D(2025, 12, 31), D(2026, 1, 6)) == 3
     # 2025 alone does not know about 2026 and miscounts, which is why both years are loaded.
     assert CN2025.add_working_days(D(2025, 12, 31), 3) == D(2026, 1, 5)
+
+
+@pytest.mark.parametrize("code", ["cn-2025", "cn-2026"])
+def test_every_shipped_calendar_has_the_fixed_date_holidays_off(code: str) -> None:
+    calendar = load_calendar(code)
+    year = calendar.days[0].date.year
+    off = {d.date for d in calendar.days if d.kind == "holiday"}
+    assert {D(year, month, day) for month, day in FIXED_DATE_HOLIDAYS} <= off
+
+
+def test_a_year_no_calendar_covers_keeps_only_the_fixed_date_holidays() -> None:
+    both = load_calendar("cn-2025").days + load_calendar("cn-2026").days
+    calendar = WorkingCalendar(((d.date, d.kind) for d in both), known_years=[2025, 2026])
+    assert not calendar.is_working_day(D(2027, 1, 1)) and calendar.assumed_holiday(D(2027, 1, 1)) == "元旦"
+    assert not calendar.is_working_day(D(2027, 10, 1))  # a Friday; the 2nd and 3rd fall on the weekend
+    assert calendar.is_working_day(D(2027, 10, 4))  # the days made up for them are not known yet
+    assert calendar.assumed_holiday(D(2026, 1, 1)) is None  # known years come from their files
+    # Fri 2026-12-18: 12-21..25 (5), 12-28..31 (9), 2027-01-01 assumed off, Mon 01-04 (10).
+    assert calendar.add_working_days(D(2026, 12, 18), 10) == D(2027, 1, 4)
+    assert calendar.years_not_covered(D(2026, 12, 18), D(2027, 1, 4)) == [2027]
+    assert calendar.years_not_covered(D(2025, 3, 1), D(2026, 3, 1)) == []
+    assert WorkingCalendar().is_working_day(D(2027, 1, 1))  # without known_years: an ordinary week

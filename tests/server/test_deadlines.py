@@ -78,3 +78,15 @@ def test_a_deadline_past_the_last_representable_date_is_a_422(client: Client) ->
         r = client.get(f"/api/v1/calendar/deadline?start=9999-12-30&days=5&unit={unit}", headers=worker)
         assert r.status_code == 422, r.text
         assert r.json()["error"]["code"] == "date_out_of_range"
+
+
+def test_a_deadline_past_the_shipped_calendars_skips_new_year_and_says_it_is_estimated(
+    client: Client,
+) -> None:
+    worker = login(client, "demo-worker-1")
+    answer = client.get("/api/v1/calendar/deadline?start=2026-12-18&days=10", headers=worker).json()
+    assert (answer["due"], answer["years_not_covered"]) == ("2027-01-04", [2027])
+    covered = client.get("/api/v1/calendar/deadline?start=2026-09-18&days=10", headers=worker).json()
+    assert covered["years_not_covered"] == []
+    days = client.get("/api/v1/calendar/days?start=2026-12-31&end=2027-01-01", headers=worker).json()
+    assert [(d["working"], d["source"]) for d in days] == [(True, None), (False, "assumed")]
