@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from schemas.visits import ObservationIn, Proposal, ReviewDecision, VisitCreate
 from server.db.engine import Database
@@ -57,7 +57,22 @@ async def seed_visits(db: Database) -> None:
             due_date=today() + dt.timedelta(days=due_in),
         )
         await _in(db, visits.create, people["demo-reviewer-community"], data, rules)
+        await _backdate(db, visit_id, _days_ago())
         await _advance(db, people, visit_id, state)
+
+
+def _days_ago() -> int:
+    """How long ago the demo's visits were made and their notices posted: the publicity is over."""
+    return load_rules().publicity_calendar_days + 3
+
+
+async def _backdate(db: Database, visit_id: uuid.UUID, days: int) -> None:
+    """Move the visit's creation back: a publicity notice goes up on or after the day it was assigned."""
+    async with db.write_session() as session:
+        created = (await session.execute(select(Visit.created_at).where(Visit.id == visit_id))).scalar_one()
+        moved = created - dt.timedelta(days=days)
+        await session.execute(update(Visit).where(Visit.id == visit_id).values(created_at=moved))
+        await session.commit()
 
 
 async def _in(db: Database, step: Callable[..., Awaitable[Any]], *args: Any) -> Any:
@@ -113,7 +128,7 @@ async def _answer_all(db: Database, worker: Actor, visit_id: uuid.UUID, *, parti
         context = await visits.guard_context(session, visit)
         pinned = [await templates.pinned(session, t["code"], t["version"]) for t in visit.templates]
     where = (household.lat or 38.04, household.lon or 114.51)
-    day = today() - dt.timedelta(days=rules.publicity_calendar_days + 3)  # publicity already over
+    day = today() - dt.timedelta(days=_days_ago())  # publicity already over
     answers = [
         a
         for t in pinned[: 1 if partial else None]

@@ -8,12 +8,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.checklists import Template
+from server.db.models import Visit
 from server.domain.answers import Context
 from server.domain.filled import Filled, fill
 from server.services.rules import today
-from tests.helpers import Client, household_id, login
+from tests.helpers import Client, household_id, login, run_db
 
 Headers = dict[str, str]
 TEAM = ("demo-worker-1", "demo-worker-2")
@@ -35,7 +38,11 @@ def assign(
     purpose: str = "new_application",
     by: str = "demo-reviewer-community",
     due_date: str | None = None,
+    created_days_ago: int = 10,
 ) -> dict[str, Any]:
+    """A visit assigned to TEAM, as if `created_days_ago` days ago: a publicity notice must go up on or
+    after the day its visit was assigned, and `complete_answers` posts it 10 days ago by default so that
+    the 7 days are over. Backdating the row is quicker than waiting."""
     body: dict[str, Any] = {
         "household_id": str(household_id(registry_no)),
         "purpose": purpose,
@@ -45,7 +52,18 @@ def assign(
         body["due_date"] = due_date
     response = client.post("/api/v1/visits", json=body, headers=login(client, by))
     assert response.status_code == 201, response.text
+    if created_days_ago:
+        backdate(client, uuid.UUID(response.json()["id"]), dt.timedelta(days=created_days_ago))
     return dict(response.json())
+
+
+def backdate(client: Client, visit_id: uuid.UUID, by: dt.timedelta) -> None:
+    async def move(session: AsyncSession) -> None:
+        # Read, then write: SQLite has no interval arithmetic.
+        created = (await session.execute(select(Visit.created_at).where(Visit.id == visit_id))).scalar_one()
+        await session.execute(update(Visit).where(Visit.id == visit_id).values(created_at=created - by))
+
+    run_db(client, move)
 
 
 def context(client: Client, visit: dict[str, Any]) -> Context:

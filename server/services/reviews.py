@@ -21,7 +21,14 @@ from server.errors import Conflict, Forbidden, Invalid
 from server.services import audit, transaction
 from server.services.actor import Actor
 from server.services.rules import level, today, working_calendar
-from server.services.visits import current_answers, get, publicity_ends_on, record_transition, visit_out
+from server.services.visits import (
+    current_answers,
+    get,
+    notice_before_visit,
+    publicity_ends_on,
+    record_transition,
+    visit_out,
+)
 
 REASON_MIN_LENGTH = 2
 NODE_DEPTH = {"district": 1, "subdistrict": 2, "community": 3}
@@ -90,15 +97,7 @@ def _with_reason_stripped(decision: ReviewDecision) -> ReviewDecision:
 async def _approve(session: AsyncSession, visit: Visit, at: ReviewLevel, rules: RulePack) -> None:
     needs_publicity = rules.publicity_template in {t["code"] for t in visit.templates}
     if at.after_publicity and needs_publicity:  # re-checks without a publicize step post no notice
-        ends = await publicity_ends_on(session, visit, rules)
-        if ends is None or today() <= ends:
-            raise Conflict(
-                "The 7-day publicity (公示) has not ended"
-                + (f": it ends on {ends}." if ends else "; no notice date."),
-                code="publicity_not_over",
-                details={"publicity_ends_on": ends.isoformat() if ends else None},
-            )
-        await _require_no_pending_objection(session, visit, rules)
+        await _require_publicity_done(session, visit, rules)
     if visit.review_level < len(rules.review_levels):
         visit.review_level += 1
         calendar = await working_calendar(session, rules)
@@ -108,6 +107,21 @@ async def _approve(session: AsyncSession, visit: Visit, at: ReviewLevel, rules: 
         return
     visit.status, visit.review_level, visit.review_due = VisitStatus.approved, 0, None
     visit.locked_at = utcnow()
+
+
+async def _require_publicity_done(session: AsyncSession, visit: Visit, rules: RulePack) -> None:
+    """The 7-day publicity (公示) ran its course from a real notice date, and no objection is left open."""
+    ends = await publicity_ends_on(session, visit, rules)
+    if ends is None or today() <= ends:
+        raise Conflict(
+            "The 7-day publicity (公示) has not ended"
+            + (f": it ends on {ends}." if ends else "; no notice date."),
+            code="publicity_not_over",
+            details={"publicity_ends_on": ends.isoformat() if ends else None},
+        )
+    if early_notice := await notice_before_visit(session, visit, rules):  # submitted before the check
+        raise Conflict(early_notice.message, code="notice_before_visit", details={"item": early_notice.item})
+    await _require_no_pending_objection(session, visit, rules)
 
 
 async def _require_no_pending_objection(session: AsyncSession, visit: Visit, rules: RulePack) -> None:

@@ -48,7 +48,7 @@ from server.db.models import (
 from server.db.types import utcnow
 from server.domain import answers as rules_of_answers
 from server.domain import id_numbers
-from server.domain.calendar import is_overdue
+from server.domain.calendar import CHINA_STANDARD_TIME, is_overdue
 from server.errors import Conflict, Forbidden, Invalid, NotFound
 from server.services import audit, templates, transaction
 from server.services.actor import Actor, communities_in_scope
@@ -558,6 +558,8 @@ async def submit(session: AsyncSession, actor: Actor, visit_id: uuid.UUID, rules
     _require_team(visit, actor)
     require_editable(visit)
     problems = await submission_problems(session, visit)
+    if early_notice := await notice_before_visit(session, visit, rules):
+        problems.append(early_notice)
     if problems:
         raise Invalid(
             f"The visit cannot be submitted: {len(problems)} problems.",
@@ -578,6 +580,13 @@ async def submit(session: AsyncSession, actor: Actor, visit_id: uuid.UUID, rules
 
 async def publicity_ends_on(session: AsyncSession, visit: Visit, rules: RulePack) -> dt.date | None:
     """The last day of the 7-calendar-day publicity (公示), from the date the notice went up."""
+    posted = await notice_posted_on(session, visit, rules)
+    return None if posted is None else posted + dt.timedelta(days=rules.publicity_calendar_days)
+
+
+async def notice_posted_on(session: AsyncSession, visit: Visit, rules: RulePack) -> dt.date | None:
+    """The date the publicity notice went up, as answered; None when the visit has no publicize step or
+    the date is not answered yet."""
     if rules.publicity_template not in {t["code"] for t in visit.templates}:
         return None
     posted = (
@@ -585,9 +594,36 @@ async def publicity_ends_on(session: AsyncSession, visit: Visit, rules: RulePack
         .get(rules.publicity_template, {})
         .get((rules.publicity_start_item, None))
     )
-    if not isinstance(posted, str):
+    return dt.date.fromisoformat(posted) if isinstance(posted, str) else None
+
+
+async def notice_before_visit(
+    session: AsyncSession, visit: Visit, rules: RulePack
+) -> SubmissionProblem | None:
+    """A notice "posted" before the visit existed would let the publicity end the day the file is
+    approved, so it must go up on or after the day the first revision was assigned (an amended revision
+    carries the notice its first revision posted)."""
+    posted = await notice_posted_on(session, visit, rules)
+    assigned = await _first_assigned_on(session, visit)
+    if posted is None or posted >= assigned:
         return None
-    return dt.date.fromisoformat(posted) + dt.timedelta(days=rules.publicity_calendar_days)
+    return SubmissionProblem(
+        "notice_before_visit",
+        f"{rules.publicity_template}:{rules.publicity_start_item}",
+        None,
+        f"the notice cannot have gone up on {posted}, before the visit was assigned on {assigned}",
+    )
+
+
+async def _first_assigned_on(session: AsyncSession, visit: Visit) -> dt.date:
+    """The day (China Standard Time) the visit's first revision was created."""
+    created, previous = visit.created_at, visit.previous_id
+    while previous is not None:
+        row = (
+            await session.execute(select(Visit.created_at, Visit.previous_id).where(Visit.id == previous))
+        ).one()
+        created, previous = row.created_at, row.previous_id
+    return created.astimezone(CHINA_STANDARD_TIME).date()
 
 
 # -- amendment -----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from tests.helpers import Client, audit_rows, household_id, login, run_db
 from tests.visit_flow import (
     TEAM,
     assign,
+    backdate,
     complete_answers,
     completed_visit,
     observation,
@@ -433,3 +434,31 @@ def test_an_amended_revision_is_due_as_if_assigned_today(client: Client) -> None
     revision = client.post(f"/api/v1/visits/{visit['id']}/amend", headers=worker).json()
     fresh = assign(client, "DB-C01-0002", purpose=visit["purpose"])
     assert (revision["due_date"], revision["overdue"]) == (fresh["due_date"], False)
+
+
+def test_a_publicity_notice_cannot_predate_the_visit(client: Client) -> None:
+    visit = assign(client, created_days_ago=0)
+    worker = login(client, TEAM[0])
+    post_answers(client, visit, worker, complete_answers(client, visit, worker))  # notice 10 days ago
+    propose(client, visit, worker)
+    refused = submit(client, visit, worker)
+    assert refused.status_code == 422, refused.text
+    assert [(p["guard"], p["item"]) for p in refused.json()["error"]["details"]] == [
+        ("notice_before_visit", "step.publicize:notice_posted_on")
+    ]
+    on_the_day = Filled("step.publicize", "notice_posted_on", None, today().isoformat())
+    post_answers(client, visit, worker, [on_the_day])
+    assert submit(client, visit, worker).status_code == 200
+
+
+def test_district_approval_refuses_a_notice_older_than_the_visit(client: Client) -> None:
+    """A visit submitted before submission checked the notice date is caught at district approval."""
+    visit, worker = completed_visit(client)  # assigned and noticed 10 days ago
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    backdate(client, uuid.UUID(visit["id"]), -dt.timedelta(days=5))  # as if assigned after the notice
+    review(client, visit, "demo-reviewer-community", "approve")
+    review(client, visit, "demo-reviewer-subdistrict", "approve")
+    refused = review(client, visit, "demo-approver-district", "approve")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "notice_before_visit"
