@@ -38,6 +38,21 @@ def problem(id_number: str, *, today: dt.date | None = None) -> str | None:
     return None
 
 
+def sex_of(id_number: str) -> str:
+    """The 17th character, the end of the sequence number: odd for men, even for women."""
+    return "male" if int(id_number[16]) % 2 else "female"
+
+
+def contradictions(id_number: str, *, sex: str | None, born: dt.date | None) -> dict[str, str]:
+    """Field -> why, for a sex or birth date that a valid ID number says otherwise (None: not given)."""
+    found = {}
+    if born is not None and born != birth_date(id_number):
+        found["birth_date"] = f"the ID number says born {birth_date(id_number)}"
+    if sex is not None and sex != sex_of(id_number):
+        found["sex"] = f"the ID number says {sex_of(id_number)}"
+    return found
+
+
 def normalise(id_number: str) -> str:
     return id_number.strip().upper()
 

@@ -166,6 +166,26 @@ def _check_members(members: list[MemberIn], prefix: str = "members") -> None:
     ]
     if problems:
         raise Invalid("; ".join(f"{p['field']}: {p['message']}" for p in problems), details=problems)
+    _require_agreement(
+        [
+            (f"{prefix}[{i}]", id_numbers.contradictions(m.id_number, sex=m.sex, born=m.birth_date))
+            for i, m in enumerate(members)
+        ]
+    )
+
+
+def _require_agreement(found: list[tuple[str, dict[str, str]]]) -> None:
+    """Refuse a sex or birth date that contradicts the member's own (valid) ID number: one of them is a
+    typo, and eligibility rules (age, pension) read the birth date."""
+    details = [
+        {"field": f"{where}.{field}", "message": why} for where, bad in found for field, why in bad.items()
+    ]
+    if details:
+        raise Invalid(
+            "; ".join(f"{d['field']}: {d['message']}" for d in details),
+            code="id_number_mismatch",
+            details=details,
+        )
 
 
 def _new_member(household_id: uuid.UUID, m: MemberIn) -> Member:
@@ -318,11 +338,23 @@ async def patch_member(
     member = await get_member(session, actor, member_id, lock=True)
     _require_version(member, data.version)
     values = edits.validate(edits.MEMBER, _present(data), where="body")
+    _require_agreement([("body", _contradictions_after(member, values))])
     changed = edits.change_now(session, actor, member, values)
     if changed:
         audit.record(session, actor, "member.update", "member", member.id, _masked(values, changed))
     await transaction.commit(session)
     return member_out(member)
+
+
+def _contradictions_after(member: Member, values: dict[str, Any]) -> dict[str, str]:
+    """What the member would hold after a patch touching its ID number, sex or birth date and that
+    contradicts the ID number (a stored number that does not parse, from before checks, is left alone)."""
+    if not values.keys() & {"id_number", "sex", "birth_date"}:
+        return {}
+    after = {f: values.get(f, getattr(member, f)) for f in ("id_number", "sex", "birth_date")}
+    if id_numbers.problem(after["id_number"]):
+        return {}
+    return id_numbers.contradictions(after["id_number"], sex=after["sex"], born=after["birth_date"])
 
 
 def _masked(values: dict[str, Any], changed: list[str]) -> dict[str, Any]:

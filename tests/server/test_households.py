@@ -260,3 +260,31 @@ def test_an_id_number_born_in_the_future_or_before_1900_is_refused(client: Clien
     response = client.post("/api/v1/households", json=body, headers=login(client, "demo-worker-1"))
     assert response.status_code == 422, response.text
     assert [d["field"] for d in response.json()["error"]["details"]] == ["members[0].id_number"]
+
+
+def test_a_members_birth_date_and_sex_must_agree_with_their_id_number(client: Client) -> None:
+    worker = login(client, "demo-worker-1")
+    born_1980_male = valid_id("11010119800101001")
+    body = new_household("NEW-MISMATCH")
+    body["members"][0] |= {"id_number": born_1980_male, "birth_date": "1995-06-30", "sex": "female"}
+    refused = client.post("/api/v1/households", json=body, headers=worker)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["code"] == "id_number_mismatch"
+    assert [d["field"] for d in refused.json()["error"]["details"]] == [
+        "members[0].birth_date",
+        "members[0].sex",
+    ]
+    url = f"/api/v1/households/{household_id('DB-C01-0003')}/members"
+    member = {"name": "新成员", "relation": "child", "id_number": born_1980_male, "sex": "female"}
+    refused = client.post(url, json=member, headers=worker)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "id_number_mismatch"
+    added = client.post(url, json=member | {"sex": "male", "birth_date": "1980-01-01"}, headers=worker)
+    assert added.status_code == 201, added.text
+    patch_url = f"/api/v1/members/{added.json()['id']}"
+    refused = client.patch(patch_url, json={"version": 1, "birth_date": "1980-01-02"}, headers=worker)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"] == [
+        {"field": "body.birth_date", "message": "the ID number says born 1980-01-01"}
+    ]
+    agreeing = client.patch(patch_url, json={"version": 1, "sex": "male", "birth_date": None}, headers=worker)
+    assert agreeing.status_code == 200, agreeing.text
