@@ -91,43 +91,12 @@ def process_image(
         return _process(file, max_pixels, expected_sha256)
 
 
-def verify_file(path: Path, expected_sha256: str) -> ImageFormat:
-    """The format of the file at ``path``, once it proves to be the one announced.
-
-    The first half of ``process_image``, for a caller with work to start in between (the server sends the
-    original to the blob store while it decodes): the whole file is hashed first (Sha256Mismatch, and
-    nothing parsed it), then its format sniffed from its first bytes (ImageRejected).
-    """
-    with path.open("rb") as file:
-        return _identify(file, expected_sha256)[1]
-
-
-def process_verified(
-    path: Path, sha256: str, image_format: ImageFormat, *, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> ProcessedImage:
-    """The second half: ``process_image`` of a file ``verify_file`` accepted as ``sha256`` in
-    ``image_format``, which is neither hashed nor sniffed again."""
-    _check_limit(max_pixels)
-    with path.open("rb") as file:
-        return _render(file, sha256, image_format, max_pixels)
-
-
 def _process(file: io.BufferedIOBase, max_pixels: int, expected_sha256: str | None) -> ProcessedImage:
-    sha256, image_format = _identify(file, expected_sha256)
-    return _render(file, sha256, image_format, max_pixels)
-
-
-def _identify(file: io.BufferedIOBase, expected_sha256: str | None) -> tuple[str, ImageFormat]:
     sha256 = hashlib.file_digest(file, "sha256").hexdigest()
     if expected_sha256 is not None and sha256 != expected_sha256:
         raise Sha256Mismatch(sha256)
     file.seek(0)
-    return sha256, detect_format(file.read(SNIFF_BYTES))
-
-
-def _render(
-    file: io.BufferedIOBase, sha256: str, image_format: ImageFormat, max_pixels: int
-) -> ProcessedImage:
+    image_format = detect_format(file.read(SNIFF_BYTES))
     file.seek(0)
     source = _ReadErrors(file)
     with source.blamed(), _open(cast(BinaryIO, source), image_format) as im:

@@ -1,17 +1,14 @@
 """Photos: ingest a completed upload through the image pipeline, read a photo within scope, serve originals.
 
-Ingest runs the image pipeline (``media.pipeline``) in worker threads bounded by a CapacityLimiter
+Ingest runs ``media.pipeline.process_image`` in worker threads bounded by a CapacityLimiter
 (``FIVESTEP_IMAGE_WORKERS``), never on the event loop; Pillow releases the GIL while it decodes, scales and
-encodes. Nothing is half-stored: the whole-file SHA-256 is checked before the first blob is written, the
-original goes to the store while the image is decoded (on S3 the largest transfer, hidden behind the
-decoding) and is deleted again if the image is refused, blobs are content-addressed (writing one twice is
-harmless), and the photo row is inserted only after all three blobs are in the store.
+encodes. Nothing is half-stored: the whole-file SHA-256 is checked and the image fully processed before
+the first blob is written, blobs are content-addressed (writing one twice is harmless), and the photo row
+is inserted only after all three blobs are in the store.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import functools
 import logging
@@ -29,13 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from media.formats import ImageFormat, ImageRejected
-from media.pipeline import (
-    DEFAULT_MAX_PIXELS,
-    ProcessedImage,
-    Sha256Mismatch,
-    process_verified,
-    verify_file,
-)
+from media.pipeline import DEFAULT_MAX_PIXELS, ProcessedImage, Sha256Mismatch, process_image
 from media.stores import BlobStore, BlobStoreUnavailable, StagingLost
 from schemas.config import Settings
 from schemas.photos import DerivativeOut, EvidenceItem, EvidenceOut, ExifOut, PhotoOut
@@ -72,12 +63,10 @@ def keys(sha256: str) -> tuple[str, str, str]:
     return f"photos/original/{fan}", f"photos/display/{fan}.jpg", f"photos/thumb/{fan}.jpg"
 
 
-def ingest_file(
-    path: Path, sha256: str, image_format: ImageFormat, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> ProcessedImage:
-    """Blocking: process a file ``verify_file`` accepted. Runs in an image worker's thread."""
+def ingest_file(path: Path, expected_sha256: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ProcessedImage:
+    """Blocking: verify the whole file's SHA-256, then process it. Runs in a worker thread."""
     try:
-        return process_verified(path, sha256, image_format, max_pixels=max_pixels)
+        return process_image(path, max_pixels=max_pixels, expected_sha256=expected_sha256)
     finally:
         give_back_free_memory()  # the decoded image is freed by now
 
@@ -191,11 +180,7 @@ async def _processed_and_stored(
     with tempfile.TemporaryDirectory(prefix="fivestep-ingest-") as tmp:
         path = Path(tmp) / "upload"
         processed = await _process(db, actor, store, limiter, upload, path, fill)
-        _, display, thumb = keys(upload.sha256)
-        await _all_of(
-            store.put(display, processed.display.data, content_type="image/jpeg"),
-            store.put(thumb, processed.thumbnail.data, content_type="image/jpeg"),
-        )
+        await _store_blobs(store, upload, processed, path)
         return processed
 
 
@@ -284,19 +269,11 @@ async def _process(
     path: Path,
     fill: Callable[[Path], Awaitable[None]],
 ) -> ProcessedImage:
-    """Write the file into ``path`` (joining the staged pieces, say), verify it, then process it while its
-    original is stored; a refusal discards the upload."""
-    storing: asyncio.Future[Any] | None = None
+    """Write the file into ``path`` (joining the staged pieces, say), verify and process; a refusal discards
+    the upload."""
     try:
         await fill(path)
-        image_format = await anyio.to_thread.run_sync(verify_file, path, upload.sha256)
-        # The original starts out only with an image worker's slot, so the transfers held in memory at
-        # once (the MinIO client reads what it sends) stay as few as the images being decoded.
-        async with limiter:
-            storing = _store_original(store, upload.sha256, path, image_format)
-            processed = await anyio.to_thread.run_sync(ingest_file, path, upload.sha256, image_format)
-        await storing
-        return processed
+        return await anyio.to_thread.run_sync(ingest_file, path, upload.sha256, limiter=limiter)
     except StagingLost:
         if await _completed(db, upload.id):  # a concurrent finish (a retried HEAD, say) stored it first
             raise _FinishedElsewhere from None
@@ -310,8 +287,6 @@ async def _process(
             details={"announced": upload.sha256, "received": exc.actual},
         ) from None
     except ImageRejected as exc:
-        if storing is not None:
-            await _unstore_original(db, store, upload.sha256, storing)
         await _refuse(db, actor, store, upload.id, exc.code)
         raise Refused(exc.message, code=exc.code) from None
     except OSError as exc:
@@ -323,46 +298,6 @@ async def _process(
             code="ingest_unavailable",
             retry_after=5,
         ) from exc
-    finally:
-        if storing is not None:
-            await _settled(storing)  # never leave the transfer running past this request's file
-
-
-def _store_original(
-    store: BlobStore, sha256: str, path: Path, image_format: ImageFormat
-) -> asyncio.Future[Any]:
-    original, _, _ = keys(sha256)
-    return asyncio.ensure_future(store.put_file(original, path, content_type=image_format.mime_type))
-
-
-async def _unstore_original(
-    db: Database, store: BlobStore, sha256: str, storing: asyncio.Future[Any]
-) -> None:
-    """A refused image's original leaves the store again, unless the photo is stored after all (the same
-    bytes accepted meanwhile by a server with a higher pixel limit)."""
-    await _settled(storing)
-    async with db.read_session() as session:
-        if await session.get(Photo, sha256) is not None:
-            return
-    try:
-        await store.delete(keys(sha256)[0])
-    except BlobStoreUnavailable as exc:
-        log.warning("the original of a refused photo was left in the store: %s", exc)
-
-
-async def _settled(task: asyncio.Future[Any]) -> None:
-    """Wait for a transfer this request started, whatever its outcome (a failure of it has been raised
-    already, or does not matter once the image is refused)."""
-    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-        await task
-
-
-async def _all_of(*transfers: Awaitable[Any]) -> None:
-    """Run the transfers side by side; raise the first failure once all have ended."""
-    outcomes = await asyncio.gather(*transfers, return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
 
 
 async def _completed(db: Database, upload_id: uuid.UUID) -> bool:
@@ -374,6 +309,13 @@ async def _completed(db: Database, upload_id: uuid.UUID) -> bool:
 async def _refuse(db: Database, actor: Actor, store: BlobStore, upload_id: uuid.UUID, code: str) -> None:
     async with db.write_session() as session:
         await uploads.fail(session, actor, store, upload_id, code)
+
+
+async def _store_blobs(store: BlobStore, upload: Upload, processed: ProcessedImage, path: Path) -> None:
+    original, display, thumb = keys(upload.sha256)
+    await store.put_file(original, path, content_type=processed.format.mime_type)
+    await store.put(display, processed.display.data, content_type="image/jpeg")
+    await store.put(thumb, processed.thumbnail.data, content_type="image/jpeg")
 
 
 def _add_photo(session: AsyncSession, actor: Actor, upload: Upload, processed: ProcessedImage) -> None:

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import pytest
 from sqlalchemy import update
 
-from media.formats import ImageFormat, ImageRejected
+from media.formats import ImageRejected
 from media.pipeline import DEFAULT_MAX_PIXELS, ProcessedImage
 from media.stores import BlobStoreUnavailable
 from server.db.models import Upload
@@ -41,13 +41,13 @@ class SlowIngest:
         self.real = photos.ingest_file
 
     def __call__(
-        self, path: Path, sha256: str, image_format: ImageFormat, max_pixels: int = DEFAULT_MAX_PIXELS
+        self, path: Path, expected_sha256: str, max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> ProcessedImage:
         self.calls += 1
         time.sleep(self.hold)
         if self.calls <= self.failing:
             raise self.error
-        return self.real(path, sha256, image_format, max_pixels)
+        return self.real(path, expected_sha256, max_pixels)
 
 
 @pytest.fixture
