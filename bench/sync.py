@@ -312,7 +312,8 @@ def _device_plan(
     auth = login(client, ("demo-worker-1", "demo-worker-2")[d % 2], device=device)
     batches = []
     for v in range(visits_each):
-        visit = assign(client, f"BENCH-{(d * visits_each + v) % 2000:05d}")
+        # Pushing answers checks no publicity date: the visit need not look assigned days ago.
+        visit = assign(client, f"BENCH-{(d * visits_each + v) % 2000:05d}", created_days_ago=0)
         answers = [a for a in complete_answers(client, visit, auth) if a.row_id is None][:20]
         batches.append({"visit_id": visit["id"], "observations": [observation(a) for a in answers]})
     return client, auth, batches
