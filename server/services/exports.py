@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import Select, select, tuple_
 
 from server.db.engine import Database
 from server.db.models import Household, Jurisdiction, Observation, User, Visit
@@ -92,18 +92,23 @@ async def start(db: Database, actor: Actor, kind: str, fmt: str, filters: Filter
         await session.commit()
 
 
+def _listed(actor: Actor, filters: Filters) -> Select[Visit, Household]:
+    """The visits the visit list shows the actor with these filters (archived households left out)."""
+    return filtered(
+        actor,
+        filters.community_id,
+        filters.status,
+        filters.review_level,
+        filters.due_from,
+        filters.due_to,
+        False,
+    )
+
+
 async def visit_rows(db: Database, actor: Actor, filters: Filters) -> AsyncIterator[dict[str, Any]]:
     after: tuple[Any, uuid.UUID] | None = None
     while True:
-        query = filtered(
-            actor,
-            filters.community_id,
-            filters.status,
-            filters.review_level,
-            filters.due_from,
-            filters.due_to,
-            False,
-        )
+        query = _listed(actor, filters)
         query = query.add_columns(Jurisdiction.code).join(
             Jurisdiction, Jurisdiction.id == Household.community_id
         )
@@ -143,15 +148,7 @@ def _visit_row(v: Visit, h: Household, community: str) -> dict[str, Any]:
 async def observation_rows(db: Database, actor: Actor, filters: Filters) -> AsyncIterator[dict[str, Any]]:
     # The ids the visit list would show: selected from the filtered query itself. (Selecting Visit.id
     # "from" it joined the whole visits table in beside it, so every visit's answers went out.)
-    chosen = filtered(
-        actor,
-        filters.community_id,
-        filters.status,
-        filters.review_level,
-        filters.due_from,
-        filters.due_to,
-        False,
-    ).subquery()
+    chosen = _listed(actor, filters).subquery()
     visit_ids = select(chosen.c.id)
     after: tuple[uuid.UUID, int] | None = None
     while True:

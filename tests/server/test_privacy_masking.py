@@ -41,21 +41,23 @@ def a_member_of_h1(client: Client) -> dict[str, Any]:
     return dict(household["members"][0])
 
 
-def test_a_refused_member_edit_keeps_the_typed_id_number_masked(client: Client) -> None:
-    """A member.update.v1 carries changes.id_number = {"old", "new"}: one level below the key."""
-    member = a_member_of_h1(client)
-    typed = valid_id("13010219751224553")
-    typo = typed[:17] + ("0" if typed[17] != "0" else "1")  # one wrong check digit: refused, quarantined
-    worker1 = login(client, "demo-worker-1")
-    mutation = {
+def id_number_edit(member: dict[str, Any], new: str) -> dict[str, Any]:
+    return {
         "op": "member.update.v1",
         "seq": 1,
         "mutation_id": str(uuid.uuid4()),
         "member_id": member["id"],
         "base_version": member["version"],
-        "changes": {"id_number": {"old": member["id_number_masked"], "new": typo}},
+        "changes": {"id_number": {"old": member["id_number_masked"], "new": new}},
     }
-    result = push(client, worker1, [mutation])
+
+
+def test_a_refused_member_edit_keeps_the_typed_id_number_masked(client: Client) -> None:
+    """A member.update.v1 carries changes.id_number = {"old", "new"}: one level below the key."""
+    member = a_member_of_h1(client)
+    typed = valid_id("13010219751224553")
+    typo = typed[:17] + ("0" if typed[17] != "0" else "1")  # one wrong check digit: refused, quarantined
+    result = push(client, login(client, "demo-worker-1"), [id_number_edit(member, typo)])
     assert result["results"][0]["status"] == "rejected"
 
     colleague = login(client, "demo-worker-2", device="other-tablet")  # a field worker: no reveal right
@@ -67,17 +69,8 @@ def test_a_refused_member_edit_keeps_the_typed_id_number_masked(client: Client) 
 
 def test_the_id_number_a_supervisor_sets_is_masked_in_the_resolution(client: Client) -> None:
     member = a_member_of_h1(client)
-    worker1 = login(client, "demo-worker-1")
     proposed = valid_id("13010219751224553")
-    mutation = {
-        "op": "member.update.v1",
-        "seq": 1,
-        "mutation_id": str(uuid.uuid4()),
-        "member_id": member["id"],
-        "base_version": member["version"],
-        "changes": {"id_number": {"old": member["id_number_masked"], "new": proposed}},
-    }
-    result = push(client, worker1, [mutation])
+    result = push(client, login(client, "demo-worker-1"), [id_number_edit(member, proposed)])
     assert result["results"][0]["status"] == "applied_with_conflict"  # guarded: waits for a supervisor
     (conflict_id,) = result["results"][0]["conflict_ids"]
 
