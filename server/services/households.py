@@ -338,12 +338,17 @@ async def patch_member(
     member = await get_member(session, actor, member_id, lock=True)
     _require_version(member, data.version)
     values = edits.validate(edits.MEMBER, _present(data), where="body")
-    _require_agreement([("body", _contradictions_after(member, values))])
+    require_agreement(member, values)
     changed = edits.change_now(session, actor, member, values)
     if changed:
         audit.record(session, actor, "member.update", "member", member.id, _masked(values, changed))
     await transaction.commit(session)
     return member_out(member)
+
+
+def require_agreement(member: Member, values: dict[str, Any], where: str = "body") -> None:
+    """Refuse new values that leave the member's sex or birth date contradicting their ID number."""
+    _require_agreement([(where, _contradictions_after(member, values))])
 
 
 def _contradictions_after(member: Member, values: dict[str, Any]) -> dict[str, str]:

@@ -118,12 +118,15 @@ def _merge(
     m: HouseholdUpdateV1 | MemberUpdateV1,
     action: str,
 ) -> list[uuid.UUID]:
+    changes = _validated(edits.kind_of(record), m.changes)
+    if isinstance(record, Member):  # as on the REST path: refused, and so kept for a supervisor
+        households.require_agreement(record, {name: new for name, (_, new) in changes.items()})
     outcome = edits.merge_offline(
         session,
         actor,
         record,
         m.base_version,
-        _validated(edits.kind_of(record), m.changes),
+        changes,
         mutation_id=m.mutation_id,
         scope=str(household.community_id),
         client=transaction.push_client(session),

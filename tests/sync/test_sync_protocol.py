@@ -923,6 +923,31 @@ def test_a_quarantined_mutation_never_shows_a_full_id_number(client: Client, mak
         assert "无此户" in seen and full not in seen
 
 
+def test_a_member_edit_contradicting_the_id_number_is_kept_for_a_supervisor(client: Client) -> None:
+    """As on REST: a birth date or sex the member's own ID number contradicts is refused, so quarantined
+    whole, and the queue moves on."""
+    worker = login(client, "demo-worker-1")
+    member = client.get(f"/api/v1/households/{H1}", headers=worker).json()["members"][0]
+    wrong = "1901-01-01" if member["birth_date"] != "1901-01-01" else "1902-02-02"
+    edit = {
+        "op": "member.update.v1",
+        "seq": 1,
+        "mutation_id": str(uuid.uuid4()),
+        "member_id": member["id"],
+        "base_version": member["version"],
+        "changes": {"birth_date": {"old": member["birth_date"], "new": wrong}},
+    }
+    answer = push(client, worker, str(uuid.uuid4()), [edit, update_mutation(2, H1, 1, address="之后")])
+    assert [(r["status"], r.get("code")) for r in answer["results"]] == [
+        ("rejected", "id_number_mismatch"),
+        ("applied", None),
+    ]
+    after = client.get(f"/api/v1/households/{H1}", headers=worker).json()["members"][0]
+    assert after["birth_date"] == member["birth_date"]
+    kept = [c for c in conflicts(client, member["id"]) if c["mutation_id"] == edit["mutation_id"]]
+    assert [c["kind"] for c in kept] == ["quarantined"]
+
+
 def test_member_edits_merge_guard_the_name_and_removal_is_a_tombstone(
     make_device: MakeDevice, client: Client
 ) -> None:
