@@ -120,7 +120,9 @@ def _merge(
 ) -> list[uuid.UUID]:
     changes = _validated(edits.kind_of(record), m.changes)
     if isinstance(record, Member):  # as on the REST path: refused, and so kept for a supervisor
-        households.require_agreement(record, {name: new for name, (_, new) in changes.items()})
+        # Against the stored ID number: a new one is guarded, so it waits for a supervisor, who sees both.
+        applied = {name: new for name, (_, new) in changes.items() if name != "id_number"}
+        households.require_agreement(record, applied)
     outcome = edits.merge_offline(
         session,
         actor,
