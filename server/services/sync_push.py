@@ -277,7 +277,8 @@ class _Batch:
         self.logged_at[mutation.seq] = mutation.mutation_id, result
         self.last_seq = mutation.seq
         if result.code != "mutation_id_reused":  # the id keeps naming the edit it was first sent with
-            self.delivered.setdefault(mutation.mutation_id, (result, _edit_of(msgspec.to_builtins(mutation))))
+            # The mutation itself: turned into an edit only if its id comes again, off the hot path.
+            self.delivered.setdefault(mutation.mutation_id, (result, mutation))
 
     def write(self, session: AsyncSession, actor: Actor) -> None:
         session.add_all(
@@ -392,13 +393,17 @@ async def _already_delivered(
     if earlier is None:
         return None
     stored, edit = earlier
-    if edit != _edit_of(msgspec.to_builtins(mutation)):
+    if _edit_of(_args(edit)) != _edit_of(msgspec.to_builtins(mutation)):
         # Not a resend: answering already_applied would drop this edit unseen.
         refusal = Conflict("This mutation_id already names another edit.", code="mutation_id_reused")
         return await _quarantine(session, actor, batch, mutation, refusal)
     result = _as_replay(mutation.seq, stored)
     batch.log(mutation, result, result.status)
     return result
+
+
+def _args(sent: AnyMutation | dict[str, Any]) -> dict[str, Any]:
+    return sent if isinstance(sent, dict) else msgspec.to_builtins(sent)
 
 
 def _edit_of(args: dict[str, Any]) -> dict[str, Any]:
@@ -417,8 +422,8 @@ def _logged(batch: _Batch, mutation: AnyMutation, conflict_ids: list[uuid.UUID])
     return result
 
 
-Delivered = tuple[MutationResult, dict[str, Any]]
-"""A mutation_id's first delivery: its result, and the edit it named (see _edit_of)."""
+Delivered = tuple[MutationResult, "AnyMutation | dict[str, Any]"]
+"""A mutation_id's first delivery: its result, and what was sent (as logged, or the mutation itself)."""
 
 
 async def _delivered_before(
@@ -436,7 +441,7 @@ async def _delivered_before(
     for mutation_id, stored, args in await session.execute(query):
         result = msgspec.convert(stored, MutationResult)
         if result.code != "mutation_id_reused":
-            delivered.setdefault(mutation_id, (result, _edit_of(args)))
+            delivered.setdefault(mutation_id, (result, args))
     return delivered
 
 

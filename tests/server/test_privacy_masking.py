@@ -11,6 +11,7 @@ from typing import Any
 from server.domain.id_numbers import mask, mask_text, mask_within
 from tests.helpers import Client, audit_rows, household_id, login
 from tests.server.test_households import valid_id
+from tests.sync.test_sync_protocol import member_update_mutation
 from tests.visit_flow import GPS, assign
 
 H1 = str(household_id("DB-C01-0001"))
@@ -42,14 +43,7 @@ def a_member_of_h1(client: Client) -> dict[str, Any]:
 
 
 def id_number_edit(member: dict[str, Any], new: str) -> dict[str, Any]:
-    return {
-        "op": "member.update.v1",
-        "seq": 1,
-        "mutation_id": str(uuid.uuid4()),
-        "member_id": member["id"],
-        "base_version": member["version"],
-        "changes": {"id_number": {"old": member["id_number_masked"], "new": new}},
-    }
+    return member_update_mutation(1, member, id_number=(member["id_number_masked"], new))
 
 
 def test_a_refused_member_edit_keeps_the_typed_id_number_masked(client: Client) -> None:

@@ -57,6 +57,18 @@ def update_mutation(seq: int, household: str, base: int, **changes: Any) -> dict
     }
 
 
+def member_update_mutation(seq: int, member: dict[str, Any], **changes: tuple[Any, Any]) -> dict[str, Any]:
+    """A member.update.v1 on a member as REST shows it; each change is (old, new)."""
+    return {
+        "op": "member.update.v1",
+        "seq": seq,
+        "mutation_id": str(uuid.uuid4()),
+        "member_id": member["id"],
+        "base_version": member["version"],
+        "changes": {f: {"old": old, "new": new} for f, (old, new) in changes.items()},
+    }
+
+
 def conflicts(client: Client, entity_id: str, status: str = "open") -> list[dict[str, Any]]:
     reviewer = login(client, "demo-reviewer-community", device="desk")
     return list(
@@ -929,14 +941,7 @@ def test_a_member_edit_contradicting_the_id_number_is_kept_for_a_supervisor(clie
     worker = login(client, "demo-worker-1")
     member = client.get(f"/api/v1/households/{H1}", headers=worker).json()["members"][0]
     wrong = "1901-01-01" if member["birth_date"] != "1901-01-01" else "1902-02-02"
-    edit = {
-        "op": "member.update.v1",
-        "seq": 1,
-        "mutation_id": str(uuid.uuid4()),
-        "member_id": member["id"],
-        "base_version": member["version"],
-        "changes": {"birth_date": {"old": member["birth_date"], "new": wrong}},
-    }
+    edit = member_update_mutation(1, member, birth_date=(member["birth_date"], wrong))
     answer = push(client, worker, str(uuid.uuid4()), [edit, update_mutation(2, H1, 1, address="之后")])
     assert [(r["status"], r.get("code")) for r in answer["results"]] == [
         ("rejected", "id_number_mismatch"),
