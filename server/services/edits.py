@@ -304,6 +304,18 @@ def new_conflict(
     )
 
 
+async def first_versions(
+    session: AsyncSession, entity: str, ids: Sequence[uuid.UUID]
+) -> dict[str, dict[str, Any]]:
+    """Each record's version 1 as created (its snapshot), by id."""
+    query = select(RecordVersion.entity_id, RecordVersion.data).where(
+        RecordVersion.entity == entity,
+        RecordVersion.entity_id.in_([str(i) for i in ids]),
+        RecordVersion.version == 1,
+    )
+    return {entity_id: data for entity_id, data in (await session.execute(query)).all()}
+
+
 async def history(session: AsyncSession, entity: str, entity_id: uuid.UUID) -> list[RecordVersion]:
     rows = await session.execute(
         select(RecordVersion)

@@ -214,8 +214,7 @@ async def create(session: AsyncSession, actor: Actor, data: HouseholdIn) -> Hous
     await _community(session, actor, data.community_id)
     _check_members(data.members)
     if data.id is not None and (earlier := await session.get(Household, data.id)) is not None:
-        if (earlier.registry_no, earlier.community_id) != (data.registry_no, data.community_id):
-            raise _id_in_use("household", data.id)
+        await require_same_create(session, earlier, data)
         return await get_out(session, actor, earlier.id)  # the same create sent again
     await _member_ids_unused(session, [m.id for m in data.members if m.id is not None])
     household = Household(
@@ -289,8 +288,7 @@ async def add_member(
     household = await get(session, actor, household_id, lock=True)
     _check_members([data], prefix="body")
     if data.id is not None and (earlier := await session.get(Member, data.id)) is not None:
-        if earlier.household_id != household.id:
-            raise _id_in_use("member", data.id)
+        await require_same_member_create(session, earlier, household.id, data)
         return member_out(earlier)  # the same create sent again
     member = _new_member(household.id, data)
     session.add(member)
@@ -302,6 +300,50 @@ async def add_member(
         await transaction.rollback(session)
         raise _id_in_use("member", member.id) from None
     return member_out(member)
+
+
+async def require_same_create(session: AsyncSession, household: Household, data: HouseholdIn) -> None:
+    """A create naming an existing household's id is the same create sent again (a retry, or a device
+    that queued it twice) only if it carries nothing the creation did not store: compared with version 1,
+    not the current state, so a create delivered after later edits still matches. Anything else is
+    refused, never merged silently: its values would be lost."""
+    if (household.registry_no, household.community_id) != (data.registry_no, data.community_id):
+        raise _id_in_use("household", household.id)
+    sent = {name: edits.wire(getattr(data, name)) for name in edits.HOUSEHOLD.snapshot}
+    created = await edits.first_versions(session, "household", [household.id])
+    if created.get(str(household.id)) != sent:
+        raise _created_otherwise("household", household.id)
+    member_ids = list(
+        (await session.execute(select(Member.id).where(Member.household_id == household.id))).scalars()
+    )
+    unmatched = await edits.first_versions(session, "member", member_ids)
+    for m in data.members:
+        as_sent = edits.snapshot(_new_member(household.id, m))
+        key = str(m.id) if m.id is not None else _key_of(unmatched, as_sent)
+        if key is None or unmatched.pop(key, None) != as_sent:
+            raise _created_otherwise("household", household.id)
+
+
+async def require_same_member_create(
+    session: AsyncSession, member: Member, household_id: uuid.UUID, data: MemberIn
+) -> None:
+    """As require_same_create, for a member created on its own."""
+    if member.household_id != household_id:
+        raise _id_in_use("member", member.id)
+    created = await edits.first_versions(session, "member", [member.id])
+    if created.get(str(member.id)) != edits.snapshot(_new_member(household_id, data)):
+        raise _created_otherwise("member", member.id)
+
+
+def _key_of(versions: dict[str, dict[str, Any]], wanted: dict[str, Any]) -> str | None:
+    return next((key for key, data in versions.items() if data == wanted), None)
+
+
+def _created_otherwise(kind: str, id_: uuid.UUID) -> Conflict:
+    return Conflict(
+        f"The {kind} {id_} was created with other content; send the difference as an update.",
+        code="created_otherwise",
+    )
 
 
 async def _member_ids_unused(session: AsyncSession, ids: list[uuid.UUID]) -> None:

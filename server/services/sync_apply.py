@@ -29,7 +29,7 @@ from schemas.sync import (
     VisitSubmitV1,
 )
 from server.db.models import Household, Member
-from server.errors import Conflict, Invalid
+from server.errors import Invalid
 from server.services import audit, conflicts, edits, households, transaction, visits
 from server.services.actor import Actor
 from server.services.sync_preload import Preloaded
@@ -54,8 +54,7 @@ async def _household_create(
     if existing is None:
         await households.create(session, actor, m.household)
         return []
-    if existing.registry_no != m.household.registry_no or existing.community_id != m.household.community_id:
-        raise Conflict("Another household already has this id.", code="duplicate_id")
+    await households.require_same_create(session, existing, m.household)
     return []  # the same create delivered again under another mutation: converged
 
 
@@ -81,9 +80,8 @@ async def _member_create(
     household = await _household(session, actor, m.household_id, pre)
     existing = await session.get(Member, m.member.id)
     if existing is not None:
-        if existing.household_id != household.id:
-            raise Conflict("Another member already has this id.", code="duplicate_id")
-        return []
+        await households.require_same_member_create(session, existing, household.id, m.member)
+        return []  # the same create delivered again under another mutation: converged
     if household.deleted_at is not None:
         proposed = msgspec.to_builtins(m.member)
         scope = str(household.community_id)

@@ -132,6 +132,10 @@ def test_a_create_sent_again_with_its_id_creates_nothing_more(client: Client) ->
     reused = [
         # a member id of another household
         client.post(url, json=member | {"id": body["members"][0]["id"]}, headers=worker),
+        # the same household id and registry number with another address
+        client.post("/api/v1/households", json=body | {"address": "别处"}, headers=worker),
+        # the same member id with another name
+        client.post(url, json=member | {"name": "别人"}, headers=worker),
         # a household id already taken by another registry number
         client.post("/api/v1/households", json=body | {"registry_no": "NEW-0002"}, headers=worker),
         # a new household whose member takes an id already in use
@@ -141,9 +145,10 @@ def test_a_create_sent_again_with_its_id_creates_nothing_more(client: Client) ->
             headers=worker,
         ),
     ]
-    for response in reused:
+    codes = ["duplicate_id", "created_otherwise", "created_otherwise", "duplicate_id", "duplicate_id"]
+    for response, code in zip(reused, codes, strict=True):
         assert response.status_code == 409, response.text
-        assert response.json()["error"]["code"] == "duplicate_id"
+        assert response.json()["error"]["code"] == code
     assert len(audit_rows(client, "household.create")) == 1
     assert len(audit_rows(client, "member.create")) == 1
 

@@ -345,6 +345,44 @@ def test_a_gap_stops_the_batch_and_names_the_expected_seq(client: Client) -> Non
     assert client.get(f"/api/v1/households/{new_id}", headers=worker).json()["address"] == "改"
 
 
+def test_a_create_sent_again_under_another_mutation_converges_only_if_it_carries_nothing_new(
+    client: Client,
+) -> None:
+    """The same create queued twice (a new mutation_id each time) applies once, even after later edits;
+    one naming the same id with other content is kept for a supervisor, never merged away."""
+    worker, cid, new_id = login(client, "demo-worker-1"), str(uuid.uuid4()), str(uuid.uuid4())
+    member = {"id": str(uuid.uuid4()), "name": "新户主", "relation": "head"}
+    member["id_number"] = valid_id("13010219800101123")
+    household = {
+        "id": new_id,
+        "registry_no": "DB-TWICE-1",
+        "community_id": str(node_id("C01")),
+        "address": "一号",
+        "members": [member],
+    }
+
+    def create(seq: int, **changed: Any) -> dict[str, Any]:
+        sent = household | changed
+        return {"op": "household.create.v1", "seq": seq, "mutation_id": str(uuid.uuid4()), "household": sent}
+
+    def add_member(seq: int, **changed: Any) -> dict[str, Any]:
+        body = {"household_id": new_id, "member": member | changed}
+        return {"op": "member.create.v1", "seq": seq, "mutation_id": str(uuid.uuid4()), **body}
+
+    batch = [create(1), update_mutation(2, new_id, 1, address="二号"), create(3), add_member(4)]
+    first = push(client, worker, cid, batch)["results"]
+    assert [r["status"] for r in first] == ["applied"] * 4, first
+    different = [create(5, address="三号"), add_member(6, name="别人"), create(7, members=[])]
+    results = push(client, worker, cid, different)["results"]
+    assert [(r["status"], r.get("code")) for r in results] == [("rejected", "created_otherwise")] * 2 + [
+        ("applied", None)  # fewer members than created: nothing in it is new
+    ]
+    stored = client.get(f"/api/v1/households/{new_id}", headers=worker).json()
+    assert stored["address"] == "二号" and [m["name"] for m in stored["members"]] == ["新户主"]
+    kept = {c["mutation_id"] for c in conflicts(client, new_id) + conflicts(client, member["id"])}
+    assert kept == {different[0]["mutation_id"], different[1]["mutation_id"]}
+
+
 def test_a_malformed_mutation_is_quarantined_whole_and_the_queue_moves_on(client: Client) -> None:
     """A mutation that does not match its op's shape (an unknown field, an op this server does not know)
     is kept for a supervisor like any refused one; refusing the batch would block the device for good."""
