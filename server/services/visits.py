@@ -515,6 +515,12 @@ async def propose(
             f"A proposal to {proposal.outcome} needs the monthly amount in fen.",
             details=[{"field": "amount_fen", "message": "required for this outcome"}],
         )
+    if why := _amount_contradicts(proposal, household.monthly_benefit_fen):
+        raise Invalid(
+            f"amount_fen: {why}",
+            code="amount_contradicts_outcome",
+            details=[{"field": "amount_fen", "message": why}],
+        )
     visit.outcome, visit.outcome_amount_fen, visit.outcome_reason = (
         proposal.outcome,
         proposal.amount_fen,
@@ -525,6 +531,21 @@ async def propose(
     audit.record(session, actor, "visit.propose", "visit", visit.id, msgspec.to_builtins(proposal))
     await transaction.commit(session)
     return await visit_out(session, visit, household, rules)
+
+
+def _amount_contradicts(proposal: Proposal, current_fen: int) -> str | None:
+    """A raise that lowers the amount (or a reduce that raises it) is a slip of the finger that a
+    reviewer would approve unread: refuse it where it is typed."""
+    amount = proposal.amount_fen
+    if amount is None:
+        return None
+    if proposal.outcome == "raise" and amount <= current_fen:
+        return f"a raise must exceed the current {current_fen} fen a month"
+    if proposal.outcome == "reduce" and not 0 < amount < current_fen:
+        return f"a reduction must be above 0 (that is a stop) and below the current {current_fen} fen a month"
+    if proposal.outcome == "admit" and amount <= 0:
+        return "an admission needs a monthly amount above 0"
+    return None
 
 
 async def submission_problems(session: AsyncSession, visit: Visit) -> list[SubmissionProblem]:

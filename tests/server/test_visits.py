@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import Member
+from server.db.models import Household, Member
 from server.domain.filled import Filled, fake_sha256
 from server.services.rules import today
 from tests.helpers import Client, audit_rows, household_id, login, run_db
@@ -462,3 +463,30 @@ def test_district_approval_refuses_a_notice_older_than_the_visit(client: Client)
     refused = review(client, visit, "demo-approver-district", "approve")
     assert refused.status_code == 409, refused.text
     assert refused.json()["error"]["code"] == "notice_before_visit"
+
+
+def test_a_proposed_amount_must_agree_with_its_outcome(client: Client) -> None:
+    """A raise that is no raise, a reduction to nothing or above the current amount, an admission of
+    nothing: refused where they are typed, naming the field."""
+
+    async def pays(session: AsyncSession) -> None:
+        await session.execute(
+            update(Household)
+            .where(Household.id == household_id("DB-C01-0002"))
+            .values(monthly_benefit_fen=60000)
+        )
+
+    run_db(client, pays)
+    visit, worker = assign(client, "DB-C01-0002"), login(client, TEAM[0])
+
+    def proposed(outcome: str, amount: int) -> Any:
+        body = {"outcome": outcome, "amount_fen": amount, "reason": "家庭收入变化"}
+        return client.put(f"/api/v1/visits/{visit['id']}/proposal", json=body, headers=worker)
+
+    for outcome, amount in [("raise", 60000), ("raise", 500), ("reduce", 60000), ("reduce", 0), ("admit", 0)]:
+        refused = proposed(outcome, amount)
+        assert refused.status_code == 422, (outcome, amount, refused.text)
+        error = refused.json()["error"]
+        assert error["code"] == "amount_contradicts_outcome" and error["details"][0]["field"] == "amount_fen"
+    for outcome, amount in [("raise", 60001), ("reduce", 1), ("admit", 30000)]:
+        assert proposed(outcome, amount).status_code == 200, (outcome, amount)
