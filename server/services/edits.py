@@ -113,7 +113,12 @@ def validate(kind: Kind, changes: Mapping[str, Any], *, where: str = "changes") 
 
 
 def snapshot(obj: Editable) -> dict[str, Any]:
-    return {name: wire(getattr(obj, name)) for name in kind_of(obj).snapshot}
+    return snapshot_as(kind_of(obj), obj)
+
+
+def snapshot_as(kind: Kind, source: object) -> dict[str, Any]:
+    """What a version of a `kind` records, read from a record or from a create's payload."""
+    return {name: wire(getattr(source, name)) for name in kind.snapshot}
 
 
 def stamp(

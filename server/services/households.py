@@ -309,9 +309,8 @@ async def require_same_create(session: AsyncSession, household: Household, data:
     refused, never merged silently: its values would be lost."""
     if (household.registry_no, household.community_id) != (data.registry_no, data.community_id):
         raise _id_in_use("household", household.id)
-    sent = {name: edits.wire(getattr(data, name)) for name in edits.HOUSEHOLD.snapshot}
     created = await edits.first_versions(session, "household", [household.id])
-    if created.get(str(household.id)) != sent:
+    if created.get(str(household.id)) != edits.snapshot_as(edits.HOUSEHOLD, data):
         raise _created_otherwise("household", household.id)
     member_ids = list(
         (await session.execute(select(Member.id).where(Member.household_id == household.id))).scalars()
