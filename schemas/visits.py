@@ -146,7 +146,12 @@ class SubmissionProblem(msgspec.Struct):
 class ReviewDecision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     decision: Literal["approve", "return", "reject"]
     reason: Reason | None = None
-    """Required to return (the comments go back to the devices) or to reject."""
+    """Required to return (the comments go back to the devices) or to reject, and to approve while
+    evidence is still missing."""
+    accept_missing_evidence: bool = False
+    """Approve although photos or signature images the answers name have not reached the server (a tablet
+    lost, say). Without it such an approval is refused with ``evidence_missing``; with it, ``reason`` must
+    say why, and the transition and the audit record what was missing."""
 
 
 class TransitionOut(msgspec.Struct, kw_only=True):

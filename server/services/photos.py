@@ -33,7 +33,7 @@ from schemas.photos import DerivativeOut, EvidenceItem, EvidenceOut, ExifOut, Ph
 from server.db.engine import Database
 from server.db.models import Household, Photo, PhotoRef, Upload, UploadState, Visit
 from server.db.types import utcnow
-from server.domain.evidence import references
+from server.domain.evidence import Reference, references
 from server.domain.tus import Gone
 from server.errors import DomainError, Forbidden, Invalid, NotFound, TryLater
 from server.malloc import give_back_free_memory
@@ -473,20 +473,10 @@ async def evidence(
 ) -> EvidenceOut:
     """Every photo and signature image the visit's current answers name: present, or still expected."""
     await visits.get(session, actor, visit_id)
-    current = await visits.current_answers(session, visit_id)
-    wanted = [
-        (template, item, row, ref)
-        for template, answers in current.items()
-        for (item, row), value in answers.items()
-        for ref in references(value)
-    ]
-    shas = {ref.sha256 for *_, ref in wanted}
-    stored = {
-        p.sha256: p for p in (await session.execute(select(Photo).where(Photo.sha256.in_(shas)))).scalars()
-    }
+    wanted, stored = await _named_and_stored(session, visit_id)
     ttl = settings.signed_url_ttl_seconds
     items = []
-    for template, item, row, ref in sorted(wanted, key=lambda w: (w[0], w[1], w[2] or "", w[3].sha256)):
+    for template, item, row, ref in wanted:
         photo = stored.get(ref.sha256)
         items.append(
             EvidenceItem(
@@ -502,3 +492,33 @@ async def evidence(
         )
     present = sum(1 for i in items if i.status == "present")
     return EvidenceOut(visit_id=visit_id, expected=len(items) - present, present=present, items=items)
+
+
+async def still_expected(session: AsyncSession, visit_id: uuid.UUID) -> list[dict[str, str | None]]:
+    """What the visit's current answers name and the server has not received yet (the caller checked
+    access), as ``{template, item, row_id, sha256, kind}`` in evidence order."""
+    wanted, stored = await _named_and_stored(session, visit_id)
+    return [
+        {"template": template, "item": item, "row_id": row, "sha256": ref.sha256, "kind": ref.kind}
+        for template, item, row, ref in wanted
+        if ref.sha256 not in stored
+    ]
+
+
+async def _named_and_stored(
+    session: AsyncSession, visit_id: uuid.UUID
+) -> tuple[list[tuple[str, str, str | None, Reference]], dict[str, Photo]]:
+    """The references of the visit's current answers, sorted, and the photo rows of those received."""
+    current = await visits.current_answers(session, visit_id)
+    wanted = [
+        (template, item, row, ref)
+        for template, answers in current.items()
+        for (item, row), value in answers.items()
+        for ref in references(value)
+    ]
+    wanted.sort(key=lambda w: (w[0], w[1], w[2] or "", w[3].sha256))
+    shas = {ref.sha256 for *_, ref in wanted}
+    stored = {
+        p.sha256: p for p in (await session.execute(select(Photo).where(Photo.sha256.in_(shas)))).scalars()
+    }
+    return wanted, stored

@@ -18,7 +18,7 @@ from server.db.models import Visit, VisitStatus
 from server.db.types import utcnow
 from server.domain.answers import rows_of
 from server.errors import Conflict, Forbidden, Invalid
-from server.services import audit, transaction
+from server.services import audit, photos, transaction
 from server.services.actor import Actor
 from server.services.rules import level, today, working_calendar
 from server.services.visits import (
@@ -55,7 +55,9 @@ async def decide(
     _require_authority(actor, at)
     decision = _with_reason_stripped(decision)
     before, number = visit.status, visit.review_level
+    missing: list[dict[str, str | None]] = []
     if decision.decision == "approve":
+        missing = await _missing_evidence_accepted(session, visit, decision)
         await _approve(session, visit, at, rules)
     elif decision.decision == "return":
         visit.status, visit.review_level, visit.review_due = VisitStatus.returned, 0, None
@@ -72,7 +74,8 @@ async def decide(
         f"visit.{decision.decision}",
         "visit",
         visit.id,
-        {"level": number, "level_code": at.code, "to": visit.status},
+        {"level": number, "level_code": at.code, "to": visit.status}
+        | ({"missing_evidence": [m["sha256"] for m in missing]} if missing else {}),
         reason=decision.reason,
     )
     await transaction.commit(session)
@@ -92,6 +95,35 @@ def _with_reason_stripped(decision: ReviewDecision) -> ReviewDecision:
             ],
         )
     return msgspec.structs.replace(decision, reason=reason)
+
+
+async def _missing_evidence_accepted(
+    session: AsyncSession, visit: Visit, decision: ReviewDecision
+) -> list[dict[str, str | None]]:
+    """What the answers name and the server has not received: nothing, or accepted with a reason.
+
+    A reviewer looking at the evidence sees the gaps, but approving without the photos the team took must
+    be a decision someone signs, not an oversight (the "look" step's photos are the file's proof).
+    """
+    missing = await photos.still_expected(session, visit.id)
+    if not missing:
+        return []
+    if not decision.accept_missing_evidence:
+        raise Conflict(
+            f"{len(missing)} photo(s) or signature image(s) the answers name have not reached the server. "
+            "Wait for the team's tablets to upload them, or approve with accept_missing_evidence and a reason.",
+            code="evidence_missing",
+            details={"missing": missing},
+        )
+    if decision.reason is None or len(decision.reason) < REASON_MIN_LENGTH:
+        raise Invalid(
+            "To approve while evidence is missing, say why.",
+            code="reason_required",
+            details=[
+                {"field": "reason", "message": f"at least {REASON_MIN_LENGTH} characters besides spaces"}
+            ],
+        )
+    return missing
 
 
 async def _approve(session: AsyncSession, visit: Visit, at: ReviewLevel, rules: RulePack) -> None:

@@ -16,9 +16,9 @@ from PIL import Image
 
 from tests.helpers import audit_rows, login
 from tests.images import SIZE, jpeg_with_gps
-from tests.media.images import BLUE, RED, png_bomb
+from tests.media.images import BLUE, RED, encode, photo_like, png_bomb
 from tests.tus import Client, sha256, stored_keys, upload
-from tests.visit_flow import TEAM, completed_visit, observation
+from tests.visit_flow import TEAM, completed_visit, observation, propose, review, submit
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +202,70 @@ def test_a_photo_nobody_in_scope_references_is_seen_only_by_its_uploader(
     missing = tus_client.get(f"/api/v1/photos/{'0' * 64}", headers=worker)
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "not_found"
+
+
+def with_real_images(client: Client, visit: dict[str, Any], headers: dict[str, str]) -> dict[str, bytes]:
+    """Answer again every answer naming a photo or signature image, each now naming a small real JPEG
+    instead of the filler's made-up hash; those JPEGs by SHA-256, not uploaded yet."""
+    images: dict[str, bytes] = {}
+
+    def real(value: Any) -> Any:
+        if isinstance(value, list):
+            return [real(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if isinstance(value.get("sha256"), str):
+            data = encode(photo_like((48, 32), seed=len(images)), "JPEG")
+            images[sha256(data)] = data
+            return value | {"sha256": sha256(data)}
+        return {key: real(v) for key, v in value.items()}
+
+    stored = client.get(f"/api/v1/visits/{visit['id']}/observations", headers=headers).json()
+    again = [observation_like(o, real(o["value"])) for o in stored if "sha256" in str(o["value"])]
+    response = client.post(
+        f"/api/v1/visits/{visit['id']}/observations", json={"observations": again}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    return images
+
+
+@pytest.mark.parametrize("store_kind", ["local"])  # the store plays no part in the decision
+def test_a_visit_is_approved_once_its_evidence_arrived_or_with_a_reason_to_go_without_it(
+    tus_client: Client,
+) -> None:
+    visit, worker = completed_visit(tus_client)
+    images = with_real_images(tus_client, visit, worker)
+    assert len(images) > 2
+    (late_sha, late), *others = images.items()
+    for _, data in others:
+        assert upload(tus_client, worker, data).status_code == 204
+    propose(tus_client, visit, worker)
+    submit(tus_client, visit, worker)
+    community, subdistrict = "demo-reviewer-community", "demo-reviewer-subdistrict"
+
+    refused = review(tus_client, visit, community, "approve", accept_missing_evidence=False)
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "evidence_missing"
+    assert [m["sha256"] for m in error["details"]["missing"]] == [late_sha]
+    unexplained = review(tus_client, visit, community, "approve", "  ", accept_missing_evidence=True)
+    assert unexplained.status_code == 422 and unexplained.json()["error"]["code"] == "reason_required"
+    assert tus_client.get(f"/api/v1/visits/{visit['id']}", headers=worker).json()["review_level"] == 1
+
+    accepted = review(
+        tus_client, visit, community, "approve", "签名照片随平板遗失", accept_missing_evidence=True
+    )
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["review_level"] == 2
+    (approval,) = [r for r in audit_rows(tus_client, "visit.approve") if r.entity_id == visit["id"]]
+    assert approval.changes["missing_evidence"] == [late_sha]
+    assert approval.reason == "签名照片随平板遗失"
+
+    # The next level is not covered by the first one's acceptance; once the bytes come, nothing is missing.
+    still = review(tus_client, visit, subdistrict, "approve", accept_missing_evidence=False)
+    assert still.status_code == 409 and still.json()["error"]["code"] == "evidence_missing"
+    assert upload(tus_client, worker, late).status_code == 204
+    approved = review(tus_client, visit, subdistrict, "approve", accept_missing_evidence=False)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["review_level"] == 3
+    assert "missing_evidence" not in audit_rows(tus_client, "visit.approve")[-1].changes
