@@ -21,6 +21,7 @@ device's queue for good. Only a mutation without a readable seq or id refuses th
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -60,7 +61,17 @@ fault_hook: Callable[[AnyMutation], None] | None = None
 
 _ENVELOPE = msgspec.json.Decoder(PushEnvelope)
 _MUTATION = msgspec.json.Decoder(Mutation)
-_HEAD = msgspec.json.Decoder(MutationHead)
+
+
+def _number_as_sent(text: str) -> float | str:
+    """A JSON number beyond a float's range (`1e400`) stays the text it was sent as: msgspec refuses to
+    read it (and no JSON column could store infinity), yet the mutation around it must still be kept."""
+    value = float(text)
+    return value if math.isfinite(value) else text
+
+
+_HEAD = msgspec.json.Decoder(MutationHead, float_hook=_number_as_sent)
+_AS_SENT = msgspec.json.Decoder(float_hook=_number_as_sent)
 
 
 def decode(body: bytes) -> tuple[PushEnvelope, list[AnyMutation]]:
@@ -90,7 +101,7 @@ def _malformed(raw: msgspec.Raw, error: msgspec.ValidationError, index: int) -> 
         mutation_id=head.mutation_id,
         # The log's column holds 40 characters of text; the whole mutation is kept in `body`.
         op=head.op[:40] if isinstance(head.op, str) else "",
-        body=msgspec.json.decode(raw),
+        body=_AS_SENT.decode(raw),
         error=str(error),
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -504,6 +505,16 @@ def test_a_number_or_time_beyond_what_its_column_holds_is_malformed_not_a_stuck_
     }
     refused = client.post("/api/v1/sync/push", json=beyond, headers=worker)
     assert refused.status_code == 422 and refused.json()["error"]["details"][0]["field"] == "mutations[0].seq"
+    # A number past a float's range (JSON allows `1e400`) was a 500 when its mutation was kept whole.
+    huge_lat = update_mutation(5, H1, 1, lat="LAT")
+    huge_op = {"op": "OP", "seq": 6, "mutation_id": str(uuid.uuid4())}
+    body = {"client_id": cid, "schema_version": 1, "mutations": [huge_lat, huge_op]}
+    text = json.dumps(body).replace('"LAT"', "1e400").replace('"OP"', "-1e400")
+    answer = client.post("/api/v1/sync/push", content=text, headers=worker)
+    assert answer.status_code == 200, answer.text
+    assert [r.get("code") for r in answer.json()["results"]] == ["malformed_mutation"] * 2
+    (kept,) = conflicts(client, huge_lat["mutation_id"])
+    assert kept["client_value"]["body"]["changes"]["lat"]["new"] == "1e400"  # kept as sent, as text
 
 
 class _PgError(Exception):
