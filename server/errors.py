@@ -146,6 +146,14 @@ def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[A
     )
 
 
+def on_too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    """msgspec reads JSON nested up to about 1000 levels deep and raises RecursionError beyond: a body
+    no client of ours sends, refused like any body that cannot be read. Any other recursion is a bug."""
+    if "while deserializing" in str(exc):
+        return error_response(400, "malformed_json", "The request body is nested too deeply to be read.")
+    return on_unexpected(request, exc)
+
+
 def on_database_busy(request: Request[Any, Any, Any], exc: OperationalError) -> Response[Any]:
     """The database is locked, restarting or unreachable: nothing was done, and a retry is safe."""
     log.warning("database unavailable: %s", type(exc.orig).__name__)
@@ -176,5 +184,6 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     HTTPException: on_http_exception,
     OperationalError: on_database_busy,
     BlobStoreUnavailable: on_blob_store_down,
+    RecursionError: on_too_deep,
     Exception: on_unexpected,
 }

@@ -445,6 +445,15 @@ def test_a_mutation_without_a_readable_seq_refuses_the_batch_naming_it(client: C
     assert client.get(f"/api/v1/households/{H1}", headers=worker).json()["address"] != "甲"
     not_json = client.post("/api/v1/sync/push", content=b"{", headers=worker)
     assert not_json.status_code == 400 and not_json.json()["error"]["code"] == "malformed_json"
+    # Nested deeper than the JSON decoder goes: a 500 on both endpoints, now the same 400.
+    deep = b"[" * 2000 + b"]" * 2000
+    for endpoint, text in (
+        ("push", json.dumps(body).replace('"seq": "two"', '"seq": 2, "x": DEEP')),
+        ("pull", json.dumps({"client_id": body["client_id"], "schema_version": 1, "x": "DEEP"})),
+    ):
+        content = text.replace('"DEEP"', "DEEP").replace("DEEP", deep.decode()).encode()
+        answer = client.post(f"/api/v1/sync/{endpoint}", content=content, headers=worker)
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "malformed_json", answer.text
 
 
 def test_a_time_without_a_zone_is_refused_where_it_is_read_and_never_blocks_the_queue(client: Client) -> None:
