@@ -213,9 +213,12 @@ def _after_restore(
     saw confirmed after that backup was taken are gone from the server, and gone from the device too (it
     drops what a pull confirms): waiting for them would stop its queue for good. The seqs they held are
     recorded as lost for a supervisor, and the queue resumes with what the device sends. Within one
-    epoch a gap only means a lost request, and stops the batch as always."""
+    epoch a gap only means a lost request, and stops the batch as always. An empty push says nothing of
+    where the device's queue resumes: the client stays of the old epoch until one that does."""
     first = min((m.seq for m in mutations), default=None)
-    if client.epoch is not None and first is not None and first > client.last_mutation_seq + 1:
+    if first is None:
+        return
+    if client.epoch is not None and first > client.last_mutation_seq + 1:
         lost = {"from_seq": client.last_mutation_seq + 1, "to_seq": first - 1, "device_id": client.device_id}
         session.add(
             SyncConflict(
