@@ -383,10 +383,13 @@ class Device:
             self._push(report or SyncReport())
 
     def _push(self, report: SyncReport) -> None:
+        # Each push starts at the oldest pending mutation, acknowledged or not: until a pull confirms it,
+        # the server may have lost it (restored from a backup taken before it), and a replay of one it
+        # still has just returns the stored result. Within the push, batches follow the acknowledgements.
+        after = 0
         while True:
-            acked = int(self._meta("acked_seq") or "0")
             batch = self.db.execute(
-                "SELECT body FROM pending WHERE seq > ? ORDER BY seq LIMIT ?", (acked, self.push_batch)
+                "SELECT body FROM pending WHERE seq > ? ORDER BY seq LIMIT ?", (after, self.push_batch)
             ).fetchall()
             if not batch:
                 return
@@ -405,6 +408,7 @@ class Device:
                 self._require_held(answer.last_mutation_seq + 1)
             elif not answer.results:
                 return
+            after = int(self._meta("acked_seq") or "0")
 
     def upload_photos(self, report: SyncReport | None = None) -> None:
         """Send the waiting photo files whose answers the server took (sync/photo_queue.py)."""

@@ -944,6 +944,45 @@ def test_after_a_restore_the_queue_moves_on_and_the_edits_the_backup_lost_are_re
     assert (answer["stopped"], answer["expected_seq"]) == ("out_of_order", 5)
 
 
+def test_edits_pushed_but_not_yet_confirmed_by_a_pull_are_sent_again_after_a_restore(
+    make_device: MakeDevice, client: Client
+) -> None:
+    """A device whose pull failed after its push still holds those edits. If the server is then restored
+    from a backup taken before them, the device's next sync must give them back, not leave the server to
+    record them as lost and the device to drop them when its pull reports its later edit applied."""
+    device = make_device("demo-worker-1")
+    device.sync()
+    h3 = str(household_id("DB-C01-0003"))
+    for n, household in enumerate((H1, H2, h3)):  # seqs 1, 2, 3: one edit per household
+        device.update_household(household, address=f"备份之后的修改{n}")
+    device.push()  # acknowledged; the pull that would confirm them never happened
+    assert len(device.pending()) == 3
+    cid = uuid.UUID(device.client_id)
+
+    async def restore_a_backup_taken_after_seq_1(session: Any) -> None:
+        await session.execute(delete(MutationLog).where(MutationLog.client_id == cid, MutationLog.seq > 1))
+        await session.execute(
+            update(SyncClient).where(SyncClient.client_id == cid).values(last_mutation_seq=1)
+        )
+
+    run_db(client, restore_a_backup_taken_after_seq_1)
+    run_db(client, lambda s: sync_admin.new_epoch(s, SYSTEM))
+    device.update_household(H1, phone="13800000000")  # seq 4
+    assert device.sync().resets == 1 and device.pending() == []
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    assert client.get(f"/api/v1/conflicts?entity_id={cid}", headers=reviewer).json() == []
+    assert [device.record("household", h)["address"] for h in (H1, H2, h3)] == [  # type: ignore[index]
+        f"备份之后的修改{n}" for n in range(3)
+    ]
+    logged = run_db(
+        client,
+        lambda s: s.scalars(
+            select(MutationLog.seq).where(MutationLog.client_id == cid).order_by(MutationLog.seq)
+        ),
+    )
+    assert list(logged) == [1, 2, 3, 4]
+
+
 def test_a_refused_edit_naming_a_community_outside_the_workers_is_quarantined_in_the_workers_own(
     client: Client,
 ) -> None:
