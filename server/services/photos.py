@@ -355,13 +355,14 @@ def _add_photo(session: AsyncSession, actor: Actor, upload: Upload, processed: P
 async def _complete(session: AsyncSession, actor: Actor, upload_id: uuid.UUID) -> bool:
     """Mark the upload complete and commit; a concurrent finish of the same file may win the photo row.
     True if bytes of it were staged (the file came whole, but was also sent again meanwhile, say)."""
-    upload = await session.get(Upload, upload_id, with_for_update=True)
-    staged = upload is not None and upload.upload_offset > 0
-    if upload is not None and upload.state == UploadState.receiving:
-        upload.state = UploadState.complete
-        upload.upload_offset = upload.length  # already so, unless the file came whole and was never staged
-        audit.record(session, actor, "upload.complete", "upload", upload.id, {"sha256": upload.sha256})
     try:
+        # Reading the upload flushes the photo row added before: a conflict can surface here already.
+        upload = await session.get(Upload, upload_id, with_for_update=True)
+        staged = upload is not None and upload.upload_offset > 0
+        if upload is not None and upload.state == UploadState.receiving:
+            upload.state = UploadState.complete
+            upload.upload_offset = upload.length  # already so, unless it came whole and was never staged
+            audit.record(session, actor, "upload.complete", "upload", upload.id, {"sha256": upload.sha256})
         await session.commit()
     except IntegrityError:  # the same file was stored through another upload meanwhile: keep that one
         await session.rollback()

@@ -10,16 +10,18 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import uuid
 from typing import Any
 
+import anyio
 import pytest
 from sqlalchemy import func, select, update
 
 from schemas.config import Settings
 from server import tus_edge
 from server.db.models import Upload
-from server.services import uploads
+from server.services import photos, uploads
 from tests.helpers import audit_rows, login, run_db
 from tests.images import jpeg_with_gps
 from tests.tus import (
@@ -473,3 +475,41 @@ def test_the_cleanup_command_removes_expired_uploads(
     assert done.stdout.strip() == "removed 1 expired uploads"
     assert staged(client) == []
     assert client.head(location, headers=TUS | worker).status_code == 404
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # SQLite serialises the writes
+@pytest.mark.parametrize("store_kind", ["local"])
+def test_the_same_photo_finished_through_two_uploads_at_once_stores_it_once(
+    tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two tablets send the same photo and both finish together: each finds no photo row, adds one, and
+    # the second's insert conflicts. The loser must keep the winner's photo and answer 204, not 500.
+    real = photos._complete
+    arrived: list[anyio.Event] = []
+
+    async def after_both(session: Any, actor: Any, upload_id: uuid.UUID) -> bool:
+        arrived.append(anyio.Event())
+        if len(arrived) == 2:
+            arrived[0].set()
+        else:
+            with anyio.move_on_after(5):
+                await arrived[0].wait()
+        return await real(session, actor, upload_id)
+
+    monkeypatch.setattr(photos, "_complete", after_both)
+    first, second = login(tus_client, "demo-worker-1"), login(tus_client, "demo-worker-2")
+    sent = [(auth, create(tus_client, auth, photo).headers["location"]) for auth in (first, second)]
+    answers: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda a=auth, loc=loc: answers.append(patch(tus_client, a, loc, 0, photo)))
+        for auth, loc in sent
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(arrived) >= 2  # both got past the check for a stored photo before either wrote one
+    assert [a.status_code for a in answers] == [204, 204], [a.text for a in answers]
+    assert [a.headers["upload-offset"] for a in answers] == [str(len(photo))] * 2
+    assert len(audit_rows(tus_client, "photo.create")) == 1
+    assert len(audit_rows(tus_client, "upload.complete")) == 2
