@@ -35,7 +35,7 @@ def tus_edge(app: ASGIApp) -> ASGIApp:
         if scope["type"] != ScopeType.HTTP or not is_tus_path(scope["path"]):
             await app(scope, receive, send)
             return
-        _apply_method_override(scope)
+        scope = _with_method_override(scope)
 
         async def send_tus(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -67,12 +67,18 @@ def is_tus_path(path: str) -> bool:
     return rest.startswith("/") and "/" not in segment and segment != _NOT_TUS
 
 
-def _apply_method_override(scope: HTTPScope) -> None:
+def _with_method_override(scope: HTTPScope) -> HTTPScope:
+    """The scope the app sees. A copy when the method is overridden: the server keeps the original's
+    POST, so it still sends the body of the answer (an error's JSON). Told HEAD, uvicorn would send the
+    headers of a 404 with its Content-Length but not the body, and the client would wait for it."""
     if scope["method"] != "POST":
-        return
+        return scope
     for name, value in scope["headers"]:
         if name == b"x-http-method-override":
             method = OVERRIDABLE.get(value.decode("latin-1").strip().upper())
-            if method is not None:
-                scope["method"] = method
-            return
+            if method is None:
+                return scope
+            overridden = scope.copy()
+            overridden["method"] = method
+            return overridden
+    return scope

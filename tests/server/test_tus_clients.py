@@ -171,3 +171,23 @@ def test_a_connection_lost_mid_body_keeps_the_bytes_that_arrived(live: str, phot
     )
     assert rest.status_code == 204, rest.text
     assert httpx.get(f"{live}/api/v1/photos/{sha256(photo)}", headers=auth).status_code == 200
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("store_kind", ["local"])
+def test_a_post_taken_as_head_gets_a_whole_answer(live: str, photo: bytes) -> None:
+    # X-HTTP-Method-Override: HEAD on a POST. The server must not treat the exchange as a HEAD itself: a
+    # 404's headers announce its JSON body, and a client that sent POST waits for that body.
+    auth = bearer(live, "demo-worker-1")
+    as_head = TUS | auth | {"X-HTTP-Method-Override": "HEAD"}
+    with httpx.Client(base_url=live, timeout=5) as client:
+        created = client.post(
+            "/api/v1/uploads",
+            headers=TUS | auth | {"Upload-Length": str(len(photo)), "Upload-Metadata": metadata(photo)},
+        )
+        found = client.post(created.headers["location"], headers=as_head)
+        assert (found.status_code, found.headers["upload-offset"]) == (200, "0")
+        gone = client.post(f"/api/v1/uploads/{'0' * 32}", headers=as_head)
+    assert gone.status_code == 404
+    assert gone.json()["error"]["code"] == "not_found"
+    assert gone.headers["tus-resumable"] == "1.0.0"
