@@ -119,9 +119,12 @@ def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
             code="checksum_algorithm_unsupported",
         )
     try:
-        return name, base64.b64decode(encoded.strip(), validate=True)
+        digest = base64.b64decode(encoded.strip(), validate=True)
     except ValueError:  # binascii.Error, and a non-ASCII character (plain ValueError)
         raise BadChecksumHeader("Upload-Checksum digest is not base64.") from None
+    if len(digest) != CHECKSUM_ALGORITHMS[name]().digest_size:  # missing or cut: no body could match it
+        raise BadChecksumHeader(f"Upload-Checksum digest is not the base64 of a {name} digest.")
+    return name, digest
 
 
 def http_date(when: dt.datetime) -> str:
