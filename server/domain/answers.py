@@ -35,6 +35,7 @@ from schemas.checklists import (
     Text,
     YesNo,
 )
+from server.domain import id_numbers
 
 Answers = Mapping[tuple[str, str | None], Any]
 """Current answers of one template: (item path, row id or None) -> value."""
@@ -72,6 +73,8 @@ def _check(item: Item, value: Any) -> str | None:
         case Integer() | Money():
             if not _is_int(value):
                 return "expected a whole number" + (" of fen" if isinstance(item, Money) else "")
+            if abs(value) >= id_numbers.ID_SIZED:  # an ID number typed into the wrong field, likely
+                return "a number of 15 digits or more is no count or amount"
             low, high = item.min, item.max
             if (low is not None and value < low) or (high is not None and value > high):
                 return f"must be between {low} and {high}"

@@ -72,6 +72,10 @@ _FIFTEEN_DIGITS_UTF8 = re.compile(rb"(?:[0-9]|\xef\xbc[\x90-\x99]){15}")  # full
 _FULL_WIDTH = str.maketrans("０１２３４５６７８９Ｘｘ", "0123456789Xx")
 
 
+ID_SIZED = 10**14
+"""The smallest number of 15 digits: an amount in fen that large is a trillion yuan, a count absurd."""
+
+
 def mask_text(text: str) -> str:
     """``text`` with every identity number written into it masked (free-text answers and notes: the
     checklists say never to record one, and nothing stops a worker typing it)."""
@@ -86,14 +90,19 @@ def mask_text(text: str) -> str:
 
 def mask_within(value: Any) -> Any:
     """``value`` with every identity number in it masked, at any depth of dicts and lists: whatever lies
-    under an ``id_number`` key (a string, a number, an ``{"old", "new"}`` change), and any written into
-    text."""
+    under an ``id_number`` key (a string, a number, an ``{"old", "new"}`` change), any written into text
+    or a key, and any number of 15 digits or more."""
     if isinstance(value, dict):
-        return {k: _masked_entirely(v) if k == "id_number" else mask_within(v) for k, v in value.items()}
+        return {
+            mask_text(k): _masked_entirely(v) if k == "id_number" else mask_within(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [mask_within(v) for v in value]
     if isinstance(value, str):
         return mask_text(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= ID_SIZED:
+        return mask(str(value))  # an ID number typed as a number: 15 digits are no count or amount
     return value
 
 

@@ -152,3 +152,42 @@ def test_masking_text_finds_numbers_standing_alone_in_any_digits() -> None:
         "id_number": {"new": mask(full[:17])},
         "lat": 38.1234567890123456,
     }
+
+
+def test_an_id_number_typed_into_an_amount_is_refused_and_one_stored_before_leaves_masked(
+    client: Client,
+) -> None:
+    """A numeric keyboard takes an ID number as readily as an amount: refused when answered, and one
+    already stored (answered before the check, or kept in a quarantined mutation) goes out masked."""
+    visit = assign(client)
+    worker1 = login(client, "demo-worker-1")
+    full = valid_id("13010219800101123")
+    assert full[-1] != "X"
+    obs = {
+        "id": str(uuid.uuid4()),
+        "template": "step.check",
+        "item": "utilities_fen",
+        "row_id": None,
+        "value": int(full),
+        "gps": GPS,
+        "device_time": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    refused = client.post(
+        f"/api/v1/visits/{visit['id']}/observations", json={"observations": [obs]}, headers=worker1
+    )
+    assert refused.status_code == 422, refused.text
+    assert "15 digits" in refused.text and full not in refused.text
+    amount = obs | {"id": str(uuid.uuid4()), "value": 99_999_999_999_999}  # 14 digits: a (huge) amount
+    assert (
+        client.post(
+            f"/api/v1/visits/{visit['id']}/observations", json={"observations": [amount]}, headers=worker1
+        ).status_code
+        == 200
+    )
+
+    assert mask_within({full: "x", "fen": int(full), "old": -int(full[:15]), "n": 99_999_999_999_999}) == {
+        mask(full): "x",
+        "fen": mask(full),
+        "old": mask(f"-{full[:15]}"),
+        "n": 99_999_999_999_999,
+    }
