@@ -50,3 +50,8 @@ class DeviceOut(msgspec.Struct):
     created_at: dt.datetime
     last_seen_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    last_sync_at: dt.datetime | None = None
+    """When its app last pushed or pulled (its most recently seen sync client)."""
+    clock_offset_ms: int | None = None
+    """Server time minus the device's clock at that sync: a tablet days off shows here. Never used to
+    order anything."""

@@ -463,6 +463,7 @@ class Device:
                 "cursor": self.cursor,
                 "schema_version": SCHEMA_VERSION,
                 "limit": self.pull_limit,
+                "device_now": self.now(),
             }
             page = msgspec.convert(self._post("/api/v1/sync/pull", body), PullResponse)
             if page.reset_required:

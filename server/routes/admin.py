@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from litestar import Controller, get, post
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.auth import DeviceOut, UserCreate, UserOut
-from server.db.models import Device
+from server.db.models import Device, SyncClient
 from server.dependencies import CurrentActor, DbSession, provide_actor
 from server.errors import Forbidden
-from server.services import auth, users
+from server.services import auth, sync_clients, users
 from server.services.actor import Actor
 
 
@@ -22,7 +24,12 @@ async def provide_admin(actor: CurrentActor) -> Actor:
     return actor
 
 
-def device_out(d: Device) -> DeviceOut:
+async def devices_out(session: AsyncSession, devices: Sequence[Device]) -> list[DeviceOut]:
+    synced = await sync_clients.latest_by_device(session, [d.id for d in devices])
+    return [_device_out(d, synced.get(d.id)) for d in devices]
+
+
+def _device_out(d: Device, client: SyncClient | None) -> DeviceOut:
     return DeviceOut(
         id=d.id,
         user_id=d.user_id,
@@ -30,6 +37,8 @@ def device_out(d: Device) -> DeviceOut:
         created_at=d.created_at,
         last_seen_at=d.last_seen_at,
         revoked_at=d.revoked_at,
+        last_sync_at=client.last_seen_at if client else None,
+        clock_offset_ms=client.clock_offset_ms if client else None,
     )
 
 
@@ -48,10 +57,11 @@ class AdminController(Controller):
     async def list_devices(
         self, db_session: DbSession, admin: CurrentActor, user_id: FromQuery[uuid.UUID | None] = None
     ) -> list[DeviceOut]:
-        return [device_out(d) for d in await users.list_devices(db_session, admin, user_id)]
+        return await devices_out(db_session, await users.list_devices(db_session, admin, user_id))
 
     @post("/devices/{device_id:uuid}/revoke", status_code=200, summary="End every session of a device")
     async def revoke_device(
         self, db_session: DbSession, admin: CurrentActor, device_id: FromPath[uuid.UUID]
     ) -> DeviceOut:
-        return device_out(await auth.revoke_device(db_session, admin, device_id))
+        (revoked,) = await devices_out(db_session, [await auth.revoke_device(db_session, admin, device_id)])
+        return revoked

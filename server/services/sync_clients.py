@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import SyncClient, SyncState
+from server.db.types import utcnow
 from server.errors import Forbidden
 from server.services.actor import Actor
 
@@ -58,3 +60,48 @@ def _require_owner(client: SyncClient | None, actor: Actor) -> None:
     # Replicache's warning: never let one user push (or pull) on behalf of another.
     if client is not None and client.user_id != actor.user_id:
         raise Forbidden("This client id belongs to another user.", code="client_of_another_user")
+
+
+CLOCK_NEWS = dt.timedelta(seconds=60)
+"""A pull notes the device's clock when the last note is older than this, or the clock moved by more:
+once a sync, not once a page of a first sync's fifty."""
+
+
+def measure_clock(client: SyncClient, device_now: dt.datetime | None) -> None:
+    """The client was seen now; with the device's clock, how far off it is (server minus device).
+    Measured and shown to administrators (the devices list); never used to order anything."""
+    now = utcnow()
+    client.last_seen_at = now
+    if device_now is not None:
+        client.clock_offset_ms = _offset_ms(now, device_now)
+
+
+def clock_is_news(client: SyncClient, device_now: dt.datetime) -> bool:
+    now = utcnow()
+    if client.clock_offset_ms is None or now - client.last_seen_at > CLOCK_NEWS:
+        return True
+    return abs(_offset_ms(now, device_now) - client.clock_offset_ms) > CLOCK_NEWS.total_seconds() * 1000
+
+
+async def note_clock(session: AsyncSession, client_id: uuid.UUID, device_now: dt.datetime) -> None:
+    """``measure_clock`` for a client read in another (read-only) session."""
+    now = utcnow()
+    await session.execute(
+        update(SyncClient)
+        .where(SyncClient.client_id == client_id)
+        .values(last_seen_at=now, clock_offset_ms=_offset_ms(now, device_now))
+    )
+
+
+async def latest_by_device(session: AsyncSession, device_ids: list[uuid.UUID]) -> dict[uuid.UUID, SyncClient]:
+    """Each device's most recently seen sync client (a reinstalled app makes a new one)."""
+    if not device_ids:
+        return {}
+    found = await session.execute(
+        select(SyncClient).where(SyncClient.device_id.in_(device_ids)).order_by(SyncClient.last_seen_at)
+    )
+    return {c.device_id: c for c in found.scalars() if c.device_id is not None}
+
+
+def _offset_ms(now: dt.datetime, device_now: dt.datetime) -> int:
+    return int((now - device_now).total_seconds() * 1000)

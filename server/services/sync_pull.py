@@ -32,7 +32,13 @@ async def pull(db: Database, actor: Actor, request: PullRequest) -> PullResponse
     async with db.read_session() as session:
         if db.engine.dialect.name == "postgresql":
             await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        return await _page(session, actor, request, cursor)
+        page, client = await _page(session, actor, request, cursor)
+    device_now = request.device_now
+    if device_now is not None and client is not None and sync_clients.clock_is_news(client, device_now):
+        async with db.write_session() as session:
+            await sync_clients.note_clock(session, client.client_id, device_now)
+            await session.commit()
+    return page
 
 
 def check_schema(version: int) -> None:
@@ -62,19 +68,22 @@ async def _rebuilding(db: Database, actor: Actor, request: PullRequest) -> None:
     async with db.write_session() as session:
         client, _ = await sync_clients.claim(session, actor, request.client_id, request.schema_version)
         client.scope_path = actor.jurisdiction_path
+        sync_clients.measure_clock(client, request.device_now)
         await session.commit()
 
 
 async def _page(
     session: AsyncSession, actor: Actor, request: PullRequest, cursor: Cursor | None
-) -> PullResponse:
+) -> tuple[PullResponse, SyncClient | None]:
+    """The page, and the caller's client as it was read with it."""
     state = (await session.execute(select(SyncState).where(SyncState.id == 1))).scalar_one()
     client = await sync_clients.find(session, actor, request.client_id)
     lmid = client.last_mutation_seq if client else 0
     if reason := _reset_reason(state, client, actor, cursor):
-        return PullResponse(
+        reset = PullResponse(
             cursor="", has_more=False, last_mutation_seq=lmid, changes=[], reset_required=True, reason=reason
         )
+        return reset, client
     since = cursor.seq if cursor else 0
     scopes = await _scopes(session, actor)
     rows, more = await _change_rows(session, scopes, since, request.limit, fresh=cursor is None)
@@ -82,12 +91,13 @@ async def _page(
     changes = await _changes(session, rows, scopes)
     if cursor is not None:
         changes = _merge_by_seq(changes, await _exits(session, scopes, since, upto))
-    return PullResponse(
+    page = PullResponse(
         cursor=encode(Cursor(state.epoch, max(upto, since), state.tombstone_floor)),
         has_more=more,
         last_mutation_seq=lmid,
         changes=changes,
     )
+    return page, client
 
 
 def _reset_reason(

@@ -42,9 +42,8 @@ from schemas.sync import (
     Status,
 )
 from server.db.models import Household, Jurisdiction, Member, MutationLog, SyncClient, SyncConflict, Visit
-from server.db.types import utcnow
 from server.errors import Conflict, DomainError, Invalid, field_problem
-from server.services import audit, sync_apply, sync_preload, transaction
+from server.services import audit, sync_apply, sync_clients, sync_preload, transaction
 from server.services.actor import Actor, under
 from server.services.sync_clients import claim
 from server.services.sync_pull import check_schema
@@ -119,7 +118,7 @@ async def push(
 ) -> PushResponse:
     check_schema(request.schema_version)
     client, epoch = await claim(session, actor, request.client_id, request.schema_version)
-    _measure_clock(client, request)
+    sync_clients.measure_clock(client, request.device_now)
     if client.epoch != epoch:
         _after_restore(session, actor, client, epoch, mutations)
     await session.flush()  # the client row's changes: a savepoint rolled back later must not undo them
@@ -196,14 +195,6 @@ async def _apply_all(
             return batch, results, "transient"
         results.append(result)
     return batch, results, None
-
-
-def _measure_clock(client: SyncClient, request: PushEnvelope) -> None:
-    now = utcnow()
-    client.last_seen_at = now
-    if request.device_now is not None:
-        # Measured and shown to supervisors; never used to order anything.
-        client.clock_offset_ms = int((now - request.device_now).total_seconds() * 1000)
 
 
 def _after_restore(

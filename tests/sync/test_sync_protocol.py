@@ -614,13 +614,27 @@ async def _count(session: Any, model: Any, *where: Any) -> int:
 
 
 def test_clock_offset_is_measured_and_orders_nothing(client: Client, make_device: MakeDevice) -> None:
+    three_days_ms = 3 * 86400 * 1000
     device = make_device("demo-worker-1", clock_offset_s=-3 * 86400)
-    device.sync()
+    device.sync()  # nothing to push: the pull measures the clock
+
+    def shown() -> dict[str, Any]:
+        admin = login(client, "demo-admin", device="desk")
+        listed = client.get("/api/v1/admin/devices", headers=admin).json()
+        return dict(next(d for d in listed if d["device_id"] == f"dev-{device.client_id}"))
+
+    first = shown()
+    assert three_days_ms - 120_000 < first["clock_offset_ms"] < three_days_ms + 120_000
+    assert first["last_sync_at"] is not None
     device.update_household(H1, address="时钟慢三天")
     device.sync()
     offset = run_db(client, lambda s: s.get(SyncClient, uuid.UUID(device.client_id)))
-    assert 3 * 86400 * 1000 - 120_000 < offset.clock_offset_ms < 3 * 86400 * 1000 + 120_000
+    assert three_days_ms - 120_000 < offset.clock_offset_ms < three_days_ms + 120_000
     assert device.record("household", H1)["address"] == "时钟慢三天"  # type: ignore[index]
+    # The tablet's clock is put right: the next sync, even with nothing to push, says so.
+    device.clock_offset_s = 0
+    device.sync()
+    assert abs(shown()["clock_offset_ms"]) < 120_000
 
 
 # -- merge -----------------------------------------------------------------------------------------
