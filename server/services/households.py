@@ -126,6 +126,8 @@ def _decode_cursor(cursor: str) -> tuple[str, uuid.UUID]:
         registry_no, raw_id = msgspec.json.decode(
             base64.urlsafe_b64decode(cursor.encode()), type=tuple[str, str]
         )
+        if "\x00" in registry_no:  # no registry number holds one, and PostgreSQL cannot compare it
+            raise ValueError(registry_no)
         return registry_no, uuid.UUID(raw_id)
     except (ValueError, msgspec.DecodeError):
         raise Invalid(

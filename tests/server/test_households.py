@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import re
+import uuid
 from typing import Any
 
 from server.demo import HOUSEHOLDS_PER_COMMUNITY
@@ -197,6 +200,10 @@ def test_keyset_pages_cover_every_household_once(client: Client) -> None:
     assert len(seen) == len(set(seen)) == 4 * HOUSEHOLDS_PER_COMMUNITY
     assert seen == sorted(seen)
     bad = client.get("/api/v1/households?cursor=garbage", headers=admin)
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "bad_cursor"
+    # A NUL inside the encoded cursor passes the URL's NUL check, and PostgreSQL failed on it with a 500.
+    nul = base64.urlsafe_b64encode(json.dumps(["DB-C01\u0000", str(uuid.uuid4())]).encode()).decode()
+    bad = client.get(f"/api/v1/households?cursor={nul}", headers=admin)
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "bad_cursor"
 
 
