@@ -426,7 +426,7 @@ async def history(
             author_id=v.author_id,
             mutation_id=v.mutation_id,
             at=v.at,
-            note=v.note,
+            note=None if v.note is None else id_numbers.mask_text(v.note),  # a device's removal reason
         )
         for v in await edits.history(session, entity, entity_id)
     ]

@@ -191,3 +191,22 @@ def test_an_id_number_typed_into_an_amount_is_refused_and_one_stored_before_leav
         "old": mask(f"-{full[:15]}"),
         "n": 99_999_999_999_999,
     }
+
+
+def test_an_id_number_typed_into_a_removal_reason_leaves_the_history_masked(client: Client) -> None:
+    """A member removed through sync keeps the device's reason as its version's note: free text."""
+    member = a_member_of_h1(client)
+    typed = valid_id("13010219751224553")
+    removal = {
+        "op": "member.remove.v1",
+        "seq": 1,
+        "mutation_id": str(uuid.uuid4()),
+        "member_id": member["id"],
+        "base_version": member["version"],
+        "reason": f"已迁出，身份证 {typed}",
+    }
+    assert push(client, login(client, "demo-worker-1"), [removal])["results"][0]["status"] == "applied"
+    history = client.get(f"/api/v1/members/{member['id']}/history", headers=login(client, "demo-worker-2"))
+    assert history.status_code == 200
+    assert history.json()[-1]["note"] == f"已迁出，身份证 {mask(typed)}"
+    assert typed not in history.text
