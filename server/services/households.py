@@ -29,6 +29,7 @@ from server.services import audit, edits, transaction
 from server.services.actor import Actor, communities_in_scope, under
 
 WRITER_ROLES = frozenset({"field_worker", "reviewer", "admin"})
+REVEAL_REASON_MIN_LENGTH = 5
 
 
 def member_out(m: Member) -> MemberOut:
@@ -439,6 +440,18 @@ async def reveal_id_number(
     member = await get_member(session, actor, member_id, archived=True)
     if actor.role not in reveal_roles:
         raise Forbidden(f"A {actor.role} may not see full ID numbers.", code="reveal_forbidden")
+    reason = reason.strip()
+    if len(reason) < REVEAL_REASON_MIN_LENGTH:  # the schema's minimum counts spaces, which say nothing
+        raise Invalid(
+            "Say why you need the full ID number.",
+            code="reason_required",
+            details=[
+                {
+                    "field": "reason",
+                    "message": f"at least {REVEAL_REASON_MIN_LENGTH} characters besides spaces",
+                }
+            ],
+        )
     audit.record(
         session,
         actor,

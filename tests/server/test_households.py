@@ -76,6 +76,13 @@ def test_field_worker_may_not_reveal_and_must_give_a_reason(client: Client) -> N
         f"/api/v1/members/{member['id']}/reveal-id", json={"reason": ""}, headers=login(client, "demo-admin")
     )
     assert no_reason.status_code == 422
+    blank = client.post(  # five spaces pass a length check, and say nothing
+        f"/api/v1/members/{member['id']}/reveal-id",
+        json={"reason": "     "},
+        headers=login(client, "demo-admin"),
+    )
+    assert blank.status_code == 422 and blank.json()["error"]["code"] == "reason_required"
+    assert "id_number" not in blank.text
     assert audit_rows(client, "member.reveal_id") == []
 
 
