@@ -33,6 +33,11 @@ async def create_user(session: AsyncSession, actor: Actor, data: UserCreate) -> 
     ).scalar_one_or_none()
     if node is None:
         raise NotFound("No such jurisdiction.")
+    if not data.username.strip():  # stored stripped: it would be an account named ""
+        raise Invalid(
+            "A username needs more than spaces.",
+            details=[{"field": "username", "message": "blank"}],
+        )
     if node.level not in ROLE_LEVELS[data.role]:
         raise Invalid(
             f"A {data.role} is bound to a {' or '.join(sorted(ROLE_LEVELS[data.role]))}, not a {node.level}.",

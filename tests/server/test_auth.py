@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import update
 
 from server.db.models import AuthToken
-from tests.helpers import Client, audit_rows, login
+from tests.helpers import Client, audit_rows, login, node_id
 
 LOGIN = "/api/v1/auth/login"
 
@@ -117,3 +117,20 @@ def test_sign_in_is_audited_without_the_password(client: Client) -> None:
     assert len(rows) == 1
     assert rows[0].changes == {"device_key": "tab-audit"}
     assert rows[0].device_id is not None
+
+
+def test_admin_creates_a_user_and_a_blank_username_is_refused(client: Client) -> None:
+    admin = login(client, "demo-admin")
+    body = {
+        "display_name": "测试",
+        "role": "field_worker",
+        "jurisdiction_id": str(node_id("C01")),
+        "password": "long-enough-password",
+    }
+    blank = client.post("/api/v1/admin/users", json=body | {"username": "   "}, headers=admin)
+    assert blank.status_code == 422, blank.text  # stored stripped, it was an account named ""
+    assert blank.json()["error"]["details"][0]["field"] == "username"
+    made = client.post("/api/v1/admin/users", json=body | {"username": " New-Worker "}, headers=admin)
+    assert made.status_code == 201 and made.json()["username"] == "new-worker"
+    assert attempt(client, "new-worker", "long-enough-password").status_code == 200
+    assert len(audit_rows(client, "user.create")) == 1

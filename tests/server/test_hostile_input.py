@@ -294,7 +294,7 @@ def new_user(client: Client) -> Request:
         "password": "long-enough-password",
         "display_name": "测试",
         "role": "field_worker",
-        "jurisdiction_code": "C01",
+        "jurisdiction_id": str(node_id("C01")),
     }
     return "POST", "/api/v1/admin/users", lambda: body | {"username": f"fuzz-{new_id()[:8]}"}, headers
 
