@@ -23,6 +23,7 @@ from schemas.visits import (
     VisitStatus,
 )
 from server.dependencies import CurrentActor, DbSession, Rules, provide_actor, provide_rules
+from server.domain.id_numbers import mask_text
 from server.routes.params import Limit, ReviewLevel
 from server.services import reviews, visits
 
@@ -154,7 +155,7 @@ class VisitController(Controller):
                 to_status=t.to_status,
                 level=t.level,
                 level_code=t.level_code,
-                reason=t.reason,
+                reason=None if t.reason is None else mask_text(t.reason),  # typed by people: may hold one
                 rules=t.rules,
             )
             for t, name in await visits.timeline(db_session, actor, visit_id)

@@ -86,6 +86,16 @@ def _mask_observation(row: Row) -> None:
         row["note"] = id_numbers.mask_text(row["note"])
 
 
+def _mask_reason(key: str) -> Callable[[Row], None]:
+    """A reason typed by a person (a proposal's, a transition's) leaves with any ID number in it masked."""
+
+    def mask(row: Row) -> None:
+        if row[key]:
+            row[key] = id_numbers.mask_text(row[key])
+
+    return mask
+
+
 SHAPES: dict[str, Shape] = {
     "household": Shape(
         Household,
@@ -100,6 +110,7 @@ SHAPES: dict[str, Shape] = {
         Visit,
         "id household_id purpose status due_date review_level review_due templates outcome outcome_amount_fen "
         "outcome_reason revision previous_id answer_count submitted_at locked_at version updated_at",
+        finish=_mask_reason("outcome_reason"),
     ),
     "observation": Shape(
         Observation,
@@ -112,6 +123,7 @@ SHAPES: dict[str, Shape] = {
         VisitTransition,
         "id visit_id at actor_id action from_status to_status level level_code reason",
         version=None,
+        finish=_mask_reason("reason"),
     ),
     "template": Shape(ChecklistTemplate, "id code version kind status body etag", version=None),
     "conflict": Shape(

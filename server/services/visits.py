@@ -122,7 +122,9 @@ def _proposal(visit: Visit) -> Proposal | None:
     return Proposal(
         outcome=cast(Outcome, visit.outcome),
         amount_fen=visit.outcome_amount_fen,
-        reason=visit.outcome_reason or "",
+        reason=id_numbers.mask_text(
+            visit.outcome_reason or ""
+        ),  # free text: an ID number typed in leaves masked
     )
 
 

@@ -12,7 +12,7 @@ from server.domain.id_numbers import mask, mask_text, mask_within
 from tests.helpers import Client, audit_rows, household_id, login
 from tests.server.test_households import valid_id
 from tests.sync.test_sync_protocol import member_update_mutation
-from tests.visit_flow import GPS, assign
+from tests.visit_flow import GPS, assign, completed_visit, review, submit
 
 H1 = str(household_id("DB-C01-0001"))
 
@@ -210,3 +210,26 @@ def test_an_id_number_typed_into_a_removal_reason_leaves_the_history_masked(clie
     assert history.status_code == 200
     assert history.json()[-1]["note"] == f"已迁出，身份证 {mask(typed)}"
     assert typed not in history.text
+
+
+def test_an_id_number_typed_into_a_proposal_or_a_review_reason_leaves_masked(client: Client) -> None:
+    visit, worker = completed_visit(client)
+    full = valid_id("13010219800101123")
+    proposed = client.put(
+        f"/api/v1/visits/{visit['id']}/proposal",
+        json={"outcome": "no_change", "reason": f"户主 {full} 情况无变化"},
+        headers=worker,
+    )
+    assert proposed.status_code == 200, proposed.text
+    assert full not in proposed.text and mask(full) in proposed.text
+    assert submit(client, visit, worker).status_code == 200
+    returned = review(client, visit, "demo-reviewer-community", "return", f"请核对 {full} 的签名")
+    assert returned.status_code == 200, returned.text
+
+    colleague = login(client, "demo-worker-2", device="other-tablet")
+    for shown in (
+        client.get(f"/api/v1/visits/{visit['id']}", headers=colleague).text,
+        client.get(f"/api/v1/visits/{visit['id']}/timeline", headers=colleague).text,
+        pull_all(client, colleague),
+    ):
+        assert full not in shown and mask(full) in shown
