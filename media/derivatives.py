@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 
 import msgspec
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageCms, ImageMath, ImageOps
 
 from media.exif import read_orientation
 
@@ -130,6 +130,8 @@ def _downscale(im: Image.Image, long_side: int) -> Image.Image:
 
 def _flatten(im: Image.Image) -> Image.Image:
     """Pixels JPEG can hold: RGB, L or CMYK; transparency composited on white."""
+    if im.mode in _SIXTEEN_BIT_GREY:
+        im = _eight_bit_grey(im)
     if im.has_transparency_data:  # an alpha channel, or a PNG tRNS colour key even in RGB or L
         rgba = im.convert("RGBA")
         background = Image.new("RGB", im.size, "white")
@@ -137,9 +139,22 @@ def _flatten(im: Image.Image) -> Image.Image:
         return background
     if im.mode in ("RGB", "L", "CMYK"):
         return im
-    if im.mode in _SIXTEEN_BIT_GREY:
-        return im.convert("I").point(lambda value: value / 256).convert("L")
     return im.convert("RGB")
+
+
+def _eight_bit_grey(im: Image.Image) -> Image.Image:
+    """16-bit grey scaled to 8 bits (L), or LA when a tRNS colour key makes one 16-bit value transparent.
+
+    Pillow's own conversion of these modes to RGBA clips every sample above 255 to white.
+    """
+    wide = im.convert("I")
+    grey = wide.point(lambda value: value / 256).convert("L")
+    grey.info.pop("transparency", None)  # a 16-bit sample value: it would mean nothing to 8-bit pixels
+    key = im.info.get("transparency")
+    if isinstance(key, int):
+        opaque: Image.Image = ImageMath.lambda_eval(lambda args: (args["wide"] != key) * 255, wide=wide)
+        grey.putalpha(opaque.convert("L"))
+    return grey
 
 
 def _to_srgb(im: Image.Image, icc_profile: object) -> Image.Image:

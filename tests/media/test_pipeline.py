@@ -214,11 +214,21 @@ def test_png_pixel_modes_become_rgb(mode: str) -> None:
         assert close(display.getpixel((80, 110)), (255, 255, 255), tolerance=8)  # transparency on white
 
 
-def test_png_colour_key_transparency_is_flattened_on_white() -> None:
-    data = images.encode(small_scene(), "PNG", transparency=(128, 128, 128))  # the grey background
+@pytest.mark.parametrize("mode", ["RGB", "I;16"])
+def test_png_colour_key_transparency_is_flattened_on_white(mode: str) -> None:
+    scene = small_scene()
+    if mode == "I;16":  # 16-bit grey: the key is a 16-bit sample value
+        source = scene.convert("L").convert("I").point(lambda value: value * 257).convert("I;16")
+        data = images.encode(source, "PNG", transparency=128 * 257)  # the grey background
+        red = scene.convert("L").getpixel((10, 10))
+        assert isinstance(red, int)
+        marked: tuple[int, int, int] = (red, red, red)
+    else:
+        data = images.encode(scene, "PNG", transparency=(128, 128, 128))  # the grey background
+        marked = images.RED
     display = Image.open(io.BytesIO(process_image(data).display.data))
     assert close(display.getpixel((80, 60)), (255, 255, 255), tolerance=8)
-    assert close(display.getpixel((10, 10)), images.RED)
+    assert close(display.getpixel((10, 10)), marked, tolerance=8)
 
 
 @pytest.mark.parametrize("icc_profile", ["srgb", "garbage"])
