@@ -97,6 +97,9 @@ def _process(file: io.BufferedIOBase, max_pixels: int, expected_sha256: str | No
         raise Sha256Mismatch(sha256)
     file.seek(0)
     image_format = detect_format(file.read(SNIFF_BYTES))
+    if image_format is ImageFormat.HEIF:
+        for coded_size in _heif_coded_sizes(file):
+            _check_pixels(coded_size, max_pixels)
     file.seek(0)
     source = _ReadErrors(file)
     with source.blamed(), _open(cast(BinaryIO, source), image_format) as im:
@@ -200,3 +203,44 @@ def _decode(im: Image.Image) -> None:
         im.load()
     except _DECODE_ERRORS as exc:
         raise ImageRejected("truncated", "the image data ends early or is damaged") from exc
+
+
+# ISO-BMFF boxes that lead to the item properties, and the bytes of FullBox header each has after its own.
+_HEIF_PATH = {b"meta": 4, b"iprp": 0, b"ipco": 0}
+
+
+def _heif_coded_sizes(file: io.BufferedIOBase) -> list[tuple[int, int]]:
+    """Width and height of every image item of a HEIF file as coded (its ``ispe`` properties).
+
+    The size pillow-heif reports is the primary image's after its crop (``clap``), but libheif decodes the
+    whole coded image (every tile of a grid) before cropping it: a tiny crop of a huge image would pass a
+    check of the reported size alone. A malformed box ends the walk; opening the file judges it.
+    """
+    end = file.seek(0, io.SEEK_END)
+    sizes: list[tuple[int, int]] = []
+    pending = [(0, end, 0)]
+    while pending:
+        position, stop, depth = pending.pop()
+        while position + 8 <= stop:
+            file.seek(position)
+            header = file.read(16)
+            if len(header) < 8:
+                break
+            box_size, kind = struct.unpack(">I4s", header[:8])
+            head = 8
+            if box_size == 1 and len(header) == 16:
+                box_size, head = struct.unpack(">Q", header[8:16])[0], 16
+            elif box_size == 0:
+                box_size = stop - position
+            if box_size < head or position + box_size > stop:
+                break
+            if kind in _HEIF_PATH and depth < len(_HEIF_PATH):
+                pending.append((position + head + _HEIF_PATH[kind], position + box_size, depth + 1))
+                if depth == 0:
+                    break  # a file has one meta box: what follows it (the image data) is not walked
+            elif kind == b"ispe" and box_size >= head + 12:
+                file.seek(position + head + 4)  # after version and flags
+                width, height = struct.unpack(">II", file.read(8))
+                sizes.append((width, height))
+            position += box_size
+    return sizes

@@ -9,6 +9,7 @@ import hashlib
 import io
 import pickle
 import random
+import struct
 import subprocess
 import sys
 import textwrap
@@ -272,6 +273,20 @@ def test_pixel_bombs_are_refused_before_decoding(
         elapsed = time.perf_counter() - started
     assert code == "too_many_pixels"
     assert elapsed < 0.2, f"{elapsed:.3f} s: the pixels were decoded"
+
+
+@pytest.mark.parametrize(
+    "coded", [(8000, 7000), (64, 0xA900_0040)], ids=["over-our-limit", "over-libheifs-own-limit"]
+)
+def test_a_small_heic_crop_of_a_huge_coded_image_is_refused_before_decoding(coded: tuple[int, int]) -> None:
+    # 48x40 is coded as 64x64 and cropped by a clap property: pillow-heif reports the size after the crop,
+    # libheif allocates the coded size (ispe) first. Past libheif's own limit it raised RuntimeError (a 500).
+    heic = images.encode(images.photo_like((48, 40), seed=5), "HEIF", quality=30)
+    at = heic.index(b"ispe") + 8  # after the box type, version and flags
+    assert struct.unpack(">II", heic[at : at + 8]) == (64, 64)
+    bomb = heic[:at] + struct.pack(">II", *coded) + heic[at + 8 :]
+    assert Image.open(io.BytesIO(bomb)).size == (48, 40)
+    assert rejection(bomb) == "too_many_pixels"
 
 
 def test_refusing_bombs_does_not_allocate_their_pixels(tmp_path: Path) -> None:
