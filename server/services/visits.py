@@ -205,6 +205,9 @@ def _decode_cursor(cursor: str) -> tuple[dt.date, uuid.UUID]:
 # -- assignment ----------------------------------------------------------------------------------
 
 
+DUE_DATE_REACH = dt.timedelta(days=366)
+
+
 async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: RulePack) -> VisitOut:
     if actor.role not in ASSIGNER_ROLES:
         raise Forbidden("Only reviewers and administrators assign visits.")
@@ -215,6 +218,16 @@ async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: 
     ).scalar_one_or_none()
     if household is None:
         raise NotFound("No such household.")
+    if household.deleted_at is not None:
+        raise Conflict(
+            "The household is archived: no visit can be assigned to it.", code="household_archived"
+        )
+    if data.due_date is not None and abs(data.due_date - today()) > DUE_DATE_REACH:
+        # A visit entered late may be due already, but not years off: a typo would sit overdue forever.
+        raise Invalid(
+            f"A due date must lie within {DUE_DATE_REACH.days} days of today ({today()}).",
+            details=[{"field": "due_date", "message": f"more than {DUE_DATE_REACH.days} days from today"}],
+        )
     await _check_team(session, data.team, household)
     pinned = [await templates.latest_published(session, code) for code in rules.templates[data.purpose]]
     visit = Visit(

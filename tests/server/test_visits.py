@@ -240,6 +240,10 @@ def test_answers_made_side_by_side_on_a_base_merge_instead_of_replacing(client: 
     assert [d["field"] for d in refused.json()["error"]["details"]] == ["observations[0].base"]
 
 
+def visit_team(visit: dict[str, Any]) -> list[str]:
+    return [member["user_id"] for member in visit["team"]]
+
+
 def test_roles_and_jurisdictions_bound_who_acts(client: Client) -> None:
     visit, worker = completed_visit(client)
     propose(client, visit, worker)
@@ -267,6 +271,17 @@ def test_roles_and_jurisdictions_bound_who_acts(client: Client) -> None:
         headers=login(client, "demo-reviewer-community"),
     )
     assert team_from_c03.status_code == 422 and team_from_c03.json()["error"]["code"] == "team_invalid"
+    # A due date years off is a typo: it would sit overdue (or never due) forever.
+    for years in (-2, 2):
+        far = (today() + dt.timedelta(days=365 * years)).isoformat()
+        typo = client.post(
+            "/api/v1/visits",
+            json=body | {"team": visit_team(visit), "due_date": far},
+            headers=login(client, "demo-reviewer-community"),
+        )
+        assert typo.status_code == 422 and typo.json()["error"]["details"][0]["field"] == "due_date", (
+            typo.text
+        )
     # Rejecting needs a reason.
     assert review(client, visit, "demo-reviewer-community", "reject").status_code == 422
 

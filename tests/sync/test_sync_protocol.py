@@ -34,7 +34,7 @@ from tests.server.test_households import valid_id
 from tests.server.test_photos import answer_with
 from tests.sync.conftest import MakeDevice
 from tests.tus import sha256, upload
-from tests.visit_flow import assign, complete_answers, completed_visit, observation
+from tests.visit_flow import TEAM, assign, complete_answers, completed_visit, observation, user_id
 
 H1 = str(household_id("DB-C01-0001"))
 H2 = str(household_id("DB-C01-0002"))
@@ -750,6 +750,10 @@ def test_archive_against_a_newer_version_is_a_conflict_and_update_after_archive_
     assert kinds == ["delete_after_update", "update_after_delete"]
     worker = login(client, "demo-worker-1")
     assert client.get(f"/api/v1/households/{H1}", headers=worker).status_code == 404
+    # Nor can a visit be assigned to it any more.
+    body = {"household_id": H1, "purpose": "tip", "team": [user_id(client, u) for u in TEAM]}
+    refused = client.post("/api/v1/visits", json=body, headers=login(client, "demo-reviewer-community"))
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "household_archived"
 
 
 def test_create_sync_archive_sync_then_a_fresh_install_never_sees_the_record(
