@@ -920,6 +920,19 @@ def test_epoch_change_and_tombstone_horizon_send_devices_a_reset(
     assert paged.confirmed("household") == device.confirmed("household")
 
 
+def restore_a_backup_taken_after_seq_1(client: Client, cid: uuid.UUID) -> None:
+    """As if the database were restored from a backup taken when client `cid` had delivered seq 1."""
+
+    async def restore(session: Any) -> None:
+        await session.execute(delete(MutationLog).where(MutationLog.client_id == cid, MutationLog.seq > 1))
+        await session.execute(
+            update(SyncClient).where(SyncClient.client_id == cid).values(last_mutation_seq=1)
+        )
+
+    run_db(client, restore)
+    run_db(client, lambda s: sync_admin.new_epoch(s, SYSTEM))
+
+
 def test_after_a_restore_the_queue_moves_on_and_the_edits_the_backup_lost_are_recorded(
     make_device: MakeDevice, client: Client
 ) -> None:
@@ -933,15 +946,7 @@ def test_after_a_restore_the_queue_moves_on_and_the_edits_the_backup_lost_are_re
     device.sync()
     assert device.pending() == []
     cid = uuid.UUID(device.client_id)
-
-    async def restore_a_backup_taken_after_seq_1(session: Any) -> None:
-        await session.execute(delete(MutationLog).where(MutationLog.client_id == cid, MutationLog.seq > 1))
-        await session.execute(
-            update(SyncClient).where(SyncClient.client_id == cid).values(last_mutation_seq=1)
-        )
-
-    run_db(client, restore_a_backup_taken_after_seq_1)
-    run_db(client, lambda s: sync_admin.new_epoch(s, SYSTEM))
+    restore_a_backup_taken_after_seq_1(client, cid)
     # A client with nothing queued may push an empty batch: that must not use up the one push that
     # accepts the gap, or the next edit stopped out_of_order for good at a seq the device no longer holds.
     assert push(client, login(client, "demo-worker-1"), str(cid), [])["last_mutation_seq"] == 1
@@ -976,15 +981,7 @@ def test_edits_pushed_but_not_yet_confirmed_by_a_pull_are_sent_again_after_a_res
     device.push()  # acknowledged; the pull that would confirm them never happened
     assert len(device.pending()) == 3
     cid = uuid.UUID(device.client_id)
-
-    async def restore_a_backup_taken_after_seq_1(session: Any) -> None:
-        await session.execute(delete(MutationLog).where(MutationLog.client_id == cid, MutationLog.seq > 1))
-        await session.execute(
-            update(SyncClient).where(SyncClient.client_id == cid).values(last_mutation_seq=1)
-        )
-
-    run_db(client, restore_a_backup_taken_after_seq_1)
-    run_db(client, lambda s: sync_admin.new_epoch(s, SYSTEM))
+    restore_a_backup_taken_after_seq_1(client, cid)
     device.update_household(H1, phone="13800000000")  # seq 4
     assert device.sync().resets == 1 and device.pending() == []
     reviewer = login(client, "demo-reviewer-community", device="desk")
