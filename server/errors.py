@@ -63,6 +63,19 @@ class Invalid(DomainError):
     status, code = 422, "validation_error"
 
 
+def stated_reason(reason: str | None, min_length: int, message: str) -> str:
+    """``reason`` stripped, or ``422 reason_required`` (with ``message``) when fewer than ``min_length``
+    characters are left: a schema's minimum length counts spaces, and "  " says nothing."""
+    stripped = (reason or "").strip()
+    if len(stripped) < min_length:
+        raise Invalid(
+            message,
+            code="reason_required",
+            details=[{"field": "reason", "message": f"at least {min_length} characters besides spaces"}],
+        )
+    return stripped
+
+
 class TooManyRequests(DomainError):
     """Raised with ``retry_after``."""
 

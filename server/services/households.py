@@ -24,7 +24,7 @@ from schemas.households import (
 )
 from server.db.models import Household, Jurisdiction, Level, Member
 from server.domain import id_numbers
-from server.errors import Conflict, Forbidden, Invalid, NotFound
+from server.errors import Conflict, Forbidden, Invalid, NotFound, stated_reason
 from server.services import audit, edits, transaction
 from server.services.actor import Actor, communities_in_scope, under
 
@@ -440,18 +440,7 @@ async def reveal_id_number(
     member = await get_member(session, actor, member_id, archived=True)
     if actor.role not in reveal_roles:
         raise Forbidden(f"A {actor.role} may not see full ID numbers.", code="reveal_forbidden")
-    reason = reason.strip()
-    if len(reason) < REVEAL_REASON_MIN_LENGTH:  # the schema's minimum counts spaces, which say nothing
-        raise Invalid(
-            "Say why you need the full ID number.",
-            code="reason_required",
-            details=[
-                {
-                    "field": "reason",
-                    "message": f"at least {REVEAL_REASON_MIN_LENGTH} characters besides spaces",
-                }
-            ],
-        )
+    reason = stated_reason(reason, REVEAL_REASON_MIN_LENGTH, "Say why you need the full ID number.")
     audit.record(
         session,
         actor,

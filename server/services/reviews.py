@@ -17,7 +17,7 @@ from schemas.visits import ReviewDecision, VisitOut
 from server.db.models import Visit, VisitStatus
 from server.db.types import utcnow
 from server.domain.answers import rows_of
-from server.errors import Conflict, Forbidden, Invalid
+from server.errors import Conflict, Forbidden, stated_reason
 from server.services import audit, photos, transaction
 from server.services.actor import Actor
 from server.services.rules import level, today, working_calendar
@@ -85,16 +85,9 @@ async def decide(
 def _with_reason_stripped(decision: ReviewDecision) -> ReviewDecision:
     """The decision with its reason stripped; one to return or reject needs a reason that says something
     (the schema's minimum length counts spaces, and "  " tells the team nothing)."""
-    reason = (decision.reason or "").strip() or None
-    if decision.decision != "approve" and (reason is None or len(reason) < REASON_MIN_LENGTH):
-        raise Invalid(
-            f"To {decision.decision} a visit, say why.",
-            code="reason_required",
-            details=[
-                {"field": "reason", "message": f"at least {REASON_MIN_LENGTH} characters besides spaces"}
-            ],
-        )
-    return msgspec.structs.replace(decision, reason=reason)
+    if decision.decision != "approve":
+        stated_reason(decision.reason, REASON_MIN_LENGTH, f"To {decision.decision} a visit, say why.")
+    return msgspec.structs.replace(decision, reason=(decision.reason or "").strip() or None)
 
 
 async def _missing_evidence_accepted(
@@ -115,14 +108,7 @@ async def _missing_evidence_accepted(
             code="evidence_missing",
             details={"missing": missing},
         )
-    if decision.reason is None or len(decision.reason) < REASON_MIN_LENGTH:
-        raise Invalid(
-            "To approve while evidence is missing, say why.",
-            code="reason_required",
-            details=[
-                {"field": "reason", "message": f"at least {REASON_MIN_LENGTH} characters besides spaces"}
-            ],
-        )
+    stated_reason(decision.reason, REASON_MIN_LENGTH, "To approve while evidence is missing, say why.")
     return missing
 
 

@@ -70,10 +70,8 @@ once a sync, not once a page of a first sync's fifty."""
 def measure_clock(client: SyncClient, device_now: dt.datetime | None) -> None:
     """The client was seen now; with the device's clock, how far off it is (server minus device).
     Measured and shown to administrators (the devices list); never used to order anything."""
-    now = utcnow()
-    client.last_seen_at = now
-    if device_now is not None:
-        client.clock_offset_ms = _offset_ms(now, device_now)
+    for name, value in _clock_reading(device_now).items():
+        setattr(client, name, value)
 
 
 def clock_is_news(client: SyncClient, device_now: dt.datetime) -> bool:
@@ -85,11 +83,8 @@ def clock_is_news(client: SyncClient, device_now: dt.datetime) -> bool:
 
 async def note_clock(session: AsyncSession, client_id: uuid.UUID, device_now: dt.datetime) -> None:
     """``measure_clock`` for a client read in another (read-only) session."""
-    now = utcnow()
     await session.execute(
-        update(SyncClient)
-        .where(SyncClient.client_id == client_id)
-        .values(last_seen_at=now, clock_offset_ms=_offset_ms(now, device_now))
+        update(SyncClient).where(SyncClient.client_id == client_id).values(**_clock_reading(device_now))
     )
 
 
@@ -101,6 +96,14 @@ async def latest_by_device(session: AsyncSession, device_ids: list[uuid.UUID]) -
         select(SyncClient).where(SyncClient.device_id.in_(device_ids)).order_by(SyncClient.last_seen_at)
     )
     return {c.device_id: c for c in found.scalars() if c.device_id is not None}
+
+
+def _clock_reading(device_now: dt.datetime | None) -> dict[str, object]:
+    now = utcnow()
+    reading: dict[str, object] = {"last_seen_at": now}
+    if device_now is not None:
+        reading["clock_offset_ms"] = _offset_ms(now, device_now)
+    return reading
 
 
 def _offset_ms(now: dt.datetime, device_now: dt.datetime) -> int:
