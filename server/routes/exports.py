@@ -13,6 +13,7 @@ from litestar.di import Provide
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
+from schemas.visits import VisitStatus
 from server.dependencies import CurrentActor, provide_actor
 from server.routes.params import ReviewLevel
 from server.services import exports
@@ -36,7 +37,7 @@ class ExportController(Controller):
         actor: CurrentActor,
         name: FromPath[Literal["visits.csv", "visits.geojson", "observations.csv", "observations.geojson"]],
         community_id: FromQuery[uuid.UUID | None] = None,
-        status: FromQuery[str | None] = None,
+        status: FromQuery[VisitStatus | None] = None,
         review_level: ReviewLevel = None,
         due_from: FromQuery[dt.date | None] = None,
         due_to: FromQuery[dt.date | None] = None,

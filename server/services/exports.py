@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Select, select, tuple_
 
+from schemas.visits import VisitStatus
 from server.db.engine import Database
 from server.db.models import Household, Jurisdiction, Observation, User, Visit
 from server.domain import id_numbers
@@ -70,7 +71,7 @@ OBSERVATION_COLUMNS = [
 @dataclass(frozen=True)
 class Filters:
     community_id: uuid.UUID | None = None
-    status: str | None = None
+    status: VisitStatus | None = None
     review_level: int | None = None
     due_from: Any = None
     due_to: Any = None

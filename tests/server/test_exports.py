@@ -56,11 +56,14 @@ def test_observation_geojson_has_points_and_no_personal_identifiers(client: Clie
 
 def test_field_workers_do_not_export_and_formulas_are_defused(client: Client) -> None:
     assert client.get("/api/v1/exports/visits.csv", headers=login(client, "demo-worker-1")).status_code == 403
-    assert client.get("/api/v1/exports/nothing.csv", headers=login(client, "demo-admin")).status_code in (
-        400,
-        404,
-        422,
-    )
+    admin = login(client, "demo-admin")
+    assert client.get("/api/v1/exports/nothing.csv", headers=admin).status_code in (400, 404, 422)
+    # A misspelt status would export an empty file that looks like "no such visits": it is refused.
+    mistyped = client.get("/api/v1/exports/visits.csv?status=aproved", headers=admin)
+    assert mistyped.status_code == 422, mistyped.text
+    assert mistyped.json()["error"]["details"] == [
+        {"field": "status", "message": "Invalid enum value 'aproved'"}
+    ]
     from server.services.exports import _cell
 
     assert (
