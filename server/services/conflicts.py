@@ -88,6 +88,11 @@ async def resolve(
 ) -> ConflictOut:
     if actor.role not in RESOLVER_ROLES:
         raise Forbidden(f"A {actor.role} cannot resolve conflicts.", code="resolution_forbidden")
+    if value is not None and decision != "set_value":
+        # Kept silently, it would read as the value written; a supervisor who meant set_value is told.
+        raise Invalid(
+            f"A {decision} decision takes no value; send set_value to write one.", code="value_not_taken"
+        )
     conflict = await _get(session, actor, conflict_id)
     if conflict.status != "open":
         if (conflict.resolution or {}).get("decision") == decision:

@@ -701,6 +701,12 @@ def test_a_guarded_field_waits_for_a_supervisor(make_device: MakeDevice, client:
         headers=login(client, "demo-worker-1"),
     )
     assert blocked.status_code == 403
+    mixed_up = client.post(
+        f"/api/v1/conflicts/{found['id']}/resolve",
+        json={"decision": "keep_server", "value": before["monthly_benefit_fen"] + 5000},
+        headers=reviewer,
+    )
+    assert mixed_up.status_code == 422 and mixed_up.json()["error"]["code"] == "value_not_taken"
     done = client.post(
         f"/api/v1/conflicts/{found['id']}/resolve", json={"decision": "take_client"}, headers=reviewer
     )
