@@ -70,14 +70,20 @@ async def read_session(state: State, request: Request[Any, Any, Any]) -> AsyncSe
     return open_session(request, db.read_session)
 
 
-async def _finish_if_complete(state: State, actor: Actor, upload: Upload) -> None:
-    if uploads.needs_finishing(upload):
-        await photos.finish(state.db, actor, state.store, state.image_limiter, upload)
+async def _finish_if_complete(state: State, actor: Actor, upload: Upload) -> Upload:
+    """The upload, processed if all its bytes are in, as it stands then: the completion is written in a
+    session of its own, and the answer must not describe the upload as it was before (still receiving,
+    with an Upload-Expires a stored upload no longer has)."""
+    if not uploads.needs_finishing(upload):
+        return upload
+    await photos.finish(state.db, actor, state.store, state.image_limiter, upload)
+    async with state.db.read_session() as fresh:
+        return await uploads.get(fresh, actor, upload.id)
 
 
 async def _settled(state: State, actor: Actor, upload: Upload) -> Upload:
     """The upload once whatever its last bytes started is over, for HEAD to report."""
-    await _finish_if_complete(state, actor, upload)  # all bytes in, but a crash stopped the ingest
+    upload = await _finish_if_complete(state, actor, upload)  # all bytes in, but a crash stopped the ingest
     if photos.being_ingested_whole(upload):  # the file came whole in a PATCH still being processed
         await photos.outcome_of_other(state.db, actor, state.store, state.image_limiter, upload)
         async with state.db.read_session() as fresh:
@@ -111,8 +117,7 @@ async def _receive_at(
             upload = await uploads.append(session, actor, state.store, upload_id, offset, body, settings)
     finally:
         body.close()
-    await _finish_if_complete(state, actor, upload)
-    return upload
+    return await _finish_if_complete(state, actor, upload)
 
 
 async def _receive_first_bytes(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import io
 import os
 import random
 import subprocess
@@ -89,6 +90,62 @@ def test_an_upload_interrupted_at_random_points_resumes_to_a_stored_photo(
     got = tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker)
     assert got.status_code == 200, got.text
     assert staged(tus_client) == []
+
+
+def test_upload_expires_is_sent_while_an_upload_can_expire_and_never_once_it_is_stored(
+    tus_client: Client, photo: bytes
+) -> None:
+    # tus expiration: Upload-Expires says when an unfinished upload will expire. A stored one will not, so
+    # no answer about it carries one: not the PATCH that completes it (staged or sent whole), not a
+    # creation-with-upload of the whole file, not a HEAD, not the HEAD that finishes an upload whose
+    # last piece was staged before the server stopped.
+    worker = login(tus_client, "demo-worker-1")
+    location = create(tus_client, worker, photo).headers["location"]
+    half = len(photo) // 2
+    first = patch(tus_client, worker, location, 0, photo[:half])
+    assert "upload-expires" in first.headers
+    assert "upload-expires" in tus_client.head(location, headers=TUS | worker).headers
+    last = patch(tus_client, worker, location, half, photo[half:])
+    assert (last.status_code, last.headers["upload-offset"]) == (204, str(len(photo))), last.text
+    assert "upload-expires" not in last.headers
+    assert "upload-expires" not in tus_client.head(location, headers=TUS | worker).headers
+    whole = jpeg_with_gps(seed=6)
+    at_once = create(tus_client, worker, whole).headers["location"]
+    sent = patch(tus_client, worker, at_once, 0, whole)
+    assert (sent.status_code, sent.headers["upload-offset"]) == (204, str(len(whole))), sent.text
+    assert "upload-expires" not in sent.headers
+    with_body = jpeg_with_gps(seed=7)
+    posted = tus_client.post(
+        UPLOADS,
+        content=with_body,
+        headers=TUS
+        | worker
+        | {
+            "Upload-Length": str(len(with_body)),
+            "Upload-Metadata": metadata(with_body),
+            "Content-Type": "application/offset+octet-stream",
+        },
+    )
+    assert (posted.status_code, posted.headers["upload-offset"]) == (201, str(len(with_body))), posted.text
+    assert "upload-expires" not in posted.headers
+    # The server stopped after staging an upload's last piece, before processing it: the HEAD that
+    # processes it answers the stored upload.
+    stopped = jpeg_with_gps(seed=8)
+    stopped_at = create(tus_client, worker, stopped).headers["location"]
+    assert patch(tus_client, worker, stopped_at, 0, stopped[:half]).status_code == 204
+    upload_id = uuid.UUID(stopped_at.rsplit("/", 1)[1])
+    rest = stopped[half:]
+    store = tus_client.app.state.store
+    tus_client.blocking_portal.call(store.stage_append, upload_id.hex, half, io.BytesIO(rest), len(rest))
+
+    async def all_received(session: Any) -> None:
+        await session.execute(update(Upload).where(Upload.id == upload_id).values(upload_offset=len(stopped)))
+
+    run_db(tus_client, all_received)
+    finished = tus_client.head(stopped_at, headers=TUS | worker)
+    assert (finished.status_code, finished.headers["upload-offset"]) == (200, str(len(stopped)))
+    assert "upload-expires" not in finished.headers
+    assert tus_client.get(f"/api/v1/photos/{sha256(stopped)}", headers=worker).status_code == 200
 
 
 def test_offset_mismatch_is_409_and_changes_nothing(tus_client: Client, photo: bytes) -> None:
