@@ -90,8 +90,20 @@ def checked_creation(
 
 
 async def create(session: AsyncSession, actor: Actor, data: Creation, settings: Settings) -> Upload:
-    """A new upload; complete at once (no bytes needed) when a photo with that SHA-256 is stored."""
-    known = await session.get(Photo, data.sha256) is not None
+    """A new upload; complete at once (no bytes needed) when a photo with that SHA-256 is stored.
+
+    A stored photo of another length is no file of this length: its SHA-256 cannot be this file's, so
+    the creation is refused and nothing is made. Answered "complete" at the announced length, the client
+    would take its own file (of that length, not the stored one) for stored.
+    """
+    stored = await session.get(Photo, data.sha256)
+    if stored is not None and stored.byte_size != data.length:
+        raise Invalid(
+            f"A file with this SHA-256 is stored, and it is not {data.length} bytes long: the sha256 in the "
+            "metadata is not this file's. Compute it again from the file.",
+            code="sha256_length_mismatch",
+        )
+    known = stored is not None
     now = utcnow()
     upload = Upload(
         id=uuid.uuid4(),

@@ -89,6 +89,11 @@ def test_a_file_already_stored_needs_no_parts(tus_client: Client) -> None:
     assert started.status_code == 201
     assert started.json()["state"] == "complete"
     assert started.json()["parts"] == []
+    # The stored photo's SHA-256 with another length is no file the server holds: refused, as for tus.
+    for length in (len(data) - 1, len(data) + 1):
+        wrong = start(tus_client, login(tus_client, "demo-worker-2"), data, length=length)
+        assert wrong.status_code == 422, wrong.text
+        assert wrong.json()["error"]["code"] == "sha256_length_mismatch"
 
 
 def test_a_part_of_the_wrong_size_is_asked_for_again(tus_client: Client, big_photo: bytes) -> None:

@@ -241,6 +241,40 @@ def test_the_same_file_from_a_second_device_completes_without_bytes(tus_client: 
     assert sum(1 for row in audit_rows(tus_client, "photo.create")) == 1
 
 
+def test_a_stored_sha256_announced_with_another_length_is_refused_and_creates_nothing(
+    tus_client: Client, photo: bytes
+) -> None:
+    # Content addressing answers "complete" without a byte. A file of another length cannot have the
+    # stored photo's SHA-256: the device's metadata is wrong, and "complete" would tell its tus client
+    # (which compares Upload-Offset with its own file's size) that its file is stored when it is not.
+    assert upload(tus_client, login(tus_client, "demo-worker-1"), photo).status_code == 204
+    other = login(tus_client, "demo-worker-2")
+    before = upload_count(tus_client)
+    longer, shorter = photo + b"\0", photo[:-1]
+    asked = [create(tus_client, other, data, sha=sha256(photo)) for data in (longer, shorter)]
+    asked.append(  # a creation-with-upload: refused before a byte of its body is kept
+        tus_client.post(
+            UPLOADS,
+            content=longer,
+            headers=TUS
+            | other
+            | {
+                "Upload-Length": str(len(longer)),
+                "Upload-Metadata": metadata(sha=sha256(photo)),
+                "Content-Type": "application/offset+octet-stream",
+            },
+        )
+    )
+    for answer in asked:
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"]["code"] == "sha256_length_mismatch"
+        assert answer.headers["tus-resumable"] == "1.0.0"
+        assert "location" not in answer.headers
+    assert upload_count(tus_client) == before
+    assert staged(tus_client) == []
+    assert create(tus_client, other, photo).headers["upload-offset"] == str(len(photo))  # the true length
+
+
 def test_a_patch_to_a_complete_upload_is_answered_with_its_length(tus_client: Client, photo: bytes) -> None:
     # A client that ignores the creation's Upload-Offset (tuspy, tus-java-client: both PATCH at 0 after a
     # plain creation) must hear "done", not a 409 it gives up on.
