@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import traceback
+import uuid
 from typing import Any
 
 from litestar import MediaType, Request, Response
@@ -74,6 +75,20 @@ def stated_reason(reason: str | None, min_length: int, message: str) -> str:
             details=[{"field": "reason", "message": f"at least {min_length} characters besides spaces"}],
         )
     return stripped
+
+
+def id_in_use(kind: str, id_: uuid.UUID) -> Conflict:
+    """``409 duplicate_id``: a create names a client-made id that another record already has."""
+    return Conflict(f"Another {kind} already has the id {id_}.", code="duplicate_id")
+
+
+def created_otherwise(kind: str, id_: uuid.UUID) -> Conflict:
+    """``409 created_otherwise``: a create sent again under its id carries content its creation did not
+    store. It is refused, never merged: its values would be lost silently."""
+    return Conflict(
+        f"The {kind} {id_} was created with other content; send the difference as an update.",
+        code="created_otherwise",
+    )
 
 
 class TooManyRequests(DomainError):

@@ -24,7 +24,7 @@ from schemas.households import (
 )
 from server.db.models import Household, Jurisdiction, Level, Member
 from server.domain import id_numbers
-from server.errors import Conflict, Forbidden, Invalid, NotFound, stated_reason
+from server.errors import Conflict, Forbidden, Invalid, NotFound, created_otherwise, id_in_use, stated_reason
 from server.services import audit, edits, transaction
 from server.services.actor import Actor, communities_in_scope, under
 
@@ -301,7 +301,7 @@ async def add_member(
         await transaction.commit(session)
     except IntegrityError:  # the same id created meanwhile by another request
         await transaction.rollback(session)
-        raise _id_in_use("member", member.id) from None
+        raise id_in_use("member", member.id) from None
     return member_out(member)
 
 
@@ -311,10 +311,10 @@ async def require_same_create(session: AsyncSession, household: Household, data:
     not the current state, so a create delivered after later edits still matches. Anything else is
     refused, never merged silently: its values would be lost."""
     if (household.registry_no, household.community_id) != (data.registry_no, data.community_id):
-        raise _id_in_use("household", household.id)
+        raise id_in_use("household", household.id)
     created = await edits.first_versions(session, "household", [household.id])
     if created.get(str(household.id)) != edits.snapshot_as(edits.HOUSEHOLD, data):
-        raise _created_otherwise("household", household.id)
+        raise created_otherwise("household", household.id)
     member_ids = list(
         (await session.execute(select(Member.id).where(Member.household_id == household.id))).scalars()
     )
@@ -323,7 +323,7 @@ async def require_same_create(session: AsyncSession, household: Household, data:
         as_sent = edits.snapshot(_new_member(household.id, m))
         key = str(m.id) if m.id is not None else _key_of(unmatched, as_sent)
         if key is None or unmatched.pop(key, None) != as_sent:
-            raise _created_otherwise("household", household.id)
+            raise created_otherwise("household", household.id)
 
 
 async def require_same_member_create(
@@ -331,30 +331,19 @@ async def require_same_member_create(
 ) -> None:
     """As require_same_create, for a member created on its own."""
     if member.household_id != household_id:
-        raise _id_in_use("member", member.id)
+        raise id_in_use("member", member.id)
     created = await edits.first_versions(session, "member", [member.id])
     if created.get(str(member.id)) != edits.snapshot(_new_member(household_id, data)):
-        raise _created_otherwise("member", member.id)
+        raise created_otherwise("member", member.id)
 
 
 def _key_of(versions: dict[str, dict[str, Any]], wanted: dict[str, Any]) -> str | None:
     return next((key for key, data in versions.items() if data == wanted), None)
 
 
-def _created_otherwise(kind: str, id_: uuid.UUID) -> Conflict:
-    return Conflict(
-        f"The {kind} {id_} was created with other content; send the difference as an update.",
-        code="created_otherwise",
-    )
-
-
 async def _member_ids_unused(session: AsyncSession, ids: list[uuid.UUID]) -> None:
     if ids and (taken := (await session.execute(select(Member.id).where(Member.id.in_(ids)))).scalar()):
-        raise _id_in_use("member", taken)
-
-
-def _id_in_use(kind: str, id_: uuid.UUID) -> Conflict:
-    return Conflict(f"Another {kind} already has the id {id_}.", code="duplicate_id")
+        raise id_in_use("member", taken)
 
 
 async def get_member(
