@@ -82,13 +82,12 @@ def id_in_use(kind: str, id_: uuid.UUID) -> Conflict:
     return Conflict(f"Another {kind} already has the id {id_}.", code="duplicate_id")
 
 
-def created_otherwise(kind: str, id_: uuid.UUID) -> Conflict:
+def created_otherwise(
+    kind: str, id_: uuid.UUID, advice: str = "send the difference as an update"
+) -> Conflict:
     """``409 created_otherwise``: a create sent again under its id carries content its creation did not
     store. It is refused, never merged: its values would be lost silently."""
-    return Conflict(
-        f"The {kind} {id_} was created with other content; send the difference as an update.",
-        code="created_otherwise",
-    )
+    return Conflict(f"The {kind} {id_} was created with other content; {advice}.", code="created_otherwise")
 
 
 class TooManyRequests(DomainError):

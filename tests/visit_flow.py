@@ -43,6 +43,23 @@ def assign(
     """A visit assigned to TEAM, as if `created_days_ago` days ago: a publicity notice must go up on or
     after the day its visit was assigned, and `complete_answers` posts it 10 days ago by default so that
     the 7 days are over. Backdating the row is quicker than waiting."""
+    body = assignment(client, registry_no, purpose=purpose, due_date=due_date)
+    response = client.post("/api/v1/visits", json=body, headers=login(client, by))
+    assert response.status_code == 201, response.text
+    if created_days_ago:
+        backdate(client, uuid.UUID(response.json()["id"]), dt.timedelta(days=created_days_ago))
+    return dict(response.json())
+
+
+def assignment(
+    client: Client,
+    registry_no: str = "DB-C01-0001",
+    *,
+    purpose: str = "new_application",
+    due_date: str | None = None,
+    visit_id: str | None = None,
+) -> dict[str, Any]:
+    """The body of `POST /api/v1/visits` assigning the household's visit to TEAM."""
     body: dict[str, Any] = {
         "household_id": str(household_id(registry_no)),
         "purpose": purpose,
@@ -50,11 +67,9 @@ def assign(
     }
     if due_date:
         body["due_date"] = due_date
-    response = client.post("/api/v1/visits", json=body, headers=login(client, by))
-    assert response.status_code == 201, response.text
-    if created_days_ago:
-        backdate(client, uuid.UUID(response.json()["id"]), dt.timedelta(days=created_days_ago))
-    return dict(response.json())
+    if visit_id:
+        body["id"] = visit_id
+    return body
 
 
 def backdate(client: Client, visit_id: uuid.UUID, by: dt.timedelta) -> None:

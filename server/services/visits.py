@@ -49,7 +49,7 @@ from server.db.types import utcnow
 from server.domain import answers as rules_of_answers
 from server.domain import id_numbers
 from server.domain.calendar import CHINA_STANDARD_TIME, is_overdue
-from server.errors import Conflict, Forbidden, Invalid, NotFound
+from server.errors import Conflict, Forbidden, Invalid, NotFound, created_otherwise, id_in_use
 from server.services import audit, templates, transaction
 from server.services.actor import Actor, communities_in_scope
 from server.services.rules import level, rules_tag, today, working_calendar
@@ -218,6 +218,11 @@ async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: 
     ).scalar_one_or_none()
     if household is None:
         raise NotFound("No such household.")
+    _check_team_shape(data.team)
+    if data.id is not None and (earlier := await _visit_with_team(session, data.id)) is not None:
+        # Before the checks of what may change later (an archived household, a worker who left): the
+        # visit was made when they held, and a retry arriving since answers it all the same.
+        return await _sent_again(session, actor, earlier, data, rules)
     if household.deleted_at is not None:
         raise Conflict(
             "The household is archived: no visit can be assigned to it.", code="household_archived"
@@ -239,8 +244,6 @@ async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: 
         rules=rules_tag(rules),
         created_by=actor.user_id,
     )
-    if await session.get(Visit, visit.id) is not None:
-        raise Conflict("A visit with this id exists.", code="duplicate")
     session.add(visit)
     await session.flush()
     session.add_all(
@@ -255,15 +258,45 @@ async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: 
     return await visit_out(session, visit, household, rules)
 
 
+async def _visit_with_team(session: AsyncSession, visit_id: uuid.UUID) -> Visit | None:
+    """The visit of this id whatever its scope (an id is taken for everyone), with its team."""
+    query = select(Visit).where(Visit.id == visit_id).options(selectinload(Visit.team))
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def _sent_again(
+    session: AsyncSession, actor: Actor, visit: Visit, data: VisitCreate, rules: RulePack
+) -> VisitOut:
+    """A create naming an existing visit's id is the same create sent again (a console that lost the
+    answer) only if it asks for what that visit was assigned: its household, purpose and team (the same
+    people, in any order), and the due date it was given, if it names one. None of these changes after
+    assignment, so a retry arriving after the visit moved on still matches. It then answers the visit as
+    it stands and writes nothing; anything else is refused, never merged: it would be lost silently."""
+    if visit.household_id != data.household_id:
+        raise id_in_use("visit", visit.id)
+    if (
+        visit.purpose != data.purpose
+        or {m.user_id for m in visit.team} != set(data.team)
+        or (data.due_date is not None and data.due_date != visit.due_date)
+    ):
+        raise created_otherwise("visit", visit.id, "assign a different visit under a new id")
+    visit, household = await get(session, actor, visit.id)
+    return await visit_out(session, visit, household, rules)
+
+
 async def _due_from_today(session: AsyncSession, rules: RulePack, purpose: str) -> dt.date:
     """The rule pack's working days for the purpose, counted from today on the working calendar."""
     calendar = await working_calendar(session, rules)
     return calendar.add_working_days(today(), rules.visit_due_working_days[cast(Purpose, purpose)])
 
 
-async def _check_team(session: AsyncSession, team: list[uuid.UUID], household: Household) -> None:
+def _check_team_shape(team: list[uuid.UUID]) -> None:
     if len(set(team)) != len(team) or len(team) < 2:
         raise Invalid("A visit needs at least two different investigators.", code="team_invalid")
+
+
+async def _check_team(session: AsyncSession, team: list[uuid.UUID], household: Household) -> None:
+    """Every investigator is an active field worker of the household's community (today)."""
     found = (
         await session.execute(
             select(User.id).where(

@@ -16,6 +16,7 @@ from tests.helpers import Client, audit_rows, household_id, login, run_db
 from tests.visit_flow import (
     TEAM,
     assign,
+    assignment,
     backdate,
     complete_answers,
     completed_visit,
@@ -24,6 +25,7 @@ from tests.visit_flow import (
     propose,
     review,
     submit,
+    user_id,
 )
 
 
@@ -505,3 +507,62 @@ def test_a_proposed_amount_must_agree_with_its_outcome(client: Client) -> None:
         assert error["code"] == "amount_contradicts_outcome" and error["details"][0]["field"] == "amount_fen"
     for outcome, amount in [("raise", 60001), ("reduce", 1), ("admit", 30000)]:
         assert proposed(outcome, amount).status_code == 200, (outcome, amount)
+
+
+def test_an_assignment_sent_again_with_its_id_answers_the_visit_and_writes_nothing(client: Client) -> None:
+    """A supervisor's console that lost the answer sends the same assignment again: it gets the visit it
+    made, however far that visit has moved on since, and nothing is written twice."""
+    reviewer = login(client, "demo-reviewer-community")
+    body = assignment(client, visit_id="5f0c1b7e-2f4e-4c55-9a55-3f2d1c0b9b01")
+    first = client.post("/api/v1/visits", json=body, headers=reviewer)
+    again = client.post("/api/v1/visits", json=body, headers=reviewer)
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.json() == first.json()
+
+    visit = first.json()
+    backdate(client, uuid.UUID(visit["id"]), dt.timedelta(days=10))  # the notice went up 10 days ago
+    worker = login(client, TEAM[0])
+    post_answers(client, visit, worker, complete_answers(client, visit, worker))
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+
+    async def archive(session: AsyncSession) -> None:  # what a sync household.archive.v1 does to the row
+        await session.execute(
+            update(Household)
+            .where(Household.id == uuid.UUID(visit["household_id"]))
+            .values(deleted_at=dt.datetime.now(dt.UTC))
+        )
+
+    run_db(client, archive)
+    now = client.get(f"/api/v1/visits/{visit['id']}", headers=reviewer).json()
+    assert now["status"] == "in_review"
+    # The same create: as sent, with the team in another order, or naming the due date it was given.
+    for retry in (body, body | {"team": body["team"][::-1]}, body | {"due_date": visit["due_date"]}):
+        answered = client.post("/api/v1/visits", json=retry, headers=reviewer)
+        assert answered.status_code == 201, answered.text
+        assert answered.json() == now  # the team in its stored order
+    timeline = client.get(f"/api/v1/visits/{visit['id']}/timeline", headers=reviewer).json()
+    assert [t["action"] for t in timeline] == ["assign", "start", "propose", "submit"]
+    assert [r.entity_id for r in audit_rows(client, "visit.create")].count(visit["id"]) == 1
+
+
+def test_an_assignment_id_reused_for_other_content_is_refused(client: Client) -> None:
+    reviewer = login(client, "demo-reviewer-community")
+    due = today() + dt.timedelta(days=5)
+    body = assignment(client, due_date=due.isoformat(), visit_id="5f0c1b7e-2f4e-4c55-9a55-3f2d1c0b9b02")
+    first = client.post("/api/v1/visits", json=body, headers=reviewer)
+    assert first.status_code == 201, first.text
+
+    reused = [
+        # another household's visit under the same id
+        (assignment(client, "DB-C01-0002", due_date=due.isoformat(), visit_id=body["id"]), "duplicate_id"),
+        (body | {"purpose": "tip"}, "created_otherwise"),
+        (body | {"team": [body["team"][0], user_id(client, "demo-worker-3")]}, "created_otherwise"),
+        (body | {"due_date": (due + dt.timedelta(days=1)).isoformat()}, "created_otherwise"),
+    ]
+    for retry, code in reused:
+        refused = client.post("/api/v1/visits", json=retry, headers=reviewer)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == code
+    assert client.get(f"/api/v1/visits/{body['id']}", headers=reviewer).json() == first.json()
+    assert [r.entity_id for r in audit_rows(client, "visit.create")].count(body["id"]) == 1
