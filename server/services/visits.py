@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import msgspec
 from sqlalchemy import Select, and_, or_, select, tuple_
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -244,16 +245,23 @@ async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: 
         rules=rules_tag(rules),
         created_by=actor.user_id,
     )
-    session.add(visit)
-    await session.flush()
-    session.add_all(
-        VisitTeamMember(visit_id=visit.id, user_id=uid, position=i) for i, uid in enumerate(data.team)
-    )
-    record_transition(session, actor, visit, "assign", None, rules)
-    audit.record(
-        session, actor, "visit.create", "visit", visit.id, msgspec.to_builtins(data) | {"id": str(visit.id)}
-    )
-    await transaction.commit(session)
+    try:
+        session.add(visit)
+        await session.flush()
+        session.add_all(
+            VisitTeamMember(visit_id=visit.id, user_id=uid, position=i) for i, uid in enumerate(data.team)
+        )
+        record_transition(session, actor, visit, "assign", None, rules)
+        fields = msgspec.to_builtins(data) | {"id": str(visit.id)}
+        audit.record(session, actor, "visit.create", "visit", visit.id, fields)
+        await transaction.commit(session)
+    except IntegrityError:
+        # Another request inserted this id since the check above (on PostgreSQL both found it free): its
+        # visit answers this one as if this had come second, or refuses it as other content.
+        await transaction.rollback(session)
+        if data.id is None or (earlier := await _visit_with_team(session, data.id)) is None:
+            raise
+        return await _sent_again(session, actor, earlier, data, rules)
     visit, household = await get(session, actor, visit.id)
     return await visit_out(session, visit, household, rules)
 

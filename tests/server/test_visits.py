@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import update
+import httpx
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.db.engine import Database
 from server.db.models import Household, Member
 from server.domain.filled import Filled, fake_sha256
 from server.services.rules import today
@@ -566,3 +569,66 @@ def test_an_assignment_id_reused_for_other_content_is_refused(client: Client) ->
         assert refused.json()["error"]["code"] == code
     assert client.get(f"/api/v1/visits/{body['id']}", headers=reviewer).json() == first.json()
     assert [r.entity_id for r in audit_rows(client, "visit.create")].count(body["id"]) == 1
+
+
+def test_the_same_assignment_sent_twice_at_once_makes_one_visit_and_never_a_500(client: Client) -> None:
+    """Two consoles (or a retry overtaking its first try) assign under one id at the same moment. On
+    PostgreSQL both find the id free and insert: the loser's insert fails on the primary key, and it must
+    answer the winner's visit when it asked for the same (or 409 when it did not), never a 500. The test
+    makes that race happen every time: it locks the household row, which each visit's insert must share
+    for its foreign key, until both requests wait on a lock, then lets them go. SQLite has one writer
+    (BEGIN IMMEDIATE): the second request waits for the first to commit and finds its visit at the check."""
+    db: Database = client.app.state.db
+    consoles = [login(client, "demo-reviewer-community", device=f"console-{i}") for i in (1, 2)]
+    same = assignment(client, visit_id="5f0c1b7e-2f4e-4c55-9a55-3f2d1c0b9b03")
+    other = assignment(client, visit_id="5f0c1b7e-2f4e-4c55-9a55-3f2d1c0b9b04")
+
+    async def race(*bodies: dict[str, Any]) -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            posts = [
+                http.post("/api/v1/visits", json=body, headers=console)
+                for body, console in zip(bodies, consoles, strict=True)
+            ]
+            if db.is_sqlite:
+                return list(await asyncio.gather(*posts))
+            async with db.engine.connect() as lock:
+                held = select(Household.id).where(Household.id == household_id("DB-C01-0001"))
+                await lock.execute(held.with_for_update())
+                both = asyncio.gather(*posts)
+                try:
+                    await waiting_on_locks(db, len(posts))
+                finally:
+                    await lock.rollback()
+                    answers = list(await both)
+            return answers
+
+    twins = client.blocking_portal.call(race, same, same)
+    assert [t.status_code for t in twins] == [201, 201], [t.text for t in twins]
+    assert twins[0].json() == twins[1].json()
+
+    rivals = client.blocking_portal.call(race, other, other | {"purpose": "tip"})
+    assert sorted(r.status_code for r in rivals) == [201, 409], [r.text for r in rivals]
+    made, refused = sorted(rivals, key=lambda r: r.status_code)
+    assert refused.json()["error"]["code"] == "created_otherwise"
+
+    reviewer = consoles[0]
+    assert client.get(f"/api/v1/visits/{same['id']}", headers=reviewer).json() == twins[0].json()
+    assert client.get(f"/api/v1/visits/{other['id']}", headers=reviewer).json() == made.json()
+    for visit_id in (same["id"], other["id"]):
+        timeline = client.get(f"/api/v1/visits/{visit_id}/timeline", headers=reviewer).json()
+        assert [t["action"] for t in timeline] == ["assign"]
+        assert [r.entity_id for r in audit_rows(client, "visit.create")].count(visit_id) == 1
+
+
+async def waiting_on_locks(db: Database, count: int, patience: float = 10.0) -> None:
+    """Until `count` sessions of this (PostgreSQL) database wait on a lock."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = asyncio.get_running_loop().time() + patience
+    async with db.engine.connect() as watch:
+        while (await watch.execute(query)).scalar_one() < count:
+            assert asyncio.get_running_loop().time() < deadline, f"fewer than {count} requests wait on a lock"
+            await watch.rollback()  # pg_stat_activity is read once per transaction
+            await asyncio.sleep(0.02)
