@@ -212,9 +212,13 @@ DUE_DATE_REACH = dt.timedelta(days=366)
 async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: RulePack) -> VisitOut:
     if actor.role not in ASSIGNER_ROLES:
         raise Forbidden("Only reviewers and administrators assign visits.")
+    # Locked, as every write to a household's visits: a move to another community waits for this
+    # assignment, or this one waits for the move and sees it (the team and the feed both follow it).
     household = (
         await session.execute(
-            select(Household).where(Household.id == data.household_id, communities_in_scope(actor))
+            select(Household)
+            .where(Household.id == data.household_id, communities_in_scope(actor))
+            .with_for_update(of=Household)
         )
     ).scalar_one_or_none()
     if household is None:

@@ -15,7 +15,7 @@ from server.db.engine import Database
 from server.db.models import Household, Member
 from server.domain.filled import Filled, fake_sha256
 from server.services.rules import today
-from tests.helpers import Client, audit_rows, household_id, login, run_db
+from tests.helpers import Client, audit_rows, household_id, login, node_id, run_db
 from tests.visit_flow import (
     TEAM,
     assign,
@@ -619,6 +619,41 @@ def test_the_same_assignment_sent_twice_at_once_makes_one_visit_and_never_a_500(
         timeline = client.get(f"/api/v1/visits/{visit_id}/timeline", headers=reviewer).json()
         assert [t["action"] for t in timeline] == ["assign"]
         assert [r.entity_id for r in audit_rows(client, "visit.create")].count(visit_id) == 1
+
+
+def test_an_assignment_takes_turns_with_its_household_moving_community(client: Client) -> None:
+    """A household moving to another community holds its row until it commits; an assignment made
+    meanwhile must wait and then see the move, or the visit would be stamped for the old community's
+    tablets (and its team checked against it) while the household lives in the new one. PostgreSQL only:
+    SQLite has one writer, so the two cannot overlap there."""
+    db: Database = client.app.state.db
+    if db.is_sqlite:
+        return
+    reviewer = login(client, "demo-reviewer-community")  # of C01
+    household = household_id("DB-C01-0002")
+    body = assignment(client, "DB-C01-0002", visit_id="0d5c3a51-7b0e-4d8e-9b59-2b6f0c6f1a11")
+
+    async def assign_while_moving() -> httpx.Response:
+        transport = httpx.ASGITransport(app=client.app)
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+            db.engine.connect() as move,
+        ):
+            await move.execute(select(Household.id).where(Household.id == household).with_for_update())
+            await move.execute(
+                update(Household).where(Household.id == household).values(community_id=node_id("C02"))
+            )
+            post = asyncio.ensure_future(http.post("/api/v1/visits", json=body, headers=reviewer))
+            try:
+                await waiting_on_locks(db, 1)
+            finally:
+                await move.commit()
+            return await post
+
+    answer = client.blocking_portal.call(assign_while_moving)
+    assert answer.status_code == 404, answer.text  # the household is no longer in this reviewer's area
+    admin = login(client, "demo-admin")
+    assert client.get(f"/api/v1/visits/{body['id']}", headers=admin).status_code == 404
 
 
 async def waiting_on_locks(db: Database, count: int, patience: float = 10.0) -> None:
