@@ -12,6 +12,9 @@ goes out, so "applied" is never said of anything that could still be lost.
   sent is ever dropped.
 - a transient failure (a lost connection, a serialisation failure, a lock; an injected fault): that
   mutation is undone, what came before it commits, and the batch stops; the device sends the rest again.
+- a unique key (a record's id) another push took meanwhile: a race, not a refusal. The mutation is
+  undone and applied again, and then gets the answer it gets arriving after that push (the same create
+  converges); see _apply_one_safely.
 
 A mutation that does not even match its op's shape (an unknown op, a wrong type, an over-long note) is
 such a permanent failure too: `decode` reads each mutation on its own, and one whose seq and id can be
@@ -21,6 +24,7 @@ device's queue for good. Only a mutation without a readable seq or id refuses th
 
 from __future__ import annotations
 
+import enum
 import math
 import uuid
 from collections.abc import Callable
@@ -326,9 +330,41 @@ async def _apply_one(
 async def _apply_one_safely(
     session: AsyncSession, actor: Actor, batch: _Batch, mutation: AnyMutation, rules: RulePack
 ) -> MutationResult | None:
-    """One mutation in its own savepoint: quarantined if refused, None if it failed transiently."""
+    """One mutation in its own savepoint: quarantined if refused, None if it failed transiently.
+
+    A mutation that ran into a unique key another transaction committed meanwhile (two clients pushing
+    the same create at once) is applied again in a fresh savepoint, up to _RACE_RETRIES times: it then
+    reads the other's record and gets the answer it gets arriving after it (the same create converges;
+    other content under the id is `created_otherwise`), not a refusal of the race itself."""
     if (earlier := await _already_delivered(session, actor, batch, mutation)) is not None:
         return earlier
+    for retries_left in reversed(range(_RACE_RETRIES + 1)):
+        outcome = await _attempt(session, actor, batch, mutation, rules, may_retry=retries_left > 0)
+        if outcome is not _Retry.KEY_TAKEN:
+            return outcome
+    raise AssertionError("the last attempt quarantines a key taken")
+
+
+_RACE_RETRIES = 2
+"""Attempts after a unique key was found taken. One suffices against one other push: PostgreSQL makes
+our insert wait for its uncommitted one and fails it only once that committed, and the push's
+transaction is READ COMMITTED, so the next attempt's reads see its record. A key taken again means a
+third writer, or a key taken for good (a registry number in use), whose refusal is the same every time."""
+
+
+class _Retry(enum.Enum):
+    KEY_TAKEN = "key_taken"
+
+
+async def _attempt(
+    session: AsyncSession,
+    actor: Actor,
+    batch: _Batch,
+    mutation: AnyMutation,
+    rules: RulePack,
+    *,
+    may_retry: bool,
+) -> MutationResult | _Retry | None:
     savepoint = await session.begin_nested()
     try:
         conflict_ids = await _run(session, actor, mutation, rules, None)
@@ -336,6 +372,8 @@ async def _apply_one_safely(
         await savepoint.commit()
     except (DomainError, IntegrityError) as exc:
         await savepoint.rollback()
+        if may_retry and _unique_key_taken(exc):
+            return _Retry.KEY_TAKEN
         return await _quarantine(session, actor, batch, mutation, exc)
     except Exception as exc:
         await savepoint.rollback()
@@ -352,6 +390,20 @@ async def _apply_one_safely(
         await savepoint.rollback()
         raise
     return _logged(batch, mutation, conflict_ids)
+
+
+def _unique_key_taken(exc: BaseException) -> bool:
+    """PostgreSQL refused an insert on a unique key (an id, a registry number), perhaps taken by a push
+    running side by side; a service's refusal made of it (households' `duplicate`) carries it as its
+    context. SQLite, with one writer at a time, never races: its refusals stand as they are."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, IntegrityError):
+            cause = seen.orig
+            sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+            return str(sqlstate) == "23505"  # unique_violation
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 # SQLSTATE classes of a value the database cannot hold: data exception (out of range, too long, not

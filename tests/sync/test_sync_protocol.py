@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import delete, select, update
+from sqlalchemy import text as sql
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from server.db.engine import Database
@@ -26,8 +27,10 @@ from server.db.models import (
     User,
     Visit,
 )
-from server.services import sync_admin, sync_pull, sync_push
+from server.services import sync_admin, sync_apply, sync_pull, sync_push, transaction
 from server.services.actor import SYSTEM
+from server.services.auth import authenticate
+from server.services.rules import load_rules
 from tests.helpers import Client, audit_rows, household_id, login, node_id, run_db
 from tests.images import jpeg_with_gps
 from tests.server.test_households import valid_id
@@ -382,6 +385,148 @@ def test_a_create_sent_again_under_another_mutation_converges_only_if_it_carries
     assert stored["address"] == "二号" and [m["name"] for m in stored["members"]] == ["新户主"]
     kept = {c["mutation_id"] for c in conflicts(client, new_id) + conflicts(client, member["id"])}
     assert kept == {different[0]["mutation_id"], different[1]["mutation_id"]}
+
+
+def _applied_by_another_push(
+    headers: dict[str, str], mutation: dict[str, Any]
+) -> Callable[[Any], Awaitable[None]]:
+    """A `_held_open` change: `mutation` applied as a push by the user behind `headers` applies it (its
+    op's handler, inside a push's transaction); flushed, not yet committed."""
+
+    async def change(session: Any) -> None:
+        actor = await authenticate(session, headers["Authorization"].removeprefix("Bearer "))
+        body = {"client_id": str(uuid.uuid4()), "schema_version": 1, "mutations": [mutation]}
+        decoded = sync_push.decode(json.dumps(body).encode())[1][0]
+        with transaction.held_by_push(session, str(uuid.uuid4())):
+            await sync_apply.apply(session, actor, decoded, load_rules())
+
+    return change
+
+
+def _push_waiting(
+    client: Client, database_url: str, headers: dict[str, str], mutations: list[dict[str, Any]]
+) -> Callable[[], Any]:
+    """Start a push on another thread and return once it waits for a lock held by another transaction
+    (on SQLite, whose one writer at a time makes it wait at its BEGIN, after half a second). Calling
+    what is returned gives the push's answer."""
+    pushed: dict[str, Any] = {}
+    pusher = threading.Thread(
+        target=lambda: pushed.update(r=push(client, headers, str(uuid.uuid4()), mutations))
+    )
+    pusher.start()
+    if database_url.startswith("sqlite"):
+        pusher.join(0.5)
+    else:
+
+        async def waiting(session: Any) -> int:
+            query = sql("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            return int((await session.execute(query)).scalar())
+
+        for _ in range(300):
+            if not pusher.is_alive() or run_db(client, waiting):
+                break
+            pusher.join(0.05)
+
+    def answer() -> Any:
+        pusher.join(30)
+        return pushed["r"]
+
+    return answer
+
+
+def _create(household: dict[str, Any], seq: int = 1) -> dict[str, Any]:
+    return {"op": "household.create.v1", "seq": seq, "mutation_id": str(uuid.uuid4()), "household": household}
+
+
+def _new_household(registry_no: str, **changed: Any) -> dict[str, Any]:
+    member = {"id": str(uuid.uuid4()), "name": "新户主", "relation": "head"}
+    member["id_number"] = valid_id("13010219800101123")
+    return {
+        "id": str(uuid.uuid4()),
+        "registry_no": registry_no,
+        "community_id": str(node_id("C01")),
+        "address": "一号",
+        "members": [member],
+    } | changed
+
+
+# The batch the second push sends: the create alone (applied in the push's single fast pass), or after
+# a refused mutation (which sends the whole batch through the slow pass, one savepoint per mutation).
+ALONE, AFTER_A_REFUSAL = "alone", "after_a_refusal"
+
+
+def _second_batch(create: dict[str, Any], shape: str) -> list[dict[str, Any]]:
+    if shape == ALONE:
+        return [create]
+    return [update_mutation(1, str(uuid.uuid4()), 1, address="无此户"), create | {"seq": 2}]
+
+
+@pytest.mark.parametrize("shape", [ALONE, AFTER_A_REFUSAL])
+def test_the_same_create_pushed_by_two_clients_at_once_converges(
+    client: Client, database_url: str, shape: str
+) -> None:
+    """Two tablets (two users) push the same household create at the same moment: the second one runs
+    into the first's insert of the id, and once the first commits gets what a create sent after it gets,
+    `applied` (the same create converges), not a rejection about a duplicate."""
+    first, second = login(client, "demo-worker-2"), login(client, "demo-worker-1")
+    household = _new_household("DB-RACE-1")
+    with _held_open(database_url, _applied_by_another_push(first, _create(household))):
+        answer = _push_waiting(client, database_url, second, _second_batch(_create(household), shape))
+    results = answer()["results"]
+    assert (results[-1]["status"], results[-1].get("code")) == ("applied", None), results
+    stored = client.get(f"/api/v1/households/{household['id']}", headers=second).json()
+    assert stored["version"] == 1 and [m["id"] for m in stored["members"]] == [household["members"][0]["id"]]
+    assert conflicts(client, household["id"]) == []
+
+
+@pytest.mark.parametrize("shape", [ALONE, AFTER_A_REFUSAL])
+def test_another_create_of_the_same_id_pushed_at_once_gets_the_answer_it_gets_after_it(
+    client: Client, database_url: str, shape: str
+) -> None:
+    """Same race, other content under the id: refused as `created_otherwise`, exactly as when it arrives
+    after the first create, and kept for a supervisor."""
+    first, second = login(client, "demo-worker-2"), login(client, "demo-worker-1")
+    household = _new_household("DB-RACE-2")
+    other = _create(household | {"address": "二号"})
+    with _held_open(database_url, _applied_by_another_push(first, _create(household))):
+        answer = _push_waiting(client, database_url, second, _second_batch(other, shape))
+    results = answer()["results"]
+    assert (results[-1]["status"], results[-1].get("code")) == ("rejected", "created_otherwise"), results
+    assert [c["mutation_id"] for c in conflicts(client, household["id"])] == [other["mutation_id"]]
+    stored = client.get(f"/api/v1/households/{household['id']}", headers=second).json()
+    assert stored["address"] == "一号"
+    # A registry number in use stays refused as before, once, however often the push tried it.
+    taken = _create(_new_household("DB-RACE-2"))
+    again = push(client, second, str(uuid.uuid4()), [taken])["results"]
+    assert [(r["status"], r.get("code")) for r in again] == [("rejected", "duplicate")]
+    quarantined = [
+        e for e in audit_rows(client, "mutation.quarantine") if e.entity_id == again[0]["conflict_ids"][0]
+    ]
+    assert len(quarantined) == 1
+
+
+def test_an_observation_id_stored_at_once_on_another_visit_gets_the_answer_it_gets_after_it(
+    client: Client, database_url: str
+) -> None:
+    """An observation id another push is storing on another visit (whose lock does not make this push
+    wait before it reads) is refused as `observation_conflict`, as after that push, not as a bare
+    `integrity_error`."""
+    first, second = login(client, "demo-worker-2"), login(client, "demo-worker-1")
+    here, there = assign(client), assign(client, "DB-C01-0002")
+    answer = next(observation(a) for a in complete_answers(client, here, first) if a.row_id is None)
+
+    def answering(visit: dict[str, Any], seq: int = 1) -> dict[str, Any]:
+        mutation = {"op": "visit.answer.v1", "seq": seq, "mutation_id": str(uuid.uuid4())}
+        return mutation | {"visit_id": visit["id"], "observations": [answer]}
+
+    batch = [update_mutation(1, str(uuid.uuid4()), 1, address="无此户"), answering(there, seq=2)]
+    with _held_open(database_url, _applied_by_another_push(first, answering(here))):
+        pushed = _push_waiting(client, database_url, second, batch)
+    results = pushed()["results"]
+    assert (results[-1]["status"], results[-1].get("code")) == ("rejected", "observation_conflict"), results
+    stored = client.get(f"/api/v1/visits/{here['id']}/observations", headers=first).json()
+    assert [o["id"] for o in stored] == [answer["id"]]
+    assert client.get(f"/api/v1/visits/{there['id']}/observations", headers=first).json() == []
 
 
 def test_a_malformed_mutation_is_quarantined_whole_and_the_queue_moves_on(client: Client) -> None:
