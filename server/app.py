@@ -12,7 +12,6 @@ import anyio
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from media.stores import open_store
 from schemas.config import Settings
@@ -22,6 +21,7 @@ from server.db.migrate import upgrade
 from server.dependencies import provide_session, provide_settings
 from server.errors import EXCEPTION_HANDLERS
 from server.nul_guard import refuse_nul
+from server.openapi_errors import JsonWithErrors, ScalarWithErrors, SwaggerWithErrors
 from server.request_log import configure_logging, request_log_middleware
 from server.request_sessions import session_closing_middleware
 from server.routes.admin import AdminController
@@ -130,7 +130,7 @@ def create_app(settings: Settings | None = None, *, demo: bool = False, prepared
             version=VERSION,
             description="Dibao home-visit backend: checklists, evidence, offline sync, review.",
             path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            render_plugins=[ScalarWithErrors(), SwaggerWithErrors(path="/swagger"), JsonWithErrors()],
         ),
         logging_config=None,
         debug=False,

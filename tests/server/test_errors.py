@@ -98,3 +98,23 @@ def test_the_nul_guard_reads_no_body_its_route_would_not_read(client: Client) ->
         "/api/v1/uploads", content=big, headers={"Content-Type": "application/json", "Tus-Resumable": "1.0.0"}
     )
     assert response.status_code == 401, response.text
+
+
+def test_the_api_document_describes_errors_as_they_are_sent(client: Client) -> None:
+    """A client generated from /schema/openapi.json must parse the errors it will get: every operation
+    documents its 4xx and 5xx answers as ErrorBody, and no error entry in Litestar's own shape is left."""
+    document = client.get("/schema/openapi.json").json()
+    operations = [op for item in document["paths"].values() for op in item.values() if "responses" in op]
+    assert len(operations) > 40
+    for operation in operations:
+        errors = {s: r for s, r in operation["responses"].items() if s[:1] in ("4", "5")}
+        assert sorted(errors) == ["4XX", "5XX"], operation.get("operationId")
+        for answer in errors.values():
+            assert answer["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/ErrorBody"
+            }
+    info = document["components"]["schemas"]["ErrorInfo"]
+    refused = client.post("/api/v1/auth/login", json={"username": 7, "password": "x", "device_id": "t"})
+    assert refused.status_code == 422 and set(refused.json()) == {"error"}
+    assert set(info["required"]) <= set(refused.json()["error"]) <= set(info["properties"])
+    assert "status_code" not in client.get("/schema/swagger").text  # the page's inline copy too
