@@ -1,12 +1,15 @@
-"""Small helpers the tests share: sign in as a demo user, read the audit log."""
+"""Small helpers the tests share: sign in as a demo user, read the audit log, send requests at once."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
+import httpx
 from litestar.testing import TestClient
-from sqlalchemy import select
+from sqlalchemy import Select, select, text
 
 from server.db.engine import Database
 from server.db.models import AuditEvent
@@ -52,3 +55,46 @@ def audit_rows(client: Client, action: str | None = None) -> list[AuditEvent]:
         return list((await session.execute(query)).scalars())
 
     return list(run_db(client, fetch))
+
+
+def posted_at_once(
+    client: Client, posts: Sequence[tuple[str, Any, dict[str, str]]], held: Select[Any]
+) -> list[httpx.Response]:
+    """POST each (url, JSON body, headers) at the same moment; their answers, in that order.
+
+    On PostgreSQL the row `held` selects is locked until every request waits on a lock, then let go. Pick
+    a row each request's write must share (one its inserts refer to by foreign key): every request has
+    then passed its checks before any of them commits, so a race between them happens every time, not
+    by luck. SQLite has one writer (BEGIN IMMEDIATE): there the requests take turns."""
+    db: Database = client.app.state.db
+
+    async def race() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            sent = [http.post(url, json=body, headers=headers) for url, body, headers in posts]
+            if db.is_sqlite:
+                return list(await asyncio.gather(*sent))
+            async with db.engine.connect() as lock:
+                await lock.execute(held.with_for_update())
+                answers = asyncio.gather(*sent)
+                try:
+                    await waiting_on_locks(db, len(sent))
+                finally:
+                    await lock.rollback()
+                    answered = list(await answers)
+                return answered
+
+    return list(client.blocking_portal.call(race))
+
+
+async def waiting_on_locks(db: Database, count: int, patience: float = 10.0) -> None:
+    """Until `count` sessions of this (PostgreSQL) database wait on a lock."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = asyncio.get_running_loop().time() + patience
+    async with db.engine.connect() as watch:
+        while (await watch.execute(query)).scalar_one() < count:
+            assert asyncio.get_running_loop().time() < deadline, f"fewer than {count} requests wait on a lock"
+            await watch.rollback()  # pg_stat_activity is read once per transaction
+            await asyncio.sleep(0.02)

@@ -8,14 +8,23 @@ import uuid
 from typing import Any
 
 import httpx
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.engine import Database
 from server.db.models import Household, Member
 from server.domain.filled import Filled, fake_sha256
 from server.services.rules import today
-from tests.helpers import Client, audit_rows, household_id, login, node_id, run_db
+from tests.helpers import (
+    Client,
+    audit_rows,
+    household_id,
+    login,
+    node_id,
+    posted_at_once,
+    run_db,
+    waiting_on_locks,
+)
 from tests.visit_flow import (
     TEAM,
     assign,
@@ -578,36 +587,20 @@ def test_the_same_assignment_sent_twice_at_once_makes_one_visit_and_never_a_500(
     makes that race happen every time: it locks the household row, which each visit's insert must share
     for its foreign key, until both requests wait on a lock, then lets them go. SQLite has one writer
     (BEGIN IMMEDIATE): the second request waits for the first to commit and finds its visit at the check."""
-    db: Database = client.app.state.db
     consoles = [login(client, "demo-reviewer-community", device=f"console-{i}") for i in (1, 2)]
     same = assignment(client, visit_id="5f0c1b7e-2f4e-4c55-9a55-3f2d1c0b9b03")
     other = assignment(client, visit_id="5f0c1b7e-2f4e-4c55-9a55-3f2d1c0b9b04")
+    held = select(Household.id).where(Household.id == household_id("DB-C01-0001"))
 
-    async def race(*bodies: dict[str, Any]) -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=client.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            posts = [
-                http.post("/api/v1/visits", json=body, headers=console)
-                for body, console in zip(bodies, consoles, strict=True)
-            ]
-            if db.is_sqlite:
-                return list(await asyncio.gather(*posts))
-            async with db.engine.connect() as lock:
-                held = select(Household.id).where(Household.id == household_id("DB-C01-0001"))
-                await lock.execute(held.with_for_update())
-                both = asyncio.gather(*posts)
-                try:
-                    await waiting_on_locks(db, len(posts))
-                finally:
-                    await lock.rollback()
-                    answers = list(await both)
-            return answers
+    def race(*bodies: dict[str, Any]) -> list[httpx.Response]:
+        posts = [("/api/v1/visits", body, console) for body, console in zip(bodies, consoles, strict=True)]
+        return posted_at_once(client, posts, held)
 
-    twins = client.blocking_portal.call(race, same, same)
+    twins = race(same, same)
     assert [t.status_code for t in twins] == [201, 201], [t.text for t in twins]
     assert twins[0].json() == twins[1].json()
 
-    rivals = client.blocking_portal.call(race, other, other | {"purpose": "tip"})
+    rivals = race(other, other | {"purpose": "tip"})
     assert sorted(r.status_code for r in rivals) == [201, 409], [r.text for r in rivals]
     made, refused = sorted(rivals, key=lambda r: r.status_code)
     assert refused.json()["error"]["code"] == "created_otherwise"
@@ -654,16 +647,3 @@ def test_an_assignment_takes_turns_with_its_household_moving_community(client: C
     assert answer.status_code == 404, answer.text  # the household is no longer in this reviewer's area
     admin = login(client, "demo-admin")
     assert client.get(f"/api/v1/visits/{body['id']}", headers=admin).status_code == 404
-
-
-async def waiting_on_locks(db: Database, count: int, patience: float = 10.0) -> None:
-    """Until `count` sessions of this (PostgreSQL) database wait on a lock."""
-    query = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    deadline = asyncio.get_running_loop().time() + patience
-    async with db.engine.connect() as watch:
-        while (await watch.execute(query)).scalar_one() < count:
-            assert asyncio.get_running_loop().time() < deadline, f"fewer than {count} requests wait on a lock"
-            await watch.rollback()  # pg_stat_activity is read once per transaction
-            await asyncio.sleep(0.02)
