@@ -372,7 +372,7 @@ async def _attempt(
         await savepoint.commit()
     except (DomainError, IntegrityError) as exc:
         await savepoint.rollback()
-        if may_retry and _unique_key_taken(exc):
+        if may_retry and transaction.unique_key_taken(exc):
             return _Retry.KEY_TAKEN
         return await _quarantine(session, actor, batch, mutation, exc)
     except Exception as exc:
@@ -390,20 +390,6 @@ async def _attempt(
         await savepoint.rollback()
         raise
     return _logged(batch, mutation, conflict_ids)
-
-
-def _unique_key_taken(exc: BaseException) -> bool:
-    """PostgreSQL refused an insert on a unique key (an id, a registry number), perhaps taken by a push
-    running side by side; a service's refusal made of it (households' `duplicate`) carries it as its
-    context. SQLite, with one writer at a time, never races: its refusals stand as they are."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, IntegrityError):
-            cause = seen.orig
-            sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
-            return str(sqlstate) == "23505"  # unique_violation
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 # SQLSTATE classes of a value the database cannot hold: data exception (out of range, too long, not

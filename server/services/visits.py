@@ -259,11 +259,15 @@ async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: 
         fields = msgspec.to_builtins(data) | {"id": str(visit.id)}
         audit.record(session, actor, "visit.create", "visit", visit.id, fields)
         await transaction.commit(session)
-    except IntegrityError:
+    except IntegrityError as exc:
         # Another request inserted this id since the check above (on PostgreSQL both found it free): its
         # visit answers this one as if this had come second, or refuses it as other content.
         await transaction.rollback(session)
-        if data.id is None or (earlier := await _visit_with_team(session, data.id)) is None:
+        if (
+            not transaction.lost_race(session, exc)
+            or data.id is None
+            or (earlier := await _visit_with_team(session, data.id)) is None
+        ):
             raise
         return await _sent_again(session, actor, earlier, data, rules)
     visit, household = await get(session, actor, visit.id)
