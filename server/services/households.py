@@ -216,10 +216,8 @@ async def create(session: AsyncSession, actor: Actor, data: HouseholdIn) -> Hous
     require_writer(actor)
     await _community(session, actor, data.community_id)
     _check_members(data.members)
-    if data.id is not None and (earlier := await session.get(Household, data.id)) is not None:
-        await require_same_create(session, earlier, data)
-        return await get_out(session, actor, earlier.id)  # the same create sent again
-    await _member_ids_unused(session, [m.id for m in data.members if m.id is not None])
+    if (sent_before := await _answer_if_sent_before(session, actor, data)) is not None:
+        return sent_before
     household = Household(
         id=data.id or uuid.uuid4(),
         registry_no=data.registry_no,
@@ -242,10 +240,30 @@ async def create(session: AsyncSession, actor: Actor, data: HouseholdIn) -> Hous
     audit.record(session, actor, "household.create", "household", household.id, fields)
     try:
         await transaction.commit(session)
-    except IntegrityError:
+    except IntegrityError as exc:
         await transaction.rollback(session)
+        # On PostgreSQL another request may have stored one of its ids since the check above (both found
+        # it free): answered as if this one came second. What is left taken is the registry number.
+        if (
+            transaction.lost_race(session, exc)
+            and (sent_before := await _answer_if_sent_before(session, actor, data)) is not None
+        ):
+            return sent_before
         raise Conflict(f"Registry number {data.registry_no!r} is already in use.", code="duplicate") from None
     return await get_out(session, actor, household.id)
+
+
+async def _answer_if_sent_before(
+    session: AsyncSession, actor: Actor, data: HouseholdIn
+) -> HouseholdOut | None:
+    """The answer to a create whose household already exists under its id: the household as it stands
+    if it is the same create sent again, else a refusal (see require_same_create). A member id another
+    member has is refused too. None when none of its ids is taken: it may be stored."""
+    if data.id is not None and (earlier := await session.get(Household, data.id)) is not None:
+        await require_same_create(session, earlier, data)
+        return await get_out(session, actor, earlier.id)
+    await _member_ids_unused(session, [m.id for m in data.members if m.id is not None])
+    return None
 
 
 async def get_out(session: AsyncSession, actor: Actor, household_id: uuid.UUID) -> HouseholdOut:

@@ -9,9 +9,12 @@ import re
 import uuid
 from typing import Any
 
+from sqlalchemy import select
+
+from server.db.models import Jurisdiction
 from server.demo import HOUSEHOLDS_PER_COMMUNITY
 from server.domain.id_numbers import check_character, problem
-from tests.helpers import Client, audit_rows, household_id, login, node_id
+from tests.helpers import Client, audit_rows, household_id, login, node_id, posted_at_once
 
 MASKED = re.compile(r"^\d{3}\*{12}[\dX]{3}$")
 
@@ -161,6 +164,51 @@ def test_a_create_sent_again_with_its_id_creates_nothing_more(client: Client) ->
         assert response.json()["error"]["code"] == code
     assert len(audit_rows(client, "household.create")) == 1
     assert len(audit_rows(client, "member.create")) == 1
+
+
+def test_a_household_created_twice_at_once_converges_and_a_collision_gets_its_own_409(client: Client) -> None:
+    """Two tablets (or a retry overtaking its first try) create under one id at the same moment. On
+    PostgreSQL both find the id free and insert; the loser's commit fails on a unique key, and it must
+    answer as a create arriving after the winner's: the same create converges (201, the same household),
+    other content under the id is `created_otherwise`, the id with another registry number or a member id
+    of another household `duplicate_id`; only a registry number in use is `duplicate`. The test holds the
+    community's row, which each insert refers to, until both requests wait on a lock: the race happens
+    every time. On SQLite the two take turns, and the answers are the same."""
+    tablets = [login(client, "demo-worker-1", device=f"tablet-{i}") for i in (1, 2)]
+    held = select(Jurisdiction.id).where(Jurisdiction.id == node_id("C01"))
+
+    def created(registry_no: str) -> dict[str, Any]:
+        body = new_household(registry_no, id=str(uuid.uuid4()))
+        body["members"][0]["id"] = str(uuid.uuid4())
+        return body
+
+    def race(first: dict[str, Any], second: dict[str, Any]) -> list[Any]:
+        posts = [
+            ("/api/v1/households", body, tablet)
+            for body, tablet in zip((first, second), tablets, strict=True)
+        ]
+        return posted_at_once(client, posts, held)
+
+    same = created("RACE-0001")
+    twins = race(same, same)
+    assert [t.status_code for t in twins] == [201, 201], [t.text for t in twins]
+    assert twins[0].json() == twins[1].json()
+    assert [r.entity_id for r in audit_rows(client, "household.create")] == [same["id"]]
+
+    for registry_no, other, code in [
+        ("RACE-0002", lambda first: first | {"address": "别处"}, "created_otherwise"),
+        ("RACE-0003", lambda first: first | {"registry_no": "RACE-0033"}, "duplicate_id"),
+        ("RACE-0004", lambda first: created("RACE-0004"), "duplicate"),
+        ("RACE-0005", lambda first: created("RACE-0055") | {"members": first["members"]}, "duplicate_id"),
+    ]:
+        first = created(registry_no)
+        rivals = race(first, other(first))
+        assert sorted(r.status_code for r in rivals) == [201, 409], [r.text for r in rivals]
+        made, refused = sorted(rivals, key=lambda r: r.status_code)
+        assert refused.json()["error"]["code"] == code, refused.text
+        stored = client.get(f"/api/v1/households/{made.json()['id']}", headers=tablets[0])
+        assert stored.json() == made.json()
+    assert len(audit_rows(client, "household.create")) == 5
 
 
 def test_one_member_id_twice_in_a_new_household_is_refused(client: Client) -> None:
