@@ -383,7 +383,24 @@ def require_editable(visit: Visit) -> None:
 async def answer(
     session: AsyncSession, actor: Actor, visit_id: uuid.UUID, batch: list[ObservationIn], rules: RulePack
 ) -> list[ObservationOut]:
-    """Append observations, all or none. Re-sending one already stored (same id, same content) is a no-op."""
+    """Append observations, all or none. Re-sending one already stored (same id, same content) is a no-op.
+
+    Two batches for one visit take turns on its lock, but one for another visit may store an id of this
+    batch after this one found it free (on PostgreSQL): the commit then fails on the key, and the batch
+    is answered once more from the start, reading that observation as a batch arriving after it does
+    (`409 observation_conflict`)."""
+    try:
+        return await _append(session, actor, visit_id, batch, rules)
+    except IntegrityError as exc:
+        await transaction.rollback(session)
+        if not transaction.lost_race(session, exc):
+            raise
+    return await _append(session, actor, visit_id, batch, rules)
+
+
+async def _append(
+    session: AsyncSession, actor: Actor, visit_id: uuid.UUID, batch: list[ObservationIn], rules: RulePack
+) -> list[ObservationOut]:
     visit, _ = await get(session, actor, visit_id, lock=True)
     stored = await already_stored(session, batch)
     await add_answers(session, actor, visit, batch, rules, stored)  # adds the new ones to `stored`

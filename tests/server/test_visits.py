@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.engine import Database
-from server.db.models import Household, Member
+from server.db.models import Household, Member, User
 from server.domain.filled import Filled, fake_sha256
 from server.services.rules import today
 from tests.helpers import (
@@ -208,6 +208,34 @@ def test_answers_are_checked_against_the_item_and_a_retry_adds_nothing(client: C
     good["observations"][0]["value"] = {"lat": 1.0, "lon": 2.0, "accuracy_m": 9}
     clash = client.post(url, json=good, headers=worker)
     assert clash.status_code == 409 and clash.json()["error"]["code"] == "observation_conflict"
+
+
+def test_an_observation_id_stored_at_once_on_another_visit_is_a_409_and_never_a_500(client: Client) -> None:
+    """One worker's two tablets send the same observation id to two visits at the same moment. On
+    PostgreSQL both find the id free (the visits' locks are not shared) and insert; the loser's commit
+    fails on the primary key and must answer as when it arrives second, `409 observation_conflict`, storing
+    none of its batch, never a 500. The test holds the worker's user row, which each observation refers to,
+    until both wait on a lock. (Two batches for one visit cannot race: they take turns on its lock.)"""
+    worker = user_id(client, TEAM[0])
+    tablets = [login(client, TEAM[0], device=f"tablet-{i}") for i in (1, 2)]
+    visits = [assign(client), assign(client, "DB-C01-0002")]
+    single = [a for a in complete_answers(client, visits[0], tablets[0]) if a.row_id is None]
+    shared = observation(single[0])
+    batches = [[shared, observation(single[1])], [shared, observation(single[2])]]
+    posts = [
+        (f"/api/v1/visits/{visit['id']}/observations", {"observations": batch}, tablet)
+        for visit, batch, tablet in zip(visits, batches, tablets, strict=True)
+    ]
+    answers = posted_at_once(client, posts, select(User.id).where(User.id == uuid.UUID(worker)))
+    assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+    won = next(i for i, a in enumerate(answers) if a.status_code == 200)
+    assert answers[1 - won].json()["error"]["code"] == "observation_conflict"
+    stored = [
+        client.get(f"/api/v1/visits/{visit['id']}/observations", headers=tablets[0]).json()
+        for visit in visits
+    ]
+    assert [o["id"] for o in stored[won]] == [o["id"] for o in batches[won]]
+    assert stored[1 - won] == []
 
 
 def test_answers_made_side_by_side_on_a_base_merge_instead_of_replacing(client: Client) -> None:
