@@ -260,8 +260,9 @@ async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: 
         audit.record(session, actor, "visit.create", "visit", visit.id, fields)
         await transaction.commit(session)
     except IntegrityError as exc:
-        # Another request inserted this id since the check above (on PostgreSQL both found it free): its
-        # visit answers this one as if this had come second, or refuses it as other content.
+        # Another request inserted this id since the check above, for another household (one household's
+        # assignments take turns on its row; on PostgreSQL both found the id free): its visit answers this
+        # one as if this had come second (409 duplicate_id).
         await transaction.rollback(session)
         if (
             not transaction.lost_race(session, exc)

@@ -609,16 +609,19 @@ def test_an_assignment_id_reused_for_other_content_is_refused(client: Client) ->
 
 
 def test_the_same_assignment_sent_twice_at_once_makes_one_visit_and_never_a_500(client: Client) -> None:
-    """Two consoles (or a retry overtaking its first try) assign under one id at the same moment. On
-    PostgreSQL both find the id free and insert: the loser's insert fails on the primary key, and it must
-    answer the winner's visit when it asked for the same (or 409 when it did not), never a 500. The test
-    makes that race happen every time: it locks the household row, which each visit's insert must share
-    for its foreign key, until both requests wait on a lock, then lets them go. SQLite has one writer
-    (BEGIN IMMEDIATE): the second request waits for the first to commit and finds its visit at the check."""
+    """Two consoles (or a retry overtaking its first try) assign under one id at the same moment. For one
+    household they take turns on its row, and the second finds the first's visit at its check: the same
+    assignment converges, other content is 409. Under one id for two households they do not: on
+    PostgreSQL both find the id free and insert, the loser's commit fails on the primary key, and it must
+    answer as when it arrives second (409 duplicate_id), never a 500. The test holds the reviewer's user
+    row, which each visit refers to as its creator, until both requests wait on a lock, so the race
+    happens every time. SQLite has one writer (BEGIN IMMEDIATE): there the requests take turns."""
     consoles = [login(client, "demo-reviewer-community", device=f"console-{i}") for i in (1, 2)]
     same = assignment(client, visit_id="5f0c1b7e-2f4e-4c55-9a55-3f2d1c0b9b03")
     other = assignment(client, visit_id="5f0c1b7e-2f4e-4c55-9a55-3f2d1c0b9b04")
-    held = select(Household.id).where(Household.id == household_id("DB-C01-0001"))
+    across = assignment(client, visit_id="5f0c1b7e-2f4e-4c55-9a55-3f2d1c0b9b05")
+    reviewer_id = uuid.UUID(user_id(client, "demo-reviewer-community"))
+    held = select(User.id).where(User.id == reviewer_id)
 
     def race(*bodies: dict[str, Any]) -> list[httpx.Response]:
         posts = [("/api/v1/visits", body, console) for body, console in zip(bodies, consoles, strict=True)]
@@ -628,15 +631,22 @@ def test_the_same_assignment_sent_twice_at_once_makes_one_visit_and_never_a_500(
     assert [t.status_code for t in twins] == [201, 201], [t.text for t in twins]
     assert twins[0].json() == twins[1].json()
 
-    rivals = race(other, other | {"purpose": "tip"})
-    assert sorted(r.status_code for r in rivals) == [201, 409], [r.text for r in rivals]
-    made, refused = sorted(rivals, key=lambda r: r.status_code)
-    assert refused.json()["error"]["code"] == "created_otherwise"
+    made: dict[str, Any] = {}
+    for first, second, code in [
+        (other, other | {"purpose": "tip"}, "created_otherwise"),
+        (across, across | {"household_id": str(household_id("DB-C01-0002"))}, "duplicate_id"),
+    ]:
+        rivals = race(first, second)
+        assert sorted(r.status_code for r in rivals) == [201, 409], [r.text for r in rivals]
+        won, refused = sorted(rivals, key=lambda r: r.status_code)
+        assert refused.json()["error"]["code"] == code
+        made[first["id"]] = won.json()
 
     reviewer = consoles[0]
     assert client.get(f"/api/v1/visits/{same['id']}", headers=reviewer).json() == twins[0].json()
-    assert client.get(f"/api/v1/visits/{other['id']}", headers=reviewer).json() == made.json()
-    for visit_id in (same["id"], other["id"]):
+    for visit_id, visit in made.items():
+        assert client.get(f"/api/v1/visits/{visit_id}", headers=reviewer).json() == visit
+    for visit_id in (same["id"], other["id"], across["id"]):
         timeline = client.get(f"/api/v1/visits/{visit_id}/timeline", headers=reviewer).json()
         assert [t["action"] for t in timeline] == ["assign"]
         assert [r.entity_id for r in audit_rows(client, "visit.create")].count(visit_id) == 1
