@@ -464,12 +464,14 @@ def _new_only(
         earlier = stored.get(obs.id)
         if earlier is None:
             fresh.append(obs)
-        elif earlier.visit_id != visit.id or (
-            earlier.template_code,
-            earlier.item,
-            earlier.value,
-            earlier.base,
-        ) != (obs.template, obs.item, obs.value, obs.base):
+        elif earlier.visit_id != visit.id:
+            raise Conflict(f"Observation {obs.id} was stored for another visit.", code="observation_conflict")
+        elif (earlier.template_code, earlier.item, earlier.value, earlier.base) != (
+            obs.template,
+            obs.item,
+            obs.value,
+            obs.base,
+        ):
             raise Conflict(
                 f"Observation {obs.id} was stored with other content.", code="observation_conflict"
             )
