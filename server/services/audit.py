@@ -1,4 +1,10 @@
-"""Write audit rows. There is no function to change or remove one, and the database refuses it too."""
+"""Write audit rows. There is no function to change or remove one, and the database refuses it too.
+
+An audit row outlives every record it names, and nobody can correct it: whatever lands in one stays. So
+every ID number in its data or its reason is masked here, whichever caller wrote it: a member's number as
+a change, or one a person typed into a reason, an address or a proposal. The full number stays in the
+member's record, where each reading of it is itself an audit row (`member.reveal_id`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import AuditEvent
+from server.domain.id_numbers import mask_text, mask_within
 from server.services.actor import Actor
 
 
@@ -31,8 +38,8 @@ def record(
             action=action,
             entity_type=entity_type,
             entity_id=str(entity_id),
-            changes=_jsonable(dict(changes or {})),
-            reason=reason,
+            changes=mask_within(_jsonable(dict(changes or {}))),
+            reason=None if reason is None else mask_text(reason),
             request_id=actor.request_id,
         )
     )
