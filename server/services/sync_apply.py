@@ -89,6 +89,7 @@ async def _member_create(
             household, "update_after_delete", None, None, None, proposed, actor, m.mutation_id, scope
         )
         session.add(conflict)
+        _audit(session, actor, "member.create", m.member.id, m, edits.Outcome(conflict_ids=[conflict.id]))
         return [conflict.id]
     await households.add_member(session, actor, household.id, m.member)
     return []
