@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get, post
+from typing import Any
+
+from litestar import Controller, Request, get, post
 from litestar.di import Provide
 from litestar.params import JSONBody
 
@@ -18,9 +20,20 @@ class AuthController(Controller):
 
     @post("/login", status_code=200, summary="Sign in from a device; returns a bearer token")
     async def login(
-        self, data: JSONBody[LoginRequest], db_session: DbSession, settings: AppSettings
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[LoginRequest],
+        db_session: DbSession,
+        settings: AppSettings,
     ) -> LoginResponse:
-        session = await auth.login(db_session, settings, data.username, data.password, data.device_id)
+        session = await auth.login(
+            db_session,
+            settings,
+            data.username,
+            data.password,
+            data.device_id,
+            request.state.get("request_id"),
+        )
         return LoginResponse(
             token=session.token, expires_at=session.expires_at, user=actor_out(session.actor)
         )

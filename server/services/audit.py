@@ -31,17 +31,41 @@ def record(
     reason: str | None = None,
 ) -> None:
     """Add an audit row to the caller's transaction: it commits or rolls back with the change itself."""
-    session.add(
-        AuditEvent(
-            actor_id=actor.user_id,
-            device_id=actor.device_id,
-            action=action,
-            entity_type=entity_type,
-            entity_id=str(entity_id),
-            changes=mask_within(_jsonable(dict(changes or {}))),
-            reason=None if reason is None else mask_text(reason),
-            request_id=actor.request_id,
-        )
+    row = _row(action, entity_type, entity_id, changes, reason, actor.request_id)
+    row.actor_id, row.device_id = actor.user_id, actor.device_id
+    session.add(row)
+
+
+def record_unauthenticated(
+    session: AsyncSession,
+    action: str,
+    entity_type: str,
+    entity_id: uuid.UUID | str,
+    changes: Mapping[str, Any] | None = None,
+    *,
+    request_id: str | None = None,
+) -> None:
+    """As `record`, for what someone not signed in tried (a wrong password): the row names no actor."""
+    session.add(_row(action, entity_type, entity_id, changes, None, request_id))
+
+
+def _row(
+    action: str,
+    entity_type: str,
+    entity_id: uuid.UUID | str,
+    changes: Mapping[str, Any] | None,
+    reason: str | None,
+    request_id: str | None,
+) -> AuditEvent:
+    return AuditEvent(
+        actor_id=None,
+        device_id=None,
+        action=action,
+        entity_type=entity_type,
+        entity_id=str(entity_id),
+        changes=mask_within(_jsonable(dict(changes or {}))),
+        reason=None if reason is None else mask_text(reason),
+        request_id=request_id,
     )
 
 

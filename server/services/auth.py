@@ -37,9 +37,18 @@ class Session:
 
 
 async def login(
-    session: AsyncSession, settings: Settings, username: str, password: str, device_key: str
+    session: AsyncSession,
+    settings: Settings,
+    username: str,
+    password: str,
+    device_key: str,
+    request_id: str | None = None,
 ) -> Session:
-    """Check the password and open a session for this device. Commits (failures are counted too)."""
+    """Check the password and open a session for this device. Commits (failures are counted too).
+
+    A wrong password for an existing account, and a right one from a revoked device, are audited too:
+    someone tried that account. A username nobody has is only counted: it names no account, and it may be
+    a password typed into the wrong field, which must never land in a log nobody can correct."""
     username = username.strip().lower()
     now = utcnow()
     throttle = await _throttle_row(session, username, now)
@@ -55,14 +64,17 @@ async def login(
             .where(User.username == username)
         )
     ).one_or_none()
-    if row is None or not row[0].active:
+    if row is None:
         burn_equal_time(password)  # same cost and same answer whether or not the user exists
         await _fail(session, settings, throttle, now)
     user, path = row
+    if not user.active:
+        burn_equal_time(password)
+        await _fail(session, settings, throttle, now, _Attempt(user.id, device_key, request_id))
     if not verify_password(password, user.password_hash):
-        await _fail(session, settings, throttle, now)
+        await _fail(session, settings, throttle, now, _Attempt(user.id, device_key, request_id))
     await session.delete(throttle)
-    device = await _device(session, user.id, device_key, now)
+    device = await _device(session, user, path, device_key, now, request_id)
     token = new_token()
     expires_at = now + dt.timedelta(hours=settings.token_ttl_hours)
     record = AuthToken(
@@ -73,7 +85,7 @@ async def login(
         expires_at=expires_at,
     )
     session.add(record)
-    actor = _actor(user, path, device.id, record.id)
+    actor = _actor(user, path, device.id, record.id, request_id)
     audit.record(session, actor, "auth.login", "device", device.id, {"device_key": device_key})
     await session.commit()
     return Session(token, expires_at, actor)
@@ -91,8 +103,21 @@ async def _throttle_row(session: AsyncSession, username: str, now: dt.datetime) 
     return row
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """A failed sign-in on an existing account, for its audit row."""
+
+    user_id: uuid.UUID
+    device_key: str
+    request_id: str | None
+
+
 async def _fail(
-    session: AsyncSession, settings: Settings, throttle: LoginThrottle, now: dt.datetime
+    session: AsyncSession,
+    settings: Settings,
+    throttle: LoginThrottle,
+    now: dt.datetime,
+    attempt: _Attempt | None = None,
 ) -> NoReturn:
     window = dt.timedelta(seconds=settings.login_lockout_seconds)
     if now - throttle.window_started_at > window:
@@ -101,6 +126,15 @@ async def _fail(
     over = throttle.failures - settings.login_max_failures
     if over >= 0:  # each further failure doubles the wait, up to an hour
         throttle.locked_until = now + min(window * (2**over), MAX_LOCKOUT)
+    if attempt is not None:
+        audit.record_unauthenticated(
+            session,
+            "auth.login_failed",
+            "user",
+            attempt.user_id,
+            {"device_key": attempt.device_key, "failures": throttle.failures, "locked": over >= 0},
+            request_id=attempt.request_id,
+        )
     await session.commit()
     raise Unauthorized(WRONG, code="invalid_credentials")
 
@@ -110,24 +144,38 @@ def _seconds(throttle: LoginThrottle, now: dt.datetime) -> int:
     return max(1, int((throttle.locked_until - now).total_seconds() + 0.999))
 
 
-async def _device(session: AsyncSession, user_id: uuid.UUID, device_key: str, now: dt.datetime) -> Device:
+async def _device(
+    session: AsyncSession, user: User, path: str, device_key: str, now: dt.datetime, request_id: str | None
+) -> Device:
     device = (
         await session.execute(
-            select(Device).where(Device.user_id == user_id, Device.device_key == device_key)
+            select(Device).where(Device.user_id == user.id, Device.device_key == device_key)
         )
     ).scalar_one_or_none()
     if device is None:
-        device = Device(id=uuid.uuid4(), user_id=user_id, device_key=device_key)
+        device = Device(id=uuid.uuid4(), user_id=user.id, device_key=device_key)
         session.add(device)
         await session.flush()  # the token row refers to it
     elif device.revoked_at is not None:
+        # The right password on a tablet reported lost or stolen: whoever holds it is trying that account.
+        actor = _actor(user, path, device.id, None, request_id)  # read before the rollback expires them
         await session.rollback()
+        audit.record(
+            session, actor, "auth.login_refused", "device", str(actor.device_id), {"code": "device_revoked"}
+        )
+        await session.commit()
         raise Forbidden("This device has been revoked; ask an administrator.", code="device_revoked")
     device.last_seen_at = now
     return device
 
 
-def _actor(user: User, path: str, device_id: uuid.UUID | None, token_id: uuid.UUID | None) -> Actor:
+def _actor(
+    user: User,
+    path: str,
+    device_id: uuid.UUID | None,
+    token_id: uuid.UUID | None,
+    request_id: str | None = None,
+) -> Actor:
     return Actor(
         user_id=user.id,
         username=user.username,
@@ -137,6 +185,7 @@ def _actor(user: User, path: str, device_id: uuid.UUID | None, token_id: uuid.UU
         jurisdiction_path=path,
         device_id=device_id,
         token_id=token_id,
+        request_id=request_id,
     )
 
 

@@ -241,6 +241,40 @@ def test_every_write_and_every_reveal_leaves_its_audit_row_naming_the_actor(tus_
         lambda: client.post(f"/api/v1/admin/devices/{tablet['id']}/revoke", headers=admin),
     )
 
+    # Sign-ins that fail: someone tried an account (no actor: nobody is signed in), or the right password
+    # came from a revoked tablet (its holder is trying that account); a username nobody has is only counted.
+    def sign_in(username: str, password: str, device: str) -> Callable[[], httpx.Response]:
+        body = {"username": username, "password": password, "device_id": device}
+        return lambda: client.post("/api/v1/auth/login", json=body, headers={"X-Request-ID": "audit-probe"})
+
+    login_route = ("POST", "/api/v1/auth/login")
+    audit.route(
+        *login_route,
+        None,
+        sign_in("demo-worker-2", "wrong-guess-1", "stolen"),
+        expect=["auth.login_failed"],
+        status=401,
+    )
+    [failed] = audit_rows(client, "auth.login_failed")
+    assert (failed.entity_type, failed.entity_id) == ("user", str(audit.users["demo-worker-2"]))
+    assert (failed.changes, failed.request_id) == (
+        {"device_key": "stolen", "failures": 1, "locked": False},
+        "audit-probe",
+    )
+    audit.route(*login_route, None, sign_in("mypassword-typed-here", "demo", "x"), expect=[], status=401)
+    audit.route(
+        *login_route,
+        "demo-worker-2",
+        sign_in("demo-worker-2", "demo", "audit-tablet"),
+        expect=["auth.login_refused"],
+        status=403,
+    )
+    [refused] = audit_rows(client, "auth.login_refused")
+    assert (refused.entity_id, refused.device_id) == (tablet["id"], uuid.UUID(tablet["id"]))
+    assert not [
+        r for r in audit_rows(client) if "mypassword" in str(r.changes) or "wrong-guess" in str(r.changes)
+    ]
+
     # -- households and members
     created = audit.route(
         "POST",
