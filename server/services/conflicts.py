@@ -104,7 +104,10 @@ async def resolve(
     conflict.status = "resolved"
     conflict.resolution = {"decision": decision, "value": edits.wire(value)}
     conflict.resolved_by, conflict.resolved_at = actor.user_id, utcnow()
-    audit.record(session, actor, "conflict.resolve", "conflict", conflict.id, {"decision": decision})
+    # The record it is about too: take_client and set_value write it, and its id is what a search by
+    # record finds (the value itself stays in the conflict and the record's history).
+    target = {"entity": conflict.entity, "entity_id": conflict.entity_id, "field": conflict.field}
+    audit.record(session, actor, "conflict.resolve", "conflict", conflict.id, {"decision": decision} | target)
     await transaction.commit(session)
     return conflict_out(conflict)
 

@@ -458,6 +458,10 @@ def test_every_write_and_every_reveal_leaves_its_audit_row_naming_the_actor(tus_
     audit.push(
         "demo-reviewer-community", "conflict.resolve.v1", {"conflict_id": held[1], "decision": "dismiss"}
     )
+    resolved = audit_rows(client, "conflict.resolve")  # naming the record too, for a search by record
+    assert [(r.entity_id, r.changes["entity"], r.changes["entity_id"]) for r in resolved] == [
+        (c, "household", household["id"]) for c in held
+    ]
 
     other, _ = completed_visit(client, "DB-C01-0002")
     again = [observation(a) for a in complete_answers(client, other, worker)][:1]
