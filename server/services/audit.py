@@ -19,6 +19,10 @@ from server.db.models import AuditEvent
 from server.domain.id_numbers import mask_text, mask_within
 from server.services.actor import Actor
 
+REVEAL_REASON_MIN_LENGTH = 5
+"""Characters, besides spaces, of the reason a reveal (a full ID number, a photo's original) is audited
+with: room for a short one such as 核对身份信息 ("checking identity details"), none for "x" or ".."."""
+
 
 def record(
     session: AsyncSession,

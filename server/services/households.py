@@ -29,7 +29,6 @@ from server.services import audit, edits, transaction
 from server.services.actor import Actor, communities_in_scope, under
 
 WRITER_ROLES = frozenset({"field_worker", "reviewer", "admin"})
-REVEAL_REASON_MIN_LENGTH = 5
 
 
 def member_out(m: Member) -> MemberOut:
@@ -447,7 +446,7 @@ async def reveal_id_number(
     member = await get_member(session, actor, member_id, archived=True)
     if actor.role not in reveal_roles:
         raise Forbidden(f"A {actor.role} may not see full ID numbers.", code="reveal_forbidden")
-    reason = stated_reason(reason, REVEAL_REASON_MIN_LENGTH, "Say why you need the full ID number.")
+    reason = stated_reason(reason, audit.REVEAL_REASON_MIN_LENGTH, "Say why you need the full ID number.")
     audit.record(
         session,
         actor,

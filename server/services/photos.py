@@ -35,7 +35,7 @@ from server.db.models import Household, Photo, PhotoRef, Upload, UploadState, Vi
 from server.db.types import utcnow
 from server.domain.evidence import Reference, references
 from server.domain.tus import Gone
-from server.errors import DomainError, Forbidden, Invalid, NotFound, TryLater
+from server.errors import DomainError, Forbidden, NotFound, TryLater, stated_reason
 from server.malloc import give_back_free_memory
 from server.services import audit, uploads, visits
 from server.services.actor import Actor, communities_in_scope
@@ -451,9 +451,8 @@ async def original(
     photo, _ = await visible(session, actor, sha256)
     if actor.role not in settings.original_roles:
         raise Forbidden(f"A {actor.role} may not fetch original photos.", code="original_forbidden")
-    if not reason or not reason.strip():
-        raise Invalid("Say why you need the original: ?reason=...", code="reason_required")
-    audit.record(session, actor, "photo.original", "photo", photo.sha256, reason=reason.strip()[:500])
+    why = stated_reason(reason, audit.REVEAL_REASON_MIN_LENGTH, "Say why you need the original: ?reason=...")
+    audit.record(session, actor, "photo.original", "photo", photo.sha256, reason=why[:500])
     await session.commit()
     return photo, store.iter_chunks(photo.original_key)
 

@@ -177,6 +177,8 @@ def test_originals_only_for_allowed_roles_with_a_reason_and_audited(tus_client: 
     no_reason = tus_client.get(url, headers=reviewer)
     assert no_reason.status_code == 422
     assert no_reason.json()["error"]["code"] == "reason_required"
+    says_nothing = tus_client.get(url, params={"reason": " x . "}, headers=reviewer)
+    assert says_nothing.status_code == 422 and says_nothing.json()["error"]["code"] == "reason_required"
     assert audit_rows(tus_client, "photo.original") == []
 
     got = tus_client.get(url, params={"reason": "GPS check for review"}, headers=reviewer)
