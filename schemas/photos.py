@@ -20,6 +20,9 @@ class ExifOut(msgspec.Struct, kw_only=True):
     latitude: float | None
     longitude: float | None
     altitude: float | None
+    gps_withheld: bool = False
+    """True when the file claims a position that your role may not see: only the roles that may fetch
+    originals (reviewers, approvers, admins by default) get the EXIF GPS; everyone else gets nulls."""
     make: str | None
     model: str | None
     software: str | None

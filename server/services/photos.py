@@ -401,6 +401,24 @@ async def _referenced(session: AsyncSession, photo: Photo) -> bool:
     return (await session.execute(query)).first() is not None
 
 
+def _exif_out(photo: Photo, *, sees_gps: bool) -> ExifOut:
+    """The file's claims. Its GPS is where the photo was taken, the household's home as a rule: shown only
+    to the roles that may read the original file, which carries it anyway."""
+    claims_gps = photo.gps_lat is not None or photo.gps_lon is not None
+    return ExifOut(
+        captured_at=photo.captured_at,
+        captured_has_offset=photo.captured_has_offset,
+        latitude=photo.gps_lat if sees_gps else None,
+        longitude=photo.gps_lon if sees_gps else None,
+        altitude=photo.gps_alt if sees_gps else None,
+        gps_withheld=claims_gps and not sees_gps,
+        make=photo.make,
+        model=photo.model,
+        software=photo.software,
+        orientation=photo.orientation,
+    )
+
+
 async def photo_out(
     session: AsyncSession, actor: Actor, store: BlobStore, settings: Settings, sha256: str
 ) -> PhotoOut:
@@ -415,17 +433,7 @@ async def photo_out(
         width=photo.width,
         height=photo.height,
         dhash=photo.dhash,
-        exif=ExifOut(
-            captured_at=photo.captured_at,
-            captured_has_offset=photo.captured_has_offset,
-            latitude=photo.gps_lat,
-            longitude=photo.gps_lon,
-            altitude=photo.gps_alt,
-            make=photo.make,
-            model=photo.model,
-            software=photo.software,
-            orientation=photo.orientation,
-        ),
+        exif=_exif_out(photo, sees_gps=actor.role in settings.original_roles),
         display=DerivativeOut(
             url=await store.signed_url(photo.display_key, expires_in=ttl, filename=photo.sha256[:16] + ext),
             width=photo.display_width,

@@ -54,9 +54,21 @@ def test_a_camera_jpeg_comes_out_upright_with_its_claims_and_no_exif_in_the_copi
     assert body["byte_size"] == len(photo)
     assert len(body["dhash"]) == 16
     exif = body["exif"]
-    assert exif["latitude"] == pytest.approx(-33.856784, abs=1e-5)
-    assert exif["longitude"] == pytest.approx(151.215297, abs=1e-5)
-    assert exif["altitude"] == pytest.approx(42.5)
+    # The position the file claims is the household's: for the roles that may read originals only.
+    assert (exif["latitude"], exif["longitude"], exif["altitude"], exif["gps_withheld"]) == (
+        None,
+        None,
+        None,
+        True,
+    )
+    visit, worker = completed_visit(tus_client)
+    answer_with(tus_client, visit, worker, sha256(photo))  # so that the community's reviewer may see it
+    reviewer = login(tus_client, "demo-reviewer-community")
+    claims = tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=reviewer).json()["exif"]
+    assert claims["latitude"] == pytest.approx(-33.856784, abs=1e-5)
+    assert claims["longitude"] == pytest.approx(151.215297, abs=1e-5)
+    assert claims["altitude"] == pytest.approx(42.5)
+    assert claims["gps_withheld"] is False
     assert (exif["make"], exif["model"], exif["software"]) == ("Acme", "FieldTab 9", "FieldCam 2.1")
     assert exif["orientation"] == 6
     assert exif["captured_at"] == "2026-03-14T09:26:53+11:00"
