@@ -10,11 +10,12 @@ from __future__ import annotations
 import uuid
 
 import msgspec
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.rules import ReviewLevel, RulePack
 from schemas.visits import ReviewDecision, VisitOut
-from server.db.models import Visit, VisitStatus
+from server.db.models import Visit, VisitStatus, VisitTransition
 from server.db.types import utcnow
 from server.domain.answers import rows_of
 from server.errors import Conflict, Forbidden, stated_reason
@@ -49,11 +50,13 @@ async def decide(
     session: AsyncSession, actor: Actor, visit_id: uuid.UUID, decision: ReviewDecision, rules: RulePack
 ) -> VisitOut:
     visit, household = await get(session, actor, visit_id, lock=True)
+    decision = _with_reason_stripped(decision)
+    if await _decided_already(session, actor, visit, decision):
+        return await visit_out(session, visit, household, rules)  # the same decision sent again
     if visit.status != VisitStatus.in_review:
         raise Conflict(f"The visit is {visit.status}, not waiting for review.", code="not_in_review")
     at = level(rules, visit.review_level)
     _require_authority(actor, at)
-    decision = _with_reason_stripped(decision)
     before, number = visit.status, visit.review_level
     missing: list[dict[str, str | None]] = []
     if decision.decision == "approve":
@@ -80,6 +83,28 @@ async def decide(
     )
     await transaction.commit(session)
     return await visit_out(session, visit, household, rules)
+
+
+async def _decided_already(
+    session: AsyncSession, actor: Actor, visit: Visit, decision: ReviewDecision
+) -> bool:
+    """This decision is the visit's latest step, taken by this reviewer with this reason: a console that
+    lost the answer sends it again, and must hear it was done, not that the visit moved on (an approval
+    moves it to the next level, where the same reviewer has no say). No reviewer decides twice in a row
+    on purpose: after a decision the visit waits for another level or for the team."""
+    latest = (
+        await session.execute(
+            select(VisitTransition)
+            .where(VisitTransition.visit_id == visit.id)
+            .order_by(VisitTransition.at.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    return (
+        latest is not None
+        and latest.actor_id == actor.user_id
+        and (latest.action, latest.reason) == (decision.decision, decision.reason)
+    )
 
 
 def _with_reason_stripped(decision: ReviewDecision) -> ReviewDecision:

@@ -685,3 +685,34 @@ def test_an_assignment_takes_turns_with_its_household_moving_community(client: C
     assert answer.status_code == 404, answer.text  # the household is no longer in this reviewer's area
     admin = login(client, "demo-admin")
     assert client.get(f"/api/v1/visits/{body['id']}", headers=admin).status_code == 404
+
+
+def test_a_review_decision_sent_again_answers_the_visit_as_decided(client: Client) -> None:
+    """A reviewer's console that lost the answer sends the decision again. An approval has moved the visit
+    to the next level, where this reviewer has no say: the retry must hear "done", not 403, and decide
+    nothing twice. Another decision, or another reason, is no retry and is refused as before."""
+    visit, worker = completed_visit(client)
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    reason = "邻居访谈记录不清楚，请补充"
+    returned = review(client, visit, "demo-reviewer-community", "return", reason)
+    again = review(client, visit, "demo-reviewer-community", "return", f"  {reason} ")
+    assert (returned.status_code, again.status_code) == (200, 200), again.text
+    assert again.json() == returned.json()
+    other_reason = review(client, visit, "demo-reviewer-community", "return", "另一个理由")
+    assert (other_reason.status_code, other_reason.json()["error"]["code"]) == (409, "not_in_review")
+
+    assert submit(client, visit, worker).status_code == 200
+    approved = review(client, visit, "demo-reviewer-community", "approve")
+    assert approved.json()["review_level"] == 2
+    again = review(client, visit, "demo-reviewer-community", "approve")
+    assert again.status_code == 200, again.text
+    assert again.json() == approved.json()
+    rejected = review(client, visit, "demo-reviewer-community", "reject", "不符合条件")
+    assert (rejected.status_code, rejected.json()["error"]["code"]) == (403, "not_your_review_level")
+
+    timeline = client.get(f"/api/v1/visits/{visit['id']}/timeline", headers=worker).json()
+    assert [t["action"] for t in timeline].count("approve") == 1
+    assert [t["action"] for t in timeline].count("return") == 1
+    decided = [r.action for r in audit_rows(client) if r.entity_id == visit["id"]]
+    assert (decided.count("visit.approve"), decided.count("visit.return")) == (1, 1)
