@@ -6,7 +6,6 @@ from pathlib import Path
 
 from media.stores.base import BlobStore
 from media.stores.local import LocalBlobStore
-from media.stores.s3 import S3BlobStore
 
 
 async def open_store(
@@ -24,6 +23,9 @@ async def open_store(
     point back at our own API; S3 signs with its own credentials.
     """
     if spec.startswith("s3://"):
+        # Imported here: the MinIO client and its HTTP stack are about 7 MB a process the local store never needs.
+        from media.stores.s3 import S3BlobStore
+
         s3 = S3BlobStore.from_url(spec, public_endpoint=public_endpoint, threads=threads, timeout=timeout)
         try:
             await s3.ensure_bucket()

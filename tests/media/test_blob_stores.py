@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import socket
+import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -503,3 +505,18 @@ async def test_staging_is_outside_the_key_space(store: BlobStore) -> None:
 async def test_bad_upload_ids_are_refused(store: BlobStore, upload_id: str) -> None:
     with pytest.raises(ValueError):
         await stage(store, upload_id, 0, b"x")
+
+
+def test_a_server_on_the_local_folder_never_loads_the_s3_client(tmp_path: Path) -> None:
+    """About 11 MB of every server process (the MinIO client, its HTTP stack) that the embedded default
+    never uses: the photo ingest's memory budget is 200 MB. Checked in a fresh interpreter, since this
+    one has loaded the S3 store for other tests."""
+    script = f"""
+import asyncio, sys
+from media.stores import open_store
+import server.app, server.cli
+store = asyncio.run(open_store({str(tmp_path / "blobs")!r}, base_url="http://x", secret=b"k" * 32))
+print(type(store).__name__, "minio" in sys.modules)
+"""
+    found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert found.stdout.split() == ["LocalBlobStore", "False"], found.stderr
