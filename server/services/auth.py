@@ -17,10 +17,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.config import Settings
+from server.config import resolve_secret
 from server.db.models import AuthToken, Device, Jurisdiction, LoginThrottle, User
 from server.db.types import utcnow
 from server.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
 from server.security.passwords import burn_equal_time, verify_password
+from server.security.throttle_keys import throttle_key
 from server.security.tokens import new_token, token_digest
 from server.services import audit
 from server.services.actor import Actor
@@ -51,7 +53,7 @@ async def login(
     a password typed into the wrong field, which must never land in a log nobody can correct."""
     username = username.strip().lower()
     now = utcnow()
-    throttle = await _throttle_row(session, username, now)
+    throttle = await _throttle_row(session, throttle_key(resolve_secret(settings).encode(), username), now)
     if throttle.locked_until and throttle.locked_until > now:
         await session.commit()
         raise TooManyRequests(
@@ -91,14 +93,14 @@ async def login(
     return Session(token, expires_at, actor)
 
 
-async def _throttle_row(session: AsyncSession, username: str, now: dt.datetime) -> LoginThrottle:
+async def _throttle_row(session: AsyncSession, key: str, now: dt.datetime) -> LoginThrottle:
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     await session.execute(
         insert(LoginThrottle)
-        .values(username=username, failures=0, window_started_at=now)
-        .on_conflict_do_nothing(index_elements=["username"])
+        .values(username_key=key, failures=0, window_started_at=now)
+        .on_conflict_do_nothing(index_elements=["username_key"])
     )
-    row = await session.get(LoginThrottle, username, with_for_update=True, populate_existing=True)
+    row = await session.get(LoginThrottle, key, with_for_update=True, populate_existing=True)
     assert row is not None
     return row
 

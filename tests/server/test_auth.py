@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from server.db.models import AuthToken
-from tests.helpers import Client, audit_rows, login, node_id
+from server.db.models import AuthToken, LoginThrottle
+from tests.helpers import Client, audit_rows, login, node_id, run_db
 
 LOGIN = "/api/v1/auth/login"
 
@@ -49,6 +49,22 @@ def test_repeated_failures_lock_the_username_even_for_the_right_password(client:
     for _ in range(5):
         attempt(client, "ghost", "guess")
     assert attempt(client, "ghost", "guess").status_code == 429
+
+
+def test_a_password_typed_as_the_username_is_counted_but_never_stored(client: Client) -> None:
+    """A failed sign-in under a name nobody has is counted (guessing at names is slowed down too), and
+    such a name is often a password typed into the wrong field: the counter keeps no trace of it."""
+    typed = "Wang-Fang-1987!"
+    for _ in range(5):
+        assert attempt(client, typed, "demo").status_code == 401
+    assert attempt(client, typed, "demo").status_code == 429
+
+    async def stored(session: Any) -> list[str]:
+        rows = (await session.execute(select(LoginThrottle))).scalars()
+        return [str(value) for row in rows for value in vars(row).values()]
+
+    kept = run_db(client, stored)
+    assert kept and not [v for v in kept if typed.lower() in v.lower()], kept
 
 
 def test_a_successful_sign_in_clears_earlier_failures(client: Client) -> None:

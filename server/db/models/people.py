@@ -60,7 +60,8 @@ class LoginThrottle(Base):
 
     __tablename__ = "login_throttles"
 
-    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """HMAC-SHA256 of the username under the server's secret (server/security/throttle_keys.py)."""
     failures: Mapped[int] = mapped_column(default=0)
     window_started_at: Mapped[dt.datetime]
     locked_until: Mapped[dt.datetime | None]
