@@ -129,7 +129,13 @@ def observation(answer: Filled) -> dict[str, Any]:
 def post_answers(
     client: Client, visit: dict[str, Any], headers: Headers, answers: Iterable[Filled]
 ) -> list[Any]:
-    batch = [observation(a) for a in answers]
+    return post_observations(client, visit, headers, [observation(a) for a in answers])
+
+
+def post_observations(
+    client: Client, visit: dict[str, Any], headers: Headers, batch: list[dict[str, Any]]
+) -> list[Any]:
+    """Observations as sent, in requests of at most 200."""
     stored: list[Any] = []
     for start in range(0, len(batch), 200):
         response = client.post(

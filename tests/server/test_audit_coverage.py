@@ -35,6 +35,7 @@ from tests.visit_flow import (
     complete_answers,
     completed_visit,
     observation,
+    post_observations,
     user_id,
 )
 
@@ -348,13 +349,7 @@ def test_every_write_and_every_reveal_leaves_its_audit_row_naming_the_actor(tus_
             f"/api/v1/visits/{visit['id']}/observations", json={"observations": answers[:200]}, headers=worker
         ),
     )
-    for start in range(200, len(answers), 200):
-        response = client.post(
-            f"/api/v1/visits/{visit['id']}/observations",
-            json={"observations": answers[start : start + 200]},
-            headers=worker,
-        )
-        assert response.status_code == 200, response.text
+    post_observations(client, visit, worker, answers[200:])
     audit.skip()
     audit.route(
         "PUT",
