@@ -31,7 +31,7 @@ import msgspec
 
 from schemas.sync import SCHEMA_VERSION, PullResponse, PushResponse
 from sync import answer_merge
-from sync.errors import NetworkError, ServerError, SyncBusy, network_errors
+from sync.errors import NetworkError, QueueBehindServer, ServerError, SyncBusy, network_errors
 from sync.photo_queue import PhotoQueue, UploadReport
 from sync.tus_client import CHUNK_SIZE, RawTransport
 
@@ -342,7 +342,13 @@ class Device:
         """Push everything, then pull to the end. Raises NetworkError/ServerError; safe to call again."""
         report = SyncReport()
         with self._only_sync():
-            self._push(report)
+            try:
+                self._push(report)
+            except QueueBehindServer:
+                # A restored server that never saw this device's confirmed mutations: the pull shows it
+                # the old cursor (and rebuilds this replica), then the queue goes on from what is held.
+                self._pull(report)
+                self._push(report)
             self._upload_photos(report)
             self._pull(report)
         return report
@@ -429,7 +435,7 @@ class Device:
     def _require_held(self, seq: int) -> None:
         held = self.db.execute("SELECT 1 FROM pending WHERE seq = ?", (seq,)).fetchone()
         if held is None:
-            raise ServerError(409, f"the server expects mutation {seq}, which this device no longer holds")
+            raise QueueBehindServer(seq)
 
     def _record_outcomes(self, answer: PushResponse, report: SyncReport) -> None:
         with self._tx():

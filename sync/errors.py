@@ -17,6 +17,16 @@ class ServerError(Exception):
         self.status, self.body = status, body
 
 
+class QueueBehindServer(ServerError):
+    """The server waits for a mutation this device dropped once a pull had confirmed it: the server's
+    database was restored from a backup taken before it. A pull tells the server (its cursor is of the
+    old epoch), after which the queue resumes where the device holds it."""
+
+    def __init__(self, seq: int) -> None:
+        super().__init__(409, f"the server expects mutation {seq}, which this device no longer holds")
+        self.seq = seq
+
+
 class SyncBusy(Exception):
     """Another sync of the same device database is running (another process, or another thread)."""
 

@@ -14,6 +14,7 @@ from server.db.models import SyncClient, SyncState
 from server.db.types import utcnow
 from server.errors import Forbidden
 from server.services.actor import Actor
+from sync.cursor import Cursor
 
 
 async def find(session: AsyncSession, actor: Actor, client_id: uuid.UUID) -> SyncClient | None:
@@ -54,6 +55,20 @@ async def claim(
     client, epoch = (await session.execute(query.execution_options(populate_existing=True))).one()
     _require_owner(client, actor)
     return client, epoch
+
+
+async def note_past_epoch(
+    session: AsyncSession, actor: Actor, client_id: uuid.UUID, schema_version: int, cursor: Cursor
+) -> None:
+    """A client showing a cursor of another epoch synced with this database before it was restored. If
+    none of its mutations is on record here (the backup was taken before its first push), its queue may
+    resume above seq 1: the seqs the device saw confirmed and dropped are gone with the backup. Marking
+    it of the cursor's epoch lets its next push be taken as the first since the restore (sync_push
+    records those seqs as lost_in_restore) instead of waiting for seq 1 forever. A client with no such
+    cursor stays of the current epoch: for it a first push above seq 1 is a reordered one, and waits."""
+    client, epoch = await claim(session, actor, client_id, schema_version)
+    if client.last_mutation_seq == 0 and client.epoch == epoch:
+        client.epoch = cursor.epoch
 
 
 def _require_owner(client: SyncClient | None, actor: Actor) -> None:

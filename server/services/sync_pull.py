@@ -33,6 +33,12 @@ async def pull(db: Database, actor: Actor, request: PullRequest) -> PullResponse
         if db.engine.dialect.name == "postgresql":
             await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         page, client = await _page(session, actor, request, cursor)
+    if page.reason == "epoch_changed" and cursor is not None:
+        async with db.write_session() as session:
+            await sync_clients.note_past_epoch(
+                session, actor, request.client_id, request.schema_version, cursor
+            )
+            await session.commit()
     device_now = request.device_now
     if device_now is not None and client is not None and sync_clients.clock_is_news(client, device_now):
         async with db.write_session() as session:

@@ -1149,6 +1149,41 @@ def test_edits_pushed_but_not_yet_confirmed_by_a_pull_are_sent_again_after_a_res
     assert list(logged) == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("edits_waiting", [False, True], ids=["synced_first", "edits_waiting"])
+def test_a_restore_from_before_a_devices_first_push_lets_its_queue_go_on(
+    make_device: MakeDevice, client: Client, edits_waiting: bool
+) -> None:
+    """A tablet enrolled after the last backup: the restored database has never heard of its client, and
+    the seqs the device saw confirmed (and dropped) are gone. Its queue resumes above seq 1, which must not
+    wait for seq 1 forever: the gap is recorded as lost_in_restore, as for a client the backup knew. The
+    server learns it from the device's old cursor, whether the device pulls first (nothing queued) or
+    pushes first and is told it is behind."""
+    device = make_device("demo-worker-1")
+    device.sync()
+    for i in range(2):  # seqs 1 and 2, confirmed and dropped
+        device.update_household(H1, address=f"备份之前不存在的修改{i}")
+    device.sync()
+    assert device.pending() == []
+    cid = uuid.UUID(device.client_id)
+
+    async def restore(session: Any) -> None:
+        await session.execute(delete(MutationLog).where(MutationLog.client_id == cid))
+        await session.execute(delete(SyncClient).where(SyncClient.client_id == cid))
+
+    run_db(client, restore)
+    run_db(client, lambda s: sync_admin.new_epoch(s, SYSTEM))
+    if not edits_waiting:
+        assert device.sync().resets == 1
+    device.update_household(H1, address="恢复之后的修改")  # seq 3
+    device.sync()
+    assert device.pending() == []
+    assert device.record("household", H1)["address"] == "恢复之后的修改"  # type: ignore[index]
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    (lost,) = client.get(f"/api/v1/conflicts?entity_id={cid}", headers=reviewer).json()
+    assert lost["kind"] == "lost_in_restore"
+    assert (lost["client_value"]["from_seq"], lost["client_value"]["to_seq"]) == (1, 2)
+
+
 def test_a_refused_edit_naming_a_community_outside_the_workers_is_quarantined_in_the_workers_own(
     client: Client,
 ) -> None:
