@@ -58,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "device":  # the device client needs no server configuration
-        return device_cli.run(args)
+        try:
+            return device_cli.run(args)
+        except BrokenPipeError:
+            # `fivestep device status | head`: the reader has all it wanted. Quiet, as other tools are;
+            # stdout is pointed at /dev/null so the interpreter's final flush cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     try:
         settings = load_settings()
     except ConfigError as exc:

@@ -47,6 +47,17 @@ def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
     assert "usage: fivestep" in done.stdout
 
 
+def test_a_device_command_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    """`fivestep device status | head -2`: the reader closes the pipe; no traceback, exit 0."""
+    command = [sys.executable, "-m", "server.cli", "device", "--db", str(tmp_path / "d.sqlite"), "status"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    run = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert run.stdout is not None and run.stderr is not None
+    run.stdout.close()  # before the interpreter has started: its first write finds the pipe closed
+    errors = run.stderr.read().decode()
+    assert (run.wait(timeout=60), errors) == (0, "")
+
+
 def test_migrate_then_create_user_then_sign_in(tmp_path: Path) -> None:
     migrated = fivestep("migrate", cwd=tmp_path)
     assert migrated.returncode == 0, migrated.stderr
