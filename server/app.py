@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
 import anyio
+import msgspec
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -71,15 +72,17 @@ def create_app(settings: Settings | None = None, *, demo: bool = False, prepared
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         db = Database(settings.database_url)
         base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
+        # Read once: the embedded mode keeps its generated secret in a file, and sign-ins key on it too.
+        resolved = msgspec.structs.replace(settings, secret_key=resolve_secret(settings))
         store = await open_store(
             settings.blob_store,
             base_url=base_url,
-            secret=resolve_secret(settings).encode(),
+            secret=resolved.secret_key.encode(),
             public_endpoint=settings.blob_public_endpoint,
             threads=settings.blob_threads,
             timeout=settings.blob_timeout_seconds,
         )
-        app.state.db, app.state.store, app.state.settings = db, store, settings
+        app.state.db, app.state.store, app.state.settings = db, store, resolved
         app.state.image_limiter = anyio.CapacityLimiter(settings.image_workers)
         if not prepared:
             await prepare(db, settings, demo=demo)
