@@ -8,6 +8,7 @@ of sync-research.md §7.9 must hold (checked by `check_invariants`, also used by
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 import threading
 import uuid
@@ -191,6 +192,7 @@ class SyncMachine(RuleBasedStateMachine):
         finally:
             for device in self.devices:
                 device.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def drain(devices: list[Device]) -> None:
