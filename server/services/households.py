@@ -35,17 +35,22 @@ def member_out(m: Member) -> MemberOut:
     return MemberOut(
         id=m.id,
         household_id=m.household_id,
-        name=m.name,
-        relation=m.relation,
+        name=id_numbers.mask_text(m.name),
+        relation=id_numbers.mask_text(m.relation),
         id_number_masked=id_numbers.mask(m.id_number),
         sex=m.sex,
         birth_date=m.birth_date,
-        health=m.health,
-        disability=m.disability,
+        health=_free_text(m.health),
+        disability=_free_text(m.disability),
         work_capacity=m.work_capacity,
-        employment=m.employment,
+        employment=_free_text(m.employment),
         version=m.version,
     )
+
+
+def _free_text(text: str | None) -> str | None:
+    """A member's detail as typed on a tablet: an ID number written into it leaves masked."""
+    return None if text is None else id_numbers.mask_text(text)
 
 
 def household_out(h: Household) -> HouseholdOut:
@@ -53,7 +58,7 @@ def household_out(h: Household) -> HouseholdOut:
         id=h.id,
         registry_no=h.registry_no,
         community_id=h.community_id,
-        address=h.address,
+        address=id_numbers.mask_text(h.address),  # free text: an ID number typed in leaves masked
         lat=h.lat,
         lon=h.lon,
         status=h.status,
@@ -428,7 +433,7 @@ async def history(
     return [
         RecordVersionOut(
             version=v.version,
-            data={k: id_numbers.mask(x) if k == "id_number" and x else x for k, x in v.data.items()},
+            data={k: id_numbers.mask_field(k, x) for k, x in v.data.items()},  # in an address too
             changed=v.changed,
             author_id=v.author_id,
             mutation_id=v.mutation_id,

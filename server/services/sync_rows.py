@@ -65,10 +65,6 @@ class Shape:
         return self.model.__table__.c.id  # type: ignore[no-any-return]
 
 
-def _mask_member(row: Row) -> None:
-    row["id_number_masked"] = id_numbers.mask(row.pop("id_number"))
-
-
 def _mask_conflict(row: Row) -> None:
     row["server_value"], row["client_value"] = conflict_values(
         row["field"], row["server_value"], row["client_value"]
@@ -86,20 +82,31 @@ def _mask_observation(row: Row) -> None:
         row["note"] = id_numbers.mask_text(row["note"])
 
 
-def _mask_reason(key: str) -> Callable[[Row], None]:
-    """A reason typed by a person (a proposal's, a transition's) leaves with any ID number in it masked."""
+def _mask_text(*keys: str) -> Callable[[Row], None]:
+    """Text typed by a person (a proposal's or a transition's reason, an address, a member's details)
+    leaves with any ID number in it masked."""
 
     def mask(row: Row) -> None:
-        if row[key]:
-            row[key] = id_numbers.mask_text(row[key])
+        for key in keys:
+            if row[key]:
+                row[key] = id_numbers.mask_text(row[key])
 
     return mask
+
+
+_mask_member_details = _mask_text("name", "relation", "health", "disability", "employment")
+
+
+def _mask_member(row: Row) -> None:
+    row["id_number_masked"] = id_numbers.mask(row.pop("id_number"))
+    _mask_member_details(row)
 
 
 SHAPES: dict[str, Shape] = {
     "household": Shape(
         Household,
         "id registry_no community_id address lat lon status recheck_class monthly_benefit_fen version updated_at",
+        finish=_mask_text("address"),
     ),
     "member": Shape(
         Member,
@@ -110,7 +117,7 @@ SHAPES: dict[str, Shape] = {
         Visit,
         "id household_id purpose status due_date review_level review_due templates outcome outcome_amount_fen "
         "outcome_reason revision previous_id answer_count submitted_at locked_at version updated_at",
-        finish=_mask_reason("outcome_reason"),
+        finish=_mask_text("outcome_reason"),
     ),
     "observation": Shape(
         Observation,
@@ -123,7 +130,7 @@ SHAPES: dict[str, Shape] = {
         VisitTransition,
         "id visit_id at actor_id action from_status to_status level level_code reason",
         version=None,
-        finish=_mask_reason("reason"),
+        finish=_mask_text("reason"),
     ),
     "template": Shape(ChecklistTemplate, "id code version kind status body etag", version=None),
     "conflict": Shape(

@@ -233,3 +233,38 @@ def test_an_id_number_typed_into_a_proposal_or_a_review_reason_leaves_masked(cli
         pull_all(client, colleague),
     ):
         assert full not in shown and mask(full) in shown
+
+
+def test_an_id_number_typed_into_an_address_or_a_members_details_leaves_masked(client: Client) -> None:
+    """The address and a member's health, disability and employment are free text on the tablet: a
+    number typed there leaves masked in the record, the list, the history and the pull."""
+    full = valid_id("13010219800101123")
+    worker1 = login(client, "demo-worker-1")
+    household = client.get(f"/api/v1/households/{H1}", headers=worker1).json()
+    moved = client.patch(
+        f"/api/v1/households/{H1}",
+        json={"version": household["version"], "address": f"解放街3号 户主身份证 {full}"},
+        headers=worker1,
+    )
+    assert moved.status_code == 200, moved.text
+    assert full not in moved.text and moved.json()["address"] == f"解放街3号 户主身份证 {mask(full)}"
+    member = household["members"][0]
+    details = {"health": f"病历{full}"[:32], "disability": f"残疾证 {full}", "employment": full}
+    edited = client.patch(
+        f"/api/v1/members/{member['id']}", json={"version": member["version"], **details}, headers=worker1
+    )
+    assert edited.status_code == 200, edited.text
+    assert full not in edited.text and edited.json()["employment"] == mask(full)
+
+    colleague = login(client, "demo-worker-2", device="other-tablet")
+    for path in (
+        f"/api/v1/households/{H1}",
+        "/api/v1/households",
+        f"/api/v1/households/{H1}/history",
+        f"/api/v1/members/{member['id']}/history",
+    ):
+        shown = client.get(path, headers=colleague)
+        assert shown.status_code == 200, shown.text
+        assert full not in shown.text and mask(full) in shown.text, path
+    pulled = pull_all(client, colleague)
+    assert full not in pulled and pulled.count(mask(full)) >= 4
