@@ -64,9 +64,13 @@ def mask(id_number: str) -> str:
     return id_number[:3] + "*" * (len(id_number) - 6) + id_number[-3:]
 
 
-ID_SHAPED = re.compile(r"(?<![0-9A-Za-z])(?:[0-9]{17}[0-9Xx]|[0-9]{15})(?![0-9A-Za-z])", re.ASCII)
+ID_SHAPED = re.compile(
+    r"(?<![0-9A-Za-z])(?:[0-9]{17}[0-9Xx](?:[1-7][1-4])?|[0-9]{15})(?![0-9A-Za-z])", re.ASCII
+)
 """An identity number written into text: 18 characters (any check digit: a typo still gives away 17
-digits) or the old 15-digit form, standing alone. Full-width digits are made ASCII before matching."""
+digits) or the old 15-digit form, standing alone; or a second-generation disability certificate's
+number, which is the ID number followed by the disability's category (1-7) and grade (1-4). Full-width
+digits are made ASCII before matching."""
 _FIFTEEN_DIGITS = re.compile("[0-9\uff10-\uff19]{15}")
 _FIFTEEN_DIGITS_UTF8 = re.compile(rb"(?:[0-9]|\xef\xbc[\x90-\x99]){15}")  # full-width digits, encoded
 _FULL_WIDTH = str.maketrans("０１２３４５６７８９Ｘｘ", "0123456789Xx")

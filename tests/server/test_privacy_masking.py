@@ -268,3 +268,28 @@ def test_an_id_number_typed_into_an_address_or_a_members_details_leaves_masked(c
         assert full not in shown.text and mask(full) in shown.text, path
     pulled = pull_all(client, colleague)
     assert full not in pulled and pulled.count(mask(full)) >= 4
+
+
+def test_a_disability_certificate_number_holding_an_id_number_leaves_masked(client: Client) -> None:
+    """A second-generation disability certificate's number is the holder's ID number followed by the
+    category (1-7) and the grade (1-4): typed into a member's disability or a note, it gives the whole ID
+    number away unless masked too. Other runs of 19 or 20 digits (an order number) stay as written."""
+    full = valid_id("13010219800101123")
+    certificate = f"{full}42"  # limbs (4), grade 2
+    assert mask_text(f"残疾证号{certificate}。") == f"残疾证号{mask(certificate)}。"
+    assert mask_text(f"证 {full[:17]}X42") == f"证 {mask(full[:17] + 'X42')}"  # a check character X
+    for kept in (f"订单 {full}9", f"订单 {full}95", f"订单 {full}421"):
+        assert mask_text(kept) == kept
+
+    member = a_member_of_h1(client)
+    worker1 = login(client, "demo-worker-1")
+    edited = client.patch(
+        f"/api/v1/members/{member['id']}",
+        json={"version": member["version"], "disability": f"肢体二级 {certificate}"},
+        headers=worker1,
+    )
+    assert edited.status_code == 200, edited.text
+    colleague = login(client, "demo-worker-2", device="other-tablet")
+    shown = client.get(f"/api/v1/households/{H1}", headers=colleague).text
+    assert full not in shown and mask(certificate) in shown
+    assert full not in pull_all(client, colleague)
