@@ -13,6 +13,8 @@ from typing import Any
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.domain.id_numbers import mask_text
+
 log = logging.getLogger("fivestep.request")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -62,7 +64,9 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
             fields = {
                 "request_id": request_id,
                 "method": scope.get("method", ""),
-                "path": scope["path"],  # ids only; the query string may carry names and is never logged
+                # Ids only; the query string may carry names and is never logged. A path is typed by
+                # people too (an ID number in place of a photo's hash, say): masked like any text.
+                "path": mask_text(scope["path"]),
                 "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 "user_id": scope["state"].get("user_id"),
