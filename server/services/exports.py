@@ -1,9 +1,10 @@
 """CSV and GeoJSON exports of visits and observations, streamed a page at a time.
 
 No export carries an ID number, a member's name or an address: visits are identified by registry
-number and located by the household's registered point, and signers by their ids. Free-text answers
-are exported as the investigators wrote them. Each export is audited with its filters, since it is a
-bulk read of evidence about poor households.
+number and located by the household's registered point, signers by their ids, and the answers to
+address items (Form A's hukou and actual address, the re-check's new address) are left out. Other
+free-text answers are exported as the investigators wrote them. Each export is audited with its
+filters, since it is a bulk read of evidence about poor households.
 """
 
 from __future__ import annotations
@@ -182,10 +183,19 @@ def _redacted(value: Any) -> Any:
     return value
 
 
+def _holds_an_address(o: Observation) -> bool:
+    """A text answer to an item named for an address (``hukou_address``, ``actual_address``,
+    ``new_address``): where the household lives, typed in full. A yes/no such as
+    ``lives_at_hukou_address`` holds none."""
+    return o.item.endswith("address") and isinstance(o.value, str)
+
+
 def _observation_row(o: Observation, registry_no: str, author: str) -> dict[str, Any]:
     def iso(value: Any) -> str | None:
         return value.isoformat() if value else None
 
+    # The row stays (the item was answered); the address, and a note beside it, do not.
+    withheld = _holds_an_address(o)
     return {
         "observation_id": str(o.id),
         "visit_id": str(o.visit_id),
@@ -194,8 +204,10 @@ def _observation_row(o: Observation, registry_no: str, author: str) -> dict[str,
         "template_version": o.template_version,
         "item": o.item,
         "row_id": str(o.row_id) if o.row_id else None,
-        "value": json.dumps(_redacted(id_numbers.mask_within(o.value)), ensure_ascii=False),
-        "note": None if o.note is None else id_numbers.mask_text(o.note),
+        "value": json.dumps(
+            None if withheld else _redacted(id_numbers.mask_within(o.value)), ensure_ascii=False
+        ),
+        "note": None if withheld or o.note is None else id_numbers.mask_text(o.note),
         "lat": o.lat,
         "lon": o.lon,
         "accuracy_m": o.accuracy_m,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
+import uuid
 
 from server.demo import demo_id
 from tests.helpers import Client, audit_rows, login
-from tests.visit_flow import completed_visit
+from tests.visit_flow import GPS, assign, completed_visit
 
 
 def rows(response_text: str) -> list[dict[str, str]]:
@@ -83,3 +85,48 @@ def test_observation_export_holds_only_the_visits_the_list_shows(client: Client)
         exported = rows(client.get(f"/api/v1/exports/observations.csv{query}", headers=reviewer).text)
         assert exported, query
         assert {r["visit_id"] for r in exported} <= shown, query
+
+
+def test_addresses_answered_in_a_form_stay_out_of_the_observation_export(client: Client) -> None:
+    """Form A asks for the hukou address and the actual one, the re-check form for a new one: a worker
+    types the household's real address there. The export keeps the rows (the items were answered) but
+    not the addresses, nor a note beside them."""
+    visit = assign(client)
+    worker = login(client, "demo-worker-1")
+    household = client.get(f"/api/v1/households/{visit['household_id']}", headers=worker).json()
+    answers = {
+        "hukou_address": (household["address"], None),
+        "lives_at_hukou_address": (False, None),
+        "actual_address": ("解放街3号2单元401室", "住在女儿家：解放街3号"),
+    }
+    observations = [
+        {
+            "id": str(uuid.uuid4()),
+            "template": "form.home_visit",
+            "item": item,
+            "row_id": None,
+            "value": value,
+            "note": note,
+            "gps": GPS,
+            "device_time": dt.datetime.now(dt.UTC).isoformat(),
+        }
+        for item, (value, note) in answers.items()
+    ]
+    stored = client.post(
+        f"/api/v1/visits/{visit['id']}/observations", json={"observations": observations}, headers=worker
+    )
+    assert stored.status_code == 200, stored.text
+
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    exported = {
+        name: client.get(f"/api/v1/exports/{name}", headers=reviewer)
+        for name in ("observations.csv", "observations.geojson")
+    }
+    for name, response in exported.items():
+        assert response.status_code == 200, response.text
+        for address in (household["address"], "解放街3号"):
+            assert address not in response.text, name
+    mine = {r["item"]: r for r in rows(exported["observations.csv"].text) if r["visit_id"] == visit["id"]}
+    assert set(mine) == set(answers)
+    assert (mine["hukou_address"]["value"], mine["actual_address"]["note"]) == ("null", "")
+    assert mine["lives_at_hukou_address"]["value"] == "false"  # a yes/no about the address holds none
