@@ -92,9 +92,9 @@ def test_an_id_number_typed_into_an_answer_or_a_note_leaves_masked(client: Clien
     obs = {
         "id": str(uuid.uuid4()),
         "template": "form.home_visit",
-        "item": "actual_address",
+        "item": "remote_reason",  # free text (an address item's answer stays out of exports altogether)
         "row_id": None,
-        "value": f"解放街3号2单元401室 (身份证 {full})",
+        "value": f"户主住院 (身份证 {full})，电话访谈",
         "note": f"户主身份证号 {full}",
         "gps": GPS,
         "device_time": dt.datetime.now(dt.UTC).isoformat(),
