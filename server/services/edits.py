@@ -310,13 +310,14 @@ def new_conflict(
 
 
 async def first_versions(
-    session: AsyncSession, entity: str, ids: Sequence[uuid.UUID]
+    session: AsyncSession, entity: str, ids: Sequence[uuid.UUID], *, by: uuid.UUID
 ) -> dict[str, dict[str, Any]]:
-    """Each record's version 1 as created (its snapshot), by id."""
+    """Each record's version 1 as created (its snapshot), by id: of the records user ``by`` created."""
     query = select(RecordVersion.entity_id, RecordVersion.data).where(
         RecordVersion.entity == entity,
         RecordVersion.entity_id.in_([str(i) for i in ids]),
         RecordVersion.version == 1,
+        RecordVersion.author_id == by,
     )
     return {entity_id: data for entity_id, data in (await session.execute(query)).all()}
 

@@ -264,7 +264,7 @@ async def _answer_if_sent_before(
     if it is the same create sent again, else a refusal (see require_same_create). A member id another
     member has is refused too. None when none of its ids is taken: it may be stored."""
     if data.id is not None and (earlier := await session.get(Household, data.id)) is not None:
-        await require_same_create(session, earlier, data)
+        await require_same_create(session, actor, earlier, data)
         return await get_out(session, actor, earlier.id)
     await _member_ids_unused(session, [m.id for m in data.members if m.id is not None])
     return None
@@ -313,7 +313,7 @@ async def add_member(
     household = await get(session, actor, household_id, lock=True)
     _check_members([data], prefix="body")
     if data.id is not None and (earlier := await session.get(Member, data.id)) is not None:
-        await require_same_member_create(session, earlier, household.id, data)
+        await require_same_member_create(session, actor, earlier, household.id, data)
         return member_out(earlier)  # the same create sent again
     member = _new_member(household.id, data)
     session.add(member)
@@ -327,20 +327,29 @@ async def add_member(
     return member_out(member)
 
 
-async def require_same_create(session: AsyncSession, household: Household, data: HouseholdIn) -> None:
+async def require_same_create(
+    session: AsyncSession, actor: Actor, household: Household, data: HouseholdIn
+) -> None:
     """A create naming an existing household's id is the same create sent again (a retry, or a device
     that queued it twice) only if it carries nothing the creation did not store: compared with version 1,
     not the current state, so a create delivered after later edits still matches. Anything else is
-    refused, never merged silently: its values would be lost."""
+    refused, never merged silently: its values would be lost.
+
+    Only the user who created a record can send its create again. From anyone else the comparison would
+    answer whether a guessed ID number is a member's (201 or 409, nothing audited): a worker who sees it
+    masked could find it in a few hundred tries."""
     if (household.registry_no, household.community_id) != (data.registry_no, data.community_id):
         raise id_in_use("household", household.id)
-    created = await edits.first_versions(session, "household", [household.id])
-    if created.get(str(household.id)) != edits.snapshot_as(edits.HOUSEHOLD, data):
+    created = await edits.first_versions(session, "household", [household.id], by=actor.user_id)
+    if str(household.id) not in created:
+        raise _not_creator("household", household.id)
+    if created[str(household.id)] != edits.snapshot_as(edits.HOUSEHOLD, data):
         raise created_otherwise("household", household.id)
     member_ids = list(
         (await session.execute(select(Member.id).where(Member.household_id == household.id))).scalars()
     )
-    unmatched = await edits.first_versions(session, "member", member_ids)
+    # Members someone else added are not this user's to match, whatever the create says of them.
+    unmatched = await edits.first_versions(session, "member", member_ids, by=actor.user_id)
     for m in data.members:
         as_sent = edits.snapshot(_new_member(household.id, m))
         key = str(m.id) if m.id is not None else _key_of(unmatched, as_sent)
@@ -349,14 +358,24 @@ async def require_same_create(session: AsyncSession, household: Household, data:
 
 
 async def require_same_member_create(
-    session: AsyncSession, member: Member, household_id: uuid.UUID, data: MemberIn
+    session: AsyncSession, actor: Actor, member: Member, household_id: uuid.UUID, data: MemberIn
 ) -> None:
-    """As require_same_create, for a member created on its own."""
+    """As require_same_create, for a member created on its own (by this user only)."""
     if member.household_id != household_id:
         raise id_in_use("member", member.id)
-    created = await edits.first_versions(session, "member", [member.id])
-    if created.get(str(member.id)) != edits.snapshot(_new_member(household_id, data)):
+    created = await edits.first_versions(session, "member", [member.id], by=actor.user_id)
+    if str(member.id) not in created:
+        raise _not_creator("member", member.id)
+    if created[str(member.id)] != edits.snapshot(_new_member(household_id, data)):
         raise created_otherwise("member", member.id)
+
+
+def _not_creator(kind: str, id_: uuid.UUID) -> Conflict:
+    """The answer to a create sent under the id of a record someone else created, whatever it holds."""
+    return Conflict(
+        f"The {kind} {id_} was created by someone else; only its creator can send its create again.",
+        code="created_otherwise",
+    )
 
 
 def _key_of(versions: dict[str, dict[str, Any]], wanted: dict[str, Any]) -> str | None:

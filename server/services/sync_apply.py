@@ -54,7 +54,7 @@ async def _household_create(
     if existing is None:
         await households.create(session, actor, m.household)
         return []
-    await households.require_same_create(session, existing, m.household)
+    await households.require_same_create(session, actor, existing, m.household)
     return []  # the same create delivered again under another mutation: converged
 
 
@@ -80,7 +80,7 @@ async def _member_create(
     household = await _household(session, actor, m.household_id, pre)
     existing = await session.get(Member, m.member.id)
     if existing is not None:
-        await households.require_same_member_create(session, existing, household.id, m.member)
+        await households.require_same_member_create(session, actor, existing, household.id, m.member)
         return []  # the same create delivered again under another mutation: converged
     if household.deleted_at is not None:
         proposed = msgspec.to_builtins(m.member)

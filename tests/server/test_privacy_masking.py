@@ -293,3 +293,47 @@ def test_a_disability_certificate_number_holding_an_id_number_leaves_masked(clie
     shown = client.get(f"/api/v1/households/{H1}", headers=colleague).text
     assert full not in shown and mask(certificate) in shown
     assert full not in pull_all(client, colleague)
+
+
+def test_a_create_sent_again_by_a_colleague_does_not_confirm_a_guessed_id_number(client: Client) -> None:
+    """A member's history shows what its creation stored, the ID number masked. Sending that creation
+    again with a guessed number answered 201 for the right guess and 409 for a wrong one, nothing
+    audited: a field worker found a colleague's member's full number in a few hundred requests. Only
+    the record's creator can send its create again; anyone else gets the same 409 whatever they guess."""
+    worker1, worker2 = login(client, "demo-worker-1"), login(client, "demo-worker-2", device="other-tablet")
+    full = valid_id("13010219800101123")
+    member = {"id": str(uuid.uuid4()), "name": "李四", "relation": "child", "id_number": full}
+    url = f"/api/v1/households/{H1}/members"
+    assert client.post(url, json=member, headers=worker1).status_code == 201
+    assert client.post(url, json=member, headers=worker1).status_code == 201  # the creator's retry
+    wrong = member | {"id_number": valid_id("13010219800101124")}
+    assert client.post(url, json=wrong, headers=worker1).json()["error"]["code"] == "created_otherwise"
+
+    right, guessed = (client.post(url, json=m, headers=worker2) for m in (member, wrong))
+    assert right.status_code == guessed.status_code == 409
+    assert right.json() == guessed.json() and right.json()["error"]["code"] == "created_otherwise"
+
+    household = client.get(f"/api/v1/households/{H1}", headers=worker2).json()
+    v1 = client.get(f"/api/v1/households/{H1}/history", headers=worker2).json()[0]["data"]
+    again = {k: v1[k] for k in ("registry_no", "community_id", "address", "lat", "lon", "status")}
+    again |= {"recheck_class": v1["recheck_class"], "monthly_benefit_fen": v1["monthly_benefit_fen"]}
+    for members in ([member], [wrong], [{k: v for k, v in member.items() if k != "id"}]):
+        sent = client.post("/api/v1/households", json=again | {"id": H1, "members": members}, headers=worker1)
+        assert sent.status_code == 409 and sent.json()["error"]["code"] == "created_otherwise", sent.text
+    assert household["members"]  # the demo household exists, made by the seed: nobody's to send again
+
+    pushed = push(
+        client,
+        worker2,
+        [
+            {
+                "op": "member.create.v1",
+                "seq": seq,
+                "mutation_id": str(uuid.uuid4()),
+                "household_id": H1,
+                "member": m,
+            }
+            for seq, m in ((1, member), (2, wrong))
+        ],
+    )
+    assert [r["code"] for r in pushed["results"]] == ["created_otherwise", "created_otherwise"]
