@@ -10,7 +10,9 @@ changed (`field_versions`), which makes the merge three-way without shipping bas
   (a supervisor's value beats a worker's; between equals the later arrival wins, as the server orders
   arrivals) and the losing value is kept in the conflict record, so nothing is lost;
 - a guarded field (identity, ID number, status, benefit amount) never changes silently: a field
-  worker's change goes to a supervisor as a hard conflict and is not applied;
+  worker's change goes to a supervisor as a hard conflict and is not applied; one the field worker sees
+  only masked (the ID number) goes there even when it equals the current value, since "converged" would
+  confirm a guess;
 - if others changed the record since the base and it all merged, it gets a soft "parallel update" flag;
 - a device's own earlier edits are never "concurrent" with its later ones (it made them on top).
 
@@ -77,15 +79,17 @@ def merge(
     *,
     author: Writer,
     guarded: frozenset[str],
+    hidden: frozenset[str] = frozenset(),
 ) -> MergeResult:
-    """Merge `changes` ({field: (old, new)}) made against `base_version` into `record`."""
+    """Merge `changes` ({field: (old, new)}) made against `base_version` into `record`; `hidden`: the
+    guarded fields a field worker sees only masked."""
     result = MergeResult()
     author_rank, client = author
     for name, (old, new) in changes.items():
         current = record.values.get(name)
         changed_since = record.changed_by_others(name, base_version, client)
         if name in guarded and author_rank == 0:
-            if new != current:
+            if new != current or name in hidden:
                 result.hard.append(FieldConflict(name, "guarded_change", old, current, new, "server"))
             continue
         if not changed_since:

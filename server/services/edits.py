@@ -38,6 +38,9 @@ class Kind:
     """What a version records."""
     guarded: frozenset[str]
     """Identity and eligibility: a field worker's change waits for a supervisor."""
+    hidden: frozenset[str] = frozenset()
+    """Guarded fields a field worker sees masked: their change waits for a supervisor even when it is
+    the stored value, or the answer would tell whether a guess was right."""
 
 
 HOUSEHOLD = Kind(
@@ -73,6 +76,7 @@ MEMBER = Kind(
     _MEMBER_FIELDS,
     ("household_id", *_MEMBER_FIELDS),
     frozenset({"name", "id_number"}),
+    frozenset({"id_number"}),
 )
 
 
@@ -201,7 +205,7 @@ def merge_offline(
     )
     wired = {name: (wire(old), wire(new)) for name, (old, new) in changes.items()}
     author = (rank(actor.role), client)
-    result = merge(record, base_version, wired, author=author, guarded=kind.guarded)
+    result = merge(record, base_version, wired, author=author, guarded=kind.guarded, hidden=kind.hidden)
     outcome = Outcome(applied=sorted(result.applied))
     for name in outcome.applied:
         setattr(obj, name, changes[name][1])

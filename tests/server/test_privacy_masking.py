@@ -337,3 +337,25 @@ def test_a_create_sent_again_by_a_colleague_does_not_confirm_a_guessed_id_number
         ],
     )
     assert [r["code"] for r in pushed["results"]] == ["created_otherwise", "created_otherwise"]
+
+
+def test_a_field_workers_proposed_id_number_goes_to_a_supervisor_even_when_it_is_the_stored_one(
+    client: Client,
+) -> None:
+    """A field worker's change of an ID number waits for a supervisor. Answered `applied` with no
+    conflict when the proposed number was the stored one, and `applied_with_conflict` otherwise, it told
+    them whether a guess was right; now either kind of proposal waits for a supervisor alike."""
+    member = a_member_of_h1(client)
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    stored = client.post(
+        f"/api/v1/members/{member['id']}/reveal-id", json={"reason": "test fixture"}, headers=reviewer
+    ).json()["id_number"]
+    wrong = valid_id(stored[:14] + ("0" if stored[14] != "0" else "1") + stored[15:17])
+    worker2 = login(client, "demo-worker-2", device="other-tablet")
+    results = push(
+        client, worker2, [id_number_edit(member, stored), id_number_edit(member, wrong) | {"seq": 2}]
+    )["results"]
+    assert [r["status"] for r in results] == ["applied_with_conflict", "applied_with_conflict"], results
+    assert all(len(r["conflict_ids"]) == 1 for r in results)
+    shown = client.get(f"/api/v1/households/{H1}", headers=worker2).json()["members"][0]
+    assert (shown["id_number_masked"], shown["version"]) == (mask(stored), member["version"])
