@@ -433,7 +433,12 @@ def _contradictions_after(member: Member, values: dict[str, Any]) -> dict[str, s
     after = {f: values.get(f, getattr(member, f)) for f in ("id_number", "sex", "birth_date")}
     if id_numbers.problem(after["id_number"]):
         return {}
-    return id_numbers.contradictions(after["id_number"], sex=after["sex"], born=after["birth_date"])
+    found = id_numbers.contradictions(after["id_number"], sex=after["sex"], born=after["birth_date"])
+    if "id_number" in values:
+        return found  # the caller sent the number: what it says is no news to them
+    # The stored number, which the caller sees masked: say that it disagrees, not what it holds (its
+    # birth date is digits 7-14, which the mask hides).
+    return {field: "does not agree with the member's ID number" for field in found}
 
 
 def _masked(values: dict[str, Any], changed: list[str]) -> dict[str, Any]:

@@ -359,3 +359,25 @@ def test_a_field_workers_proposed_id_number_goes_to_a_supervisor_even_when_it_is
     assert all(len(r["conflict_ids"]) == 1 for r in results)
     shown = client.get(f"/api/v1/households/{H1}", headers=worker2).json()["members"][0]
     assert (shown["id_number_masked"], shown["version"]) == (mask(stored), member["version"])
+
+
+def test_a_refused_birth_date_does_not_say_what_the_masked_id_number_holds(client: Client) -> None:
+    """Digits 7-14 of an ID number are its holder's birth date, and the mask hides them. A member stored
+    without a birth date showed it in the refusal of a wrong one ("the ID number says born ..."), and
+    with the region and the check digit the mask leaves, that is the whole number."""
+    worker1 = login(client, "demo-worker-1")
+    full = valid_id("13010219800101123")
+    member = {"name": "王五", "relation": "child", "id_number": full}
+    added = client.post(f"/api/v1/households/{H1}/members", json=member, headers=worker1)
+    assert added.status_code == 201, added.text
+    assert added.json()["birth_date"] is None
+
+    colleague = login(client, "demo-worker-2", device="other-tablet")
+    refused = client.patch(
+        f"/api/v1/members/{added.json()['id']}",
+        json={"version": 1, "birth_date": "1990-06-15"},
+        headers=colleague,
+    )
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "id_number_mismatch"
+    assert [d["field"] for d in refused.json()["error"]["details"]] == ["body.birth_date"]
+    assert "1980" not in refused.text and "19800101" not in refused.text
