@@ -46,6 +46,18 @@ def _require_authority(actor: Actor, at: ReviewLevel) -> None:
         )
 
 
+def _require_last_level(visit: Visit, rules: RulePack) -> None:
+    """Refusing a file (不予确认) is the confirming level's decision: the county's, or the level it is
+    delegated to (2021 办法 Art 21). The levels below give an opinion: they pass the file on or return it
+    to the team with their comments, and a refusal there would lock it before the county saw it."""
+    if visit.review_level < len(rules.review_levels):
+        last = rules.review_levels[-1]
+        raise Forbidden(
+            f"Only the last level ('{last.code}') refuses a file; approve it with your comments, or return it.",
+            code="reject_at_last_level_only",
+        )
+
+
 async def decide(
     session: AsyncSession, actor: Actor, visit_id: uuid.UUID, decision: ReviewDecision, rules: RulePack
 ) -> VisitOut:
@@ -57,6 +69,8 @@ async def decide(
         raise Conflict(f"The visit is {visit.status}, not waiting for review.", code="not_in_review")
     at = level(rules, visit.review_level)
     _require_authority(actor, at)
+    if decision.decision == "reject":
+        _require_last_level(visit, rules)
     before, number = visit.status, visit.review_level
     missing: list[dict[str, str | None]] = []
     if decision.decision == "approve":

@@ -717,3 +717,24 @@ def test_a_review_decision_sent_again_answers_the_visit_as_decided(client: Clien
     assert [t["action"] for t in timeline].count("return") == 1
     decided = [r.action for r in audit_rows(client) if r.entity_id == visit["id"]]
     assert (decided.count("visit.approve"), decided.count("visit.return")) == (1, 1)
+
+
+def test_only_the_last_level_refuses_a_file(client: Client) -> None:
+    """Refusal (不予确认) is the county's decision (2021 办法 Art 21; research.md §2 step 6b): the community
+    evaluation group and the subdistrict give an opinion and pass the file on, or return it to the team.
+    A refusal at their level locked the visit for good, and the county never saw the file."""
+    visit, worker = completed_visit(client)
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    refused = review(client, visit, "demo-reviewer-community", "reject", "收入超过低保标准")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "reject_at_last_level_only")
+    assert client.get(f"/api/v1/visits/{visit['id']}", headers=worker).json()["status"] == "in_review"
+
+    assert review(client, visit, "demo-reviewer-community", "approve").status_code == 200
+    refused = review(client, visit, "demo-reviewer-subdistrict", "reject", "收入超过低保标准")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "reject_at_last_level_only")
+
+    assert review(client, visit, "demo-reviewer-subdistrict", "approve").status_code == 200
+    rejected = review(client, visit, "demo-approver-district", "reject", "收入超过低保标准")
+    assert rejected.status_code == 200, rejected.text
+    assert (rejected.json()["status"], rejected.json()["locked_at"] is not None) == ("rejected", True)
