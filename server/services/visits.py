@@ -618,8 +618,9 @@ async def propose(
 
 
 def _amount_contradicts(proposal: Proposal, current_fen: int) -> str | None:
-    """A raise that lowers the amount (or a reduce that raises it) is a slip of the finger that a
-    reviewer would approve unread: refuse it where it is typed."""
+    """A raise that lowers the amount (or a reduce that raises it, a "no change" that changes it, a stop
+    that keeps paying) is a slip of the finger that a reviewer would approve unread: refuse it where it
+    is typed."""
     amount = proposal.amount_fen
     if amount is None:
         return None
@@ -629,6 +630,10 @@ def _amount_contradicts(proposal: Proposal, current_fen: int) -> str | None:
         return f"a reduction must be above 0 (that is a stop) and below the current {current_fen} fen a month"
     if proposal.outcome == "admit" and amount <= 0:
         return "an admission needs a monthly amount above 0"
+    if proposal.outcome == "no_change" and amount != current_fen:
+        return f"no change keeps the current {current_fen} fen a month"
+    if proposal.outcome == "stop" and amount != 0:
+        return "a stop pays nothing: 0 fen a month, or no amount"
     return None
 
 

@@ -550,6 +550,36 @@ def test_a_proposed_amount_must_agree_with_its_outcome(client: Client) -> None:
         assert proposed(outcome, amount).status_code == 200, (outcome, amount)
 
 
+def test_no_change_and_stop_proposals_carry_no_other_amount(client: Client) -> None:
+    """ "No change" keeps the amount the household is paid, and a stop pays nothing (2021 办法 Art 31-32). A
+    "no change" of 600 yuan to 1 fen, or a stop that keeps paying 500 yuan, went to review as typed; a
+    reviewer approving "no change" would not read the amount under it."""
+
+    async def pays(session: AsyncSession) -> None:
+        await session.execute(
+            update(Household)
+            .where(Household.id == household_id("DB-C01-0002"))
+            .values(monthly_benefit_fen=60000)
+        )
+
+    run_db(client, pays)
+    visit, worker = assign(client, "DB-C01-0002"), login(client, TEAM[0])
+
+    def proposed(outcome: str, amount: int | None) -> Any:
+        body = {"outcome": outcome, "reason": "家庭收入变化"} | (
+            {"amount_fen": amount} if amount is not None else {}
+        )
+        return client.put(f"/api/v1/visits/{visit['id']}/proposal", json=body, headers=worker)
+
+    for outcome, amount in [("no_change", 1), ("no_change", 0), ("stop", 50000), ("stop", 60000)]:
+        refused = proposed(outcome, amount)
+        assert refused.status_code == 422, (outcome, amount, refused.text)
+        error = refused.json()["error"]
+        assert error["code"] == "amount_contradicts_outcome" and error["details"][0]["field"] == "amount_fen"
+    for outcome, amount in [("no_change", 60000), ("no_change", None), ("stop", 0), ("stop", None)]:
+        assert proposed(outcome, amount).status_code == 200, (outcome, amount)
+
+
 def test_an_assignment_sent_again_with_its_id_answers_the_visit_and_writes_nothing(client: Client) -> None:
     """A supervisor's console that lost the answer sends the same assignment again: it gets the visit it
     made, however far that visit has moved on since, and nothing is written twice."""
