@@ -50,7 +50,15 @@ from server.db.types import utcnow
 from server.domain import answers as rules_of_answers
 from server.domain import id_numbers
 from server.domain.calendar import CHINA_STANDARD_TIME, is_overdue
-from server.errors import Conflict, Forbidden, Invalid, NotFound, created_otherwise, id_in_use
+from server.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    created_otherwise,
+    id_in_use,
+    stated_reason,
+)
 from server.services import audit, templates, transaction
 from server.services.actor import Actor, communities_in_scope
 from server.services.rules import level, rules_tag, today, working_calendar
@@ -58,6 +66,7 @@ from sync import answer_merge
 
 ASSIGNER_ROLES = frozenset({"reviewer", "admin"})
 NEEDS_AMOUNT = frozenset({"admit", "raise", "reduce"})
+PROPOSAL_REASON_MIN_LENGTH = 2
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -594,6 +603,9 @@ async def propose(
     visit, household = await get(session, actor, visit_id, lock=True)
     _require_team(visit, actor)
     require_editable(visit)
+    # Reviewers judge the proposal by its reason, and a reduction or a stop is notified with it (Art 32).
+    reason = stated_reason(proposal.reason, PROPOSAL_REASON_MIN_LENGTH, "Say why this outcome is proposed.")
+    proposal = msgspec.structs.replace(proposal, reason=reason)
     if proposal.outcome in NEEDS_AMOUNT and proposal.amount_fen is None:
         raise Invalid(
             f"A proposal to {proposal.outcome} needs the monthly amount in fen.",

@@ -580,6 +580,20 @@ def test_no_change_and_stop_proposals_carry_no_other_amount(client: Client) -> N
         assert proposed(outcome, amount).status_code == 200, (outcome, amount)
 
 
+def test_a_blank_reason_proposes_nothing(client: Client) -> None:
+    """A reduction or a stop is notified with its reasons (2021 办法 Art 32), and reviewers read the reason
+    to judge the proposal: three spaces passed the schema's two-character minimum and went to review."""
+    visit, worker = assign(client), login(client, TEAM[0])
+    url = f"/api/v1/visits/{visit['id']}/proposal"
+    refused = client.put(url, json={"outcome": "stop", "reason": "  \t "}, headers=worker)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "reason_required"), refused.text
+    assert client.get(f"/api/v1/visits/{visit['id']}", headers=worker).json()["proposal"] is None
+
+    proposed = client.put(url, json={"outcome": "stop", "reason": "  户主已去世 "}, headers=worker)
+    assert proposed.status_code == 200, proposed.text
+    assert proposed.json()["proposal"]["reason"] == "户主已去世"
+
+
 def test_an_assignment_sent_again_with_its_id_answers_the_visit_and_writes_nothing(client: Client) -> None:
     """A supervisor's console that lost the answer sends the same assignment again: it gets the visit it
     made, however far that visit has moved on since, and nothing is written twice."""
