@@ -38,6 +38,9 @@ class RulePack(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     publicity_calendar_days: int = 7
     publicity_template: str = "step.publicize"
     publicity_start_item: str = "notice_posted_on"
+    publicity_end_item: str = "notice_removed_on"
+    """The publicity template's date the notice was taken down: before the period's last day, the publicity
+    was cut short and the file is held back."""
     objection_outcome_item: str = "objections.outcome"
     """The publicity template's item (inside its objection repeat group) whose `pending` value holds the file
     back at the `after_publicity` level: an objection forces re-investigation or 民主评议 first."""

@@ -35,6 +35,9 @@ NAMESPACE = uuid.UUID("0b7f4f5c-55c5-4d0e-8d7b-9f1e2a3c4d5e")
 SETTLED = {"objections.outcome": "not_upheld"}
 """Choices whose first option is not "nothing wrong": an objection still `pending` holds the file back
 at district approval, so the filler records it as settled."""
+DAYS_LATER = {"notice_removed_on": 7}
+"""Dates that follow `day` by rule: a publicity notice comes down once its 7 days (公示) have run, not the
+day it went up."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ def _value(
         case MultiChoice():
             return [o.value for o in item.options[: max(item.min_selected, 1)]]
         case Date():
-            return day.isoformat()
+            return (day + dt.timedelta(days=DAYS_LATER.get(path, 0))).isoformat()
         case Photo():
             return _photos(item, path, seed)
         case Gps():

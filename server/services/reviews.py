@@ -26,6 +26,7 @@ from server.services.visits import (
     current_answers,
     get,
     notice_before_visit,
+    publicity_cut_short,
     publicity_ends_on,
     record_transition,
     visit_out,
@@ -167,7 +168,8 @@ async def _approve(session: AsyncSession, visit: Visit, at: ReviewLevel, rules: 
 
 
 async def _require_publicity_done(session: AsyncSession, visit: Visit, rules: RulePack) -> None:
-    """The 7-day publicity (公示) ran its course from a real notice date, and no objection is left open."""
+    """The 7-day publicity (公示) ran its course from a real notice date without being taken down early, and
+    no objection is left open."""
     ends = await publicity_ends_on(session, visit, rules)
     if ends is None or today() <= ends:
         raise Conflict(
@@ -178,6 +180,8 @@ async def _require_publicity_done(session: AsyncSession, visit: Visit, rules: Ru
         )
     if early_notice := await notice_before_visit(session, visit, rules):  # submitted before the check
         raise Conflict(early_notice.message, code="notice_before_visit", details={"item": early_notice.item})
+    if cut_short := await publicity_cut_short(session, visit, rules):  # submitted before the check
+        raise Conflict(cut_short.message, code="publicity_cut_short", details={"item": cut_short.item})
     await _require_no_pending_objection(session, visit, rules)
 
 

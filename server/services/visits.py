@@ -682,6 +682,8 @@ async def submit(session: AsyncSession, actor: Actor, visit_id: uuid.UUID, rules
     problems = await submission_problems(session, visit)
     if early_notice := await notice_before_visit(session, visit, rules):
         problems.append(early_notice)
+    if cut_short := await publicity_cut_short(session, visit, rules):
+        problems.append(cut_short)
     if problems:
         raise Invalid(
             f"The visit cannot be submitted: {len(problems)} problems.",
@@ -709,14 +711,32 @@ async def publicity_ends_on(session: AsyncSession, visit: Visit, rules: RulePack
 async def notice_posted_on(session: AsyncSession, visit: Visit, rules: RulePack) -> dt.date | None:
     """The date the publicity notice went up, as answered; None when the visit has no publicize step or
     the date is not answered yet."""
+    return await _notice_date(session, visit, rules, rules.publicity_start_item)
+
+
+async def _notice_date(session: AsyncSession, visit: Visit, rules: RulePack, item: str) -> dt.date | None:
     if rules.publicity_template not in {t["code"] for t in visit.templates}:
         return None
-    posted = (
-        (await current_answers(session, visit.id))
-        .get(rules.publicity_template, {})
-        .get((rules.publicity_start_item, None))
+    answered = (await current_answers(session, visit.id)).get(rules.publicity_template, {}).get((item, None))
+    return dt.date.fromisoformat(answered) if isinstance(answered, str) else None
+
+
+async def publicity_cut_short(
+    session: AsyncSession, visit: Visit, rules: RulePack
+) -> SubmissionProblem | None:
+    """A notice taken down before its last day gave the neighbours less than the 7 days to object that the
+    publicity (公示) is for: counting the period from the posting date alone would pass it all the same."""
+    ends = await publicity_ends_on(session, visit, rules)
+    removed = await _notice_date(session, visit, rules, rules.publicity_end_item)
+    if ends is None or removed is None or removed >= ends:
+        return None
+    return SubmissionProblem(
+        "publicity_cut_short",
+        f"{rules.publicity_template}:{rules.publicity_end_item}",
+        None,
+        f"the notice was taken down on {removed}, before its {rules.publicity_calendar_days}-day "
+        f"publicity ended on {ends}",
     )
-    return dt.date.fromisoformat(posted) if isinstance(posted, str) else None
 
 
 async def notice_before_visit(

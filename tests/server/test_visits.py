@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.engine import Database
-from server.db.models import Household, Member, User
+from server.db.models import Household, Member, Observation, User
 from server.domain.filled import Filled, fake_sha256
 from server.services.rules import today
 from tests.helpers import (
@@ -506,7 +506,8 @@ def test_a_publicity_notice_cannot_predate_the_visit(client: Client) -> None:
         ("notice_before_visit", "step.publicize:notice_posted_on")
     ]
     on_the_day = Filled("step.publicize", "notice_posted_on", None, today().isoformat())
-    post_answers(client, visit, worker, [on_the_day])
+    still_up = Filled("step.publicize", "notice_removed_on", None, None)  # not yet taken down
+    post_answers(client, visit, worker, [on_the_day, still_up])
     assert submit(client, visit, worker).status_code == 200
 
 
@@ -521,6 +522,51 @@ def test_district_approval_refuses_a_notice_older_than_the_visit(client: Client)
     refused = review(client, visit, "demo-approver-district", "approve")
     assert refused.status_code == 409, refused.text
     assert refused.json()["error"]["code"] == "notice_before_visit"
+
+
+def test_a_notice_taken_down_before_its_seven_days_is_no_publicity(client: Client) -> None:
+    """公示 runs 7 calendar days (2021 办法 Art 19; research.md §2 step 4): a notice taken down after two
+    days gave the neighbours two days to object, yet the file went to the county as if it had run its
+    course, the period being counted from the posting date alone."""
+    visit, worker = completed_visit(client)  # noticed 10 days ago
+    posted = today() - dt.timedelta(days=10)
+
+    def taken_down(days_after: int) -> Filled:
+        return Filled(
+            "step.publicize", "notice_removed_on", None, (posted + dt.timedelta(days=days_after)).isoformat()
+        )
+
+    post_answers(client, visit, worker, [taken_down(2)])
+    propose(client, visit, worker)
+    refused = submit(client, visit, worker)
+    assert refused.status_code == 422, refused.text
+    assert [(p["guard"], p["item"]) for p in refused.json()["error"]["details"]] == [
+        ("publicity_cut_short", "step.publicize:notice_removed_on")
+    ]
+    post_answers(client, visit, worker, [taken_down(7)])  # the 7th day after the posting: its last
+    assert submit(client, visit, worker).status_code == 200
+
+
+def test_district_approval_refuses_a_notice_taken_down_early(client: Client) -> None:
+    """A visit submitted before submission checked the take-down date is caught at district approval."""
+    visit, worker = completed_visit(client)
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    early = (today() - dt.timedelta(days=9)).isoformat()  # a day after the posting
+
+    async def as_if_taken_down_early(session: AsyncSession) -> None:
+        await session.execute(
+            update(Observation)
+            .where(Observation.visit_id == uuid.UUID(visit["id"]), Observation.item == "notice_removed_on")
+            .values(value=early)
+        )
+
+    run_db(client, as_if_taken_down_early)
+    review(client, visit, "demo-reviewer-community", "approve")
+    review(client, visit, "demo-reviewer-subdistrict", "approve")
+    refused = review(client, visit, "demo-approver-district", "approve")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "publicity_cut_short"
 
 
 def test_a_proposed_amount_must_agree_with_its_outcome(client: Client) -> None:
