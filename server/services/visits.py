@@ -682,6 +682,8 @@ async def submit(session: AsyncSession, actor: Actor, visit_id: uuid.UUID, rules
     problems = await submission_problems(session, visit)
     if early_notice := await notice_before_visit(session, visit, rules):
         problems.append(early_notice)
+    if notice_ahead := await notice_in_future(session, visit, rules):
+        problems.append(notice_ahead)
     if cut_short := await publicity_cut_short(session, visit, rules):
         problems.append(cut_short)
     if problems:
@@ -754,6 +756,20 @@ async def notice_before_visit(
         f"{rules.publicity_template}:{rules.publicity_start_item}",
         None,
         f"the notice cannot have gone up on {posted}, before the visit was assigned on {assigned}",
+    )
+
+
+async def notice_in_future(session: AsyncSession, visit: Visit, rules: RulePack) -> SubmissionProblem | None:
+    """The notice's date is the day it went up, photographed where it hangs: a day still to come (in China)
+    is a slip, and would put off the end of the publicity, and the county's decision, until then."""
+    posted = await notice_posted_on(session, visit, rules)
+    if posted is None or posted <= today():
+        return None
+    return SubmissionProblem(
+        "notice_in_future",
+        f"{rules.publicity_template}:{rules.publicity_start_item}",
+        None,
+        f"the notice cannot have gone up on {posted}, after today ({today()})",
     )
 
 

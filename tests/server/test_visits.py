@@ -511,6 +511,25 @@ def test_a_publicity_notice_cannot_predate_the_visit(client: Client) -> None:
     assert submit(client, visit, worker).status_code == 200
 
 
+def test_a_publicity_notice_cannot_be_posted_in_the_future(client: Client) -> None:
+    """The notice's date is when it went up, with a photo of it posted: a date to come is a slip (a year
+    typed wrong), and it pushed the end of the publicity, and with it the county's decision, that far
+    out, unseen until district approval refused the file."""
+    visit, worker = completed_visit(client)
+    ahead = Filled("step.publicize", "notice_posted_on", None, (today() + dt.timedelta(days=1)).isoformat())
+    still_up = Filled("step.publicize", "notice_removed_on", None, None)
+    post_answers(client, visit, worker, [ahead, still_up])
+    propose(client, visit, worker)
+    refused = submit(client, visit, worker)
+    assert refused.status_code == 422, refused.text
+    assert [(p["guard"], p["item"]) for p in refused.json()["error"]["details"]] == [
+        ("notice_in_future", "step.publicize:notice_posted_on")
+    ]
+    on_the_day = Filled("step.publicize", "notice_posted_on", None, today().isoformat())  # China's today
+    post_answers(client, visit, worker, [on_the_day])
+    assert submit(client, visit, worker).status_code == 200
+
+
 def test_district_approval_refuses_a_notice_older_than_the_visit(client: Client) -> None:
     """A visit submitted before submission checked the notice date is caught at district approval."""
     visit, worker = completed_visit(client)  # assigned and noticed 10 days ago
