@@ -44,7 +44,7 @@ Answers = Mapping[tuple[str, str | None], Any]
 @dataclass(frozen=True, slots=True)
 class Problem:
     guard: str
-    """unanswered | too_few_rows | too_few_neighbours | too_few_photos | photo_view_missing |
+    """unanswered | too_few_rows | too_many_rows | too_few_neighbours | too_few_photos | photo_view_missing |
     signature_missing | income_unexplained | outcome_missing"""
     item: str
     """`template_code:item.path`"""
@@ -227,6 +227,9 @@ def _repeat_problems(code: str, item: Repeat, path: str, answers: Answers, conte
         guard = "too_few_neighbours" if item.code == "neighbours" else "too_few_rows"
         message = f"{item.label.en} ({item.label.zh}): at least {item.min_rows} needed, {len(rows)} given"
         found.append(Problem(guard, f"{code}:{path}", None, message))
+    if item.max_rows is not None and len(rows) > item.max_rows:
+        message = f"{item.label.en} ({item.label.zh}): at most {item.max_rows}, {len(rows)} given"
+        found.append(Problem("too_many_rows", f"{code}:{path}", None, message))
     for row in rows:
         for child in item.items:
             found += _item_problems(code, child, f"{path}.{child.code}", row, answers, context)

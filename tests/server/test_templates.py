@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import uuid
 from typing import Any
 
 from server.domain.filled import Filled
 from tests.helpers import Client, audit_rows, login
-from tests.visit_flow import TEAM, assign, observation
+from tests.visit_flow import TEAM, assign, complete_answers, observation, post_answers, propose, submit
 
 
 def _ask_v2(client: Client, admin: dict[str, str]) -> dict[str, Any]:
@@ -113,3 +114,43 @@ def test_a_template_code_of_the_longest_length_is_created_and_audited(client: Cl
     created = client.post("/api/v1/templates", json=draft, headers=admin)
     assert created.status_code == 201, created.text
     assert [e.entity_id for e in audit_rows(client, "template.create")] == [f"{'a' * 64}@2147483647"]
+
+
+def test_a_repeat_groups_max_rows_caps_it_at_submission(client: Client) -> None:
+    """`max_rows` is documented to cap a group (docs/checklists.md), but nothing counted rows against it: a
+    locality's template capping a list was submitted with any number of rows."""
+    admin = login(client, "demo-admin")
+    # A version of its own: the process caches published versions by (code, version), which never change
+    # in one database, but other tests publish another step.ask v2 in theirs.
+    capped = _ask_v2(client, admin) | {"version": 3}
+    group = next(i for i in capped["sections"][1]["items"] if i["code"] == "neighbours")
+    group["max_rows"] = 4
+    assert client.post("/api/v1/templates", json=capped, headers=admin).status_code == 201
+    assert client.post("/api/v1/templates/step.ask/3/publish", headers=admin).status_code == 200
+    visit = assign(client, "DB-C01-0002")
+    worker = login(client, TEAM[0])
+    answers = complete_answers(client, visit, worker)
+    first_row = [
+        a for a in answers if a.item.startswith("neighbours.") and a.row_id == answers_row(answers, 0)
+    ]
+    extra = [
+        Filled(a.template, a.item, uuid.uuid5(row, "copy"), a.value)
+        for row in (uuid.uuid4(), uuid.uuid4())
+        for a in first_row
+    ]
+    post_answers(client, visit, worker, answers + extra)  # 3 neighbours + 2 more
+    propose(client, visit, worker)
+    refused = submit(client, visit, worker)
+    assert refused.status_code == 422, refused.text
+    assert [(p["guard"], p["item"]) for p in refused.json()["error"]["details"]] == [
+        ("too_many_rows", "step.ask:neighbours")
+    ]
+    removed = Filled("step.ask", "neighbours", extra[0].row_id, {"removed": True})
+    post_answers(client, visit, worker, [removed])
+    assert submit(client, visit, worker).status_code == 200
+
+
+def answers_row(answers: list[Filled], n: int) -> uuid.UUID | None:
+    """The row id of the `n`th neighbour the filler answered."""
+    rows = list(dict.fromkeys(a.row_id for a in answers if a.item.startswith("neighbours.")))
+    return rows[n]
