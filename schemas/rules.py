@@ -41,6 +41,11 @@ class RulePack(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     publicity_end_item: str = "notice_removed_on"
     """The publicity template's date the notice was taken down: before the period's last day, the publicity
     was cut short and the file is held back."""
+    outcome_template: str = "form.recheck"
+    outcome_item: str = "outcome_proposed"
+    outcome_amount_item: str = "proposed_amount_fen"
+    """The signed form's proposed outcome and monthly amount (top-level items of `outcome_template`), which
+    the visit's proposal must agree with to be submitted."""
     objection_outcome_item: str = "objections.outcome"
     """The publicity template's item (inside its objection repeat group) whose `pending` value holds the file
     back at the `after_publicity` level: an objection forces re-investigation or 民主评议 first."""

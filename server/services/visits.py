@@ -649,7 +649,36 @@ def _amount_contradicts(proposal: Proposal, current_fen: int) -> str | None:
     return None
 
 
-async def submission_problems(session: AsyncSession, visit: Visit) -> list[SubmissionProblem]:
+FORM_OUTCOMES = {"increase": "raise"}
+"""The outcome form's words where they differ from the proposal's: 增发 (increase) is a raise."""
+
+
+def outcome_contradicts_form(
+    visit: Visit, answers: dict[str, dict[tuple[str, str | None], Any]], rules: RulePack
+) -> SubmissionProblem | None:
+    """The re-check form the household signs states the proposed outcome (and amount) too: a proposal
+    saying otherwise would have the reviewers approve what nobody signed. Compared only where both say
+    something; an unanswered form item is the completeness guard's."""
+    form = answers.get(rules.outcome_template, {})
+    on_form, amount = form.get((rules.outcome_item, None)), form.get((rules.outcome_amount_item, None))
+    if visit.outcome is None or not isinstance(on_form, str):
+        return None
+    same_outcome = FORM_OUTCOMES.get(on_form, on_form) == visit.outcome
+    same_amount = amount is None or visit.outcome_amount_fen is None or amount == visit.outcome_amount_fen
+    if same_outcome and same_amount:
+        return None
+    return SubmissionProblem(
+        "outcome_contradicts_form",
+        f"{rules.outcome_template}:{rules.outcome_item}",
+        None,
+        f"the proposal ({visit.outcome}, {visit.outcome_amount_fen} fen) differs from the signed form "
+        f"({on_form}, {amount} fen)",
+    )
+
+
+async def submission_problems(
+    session: AsyncSession, visit: Visit, rules: RulePack
+) -> list[SubmissionProblem]:
     answers = await current_answers(session, visit.id)
     context = await guard_context(session, visit)
     found: list[rules_of_answers.Problem] = []
@@ -659,6 +688,8 @@ async def submission_problems(session: AsyncSession, visit: Visit) -> list[Submi
     problems = [SubmissionProblem(p.guard, p.item, p.row, p.message) for p in found]
     if visit.outcome is None:
         problems.append(SubmissionProblem("outcome_missing", "visit:proposal", None, "no outcome proposed"))
+    if differs := outcome_contradicts_form(visit, answers, rules):
+        problems.append(differs)
     return problems
 
 
@@ -679,7 +710,7 @@ async def submit(session: AsyncSession, actor: Actor, visit_id: uuid.UUID, rules
     visit, household = await get(session, actor, visit_id, lock=True)
     _require_team(visit, actor)
     require_editable(visit)
-    problems = await submission_problems(session, visit)
+    problems = await submission_problems(session, visit, rules)
     if early_notice := await notice_before_visit(session, visit, rules):
         problems.append(early_notice)
     if notice_ahead := await notice_in_future(session, visit, rules):

@@ -659,6 +659,40 @@ def test_a_blank_reason_proposes_nothing(client: Client) -> None:
     assert proposed.json()["proposal"]["reason"] == "户主已去世"
 
 
+def test_a_re_check_proposal_must_say_what_the_signed_form_says(client: Client) -> None:
+    """The re-check form (复核表) the household signs states the proposed outcome and amount, and so does
+    the visit's proposal that the reviewers approve. A form saying "stop" under a proposal of "no change"
+    went up for approval: the decision would not be what the household signed (Art 32: a stop is notified
+    with its reasons)."""
+    visit = assign(client, "DB-C01-0002", purpose="scheduled_recheck")
+    worker = login(client, TEAM[0])
+    post_answers(client, visit, worker, complete_answers(client, visit, worker))
+
+    def on_form(outcome: str, amount: int | None = None) -> None:
+        answers = [Filled("form.recheck", "outcome_proposed", None, outcome)]
+        answers += [Filled("form.recheck", "proposed_amount_fen", None, amount)] if amount else []
+        post_answers(client, visit, worker, answers)
+
+    def proposed(outcome: str, amount: int | None = None) -> None:
+        body = {"outcome": outcome, "reason": "家庭收入变化"} | ({"amount_fen": amount} if amount else {})
+        response = client.put(f"/api/v1/visits/{visit['id']}/proposal", json=body, headers=worker)
+        assert response.status_code == 200, response.text
+
+    def guards() -> list[tuple[str, str]]:
+        refused = submit(client, visit, worker)
+        assert refused.status_code == 422, refused.text
+        return [(p["guard"], p["item"]) for p in refused.json()["error"]["details"]]
+
+    on_form("stop")
+    proposed("no_change")
+    assert guards() == [("outcome_contradicts_form", "form.recheck:outcome_proposed")]
+    on_form("increase", 500000)
+    proposed("raise", 600000)  # 增发 on the form is a raise, but not of this amount
+    assert guards() == [("outcome_contradicts_form", "form.recheck:outcome_proposed")]
+    proposed("raise", 500000)
+    assert submit(client, visit, worker).status_code == 200
+
+
 def test_an_assignment_sent_again_with_its_id_answers_the_visit_and_writes_nothing(client: Client) -> None:
     """A supervisor's console that lost the answer sends the same assignment again: it gets the visit it
     made, however far that visit has moved on since, and nothing is written twice."""
