@@ -107,7 +107,7 @@ def _check(item: Item, value: Any) -> str | None:
             return _gps_problem(item, msgspec.convert(value, GpsAnswer))
         case Signature():
             for entry in msgspec.convert(value, SignatureAnswer).signatures:
-                if not (entry.sha256 or entry.not_signed_reason):
+                if not (entry.sha256 or stated(entry.not_signed_reason)):
                     return "each signature needs an image or a reason it was not given"
             return None
         case Repeat():
@@ -145,11 +145,16 @@ def _date(value: str) -> dt.date | None:
         return None
 
 
+def stated(reason: str | None) -> bool:
+    """A reason that says something: spaces waive no photo and excuse no signature."""
+    return bool(reason and reason.strip())
+
+
 def _answered(value: Any) -> bool:
     if value is None or value == "" or value == []:
         return False
     if isinstance(value, dict) and "photos" in value:
-        return bool(value.get("photos")) or bool(value.get("not_taken_reason"))
+        return bool(value.get("photos")) or stated(value.get("not_taken_reason"))
     return True
 
 
@@ -238,7 +243,7 @@ def _repeat_problems(code: str, item: Repeat, path: str, answers: Answers, conte
 
 def _photo_problems(code: str, item: Photo, path: str, row: str | None, value: Any) -> list[Problem]:
     photo = msgspec.convert(value, PhotoAnswer)
-    if photo.not_taken_reason:
+    if stated(photo.not_taken_reason):
         return []  # "not taken (reason)" is an answer; reviewers see the reason
     where = f"{code}:{path}"
     distinct = _distinct_photos(photo)
@@ -275,7 +280,7 @@ def _signature_problems(
             if uid not in signed
         ]
     if item.signers == "members_present":
-        accounted = {e.member_id for e in entries if e.sha256 or e.not_signed_reason}
+        accounted = {e.member_id for e in entries if e.sha256 or stated(e.not_signed_reason)}
         return [
             Problem(
                 "signature_missing", where, row, f"member {name}: a signature or the reason it is missing"

@@ -33,6 +33,7 @@ from tests.visit_flow import (
     backdate,
     complete_answers,
     completed_visit,
+    context,
     observation,
     post_answers,
     propose,
@@ -407,6 +408,40 @@ def test_one_photo_counts_once_however_many_views_it_claims(client: Client) -> N
         ("photo_view_missing", "step.look:home_photos"),
         ("too_few_photos", "step.look:home_photos"),
     }
+
+
+def test_blank_reasons_excuse_no_photo_and_no_signature(client: Client) -> None:
+    """A photo "not taken" and a member who "could not sign" each need the reason (research.md §7: photos
+    allow "not taken (reason)"; Form A: "or a reason a member could not sign"). A reason of spaces passed
+    as one: the home's photos and every member's signature were waived with nothing a reviewer could read."""
+    visit, worker = completed_visit(client)
+    blank = Filled("step.look", "home_photos", None, {"photos": [], "not_taken_reason": "   "})
+    post_answers(client, visit, worker, [blank])
+    propose(client, visit, worker)
+    refused = submit(client, visit, worker)
+    assert refused.status_code == 422, refused.text
+    assert [(p["guard"], p["item"]) for p in refused.json()["error"]["details"]] == [
+        ("unanswered", "step.look:home_photos")
+    ]
+
+    members = context(client, visit).members
+    unsigned = {
+        "signatures": [
+            {"signer_name": name, "member_id": mid, "not_signed_reason": " \t"}
+            for mid, name in members.items()
+        ]
+    }
+    response = client.post(
+        f"/api/v1/visits/{visit['id']}/observations",
+        json={"observations": [observation(Filled("step.look", "member_signatures", None, unsigned))]},
+        headers=worker,
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["field"] == "observations[0].value"
+
+    reason = Filled("step.look", "home_photos", None, {"photos": [], "not_taken_reason": "户主拒绝拍照"})
+    post_answers(client, visit, worker, [reason])
+    assert submit(client, visit, worker).status_code == 200
 
 
 def test_a_location_coarser_than_the_items_max_accuracy_is_refused(client: Client) -> None:
