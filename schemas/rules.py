@@ -46,6 +46,11 @@ class RulePack(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     outcome_amount_item: str = "proposed_amount_fen"
     """The signed form's proposed outcome and monthly amount (top-level items of `outcome_template`), which
     the visit's proposal must agree with to be submitted."""
+    objection_action_item: str = "objections.action"
+    appraisal_actions: list[str] = msgspec.field(default_factory=lambda: ["democratic_appraisal", "both"])
+    appraisal_held_item: str = "appraisal_held"
+    """An objection settled (its outcome no longer pending) by one of `appraisal_actions` needs the
+    publicity template's `appraisal_held` to be true: the appraisal it claims must be on record."""
     objection_outcome_item: str = "objections.outcome"
     """The publicity template's item (inside its objection repeat group) whose `pending` value holds the file
     back at the `after_publicity` level: an objection forces re-investigation or 民主评议 first."""

@@ -676,6 +676,30 @@ def outcome_contradicts_form(
     )
 
 
+def appraisal_missing(
+    answers: dict[str, dict[tuple[str, str | None], Any]], rules: RulePack
+) -> list[SubmissionProblem]:
+    """Objections settled by a democratic appraisal (民主评议) in a file that holds no appraisal: the
+    objection must be re-investigated or appraised before the file goes on, and the appraisal's record
+    (date, participants, conclusion, signatures) is what shows it was."""
+    publicity = answers.get(rules.publicity_template, {})
+    if publicity.get((rules.appraisal_held_item, None)) is True:
+        return []
+    group = rules.objection_action_item.rsplit(".", 1)[0]
+    return [
+        SubmissionProblem(
+            "appraisal_missing",
+            f"{rules.publicity_template}:{rules.objection_action_item}",
+            row,
+            f"the objection was settled by a democratic appraisal, but none is recorded "
+            f"({rules.appraisal_held_item})",
+        )
+        for row in rules_of_answers.rows_of(publicity, group)
+        if publicity.get((rules.objection_action_item, row)) in rules.appraisal_actions
+        and publicity.get((rules.objection_outcome_item, row)) not in (None, "pending")
+    ]
+
+
 async def submission_problems(
     session: AsyncSession, visit: Visit, rules: RulePack
 ) -> list[SubmissionProblem]:
@@ -690,7 +714,7 @@ async def submission_problems(
         problems.append(SubmissionProblem("outcome_missing", "visit:proposal", None, "no outcome proposed"))
     if differs := outcome_contradicts_form(visit, answers, rules):
         problems.append(differs)
-    return problems
+    return problems + appraisal_missing(answers, rules)
 
 
 async def guard_context(session: AsyncSession, visit: Visit) -> rules_of_answers.Context:

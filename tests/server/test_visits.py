@@ -377,6 +377,26 @@ def test_a_pending_objection_holds_the_file_back_at_district_approval(client: Cl
     assert client.get(f"/api/v1/visits/{visit['id']}", headers=worker).json()["status"] == "in_review"
 
 
+def test_an_objection_settled_by_democratic_appraisal_needs_the_appraisal_on_record(client: Client) -> None:
+    """An objection during publicity is settled by re-investigation or by democratic appraisal (民主评议;
+    2021 办法 Art 19, research.md §2 step 4a). An objection recorded as settled by an appraisal, in a
+    file whose appraisal section says none was held, went to the county with the procedure it claimed
+    nowhere on record."""
+    visit, worker = completed_visit(client)  # one objection, re-investigated, not upheld; no appraisal
+    action = next(a for a in complete_answers(client, visit, worker) if a.item == "objections.action")
+    by_appraisal = Filled(action.template, action.item, action.row_id, "democratic_appraisal")
+    post_answers(client, visit, worker, [by_appraisal])
+    propose(client, visit, worker)
+    refused = submit(client, visit, worker)
+    assert refused.status_code == 422, refused.text
+    assert [(p["guard"], p["item"], p["row"]) for p in refused.json()["error"]["details"]] == [
+        ("appraisal_missing", "step.publicize:objections.action", str(action.row_id))
+    ]
+    held = Filled("step.publicize", "appraisal_held", None, True)  # its record: date, participants, ...
+    post_answers(client, visit, worker, [held])
+    assert submit(client, visit, worker).status_code == 200
+
+
 def test_one_photo_counts_once_however_many_views_it_claims(client: Client) -> None:
     visit, worker = completed_visit(client)
     url = f"/api/v1/visits/{visit['id']}/observations"
