@@ -18,6 +18,7 @@ from server.dependencies import CurrentActor, provide_actor
 from server.routes.params import ReviewLevel
 from server.services import exports
 from server.services.exports import OBSERVATION_COLUMNS, VISIT_COLUMNS, Filters
+from server.services.rules import today
 
 MEDIA = {"csv": "text/csv; charset=utf-8", "geojson": "application/geo+json"}
 
@@ -53,7 +54,7 @@ class ExportController(Controller):
             body = exports.as_csv(rows, VISIT_COLUMNS if kind == "visits" else OBSERVATION_COLUMNS)
         else:
             body = exports.as_geojson(rows)
-        filename = f"fivestep-{kind}-{dt.date.today().isoformat()}.{fmt}"
+        filename = f"fivestep-{kind}-{today().isoformat()}.{fmt}"  # China's date, not the server's
         return Stream(
             body, media_type=MEDIA[fmt], headers={"Content-Disposition": f'attachment; filename="{filename}"'}
         )

@@ -6,9 +6,14 @@ import csv
 import datetime as dt
 import io
 import json
+import time
 import uuid
 
+import pytest
+
 from server.demo import demo_id
+from server.domain.calendar import CHINA_STANDARD_TIME
+from server.services.rules import today
 from tests.helpers import Client, audit_rows, login
 from tests.visit_flow import GPS, assign, completed_visit
 
@@ -130,3 +135,19 @@ def test_addresses_answered_in_a_form_stay_out_of_the_observation_export(client:
     assert set(mine) == set(answers)
     assert (mine["hukou_address"]["value"], mine["actual_address"]["note"]) == ("null", "")
     assert mine["lives_at_hukou_address"]["value"] == "false"  # a yes/no about the address holds none
+
+
+def test_an_export_is_named_for_the_day_in_china(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file name carried the server's own date: on a server kept in UTC, every export made before 08:00
+    in China was named for the day before. A zone whose date differs from China's now shows it."""
+    china_hour = dt.datetime.now(CHINA_STANDARD_TIME).hour
+    monkeypatch.setenv("TZ", "Etc/GMT+12" if china_hour < 20 else "Etc/GMT-14")  # UTC-12 or UTC+14
+    time.tzset()
+    try:
+        assert dt.date.today() != today()  # the server's zone and China disagree on the date
+        response = client.get("/api/v1/exports/visits.csv", headers=login(client, "demo-admin"))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert response.status_code == 200
+    assert f'filename="fivestep-visits-{today().isoformat()}.csv"' in response.headers["content-disposition"]
