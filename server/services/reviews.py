@@ -21,7 +21,7 @@ from server.domain.answers import rows_of
 from server.errors import Conflict, Forbidden, stated_reason
 from server.services import audit, photos, transaction
 from server.services.actor import Actor
-from server.services.rules import level, today, working_calendar
+from server.services.rules import level, today, waiting_level, working_calendar
 from server.services.visits import (
     current_answers,
     get,
@@ -68,6 +68,8 @@ async def decide(
         return await visit_out(session, visit, household, rules)  # the same decision sent again
     if visit.status != VisitStatus.in_review:
         raise Conflict(f"The visit is {visit.status}, not waiting for review.", code="not_in_review")
+    if (waiting := waiting_level(rules, visit.review_level)) != visit.review_level:
+        visit.review_level = waiting  # sent up under a pack with more levels: decided at this one's last
     at = level(rules, visit.review_level)
     _require_authority(actor, at)
     if decision.decision == "reject":

@@ -34,8 +34,15 @@ def rules_tag(rules: RulePack) -> str:
     return f"{rules.code}@{rules.version}"
 
 
+def waiting_level(rules: RulePack, number: int) -> int:
+    """The level a file sent up to level `number` waits at under these rules. A deployment may replace its
+    pack with one of fewer levels (confirmation delegated to the subdistrict): a file already past the new
+    last level waits at that one, the confirming level, instead of at a level that no longer exists."""
+    return min(number, len(rules.review_levels))
+
+
 def level(rules: RulePack, number: int) -> ReviewLevel:
-    return rules.review_levels[number - 1]
+    return rules.review_levels[waiting_level(rules, number) - 1]
 
 
 async def working_calendar(session: AsyncSession, rules: RulePack) -> WorkingCalendar:

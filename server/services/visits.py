@@ -61,7 +61,7 @@ from server.errors import (
 )
 from server.services import audit, templates, transaction
 from server.services.actor import Actor, communities_in_scope
-from server.services.rules import level, rules_tag, today, working_calendar
+from server.services.rules import level, rules_tag, today, waiting_level, working_calendar
 from sync import answer_merge
 
 ASSIGNER_ROLES = frozenset({"reviewer", "admin"})
@@ -110,7 +110,7 @@ async def visit_out(session: AsyncSession, visit: Visit, household: Household, r
         overdue=visit.status in (*EDITABLE, VisitStatus.in_review)
         and due is not None
         and is_overdue(due, today()),
-        review_level=visit.review_level,
+        review_level=waiting_level(rules, visit.review_level),
         review_level_code=level(rules, visit.review_level).code if visit.review_level else None,
         review_due=visit.review_due,
         publicity_ends_on=ends,

@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
+from litestar.testing import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas.config import Settings
+from server.app import create_app
 from server.db.engine import Database
 from server.db.models import Household, Member, Observation, User
 from server.domain.filled import Filled, fake_sha256
@@ -936,3 +941,59 @@ def test_only_the_last_level_refuses_a_file(client: Client) -> None:
     rejected = review(client, visit, "demo-approver-district", "reject", "收入超过低保标准")
     assert rejected.status_code == 200, rejected.text
     assert (rejected.json()["status"], rejected.json()["locked_at"] is not None) == ("rejected", True)
+
+
+DELEGATED_RULES = """
+code: delegated
+version: 1
+calendars: [cn-2025, cn-2026]
+review_levels:
+  - {code: community_evaluation, label: {zh: 社区评议小组, en: Community evaluation group},
+     role: reviewer, node_level: community, deadline_working_days: 3}
+  - {code: subdistrict_confirmation, label: {zh: 街道审核确认, en: Subdistrict confirmation},
+     role: reviewer, node_level: subdistrict, deadline_working_days: 10, after_publicity: true}
+visit_due_working_days: {new_application: 3, scheduled_recheck: 10, tip: 5, data_match: 5}
+templates:
+  new_application: [step.check, step.visit, step.ask, step.look, step.publicize, form.home_visit,
+                    form.employment_income, form.schooling]
+  scheduled_recheck: [step.check, step.visit, step.ask, step.look, form.recheck, form.employment_income]
+  tip: [step.check, step.visit, step.ask, step.look, form.recheck]
+  data_match: [step.check, step.visit, step.ask, step.look, form.recheck]
+"""
+
+
+def test_a_file_waiting_past_a_new_rule_packs_last_level_waits_at_its_last(
+    client: Client, app_settings: Settings, tmp_path: Path
+) -> None:
+    """A deployment that delegates confirmation to the subdistrict (research.md §2: 20 working days when
+    delegated) replaces the three-level pack with a two-level one. A file already waiting at level 3 made
+    every read of it, and every visit list holding it, a 500; nobody could decide it. It now waits at the
+    new pack's last level, the confirming one, and is decided there under the new pack."""
+    visit, worker = completed_visit(client)
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    review(client, visit, "demo-reviewer-community", "approve")
+    assert review(client, visit, "demo-reviewer-subdistrict", "approve").json()["review_level"] == 3
+    rules = tmp_path / "delegated.yaml"
+    rules.write_text(DELEGATED_RULES)
+    delegated = msgspec.structs.replace(app_settings, rules_file=str(rules))
+    with TestClient(create_app(delegated)) as after:
+        seen = after.get(f"/api/v1/visits/{visit['id']}", headers=login(after, TEAM[0]))
+        assert seen.status_code == 200, seen.text
+        assert (seen.json()["review_level"], seen.json()["review_level_code"]) == (
+            2,
+            "subdistrict_confirmation",
+        )
+        listed = after.get("/api/v1/visits", headers=login(after, "demo-reviewer-subdistrict"))
+        assert listed.status_code == 200, listed.text
+        assert visit["id"] in {v["id"] for v in listed.json()["items"]}
+        confirms = "照片未上传，已核对纸质材料，确认 (confirmed on paper)"  # not its level-2 words: no retry
+        decided = review(after, visit, "demo-reviewer-subdistrict", "approve", confirms)
+        assert decided.status_code == 200, decided.text
+        assert decided.json()["status"] == "approved"
+        timeline = after.get(f"/api/v1/visits/{visit['id']}/timeline", headers=login(after, TEAM[0])).json()
+        assert (timeline[-1]["level"], timeline[-1]["level_code"], timeline[-1]["rules"]) == (
+            2,
+            "subdistrict_confirmation",
+            "delegated@1",
+        )
