@@ -241,6 +241,7 @@ async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: 
         raise Conflict(
             "The household is archived: no visit can be assigned to it.", code="household_archived"
         )
+    _require_purpose(rules, data.purpose)
     if data.due_date is not None and abs(data.due_date - today()) > DUE_DATE_REACH:
         # A visit entered late may be due already, but not years off: a typo would sit overdue forever.
         raise Invalid(
@@ -282,6 +283,17 @@ async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: 
         return await _sent_again(session, actor, earlier, data, rules)
     visit, household = await get(session, actor, visit.id)
     return await visit_out(session, visit, household, rules)
+
+
+def _require_purpose(rules: RulePack, purpose: str) -> None:
+    """A locality's pack may list only the purposes it runs (no data-match visits without a data feed):
+    another has neither checklists nor a due date here."""
+    if purpose not in rules.templates or purpose not in rules.visit_due_working_days:
+        raise Invalid(
+            f"The rule pack {rules_tag(rules)} has no {purpose} visits.",
+            code="purpose_not_in_rules",
+            details=[{"field": "purpose", "message": f"one of {sorted(rules.templates)}"}],
+        )
 
 
 async def _visit_with_team(session: AsyncSession, visit_id: uuid.UUID) -> Visit | None:
@@ -849,6 +861,7 @@ async def amend(session: AsyncSession, actor: Actor, visit_id: uuid.UUID, rules:
         raise Forbidden("Only the team, reviewers and administrators amend a visit.")
     if visit.status != VisitStatus.approved:
         raise Conflict("Only an approved visit is amended; edit this one directly.", code="not_approved")
+    _require_purpose(rules, visit.purpose)  # its due date comes from the pack
     newer = (await session.execute(select(Visit.id).where(Visit.previous_id == visit.id))).first()
     if newer is not None:
         raise Conflict(

@@ -997,3 +997,28 @@ def test_a_file_waiting_past_a_new_rule_packs_last_level_waits_at_its_last(
             "subdistrict_confirmation",
             "delegated@1",
         )
+
+
+def test_a_purpose_the_rule_pack_leaves_out_is_a_422(
+    client: Client, app_settings: Settings, tmp_path: Path
+) -> None:
+    """A locality's pack may list only the purposes it runs (no data-match visits without a data feed,
+    research.md §11). Assigning a visit of another purpose answered 500."""
+    rules = tmp_path / "no-data-match.yaml"
+    rules.write_text(
+        DELEGATED_RULES.replace(", data_match: 5", "").replace(
+            "  data_match: [step.check, step.visit, step.ask, step.look, form.recheck]\n", ""
+        )
+    )
+    with TestClient(create_app(msgspec.structs.replace(app_settings, rules_file=str(rules)))) as local:
+        body = assignment(local, "DB-C01-0002", purpose="data_match")
+        refused = local.post("/api/v1/visits", json=body, headers=login(local, "demo-reviewer-community"))
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == "purpose_not_in_rules"
+        assert refused.json()["error"]["details"][0]["field"] == "purpose"
+        tip = local.post(
+            "/api/v1/visits",
+            json=body | {"purpose": "tip"},
+            headers=login(local, "demo-reviewer-community"),
+        )
+        assert tip.status_code == 201, tip.text
