@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from schemas.config import Settings
+from schemas.rules import RulePack
+from server.domain.calendar import load_calendar
 
 PREFIX = "FIVESTEP_"
 ROLES = ("field_worker", "reviewer", "approver", "admin")
@@ -68,6 +70,8 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"{env_name('signed_url_ttl_seconds')}: must be between 1 second and 7 days")
     if s.rules_file and not Path(s.rules_file).is_file():
         raise ConfigError(f"{env_name('rules_file')}: no such file {s.rules_file!r}")
+    if s.rules_file and (problem := _rules_problem(Path(s.rules_file))):
+        raise ConfigError(f"{env_name('rules_file')}: {problem}")
     for name in ("reveal_roles", "original_roles"):
         for role in getattr(s, name):
             if role not in ROLES:
@@ -114,3 +118,22 @@ def resolve_secret(s: Settings) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(48))
     return path.read_text().strip()
+
+
+def _rules_problem(path: Path) -> str | None:
+    """Why the rule pack at `path` cannot be used: it is read on the first visit request, and a pack that
+    fails there would make every such request fail, long after the start said nothing."""
+    try:
+        rules = msgspec.yaml.decode(path.read_bytes(), type=RulePack)
+    except msgspec.DecodeError as exc:  # ValidationError too
+        return " ".join(str(exc).split())
+    if not rules.review_levels:
+        return "needs at least one review level"
+    for code in rules.calendars:
+        try:
+            load_calendar(code)
+        except ValueError:
+            return f"calendar {code!r} is not shipped (server/data/calendars)"
+    if unpaired := set(rules.templates) ^ set(rules.visit_due_working_days):
+        return f"purposes {sorted(unpaired)} need both templates and visit_due_working_days"
+    return None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +69,33 @@ def test_serve_with_bad_configuration_exits_with_one_line(tmp_path: object) -> N
     assert done.stderr.strip().splitlines() == [
         "fivestep: configuration error: FIVESTEP_PORT: expected a whole number, got 'eighty'"
     ]
+
+
+GOOD_RULES = (Path(__file__).parents[2] / "server/data/rules/default.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("broken", "says"),
+    [
+        ("code: [unclosed\n", "flow sequence"),
+        (GOOD_RULES.replace("version: 1", "version: one"), "version"),
+        (GOOD_RULES.replace("calendars: [cn-2025, cn-2026]", "calendars: [cn-2025, cn-2062]"), "cn-2062"),
+        (GOOD_RULES.replace("  tip: 5\n", ""), "tip"),
+        (re.sub(r"review_levels:\n(?:  .*\n)+", "review_levels: []\n", GOOD_RULES), "review level"),
+    ],
+)
+def test_a_broken_rule_pack_stops_the_start(tmp_path: Path, broken: str, says: str) -> None:
+    """A rule pack that cannot be used (a typo, a calendar not shipped, a purpose with checklists but no
+    due days, no review level) passed the start and then made every visit request a 500."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(broken)
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"FIVESTEP_RULES_FILE": str(rules)})
+    message = str(caught.value)
+    assert message.startswith("FIVESTEP_RULES_FILE") and says in message and "\n" not in message, message
+
+
+def test_the_shipped_rule_pack_passes(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(GOOD_RULES)
+    assert load_settings({"FIVESTEP_RULES_FILE": str(rules)}).rules_file == str(rules)
