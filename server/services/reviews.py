@@ -64,7 +64,7 @@ async def decide(
 ) -> VisitOut:
     visit, household = await get(session, actor, visit_id, lock=True)
     decision = _with_reason_stripped(decision)
-    if await _decided_already(session, actor, visit, decision):
+    if await _decided_already(session, actor, visit, decision, rules):
         return await visit_out(session, visit, household, rules)  # the same decision sent again
     if visit.status != VisitStatus.in_review:
         raise Conflict(f"The visit is {visit.status}, not waiting for review.", code="not_in_review")
@@ -103,7 +103,7 @@ async def decide(
 
 
 async def _decided_already(
-    session: AsyncSession, actor: Actor, visit: Visit, decision: ReviewDecision
+    session: AsyncSession, actor: Actor, visit: Visit, decision: ReviewDecision, rules: RulePack
 ) -> bool:
     """This decision is the visit's latest step, taken by this reviewer with this reason: a console that
     lost the answer sends it again, and must hear it was done, not that the visit moved on (an approval
@@ -121,7 +121,15 @@ async def _decided_already(
         latest is not None
         and latest.actor_id == actor.user_id
         and (latest.action, latest.reason) == (decision.decision, decision.reason)
+        and not _still_waiting_where_decided(visit, latest, rules)
     )
+
+
+def _still_waiting_where_decided(visit: Visit, latest: VisitTransition, rules: RulePack) -> bool:
+    """The visit waits for review at the very level `latest` was decided at, so that decision did not
+    move it and this one is no retry of it: a file sent up past the last level of a new rule pack waits
+    at that level, where the reviewer who passed it up under the old pack now confirms it."""
+    return visit.status == VisitStatus.in_review and waiting_level(rules, visit.review_level) == latest.level
 
 
 def _with_reason_stripped(decision: ReviewDecision) -> ReviewDecision:
