@@ -126,7 +126,9 @@ class HouseholdPage(msgspec.Struct):
 
 
 class RevealRequest(msgspec.Struct, forbid_unknown_fields=True):
-    reason: Annotated[str, msgspec.Meta(min_length=5, max_length=500)]
+    reason: Annotated[str, msgspec.Meta(max_length=500)]
+    """Why the full number is needed: at least 5 characters besides spaces, else `422 reason_required`
+    (checked by the server, not here, so that "" and "abc" get the same code as five spaces)."""
 
 
 class RevealedId(msgspec.Struct):
