@@ -201,6 +201,25 @@ async def _changes(session: AsyncSession, rows: list[ChangeRow], scopes: list[st
 
 async def _exits(session: AsyncSession, scopes: list[str], since: int, upto: int) -> list[Change]:
     """Records that left the caller's scope: drop them (unless they moved within it)."""
+    exits = await _exit_rows(session, scopes, since, upto)
+    photos = await sync_rows.load(session, [(e, i) for e, i, _ in exits if e == "photo"], scopes)
+    changes = []
+    for entity, entity_id, seq in exits:
+        photo = photos.get((entity, entity_id))
+        if photo is not None and photo["visits"]:
+            # A photo is keyed per community, but a caller over several holds it while any visit of
+            # theirs names it: one community's key leaving only narrows its visits.
+            changes.append(Change(entity=entity, id=entity_id, op="upsert", seq=seq, version=0, data=photo))
+        else:
+            changes.append(Change(entity=entity, id=entity_id, op="drop", seq=seq))
+    return changes
+
+
+async def _exit_rows(
+    session: AsyncSession, scopes: list[str], since: int, upto: int
+) -> list[tuple[str, str, int]]:
+    """(entity, id, seq) of the records that left one of the caller's scopes within (since, upto] and are
+    in none of them now."""
     still_here = select(SyncChange.entity_id).where(
         SyncChange.entity == ScopeExit.entity,
         SyncChange.entity_id == ScopeExit.entity_id,
@@ -213,10 +232,7 @@ async def _exits(session: AsyncSession, scopes: list[str], since: int, upto: int
         )
         .order_by(ScopeExit.seq, ScopeExit.id)
     )
-    return [
-        Change(entity=entity, id=_record_id(entity, key), op="drop", seq=seq)
-        for entity, key, seq in await session.execute(query)
-    ]
+    return [(entity, _record_id(entity, key), seq) for entity, key, seq in await session.execute(query)]
 
 
 def _record_id(entity: str, key: str) -> str:

@@ -1349,6 +1349,31 @@ def test_a_photo_named_in_two_communities_reaches_both_and_follows_its_household
     assert fresh.record("photo", sha) is None
 
 
+def test_a_photo_leaving_one_of_a_supervisors_communities_stays_while_another_names_it(
+    make_device: MakeDevice, client: Client
+) -> None:
+    """A subdistrict reviewer holds a photo through two of its communities: when one household naming it
+    moves out of the subdistrict, the photo stays on the reviewer's tablet (and arrives on a new one
+    whose first sync is cut into pages), naming only the visits still in the subdistrict."""
+    sha = sha256(jpeg_with_gps())
+    for registry_no in ("DB-C01-0001", "DB-C01-0002"):
+        visit, worker = completed_visit(client, registry_no)
+        answer_with(client, visit, worker, sha)
+    _move(client, "DB-C01-0002", "C02")  # both communities are in S01
+    reviewer = make_device("demo-reviewer-subdistrict")
+    reviewer.sync()
+    assert set(reviewer.record("photo", sha)["visits"]) == (  # type: ignore[index]
+        visits_naming(client, sha, "DB-C01-0001") | visits_naming(client, sha, "DB-C01-0002")
+    )
+
+    _move(client, "DB-C01-0001", "C03")  # leaves S01; DB-C01-0002 in C02 still names the photo
+    reviewer.sync()
+    fresh = make_device("demo-reviewer-subdistrict", "fresh", pull_limit=50)
+    fresh.sync()
+    for device in (fresh, reviewer):
+        assert set(device.record("photo", sha)["visits"]) == visits_naming(client, sha, "DB-C01-0002")  # type: ignore[index]
+
+
 def visits_naming(client: Client, sha: str, registry_no: str) -> set[str]:
     async def ids(session: Any) -> set[str]:
         query = (
