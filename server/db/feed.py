@@ -269,7 +269,8 @@ def _move_conflicts(session: Session, entity_ids: list[str], old: str, new: str,
 
 
 def _move_photos(session: Session, household: Household, old: str, new: str, seq: int) -> None:
-    """The household's photos go with it; the old community keeps those that another of its visits names."""
+    """The household's photos go with it; the old community keeps those that another of its visits names,
+    stamped anew: their visits there no longer include this household's."""
     of_household = (
         select(PhotoRef.sha256)
         .join(Visit, Visit.id == PhotoRef.visit_id)
@@ -288,8 +289,10 @@ def _move_photos(session: Session, household: Household, old: str, new: str, seq
             Household.id != household.id,
         )
     )
-    leaving = sorted(shas - set(session.execute(named_elsewhere).scalars()))
-    _upsert(session, [_row("photo", photo_key(sha, new), new, seq, False) for sha in sorted(shas)])
+    staying = set(session.execute(named_elsewhere).scalars())
+    leaving = sorted(shas - staying)
+    stamps = [(photo_key(sha, new), new) for sha in shas] + [(photo_key(sha, old), old) for sha in staying]
+    _upsert(session, [_row("photo", key, scope, seq, False) for key, scope in sorted(stamps)])
     if leaving:
         keys = [photo_key(sha, old) for sha in leaving]
         session.execute(

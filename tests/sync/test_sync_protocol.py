@@ -1374,6 +1374,22 @@ def test_a_photo_leaving_one_of_a_supervisors_communities_stays_while_another_na
         assert set(device.record("photo", sha)["visits"]) == visits_naming(client, sha, "DB-C01-0002")  # type: ignore[index]
 
 
+def test_a_photo_kept_by_a_community_after_one_of_its_households_left_names_only_the_visits_left(
+    make_device: MakeDevice, client: Client
+) -> None:
+    """The same photo as evidence for two households of C01: when one moves to C03, C01's tablets keep the
+    photo but no longer list the visit that left (it names a household of another community)."""
+    sha = sha256(jpeg_with_gps())
+    for registry_no in ("DB-C01-0001", "DB-C01-0002"):
+        visit, worker = completed_visit(client, registry_no)
+        answer_with(client, visit, worker, sha)
+    c01 = make_device("demo-worker-1")
+    c01.sync()
+    _move(client, "DB-C01-0001", "C03")
+    c01.sync()
+    assert set(c01.record("photo", sha)["visits"]) == visits_naming(client, sha, "DB-C01-0002")  # type: ignore[index]
+
+
 def visits_naming(client: Client, sha: str, registry_no: str) -> set[str]:
     async def ids(session: Any) -> set[str]:
         query = (
