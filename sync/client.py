@@ -22,7 +22,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,7 +31,14 @@ import msgspec
 
 from schemas.sync import SCHEMA_VERSION, PullResponse, PushResponse
 from sync import answer_merge
-from sync.errors import NetworkError, QueueBehindServer, ServerError, SyncBusy, network_errors
+from sync.errors import (
+    DeviceOfAnotherUser,
+    NetworkError,
+    QueueBehindServer,
+    ServerError,
+    SyncBusy,
+    network_errors,
+)
 from sync.photo_queue import PhotoQueue, UploadReport
 from sync.tus_client import CHUNK_SIZE, RawTransport
 
@@ -328,15 +335,70 @@ class Device:
         body = {
             "username": username,
             "password": password,
-            "device_id": device_key or f"dev-{self.client_id}",
+            "device_id": device_key or self._device_key(),
         }
         status, answer = self.transport("/api/v1/auth/login", body, None)
         if status != 200:
             raise ServerError(status, answer)
+        user = dict(answer["user"])
+        if not self._held_for_another(user):
+            self._signed_in(answer["token"], user)
+            return user
+        with self._only_sync():  # not under a sync of the previous user's
+            if unsent := self._unsent():
+                self._end_session(answer["token"])
+                previous = self._meta("username")
+                raise DeviceOfAnotherUser(
+                    f"this device still holds {unsent} of {previous}, which only it has: "
+                    f"sign in as {previous} and sync first"
+                )
+            self._signed_in(answer["token"], user, start_over=True)
+        return user
+
+    def _signed_in(self, token: str, user: dict[str, Any], *, start_over: bool = False) -> None:
         with self._tx():
-            self._set("token", answer["token"])
-            self._set("username", username)
-        return dict(answer["user"])
+            if start_over:
+                self._start_over()
+            self._set("token", token)
+            self._set("username", user["username"])
+            self._set("user_id", str(user["id"]))
+
+    def _device_key(self) -> str:
+        """The name this tablet signs in under, made from its first client id: it stays when another
+        user's sign-in makes a new client id."""
+        return self._meta("device_key") or f"dev-{self.client_id}"
+
+    def _held_for_another(self, user: dict[str, Any]) -> bool:
+        """Whether this database is the replica of another user than ``user`` (a database from before
+        user ids were kept knows its user by name)."""
+        held_id, held_name = self._meta("user_id"), self._meta("username")
+        if held_id is not None:
+            return held_id != str(user["id"])
+        return held_name is not None and held_name != user["username"]
+
+    def _unsent(self) -> str | None:
+        """What of the signed-in user only this device holds: queued edits, photo files not yet sent."""
+        edits = self.db.execute("SELECT count(*) FROM pending").fetchone()[0]
+        photos = self.db.execute("SELECT count(*) FROM photos WHERE state = 'waiting'").fetchone()[0]
+        held = [f"{edits} edit(s) not yet confirmed"] if edits else []
+        held += [f"{photos} photo file(s) to send"] if photos else []
+        return " and ".join(held) or None
+
+    def _start_over(self) -> None:
+        """Signed in as another user: the replica, its cursor and its client id were the previous user's
+        (the server refuses that client id to anyone else). The caller holds the local transaction."""
+        self.db.execute("DELETE FROM confirmed")
+        self.db.execute("DELETE FROM outcomes")
+        self._set("cursor", None)
+        self._set("device_key", self._device_key())
+        self._set("client_id", str(uuid.uuid4()))
+        self._set("next_seq", "1")
+        self._set("acked_seq", "0")
+
+    def _end_session(self, token: str) -> None:
+        """Sign out a session this device will not use; if that fails, it expires on its own."""
+        with suppress(NetworkError):
+            self.transport("/api/v1/auth/logout", {}, token)
 
     def sync(self) -> SyncReport:
         """Push everything, then pull to the end. Raises NetworkError/ServerError; safe to call again."""

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from sync.client import Device, httpx_transport
-from sync.errors import NetworkError, ServerError, SyncBusy
+from sync.errors import DeviceOfAnotherUser, NetworkError, ServerError, SyncBusy
 from sync.tus_client import httpx_raw_transport
 
 DEFAULT_DB = "./var/device.sqlite"
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         device = Device(args.db, httpx_transport(http), uploads=httpx_raw_transport(http))
         try:
             return _act(device, args, server)
-        except (NetworkError, ServerError, SyncBusy) as exc:
+        except (NetworkError, ServerError, SyncBusy, DeviceOfAnotherUser) as exc:
             print(f"device: {exc}")
             return 1
         finally:

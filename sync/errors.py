@@ -27,6 +27,11 @@ class QueueBehindServer(ServerError):
         self.seq = seq
 
 
+class DeviceOfAnotherUser(Exception):
+    """A sign-in as another user while the tablet still holds edits (or photo files) of the user signed in
+    before, which only it holds: that user must sync them first."""
+
+
 class SyncBusy(Exception):
     """Another sync of the same device database is running (another process, or another thread)."""
 

@@ -31,6 +31,7 @@ from server.services import sync_admin, sync_apply, sync_pull, sync_push, transa
 from server.services.actor import SYSTEM
 from server.services.auth import authenticate
 from server.services.rules import load_rules
+from sync.errors import DeviceOfAnotherUser
 from tests.helpers import Client, audit_rows, household_id, login, node_id, run_db
 from tests.images import jpeg_with_gps
 from tests.server.test_households import valid_id
@@ -176,6 +177,43 @@ def test_another_users_client_id_is_refused(client: Client, make_device: MakeDev
         "/api/v1/sync/pull", json={"client_id": device.client_id, "schema_version": 1}, headers=other
     )
     assert answer.status_code == 403 and answer.json()["error"]["code"] == "client_of_another_user"
+
+
+def test_signing_in_as_another_user_on_a_tablet_never_shows_the_previous_users_households(
+    make_device: MakeDevice, client: Client
+) -> None:
+    device = make_device("demo-worker-1")
+    device.sync()
+    c01 = set(device.view("household"))
+    assert c01
+
+    device.login("demo-worker-3", "demo")
+    assert device.view("household") == {} and device.cursor is None
+    device.sync()  # a client id of its own: the first user's would be refused (client_of_another_user)
+    households = device.view("household")
+    assert households and not set(households) & c01
+    assert {h["community_id"] for h in households.values()} == {str(node_id("C03"))}
+    # The tablet keeps its name for administrators, whoever signs in on it.
+    device.login("demo-worker-3", "demo")
+    devices = client.get("/api/v1/admin/devices", headers=login(client, "demo-admin", device="desk")).json()
+    tablets = {d["device_id"] for d in devices if d["device_id"].startswith("dev-")}
+    assert len(tablets) == 1
+
+
+def test_a_tablet_keeps_the_signed_in_users_unsent_edits_until_they_are_sent(make_device: MakeDevice) -> None:
+    """Another user cannot sign in while the previous one's edits are only on the tablet: they would be
+    lost, or sent in the other user's name."""
+    device = make_device("demo-worker-1")
+    device.sync()
+    device.update_household(H1, address="还没发送")
+    with pytest.raises(DeviceOfAnotherUser, match="demo-worker-1"):
+        device.login("demo-worker-3", "demo")
+    assert device.view("household")[H1]["address"] == "还没发送"
+    device.sync()  # still the first user's session
+    assert device.pending() == [] and device.record("household", H1)["address"] == "还没发送"  # type: ignore[index]
+    device.login("demo-worker-3", "demo")
+    device.sync()
+    assert H1 not in device.view("household")
 
 
 def test_slow_transaction_never_falls_behind_a_cursor(
