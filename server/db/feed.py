@@ -122,11 +122,10 @@ def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> No
         for obj in touched:
             entity = ENTITY[type(obj)]
             scope = scopes.of(obj)
-            rows[(entity, str(obj.id))] = _row(
-                entity, obj.id, scope, seq, getattr(obj, "deleted_at", None) is not None
-            )
+            rows[(entity, str(obj.id))] = _row(entity, obj.id, scope, seq, scopes.gone(obj))
             if isinstance(obj, Household):
                 _household_moved(session, obj, seq)
+                _household_archived(session, obj, scope, seq, rows)
         for visit_id in visits_of_team:
             rows.setdefault(
                 ("visit", str(visit_id)), _row("visit", visit_id, scopes.of_visit(visit_id), seq, False)
@@ -195,7 +194,8 @@ class _Scopes:
         self.session = session
         # Records created in this very flush are not in the database yet: learn them first.
         pending = [*session.new, *session.dirty]
-        self.household_scope = {o.id: str(o.community_id) for o in pending if isinstance(o, Household)}
+        self.households = {o.id: o for o in pending if isinstance(o, Household)}
+        self.household_scope = {i: str(h.community_id) for i, h in self.households.items()}
         self.visit_household = {o.id: o.household_id for o in pending if isinstance(o, Visit)}
 
     def of(self, obj: object) -> str:
@@ -214,10 +214,22 @@ class _Scopes:
 
     def of_household(self, household_id: uuid.UUID) -> str:
         if household_id not in self.household_scope:
+            self.household_scope[household_id] = str(self._household(household_id).community_id)
+        return self.household_scope[household_id]
+
+    def gone(self, obj: object) -> bool:
+        """Whether devices are to forget the record: it is a tombstone, or a member of an archived
+        household (which nobody reads as a member any more, as REST does not)."""
+        if getattr(obj, "deleted_at", None) is not None:
+            return True
+        return isinstance(obj, Member) and self._household(obj.household_id).deleted_at is not None
+
+    def _household(self, household_id: uuid.UUID) -> Household:
+        if household_id not in self.households:
             household = self.session.get(Household, household_id)
             assert household is not None, f"household {household_id} vanished mid-flush"
-            self.household_scope[household_id] = str(household.community_id)
-        return self.household_scope[household_id]
+            self.households[household_id] = household
+        return self.households[household_id]
 
     def of_visit(self, visit_id: uuid.UUID) -> str:
         if visit_id not in self.visit_household:
@@ -244,6 +256,23 @@ def _household_moved(session: Session, household: Household, seq: int) -> None:
     )
     _move_conflicts(session, [str(household.id), *children], old, new, seq)
     _move_photos(session, household, old, new, seq)
+
+
+def _household_archived(
+    session: Session, household: Household, scope: str, seq: int, rows: dict[tuple[str, str], dict[str, Any]]
+) -> None:
+    """Archiving a household takes its members off the devices with it; restoring it brings back those
+    not removed on their own. (Its visits stay, as they do for REST.)"""
+    if not inspect(household).attrs.deleted_at.history.has_changes() or household in session.new:
+        return
+    archived = household.deleted_at is not None
+    members = select(Member.id, Member.deleted_at).where(Member.household_id == household.id)
+    for member_id, deleted_at in session.execute(members):
+        # A member changed in this very flush has its own row already, which knows its state better.
+        rows.setdefault(
+            ("member", str(member_id)),
+            _row("member", member_id, scope, seq, archived or deleted_at is not None),
+        )
 
 
 def _move_conflicts(session: Session, entity_ids: list[str], old: str, new: str, seq: int) -> None:

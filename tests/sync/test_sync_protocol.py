@@ -970,6 +970,45 @@ def test_create_sync_archive_sync_then_a_fresh_install_never_sees_the_record(
     assert new_id not in reinstalled.view("household")
 
 
+def test_an_archived_households_members_leave_the_tablets_and_come_back_with_a_restore(
+    make_device: MakeDevice, client: Client
+) -> None:
+    """As for REST, an archived household's members are nobody's members any more: tablets forget them with
+    it, a new tablet never receives them, and a supervisor's restore brings back those not removed."""
+    one, two = make_device("demo-worker-1"), make_device("demo-worker-2")
+    one.sync(), two.sync()
+    members = sorted(m["id"] for m in one.confirmed("member").values() if m["household_id"] == H2)
+    assert len(members) >= 2
+    removed = one.record("member", members[0])
+    one.remove_member(members[0], "moved out")
+    one.sync()
+    two.update_household(H2, address="归档后才到的修改")  # on the version before the archive
+    one.archive_household(H2, "moved away")
+    one.sync(), two.sync()
+    fresh = make_device("demo-worker-1", "fresh", pull_limit=50)
+    fresh.sync()
+    for device in (one, two, fresh):
+        assert device.record("household", H2) is None
+        assert not [m for m in device.confirmed("member").values() if m["household_id"] == H2]
+
+    (late,) = conflicts(client, H2)
+    assert late["kind"] == "update_after_delete" and removed is not None
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    taken = client.post(
+        f"/api/v1/conflicts/{late['id']}/resolve", json={"decision": "take_client"}, headers=reviewer
+    )
+    assert taken.status_code == 200, taken.text
+    one.sync()
+    again = make_device("demo-worker-1", "again")
+    again.sync()
+    for device in (one, again):
+        assert device.record("household", H2)["address"] == "归档后才到的修改"  # type: ignore[index]
+        assert (
+            sorted(m["id"] for m in device.confirmed("member").values() if m["household_id"] == H2)
+            == (members[1:])
+        )
+
+
 # -- scope -----------------------------------------------------------------------------------------
 
 

@@ -245,10 +245,11 @@ def check_invariants(client: Client, devices: list[Device], made: set[str], fold
                 fresh.confirmed(entity)
             ), entity
         fresh.close()
-    # I12: an archived household is on no replica.
+    # I12: an archived household is on no replica, nor are its members.
     archived = {str(h.id) for h in run_db(client, lambda s: _all(s, Household)) if h.deleted_at is not None}
     for device in devices:
         assert not archived & set(device.confirmed("household"))
+        assert not archived & {m["household_id"] for m in device.confirmed("member").values()}
 
 
 async def _all(session: Any, model: Any) -> list[Any]:
