@@ -74,9 +74,23 @@ def httpx_transport(client: Any) -> Transport:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         with network_errors():
             response = client.post(path, content=msgspec.json.encode(body), headers=headers | _JSON)
-        return response.status_code, msgspec.json.decode(response.content) if response.content else None
+        return response.status_code, _answer(response)
 
     return post
+
+
+def _answer(response: Any) -> Any:
+    """The server's JSON answer. Anything else came from something between the tablet and the server (a
+    proxy's 502 page while the server restarts, a captive portal's 200): the server's answer, if it
+    gave one, is lost."""
+    if not response.content:
+        return None
+    try:
+        return msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        raise NetworkError(
+            f"HTTP {response.status_code}: the answer is not the server's (not JSON)"
+        ) from None
 
 
 _JSON = {"Content-Type": "application/json"}

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy import text as sql
@@ -31,7 +32,8 @@ from server.services import sync_admin, sync_apply, sync_pull, sync_push, transa
 from server.services.actor import SYSTEM
 from server.services.auth import authenticate
 from server.services.rules import load_rules
-from sync.errors import DeviceOfAnotherUser
+from sync.client import Device, httpx_transport
+from sync.errors import DeviceOfAnotherUser, NetworkError
 from tests.helpers import Client, audit_rows, household_id, login, node_id, run_db
 from tests.images import jpeg_with_gps
 from tests.server.test_households import valid_id
@@ -795,6 +797,34 @@ def test_a_transaction_aborted_mid_batch_keeps_what_came_before_and_nothing_of_i
 
 async def _count(session: Any, model: Any, *where: Any) -> int:
     return len(list((await session.execute(select(model).where(*where))).scalars()))
+
+
+def test_a_proxys_error_page_is_a_lost_answer_that_sync_retries(client: Client, tmp_path: Any) -> None:
+    """A reverse proxy answers 502 with an HTML page while the server restarts (a captive portal answers
+    200 with one): that is no answer of the server's, so the tablet retries as for a lost request."""
+    proxy_errors = ["502"]
+
+    def proxy(request: httpx.Request) -> httpx.Response:
+        if proxy_errors:
+            page = b"<html><body><h1>Bad Gateway</h1></body></html>"
+            return httpx.Response(
+                int(proxy_errors.pop(0)), content=page, headers={"content-type": "text/html"}
+            )
+        answer = client.request(
+            request.method, request.url.path, content=request.content, headers=request.headers
+        )
+        return httpx.Response(answer.status_code, content=answer.content, headers=answer.headers)
+
+    http = httpx.Client(base_url="http://fivestep.test", transport=httpx.MockTransport(proxy))
+    device = Device(tmp_path / "behind-a-proxy.sqlite", httpx_transport(http))
+    with pytest.raises(NetworkError, match="502"):
+        device.login("demo-worker-1", "demo")
+    device.login("demo-worker-1", "demo")
+    proxy_errors.extend(["502", "200", "504"])
+    waits: list[float] = []
+    report = device.sync_with_retry(sleep=waits.append)
+    assert len(waits) == 3 and report.pulled and device.view("household")
+    device.close()
 
 
 def test_clock_offset_is_measured_and_orders_nothing(client: Client, make_device: MakeDevice) -> None:
