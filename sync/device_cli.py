@@ -135,6 +135,10 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
                 + (f"  server: {photo['server_state']}" if photo["server_state"] else "")
             )
     else:
+        if args.household_id not in device.view("household"):
+            # An edit of a record the device does not show would only be quarantined for a supervisor.
+            print(f"device: no household {args.household_id} on this device (sync first?)")
+            return 1
         changes = dict(_assignment(a) for a in args.assignments)
         mutation = device.update_household(args.household_id, **changes)
         print(f"queued {mutation['op']} seq {mutation['seq']}; run `fivestep device sync` to send it")

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -56,6 +57,21 @@ def test_a_device_command_piped_into_a_reader_that_stops_early_ends_quietly(tmp_
     run.stdout.close()  # before the interpreter has started: its first write finds the pipe closed
     errors = run.stderr.read().decode()
     assert (run.wait(timeout=60), errors) == (0, "")
+
+
+_HERE = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+"""The worktree's code, whichever install the interpreter has."""
+
+
+def test_a_device_edit_of_a_household_the_device_does_not_hold_is_refused_not_queued(tmp_path: Path) -> None:
+    """A mistyped id (or one of another community) would only reach a supervisor as a quarantined edit."""
+    db = str(tmp_path / "d.sqlite")
+    edit = fivestep(
+        "device", "--db", db, "edit", str(uuid.uuid4()), "address=解放街3号", cwd=tmp_path, env=_HERE
+    )
+    assert edit.returncode == 1 and "no household" in edit.stdout, edit.stdout + edit.stderr
+    status = fivestep("device", "--db", db, "status", cwd=tmp_path, env=_HERE)
+    assert json.loads(status.stdout)["pending"] == 0
 
 
 def test_migrate_then_create_user_then_sign_in(tmp_path: Path) -> None:
