@@ -1,0 +1,72 @@
+"""Migration 0012 takes the members of households archived before it off the feed (both databases)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from alembic import command
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from server.db.engine import Database
+from server.db.migrate import alembic_config, upgrade
+from server.db.models import Household, Member, SyncChange, SyncState
+from server.db.types import utcnow
+from tests.helpers import household_id
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.downgrade(cfg, revision)
+
+
+async def _member_rows(db: Database) -> dict[str, tuple[bool, int]]:
+    async with db.engine.connect() as conn:
+        query = select(SyncChange.entity_id, SyncChange.deleted, SyncChange.seq).where(
+            SyncChange.entity == "member"
+        )
+        return {key: (deleted, seq) for key, deleted, seq in await conn.execute(query)}
+
+
+async def _migrate(url: str) -> dict[str, Any]:
+    db = Database(url)
+    try:
+        async with db.engine.connect() as conn:
+            await conn.run_sync(_downgrade, "0011")
+            await conn.commit()
+        archived = household_id("DB-C01-0002")
+        async with db.engine.begin() as conn:  # archived as before 0012: its members' rows stay live
+            await conn.execute(update(Household).where(Household.id == archived).values(deleted_at=utcnow()))
+            members = [
+                str(m)
+                for m in (
+                    await conn.execute(select(Member.id).where(Member.household_id == archived))
+                ).scalars()
+            ]
+            seq_before = (await conn.execute(select(SyncState.seq))).scalar_one()
+        before = await _member_rows(db)
+        await upgrade(db)
+        async with db.engine.connect() as conn:
+            seq_after = (await conn.execute(select(SyncState.seq))).scalar_one()
+        return {
+            "members": members,
+            "before": before,
+            "after": await _member_rows(db),
+            "seqs": (seq_before, seq_after),
+        }
+    finally:
+        await db.dispose()
+
+
+def test_upgrading_to_0012_turns_archived_households_members_into_tombstones(database_url: str) -> None:
+    found = asyncio.run(_migrate(database_url))
+    members, before, after = found["members"], found["before"], found["after"]
+    seq_before, seq_after = found["seqs"]
+    assert members and all(not before[m][0] for m in members)
+    assert seq_after == seq_before + 1
+    assert all(after[m] == (True, seq_after) for m in members)  # devices with a cursor delete them
+    assert {k: v for k, v in after.items() if k not in members} == {
+        k: v for k, v in before.items() if k not in members
+    }
