@@ -2,6 +2,8 @@
 
 Local tables:
 - `confirmed`: what the server has confirmed, one row per record, with its version;
+- `rebuild`: after a reset, the fresh snapshot as its pages arrive; it replaces `confirmed` in the
+  transaction of its last page, so a rebuild cut off midway leaves the device showing what it showed;
 - `pending`: the mutation queue; an edit IS a row here, written in one local transaction with the
   next seq, so an edit cannot exist without its queue entry;
 - `meta`: client id, token, cursor, next seq, highest seq the server has acknowledged;
@@ -48,6 +50,10 @@ CREATE TABLE IF NOT EXISTS confirmed (
     entity TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, data TEXT NOT NULL,
     parent TEXT, PRIMARY KEY (entity, id));
 CREATE INDEX IF NOT EXISTS confirmed_parent ON confirmed (parent);
+CREATE TABLE IF NOT EXISTS rebuild (
+    entity TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, data TEXT NOT NULL,
+    parent TEXT, PRIMARY KEY (entity, id));
+CREATE INDEX IF NOT EXISTS rebuild_parent ON rebuild (parent);
 CREATE TABLE IF NOT EXISTS pending (
     seq INTEGER PRIMARY KEY, mutation_id TEXT NOT NULL UNIQUE, op TEXT NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -402,8 +408,11 @@ class Device:
         """Signed in as another user: the replica, its cursor and its client id were the previous user's
         (the server refuses that client id to anyone else). The caller holds the local transaction."""
         self.db.execute("DELETE FROM confirmed")
+        self.db.execute("DELETE FROM rebuild")
         self.db.execute("DELETE FROM outcomes")
         self._set("cursor", None)
+        self._set("rebuilding", None)
+        self._set("rebuild_cursor", None)
         self._set("device_key", self._device_key())
         self._set("client_id", str(uuid.uuid4()))
         self._set("next_seq", "1")
@@ -542,7 +551,7 @@ class Device:
         while True:
             body = {
                 "client_id": self.client_id,
-                "cursor": self.cursor,
+                "cursor": self._meta(self._cursor_key()),
                 "schema_version": SCHEMA_VERSION,
                 "limit": self.pull_limit,
                 "device_now": self.now(),
@@ -565,30 +574,52 @@ class Device:
         return answer
 
     def _reset(self) -> None:
-        """Rebuild from a fresh snapshot; pending edits stay and are pushed again."""
+        """Rebuild from a fresh snapshot, into `rebuild` until its last page; pending edits stay and are
+        pushed again. The old cursor can no longer be served."""
         with self._tx():
-            self.db.execute("DELETE FROM confirmed")
+            self.db.execute("DELETE FROM rebuild")
             self._set("cursor", None)
+            self._set("rebuilding", "1")
+            self._set("rebuild_cursor", None)
             self._set("acked_seq", "0")
+
+    def _replica(self) -> str:
+        """The table pulled pages go to: `rebuild` while a rebuild is under way."""
+        return "rebuild" if self._meta("rebuilding") else "confirmed"
+
+    def _cursor_key(self) -> str:
+        return "rebuild_cursor" if self._meta("rebuilding") else "cursor"
 
     def _apply(self, page: PullResponse) -> None:
         with self._tx():
+            table = self._replica()
             for change in page.changes:
                 if change.op == "upsert" and change.data is not None:
-                    self._upsert(change.entity, change.id, change.version, change.data)
+                    self._upsert(table, change.entity, change.id, change.version, change.data)
                 elif change.op == "delete":
-                    self._forget(change.entity, change.id)
+                    self._forget(table, change.entity, change.id)
                 else:
-                    self._drop(change.id)
-            self._set("cursor", page.cursor)
+                    self._drop(table, change.id)
+            self._set(self._cursor_key(), page.cursor)
+            if table == "rebuild" and not page.has_more:
+                self._rebuilt(page.cursor)
 
-    def _upsert(self, entity: str, record_id: str, version: int, data: dict[str, Any]) -> None:
+    def _rebuilt(self, cursor: str) -> None:
+        """The fresh snapshot is whole: it becomes what the device shows. The caller holds the transaction."""
+        self.db.execute("DELETE FROM confirmed")
+        self.db.execute("INSERT INTO confirmed SELECT * FROM rebuild")
+        self.db.execute("DELETE FROM rebuild")
+        self._set("cursor", cursor)
+        self._set("rebuilding", None)
+        self._set("rebuild_cursor", None)
+
+    def _upsert(self, table: str, entity: str, record_id: str, version: int, data: dict[str, Any]) -> None:
         # Monotonic reads: never replace a record by an older version of it.
         parent = data.get(PARENT_KEYS.get(entity, ""))
         self.db.execute(
-            "INSERT INTO confirmed (entity, id, version, data, parent) VALUES (?, ?, ?, ?, ?) "
+            f"INSERT INTO {table} (entity, id, version, data, parent) VALUES (?, ?, ?, ?, ?) "  # noqa: S608
             "ON CONFLICT (entity, id) DO UPDATE SET version = excluded.version, data = excluded.data, "
-            "parent = excluded.parent WHERE excluded.version >= confirmed.version",
+            f"parent = excluded.parent WHERE excluded.version >= {table}.version",
             (
                 entity,
                 record_id,
@@ -598,15 +629,17 @@ class Device:
             ),
         )
 
-    def _forget(self, entity: str, record_id: str) -> None:
-        self.db.execute("DELETE FROM confirmed WHERE entity = ? AND id = ?", (entity, record_id))
+    # `table` below is always `confirmed` or `rebuild` (`_replica`), never text from elsewhere.
 
-    def _drop(self, record_id: str) -> None:
+    def _forget(self, table: str, entity: str, record_id: str) -> None:
+        self.db.execute(f"DELETE FROM {table} WHERE entity = ? AND id = ?", (entity, record_id))  # noqa: S608
+
+    def _drop(self, table: str, record_id: str) -> None:
         """A record left this device's scope: forget it and everything hanging under it."""
-        children = [r[0] for r in self.db.execute("SELECT id FROM confirmed WHERE parent = ?", (record_id,))]
-        for child in children:
-            self._drop(child)
-        self.db.execute("DELETE FROM confirmed WHERE id = ?", (record_id,))
+        under = self.db.execute(f"SELECT id FROM {table} WHERE parent = ?", (record_id,))  # noqa: S608
+        for (child,) in under.fetchall():
+            self._drop(table, child)
+        self.db.execute(f"DELETE FROM {table} WHERE id = ?", (record_id,))  # noqa: S608
 
     def _confirm(self, last_mutation_seq: int) -> int:
         with self._tx():

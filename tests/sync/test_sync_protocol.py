@@ -1179,6 +1179,40 @@ def test_epoch_change_and_tombstone_horizon_send_devices_a_reset(
     assert paged.confirmed("household") == device.confirmed("household")
 
 
+def test_a_rebuild_cut_off_midway_leaves_the_tablet_showing_what_it_showed(
+    make_device: MakeDevice, client: Client, tmp_path: Any
+) -> None:
+    """A reset's rebuild takes many pages; a tablet losing the network among them (out in a village) still
+    shows every household with its members until a rebuild completes, never a random part of them."""
+    allowed: list[int] = []
+
+    def flaky(path: str, body: dict[str, Any], token: str | None) -> tuple[int, Any]:
+        if path.endswith("/pull") and allowed:
+            allowed[0] -= 1
+            if allowed[0] < 0:
+                raise NetworkError("the network went away")
+        return httpx_transport(client)(path, body, token)
+
+    device = Device(tmp_path / "village.sqlite", flaky, pull_limit=50)
+    device.login("demo-worker-1", "demo")
+    device.sync()
+    device.update_household(H2, address="重建中断也还在")
+    shown = {e: device.view(e) for e in ("household", "member", "visit", "observation")}
+    run_db(client, lambda s: sync_admin.new_epoch(s, SYSTEM))
+    allowed.append(3)  # the reset answer and two pages of the rebuild
+    with pytest.raises(NetworkError):
+        device.sync()
+    assert {e: device.view(e) for e in shown} == shown
+    allowed.clear()
+    assert device.sync().resets == 0  # the rebuild goes on where it stopped
+    fresh = make_device("demo-worker-1", "fresh")
+    fresh.sync()
+    for entity in ("household", "member", "visit", "observation", "photo", "conflict"):
+        assert device.confirmed(entity) == fresh.confirmed(entity), entity
+    assert device.record("household", H2)["address"] == "重建中断也还在"  # type: ignore[index]
+    device.close()
+
+
 def restore_a_backup_taken_after_seq_1(client: Client, cid: uuid.UUID) -> None:
     """As if the database were restored from a backup taken when client `cid` had delivered seq 1."""
 
