@@ -394,7 +394,8 @@ class Device:
         held_id, held_name = self._meta("user_id"), self._meta("username")
         if held_id is not None:
             return held_id != str(user["id"])
-        return held_name is not None and held_name != user["username"]
+        # Kept as typed: the server signs a name in stripped and in lower case.
+        return held_name is not None and held_name.strip().lower() != user["username"]
 
     def _unsent(self) -> str | None:
         """What of the signed-in user only this device holds: queued edits, photo files not yet sent."""

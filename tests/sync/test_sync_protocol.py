@@ -218,6 +218,19 @@ def test_a_tablet_keeps_the_signed_in_users_unsent_edits_until_they_are_sent(mak
     assert H1 not in device.view("household")
 
 
+def test_a_tablet_from_before_user_ids_were_kept_knows_its_user_by_the_name_as_typed(
+    make_device: MakeDevice,
+) -> None:
+    device = make_device("demo-worker-1")
+    device.sync()
+    device.update_household(H1, address="旧版本的平板")
+    with device._tx():  # as an older client left it: the name as typed, no user id
+        device._set("user_id", None)
+        device._set("username", " Demo-Worker-1")
+    device.login("demo-worker-1", "demo")
+    assert device.view("household")[H1]["address"] == "旧版本的平板" and len(device.pending()) == 1
+
+
 def test_slow_transaction_never_falls_behind_a_cursor(
     client: Client, make_device: MakeDevice, database_url: str
 ) -> None:
