@@ -455,18 +455,28 @@ class Device:
             yield  # closing the file releases the lock, as does the process ending however it ends
 
     def sync_with_retry(
-        self, attempts: int = 8, base_delay: float = 0.5, sleep: Callable[[float], None] = time.sleep
+        self,
+        attempts: int = 8,
+        base_delay: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+        on_retry: Callable[[Exception, float], None] | None = None,
     ) -> SyncReport:
-        """Sync, retrying lost requests and server errors with jittered exponential backoff."""
+        """Sync, retrying lost requests and server errors with jittered exponential backoff: ``attempts``
+        retries after the first try. ``on_retry`` hears each failure and the seconds until the next try
+        (eight retries wait about two minutes in all: someone watching needs to know why)."""
         for attempt in range(attempts):
             try:
                 return self.sync()
-            except NetworkError:
-                pass
+            except NetworkError as exc:
+                problem: Exception = exc
             except ServerError as exc:
                 if exc.status < 500 and exc.status != 429:
                     raise
-            sleep(base_delay * (2**attempt) * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not secrets
+                problem = exc
+            delay = base_delay * (2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not secrets
+            if on_retry is not None:
+                on_retry(problem, delay)
+            sleep(delay)
         return self.sync()
 
     def push(self, report: SyncReport | None = None) -> None:

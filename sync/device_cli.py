@@ -17,6 +17,7 @@ import argparse
 import getpass
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,13 @@ def add_commands(commands: Any) -> None:
     login.add_argument("username")
     login.add_argument("--server", default="http://127.0.0.1:8000")
     login.add_argument("--password", default=None, help="default: FIVESTEP_DEVICE_PASSWORD, else asked for")
-    actions.add_parser("sync", help="push pending edits, then pull (retries with backoff)")
+    sync = actions.add_parser("sync", help="push pending edits, then pull (retries with backoff)")
+    sync.add_argument(
+        "--retries",
+        type=int,
+        default=8,
+        help="tries again after a lost request or a server error (default 8)",
+    )
     actions.add_parser("status", help="client id, cursor, records held, pending edits")
     actions.add_parser("households", help="households as this device sees them (pending edits applied)")
     edit = actions.add_parser("edit", help="queue a household edit: FIELD=VALUE ... (values as JSON or text)")
@@ -70,10 +77,27 @@ def run(args: argparse.Namespace) -> int:
         try:
             return _act(device, args, server)
         except (NetworkError, ServerError, SyncBusy, DeviceOfAnotherUser) as exc:
-            print(f"device: {exc}")
+            print(f"device: {_explained(exc)}")
             return 1
         finally:
             device.close()
+
+
+def _explained(exc: Exception) -> str:
+    """What went wrong, in words: the server's own message rather than its JSON."""
+    if isinstance(exc, ServerError) and exc.status == 401:
+        return "not signed in, or the session has ended: run `fivestep device login USERNAME`"
+    body = exc.body if isinstance(exc, ServerError) else None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(exc, ServerError) and isinstance(error, dict):
+        return f"the server refused ({exc.status} {error.get('code')}): {error.get('message')}"
+    if isinstance(exc, NetworkError):
+        return f"no answer from the server ({exc})"
+    return str(exc)
+
+
+def _say_retrying(problem: Exception, delay: float) -> None:
+    print(f"device: {_explained(problem)}; trying again in {delay:.1f} s", file=sys.stderr, flush=True)
 
 
 def _remembered_server(args: argparse.Namespace) -> str:
@@ -90,7 +114,7 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
         user = device.login(args.username, password)
         print(f"signed in to {server} as {user['username']} ({user['role']}); client {device.client_id}")
     elif args.action == "sync":
-        report = device.sync_with_retry()
+        report = device.sync_with_retry(attempts=max(args.retries, 0), on_retry=_say_retrying)
         print(
             f"pushed {report.pushed}, pulled {report.pulled} changes, {report.confirmed} edits confirmed"
             + (f", {report.conflicts} conflicts for a supervisor" if report.conflicts else "")

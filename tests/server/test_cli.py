@@ -74,6 +74,26 @@ def test_a_device_edit_of_a_household_the_device_does_not_hold_is_refused_not_qu
     assert json.loads(status.stdout)["pending"] == 0
 
 
+def test_a_device_sync_without_a_server_says_it_is_retrying_then_why_it_gave_up(tmp_path: Path) -> None:
+    """Eight retries wait about two minutes: silent, `fivestep device sync` looked hung."""
+    db = tmp_path / "d.sqlite"
+    db.with_suffix(".server").write_text(f"http://127.0.0.1:{_free_port()}")  # nobody listens there
+    sync = fivestep("device", "--db", str(db), "sync", "--retries", "2", cwd=tmp_path, env=_HERE)
+    assert sync.returncode == 1, sync.stdout + sync.stderr
+    assert sync.stderr.count("no answer from the server") == sync.stderr.count("trying again in") == 2
+    assert sync.stdout.startswith("device: no answer from the server"), sync.stdout
+
+
+def test_a_device_is_told_to_sign_in_again_not_shown_the_servers_json() -> None:
+    from sync.device_cli import _explained
+    from sync.errors import ServerError
+
+    ended = ServerError(401, {"error": {"code": "unauthorized", "message": "Send the session token"}})
+    assert "fivestep device login" in _explained(ended)
+    refused = ServerError(409, {"error": {"code": "out_of_order", "message": "expected seq 3"}})
+    assert _explained(refused) == "the server refused (409 out_of_order): expected seq 3"
+
+
 def test_migrate_then_create_user_then_sign_in(tmp_path: Path) -> None:
     migrated = fivestep("migrate", cwd=tmp_path)
     assert migrated.returncode == 0, migrated.stderr
