@@ -648,18 +648,22 @@ def test_district_approval_refuses_a_notice_taken_down_early(client: Client) -> 
     assert refused.json()["error"]["code"] == "publicity_cut_short"
 
 
+def _pays_monthly(client: Client, registry_no: str, fen: int) -> None:
+    """The household is paid ``fen`` a month (the demo seed pays each household its own amount)."""
+
+    async def pays(session: AsyncSession) -> None:
+        await session.execute(
+            update(Household).where(Household.id == household_id(registry_no)).values(monthly_benefit_fen=fen)
+        )
+
+    run_db(client, pays)
+
+
 def test_a_proposed_amount_must_agree_with_its_outcome(client: Client) -> None:
     """A raise that is no raise, a reduction to nothing or above the current amount, an admission of
     nothing: refused where they are typed, naming the field."""
 
-    async def pays(session: AsyncSession) -> None:
-        await session.execute(
-            update(Household)
-            .where(Household.id == household_id("DB-C01-0002"))
-            .values(monthly_benefit_fen=60000)
-        )
-
-    run_db(client, pays)
+    _pays_monthly(client, "DB-C01-0002", 60000)
     visit, worker = assign(client, "DB-C01-0002"), login(client, TEAM[0])
 
     def proposed(outcome: str, amount: int) -> Any:
@@ -680,14 +684,7 @@ def test_no_change_and_stop_proposals_carry_no_other_amount(client: Client) -> N
     "no change" of 600 yuan to 1 fen, or a stop that keeps paying 500 yuan, went to review as typed; a
     reviewer approving "no change" would not read the amount under it."""
 
-    async def pays(session: AsyncSession) -> None:
-        await session.execute(
-            update(Household)
-            .where(Household.id == household_id("DB-C01-0002"))
-            .values(monthly_benefit_fen=60000)
-        )
-
-    run_db(client, pays)
+    _pays_monthly(client, "DB-C01-0002", 60000)
     visit, worker = assign(client, "DB-C01-0002"), login(client, TEAM[0])
 
     def proposed(outcome: str, amount: int | None) -> Any:
