@@ -122,8 +122,12 @@ async def _fail(
     attempt: _Attempt | None = None,
 ) -> NoReturn:
     window = dt.timedelta(seconds=settings.login_lockout_seconds)
-    if now - throttle.window_started_at > window:
-        throttle.failures, throttle.window_started_at = 0, now
+    # Counting starts over only after a quiet window, and a lockout's end starts that window: a lockout
+    # lasts at least a window, so measured from the first failure alone, the first failure after every
+    # lockout found the count reset and the wait never doubled (a guesser got 5 tries every 5 minutes).
+    quiet_since = max(throttle.window_started_at, throttle.locked_until or throttle.window_started_at)
+    if now - quiet_since > window:
+        throttle.failures, throttle.window_started_at, throttle.locked_until = 0, now, None
     throttle.failures += 1
     over = throttle.failures - settings.login_max_failures
     if over >= 0:  # each further failure doubles the wait, up to an hour

@@ -51,6 +51,38 @@ def test_repeated_failures_lock_the_username_even_for_the_right_password(client:
     assert attempt(client, "ghost", "guess").status_code == 429
 
 
+def moved_back(client: Client, seconds: int) -> None:
+    """Every sign-in counter as it will be `seconds` from now (its times that much earlier)."""
+
+    async def move(session: Any) -> None:
+        for row in (await session.execute(select(LoginThrottle))).scalars():
+            row.window_started_at -= dt.timedelta(seconds=seconds)
+            if row.locked_until is not None:
+                row.locked_until -= dt.timedelta(seconds=seconds)
+
+    run_db(client, move)
+
+
+def test_a_failure_after_a_lockout_doubles_the_wait_until_a_quiet_window_passes(client: Client) -> None:
+    """The first lockout lasts the whole window (300 s): the count used to start over at the first
+    failure after it, so a guesser got 5 tries every 5 minutes for ever and the wait never grew."""
+    for _ in range(5):
+        assert attempt(client, "demo-worker-2", "guess").status_code == 401
+    moved_back(client, 301)  # the first lockout is over
+    again = attempt(client, "demo-worker-2", "guess")
+    assert again.status_code == 401
+    locked = attempt(client, "demo-worker-2", "demo")
+    assert locked.status_code == 429
+    assert 590 <= int(locked.headers["retry-after"]) <= 600  # doubled
+    moved_back(client, 601)
+    attempt(client, "demo-worker-2", "guess")
+    assert 1190 <= int(attempt(client, "demo-worker-2", "demo").headers["retry-after"]) <= 1200
+    moved_back(client, 1201 + 301)  # a quiet window after the lockout ended: counting starts over
+    for _ in range(4):
+        assert attempt(client, "demo-worker-2", "guess").status_code == 401
+    assert attempt(client, "demo-worker-2", "demo").status_code == 200
+
+
 def test_a_password_typed_as_the_username_is_counted_but_never_stored(client: Client) -> None:
     """A failed sign-in under a name nobody has is counted (guessing at names is slowed down too), and
     such a name is often a password typed into the wrong field: the counter keeps no trace of it."""
