@@ -20,6 +20,7 @@ from schemas.config import Settings
 from server.config import resolve_secret
 from server.db.models import AuthToken, Device, Jurisdiction, LoginThrottle, User
 from server.db.types import utcnow
+from server.domain.usernames import read_username
 from server.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
 from server.security.passwords import burn_equal_time, verify_password
 from server.security.throttle_keys import throttle_key
@@ -51,7 +52,7 @@ async def login(
     A wrong password for an existing account, and a right one from a revoked device, are audited too:
     someone tried that account. A username nobody has is only counted: it names no account, and it may be
     a password typed into the wrong field, which must never land in a log nobody can correct."""
-    username = username.strip().lower()
+    username = read_username(username)
     now = utcnow()
     throttle = await _throttle_row(session, throttle_key(resolve_secret(settings).encode(), username), now)
     if throttle.locked_until and throttle.locked_until > now:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.auth import UserCreate, UserOut
 from server.db.models import Device, Jurisdiction, Level, User
+from server.domain.usernames import read_username, username_problem
 from server.errors import Conflict, Invalid, NotFound
 from server.security.passwords import hash_password
 from server.services import audit
@@ -33,10 +34,17 @@ async def create_user(session: AsyncSession, actor: Actor, data: UserCreate) -> 
     ).scalar_one_or_none()
     if node is None:
         raise NotFound("No such jurisdiction.")
-    if not data.username.strip():  # stored stripped: it would be an account named ""
+    username = read_username(data.username)
+    problem = username_problem(username)
+    if problem == "blank":  # stored stripped: it would be an account named ""
         raise Invalid(
-            "A username needs more than spaces.",
-            details=[{"field": "username", "message": "blank"}],
+            "A username needs more than spaces.", details=[{"field": "username", "message": problem}]
+        )
+    if problem is not None:  # it could pass for another account's name
+        raise Invalid(
+            f"A username is letters, digits and signs, each in its plain form: this one {problem}.",
+            code="username_not_plain",
+            details=[{"field": "username", "message": problem}],
         )
     if node.level not in ROLE_LEVELS[data.role]:
         raise Invalid(
@@ -46,7 +54,7 @@ async def create_user(session: AsyncSession, actor: Actor, data: UserCreate) -> 
         )
     user = User(
         id=uuid.uuid4(),
-        username=data.username.strip().lower(),
+        username=username,
         display_name=data.display_name,
         role=data.role,
         jurisdiction_id=node.id,

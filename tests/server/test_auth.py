@@ -182,3 +182,23 @@ def test_admin_creates_a_user_and_a_blank_username_is_refused(client: Client) ->
     assert made.status_code == 201 and made.json()["username"] == "new-worker"
     assert attempt(client, "new-worker", "long-enough-password").status_code == 200
     assert len(audit_rows(client, "user.create")) == 1
+
+
+def test_a_username_that_could_pass_for_another_is_refused(client: Client) -> None:
+    """Each of these was stored as a second account that lists, audit rows and screens show as
+    "demo-admin" (or as a name split over two lines)."""
+    admin = login(client, "demo-admin")
+    body = {
+        "display_name": "冒名",
+        "role": "admin",
+        "jurisdiction_id": str(node_id("C01")),
+        "password": "long-enough-password",
+    }
+    for lookalike in ["ｄｅｍｏ-admin", "demo-admin\u200b", "demo\u202e-admin", "demo\nadmin", "demo  admin"]:
+        refused = client.post("/api/v1/admin/users", json=body | {"username": lookalike}, headers=admin)
+        assert refused.status_code == 422, (lookalike, refused.text)
+        assert refused.json()["error"]["code"] == "username_not_plain"
+        assert refused.json()["error"]["details"][0]["field"] == "username"
+    assert audit_rows(client, "user.create") == []
+    made = client.post("/api/v1/admin/users", json=body | {"username": " 王芳-C01 "}, headers=admin)
+    assert made.status_code == 201 and made.json()["username"] == "王芳-c01"

@@ -1,0 +1,27 @@
+"""How a typed username is read, and which names a new account may have.
+
+Sign-in reads a name stripped and in lower case, so " Wang-Fang" signs in as "wang-fang". A new account's
+name must besides look like no other account's: a name holding characters that show nothing (a zero-width
+space, a direction mark, a line break), spaces (one or two look alike), or characters another form of
+which spells the same (full-width "ｄｅｍｏ" for "demo", "ﬁ" for "fi") would let an admin create a second
+"demo-admin" that the user list, the audit log and a colleague's screen all show as the first.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+
+def read_username(typed: str) -> str:
+    return typed.strip().lower()
+
+
+def username_problem(name: str) -> str | None:
+    """Why `name` (as read) cannot be a new account's username, or None when it can."""
+    if not name:
+        return "blank"
+    if any(char.isspace() or unicodedata.category(char).startswith("C") for char in name):
+        return "holds spaces or invisible characters"
+    if unicodedata.normalize("NFKC", name) != name:
+        return "holds full-width or compatibility characters: type their plain form"
+    return None
