@@ -96,14 +96,17 @@ async def login(
 
 async def _throttle_row(session: AsyncSession, key: str, now: dt.datetime) -> LoginThrottle:
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    await session.execute(
-        insert(LoginThrottle)
-        .values(username_key=key, failures=0, window_started_at=now)
-        .on_conflict_do_nothing(index_elements=["username_key"])
-    )
-    row = await session.get(LoginThrottle, key, with_for_update=True, populate_existing=True)
-    assert row is not None
-    return row
+    while True:
+        await session.execute(
+            insert(LoginThrottle)
+            .values(username_key=key, failures=0, window_started_at=now)
+            .on_conflict_do_nothing(index_elements=["username_key"])
+        )
+        row = await session.get(LoginThrottle, key, with_for_update=True, populate_existing=True)
+        if row is not None:
+            return row
+        # A sign-in under the same name succeeded while this one waited on the row's lock, and deleted
+        # the row (PostgreSQL: the lock then yields no row). Make it again: the count starts from zero.
 
 
 @dataclass(frozen=True)

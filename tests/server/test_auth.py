@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from server.db.models import AuthToken, LoginThrottle
-from tests.helpers import Client, audit_rows, login, node_id, run_db
+from tests.helpers import Client, audit_rows, login, node_id, posted_at_once, run_db
 
 LOGIN = "/api/v1/auth/login"
 
@@ -202,3 +202,17 @@ def test_a_username_that_could_pass_for_another_is_refused(client: Client) -> No
     assert audit_rows(client, "user.create") == []
     made = client.post("/api/v1/admin/users", json=body | {"username": " 王芳-C01 "}, headers=admin)
     assert made.status_code == 201 and made.json()["username"] == "王芳-c01"
+
+
+def test_two_sign_ins_at_once_after_a_failure_both_succeed(client: Client) -> None:
+    """A tablet's retry, or one user on two tablets, right after a mistyped password: on PostgreSQL the
+    second waited on the failure counter's row lock while the first deleted the row, found no row, and
+    answered 500."""
+    assert attempt(client, "demo-worker-1", "typo").status_code == 401
+    body = {"username": "demo-worker-1", "password": "demo"}
+    answers = posted_at_once(
+        client,
+        [(LOGIN, body | {"device_id": "tablet-1"}, {}), (LOGIN, body | {"device_id": "tablet-2"}, {})],
+        held=select(LoginThrottle),
+    )
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
