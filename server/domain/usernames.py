@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import unicodedata
 
+MAX_LENGTH = 64
+"""The column's length, and the wire's (schemas/auth.py): checked again once read, since lower case can
+be longer than the name typed ("İ" is two characters in lower case)."""
+
 
 def read_username(typed: str) -> str:
     return typed.strip().lower()
@@ -20,6 +24,8 @@ def username_problem(name: str) -> str | None:
     """Why `name` (as read) cannot be a new account's username, or None when it can."""
     if not name:
         return "blank"
+    if len(name) > MAX_LENGTH:  # PostgreSQL refused it with a 500; SQLite stored it
+        return f"is longer than {MAX_LENGTH} characters in lower case"
     if any(char.isspace() or unicodedata.category(char).startswith("C") for char in name):
         return "holds spaces or invisible characters"
     if unicodedata.normalize("NFKC", name) != name:

@@ -216,3 +216,20 @@ def test_two_sign_ins_at_once_after_a_failure_both_succeed(client: Client) -> No
         held=select(LoginThrottle),
     )
     assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+
+
+def test_a_username_longer_than_its_column_once_in_lower_case_is_refused(client: Client) -> None:
+    """64 characters typed, 128 in lower case: PostgreSQL answered 500, SQLite stored the 128."""
+    admin = login(client, "demo-admin")
+    body = {
+        "display_name": "长名",
+        "role": "field_worker",
+        "jurisdiction_id": str(node_id("C01")),
+        "password": "long-enough-password",
+    }
+    refused = client.post("/api/v1/admin/users", json=body | {"username": "İ" * 64}, headers=admin)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"][0]["field"] == "username"
+    made = client.post("/api/v1/admin/users", json=body | {"username": "İ" * 32}, headers=admin)
+    assert made.status_code == 201, made.text
+    assert attempt(client, "İ" * 32, "long-enough-password").status_code == 200
