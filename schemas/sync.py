@@ -185,6 +185,25 @@ class MalformedMutation(msgspec.Struct, kw_only=True):
     device_time: None = None
 
 
+TARGETS = (("household_id", "household"), ("member_id", "member"), ("visit_id", "visit"))
+"""Where a mutation names the record it aims at, and what that record is."""
+
+
+def target_named(body: Any) -> tuple[str, uuid.UUID] | None:
+    """The record a mutation kept whole (a MalformedMutation's `body`) names, if an id of it reads as
+    one: its content (a proposed address, a member's name) belongs where that record is, and goes with
+    it when its household moves."""
+    if not isinstance(body, dict):
+        return None
+    for attribute, entity in TARGETS:
+        if isinstance(value := body.get(attribute), str):
+            try:
+                return entity, uuid.UUID(value)
+            except ValueError:
+                continue
+    return None
+
+
 Status = Literal["applied", "applied_with_conflict", "already_applied", "rejected"]
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
 
+from schemas.sync import target_named
 from server.db.models import (
     ChecklistTemplate,
     Household,
@@ -280,6 +281,7 @@ def _move_conflicts(session: Session, entity_ids: list[str], old: str, new: str,
     decide them and its devices receive them; the old community's devices drop them."""
     moving = select(SyncConflict.id).where(SyncConflict.entity_id.in_(entity_ids), SyncConflict.scope == old)
     ids = [str(i) for i in session.execute(moving).scalars()]
+    ids += _kept_whole_aimed_at(session, entity_ids, old)
     if not ids:
         return
     session.execute(
@@ -295,6 +297,23 @@ def _move_conflicts(session: Session, entity_ids: list[str], old: str, new: str,
         .execution_options(synchronize_session=False)
     )
     session.add_all(ScopeExit(entity="conflict", entity_id=i, scope=old, seq=seq) for i in ids)
+
+
+def _kept_whole_aimed_at(session: Session, entity_ids: list[str], scope: str) -> list[str]:
+    """The quarantines in `scope` of mutations kept whole (entity `mutation`, the mutation as sent in
+    `client_value.body`) that name one of these records. Read in Python, with the push's own reading of
+    a body: such mutations are rare, households move rarely, and a JSON path would differ by database."""
+    kept = select(SyncConflict.id, SyncConflict.client_value).where(
+        SyncConflict.entity == "mutation", SyncConflict.scope == scope
+    )
+    aimed = set(entity_ids)
+    return [
+        str(conflict_id)
+        for conflict_id, value in session.execute(kept)
+        if isinstance(value, dict)
+        and (named := target_named(value.get("body"))) is not None
+        and str(named[1]) in aimed
+    ]
 
 
 def _move_photos(session: Session, household: Household, old: str, new: str, seq: int) -> None:

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.rules import RulePack
 from schemas.sync import (
+    TARGETS,
     MalformedMutation,
     Mutation,
     MutationHead,
@@ -44,6 +45,7 @@ from schemas.sync import (
     PushEnvelope,
     PushResponse,
     Status,
+    target_named,
 )
 from server.db.models import Household, Jurisdiction, Member, MutationLog, SyncClient, SyncConflict, Visit
 from server.errors import Conflict, DomainError, Invalid, field_problem
@@ -537,7 +539,13 @@ async def _target(session: AsyncSession, actor: Actor, mutation: AnyMutation) ->
 
 async def _aimed_at(session: AsyncSession, mutation: AnyMutation) -> tuple[str, str, uuid.UUID | None]:
     """The record, and its community as stored (or, for a household not yet created, as sent)."""
-    for attribute, entity in (("household_id", "household"), ("member_id", "member"), ("visit_id", "visit")):
+    if isinstance(mutation, MalformedMutation):
+        # Kept under its own id (what it names may not exist), but in the community of the record it
+        # names: that community's supervisors must see it, and it moves with the household (feed.py).
+        named = target_named(mutation.body)
+        community = None if named is None else await _community_of(session, *named)
+        return "mutation", str(mutation.mutation_id), community
+    for attribute, entity in TARGETS:
         target = getattr(mutation, attribute, None)
         if target is not None:
             return entity, str(target), await _community_of(session, entity, target)

@@ -1115,6 +1115,48 @@ def test_a_moving_household_takes_its_conflicts_along(make_device: MakeDevice, c
     )
 
 
+def test_a_moving_household_takes_the_malformed_mutations_aimed_at_it_along(
+    make_device: MakeDevice, client: Client
+) -> None:
+    """A mutation kept whole (entity `mutation`) that names the household or one of its members holds
+    their content (a proposed address, a member's name): it leaves the old community with the household,
+    as its other conflicts do."""
+    c01, c03 = make_device("demo-worker-1"), make_device("demo-worker-3")
+    c01.sync()
+    worker = login(client, "demo-worker-1")
+    member = next(m for m in c01.confirmed("member").values() if m["household_id"] == H1)
+    at_household = update_mutation(1, H1, 1, address="解放街3号") | {"colour": "red"}
+    at_member = member_update_mutation(2, member, health=(None, "慢性病")) | {"colour": "red"}
+    answer = push(client, worker, str(uuid.uuid4()), [at_household, at_member])
+    assert [r.get("code") for r in answer["results"]] == ["malformed_mutation"] * 2
+    kept = [m["mutation_id"] for m in (at_household, at_member)]
+    assert [len(conflicts(client, k)) for k in kept] == [1, 1]
+    c01.sync()
+    ids = {c["id"] for c in c01.confirmed("conflict").values() if c["entity_id"] in kept}
+    assert len(ids) == 2
+
+    _move(client, "DB-C01-0001", "C03")
+    c01.sync(), c03.sync()
+    assert not ids & set(c01.confirmed("conflict"))
+    assert ids <= set(c03.confirmed("conflict"))
+    assert [conflicts(client, k) for k in kept] == [[], []]  # the old community's reviewer
+    admin = login(client, "demo-admin", device="desk")
+    for k in kept:
+        (listed,) = client.get(f"/api/v1/conflicts?entity_id={k}", headers=admin).json()
+        assert listed["id"] in ids
+
+
+def test_a_subdistrict_reviewers_malformed_mutation_goes_to_the_community_it_names(client: Client) -> None:
+    """Like any quarantined mutation, one kept whole is shown to the supervisors of the community of the
+    record it aimed at, not only to those of the sender's node."""
+    reviewer = login(client, "demo-reviewer-subdistrict")
+    sent = update_mutation(1, H1, 1, address="解放街3号") | {"colour": "red"}
+    answer = push(client, reviewer, str(uuid.uuid4()), [sent])
+    assert answer["results"][0]["code"] == "malformed_mutation"
+    (kept,) = conflicts(client, sent["mutation_id"])  # the community's reviewer
+    assert kept["client_value"]["body"] == sent
+
+
 def test_answers_pushed_while_their_household_moves_never_land_in_the_old_community(
     client: Client, database_url: str
 ) -> None:
