@@ -94,15 +94,17 @@ async def resolve(
             f"A {decision} decision takes no value; send set_value to write one.", code="value_not_taken"
         )
     conflict = await _get(session, actor, conflict_id)
+    resolution = {"decision": decision, "value": edits.wire(value)}
     if conflict.status != "open":
-        if (conflict.resolution or {}).get("decision") == decision:
+        if conflict.resolution == resolution:
             return conflict_out(conflict)  # the same decision again (a retried push): converged
+        # Another value set is another decision: answered as done, it would be lost unseen.
         raise Conflict("The conflict was already resolved.", code="already_resolved")
     if decision in ("take_client", "set_value"):
         chosen = conflict.client_value if decision == "take_client" else value
         await _apply(session, actor, conflict, chosen, mutation_id)
     conflict.status = "resolved"
-    conflict.resolution = {"decision": decision, "value": edits.wire(value)}
+    conflict.resolution = resolution
     conflict.resolved_by, conflict.resolved_at = actor.user_id, utcnow()
     # The record it is about too: take_client and set_value write it, and its id is what a search by
     # record finds (the value itself stays in the conflict and the record's history).

@@ -947,6 +947,35 @@ def test_a_guarded_field_waits_for_a_supervisor(make_device: MakeDevice, client:
     assert found["server_value"] == before["monthly_benefit_fen"]  # the value it replaced is kept too
 
 
+def test_another_value_set_on_a_resolved_conflict_is_refused_not_answered_as_done(
+    make_device: MakeDevice, client: Client
+) -> None:
+    """The same decision sent again converges; another value under the same decision is a second
+    decision on a conflict already decided: refused (and so, from a tablet, kept), never answered as done
+    while the first value stays."""
+    worker = make_device("demo-worker-1")
+    worker.sync()
+    before = worker.record("household", H1)
+    assert before is not None
+    worker.update_household(H1, monthly_benefit_fen=before["monthly_benefit_fen"] + 10000)
+    worker.sync()
+    (found,) = conflicts(client, H1)
+    url = f"/api/v1/conflicts/{found['id']}/resolve"
+    first = {"decision": "set_value", "value": before["monthly_benefit_fen"] + 5000}
+    community = login(client, "demo-reviewer-community", device="desk")
+    assert client.post(url, json=first, headers=community).status_code == 200
+    assert client.post(url, json=first, headers=community).status_code == 200  # a retry: converged
+    subdistrict = login(client, "demo-reviewer-subdistrict", device="desk")
+    other = {"decision": "set_value", "value": before["monthly_benefit_fen"] + 7000}
+    refused = client.post(url, json=other, headers=subdistrict)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "already_resolved"
+    sent = {"op": "conflict.resolve.v1", "seq": 1, "mutation_id": str(uuid.uuid4())}
+    answer = push(client, subdistrict, str(uuid.uuid4()), [sent | {"conflict_id": found["id"]} | other])
+    assert answer["results"][0]["code"] == "already_resolved"  # kept for a supervisor, not lost
+    household = client.get(f"/api/v1/households/{H1}", headers=community).json()
+    assert household["monthly_benefit_fen"] == before["monthly_benefit_fen"] + 5000
+
+
 def test_resolution_by_sync_mutation_goes_through_the_same_path(
     make_device: MakeDevice, client: Client
 ) -> None:
