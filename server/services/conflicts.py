@@ -144,10 +144,18 @@ async def _apply(
         values = chosen if isinstance(chosen, dict) and set(chosen) <= set(kind.fields) else None
         if values is None:
             raise Invalid("This proposal cannot be taken as is; re-enter it by hand.", code="nothing_to_take")
-        record.deleted_at = None  # the explicit restore: the only way a tombstone comes back
-        edits.stamp(
-            session, actor, record, ["deleted_at"], mutation_id=mutation_id, note="restored by a supervisor"
-        )
+        # The explicit restore, the only way a tombstone comes back (a member of an archived household
+        # was not deleted itself: it is written and stays with its household).
+        if record.deleted_at is not None:
+            record.deleted_at = None
+            edits.stamp(
+                session,
+                actor,
+                record,
+                ["deleted_at"],
+                mutation_id=mutation_id,
+                note="restored by a supervisor",
+            )
     else:
         values = {conflict.field or "": chosen}
     edits.change_now(session, actor, record, edits.validate(kind, values))

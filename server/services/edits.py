@@ -187,10 +187,12 @@ def merge_offline(
     mutation_id: uuid.UUID,
     scope: str,
     client: str,
+    household_archived: bool = False,
 ) -> Outcome:
-    """Merge an offline edit ({field: (old, new)}, new already validated) made against `base_version`."""
+    """Merge an offline edit ({field: (old, new)}, new already validated) made against `base_version`.
+    A member of an archived household counts as deleted with it: nobody reads it as a member any more."""
     kind = kind_of(obj)
-    if obj.deleted_at is not None:
+    if obj.deleted_at is not None or household_archived:
         proposed = {name: wire(new) for name, (_, new) in changes.items()}
         conflict = new_conflict(
             obj, "update_after_delete", None, base_version, None, proposed, actor, mutation_id, scope

@@ -131,6 +131,7 @@ def _merge(
         mutation_id=m.mutation_id,
         scope=str(household.community_id),
         client=transaction.push_client(session),
+        household_archived=household.deleted_at is not None,
     )
     _audit(session, actor, action, record.id, m, outcome)
     return outcome.conflict_ids

@@ -1498,6 +1498,31 @@ def test_member_edits_merge_guard_the_name_and_removal_is_a_tombstone(
     assert member_id not in {m["id"] for m in household["members"]}
 
 
+def test_a_member_edit_arriving_after_its_household_was_archived_waits_for_a_supervisor(
+    make_device: MakeDevice, client: Client
+) -> None:
+    """An archived household's members are nobody's members any more (REST answers 404 for them): an
+    offline edit of one is an update after delete, kept for a supervisor, not written unseen."""
+    one, two = make_device("demo-worker-1"), make_device("demo-worker-2")
+    one.sync(), two.sync()
+    member_id = next(i for i, m in two.confirmed("member").items() if m["household_id"] == H2)
+    one.archive_household(H2, "moved away")
+    one.sync()
+    two.update_member(member_id, employment="全职")
+    two.sync()
+    (late,) = conflicts(client, member_id)
+    assert late["kind"] == "update_after_delete" and late["client_value"] == {"employment": "全职"}
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    history = client.get(f"/api/v1/members/{member_id}/history", headers=reviewer).json()
+    assert [v["data"]["employment"] for v in history] == [history[0]["data"]["employment"]]
+    taken = client.post(
+        f"/api/v1/conflicts/{late['id']}/resolve", json={"decision": "take_client"}, headers=reviewer
+    )
+    assert taken.status_code == 200, taken.text
+    history = client.get(f"/api/v1/members/{member_id}/history", headers=reviewer).json()
+    assert history[-1]["changed"] == ["employment"] and history[-1]["data"]["employment"] == "全职"
+
+
 def test_one_batch_creating_editing_and_resending_lands_each_effect_once(client: Client) -> None:
     """A push applies its batch in one pass when nothing fails: records made earlier in the batch are
     seen by later mutations, and answers sent twice in one batch are stored once."""
