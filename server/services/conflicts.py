@@ -17,7 +17,7 @@ from server.db.models import Household, Jurisdiction, Member, SyncConflict
 from server.db.types import utcnow
 from server.domain import id_numbers
 from server.errors import Conflict, Forbidden, Invalid, NotFound
-from server.services import audit, edits, transaction
+from server.services import audit, edits, households, transaction
 from server.services.actor import Actor, under
 
 RESOLVER_ROLES = frozenset({"reviewer", "approver", "admin"})
@@ -102,7 +102,7 @@ async def resolve(
         raise Conflict("The conflict was already resolved.", code="already_resolved")
     if decision in ("take_client", "set_value"):
         chosen = conflict.client_value if decision == "take_client" else value
-        await _apply(session, actor, conflict, chosen, mutation_id)
+        await _apply(session, actor, conflict, decision, chosen, mutation_id)
     conflict.status = "resolved"
     conflict.resolution = resolution
     conflict.resolved_by, conflict.resolved_at = actor.user_id, utcnow()
@@ -127,7 +127,12 @@ async def _get(session: AsyncSession, actor: Actor, conflict_id: uuid.UUID) -> S
 
 
 async def _apply(
-    session: AsyncSession, actor: Actor, conflict: SyncConflict, chosen: Any, mutation_id: uuid.UUID | None
+    session: AsyncSession,
+    actor: Actor,
+    conflict: SyncConflict,
+    decision: Decision,
+    chosen: Any,
+    mutation_id: uuid.UUID | None,
 ) -> None:
     if conflict.kind in ("quarantined", "parallel_update", "lost_in_restore"):
         raise Invalid(
@@ -158,7 +163,11 @@ async def _apply(
             )
     else:
         values = {conflict.field or "": chosen}
-    edits.change_now(session, actor, record, edits.validate(kind, values))
+    validated = edits.validate(kind, values)
+    if isinstance(record, Member):  # as a PATCH is: an ID number the stored sex or birth date contradicts
+        typed = decision == "set_value"
+        households.require_agreement(record, validated, where="member", number_typed=typed)
+    edits.change_now(session, actor, record, validated)
 
 
 async def _record(session: AsyncSession, actor: Actor, conflict: SyncConflict) -> Household | Member:

@@ -420,12 +420,16 @@ async def patch_member(
     return member_out(member)
 
 
-def require_agreement(member: Member, values: dict[str, Any], where: str = "body") -> None:
-    """Refuse new values that leave the member's sex or birth date contradicting their ID number."""
-    _require_agreement([(where, _contradictions_after(member, values))])
+def require_agreement(
+    member: Member, values: dict[str, Any], where: str = "body", *, number_typed: bool = True
+) -> None:
+    """Refuse new values that leave the member's sex or birth date contradicting their ID number.
+    `number_typed`: whether the caller typed the ID number in `values` (a supervisor taking a device's
+    sees it masked, so is not told what it says)."""
+    _require_agreement([(where, _contradictions_after(member, values, number_typed))])
 
 
-def _contradictions_after(member: Member, values: dict[str, Any]) -> dict[str, str]:
+def _contradictions_after(member: Member, values: dict[str, Any], number_typed: bool) -> dict[str, str]:
     """What the member would hold after a patch touching its ID number, sex or birth date and that
     contradicts the ID number (a stored number that does not parse, from before checks, is left alone)."""
     if not values.keys() & {"id_number", "sex", "birth_date"}:
@@ -434,10 +438,10 @@ def _contradictions_after(member: Member, values: dict[str, Any]) -> dict[str, s
     if id_numbers.problem(after["id_number"]):
         return {}
     found = id_numbers.contradictions(after["id_number"], sex=after["sex"], born=after["birth_date"])
-    if "id_number" in values:
+    if "id_number" in values and number_typed:
         return found  # the caller sent the number: what it says is no news to them
-    # The stored number, which the caller sees masked: say that it disagrees, not what it holds (its
-    # birth date is digits 7-14, which the mask hides).
+    # A number the caller sees masked: say that it disagrees, not what it holds (its birth date is
+    # digits 7-14, which the mask hides).
     return {field: "does not agree with the member's ID number" for field in found}
 
 

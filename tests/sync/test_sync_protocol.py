@@ -1523,6 +1523,39 @@ def test_a_member_edit_arriving_after_its_household_was_archived_waits_for_a_sup
     assert history[-1]["changed"] == ["employment"] and history[-1]["data"]["employment"] == "全职"
 
 
+def test_an_id_number_taken_by_a_supervisor_must_agree_with_the_members_sex_and_birth_date(
+    client: Client,
+) -> None:
+    """A resolution is an edit like a PATCH: an ID number contradicting the stored sex and birth date is
+    refused (422 id_number_mismatch) as it is over REST, never stored beside them."""
+    worker = login(client, "demo-worker-1")
+    url = f"/api/v1/households/{household_id('DB-C01-0003')}/members"
+    member = {"name": "新成员", "relation": "child", "id_number": valid_id(), "sex": "male"}
+    added = client.post(url, json=member | {"birth_date": "1980-01-01"}, headers=worker)
+    assert added.status_code == 201, added.text
+    born_1995_female = valid_id("13010219950630124")
+    change = {"id_number": (None, born_1995_female)}
+    answer = push(client, worker, str(uuid.uuid4()), [member_update_mutation(1, added.json(), **change)])
+    assert answer["results"][0]["status"] == "applied_with_conflict"
+    (found,) = conflicts(client, added.json()["id"])
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    patched = client.patch(
+        f"/api/v1/members/{added.json()['id']}",
+        json={"version": 1, "id_number": born_1995_female},
+        headers=reviewer,
+    )
+    assert patched.status_code == 422 and patched.json()["error"]["code"] == "id_number_mismatch"
+    taken = client.post(
+        f"/api/v1/conflicts/{found['id']}/resolve", json={"decision": "take_client"}, headers=reviewer
+    )
+    assert taken.status_code == 422 and taken.json()["error"]["code"] == "id_number_mismatch"
+    # The device's number is shown masked: the refusal does not say the birth date it holds.
+    assert "1995" not in taken.text and "female" not in taken.text
+    assert conflicts(client, added.json()["id"])[0]["status"] == "open"
+    history = client.get(f"/api/v1/members/{added.json()['id']}/history", headers=reviewer).json()
+    assert len(history) == 1
+
+
 def test_one_batch_creating_editing_and_resending_lands_each_effect_once(client: Client) -> None:
     """A push applies its batch in one pass when nothing fails: records made earlier in the batch are
     seen by later mutations, and answers sent twice in one batch are stored once."""
