@@ -138,6 +138,13 @@ async def _apply(
         raise Invalid(
             f"A {conflict.kind} conflict can only be kept as it is or dismissed.", code="nothing_to_take"
         )
+    if conflict.kind == "delete_after_update" and decision == "set_value":
+        # Its decision is to archive (take_client) or not: a value set here would be answered as
+        # written while the record was archived instead.
+        raise Invalid(
+            "An archive is taken (take_client) or not (keep_server): it takes no value.",
+            code="value_not_taken",
+        )
     record = await _record(session, actor, conflict)
     if conflict.kind == "delete_after_update":
         edits.archive_now(

@@ -1018,6 +1018,32 @@ def test_archive_against_a_newer_version_is_a_conflict_and_update_after_archive_
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "household_archived"
 
 
+def test_a_value_set_on_an_archive_against_a_newer_version_is_refused_not_turned_into_the_archive(
+    make_device: MakeDevice, client: Client
+) -> None:
+    """A delete_after_update conflict is decided by archiving (take_client) or keeping the record: a value
+    a supervisor sets there has nowhere to go, and must not be answered as written while the household
+    is archived instead."""
+    one, two = make_device("demo-worker-1"), make_device("demo-worker-2")
+    one.sync(), two.sync()
+    one.update_household(H1, address="新地址")
+    one.sync()
+    two.archive_household(H1, "duplicate registration")
+    two.sync()
+    (found,) = conflicts(client, H1)
+    assert found["kind"] == "delete_after_update"
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    refused = client.post(
+        f"/api/v1/conflicts/{found['id']}/resolve",
+        json={"decision": "set_value", "value": "另一个地址"},
+        headers=reviewer,
+    )
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "value_not_taken"
+    household = client.get(f"/api/v1/households/{H1}", headers=reviewer)
+    assert household.status_code == 200 and household.json()["address"] == "新地址"
+    assert conflicts(client, H1)[0]["status"] == "open"
+
+
 def test_create_sync_archive_sync_then_a_fresh_install_never_sees_the_record(
     make_device: MakeDevice, client: Client
 ) -> None:
