@@ -33,6 +33,7 @@ from server.errors import Invalid
 from server.services import audit, conflicts, edits, households, transaction, visits
 from server.services.actor import Actor
 from server.services.sync_preload import Preloaded
+from sync.merge import rank
 
 Handler = Callable[[AsyncSession, Actor, Any, RulePack, Preloaded | None], Awaitable[list[uuid.UUID]]]
 
@@ -119,8 +120,11 @@ def _merge(
 ) -> list[uuid.UUID]:
     changes = _validated(edits.kind_of(record), m.changes)
     if isinstance(record, Member):  # as on the REST path: refused, and so kept for a supervisor
-        # Against the stored ID number: a new one is guarded, so it waits for a supervisor, who sees both.
-        applied = {name: new for name, (_, new) in changes.items() if name != "id_number"}
+        # A field worker's new ID number is guarded: it waits for a supervisor, and is checked when taken
+        # (conflicts._apply); their other changes are checked against the stored one. A supervisor's is
+        # written at once, so checked now.
+        waits = rank(actor.role) == 0
+        applied = {name: new for name, (_, new) in changes.items() if not (waits and name == "id_number")}
         households.require_agreement(record, applied)
     outcome = edits.merge_offline(
         session,

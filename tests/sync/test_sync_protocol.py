@@ -1582,6 +1582,27 @@ def test_an_id_number_taken_by_a_supervisor_must_agree_with_the_members_sex_and_
     assert len(history) == 1
 
 
+def test_a_supervisors_offline_id_number_must_agree_with_the_members_sex_and_birth_date(
+    client: Client,
+) -> None:
+    """A supervisor's ID number is written at once (it is not guarded for them): pushed, it is checked
+    against the stored sex and birth date as their PATCH is, and refused the same way."""
+    worker = login(client, "demo-worker-1")
+    url = f"/api/v1/households/{household_id('DB-C01-0003')}/members"
+    member = {"name": "新成员", "relation": "child", "id_number": valid_id(), "sex": "male"}
+    added = client.post(url, json=member | {"birth_date": "1980-01-01"}, headers=worker)
+    assert added.status_code == 201, added.text
+    change = {"id_number": (None, valid_id("13010219950630124"))}
+    reviewer = login(client, "demo-reviewer-community")
+    answer = push(client, reviewer, str(uuid.uuid4()), [member_update_mutation(1, added.json(), **change)])
+    assert (answer["results"][0]["status"], answer["results"][0]["code"]) == (
+        "rejected",
+        "id_number_mismatch",
+    )
+    history = client.get(f"/api/v1/members/{added.json()['id']}/history", headers=reviewer).json()
+    assert len(history) == 1
+
+
 def test_one_batch_creating_editing_and_resending_lands_each_effect_once(client: Client) -> None:
     """A push applies its batch in one pass when nothing fails: records made earlier in the batch are
     seen by later mutations, and answers sent twice in one batch are stored once."""
