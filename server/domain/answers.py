@@ -168,6 +168,20 @@ def rows_of(answers: Answers, group_path: str) -> list[str]:
     return list(seen)
 
 
+def in_removed_row(answers: Answers, path: str, row: str | None) -> bool:
+    """Whether the answer at ``path`` belongs to a row of a repeat group that was removed since: its
+    answers stay stored (the removal is an answer of its own, to the group's code) but no longer count."""
+    if row is None:
+        return False
+    segments = path.split(".")
+    groups = (".".join(segments[:end]) for end in range(1, len(segments)))
+    return any(_is_removal(answers.get((group, row))) for group in groups)
+
+
+def _is_removal(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value.get("removed"))
+
+
 @dataclass(frozen=True)
 class Context:
     """What the guards need beyond the answers: who must sign."""

@@ -33,6 +33,7 @@ from schemas.photos import DerivativeOut, EvidenceItem, EvidenceOut, ExifOut, Ph
 from server.db.engine import Database
 from server.db.models import Household, Photo, PhotoRef, Upload, UploadState, Visit
 from server.db.types import utcnow
+from server.domain.answers import in_removed_row
 from server.domain.evidence import Reference, references
 from server.domain.tus import Gone
 from server.errors import DomainError, Forbidden, NotFound, TryLater, stated_reason
@@ -516,12 +517,14 @@ async def still_expected(session: AsyncSession, visit_id: uuid.UUID) -> list[dic
 async def _named_and_stored(
     session: AsyncSession, visit_id: uuid.UUID
 ) -> tuple[list[tuple[str, str, str | None, Reference]], dict[str, Photo]]:
-    """The references of the visit's current answers, sorted, and the photo rows of those received."""
+    """The references of the visit's current answers, sorted, and the photo rows of those received. A
+    removed row's photos are wanted no more than a replaced answer's: the tablet shows neither."""
     current = await visits.current_answers(session, visit_id)
     wanted = [
         (template, item, row, ref)
         for template, answers in current.items()
         for (item, row), value in answers.items()
+        if not in_removed_row(answers, item, row)
         for ref in references(value)
     ]
     wanted.sort(key=lambda w: (w[0], w[1], w[2] or "", w[3].sha256))

@@ -283,3 +283,24 @@ def test_a_visit_is_approved_once_its_evidence_arrived_or_with_a_reason_to_go_wi
     assert approved.status_code == 200, approved.text
     assert approved.json()["review_level"] == 3
     assert "missing_evidence" not in audit_rows(tus_client, "visit.approve")[-1].changes
+
+
+@pytest.mark.parametrize("store_kind", ["local"])  # the store plays no part in it
+def test_the_photos_of_a_removed_row_are_no_longer_evidence(tus_client: Client) -> None:
+    # A worker who deletes a row of a repeat group (a letter sent for evidence, say) deletes its photo with
+    # it, as the tablet shows; the server's checks skip removed rows, and so must the evidence: a photo of a
+    # removed row that never arrives (refused, or dropped with the row) must not hold up the approval.
+    visit, worker = completed_visit(tus_client)
+    stored = tus_client.get(f"/api/v1/visits/{visit['id']}/observations", headers=worker).json()
+    in_a_row = next(o for o in stored if o["row_id"] and "sha256" in str(o["value"]))
+    gone = {p["sha256"] for p in in_a_row["value"].get("photos", in_a_row["value"].get("signatures", []))}
+    group = in_a_row["item"].rsplit(".", 1)[0]
+    removal = observation_like(in_a_row | {"item": group}, {"removed": True})
+    response = tus_client.post(
+        f"/api/v1/visits/{visit['id']}/observations", json={"observations": [removal]}, headers=worker
+    )
+    assert response.status_code == 200, response.text
+
+    items = evidence(tus_client, visit, worker)["items"]
+    assert items and not gone & {i["sha256"] for i in items}
+    assert not [i for i in items if i["row_id"] == in_a_row["row_id"] and i["item"].startswith(group + ".")]
