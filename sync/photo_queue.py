@@ -2,7 +2,9 @@
 
 A photo's row (table `photos` of the device database) is written in the same local transaction as the
 answer that names it, and records the seq of that answer's mutation: the file is sent only once the
-server has taken the answer (a file whose answer was rejected is held, never sent unreferenced).
+server has taken the answer (a file whose answer was rejected is held, never sent unreferenced). A file
+attached to several answers while it waits (the same picture for two visits or items) is sent once any of
+them is taken, and held only when all were rejected: table `photo_answers` keeps their seqs.
 
 States: `waiting` (to send), `stored` (the server holds it; the device's copy is gone), `refused` (the
 server will never take it: `code` says why), `held` (its answer was rejected: `code` is the answer's),
@@ -27,6 +29,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS photos (
     sha256 TEXT PRIMARY KEY, length INTEGER NOT NULL, filename TEXT NOT NULL, content_type TEXT NOT NULL,
     seq INTEGER NOT NULL, url TEXT, state TEXT NOT NULL DEFAULT 'waiting', code TEXT);
+CREATE TABLE IF NOT EXISTS photo_answers (
+    sha256 TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (sha256, seq));
 """
 # A 4xx the server will answer again to the same file (too large, bad metadata, ...): a refusal. Sign-in
 # problems are the whole sync's; 408 and 429 pass.
@@ -71,6 +75,12 @@ class PhotoQueue:
 
     def add(self, local: LocalFile, seq: int) -> None:
         """Queue the kept file for the answer with ``seq``; the caller holds the local transaction."""
+        before = self.db.execute("SELECT state FROM photos WHERE sha256 = ?", (local.sha256,)).fetchone()
+        if before is None or before[0] != "waiting":  # the answers judged already decided nothing now
+            self.db.execute("DELETE FROM photo_answers WHERE sha256 = ?", (local.sha256,))
+        self.db.execute(
+            "INSERT OR IGNORE INTO photo_answers (sha256, seq) VALUES (?, ?)", (local.sha256, seq)
+        )
         self.db.execute(
             "INSERT INTO photos (sha256, length, filename, content_type, seq) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (sha256) DO UPDATE SET seq = excluded.seq, "
@@ -110,8 +120,8 @@ class PhotoQueue:
         (NetworkError: sync again, each file resumes); a busy server leaves the rest for the next sync."""
         report = UploadReport()
         waiting = list(self._waiting())
-        for index, (local, url, seq) in enumerate(waiting):
-            outcome = outcome_of(seq)
+        for index, (local, url, seqs) in enumerate(waiting):
+            outcome = _deciding(outcome_of, seqs)
             if outcome is None:  # the answer has not reached the server yet
                 report.waiting += 1
                 continue
@@ -140,13 +150,17 @@ class PhotoQueue:
         self._sweep_stored()
         return report
 
-    def _waiting(self) -> Iterator[tuple[LocalFile, str | None, int]]:
+    def _waiting(self) -> Iterator[tuple[LocalFile, str | None, list[int]]]:
+        """Each waiting file, its upload URL and the seqs of the answers naming it (``photos.seq``, the
+        latest, also for a queue from before `photo_answers`)."""
         rows = self.db.execute(
             "SELECT sha256, length, filename, content_type, url, seq FROM photos "
             "WHERE state = 'waiting' ORDER BY rowid"
         ).fetchall()
         for sha256, length, filename, content_type, url, seq in rows:
-            yield LocalFile(self.folder / sha256, sha256, length, filename, content_type), url, seq
+            named = self.db.execute("SELECT seq FROM photo_answers WHERE sha256 = ?", (sha256,))
+            seqs = sorted({seq, *(s for (s,) in named)})
+            yield LocalFile(self.folder / sha256, sha256, length, filename, content_type), url, seqs
 
     def _url_keeper(self, sha256: str) -> Callable[[str | None], None]:
         def keep(url: str | None) -> None:
@@ -173,6 +187,18 @@ class PhotoQueue:
             row = self.db.execute("SELECT state FROM photos WHERE sha256 = ?", (kept.name,)).fetchone()
             if row is not None and row[0] == "stored":
                 kept.unlink(missing_ok=True)
+
+
+def _deciding(outcome_of: Outcome, seqs: list[int]) -> tuple[str, str | None] | None:
+    """What the answers naming a file (``seqs``, oldest first) decide: send it once any was taken; wait
+    while one is not pushed yet; hold it, with the latest's code, once every one was rejected."""
+    outcomes = [outcome_of(seq) for seq in seqs]
+    taken = [o for o in outcomes if o is not None and o[0] != "rejected"]
+    if taken:
+        return taken[0]
+    if None in outcomes:
+        return None
+    return outcomes[-1]
 
 
 def _code(exc: ServerError) -> str:

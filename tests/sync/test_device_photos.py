@@ -307,6 +307,31 @@ def test_a_photo_whose_answer_was_rejected_is_held_not_sent(synced: Any, tmp_pat
     assert [(p["state"], p["code"]) for p in device.photo_queue()] == [("held", "not_found")]
 
 
+def test_a_photo_one_answer_names_is_sent_though_another_answer_naming_it_was_rejected(
+    tus_client: Client, synced: Any, tmp_path: Path
+) -> None:
+    # The same picture attached twice: to the visit, and to a visit the server turns down (or an item that
+    # does not take it). The accepted answer still needs the file; holding it left that visit's evidence
+    # "expected" for good, and the device never said why.
+    visit, device, _ = synced
+    file = photo_file(tmp_path, 14)
+    device.attach_photo(visit["id"], *LOOK, file, view="kitchen")
+    device.attach_photo(str(uuid.uuid4()), *LOOK, file, view="kitchen")
+    assert device.sync().photos.sent == 1
+    assert [(p["state"], p["server_state"]) for p in device.photo_queue()] == [("stored", "present")]
+    assert evidence_of(tus_client, visit["id"])[sha256(file.read_bytes())] == "present"
+
+
+def test_a_photo_is_held_once_every_answer_naming_it_was_rejected(synced: Any, tmp_path: Path) -> None:
+    _, device, network = synced
+    file = photo_file(tmp_path, 15)
+    device.attach_photo(str(uuid.uuid4()), *LOOK, file, view="kitchen")
+    device.attach_photo(str(uuid.uuid4()), *LOOK, file, view="bedroom")
+    report = device.sync()
+    assert len(report.photos.held) == 1 and "POST" not in network.sent
+    assert [(p["state"], p["code"]) for p in device.photo_queue()] == [("held", "not_found")]
+
+
 def test_a_damaged_copy_is_marked_lost_and_taking_the_photo_again_sends_it(
     synced: Any, tmp_path: Path
 ) -> None:
