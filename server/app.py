@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
@@ -40,6 +41,7 @@ from server.routes.sync import SyncController
 from server.routes.templates import TemplateController
 from server.routes.uploads import UploadController
 from server.routes.visits import VisitController
+from server.services.photos import cleanup
 from server.services.templates import install_shipped
 from server.services.uploads import cleanup_periodically
 from server.tus_edge import install as install_tus_edge
@@ -89,7 +91,10 @@ def create_app(settings: Settings | None = None, *, demo: bool = False, prepared
         log.info(
             "started", extra={"fields": {"database": db.engine.dialect.name, "store": type(store).__name__}}
         )
-        cleaner = asyncio.create_task(cleanup_periodically(db, store))  # expired uploads, now and hourly
+        # Expired uploads, now and hourly.
+        cleaner = asyncio.create_task(
+            cleanup_periodically(functools.partial(cleanup, db, store, app.state.image_limiter))
+        )
         try:
             yield
         finally:

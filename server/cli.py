@@ -169,10 +169,12 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _cleanup_uploads(settings: Settings) -> int:
+    import anyio
+
     from media.stores import open_store
     from server.config import resolve_secret
     from server.db.engine import Database
-    from server.services.uploads import cleanup
+    from server.services.photos import cleanup
 
     db = Database(settings.database_url)
     store = await open_store(
@@ -183,7 +185,8 @@ async def _cleanup_uploads(settings: Settings) -> int:
         timeout=settings.blob_timeout_seconds,
     )
     try:
-        print(f"removed {await cleanup(db, store)} expired uploads")
+        limiter = anyio.CapacityLimiter(settings.image_workers)  # stranded uploads are processed first
+        print(f"removed {await cleanup(db, store, limiter)} expired uploads")
     finally:
         await store.close()
         await db.dispose()

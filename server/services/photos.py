@@ -39,7 +39,7 @@ from server.domain.tus import Gone
 from server.errors import DomainError, Forbidden, NotFound, TryLater, stated_reason
 from server.malloc import give_back_free_memory
 from server.services import audit, uploads, visits
-from server.services.actor import Actor, communities_in_scope
+from server.services.actor import SYSTEM, Actor, communities_in_scope
 
 log = logging.getLogger("fivestep.photos")
 _EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "heif": "heic"}
@@ -369,6 +369,59 @@ async def _complete(session: AsyncSession, actor: Actor, upload_id: uuid.UUID) -
         await session.rollback()
         return await _complete(session, actor, upload_id)
     return staged
+
+
+# -- expiry ------------------------------------------------------------------------------------------
+
+
+async def cleanup(
+    db: Database,
+    store: BlobStore,
+    limiter: anyio.CapacityLimiter,
+    now: dt.datetime | None = None,
+) -> int:
+    """The uploads' cleanup (``uploads.cleanup``), once the expired uploads that hold every byte of their
+    file are processed: those bytes are the household's evidence, and the tablet that sent them (its
+    last PATCH answered 503, the server stopped mid-way) may never ask again."""
+    cutoff = now or utcnow()
+    await finish_stranded(db, store, limiter, cutoff)
+    return await uploads.cleanup(db, store, cutoff)
+
+
+async def finish_stranded(
+    db: Database, store: BlobStore, limiter: anyio.CapacityLimiter, cutoff: dt.datetime
+) -> int:
+    """Process the uploads past their expiry whose bytes all arrived and that nobody processes; how many
+    were stored. A refusal ends an upload as always; a passing failure leaves it for the next round."""
+    async with db.read_session() as session:
+        query = select(Upload.id).where(
+            Upload.state == UploadState.receiving,
+            Upload.upload_offset == Upload.length,
+            Upload.expires_at <= cutoff,
+            uploads.claim_is_free(),
+        )
+        stranded = list((await session.scalars(query)).all())
+    stored = 0
+    for upload_id in stranded:
+        try:
+            stored += await _finish_stranded(db, store, limiter, upload_id)
+        except Exception as exc:  # refused (it says why), storage down, ...: the others still go now
+            log.warning("stranded upload not processed: %s", getattr(exc, "code", type(exc).__name__))
+    return stored
+
+
+async def _finish_stranded(
+    db: Database, store: BlobStore, limiter: anyio.CapacityLimiter, upload_id: uuid.UUID
+) -> bool:
+    async with db.write_session() as session:
+        upload = await session.get(Upload, upload_id, with_for_update=True)
+        if upload is None or not uploads.needs_finishing(upload) or uploads.is_claimed(upload):
+            return False
+        # Alive again for as long as a claim holds, so it can be claimed (an expiring upload cannot be).
+        upload.expires_at = utcnow() + uploads.PROCESSING_LEASE
+        await session.commit()
+    await finish(db, SYSTEM, store, limiter, upload)
+    return True
 
 
 # -- reading -----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import hmac
 import logging
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
@@ -413,6 +413,8 @@ async def remove_if_expired(
         upload = await session.get(Upload, upload_id, with_for_update=True)
         if upload is None or upload.expires_at > cutoff or is_claimed(upload):
             return False  # finished, extended or taken for processing meanwhile
+        if needs_finishing(upload):  # every byte is in: photos.cleanup processes it (again next round)
+            return False
         await discard_bytes(store, upload.id, upload.direct_id)
         await session.delete(upload)
         audit.record(session, SYSTEM, "upload.expire", "upload", upload_id, {"state": upload.state})
@@ -421,12 +423,13 @@ async def remove_if_expired(
 
 
 async def cleanup_periodically(
-    db: Database, store: BlobStore, interval: float = CLEANUP_INTERVAL_SECONDS
+    run: Callable[[], Awaitable[int]], interval: float = CLEANUP_INTERVAL_SECONDS
 ) -> None:
-    """Run ``cleanup`` now and then every ``interval`` seconds until cancelled; failures are logged."""
+    """Run the cleanup (``photos.cleanup``: this one, after processing what it must not discard) now and
+    then every ``interval`` seconds until cancelled; failures are logged."""
     while True:
         try:
-            removed = await cleanup(db, store)
+            removed = await run()
             if removed:
                 log.info("expired uploads removed", extra={"fields": {"count": removed}})
         except Exception as exc:  # a store or database hiccup must not end the loop

@@ -318,3 +318,28 @@ def test_a_disk_error_while_processing_keeps_the_upload(
         assert offset_of(tus_client, worker, location) == len(photo)
     assert tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker).status_code == 200
     assert ingest.calls == 2
+
+
+def test_an_upload_whose_bytes_all_arrived_is_processed_not_discarded_when_it_expires(
+    tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every byte staged, but storage was down when the last one came (503), and the tablet never asked
+    # again (lost, broken, wiped). The bytes are the household's evidence: the cleanup processes them
+    # instead of throwing them away with the upload.
+    worker = login(tus_client, "demo-worker-1")
+    location = create(tus_client, worker, photo).headers["location"]
+    assert patch(tus_client, worker, location, 0, photo[:5000]).status_code == 204
+    real_store_blobs = photos._store_blobs
+
+    async def storage_down(*args: Any) -> None:
+        raise BlobStoreUnavailable("S3 is down")
+
+    monkeypatch.setattr(photos, "_store_blobs", storage_down)
+    assert patch(tus_client, worker, location, 5000, photo[5000:]).status_code == 503
+    monkeypatch.setattr(photos, "_store_blobs", real_store_blobs)
+
+    state = tus_client.app.state
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=25)
+    tus_client.blocking_portal.call(photos.cleanup, state.db, state.store, state.image_limiter, later)
+    assert tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=worker).status_code == 200
+    assert not [k for k in stored_keys(tus_client) if k.startswith(".uploads")]
