@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from sync.errors import ServerError
-from sync.tus_client import CHUNK_SIZE, LocalFile, LocalFileDamaged, RawTransport, Refused, send_file
+from sync.tus_client import (
+    CHUNK_SIZE,
+    LocalFile,
+    LocalFileDamaged,
+    RawTransport,
+    Refused,
+    file_sha256,
+    send_file,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS photos (
@@ -58,10 +66,10 @@ class PhotoQueue:
 
     def keep(self, source: Path) -> LocalFile:
         """A durable copy of ``source`` in the device's folder (the user may clear the gallery before the
-        tablet is back online), named by its SHA-256; an earlier partial copy is replaced."""
+        tablet is back online), named by its SHA-256; an earlier partial or damaged copy is replaced."""
         local = LocalFile.of(source)
         kept = self.folder / local.sha256
-        if not (kept.exists() and kept.stat().st_size == local.length):
+        if not (kept.exists() and _same_file(kept, local)):
             self.folder.mkdir(parents=True, exist_ok=True)
             partial = kept.with_suffix(".part")
             with source.open("rb") as reading, partial.open("wb") as writing:
@@ -204,6 +212,12 @@ def _deciding(outcome_of: Outcome, seqs: list[int]) -> tuple[str, str | None] | 
 def _code(exc: ServerError) -> str:
     code = exc.body.get("code") if isinstance(exc.body, dict) else None
     return code if isinstance(code, str) else f"http_{exc.status}"
+
+
+def _same_file(kept: Path, local: LocalFile) -> bool:
+    """The copy is still the file: a copy of the right length can have gone bad in place (the server
+    found another SHA-256 and it was marked lost). Read only when the photo is taken again."""
+    return kept.stat().st_size == local.length and file_sha256(kept) == local.sha256
 
 
 def _fsync_folder(folder: Path) -> None:

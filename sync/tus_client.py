@@ -52,7 +52,8 @@ class Refused(Exception):
 
 
 class LocalFileDamaged(Exception):
-    """The device's own copy is missing or shorter than when it was taken: nothing the server can mend."""
+    """The device's own copy is missing, shorter than when it was taken, or no longer the file it was
+    (the server found another SHA-256): nothing the server can mend."""
 
     def __init__(self, code: str) -> None:
         super().__init__(code)
@@ -110,6 +111,24 @@ def send_file(
     """
     auth = TUS | {"Authorization": f"Bearer {token}"}
     _check_local(file)
+    try:
+        _send(transport, auth, file, url, remember_url, chunk_size)
+    except Refused as exc:
+        # Every chunk is checksummed, so the bytes arrived as the device read them: its copy changed since
+        # the photo was taken (the SHA-256 is of the file as it was then). Taking the photo again mends it.
+        if exc.code == "sha256_mismatch":
+            raise LocalFileDamaged("file_damaged") from exc
+        raise
+
+
+def _send(
+    transport: RawTransport,
+    auth: dict[str, str],
+    file: LocalFile,
+    url: str | None,
+    remember_url: Callable[[str | None], None],
+    chunk_size: int,
+) -> None:
     for _ in range(_RESTARTS):
         offset = None if url is None else _offset(transport, auth, url)
         if url is None or offset is None:

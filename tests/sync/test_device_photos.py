@@ -349,6 +349,29 @@ def test_a_damaged_copy_is_marked_lost_and_taking_the_photo_again_sends_it(
     assert [(p["state"], p["server_state"]) for p in device.photo_queue()] == [("stored", "present")]
 
 
+def test_a_copy_damaged_in_place_is_marked_lost_and_taking_the_photo_again_sends_it(
+    tus_client: Client, synced: Any, tmp_path: Path
+) -> None:
+    # Same length, other bytes (a flash cell gone bad): the server answers sha256_mismatch. That is the
+    # device's copy at fault, not the photo: marked refused, taking the photo again never sent it, and the
+    # visit's evidence said "expected" for good.
+    visit, device, _ = synced
+    file = photo_file(tmp_path, 16)
+    device.attach_photo(visit["id"], *LOOK, file, view="kitchen")
+    (kept,) = device.photos.folder.iterdir()
+    damaged = bytearray(kept.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    kept.write_bytes(bytes(damaged))
+    report = device.sync()
+    assert report.photos.refused == []
+    assert [(p["state"], p["code"]) for p in device.photo_queue()] == [("lost", "file_damaged")]
+
+    device.attach_photo(visit["id"], *LOOK, file, view="kitchen")  # the original is still in the gallery
+    assert device.sync().photos.sent == 1
+    assert [(p["state"], p["server_state"]) for p in device.photo_queue()] == [("stored", "present")]
+    assert evidence_of(tus_client, visit["id"])[sha256(file.read_bytes())] == "present"
+
+
 def test_the_device_says_when_a_photo_cannot_go_to_an_item(synced: Any) -> None:
     visit, device, _ = synced
     assert device.photo_item_problem(visit["id"], *LOOK) is None
