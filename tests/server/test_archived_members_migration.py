@@ -5,21 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from alembic import command
 from sqlalchemy import select, update
-from sqlalchemy.engine import Connection
 
 from server.db.engine import Database
-from server.db.migrate import alembic_config, upgrade
+from server.db.migrate import upgrade
 from server.db.models import Household, Member, SyncChange, SyncState
 from server.db.types import utcnow
 from tests.helpers import household_id
-
-
-def _downgrade(connection: Connection, revision: str) -> None:
-    cfg = alembic_config()
-    cfg.attributes["connection"] = connection
-    command.downgrade(cfg, revision)
+from tests.migrations import downgrade_to
 
 
 async def _member_rows(db: Database) -> dict[str, tuple[bool, int]]:
@@ -33,9 +26,7 @@ async def _member_rows(db: Database) -> dict[str, tuple[bool, int]]:
 async def _migrate(url: str) -> dict[str, Any]:
     db = Database(url)
     try:
-        async with db.engine.connect() as conn:
-            await conn.run_sync(_downgrade, "0011")
-            await conn.commit()
+        await downgrade_to(db, "0011")
         archived = household_id("DB-C01-0002")
         async with db.engine.begin() as conn:  # archived as before 0012: its members' rows stay live
             await conn.execute(update(Household).where(Household.id == archived).values(deleted_at=utcnow()))

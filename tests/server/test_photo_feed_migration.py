@@ -6,20 +6,13 @@ import asyncio
 import uuid
 from typing import Any
 
-from alembic import command
 from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Connection
 
 from server.db.engine import Database
-from server.db.migrate import alembic_config, upgrade
+from server.db.migrate import upgrade
 from server.db.models import Household, Observation, PhotoRef, SyncChange, SyncState, Visit
 from tests.helpers import node_id
-
-
-def _downgrade(connection: Connection, revision: str) -> None:
-    cfg = alembic_config()
-    cfg.attributes["connection"] = connection
-    command.downgrade(cfg, revision)
+from tests.migrations import downgrade_to
 
 
 async def _feed_photos(db: Database) -> dict[str, tuple[str, int]]:
@@ -62,9 +55,7 @@ async def _migrate(url: str) -> dict[str, Any]:
     db = Database(url)
     try:
         at_head = await _feed_photos(db)
-        async with db.engine.connect() as conn:
-            await conn.run_sync(_downgrade, "0005")
-            await conn.commit()
+        await downgrade_to(db, "0005")
         at_0005 = await _feed_photos(db)
         sha, c01, c03 = await _share_a_photo_with_another_community(db)
         async with db.engine.connect() as conn:

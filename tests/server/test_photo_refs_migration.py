@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from alembic import command
 from sqlalchemy import func, select
-from sqlalchemy.engine import Connection
 
 from server.db.engine import Database
-from server.db.migrate import alembic_config, upgrade
+from server.db.migrate import upgrade
 from server.db.models import Observation, PhotoRef
 from server.domain.evidence import references
-
-
-def _downgrade(connection: Connection, revision: str) -> None:
-    cfg = alembic_config()
-    cfg.attributes["connection"] = connection
-    command.downgrade(cfg, revision)
+from tests.migrations import downgrade_to
 
 
 async def _refs_before_and_after(url: str) -> tuple[int, int, int]:
@@ -26,9 +19,7 @@ async def _refs_before_and_after(url: str) -> tuple[int, int, int]:
         async with db.read_session() as session:
             recorded = int((await session.execute(select(func.count()).select_from(PhotoRef))).scalar_one())
             values = list((await session.execute(select(Observation.value))).scalars())
-        async with db.engine.connect() as conn:
-            await conn.run_sync(_downgrade, "0003")
-            await conn.commit()
+        await downgrade_to(db, "0003")
         await upgrade(db)
         async with db.read_session() as session:
             backfilled = int((await session.execute(select(func.count()).select_from(PhotoRef))).scalar_one())
