@@ -167,14 +167,19 @@ def test_sign_in_is_audited_without_the_password(client: Client) -> None:
     assert rows[0].device_id is not None
 
 
-def test_admin_creates_a_user_and_a_blank_username_is_refused(client: Client) -> None:
-    admin = login(client, "demo-admin")
-    body = {
-        "display_name": "测试",
-        "role": "field_worker",
+def _new_user(display_name: str, role: str) -> dict[str, str]:
+    """A user to create in C01 (the username is the test's to add)."""
+    return {
+        "display_name": display_name,
+        "role": role,
         "jurisdiction_id": str(node_id("C01")),
         "password": "long-enough-password",
     }
+
+
+def test_admin_creates_a_user_and_a_blank_username_is_refused(client: Client) -> None:
+    admin = login(client, "demo-admin")
+    body = _new_user("测试", "field_worker")
     blank = client.post("/api/v1/admin/users", json=body | {"username": "   "}, headers=admin)
     assert blank.status_code == 422, blank.text  # stored stripped, it was an account named ""
     assert blank.json()["error"]["details"][0]["field"] == "username"
@@ -188,12 +193,7 @@ def test_a_username_that_could_pass_for_another_is_refused(client: Client) -> No
     """Each of these was stored as a second account that lists, audit rows and screens show as
     "demo-admin" (or as a name split over two lines)."""
     admin = login(client, "demo-admin")
-    body = {
-        "display_name": "冒名",
-        "role": "admin",
-        "jurisdiction_id": str(node_id("C01")),
-        "password": "long-enough-password",
-    }
+    body = _new_user("冒名", "admin")
     for lookalike in ["ｄｅｍｏ-admin", "demo-admin\u200b", "demo\u202e-admin", "demo\nadmin", "demo  admin"]:
         refused = client.post("/api/v1/admin/users", json=body | {"username": lookalike}, headers=admin)
         assert refused.status_code == 422, (lookalike, refused.text)
@@ -221,12 +221,7 @@ def test_two_sign_ins_at_once_after_a_failure_both_succeed(client: Client) -> No
 def test_a_username_longer_than_its_column_once_in_lower_case_is_refused(client: Client) -> None:
     """64 characters typed, 128 in lower case: PostgreSQL answered 500, SQLite stored the 128."""
     admin = login(client, "demo-admin")
-    body = {
-        "display_name": "长名",
-        "role": "field_worker",
-        "jurisdiction_id": str(node_id("C01")),
-        "password": "long-enough-password",
-    }
+    body = _new_user("长名", "field_worker")
     refused = client.post("/api/v1/admin/users", json=body | {"username": "İ" * 64}, headers=admin)
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"]["details"][0]["field"] == "username"
