@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import NoReturn
 
+import anyio.to_thread
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -68,13 +69,10 @@ async def login(
         )
     ).one_or_none()
     if row is None:
-        burn_equal_time(password)  # same cost and same answer whether or not the user exists
+        await _checked(password, None)  # same cost and same answer whether or not the user exists
         await _fail(session, settings, throttle, now)
     user, path = row
-    if not user.active:
-        burn_equal_time(password)
-        await _fail(session, settings, throttle, now, _Attempt(user.id, device_key, request_id))
-    if not verify_password(password, user.password_hash):
+    if not await _checked(password, user.password_hash if user.active else None):
         await _fail(session, settings, throttle, now, _Attempt(user.id, device_key, request_id))
     await session.delete(throttle)
     device = await _device(session, user, path, device_key, now, request_id)
@@ -92,6 +90,16 @@ async def login(
     audit.record(session, actor, "auth.login", "device", device.id, {"device_key": device_key})
     await session.commit()
     return Session(token, expires_at, actor)
+
+
+async def _checked(password: str, stored: str | None) -> bool:
+    """Whether ``password`` matches ``stored`` (None: nobody's, at the same cost). In a worker thread:
+    scrypt takes about 30 ms of CPU and releases the GIL, and on the event loop every sign-in, even one
+    under a made-up name, held up every other request of the process that long."""
+    if stored is None:
+        await anyio.to_thread.run_sync(burn_equal_time, password)
+        return False
+    return await anyio.to_thread.run_sync(verify_password, password, stored)
 
 
 async def _throttle_row(session: AsyncSession, key: str, now: dt.datetime) -> LoginThrottle:
