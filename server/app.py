@@ -15,7 +15,7 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from media.stores import open_store
+from media.stores import BlobStore, open_store
 from schemas.config import Settings
 from server.config import load_settings, resolve_secret
 from server.db.engine import Database
@@ -41,6 +41,7 @@ from server.routes.sync import SyncController
 from server.routes.templates import TemplateController
 from server.routes.uploads import UploadController
 from server.routes.visits import VisitController
+from server.services.auth import forget_quiet_throttles
 from server.services.photos import cleanup
 from server.services.templates import install_shipped
 from server.services.uploads import cleanup_periodically
@@ -62,6 +63,12 @@ async def prepare(db: Database, settings: Settings, *, demo: bool = False) -> No
         from server.demo import seed
 
         await seed(db)
+
+
+async def _hourly(db: Database, store: BlobStore, limiter: anyio.CapacityLimiter, settings: Settings) -> int:
+    """The periodic housekeeping; how many expired uploads it removed."""
+    await forget_quiet_throttles(db, settings)
+    return await cleanup(db, store, limiter)
 
 
 def create_app(settings: Settings | None = None, *, demo: bool = False, prepared: bool = False) -> Litestar:
@@ -91,9 +98,9 @@ def create_app(settings: Settings | None = None, *, demo: bool = False, prepared
         log.info(
             "started", extra={"fields": {"database": db.engine.dialect.name, "store": type(store).__name__}}
         )
-        # Expired uploads, now and hourly.
+        # Expired uploads and moot sign-in counters, now and hourly.
         cleaner = asyncio.create_task(
-            cleanup_periodically(functools.partial(cleanup, db, store, app.state.image_limiter))
+            cleanup_periodically(functools.partial(_hourly, db, store, app.state.image_limiter, resolved))
         )
         try:
             yield

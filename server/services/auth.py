@@ -9,16 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn, cast
 
 import anyio.to_thread
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.config import Settings
 from server.config import resolve_secret
+from server.db.engine import Database
 from server.db.models import AuthToken, Device, Jurisdiction, LoginThrottle, User
 from server.db.types import utcnow
 from server.domain.usernames import read_username
@@ -155,6 +157,20 @@ async def _fail(
         )
     await session.commit()
     raise Unauthorized(WRONG, code="invalid_credentials")
+
+
+async def forget_quiet_throttles(db: Database, settings: Settings, now: dt.datetime | None = None) -> int:
+    """Delete the failure counters that a quiet window has made moot (the next failure would start over
+    from zero, as with no row); how many. Names nobody has, tried once each, would otherwise pile up."""
+    cutoff = (now or utcnow()) - dt.timedelta(seconds=settings.login_lockout_seconds)
+    quiet = delete(LoginThrottle).where(
+        LoginThrottle.window_started_at < cutoff,
+        or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < cutoff),
+    )
+    async with db.write_session() as session:
+        forgotten = cast(CursorResult[Any], await session.execute(quiet)).rowcount
+        await session.commit()
+    return forgotten
 
 
 def _seconds(throttle: LoginThrottle, now: dt.datetime) -> int:

@@ -99,6 +99,33 @@ def test_a_password_typed_as_the_username_is_counted_but_never_stored(client: Cl
     assert kept and not [v for v in kept if typed.lower() in v.lower()], kept
 
 
+def test_the_hourly_housekeeping_forgets_only_the_counters_a_quiet_window_made_moot(client: Client) -> None:
+    """A guesser trying a new name each time left a row per name for good. Rows that can no longer change
+    an answer go; a lockout in force, and a count still inside its window, stay."""
+    from server.services.auth import forget_quiet_throttles
+
+    for n in range(3):
+        attempt(client, f"made-up-{n}", "guess")  # one failure each
+    moved_back(client, 301)  # their window is over: the next failure would count from zero anyway
+    for _ in range(5):
+        attempt(client, "demo-worker-2", "guess")  # locked now, for 300 s
+    attempt(client, "demo-worker-1", "guess")  # one failure, inside its window
+
+    async def rows(session: Any) -> int:
+        return len((await session.execute(select(LoginThrottle))).scalars().all())
+
+    assert run_db(client, rows) == 5
+    forgotten = client.blocking_portal.call(
+        forget_quiet_throttles, client.app.state.db, client.app.state.settings
+    )
+    assert (forgotten, run_db(client, rows)) == (3, 2)
+    assert attempt(client, "demo-worker-2", "demo").status_code == 429  # the lockout still holds
+    for _ in range(3):
+        attempt(client, "demo-worker-1", "guess")
+    assert attempt(client, "demo-worker-1", "guess").status_code == 401  # the fifth failure: still counted
+    assert attempt(client, "demo-worker-1", "demo").status_code == 429
+
+
 def test_a_successful_sign_in_clears_earlier_failures(client: Client) -> None:
     for _ in range(4):
         attempt(client, "demo-worker-1", "guess")
