@@ -17,7 +17,7 @@ from schemas.rules import ReviewLevel, RulePack
 from schemas.visits import ReviewDecision, VisitOut
 from server.db.models import Visit, VisitStatus, VisitTransition
 from server.db.types import utcnow
-from server.domain.answers import rows_of
+from server.domain.answers import Answers, rows_of
 from server.errors import Conflict, Forbidden, stated_reason
 from server.services import audit, photos, transaction
 from server.services.actor import Actor
@@ -25,9 +25,8 @@ from server.services.rules import level, today, waiting_level, working_calendar
 from server.services.visits import (
     current_answers,
     get,
-    notice_before_visit,
-    publicity_cut_short,
-    publicity_ends_on,
+    notice_problems,
+    publicity_ends,
     record_transition,
     visit_out,
 )
@@ -180,7 +179,8 @@ async def _approve(session: AsyncSession, visit: Visit, at: ReviewLevel, rules: 
 async def _require_publicity_done(session: AsyncSession, visit: Visit, rules: RulePack) -> None:
     """The 7-day publicity (公示) ran its course from a real notice date without being taken down early, and
     no objection is left open."""
-    ends = await publicity_ends_on(session, visit, rules)
+    answers = await current_answers(session, visit.id)
+    ends = publicity_ends(visit, answers, rules)
     if ends is None or today() <= ends:
         raise Conflict(
             "The 7-day publicity (公示) has not ended"
@@ -188,16 +188,13 @@ async def _require_publicity_done(session: AsyncSession, visit: Visit, rules: Ru
             code="publicity_not_over",
             details={"publicity_ends_on": ends.isoformat() if ends else None},
         )
-    if early_notice := await notice_before_visit(session, visit, rules):  # submitted before the check
-        raise Conflict(early_notice.message, code="notice_before_visit", details={"item": early_notice.item})
-    if cut_short := await publicity_cut_short(session, visit, rules):  # submitted before the check
-        raise Conflict(cut_short.message, code="publicity_cut_short", details={"item": cut_short.item})
-    await _require_no_pending_objection(session, visit, rules)
+    for problem in await notice_problems(session, visit, answers, rules):  # submitted before the check
+        raise Conflict(problem.message, code=problem.guard, details={"item": problem.item})
+    _require_no_pending_objection(answers.get(rules.publicity_template, {}), rules)
 
 
-async def _require_no_pending_objection(session: AsyncSession, visit: Visit, rules: RulePack) -> None:
+def _require_no_pending_objection(answers: Answers, rules: RulePack) -> None:
     """An objection during publicity forces re-investigation or 民主评议 before the file goes on."""
-    answers = (await current_answers(session, visit.id)).get(rules.publicity_template, {})
     group = rules.objection_outcome_item.rsplit(".", 1)[0]
     pending = [
         row

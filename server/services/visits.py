@@ -590,12 +590,14 @@ async def observations(session: AsyncSession, visit_id: uuid.UUID) -> list[Obser
     return list((await session.execute(query)).scalars())
 
 
-async def current_answers(
-    session: AsyncSession, visit_id: uuid.UUID
-) -> dict[str, dict[tuple[str, str | None], Any]]:
+VisitAnswers = dict[str, dict[tuple[str, str | None], Any]]
+"""A visit's current answers: template code -> (item, row) -> value."""
+
+
+async def current_answers(session: AsyncSession, visit_id: uuid.UUID) -> VisitAnswers:
     """template code -> (item, row) -> value, folded in server arrival order: the latest answer wins, but
     one made on a base merges into list answers it had not seen (sync/answer_merge.py)."""
-    current: dict[str, dict[tuple[str, str | None], Any]] = defaultdict(dict)
+    current: VisitAnswers = defaultdict(dict)
     for obs in await observations(session, visit_id):
         answers, key = current[obs.template_code], (obs.item, str(obs.row_id) if obs.row_id else None)
         value = answer_merge.merged(answers.get(key), obs.value, obs.base)
@@ -666,7 +668,7 @@ FORM_OUTCOMES = {"increase": "raise"}
 
 
 def outcome_contradicts_form(
-    visit: Visit, answers: dict[str, dict[tuple[str, str | None], Any]], rules: RulePack
+    visit: Visit, answers: VisitAnswers, rules: RulePack
 ) -> SubmissionProblem | None:
     """The re-check form the household signs states the proposed outcome (and amount) too: a proposal
     saying otherwise would have the reviewers approve what nobody signed. Compared only where both say
@@ -688,9 +690,7 @@ def outcome_contradicts_form(
     )
 
 
-def appraisal_missing(
-    answers: dict[str, dict[tuple[str, str | None], Any]], rules: RulePack
-) -> list[SubmissionProblem]:
+def appraisal_missing(answers: VisitAnswers, rules: RulePack) -> list[SubmissionProblem]:
     """Objections settled by a democratic appraisal (民主评议) in a file that holds no appraisal: the
     objection must be re-investigated or appraised before the file goes on, and the appraisal's record
     (date, participants, conclusion, signatures) is what shows it was."""
@@ -713,9 +713,8 @@ def appraisal_missing(
 
 
 async def submission_problems(
-    session: AsyncSession, visit: Visit, rules: RulePack
+    session: AsyncSession, visit: Visit, answers: VisitAnswers, rules: RulePack
 ) -> list[SubmissionProblem]:
-    answers = await current_answers(session, visit.id)
     context = await guard_context(session, visit)
     found: list[rules_of_answers.Problem] = []
     for ref in visit.templates:
@@ -746,13 +745,9 @@ async def submit(session: AsyncSession, actor: Actor, visit_id: uuid.UUID, rules
     visit, household = await get(session, actor, visit_id, lock=True)
     _require_team(visit, actor)
     require_editable(visit)
-    problems = await submission_problems(session, visit, rules)
-    if early_notice := await notice_before_visit(session, visit, rules):
-        problems.append(early_notice)
-    if notice_ahead := await notice_in_future(session, visit, rules):
-        problems.append(notice_ahead)
-    if cut_short := await publicity_cut_short(session, visit, rules):
-        problems.append(cut_short)
+    answers = await current_answers(session, visit.id)
+    problems = await submission_problems(session, visit, answers, rules)
+    problems += await notice_problems(session, visit, answers, rules)
     if problems:
         raise Invalid(
             f"The visit cannot be submitted: {len(problems)} problems.",
@@ -773,71 +768,62 @@ async def submit(session: AsyncSession, actor: Actor, visit_id: uuid.UUID, rules
 
 async def publicity_ends_on(session: AsyncSession, visit: Visit, rules: RulePack) -> dt.date | None:
     """The last day of the 7-calendar-day publicity (公示), from the date the notice went up."""
-    posted = await notice_posted_on(session, visit, rules)
+    return publicity_ends(visit, await current_answers(session, visit.id), rules)
+
+
+def publicity_ends(visit: Visit, answers: VisitAnswers, rules: RulePack) -> dt.date | None:
+    posted, _ = _notice_dates(visit, answers, rules)
     return None if posted is None else posted + dt.timedelta(days=rules.publicity_calendar_days)
 
 
-async def notice_posted_on(session: AsyncSession, visit: Visit, rules: RulePack) -> dt.date | None:
-    """The date the publicity notice went up, as answered; None when the visit has no publicize step or
-    the date is not answered yet."""
-    return await _notice_date(session, visit, rules, rules.publicity_start_item)
-
-
-async def _notice_date(session: AsyncSession, visit: Visit, rules: RulePack, item: str) -> dt.date | None:
+def _notice_dates(
+    visit: Visit, answers: VisitAnswers, rules: RulePack
+) -> tuple[dt.date | None, dt.date | None]:
+    """The days the publicity notice went up and came down, as answered (None: not answered yet, or the
+    visit has no publicize step)."""
     if rules.publicity_template not in {t["code"] for t in visit.templates}:
-        return None
-    answered = (await current_answers(session, visit.id)).get(rules.publicity_template, {}).get((item, None))
-    return dt.date.fromisoformat(answered) if isinstance(answered, str) else None
-
-
-async def publicity_cut_short(
-    session: AsyncSession, visit: Visit, rules: RulePack
-) -> SubmissionProblem | None:
-    """A notice taken down before its last day gave the neighbours less than the 7 days to object that the
-    publicity (公示) is for: counting the period from the posting date alone would pass it all the same."""
-    ends = await publicity_ends_on(session, visit, rules)
-    removed = await _notice_date(session, visit, rules, rules.publicity_end_item)
-    if ends is None or removed is None or removed >= ends:
-        return None
-    return SubmissionProblem(
-        "publicity_cut_short",
-        f"{rules.publicity_template}:{rules.publicity_end_item}",
-        None,
-        f"the notice was taken down on {removed}, before its {rules.publicity_calendar_days}-day "
-        f"publicity ended on {ends}",
+        return None, None
+    step = answers.get(rules.publicity_template, {})
+    posted, removed = (
+        step.get((item, None)) for item in (rules.publicity_start_item, rules.publicity_end_item)
+    )
+    return (
+        dt.date.fromisoformat(posted) if isinstance(posted, str) else None,
+        dt.date.fromisoformat(removed) if isinstance(removed, str) else None,
     )
 
 
-async def notice_before_visit(
-    session: AsyncSession, visit: Visit, rules: RulePack
-) -> SubmissionProblem | None:
-    """A notice "posted" before the visit existed would let the publicity end the day the file is
-    approved, so it must go up on or after the day the first revision was assigned (an amended revision
-    carries the notice its first revision posted)."""
-    posted = await notice_posted_on(session, visit, rules)
+async def notice_problems(
+    session: AsyncSession, visit: Visit, answers: VisitAnswers, rules: RulePack
+) -> list[SubmissionProblem]:
+    """What the publicity notice's dates, as answered, cannot be:
+    - before the visit existed: the publicity would end the day the file is approved (an amended revision
+      carries the notice its first revision posted, so the first revision's day counts);
+    - a day still to come (in China): a slip that would put off the end of the publicity, and the county's
+      decision, until then;
+    - taken down before its last day: the neighbours had less than the 7 days to object that the
+      publicity is for, which counting from the posting date alone would pass all the same."""
+    posted, removed = _notice_dates(visit, answers, rules)
+    if posted is None:
+        return []
+    put_up = f"{rules.publicity_template}:{rules.publicity_start_item}"
+    problems = []
     assigned = await _first_assigned_on(session, visit)
-    if posted is None or posted >= assigned:
-        return None
-    return SubmissionProblem(
-        "notice_before_visit",
-        f"{rules.publicity_template}:{rules.publicity_start_item}",
-        None,
-        f"the notice cannot have gone up on {posted}, before the visit was assigned on {assigned}",
-    )
-
-
-async def notice_in_future(session: AsyncSession, visit: Visit, rules: RulePack) -> SubmissionProblem | None:
-    """The notice's date is the day it went up, photographed where it hangs: a day still to come (in China)
-    is a slip, and would put off the end of the publicity, and the county's decision, until then."""
-    posted = await notice_posted_on(session, visit, rules)
-    if posted is None or posted <= today():
-        return None
-    return SubmissionProblem(
-        "notice_in_future",
-        f"{rules.publicity_template}:{rules.publicity_start_item}",
-        None,
-        f"the notice cannot have gone up on {posted}, after today ({today()})",
-    )
+    if posted < assigned:
+        message = f"the notice cannot have gone up on {posted}, before the visit was assigned on {assigned}"
+        problems.append(SubmissionProblem("notice_before_visit", put_up, None, message))
+    if posted > today():
+        message = f"the notice cannot have gone up on {posted}, after today ({today()})"
+        problems.append(SubmissionProblem("notice_in_future", put_up, None, message))
+    ends = posted + dt.timedelta(days=rules.publicity_calendar_days)
+    if removed is not None and removed < ends:
+        message = (
+            f"the notice was taken down on {removed}, before its {rules.publicity_calendar_days}-day "
+            f"publicity ended on {ends}"
+        )
+        where = f"{rules.publicity_template}:{rules.publicity_end_item}"
+        problems.append(SubmissionProblem("publicity_cut_short", where, None, message))
+    return problems
 
 
 async def _first_assigned_on(session: AsyncSession, visit: Visit) -> dt.date:
