@@ -20,12 +20,17 @@ def read_username(typed: str) -> str:
     return typed.strip().lower()
 
 
-def username_problem(name: str) -> str | None:
-    """Why `name` (as read) cannot be a new account's username, or None when it can."""
+def size_problem(name: str) -> str | None:
+    """Why `name` (as read) does not fit an account at all: blank, or too long once in lower case."""
     if not name:
-        return "blank"
+        return "is blank"
     if len(name) > MAX_LENGTH:  # PostgreSQL refused it with a 500; SQLite stored it
         return f"is longer than {MAX_LENGTH} characters in lower case"
+    return None
+
+
+def lookalike_problem(name: str) -> str | None:
+    """Why `name` (as read) could pass for another account's, or None when it cannot."""
     if any(char.isspace() or unicodedata.category(char).startswith("C") for char in name):
         return "holds spaces or invisible characters"
     if unicodedata.normalize("NFKC", name) != name:

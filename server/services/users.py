@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.auth import UserCreate, UserOut
 from server.db.models import Device, Jurisdiction, Level, User
-from server.domain.usernames import read_username, username_problem
+from server.domain.usernames import MAX_LENGTH, lookalike_problem, read_username, size_problem
 from server.errors import Conflict, Invalid, NotFound
 from server.security.passwords import hash_password
 from server.services import audit
@@ -35,12 +35,12 @@ async def create_user(session: AsyncSession, actor: Actor, data: UserCreate) -> 
     if node is None:
         raise NotFound("No such jurisdiction.")
     username = read_username(data.username)
-    problem = username_problem(username)
-    if problem == "blank":  # stored stripped: it would be an account named ""
+    if problem := size_problem(username):  # stored stripped, "  " would be an account named ""
         raise Invalid(
-            "A username needs more than spaces.", details=[{"field": "username", "message": problem}]
+            f"A username needs more than spaces, and at most {MAX_LENGTH} characters: this one {problem}.",
+            details=[{"field": "username", "message": problem}],
         )
-    if problem is not None:  # it could pass for another account's name
+    if problem := lookalike_problem(username):
         raise Invalid(
             f"A username is letters, digits and signs, each in its plain form: this one {problem}.",
             code="username_not_plain",

@@ -252,6 +252,7 @@ def test_a_username_longer_than_its_column_once_in_lower_case_is_refused(client:
     refused = client.post("/api/v1/admin/users", json=body | {"username": "İ" * 64}, headers=admin)
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"]["details"][0]["field"] == "username"
+    assert refused.json()["error"]["code"] == "validation_error"  # too long, not a lookalike
     made = client.post("/api/v1/admin/users", json=body | {"username": "İ" * 32}, headers=admin)
     assert made.status_code == 201, made.text
     assert attempt(client, "İ" * 32, "long-enough-password").status_code == 200
