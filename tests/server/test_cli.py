@@ -48,19 +48,26 @@ def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
     assert "usage: fivestep" in done.stdout
 
 
+_HERE = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+"""The worktree's code, whichever install the interpreter has."""
+
+
 def test_a_device_command_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
     """`fivestep device status | head -2`: the reader closes the pipe; no traceback, exit 0."""
     command = [sys.executable, "-m", "server.cli", "device", "--db", str(tmp_path / "d.sqlite"), "status"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    run = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert run.stdout is not None and run.stderr is not None
-    run.stdout.close()  # before the interpreter has started: its first write finds the pipe closed
+    reading, writing = os.pipe()
+    os.close(
+        reading
+    )  # closed before the command starts: its first write finds no reader, whatever the timing
+    try:
+        run = subprocess.Popen(
+            command, cwd=tmp_path, env={**os.environ, **_HERE}, stdout=writing, stderr=subprocess.PIPE
+        )
+    finally:
+        os.close(writing)
+    assert run.stderr is not None
     errors = run.stderr.read().decode()
     assert (run.wait(timeout=60), errors) == (0, "")
-
-
-_HERE = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-"""The worktree's code, whichever install the interpreter has."""
 
 
 def test_a_device_edit_of_a_household_the_device_does_not_hold_is_refused_not_queued(tmp_path: Path) -> None:
@@ -77,8 +84,10 @@ def test_a_device_edit_of_a_household_the_device_does_not_hold_is_refused_not_qu
 def test_a_device_sync_without_a_server_says_it_is_retrying_then_why_it_gave_up(tmp_path: Path) -> None:
     """Eight retries wait about two minutes: silent, `fivestep device sync` looked hung."""
     db = tmp_path / "d.sqlite"
-    db.with_suffix(".server").write_text(f"http://127.0.0.1:{_free_port()}")  # nobody listens there
-    sync = fivestep("device", "--db", str(db), "sync", "--retries", "2", cwd=tmp_path, env=_HERE)
+    with socket.socket() as bound:  # bound but never listening: refused, and no other test can take it
+        bound.bind(("127.0.0.1", 0))
+        db.with_suffix(".server").write_text(f"http://127.0.0.1:{bound.getsockname()[1]}")
+        sync = fivestep("device", "--db", str(db), "sync", "--retries", "2", cwd=tmp_path, env=_HERE)
     assert sync.returncode == 1, sync.stdout + sync.stderr
     assert sync.stderr.count("no answer from the server") == sync.stderr.count("trying again in") == 2
     assert sync.stdout.startswith("device: no answer from the server"), sync.stdout

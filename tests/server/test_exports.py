@@ -141,13 +141,15 @@ def test_an_export_is_named_for_the_day_in_china(client: Client, monkeypatch: py
     """The file name carried the server's own date: on a server kept in UTC, every export made before 08:00
     in China was named for the day before. A zone whose date differs from China's now shows it."""
     china_hour = dt.datetime.now(CHINA_STANDARD_TIME).hour
-    monkeypatch.setenv("TZ", "Etc/GMT+12" if china_hour < 20 else "Etc/GMT-14")  # UTC-12 or UTC+14
+    # UTC-12 is a day behind China until 20:00 there, UTC+14 a day ahead from 18:00: an hour to spare.
+    monkeypatch.setenv("TZ", "Etc/GMT+12" if china_hour < 19 else "Etc/GMT-14")
     time.tzset()
     try:
-        assert dt.date.today() != today()  # the server's zone and China disagree on the date
+        expected = today()
+        assert dt.date.today() != expected  # the server's zone and China disagree on the date
         response = client.get("/api/v1/exports/visits.csv", headers=login(client, "demo-admin"))
     finally:
         monkeypatch.undo()
         time.tzset()
     assert response.status_code == 200
-    assert f'filename="fivestep-visits-{today().isoformat()}.csv"' in response.headers["content-disposition"]
+    assert f'filename="fivestep-visits-{expected.isoformat()}.csv"' in response.headers["content-disposition"]

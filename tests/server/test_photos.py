@@ -14,6 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from server.domain.evidence import references
 from tests.helpers import audit_rows, login
 from tests.images import SIZE, jpeg_with_gps
 from tests.media.images import BLUE, RED, encode, photo_like, png_bomb
@@ -293,7 +294,8 @@ def test_the_photos_of_a_removed_row_are_no_longer_evidence(tus_client: Client) 
     visit, worker = completed_visit(tus_client)
     stored = tus_client.get(f"/api/v1/visits/{visit['id']}/observations", headers=worker).json()
     in_a_row = next(o for o in stored if o["row_id"] and "sha256" in str(o["value"]))
-    gone = {p["sha256"] for p in in_a_row["value"].get("photos", in_a_row["value"].get("signatures", []))}
+    gone = {ref.sha256 for ref in references(in_a_row["value"])}
+    assert gone
     group = in_a_row["item"].rsplit(".", 1)[0]
     removal = observation_like(in_a_row | {"item": group}, {"removed": True})
     response = tus_client.post(

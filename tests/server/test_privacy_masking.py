@@ -322,7 +322,8 @@ def test_a_create_sent_again_by_a_colleague_does_not_confirm_a_guessed_id_number
     for members in ([member], [wrong], [{k: v for k, v in member.items() if k != "id"}]):
         sent = client.post("/api/v1/households", json=again | {"id": H1, "members": members}, headers=worker1)
         assert sent.status_code == 409 and sent.json()["error"]["code"] == "created_otherwise", sent.text
-    assert household["members"]  # the demo household exists, made by the seed: nobody's to send again
+    after = client.get(f"/api/v1/households/{H1}", headers=worker2).json()
+    assert (after["version"], after["members"]) == (household["version"], household["members"])  # untouched
 
     pushed = push(
         client,
