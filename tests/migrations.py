@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from alembic import command
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from server.db.engine import Database
-from server.db.migrate import alembic_config
+from server.db.migrate import alembic_config, upgrade
+from server.db.models import SyncState
 
 
 def _downgrade(connection: Connection, revision: str) -> None:
@@ -20,3 +22,16 @@ async def downgrade_to(db: Database, revision: str) -> None:
     async with db.engine.connect() as conn:
         await conn.run_sync(_downgrade, revision)
         await conn.commit()
+
+
+async def upgrade_counting_seqs(db: Database) -> tuple[int, int]:
+    """Upgrade to head; the change feed's sequence before and after (a data migration that stamps rows
+    for devices takes numbers of its own)."""
+    before = await _feed_seq(db)
+    await upgrade(db)
+    return before, await _feed_seq(db)
+
+
+async def _feed_seq(db: Database) -> int:
+    async with db.engine.connect() as conn:
+        return int((await conn.execute(select(SyncState.seq))).scalar_one())

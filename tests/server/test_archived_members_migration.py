@@ -8,11 +8,10 @@ from typing import Any
 from sqlalchemy import select, update
 
 from server.db.engine import Database
-from server.db.migrate import upgrade
-from server.db.models import Household, Member, SyncChange, SyncState
+from server.db.models import Household, Member, SyncChange
 from server.db.types import utcnow
 from tests.helpers import household_id
-from tests.migrations import downgrade_to
+from tests.migrations import downgrade_to, upgrade_counting_seqs
 
 
 async def _member_rows(db: Database) -> dict[str, tuple[bool, int]]:
@@ -36,17 +35,9 @@ async def _migrate(url: str) -> dict[str, Any]:
                     await conn.execute(select(Member.id).where(Member.household_id == archived))
                 ).scalars()
             ]
-            seq_before = (await conn.execute(select(SyncState.seq))).scalar_one()
         before = await _member_rows(db)
-        await upgrade(db)
-        async with db.engine.connect() as conn:
-            seq_after = (await conn.execute(select(SyncState.seq))).scalar_one()
-        return {
-            "members": members,
-            "before": before,
-            "after": await _member_rows(db),
-            "seqs": (seq_before, seq_after),
-        }
+        seqs = await upgrade_counting_seqs(db)
+        return {"members": members, "before": before, "after": await _member_rows(db), "seqs": seqs}
     finally:
         await db.dispose()
 

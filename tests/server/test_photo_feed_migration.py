@@ -9,10 +9,9 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from server.db.engine import Database
-from server.db.migrate import upgrade
-from server.db.models import Household, Observation, PhotoRef, SyncChange, SyncState, Visit
+from server.db.models import Household, Observation, PhotoRef, SyncChange, Visit
 from tests.helpers import node_id
-from tests.migrations import downgrade_to
+from tests.migrations import downgrade_to, upgrade_counting_seqs
 
 
 async def _feed_photos(db: Database) -> dict[str, tuple[str, int]]:
@@ -58,17 +57,13 @@ async def _migrate(url: str) -> dict[str, Any]:
         await downgrade_to(db, "0005")
         at_0005 = await _feed_photos(db)
         sha, c01, c03 = await _share_a_photo_with_another_community(db)
-        async with db.engine.connect() as conn:
-            seq_before = (await conn.execute(select(SyncState.seq))).scalar_one()
-        await upgrade(db)
-        async with db.engine.connect() as conn:
-            seq_after = (await conn.execute(select(SyncState.seq))).scalar_one()
+        seqs = await upgrade_counting_seqs(db)
         return {
             "head": at_head,
             "0005": at_0005,
             "after": await _feed_photos(db),
             "shared": (sha, c01, c03),
-            "seqs": (seq_before, seq_after),
+            "seqs": seqs,
         }
     finally:
         await db.dispose()

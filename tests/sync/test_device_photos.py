@@ -307,6 +307,13 @@ def test_a_photo_whose_answer_was_rejected_is_held_not_sent(synced: Any, tmp_pat
     assert [(p["state"], p["code"]) for p in device.photo_queue()] == [("held", "not_found")]
 
 
+def _sent_and_present(tus_client: Client, device: Any, visit: dict[str, Any], file: Path) -> None:
+    """The next sync sends the file, and the visit's evidence has it."""
+    assert device.sync().photos.sent == 1
+    assert [(p["state"], p["server_state"]) for p in device.photo_queue()] == [("stored", "present")]
+    assert evidence_of(tus_client, visit["id"])[sha256(file.read_bytes())] == "present"
+
+
 def test_a_photo_one_answer_names_is_sent_though_another_answer_naming_it_was_rejected(
     tus_client: Client, synced: Any, tmp_path: Path
 ) -> None:
@@ -317,9 +324,7 @@ def test_a_photo_one_answer_names_is_sent_though_another_answer_naming_it_was_re
     file = photo_file(tmp_path, 14)
     device.attach_photo(visit["id"], *LOOK, file, view="kitchen")
     device.attach_photo(str(uuid.uuid4()), *LOOK, file, view="kitchen")
-    assert device.sync().photos.sent == 1
-    assert [(p["state"], p["server_state"]) for p in device.photo_queue()] == [("stored", "present")]
-    assert evidence_of(tus_client, visit["id"])[sha256(file.read_bytes())] == "present"
+    _sent_and_present(tus_client, device, visit, file)
 
 
 def test_a_photo_is_held_once_every_answer_naming_it_was_rejected(synced: Any, tmp_path: Path) -> None:
@@ -367,9 +372,7 @@ def test_a_copy_damaged_in_place_is_marked_lost_and_taking_the_photo_again_sends
     assert [(p["state"], p["code"]) for p in device.photo_queue()] == [("lost", "file_damaged")]
 
     device.attach_photo(visit["id"], *LOOK, file, view="kitchen")  # the original is still in the gallery
-    assert device.sync().photos.sent == 1
-    assert [(p["state"], p["server_state"]) for p in device.photo_queue()] == [("stored", "present")]
-    assert evidence_of(tus_client, visit["id"])[sha256(file.read_bytes())] == "present"
+    _sent_and_present(tus_client, device, visit, file)
 
 
 def test_the_device_says_when_a_photo_cannot_go_to_an_item(synced: Any) -> None:

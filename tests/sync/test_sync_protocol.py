@@ -911,15 +911,24 @@ def test_a_supervisors_value_beats_a_concurrent_workers(make_device: MakeDevice,
     assert found["client_value"] == "工作人员改" and found["provisional"] == "server"
 
 
-def test_a_guarded_field_waits_for_a_supervisor(make_device: MakeDevice, client: Client) -> None:
+def _benefit_raised_offline(
+    make_device: MakeDevice, client: Client
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """A field worker raises H1's benefit (a guarded field) and syncs: the worker's device, H1 as it was,
+    and the one conflict the raise opened."""
     worker = make_device("demo-worker-1")
     worker.sync()
     before = worker.record("household", H1)
     assert before is not None
     worker.update_household(H1, monthly_benefit_fen=before["monthly_benefit_fen"] + 10000)
     worker.sync()
-    assert worker.record("household", H1)["monthly_benefit_fen"] == before["monthly_benefit_fen"]  # type: ignore[index]
     (found,) = conflicts(client, H1)
+    return worker, before, found
+
+
+def test_a_guarded_field_waits_for_a_supervisor(make_device: MakeDevice, client: Client) -> None:
+    worker, before, found = _benefit_raised_offline(make_device, client)
+    assert worker.record("household", H1)["monthly_benefit_fen"] == before["monthly_benefit_fen"]  # type: ignore[index]
     assert found["kind"] == "guarded_change"
     reviewer = login(client, "demo-reviewer-community", device="desk")
     blocked = client.post(
@@ -953,13 +962,7 @@ def test_another_value_set_on_a_resolved_conflict_is_refused_not_answered_as_don
     """The same decision sent again converges; another value under the same decision is a second
     decision on a conflict already decided: refused (and so, from a tablet, kept), never answered as done
     while the first value stays."""
-    worker = make_device("demo-worker-1")
-    worker.sync()
-    before = worker.record("household", H1)
-    assert before is not None
-    worker.update_household(H1, monthly_benefit_fen=before["monthly_benefit_fen"] + 10000)
-    worker.sync()
-    (found,) = conflicts(client, H1)
+    _, before, found = _benefit_raised_offline(make_device, client)
     url = f"/api/v1/conflicts/{found['id']}/resolve"
     first = {"decision": "set_value", "value": before["monthly_benefit_fen"] + 5000}
     community = login(client, "demo-reviewer-community", device="desk")
