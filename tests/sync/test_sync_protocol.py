@@ -995,15 +995,21 @@ def test_resolution_by_sync_mutation_goes_through_the_same_path(
     assert worker.confirmed("conflict")[conflict_id]["resolution"]["decision"] == "set_value"
 
 
-def test_archive_against_a_newer_version_is_a_conflict_and_update_after_archive_never_resurrects(
-    make_device: MakeDevice, client: Client
-) -> None:
+def _archived_against_a_newer_version(make_device: MakeDevice) -> tuple[Any, Any]:
+    """Worker one changes H1's address and syncs; worker two, not having seen it, archives H1 and syncs."""
     one, two = make_device("demo-worker-1"), make_device("demo-worker-2")
     one.sync(), two.sync()
     one.update_household(H1, address="新地址")
     one.sync()
     two.archive_household(H1, "duplicate registration")
     two.sync()
+    return one, two
+
+
+def test_archive_against_a_newer_version_is_a_conflict_and_update_after_archive_never_resurrects(
+    make_device: MakeDevice, client: Client
+) -> None:
+    one, two = _archived_against_a_newer_version(make_device)
     assert [c["kind"] for c in conflicts(client, H1)] == ["delete_after_update"]
     assert two.record("household", H1) is not None  # not archived
     one.sync()
@@ -1027,12 +1033,7 @@ def test_a_value_set_on_an_archive_against_a_newer_version_is_refused_not_turned
     """A delete_after_update conflict is decided by archiving (take_client) or keeping the record: a value
     a supervisor sets there has nowhere to go, and must not be answered as written while the household
     is archived instead."""
-    one, two = make_device("demo-worker-1"), make_device("demo-worker-2")
-    one.sync(), two.sync()
-    one.update_household(H1, address="新地址")
-    one.sync()
-    two.archive_household(H1, "duplicate registration")
-    two.sync()
+    _archived_against_a_newer_version(make_device)
     (found,) = conflicts(client, H1)
     assert found["kind"] == "delete_after_update"
     reviewer = login(client, "demo-reviewer-community", device="desk")
