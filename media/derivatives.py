@@ -118,14 +118,15 @@ def _downscale(im: Image.Image, long_side: int) -> Image.Image:
     size = fit_size(im.size, long_side)
     if size == im.size:
         return im
-    # Bicubic rather than Lanczos: indistinguishable at these ratios and half the time (46 vs 89 ms for
-    # 2000x1500 -> 1600x1200 here). reducing_gap lets a big shrink (thumbnails) box-reduce 2x first.
     # A shrink by at most 2x (the display copy of a draft-decoded JPEG) is bilinear: a mean difference of
     # 0.6/255 from Lanczos on a 12 MP photo's 2000x1500 draft, at about 60% of bicubic's time (the single
     # dearest step of ingest after decoding).
     if size[0] * 2 >= im.width:
         return im.resize(size, Image.Resampling.BILINEAR)
-    return im.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    # A bigger shrink (the thumbnail, 1600 -> 320 px) box-reduces by the whole factor first and leaves
+    # bicubic only the remainder: 1.2 ms here against 6 ms when it first halved (reducing_gap=2), and
+    # 0.65/255 from Lanczos against 0.54.
+    return im.resize(size, Image.Resampling.BICUBIC, reducing_gap=1.0)
 
 
 def _flatten(im: Image.Image) -> Image.Image:
