@@ -134,3 +134,38 @@ class RevealRequest(msgspec.Struct, forbid_unknown_fields=True):
 class RevealedId(msgspec.Struct):
     member_id: uuid.UUID
     id_number: str
+
+
+class JobReferralOut(msgspec.Struct, kw_only=True):
+    """One job referral, as the latest visit recording it says."""
+
+    referred_on: dt.date
+    job: str
+    response: str
+    """accepted | refused_justified | refused_unjustified"""
+    refusal_reason: str | None
+    visit_id: uuid.UUID
+    """The latest visit recording it."""
+    confirmed: bool
+    """An approved visit recorded it with this response: a reviewer checked it."""
+
+
+class MemberReferralsOut(msgspec.Struct, kw_only=True):
+    member_id: str
+    """As Form B names the member: the member's id on the server."""
+    unjustified_refusals: int
+    """Refusals without a justified reason, in any visit."""
+    confirmed_unjustified_refusals: int
+    """Those recorded in approved visits: the count the rule applies to."""
+    reduce_or_stop_due: bool
+    """The confirmed count reached `refusals_that_reduce_or_stop`: this member's own benefit is to be reduced
+    or stopped (社会救助暂行办法 Art 45); the household's other members are not affected."""
+    referrals: list[JobReferralOut]
+
+
+class JobReferralsOut(msgspec.Struct, kw_only=True):
+    """A household's job referrals across all its visits, counted per member."""
+
+    household_id: uuid.UUID
+    refusals_that_reduce_or_stop: int
+    members: list[MemberReferralsOut]

@@ -14,6 +14,7 @@ from schemas.households import (
     HouseholdPage,
     HouseholdPatch,
     HouseholdStatus,
+    JobReferralsOut,
     MemberIn,
     MemberOut,
     MemberPatch,
@@ -23,7 +24,7 @@ from schemas.households import (
 )
 from server.dependencies import AppSettings, CurrentActor, DbSession, provide_actor
 from server.routes.params import Limit
-from server.services import households
+from server.services import households, referrals
 
 
 class HouseholdController(Controller):
@@ -84,6 +85,15 @@ class HouseholdController(Controller):
         self, db_session: DbSession, actor: CurrentActor, household_id: FromPath[uuid.UUID]
     ) -> list[RecordVersionOut]:
         return await households.history(db_session, actor, "household", household_id)
+
+    @get(
+        "/{household_id:uuid}/job-referrals",
+        summary="Job referrals across the household's visits and each member's unjustified refusals (Art 45)",
+    )
+    async def job_referrals(
+        self, db_session: DbSession, actor: CurrentActor, household_id: FromPath[uuid.UUID]
+    ) -> JobReferralsOut:
+        return await referrals.of_household(db_session, actor, household_id)
 
 
 class MemberController(Controller):
