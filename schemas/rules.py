@@ -5,13 +5,14 @@ Every decision stores the code and version of the rule pack it was made under.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from schemas.checklists import Label
 
 Purpose = Literal["new_application", "scheduled_recheck", "tip", "data_match"]
+Days = Annotated[int, msgspec.Meta(ge=1, le=366)]
 
 
 class ReviewLevel(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -54,3 +55,8 @@ class RulePack(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     objection_outcome_item: str = "objections.outcome"
     """The publicity template's item (inside its objection repeat group) whose `pending` value holds the file
     back at the `after_publicity` level: an objection forces re-investigation or 民主评议 first."""
+    petition_acceptance_days: Days = 15
+    """Calendar days from a petition's receipt to the written notice of acceptance (信访工作条例 Art 23)."""
+    petition_conclusion_days: Days = 60
+    """Calendar days from acceptance (or receipt, while no acceptance is on record) to the petition's
+    conclusion (信访工作条例 Art 34; an extension of up to 30 days is not tracked)."""

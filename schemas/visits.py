@@ -175,3 +175,19 @@ class OverdueVisit(msgspec.Struct, kw_only=True):
     what: Literal["visit", "review"]
     due: dt.date
     days_overdue: int
+
+
+class FollowUpOut(msgspec.Struct, kw_only=True):
+    """Something the publicize step leaves owed to someone outside the file (docs/workflow.md)."""
+
+    visit_id: uuid.UUID
+    registry_no: str
+    community_id: uuid.UUID
+    kind: Literal["objection_feedback", "tip_off_feedback", "petition_acceptance", "petition_conclusion"]
+    row_id: str
+    """The row of the publicize step's `objections`, `tip_offs` or `petitions` group."""
+    received_on: dt.date | None
+    due: dt.date | None
+    """The statutory limit for petitions; none for feedback, owed as soon as there is an outcome."""
+    days_overdue: int | None
+    """Days past `due` (0 or less: not yet)."""

@@ -11,6 +11,7 @@ from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from schemas.visits import (
+    FollowUpOut,
     ObservationBatch,
     ObservationOut,
     OverdueVisit,
@@ -25,7 +26,7 @@ from schemas.visits import (
 from server.dependencies import CurrentActor, DbSession, Rules, provide_actor, provide_rules
 from server.domain.id_numbers import mask_text
 from server.routes.params import Limit, ReviewLevel
-from server.services import reviews, visits
+from server.services import follow_ups, reviews, visits
 
 
 class VisitController(Controller):
@@ -67,6 +68,16 @@ class VisitController(Controller):
         self, db_session: DbSession, actor: CurrentActor, community_id: FromQuery[uuid.UUID | None] = None
     ) -> list[OverdueVisit]:
         return await visits.overdue(db_session, actor, community_id)
+
+    @get("/follow-ups", summary="Feedback owed to real-name objectors and reporters, petitions' deadlines")
+    async def list_follow_ups(
+        self,
+        db_session: DbSession,
+        actor: CurrentActor,
+        rules: Rules,
+        community_id: FromQuery[uuid.UUID | None] = None,
+    ) -> list[FollowUpOut]:
+        return await follow_ups.pending(db_session, actor, rules, community_id)
 
     @post("/", summary="Assign a visit to a team of at least two field workers")
     async def create_visit(

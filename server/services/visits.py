@@ -10,7 +10,7 @@ import base64
 import datetime as dt
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import msgspec
@@ -597,8 +597,13 @@ VisitAnswers = dict[str, dict[tuple[str, str | None], Any]]
 async def current_answers(session: AsyncSession, visit_id: uuid.UUID) -> VisitAnswers:
     """template code -> (item, row) -> value, folded in server arrival order: the latest answer wins, but
     one made on a base merges into list answers it had not seen (sync/answer_merge.py)."""
+    return folded(await observations(session, visit_id))
+
+
+def folded(arrived: Iterable[Observation]) -> VisitAnswers:
+    """One visit's observations, in arrival order, folded into its current answers (`current_answers`)."""
     current: VisitAnswers = defaultdict(dict)
-    for obs in await observations(session, visit_id):
+    for obs in arrived:
         answers, key = current[obs.template_code], (obs.item, str(obs.row_id) if obs.row_id else None)
         value = answer_merge.merged(answers.get(key), obs.value, obs.base)
         if value is None:
