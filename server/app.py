@@ -19,7 +19,6 @@ from media.stores import BlobStore, open_store
 from schemas.config import Settings
 from server.config import load_settings, resolve_secret
 from server.db.engine import Database
-from server.db.migrate import upgrade
 from server.dependencies import provide_session, provide_settings
 from server.errors import EXCEPTION_HANDLERS
 from server.nul_guard import refuse_nul
@@ -56,6 +55,8 @@ async def prepare(db: Database, settings: Settings, *, demo: bool = False) -> No
     migrate`), install the shipped checklists (idempotent; refuses a changed published template) and,
     asked for, seed the demo data."""
     if settings.auto_migrate and db.is_sqlite:
+        from server.db.migrate import upgrade  # here: a server that does not migrate never loads Alembic
+
         await upgrade(db)
     async with db.write_session() as session:
         await install_shipped(session)

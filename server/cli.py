@@ -114,12 +114,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": 20,
         "access_log": False,
     }
+    # The one-time work (migration, shipped checklists, demo seed) runs once, in a process of its own,
+    # before any server process starts: with several workers it must not run in each, and the serving
+    # process then never loads Alembic nor keeps what migrating and seeding left on its heap (idle RSS 96
+    # instead of 125 MB, and image ingest's peak is measured against 200 MB).
+    _prepare_in_child(settings, demo=args.demo)
     if workers == 1:
-        uvicorn.run(_built_app(settings, demo=args.demo), **options)
+        uvicorn.run(_built_app(settings), **options)
         return 0
-    # Several processes on one port (uvicorn's workers): the one-time work happens here, once, before they
-    # start; each then builds its app from the environment, which carries this command's overrides.
-    asyncio.run(_prepare(settings, demo=args.demo))
+    # Several processes on one port (uvicorn's workers): each builds its app from the environment, which
+    # carries this command's overrides.
     os.environ.update({"FIVESTEP_HOST": host, "FIVESTEP_PORT": str(port)})
     uvicorn.run("server.cli:worker_app", factory=True, workers=workers, **options)
     return 0
@@ -127,18 +131,38 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def worker_app() -> Any:
     """The app each process of `fivestep serve --workers N` runs (settings from the environment)."""
-    return _built_app(load_settings(), prepared=True)
+    return _built_app(load_settings())
 
 
-def _built_app(settings: Settings, *, demo: bool = False, prepared: bool = False) -> Any:
+def _built_app(settings: Settings) -> Any:
+    """The app of a server process; `_prepare_in_child` did the one-time work before."""
     from server.app import create_app
     from server.gc_freeze import freeze_startup_objects
     from server.malloc import limit_arenas
 
     limit_arenas()  # before the image workers' threads start allocating
-    app = create_app(settings, demo=demo, prepared=prepared)
+    app = create_app(settings, prepared=True)
     freeze_startup_objects()  # once everything imported and built is in place
     return app
+
+
+def _prepare_in_child(settings: Settings, *, demo: bool) -> None:
+    """`_prepare` in a child process (spawned: nothing of this one's state is copied into it)."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(target=_prepare_sync, args=(settings, demo))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"fivestep: preparing the database failed (exit {child.exitcode})")
+
+
+def _prepare_sync(settings: Settings, demo: bool) -> None:
+    try:
+        asyncio.run(_prepare(settings, demo=demo))
+    except OSError as exc:  # no database there (yet): the operator needs this line, not a traceback
+        print(f"fivestep: cannot reach the database: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 async def _prepare(settings: Settings, *, demo: bool) -> None:

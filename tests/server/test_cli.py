@@ -259,3 +259,16 @@ def _spawned_children(parent: int) -> list[int]:
         if ppid == parent and b"spawn_main" in cmdline:
             found.append(int(stat.parent.name))
     return found
+
+
+def test_serve_with_an_unreachable_database_says_so_and_exits(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on, held so no other test takes it
+        probe.bind(("127.0.0.1", 0))
+        url = f"postgresql+asyncpg://fivestep:secret@127.0.0.1:{probe.getsockname()[1]}/fivestep"
+        env = {"FIVESTEP_DATABASE_URL": url, "FIVESTEP_SECRET_KEY": "k" * 32}
+        served = fivestep("serve", "--port", "1", cwd=tmp_path, env=env)
+    assert served.returncode != 0
+    assert "fivestep: cannot reach the database: " in served.stderr
+    assert "fivestep: preparing the database failed" in served.stderr
+    assert "Traceback" not in served.stderr
+    assert "secret" not in served.stderr  # the password in the URL
