@@ -117,6 +117,7 @@ def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> No
     if not touched and not visits_of_team and not photos:
         return
     with session.no_autoflush:
+        numbered_before = _PENDING in session.info
         seq = _placeholder(session)
         scopes = _Scopes(session)
         rows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -133,6 +134,11 @@ def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> No
             )
         for photo in photos:
             _stamp_photo(session, scopes, photo, seq, rows)
+        if not rows and not numbered_before:
+            # Nothing entered the feed (a photo no visit names yet): no number to take at commit, and
+            # no wait on `sync_state`'s row lock, which every writer of the feed queues for.
+            _forget(session)
+            return
         _placeholder(session, *(row["scope"] for row in rows.values()))
         # In key order: two writers stamping the same records (a shared photo) lock them in the same order.
         _upsert(session, [rows[key] for key in sorted(rows)])

@@ -25,6 +25,7 @@ from server.db.models import (
     SyncChange,
     SyncClient,
     SyncConflict,
+    SyncState,
     User,
     Visit,
 )
@@ -1760,3 +1761,21 @@ def test_a_page_is_the_same_however_many_scopes_the_caller_has(client: Client) -
     union_fresh, union_since, single_fresh, single_since = run_db(client, pages)
     assert union_fresh == single_fresh and union_since == single_since
     assert union_fresh[0] and union_fresh[1]  # a real page, with more after it
+
+
+def test_a_photo_no_visit_names_yet_takes_no_number_in_the_feed(client: Client) -> None:
+    """Storing it changes nothing any device holds: it takes no sequence number, and so does not queue
+    behind every other writer for the feed's counter. Named by a visit, it enters the feed."""
+
+    async def feed_seq(session: Any) -> int:
+        return int((await session.execute(select(SyncState.seq))).scalar_one())
+
+    worker = login(client, "demo-worker-1")
+    before = run_db(client, feed_seq)
+    data = jpeg_with_gps(seed=7)
+    assert upload(client, worker, data).status_code == 204
+    assert run_db(client, feed_seq) == before
+
+    visit, worker = completed_visit(client)
+    answer_with(client, visit, worker, sha256(data))
+    assert run_db(client, feed_seq) > before
