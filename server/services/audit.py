@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import AuditEvent
 from server.domain.id_numbers import mask_text, mask_within
+from server.errors import DomainError
 from server.services.actor import Actor
 
 REVEAL_REASON_MIN_LENGTH = 5
@@ -38,6 +39,23 @@ def record(
     row = _row(action, entity_type, entity_id, changes, reason, actor.request_id)
     row.actor_id, row.device_id = actor.user_id, actor.device_id
     session.add(row)
+
+
+async def record_refused(
+    session: AsyncSession,
+    actor: Actor,
+    action: str,
+    entity_type: str,
+    entity_id: uuid.UUID | str,
+    refused: DomainError,
+    reason: str | None,
+) -> None:
+    """Audit a reveal refused (the role, no reason given, out of reach) with the code the caller got and
+    the reason they gave, and commit it: the refusal raised next must not take its row with it. Someone
+    who keeps asking for what they may not see is what an auditor looks for first."""
+    stated = (reason or "").strip()[:500]
+    record(session, actor, action, entity_type, entity_id, {"code": refused.code}, reason=stated or None)
+    await session.commit()
 
 
 def record_unauthenticated(

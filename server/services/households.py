@@ -24,7 +24,16 @@ from schemas.households import (
 )
 from server.db.models import Household, Jurisdiction, Level, Member
 from server.domain import id_numbers
-from server.errors import Conflict, Forbidden, Invalid, NotFound, created_otherwise, id_in_use, stated_reason
+from server.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    created_otherwise,
+    id_in_use,
+    stated_reason,
+)
 from server.services import audit, edits, transaction
 from server.services.actor import Actor, communities_in_scope, under
 
@@ -475,11 +484,18 @@ async def history(
 async def reveal_id_number(
     session: AsyncSession, actor: Actor, member_id: uuid.UUID, reason: str, reveal_roles: tuple[str, ...]
 ) -> str:
-    """The full ID number, for a role allowed to see it; the reading itself is audited with its reason."""
-    member = await get_member(session, actor, member_id, archived=True)
-    if actor.role not in reveal_roles:
-        raise Forbidden(f"A {actor.role} may not see full ID numbers.", code="reveal_forbidden")
-    reason = stated_reason(reason, audit.REVEAL_REASON_MIN_LENGTH, "Say why you need the full ID number.")
+    """The full ID number, for a role allowed to see it; the reading itself is audited with its reason,
+    and so is each refusal (`member.reveal_id_refused`)."""
+    try:
+        member = await get_member(session, actor, member_id, archived=True)
+        if actor.role not in reveal_roles:
+            raise Forbidden(f"A {actor.role} may not see full ID numbers.", code="reveal_forbidden")
+        stated = stated_reason(reason, audit.REVEAL_REASON_MIN_LENGTH, "Say why you need the full ID number.")
+    except DomainError as refused:
+        await audit.record_refused(
+            session, actor, "member.reveal_id_refused", "member", member_id, refused, reason
+        )
+        raise
     audit.record(
         session,
         actor,
@@ -487,7 +503,7 @@ async def reveal_id_number(
         "member",
         member.id,
         {"household_id": member.household_id},
-        reason=reason,
+        reason=stated,
     )
     await transaction.commit(session)
     return member.id_number

@@ -509,11 +509,21 @@ async def photo_out(
 async def original(
     session: AsyncSession, actor: Actor, store: BlobStore, settings: Settings, sha256: str, reason: str | None
 ) -> tuple[Photo, AsyncIterator[bytes]]:
-    """The original file, for roles allowed to see it; each fetch is audited with its reason."""
+    """The original file, for roles allowed to see it; each fetch is audited with its reason, and so is
+    each refusal of a photo the caller can see (`photo.original_refused`). A photo out of reach is a 404
+    without a row: the path then names no photo of theirs, and may hold anything typed into it."""
     photo, _ = await visible(session, actor, sha256)
-    if actor.role not in settings.original_roles:
-        raise Forbidden(f"A {actor.role} may not fetch original photos.", code="original_forbidden")
-    why = stated_reason(reason, audit.REVEAL_REASON_MIN_LENGTH, "Say why you need the original: ?reason=...")
+    try:
+        if actor.role not in settings.original_roles:
+            raise Forbidden(f"A {actor.role} may not fetch original photos.", code="original_forbidden")
+        why = stated_reason(
+            reason, audit.REVEAL_REASON_MIN_LENGTH, "Say why you need the original: ?reason=..."
+        )
+    except DomainError as refused:
+        await audit.record_refused(
+            session, actor, "photo.original_refused", "photo", photo.sha256, refused, reason
+        )
+        raise
     audit.record(session, actor, "photo.original", "photo", photo.sha256, reason=why[:500])
     await session.commit()
     return photo, store.iter_chunks(photo.original_key)

@@ -92,6 +92,35 @@ def test_field_worker_may_not_reveal_and_must_give_a_reason(client: Client) -> N
     assert audit_rows(client, "member.reveal_id") == []
 
 
+def test_every_refused_reveal_is_audited_without_the_number(client: Client) -> None:
+    """A field worker asking for a full ID number got 403 and left no trace: nobody could see who keeps
+    trying to read numbers they may not. Every refusal (the role, no reason, a member out of reach) is
+    now a row naming who asked, why they said, and the code they got."""
+    admin = login(client, "demo-admin", device="desk")
+    member = client.get(f"/api/v1/households/{household_id('DB-C01-0001')}", headers=admin).json()["members"][
+        0
+    ]
+    url = f"/api/v1/members/{member['id']}/reveal-id"
+    worker = login(client, "demo-worker-1")
+    assert client.post(url, json={"reason": "curious about her"}, headers=worker).status_code == 403
+    assert client.post(url, json={"reason": "abc"}, headers=admin).status_code == 422
+    elsewhere = login(client, "demo-reviewer-community", device="other")
+    hidden = client.get(f"/api/v1/households/{household_id('DB-C03-0001')}", headers=admin).json()
+    outside = f"/api/v1/members/{hidden['members'][0]['id']}/reveal-id"
+    assert client.post(outside, json={"reason": "checking a rumour"}, headers=elsewhere).status_code == 404
+
+    rows = audit_rows(client, "member.reveal_id_refused")
+    assert [(r.entity_id, r.changes, r.reason) for r in rows] == [
+        (member["id"], {"code": "reveal_forbidden"}, "curious about her"),
+        (member["id"], {"code": "reason_required"}, "abc"),
+        (hidden["members"][0]["id"], {"code": "not_found"}, "checking a rumour"),
+    ]
+    assert all(r.actor_id is not None and r.device_id is not None for r in rows)
+    assert audit_rows(client, "member.reveal_id") == []
+    full = client.post(url, json={"reason": "入户前核对身份"}, headers=admin).json()["id_number"]
+    assert not [r for r in audit_rows(client) if full in f"{r.changes} {r.reason}"]
+
+
 def test_create_household_is_audited_with_masked_id_numbers(client: Client) -> None:
     worker = login(client, "demo-worker-1")
     response = client.post("/api/v1/households", json=new_household(), headers=worker)

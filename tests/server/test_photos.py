@@ -193,6 +193,13 @@ def test_originals_only_for_allowed_roles_with_a_reason_and_audited(tus_client: 
     says_nothing = tus_client.get(url, params={"reason": " x . "}, headers=reviewer)
     assert says_nothing.status_code == 422 and says_nothing.json()["error"]["code"] == "reason_required"
     assert audit_rows(tus_client, "photo.original") == []
+    # Each refusal is a row of its own (a worker's 403 used to leave none): who asked, why, what they got.
+    refusals = audit_rows(tus_client, "photo.original_refused")
+    assert [(r.entity_id, r.changes["code"], r.reason) for r in refusals] == [
+        (sha256(photo), "original_forbidden", "curious"),
+        (sha256(photo), "reason_required", None),
+        (sha256(photo), "reason_required", "x ."),
+    ]
 
     got = tus_client.get(url, params={"reason": "GPS check for review"}, headers=reviewer)
     assert got.status_code == 200, got.text
