@@ -143,7 +143,7 @@ def test_an_id_number_sent_as_a_json_number_is_kept_masked(
 def test_masking_text_finds_numbers_standing_alone_in_any_digits() -> None:
     full = valid_id("13010219800101123")
     wide = full.translate(str.maketrans("0123456789X", "０１２３４５６７８９Ｘ"))
-    assert mask_text(f"身份证{wide}。") == f"身份证{wide[:3]}{'*' * 12}{wide[-3:]}。"
+    assert mask_text(f"身份证{wide}。") == f"身份证{wide[:3]}{'*' * 15}。"
     assert mask_text(f"号码 {full[:15]} 旧证") == f"号码 {mask(full[:15])} 旧证"  # the old 15-digit form
     for kept in ("电话 13800138000", f"订单 {full}9", "sha " + "ab" * 32, "门牌 3 号"):
         assert mask_text(kept) == kept
@@ -384,3 +384,37 @@ def test_a_refused_birth_date_does_not_say_what_the_masked_id_number_holds(clien
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "id_number_mismatch"
     assert [d["field"] for d in refused.json()["error"]["details"]] == ["body.birth_date"]
     assert "1980" not in refused.text and "19800101" not in refused.text
+
+
+def numbers_fitting(masked: str, region: str, born: str, sex: str) -> list[str]:
+    """Every valid ID number a colleague could write down from what the record shows: the masked number,
+    the birth date and sex beside it, and the region code (the county's, known from the address)."""
+    from server.domain.id_numbers import problem, sex_of
+
+    known = region + born.replace("-", "")
+    hidden = [i for i in range(len(known), 18) if masked[i] == "*"]
+    found = []
+    for n in range(10 ** len(hidden)):
+        chars = list(known + masked[len(known) :])
+        for i, digit in zip(hidden, f"{n:0{len(hidden)}d}", strict=True):
+            chars[i] = digit
+        for check in "0123456789X" if 17 in hidden else chars[17]:
+            number = "".join(chars[:17]) + check
+            if problem(number) is None and sex_of(number) == sex:
+                found.append(number)
+    return found
+
+
+def test_the_mask_leaves_the_number_unguessable_next_to_the_birth_date(client: Client) -> None:
+    """The mask showed the last three characters, the check digit among them. Next to the birth date the
+    record shows, and the county code the address gives away, one digit of the number was hidden, and
+    the check digit gave it back: anyone who saw the member's record had the full number. Now none of the
+    sequence number (digits 15-17) nor the check digit shows: hundreds of numbers fit what is shown."""
+    worker = login(client, "demo-worker-1")
+    member = client.get(f"/api/v1/households/{H1}", headers=worker).json()["members"][0]
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    full = client.post(
+        f"/api/v1/members/{member['id']}/reveal-id", json={"reason": "核对掩码强度"}, headers=reviewer
+    ).json()["id_number"]
+    fitting = numbers_fitting(member["id_number_masked"], full[:6], member["birth_date"], member["sex"])
+    assert full in fitting and len(fitting) >= 100, member["id_number_masked"]
