@@ -220,9 +220,13 @@ def _new_member(household_id: uuid.UUID, m: MemberIn) -> Member:
     )
 
 
-def _member_audit(m: Member) -> dict[str, Any]:
-    # The audit log holds the change, not a second copy of the full ID number.
-    return {"id": m.id, "name": m.name, "relation": m.relation, "id_number": id_numbers.mask(m.id_number)}
+def _changed_audit(record: Household | Member, changed: list[str]) -> dict[str, Any]:
+    """What an edit's audit row keeps: the fields it wrote and the version it made, never their values.
+
+    An audit row can never be corrected nor deleted, and outlives every retention rule: a copy of an
+    address, a name, a diagnosis in it would outlast the record itself. The values are in the record's
+    history (`record_versions`, the same version number), shown only to those who may see the record."""
+    return {"changed": sorted(changed), "version": record.version}
 
 
 async def create(session: AsyncSession, actor: Actor, data: HouseholdIn) -> HouseholdOut:
@@ -246,11 +250,8 @@ async def create(session: AsyncSession, actor: Actor, data: HouseholdIn) -> Hous
     session.add(household)
     session.add_all(members)
     edits.stamp_created(session, actor, [household, *members])
-    fields = msgspec.structs.asdict(data) | {
-        "id": household.id,
-        "members": [_member_audit(m) for m in members],
-    }
-    audit.record(session, actor, "household.create", "household", household.id, fields)
+    made = {"community_id": household.community_id, "members": [m.id for m in members], "version": 1}
+    audit.record(session, actor, "household.create", "household", household.id, made)
     try:
         await transaction.commit(session)
     except IntegrityError as exc:
@@ -290,11 +291,11 @@ async def patch(
     household = await get(session, actor, household_id, lock=True)
     _require_version(household, data.version)
     values = _present(data)
-    before = {f: getattr(household, f) for f in values}
     changed = edits.change_now(session, actor, household, values)
     if changed:
-        changes = {f: {"old": before[f], "new": values[f]} for f in changed}
-        audit.record(session, actor, "household.update", "household", household.id, changes)
+        audit.record(
+            session, actor, "household.update", "household", household.id, _changed_audit(household, changed)
+        )
     await transaction.commit(session)
     return household_out(household)
 
@@ -327,7 +328,8 @@ async def add_member(
     member = _new_member(household.id, data)
     session.add(member)
     edits.stamp_created(session, actor, [member])
-    audit.record(session, actor, "member.create", "member", member.id, _member_audit(member))
+    made = {"household_id": household.id, "version": 1}
+    audit.record(session, actor, "member.create", "member", member.id, made)
     try:
         await transaction.commit(session)
     except IntegrityError:  # the same id created meanwhile by another request
@@ -424,7 +426,7 @@ async def patch_member(
     require_agreement(member, values)
     changed = edits.change_now(session, actor, member, values)
     if changed:
-        audit.record(session, actor, "member.update", "member", member.id, _masked(values, changed))
+        audit.record(session, actor, "member.update", "member", member.id, _changed_audit(member, changed))
     await transaction.commit(session)
     return member_out(member)
 
@@ -452,11 +454,6 @@ def _contradictions_after(member: Member, values: dict[str, Any], number_typed: 
     # A number the caller sees masked: say that it disagrees, not what it holds (its birth date is
     # digits 7-14, which the mask hides).
     return {field: "does not agree with the member's ID number" for field in found}
-
-
-def _masked(values: dict[str, Any], changed: list[str]) -> dict[str, Any]:
-    """Audit what changed; an ID number only masked."""
-    return {f: id_numbers.mask(values[f]) if f == "id_number" else values[f] for f in changed}
 
 
 async def history(

@@ -93,9 +93,8 @@ def test_every_refused_reveal_is_audited_without_the_number(client: Client) -> N
     trying to read numbers they may not. Every refusal (the role, no reason, a member out of reach) is
     now a row naming who asked, why they said, and the code they got."""
     admin = login(client, "demo-admin", device="desk")
-    member = client.get(f"/api/v1/households/{household_id('DB-C01-0001')}", headers=admin).json()["members"][
-        0
-    ]
+    household = client.get(f"/api/v1/households/{household_id('DB-C01-0001')}", headers=admin).json()
+    member = household["members"][0]
     url = f"/api/v1/members/{member['id']}/reveal-id"
     worker = login(client, "demo-worker-1")
     assert client.post(url, json={"reason": "curious about her"}, headers=worker).status_code == 403
@@ -125,7 +124,11 @@ def test_create_household_is_audited_with_masked_id_numbers(client: Client) -> N
     assert MASKED.match(body["members"][0]["id_number_masked"])
     [row] = audit_rows(client, "household.create")
     assert row.entity_id == body["id"]
-    assert row.changes["registry_no"] == "NEW-0001"
+    assert row.changes == {
+        "community_id": str(node_id("C01")),
+        "members": [body["members"][0]["id"]],
+        "version": 1,
+    }
     assert valid_id() not in str(row.changes)
     assert row.actor_id is not None and row.device_id is not None and row.at.tzinfo is not None
 
@@ -259,7 +262,7 @@ def test_change_needs_the_current_version(client: Client) -> None:
     assert stale.status_code == 409
     assert stale.json()["error"]["details"]["current_version"] == before["version"] + 1
     [row] = audit_rows(client, "household.update")
-    assert row.changes == {"address": {"old": before["address"], "new": "新地址 9 号"}}
+    assert row.changes == {"changed": ["address"], "version": before["version"] + 1}
 
 
 def test_approver_reads_but_does_not_edit_households(client: Client) -> None:
