@@ -9,7 +9,9 @@ from typing import Annotated, Literal
 import msgspec
 
 Username = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-DeviceKey = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+DeviceKey = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$(?!\n)")]
+"""`(?!\n)`: msgspec matches with Python's `re`, whose `$` also matches before a final line break, and
+`lost-tablet\n` was a new device beside the revoked `lost-tablet` that an admin's list showed alike."""
 RoleName = Literal["field_worker", "reviewer", "approver", "admin"]
 
 

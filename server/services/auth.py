@@ -196,21 +196,35 @@ async def _device(
             select(Device).where(Device.user_id == user.id, Device.device_key == device_key)
         )
     ).scalar_one_or_none()
+    if device is not None and device.revoked_at is not None:
+        await _refuse_revoked(session, _actor(user, path, device.id, None, request_id))
     if device is None:
+        # A device id is the install's, whoever signs in on it: revoked under one account, it is revoked
+        # under every other too (a colleague's password on a lost tablet made it work again).
+        if (elsewhere := await _revoked_elsewhere(session, device_key)) is not None:
+            await _refuse_revoked(session, _actor(user, path, elsewhere, None, request_id))
         device = Device(id=uuid.uuid4(), user_id=user.id, device_key=device_key)
         session.add(device)
         await session.flush()  # the token row refers to it
-    elif device.revoked_at is not None:
-        # The right password on a tablet reported lost or stolen: whoever holds it is trying that account.
-        actor = _actor(user, path, device.id, None, request_id)  # read before the rollback expires them
-        await session.rollback()
-        audit.record(
-            session, actor, "auth.login_refused", "device", str(actor.device_id), {"code": "device_revoked"}
-        )
-        await session.commit()
-        raise Forbidden("This device has been revoked; ask an administrator.", code="device_revoked")
     device.last_seen_at = now
     return device
+
+
+async def _revoked_elsewhere(session: AsyncSession, device_key: str) -> uuid.UUID | None:
+    """A revoked device row of any account under this device id, if there is one."""
+    query = select(Device.id).where(Device.device_key == device_key, Device.revoked_at.is_not(None)).limit(1)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def _refuse_revoked(session: AsyncSession, actor: Actor) -> NoReturn:
+    """The right password on a tablet reported lost or stolen: whoever holds it is trying that account.
+    Audited, then 403 `device_revoked`; the device stays revoked (no sign-in brings it back)."""
+    await session.rollback()  # the failure counter's deletion with it: this was no success
+    audit.record(
+        session, actor, "auth.login_refused", "device", str(actor.device_id), {"code": "device_revoked"}
+    )
+    await session.commit()
+    raise Forbidden("This device has been revoked; ask an administrator.", code="device_revoked")
 
 
 def _actor(

@@ -181,6 +181,31 @@ def test_admin_revokes_a_device_ending_its_sessions_and_sign_ins(client: Client)
     assert [row.entity_id for row in audit_rows(client, "device.revoke")] == [target["id"]]
 
 
+def test_a_revoked_device_stays_revoked_whoever_signs_in_on_it(client: Client) -> None:
+    """Revoking a lost tablet refused its owner's sign-ins only: a colleague's password on the same
+    device id gave it a working token again, and so did the same id with a line break after it, which
+    the admin's device list shows just like the revoked one."""
+    login(client, "demo-worker-1", device="lost-tablet")
+    admin = login(client, "demo-admin", device="desk")
+    target = next(
+        d
+        for d in client.get("/api/v1/admin/devices", headers=admin).json()
+        if d["device_id"] == "lost-tablet"
+    )
+    assert client.post(f"/api/v1/admin/devices/{target['id']}/revoke", headers=admin).status_code == 200
+
+    colleague = attempt(client, "demo-worker-2", "demo", device="lost-tablet")
+    assert colleague.status_code == 403, colleague.text
+    assert colleague.json()["error"]["code"] == "device_revoked"
+    padded = attempt(client, "demo-worker-1", "demo", device="lost-tablet\n")
+    assert padded.status_code == 422, padded.text
+    assert "token" not in padded.json()
+    listed = [d["device_id"] for d in client.get("/api/v1/admin/devices", headers=admin).json()]
+    assert sorted(listed) == ["desk", "lost-tablet"]
+    refused = audit_rows(client, "auth.login_refused")
+    assert [(r.entity_id, r.changes) for r in refused] == [(target["id"], {"code": "device_revoked"})]
+
+
 def test_only_admins_reach_admin_routes(client: Client) -> None:
     worker = login(client, "demo-worker-1")
     assert client.get("/api/v1/admin/devices", headers=worker).status_code == 403
