@@ -53,17 +53,15 @@ async def login(
 ) -> Session:
     """Check the password and open a session for this device. Commits (failures are counted too).
 
+    Failures are counted per device the account has signed in on before (its "known" devices), and once
+    for every other device together: a stranger's guesses lock out strangers' devices, never the worker's
+    own tablet, and a made-up device id does not start a new count (`_known_device`).
+
     A wrong password for an existing account, and a right one from a revoked device, are audited too:
     someone tried that account. A username nobody has is only counted: it names no account, and it may be
     a password typed into the wrong field, which must never land in a log nobody can correct."""
     username = read_username(username)
     now = utcnow()
-    throttle = await _throttle_row(session, throttle_key(resolve_secret(settings).encode(), username), now)
-    if throttle.locked_until and throttle.locked_until > now:
-        await session.commit()
-        raise TooManyRequests(
-            "Too many failed sign-ins; try again later.", retry_after=_seconds(throttle, now)
-        )
     row = (
         await session.execute(
             select(User, Jurisdiction.path)
@@ -71,12 +69,20 @@ async def login(
             .where(User.username == username)
         )
     ).one_or_none()
+    known = row is not None and await _known_device(session, row[0].id, device_key)
+    key = throttle_key(resolve_secret(settings).encode(), username, device_key if known else None)
+    throttle = await _throttle_row(session, key, now)
+    if throttle.locked_until and throttle.locked_until > now:
+        await session.commit()
+        raise TooManyRequests(
+            "Too many failed sign-ins; try again later.", retry_after=_seconds(throttle, now)
+        )
     if row is None:
         await _checked(password, None)  # same cost and same answer whether or not the user exists
         await _fail(session, settings, throttle, now)
     user, path = row
     if not await _checked(password, user.password_hash if user.active else None):
-        await _fail(session, settings, throttle, now, _Attempt(user.id, device_key, request_id))
+        await _fail(session, settings, throttle, now, _Attempt(user.id, device_key, known, request_id))
     await session.delete(throttle)
     device = await _device(session, user, path, device_key, now, request_id)
     token = new_token()
@@ -114,6 +120,18 @@ def _check_then_give_back(password: str, stored: str | None) -> bool:
         give_back_free_memory()
 
 
+async def _known_device(session: AsyncSession, user_id: uuid.UUID, device_key: str) -> bool:
+    """Whether the account has signed in on this device before and it is not revoked: its failures are
+    then its own. Every other device shares the account's count, so a guesser cannot lock the worker's
+    tablet (unless they know its device id, an install's UUID only admins see, and even then only that
+    tablet) nor escape the count by making up device ids. OWASP's "device cookie" scheme, with the
+    device id a tablet already sends in place of the cookie."""
+    query = select(Device.id).where(
+        Device.user_id == user_id, Device.device_key == device_key, Device.revoked_at.is_(None)
+    )
+    return (await session.execute(query)).first() is not None
+
+
 async def _throttle_row(session: AsyncSession, key: str, now: dt.datetime) -> LoginThrottle:
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     while True:
@@ -135,6 +153,7 @@ class _Attempt:
 
     user_id: uuid.UUID
     device_key: str
+    known_device: bool
     request_id: str | None
 
 
@@ -162,7 +181,12 @@ async def _fail(
             "auth.login_failed",
             "user",
             attempt.user_id,
-            {"device_key": attempt.device_key, "failures": throttle.failures, "locked": over >= 0},
+            {
+                "device_key": attempt.device_key,
+                "known_device": attempt.known_device,
+                "failures": throttle.failures,
+                "locked": over >= 0,
+            },
             request_id=attempt.request_id,
         )
     await session.commit()

@@ -259,7 +259,7 @@ def test_every_write_and_every_reveal_leaves_its_audit_row_naming_the_actor(tus_
     [failed] = audit_rows(client, "auth.login_failed")
     assert (failed.entity_type, failed.entity_id) == ("user", str(audit.users["demo-worker-2"]))
     assert (failed.changes, failed.request_id) == (
-        {"device_key": "stolen", "failures": 1, "locked": False},
+        {"device_key": "stolen", "known_device": False, "failures": 1, "locked": False},
         "audit-probe",
     )
     audit.route(*login_route, None, sign_in("mypassword-typed-here", "demo", "x"), expect=[], status=401)

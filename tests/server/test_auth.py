@@ -51,6 +51,27 @@ def test_repeated_failures_lock_the_username_even_for_the_right_password(client:
     assert attempt(client, "ghost", "guess").status_code == 429
 
 
+def test_a_stranger_guessing_cannot_lock_the_worker_out_of_their_own_tablet(client: Client) -> None:
+    """Failures were counted per username: anyone who knew a worker's username could keep them locked out,
+    on a home visit, by sending a wrong password every few minutes. Now a tablet the worker has signed in
+    on before counts its own failures; every other device (a made-up device id, the guesser's) shares
+    one count for the account, which locks as before, so guessing stays as slow, whichever id it uses."""
+    assert attempt(client, "demo-worker-2", "demo", device="worker-2-tablet").status_code == 200
+    for n in range(5):
+        assert attempt(client, "demo-worker-2", f"guess-{n}", device=f"stranger-{n}").status_code == 401
+    for device in ("stranger-0", "stranger-new"):  # a new device id does not start a new count
+        locked = attempt(client, "demo-worker-2", "demo", device=device)
+        assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0, locked.text
+    assert attempt(client, "demo-worker-2", "demo", device="worker-2-tablet").status_code == 200
+    # The worker's own tablet still locks after its own failures, and only that tablet.
+    for _ in range(5):
+        assert attempt(client, "demo-worker-2", "typo", device="worker-2-tablet").status_code == 401
+    assert attempt(client, "demo-worker-2", "demo", device="worker-2-tablet").status_code == 429
+    assert attempt(client, "demo-worker-1", "demo", device="worker-2-tablet").status_code == 200
+    failed = audit_rows(client, "auth.login_failed")
+    assert [r.changes["known_device"] for r in failed] == [False] * 5 + [True] * 5
+
+
 def moved_back(client: Client, seconds: int) -> None:
     """Every sign-in counter as it will be `seconds` from now (its times that much earlier)."""
 

@@ -56,12 +56,14 @@ class AuthToken(CreatedAt, Base):
 
 
 class LoginThrottle(Base):
-    """Failed logins per username (existing or not), so every server process slows the same guesser."""
+    """Failed logins per username (existing or not) from devices it has not signed in on, and per known
+    device of an account, so every server process slows the same guesser."""
 
     __tablename__ = "login_throttles"
 
     username_key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    """HMAC-SHA256 of the username under the server's secret (server/security/throttle_keys.py)."""
+    """HMAC-SHA256 of the username (or of the username and a known device's id, under a key derived from
+    it) under the server's secret (server/security/throttle_keys.py)."""
     failures: Mapped[int] = mapped_column(default=0)
     window_started_at: Mapped[dt.datetime]
     locked_until: Mapped[dt.datetime | None]
