@@ -29,8 +29,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-Code = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
-TemplateCode = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$", max_length=64)]
+# `(?!\n)` after `$`: msgspec matches with Python's `re`, whose `$` also matches before a final line break.
+Code = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]*$(?!\n)", max_length=64)]
+TemplateCode = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$(?!\n)", max_length=64)]
 
 
 class Label(msgspec.Struct, forbid_unknown_fields=True):
@@ -183,7 +184,7 @@ class TemplateOut(msgspec.Struct, kw_only=True):
 
 # -- answer shapes of the structured item types ----------------------------------------------------
 
-Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$(?!\n)")]  # 65 characters with a line break
 
 
 class PhotoTaken(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -453,3 +453,16 @@ def test_non_ascii_bytes_in_tus_headers_get_a_4xx(client: Client) -> None:
     )
     assert patched.status_code == 400, patched.text
     assert patched.json()["error"]["code"] == "bad_checksum"
+
+
+def test_a_code_or_sha256_with_a_trailing_line_break_is_refused(client: Client) -> None:
+    """Python's `$` matches before a final line break: `<sha256>\\n` named a photo that can never arrive."""
+    visit = assign(client)
+    worker = login(client, TEAM[0])
+    photo = {"photos": [{"sha256": "a" * 64 + "\n", "view": "kitchen"}]}
+    for template, item, value in [("step.look", "home_photos", photo), ("step.look\n", "home_photos", None)]:
+        answer = {"id": str(uuid.uuid4()), "template": template, "item": item, "value": value, "gps": GPS}
+        response = client.post(
+            f"/api/v1/visits/{visit['id']}/observations", json={"observations": [answer]}, headers=worker
+        )
+        assert response.status_code == 422, (template, response.text)
