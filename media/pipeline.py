@@ -38,6 +38,7 @@ from media.derivatives import (
 )
 from media.exif import ExifClaims, read_exif_claims
 from media.formats import SNIFF_BYTES, ImageFormat, ImageRejected, detect_format
+from media.jpeg_integrity import EndWithheld, check_scans
 
 DEFAULT_MAX_PIXELS = 50_000_000  # 8 K x 6 K; tablet and phone cameras stay well under it
 
@@ -102,10 +103,13 @@ def _process(file: io.BufferedIOBase, max_pixels: int, expected_sha256: str | No
             _check_pixels(coded_size, max_pixels)
     file.seek(0)
     source = _ReadErrors(file)
-    with source.blamed(), _open(cast(BinaryIO, source), image_format) as im:
+    reader = EndWithheld(cast(BinaryIO, source))
+    with source.blamed(), _open(cast(BinaryIO, reader), image_format) as im:
         _check_pixels(im.size, max_pixels)
         stored_size = im.size
         draft_for(im, DISPLAY_LONG_SIDE)  # decode no more than the display copy needs
+        if image_format is ImageFormat.JPEG:  # libjpeg decodes a cut file ending in EOI without an error
+            check_scans(reader)
         _decode(im)
         claims = read_exif_claims(im)
         upright, orientation = apply_orientation(im)

@@ -349,6 +349,43 @@ def test_truncated_files(pillow_format: str, keep: float) -> None:
     assert rejection(data[: int(len(data) * keep)]) == "truncated"
 
 
+def scan_starts(data: bytes) -> list[int]:
+    """Where each scan header of a Pillow-made JPEG starts (its markers cannot occur inside scan data)."""
+    return [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xda"]
+
+
+CAMERA_SIZED = images.photo_like((1200, 900), seed=8)
+
+
+@pytest.mark.parametrize("keep", [0.05, 0.3, 0.6, 0.95, 0.9999])
+def test_a_baseline_jpeg_cut_short_and_given_an_end_marker_is_truncated(keep: float) -> None:
+    data = images.encode(CAMERA_SIZED, "JPEG", quality=90)
+    process_image(data)  # whole, it passes
+    assert rejection(data[: int(len(data) * keep)] + b"\xff\xd9") == "truncated"
+
+
+@pytest.mark.parametrize("where", ["first scan", "middle scan", "before the last scan"])
+def test_a_progressive_jpeg_cut_before_its_last_scan_and_given_an_end_marker_is_truncated(
+    where: str,
+) -> None:
+    data = images.encode(CAMERA_SIZED, "JPEG", quality=90, progressive=True)
+    process_image(data)
+    starts = scan_starts(data)
+    assert len(starts) > 3
+    scan = {"first scan": 0, "middle scan": len(starts) // 2, "before the last scan": len(starts) - 2}[where]
+    cut = (starts[scan] + starts[scan + 1]) // 2
+    assert rejection(data[:cut] + b"\xff\xd9") == "truncated"
+
+
+def test_whole_jpegs_pass_with_restart_markers_or_bytes_after_their_end() -> None:
+    """What cameras also write: restart markers in the scan, a trailer after the end-of-image marker."""
+    with_restarts = images.encode(CAMERA_SIZED, "JPEG", quality=90, restart_marker_rows=1)
+    assert b"\xff\xd0" in with_restarts
+    process_image(with_restarts)
+    assert rejection(with_restarts[: len(with_restarts) // 2] + b"\xff\xd9") == "truncated"
+    process_image(images.encode(CAMERA_SIZED, "JPEG", quality=90) + b"trailer\x00" * 20)
+
+
 def test_jpeg_cut_inside_its_header_is_truncated() -> None:
     assert rejection(SMALL_FILES["JPEG"][:200]) == "truncated"
 

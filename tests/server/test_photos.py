@@ -91,6 +91,8 @@ def test_a_camera_jpeg_comes_out_upright_with_its_claims_and_no_exif_in_the_copi
 REFUSALS = {
     "too_many_pixels": lambda: png_bomb(20_000, 20_000),
     "truncated": lambda: jpeg_with_gps(seed=3)[:20_000],
+    # Cut short, then given an end-of-image marker: libjpeg decodes the rest as grey and only warns.
+    "truncated (end marker after the cut)": lambda: jpeg_with_gps(seed=4)[:20_000] + b"\xff\xd9",
     "not_an_image": lambda: os.urandom(30_000),  # random bytes, named photo.jpg by the metadata
     "not_an_image (PDF)": lambda: b"%PDF-1.7\n1 0 obj <</Type /Catalog>> endobj\n" + os.urandom(5000),
 }
