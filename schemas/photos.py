@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-EvidenceStatus = Literal["expected", "present"]
+EvidenceStatus = Literal["expected", "present", "refused"]
 
 
 class ExifOut(msgspec.Struct, kw_only=True):
@@ -66,6 +66,9 @@ class EvidenceItem(msgspec.Struct, kw_only=True):
     status: EvidenceStatus
     thumbnail_url: str | None
     """Short-lived signed URL of the thumbnail, when the photo is present."""
+    refusal: str | None = None
+    """When refused: why (``not_an_image``, ``unsupported_format``, ``truncated``, ``too_many_pixels``).
+    The file will never be taken; the photo has to be taken again."""
 
 
 class EvidenceOut(msgspec.Struct, kw_only=True):
@@ -73,6 +76,8 @@ class EvidenceOut(msgspec.Struct, kw_only=True):
     expected: int
     """Referenced by an answer, bytes not received yet."""
     present: int
+    refused: int
+    """Referenced by an answer, and the file sent for it refused: it will never be present."""
     items: list[EvidenceItem]
 
 

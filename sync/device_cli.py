@@ -157,6 +157,7 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
                 f"{photo['sha256'][:16]}  {photo['filename']}  {photo['length']} bytes  {photo['state']}"
                 + (f" ({photo['code']})" if photo["code"] else "")
                 + (f"  server: {photo['server_state']}" if photo["server_state"] else "")
+                + (f" ({photo['server_refusal']})" if photo["server_refusal"] else "")
             )
     else:
         if args.household_id not in device.view("household"):

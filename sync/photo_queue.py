@@ -101,8 +101,8 @@ class PhotoQueue:
             local.path.unlink(missing_ok=True)
 
     def entries(self, server: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        """Every photo file with its state here and, once a pull brought it, the server's record's state
-        (``server``: the confirmed photo records by SHA-256)."""
+        """Every photo file with its state here and, once a pull brought it, the server's record's state and,
+        when refused there, why (``server``: the confirmed photo records by SHA-256)."""
         rows = self.db.execute("SELECT sha256, filename, length, state, code FROM photos ORDER BY rowid")
         return [
             {
@@ -112,6 +112,7 @@ class PhotoQueue:
                 "state": state,
                 "code": code,
                 "server_state": server.get(sha256, {}).get("state"),
+                "server_refusal": server.get(sha256, {}).get("refusal"),
             }
             for sha256, filename, length, state, code in rows
         ]

@@ -31,6 +31,7 @@ from server.db.models import (
     Observation,
     Photo,
     PhotoRef,
+    PhotoRefusal,
     ScopeExit,
     SyncChange,
     SyncConflict,
@@ -113,7 +114,7 @@ def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> No
     touched = [o for o in session.new if _synced(o)]
     touched += [o for o in session.dirty if _synced(o) and session.is_modified(o)]
     visits_of_team = {o.visit_id for o in session.new if isinstance(o, VisitTeamMember)}
-    photos = [o for o in session.new if isinstance(o, Photo | PhotoRef)]
+    photos = [o for o in session.new if isinstance(o, Photo | PhotoRef | PhotoRefusal)]
     if not touched and not visits_of_team and not photos:
         return
     with session.no_autoflush:
@@ -158,12 +159,13 @@ def photo_sha(key: str) -> str:
 def _stamp_photo(
     session: Session,
     scopes: _Scopes,
-    photo: Photo | PhotoRef,
+    photo: Photo | PhotoRef | PhotoRefusal,
     seq: int,
     rows: dict[tuple[str, str], dict[str, Any]],
 ) -> None:
     """A photo record goes to the community of a visit that references it when the reference arrives
-    (expected), and to every community with a visit referencing it when the bytes do (present)."""
+    (expected), and to every community with a visit referencing it when the bytes do (present) or are
+    refused (refused)."""
     if isinstance(photo, PhotoRef):
         communities = [scopes.of_visit(photo.visit_id)]
     else:

@@ -31,7 +31,7 @@ from media.stores import BlobStore, BlobStoreUnavailable, StagingLost
 from schemas.config import Settings
 from schemas.photos import DerivativeOut, EvidenceItem, EvidenceOut, ExifOut, PhotoOut
 from server.db.engine import Database
-from server.db.models import Household, Photo, PhotoRef, Upload, UploadState, Visit
+from server.db.models import Household, Photo, PhotoRef, PhotoRefusal, Upload, UploadState, Visit
 from server.db.types import utcnow
 from server.domain.answers import in_removed_row
 from server.domain.evidence import Reference, references
@@ -288,7 +288,7 @@ async def _process(
             details={"announced": upload.sha256, "received": exc.actual},
         ) from None
     except ImageRejected as exc:
-        await _refuse(db, actor, store, upload.id, exc.code)
+        await _refuse(db, actor, store, upload.id, exc.code, content=upload.sha256)
         raise Refused(exc.message, code=exc.code) from None
     except OSError as exc:
         # Our own disk failed (the temporary copy could not be written or read back): nothing is wrong
@@ -307,9 +307,25 @@ async def _completed(db: Database, upload_id: uuid.UUID) -> bool:
         return upload is not None and upload.state == UploadState.complete
 
 
-async def _refuse(db: Database, actor: Actor, store: BlobStore, upload_id: uuid.UUID, code: str) -> None:
-    async with db.write_session() as session:
-        await uploads.fail(session, actor, store, upload_id, code)
+async def _refuse(
+    db: Database,
+    actor: Actor,
+    store: BlobStore,
+    upload_id: uuid.UUID,
+    code: str,
+    *,
+    content: str | None = None,
+) -> None:
+    """End the upload refused with ``code``; when the refusal is about the ``content`` itself (its SHA-256
+    verified), record it by that SHA-256 too, so the visits naming the photo show it refused for good."""
+    try:
+        async with db.write_session() as session:
+            if content is not None and await session.get(PhotoRefusal, content) is None:
+                session.add(PhotoRefusal(sha256=content, code=code, refused_at=utcnow()))
+            await uploads.fail(session, actor, store, upload_id, code)
+    except IntegrityError:  # the same content refused through another upload at the same moment
+        async with db.write_session() as session:
+            await uploads.fail(session, actor, store, upload_id, code)
 
 
 async def _store_blobs(store: BlobStore, upload: Upload, processed: ProcessedImage, path: Path) -> None:
@@ -543,13 +559,15 @@ def original_filename(photo: Photo) -> str:
 async def evidence(
     session: AsyncSession, actor: Actor, store: BlobStore, settings: Settings, visit_id: uuid.UUID
 ) -> EvidenceOut:
-    """Every photo and signature image the visit's current answers name: present, or still expected."""
+    """Every photo and signature image the visit's current answers name: present, refused (with the code),
+    or still expected."""
     await visits.get(session, actor, visit_id)
-    wanted, stored = await _named_and_stored(session, visit_id)
+    wanted, stored, refused = await _named_and_stored(session, visit_id)
     ttl = settings.signed_url_ttl_seconds
     items = []
     for template, item, row, ref in wanted:
         photo = stored.get(ref.sha256)
+        refusal = None if photo else refused.get(ref.sha256)
         items.append(
             EvidenceItem(
                 sha256=ref.sha256,
@@ -558,20 +576,34 @@ async def evidence(
                 item=item,
                 row_id=row,
                 view=ref.view,
-                status="present" if photo else "expected",
+                status="present" if photo else "refused" if refusal else "expected",
                 thumbnail_url=await store.signed_url(photo.thumb_key, expires_in=ttl) if photo else None,
+                refusal=refusal,
             )
         )
+    expected = sum(1 for i in items if i.status == "expected")
     present = sum(1 for i in items if i.status == "present")
-    return EvidenceOut(visit_id=visit_id, expected=len(items) - present, present=present, items=items)
+    refused_count = len(items) - expected - present
+    return EvidenceOut(
+        visit_id=visit_id, expected=expected, present=present, refused=refused_count, items=items
+    )
 
 
-async def still_expected(session: AsyncSession, visit_id: uuid.UUID) -> list[dict[str, str | None]]:
-    """What the visit's current answers name and the server has not received yet (the caller checked
-    access), as ``{template, item, row_id, sha256, kind}`` in evidence order."""
-    wanted, stored = await _named_and_stored(session, visit_id)
+async def still_missing(session: AsyncSession, visit_id: uuid.UUID) -> list[dict[str, str | None]]:
+    """What the visit's current answers name and the server does not hold (the caller checked access), as
+    ``{template, item, row_id, sha256, kind, status, refusal}`` in evidence order: ``expected`` (not
+    received yet) or ``refused`` (the file sent was refused, ``refusal`` says why: it will never come)."""
+    wanted, stored, refused = await _named_and_stored(session, visit_id)
     return [
-        {"template": template, "item": item, "row_id": row, "sha256": ref.sha256, "kind": ref.kind}
+        {
+            "template": template,
+            "item": item,
+            "row_id": row,
+            "sha256": ref.sha256,
+            "kind": ref.kind,
+            "status": "refused" if ref.sha256 in refused else "expected",
+            "refusal": refused.get(ref.sha256),
+        }
         for template, item, row, ref in wanted
         if ref.sha256 not in stored
     ]
@@ -579,9 +611,10 @@ async def still_expected(session: AsyncSession, visit_id: uuid.UUID) -> list[dic
 
 async def _named_and_stored(
     session: AsyncSession, visit_id: uuid.UUID
-) -> tuple[list[tuple[str, str, str | None, Reference]], dict[str, Photo]]:
-    """The references of the visit's current answers, sorted, and the photo rows of those received. A
-    removed row's photos are wanted no more than a replaced answer's: the tablet shows neither."""
+) -> tuple[list[tuple[str, str, str | None, Reference]], dict[str, Photo], dict[str, str]]:
+    """The references of the visit's current answers, sorted, the photo rows of those received, and the
+    refusal codes of those refused. A removed row's photos are wanted no more than a replaced answer's:
+    the tablet shows neither."""
     current = await visits.current_answers(session, visit_id)
     wanted = [
         (template, item, row, ref)
@@ -595,4 +628,8 @@ async def _named_and_stored(
     stored = {
         p.sha256: p for p in (await session.execute(select(Photo).where(Photo.sha256.in_(shas)))).scalars()
     }
-    return wanted, stored
+    refusals = select(PhotoRefusal.sha256, PhotoRefusal.code).where(
+        PhotoRefusal.sha256.in_(shas - set(stored))
+    )
+    refused = {sha: code for sha, code in await session.execute(refusals)}
+    return wanted, stored, refused

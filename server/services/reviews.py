@@ -147,13 +147,14 @@ async def _missing_evidence_accepted(
     A reviewer looking at the evidence sees the gaps, but approving without the photos the team took must
     be a decision someone signs, not an oversight (the "look" step's photos are the file's proof).
     """
-    missing = await photos.still_expected(session, visit.id)
+    missing = await photos.still_missing(session, visit.id)
     if not missing:
         return []
     if not decision.accept_missing_evidence:
         raise Conflict(
-            f"{len(missing)} photo(s) or signature image(s) the answers name have not reached the server. "
-            "Wait for the team's tablets to upload them, or approve with accept_missing_evidence and a reason.",
+            f"{len(missing)} photo(s) or signature image(s) the answers name have not reached the server "
+            "(or were refused: status refused, never to come). Wait for the team's tablets to upload them, "
+            "return the visit, or approve with accept_missing_evidence and a reason.",
             code="evidence_missing",
             details={"missing": missing},
         )

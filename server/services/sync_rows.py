@@ -28,6 +28,7 @@ from server.db.models import (
     Observation,
     Photo,
     PhotoRef,
+    PhotoRefusal,
     SyncConflict,
     Visit,
     VisitTeamMember,
@@ -170,8 +171,9 @@ async def load(
 
 
 async def _photos(session: AsyncSession, shas: list[str], scopes: list[str]) -> list[Row]:
-    """A photo as a device needs it: expected until the bytes arrive, then its size and hash, and the
-    visits in the caller's scopes that name it (another community's are none of its business).
+    """A photo as a device needs it: expected until the bytes arrive, then its size and hash (refused, with
+    the refusal's code, when the file sent for it was refused), and the visits in the caller's scopes that
+    name it (another community's are none of its business).
     The EXIF GPS claim stays on the server (it is the household's location)."""
     photo, ref = Photo.__table__.c, PhotoRef.__table__.c
     visit, household = Visit.__table__, Household.__table__
@@ -188,11 +190,17 @@ async def _photos(session: AsyncSession, shas: list[str], scopes: list[str]) -> 
     )
     for sha, visit_id in await session.execute(query):
         refs[sha].append(str(visit_id))
+    refusals = PhotoRefusal.__table__.c
+    refused_query = select(refusals.sha256, refusals.code).where(
+        refusals.sha256.in_(set(shas) - set(present))
+    )
+    refused = {sha: code for sha, code in await session.execute(refused_query)}
     return [
         {
             **present.get(sha, {"sha256": sha}),
-            "state": "present" if sha in present else "expected",
+            "state": "present" if sha in present else "refused" if sha in refused else "expected",
             "visits": refs[sha],
+            **({"refusal": refused[sha]} if sha in refused else {}),
         }
         for sha in shas
     ]

@@ -18,7 +18,7 @@ from server.domain.evidence import references
 from tests.helpers import audit_rows, login
 from tests.images import SIZE, jpeg_with_gps
 from tests.media.images import BLUE, RED, encode, photo_like, png_bomb
-from tests.tus import Client, sha256, stored_keys, upload
+from tests.tus import Client, create, patch, sha256, stored_keys, upload
 from tests.visit_flow import TEAM, completed_visit, observation, propose, review, submit
 
 
@@ -116,12 +116,13 @@ def test_what_is_not_an_acceptable_photo_is_refused_and_nothing_half_stored_rema
     assert audit_rows(tus_client, "photo.create") == []
 
 
-def answer_with(client: Client, visit: dict[str, Any], headers: dict[str, str], sha: str) -> None:
-    """Answer the visit's first photo item again, its first photo now being ``sha``."""
+def answer_with(client: Client, visit: dict[str, Any], headers: dict[str, str], *shas: str) -> None:
+    """Answer the visit's first photo item again, its first photos now being ``shas``."""
     stored = client.get(f"/api/v1/visits/{visit['id']}/observations", headers=headers).json()
     first = next(o for o in stored if isinstance(o["value"], dict) and o["value"].get("photos"))
     photos = first["value"]["photos"]
-    value = first["value"] | {"photos": [photos[0] | {"sha256": sha}, *photos[1:]]}
+    replaced = [(photos[i] if i < len(photos) else photos[0]) | {"sha256": sha} for i, sha in enumerate(shas)]
+    value = first["value"] | {"photos": [*replaced, *photos[len(shas) :]]}
     again = observation_like(first, value)
     response = client.post(
         f"/api/v1/visits/{visit['id']}/observations", json={"observations": [again]}, headers=headers
@@ -293,6 +294,43 @@ def test_a_visit_is_approved_once_its_evidence_arrived_or_with_a_reason_to_go_wi
     assert approved.status_code == 200, approved.text
     assert approved.json()["review_level"] == 3
     assert "missing_evidence" not in audit_rows(tus_client, "visit.approve")[-1].changes
+
+
+@pytest.mark.parametrize("store_kind", ["local"])  # the store plays no part in it
+def test_a_refused_photo_shows_as_refused_with_its_code_not_as_expected(tus_client: Client) -> None:
+    """A reviewer waiting for a photo the server refused would wait forever: the evidence says refused."""
+    visit, worker = completed_visit(tus_client)
+    cut = jpeg_with_gps(seed=5)[:20_000]
+    answer_with(tus_client, visit, worker, sha256(cut))
+    assert upload(tus_client, worker, cut).status_code == 422
+
+    shown = evidence(tus_client, visit, worker)
+    (item,) = [i for i in shown["items"] if i["sha256"] == sha256(cut)]
+    assert (item["status"], item["refusal"], item["thumbnail_url"]) == ("refused", "truncated", None)
+    assert shown["refused"] == 1
+    assert shown["expected"] == sum(1 for i in shown["items"] if i["status"] == "expected")
+    assert all(i["refusal"] is None for i in shown["items"] if i["status"] != "refused")
+
+    # A refusal of the content itself only: a file that did not match its announced SHA-256 says nothing
+    # about the photo that has that SHA-256, which stays expected.
+    other = jpeg_with_gps(seed=6)
+    answer_with(tus_client, visit, worker, sha256(cut), sha256(other))
+    damaged = other[:-1] + bytes([other[-1] ^ 1])
+    created = create(tus_client, worker, damaged, sha=sha256(other))
+    assert created.status_code == 201, created.text
+    mismatch = patch(tus_client, worker, created.headers["location"], 0, damaged)
+    assert mismatch.json()["error"]["code"] == "sha256_mismatch"
+    statuses = {i["sha256"]: i["status"] for i in evidence(tus_client, visit, worker)["items"]}
+    assert statuses[sha256(other)] == "expected"
+
+    # Still missing evidence for an approval, listed with its refusal.
+    propose(tus_client, visit, worker)
+    submit(tus_client, visit, worker)
+    refused = review(tus_client, visit, "demo-reviewer-community", "approve", accept_missing_evidence=False)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "evidence_missing"
+    missing = {m["sha256"]: m for m in refused.json()["error"]["details"]["missing"]}
+    assert (missing[sha256(cut)]["status"], missing[sha256(cut)]["refusal"]) == ("refused", "truncated")
+    assert missing[sha256(other)]["status"] == "expected"
 
 
 @pytest.mark.parametrize("store_kind", ["local"])  # the store plays no part in it

@@ -252,12 +252,16 @@ def test_a_refused_file_is_reported_once_and_its_answer_still_arrives(
     assert report.photos.refused == [sha256(text.read_bytes())]
     assert network.sent["POST"] == 1  # learnt from the old upload, not by sending the file again
     (queued,) = device.photo_queue()
+    # The pull that followed says so too, so a colleague's tablet (which never held the file) learns it.
     assert (queued["state"], queued["code"], queued["server_state"]) == (
         "refused",
         "not_an_image",
-        "expected",
+        "refused",
     )
-    assert evidence_of(tus_client, visit["id"])[queued["sha256"]] == "expected"
+    assert (
+        device.confirmed("photo")[queued["sha256"]]["refusal"] == queued["server_refusal"] == "not_an_image"
+    )
+    assert evidence_of(tus_client, visit["id"])[queued["sha256"]] == "refused"
     assert device.sync().photos.refused == []  # not tried again
 
 

@@ -6,7 +6,7 @@ from server.db.models.checklists import ChecklistTemplate, TemplateStatus
 from server.db.models.households import Household, HouseholdStatus, Member
 from server.db.models.jurisdictions import CHILD_LEVEL, Jurisdiction, Level
 from server.db.models.people import AuthToken, Device, LoginThrottle, Role, User
-from server.db.models.photos import Photo, PhotoRef, Upload, UploadState
+from server.db.models.photos import Photo, PhotoRef, PhotoRefusal, Upload, UploadState
 from server.db.models.sync import (
     MutationLog,
     RecordVersion,
@@ -45,6 +45,7 @@ __all__ = [
     "Observation",
     "Photo",
     "PhotoRef",
+    "PhotoRefusal",
     "RecordVersion",
     "Role",
     "ScopeExit",

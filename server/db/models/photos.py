@@ -89,6 +89,20 @@ class Photo(CreatedAt, Base):
     uploaded_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
 
 
+class PhotoRefusal(Base):
+    """Content the pipeline refused (not an image, truncated, ...): its SHA-256 was verified first, so the
+    refusal is a fact about every file with that SHA-256, and sending it again would be refused again.
+    The refused bytes are not kept; this row is how a visit's evidence and the devices learn why the
+    photo its answer names will never be present. (A file that did not match its announced SHA-256 says
+    nothing about the photo that has it, and leaves no row.)"""
+
+    __tablename__ = "photo_refusals"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    code: Mapped[str] = mapped_column(String(32))
+    refused_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class PhotoRef(Base):
     """An observation naming a photo (or signature image) by SHA-256; the photo may not have arrived yet."""
 
