@@ -13,6 +13,7 @@ from media.stores.base import (
     BlobStoreUnavailable,
     DirectUploads,
     PartsMissing,
+    PendingDirect,
     StagingLost,
     check_key,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "DirectUploads",
     "LocalBlobStore",
     "PartsMissing",
+    "PendingDirect",
     "S3BlobStore",
     "StagingLost",
     "check_key",

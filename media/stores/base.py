@@ -172,6 +172,15 @@ class BlobStore(Protocol):
         ...
 
 
+class PendingDirect(msgspec.Struct, frozen=True):
+    """A multipart upload the store holds open: whose staged bytes (``upload_id``), its id, and when it
+    began (tz-aware UTC)."""
+
+    upload_id: str
+    direct_id: str
+    initiated: datetime
+
+
 @runtime_checkable
 class DirectUploads(Protocol):
     """A store the device can send an upload's bytes to itself, part by part, through presigned URLs
@@ -198,4 +207,9 @@ class DirectUploads(Protocol):
 
     async def direct_abort(self, upload_id: str, direct_id: str) -> None:
         """Drop the parts of an unfinished direct upload; aborting nothing is not an error."""
+        ...
+
+    async def direct_pending(self) -> list[PendingDirect]:
+        """Every multipart upload of staged bytes the store holds open (for the cleanup to find those no
+        upload records)."""
         ...

@@ -25,6 +25,7 @@ from media.stores.base import (
     BlobStat,
     BlobStoreUnavailable,
     PartsMissing,
+    PendingDirect,
     StagingLost,
     check_expires_in,
     check_key,
@@ -337,6 +338,25 @@ class S3BlobStore:
             if exc.code != "NoSuchUpload":
                 raise
 
+    async def direct_pending(self) -> list[PendingDirect]:
+        return await self._run(None, self._open_multiparts)
+
+    def _open_multiparts(self) -> list[PendingDirect]:
+        found: list[PendingDirect] = []
+        key_marker, id_marker = None, None
+        while True:
+            page = self._client._list_multipart_uploads(
+                self.bucket, prefix=STAGING_PREFIX, key_marker=key_marker, upload_id_marker=id_marker
+            )
+            for upload in page.uploads:
+                owner = upload.object_name[len(STAGING_PREFIX) :].partition("/")[0]
+                if upload.upload_id and _names_an_upload(owner):  # none of ours otherwise
+                    initiated = upload.initiated_time or datetime.now(UTC)  # unknown: as if just begun
+                    found.append(PendingDirect(owner, upload.upload_id, initiated.astimezone(UTC)))
+            if not page.is_truncated:
+                return found
+            key_marker, id_marker = page.next_key_marker, page.next_upload_id_marker
+
     # -- reads -------------------------------------------------------------
 
     async def get(self, key: str) -> bytes:
@@ -430,6 +450,14 @@ def _pool_manager(size: int, timeout: float) -> urllib3.PoolManager:
         timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
         retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
     )
+
+
+def _names_an_upload(upload_id: str) -> bool:
+    try:
+        check_upload_id(upload_id)
+    except ValueError:
+        return False
+    return True
 
 
 def _translate(exc: S3Error, key: str | None) -> Exception:

@@ -10,17 +10,18 @@ parts itself (``DirectUploads``: S3/MinIO) offers it; on the local folder, tus i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 
 import anyio
 
-from media.stores import BlobStore, DirectUploads, PartsMissing, StagingLost
+from media.stores import BlobStore, BlobStoreUnavailable, DirectUploads, PartsMissing, StagingLost
 from media.stores.base import DIRECT_PART_SIZE, MAX_URL_LIFETIME, direct_part_numbers, direct_part_size
 from schemas.config import Settings
 from schemas.photos import DirectPartOut, DirectUploadIn, DirectUploadOut
 from server.db.engine import Database
-from server.db.models import Upload, UploadState
+from server.db.models import Photo, Upload, UploadState
 from server.db.types import utcnow
 from server.errors import Conflict
 from server.services import photos, uploads
@@ -53,20 +54,28 @@ async def create(
     """A new direct upload with a URL for each part; complete at once when the photo is already stored."""
     target = direct(store)
     data = creation(body, settings)
-    async with db.write_session() as session:
-        upload = await uploads.create(session, actor, data, settings)
-    if upload.state == UploadState.complete:
-        return _out(target, upload, {})
-    direct_id = await target.direct_begin(upload.id.hex)
+    async with db.read_session() as session:
+        stored = await session.get(Photo, data.sha256) is not None
+    if stored:  # complete at once, or refused for its length: no multipart upload needed
+        async with db.write_session() as session:
+            return _out(target, await uploads.create(session, actor, data, settings), {})
+    # The multipart upload first, then the row that records it: a store that cannot open one leaves no
+    # upload behind (none the device could name, none to expire). A server that dies in between leaves a
+    # multipart upload no row records; the cleanup aborts those (uploads.abort_unrecorded_parts).
+    upload_id = uuid.uuid4()
+    direct_id = await target.direct_begin(upload_id.hex)
     try:
         async with db.write_session() as session:
-            upload = await uploads.get(session, actor, upload.id, lock=True)
-            upload.direct_id = direct_id
-            await session.commit()
+            upload = await uploads.create(
+                session, actor, data, settings, upload_id=upload_id, direct_id=direct_id
+            )
     except BaseException:
-        with anyio.CancelScope(shield=True):  # unrecorded, it would never be aborted
-            await target.direct_abort(upload.id.hex, direct_id)
+        with anyio.CancelScope(shield=True):
+            await target.direct_abort(upload_id.hex, direct_id)
         raise
+    if upload.state == UploadState.complete:  # stored meanwhile through another upload: nothing to send
+        with contextlib.suppress(BlobStoreUnavailable):  # recorded with the upload: aborted at its expiry
+            await uploads.discard_bytes(store, upload.id, direct_id)
     return _out(target, upload, {})
 
 

@@ -35,6 +35,7 @@ from server.db.models import Household, Photo, PhotoRef, PhotoRefusal, Upload, U
 from server.db.types import utcnow
 from server.domain.answers import in_removed_row
 from server.domain.evidence import Reference, references
+from server.domain.photo_blobs import keys
 from server.domain.tus import Gone
 from server.errors import DomainError, Forbidden, NotFound, TryLater, stated_reason
 from server.malloc import give_back_free_memory
@@ -56,12 +57,6 @@ class Refused(DomainError):
 
 
 # -- ingest ------------------------------------------------------------------------------------------
-
-
-def keys(sha256: str) -> tuple[str, str, str]:
-    """Content-addressed keys of the original and the display and thumbnail copies."""
-    fan = f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
-    return f"photos/original/{fan}", f"photos/display/{fan}.jpg", f"photos/thumb/{fan}.jpg"
 
 
 def ingest_file(path: Path, expected_sha256: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ProcessedImage:
@@ -92,7 +87,7 @@ async def finish(
         known = await session.get(Photo, upload.sha256) is not None
     claim = None
     if not known:
-        claim = await _claim(db, upload.id)
+        claim = await _claim(db, upload)
         if claim is None:
             await outcome_of_other(db, actor, store, limiter, upload)
             await _discard_staged(store, upload)  # this request's copy, when the other had the file whole
@@ -126,7 +121,7 @@ async def finish_whole(
     request may not take the upload (another is processing it, or bytes were staged meanwhile): the caller
     then stages the body the usual way, and the usual path sorts it out.
     """
-    claim = await _claim(db, upload.id, unstaged=True)
+    claim = await _claim(db, upload, unstaged=True)
     if claim is None:
         return False
     try:
@@ -193,16 +188,18 @@ async def _discard_staged(store: BlobStore, upload: Upload) -> None:
         log.warning("staged bytes of a stored upload left for the cleanup: %s", exc)
 
 
-async def _claim(db: Database, upload_id: uuid.UUID, *, unstaged: bool = False) -> dt.datetime | None:
+async def _claim(db: Database, upload: Upload, *, unstaged: bool = False) -> dt.datetime | None:
     """Take the upload for processing unless another request holds it (and its lease is not over);
     the claim's time, which identifies it, or None. ``unstaged``: only while no byte of it is staged
-    (the whole file is in the claiming request's body)."""
+    (the whole file is in the claiming request's body). Only a claimed upload writes a photo's blobs;
+    the cleanup removes blobs no row names under the same per-file lock, so never these."""
     now = utcnow()
     async with db.write_session() as session:
+        await uploads.lock_content(session, upload.sha256)
         claimed = await session.execute(
             update(Upload)
             .where(
-                Upload.id == upload_id,
+                Upload.id == upload.id,
                 Upload.state == UploadState.receiving,
                 Upload.expires_at > now,  # the cleanup may be removing it
                 uploads.claim_is_free(),

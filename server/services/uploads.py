@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
 from litestar.exceptions import InternalServerException
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from media.stores import BlobStore, BlobStoreUnavailable, DirectUploads, StagingLost
@@ -29,6 +29,7 @@ from server.db.engine import Database
 from server.db.models import Photo, Upload, UploadState
 from server.db.types import utcnow
 from server.domain import tus
+from server.domain.photo_blobs import keys
 from server.errors import Conflict, Invalid, NotFound
 from server.services import audit
 from server.services.actor import SYSTEM, Actor
@@ -36,6 +37,10 @@ from server.services.actor import SYSTEM, Actor
 log = logging.getLogger("fivestep.uploads")
 SPOOL_IN_MEMORY = 256 << 10  # a tus chunk of a weak link stays in memory; a whole photo goes to disk
 CLEANUP_INTERVAL_SECONDS = 3600
+UNRECORDED_PARTS_GRACE = dt.timedelta(hours=1)
+"""A multipart upload no upload records is aborted once this old: a direct upload's row is written
+within moments of its multipart upload being opened, so an older one belongs to a server that died in
+between."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +94,17 @@ def checked_creation(
     )
 
 
-async def create(session: AsyncSession, actor: Actor, data: Creation, settings: Settings) -> Upload:
+async def create(
+    session: AsyncSession,
+    actor: Actor,
+    data: Creation,
+    settings: Settings,
+    *,
+    upload_id: uuid.UUID | None = None,
+    direct_id: str | None = None,
+) -> Upload:
     """A new upload; complete at once (no bytes needed) when a photo with that SHA-256 is stored.
+    ``upload_id`` and ``direct_id``: a direct upload's, whose multipart upload the store opened first.
 
     A stored photo of another length is no file of this length: its SHA-256 cannot be this file's, so
     the creation is refused and nothing is made. Answered "complete" at the announced length, the client
@@ -106,7 +120,7 @@ async def create(session: AsyncSession, actor: Actor, data: Creation, settings: 
     known = stored is not None
     now = utcnow()
     upload = Upload(
-        id=uuid.uuid4(),
+        id=upload_id or uuid.uuid4(),
         owner_id=actor.user_id,
         device_id=actor.device_id,
         length=data.length,
@@ -116,6 +130,7 @@ async def create(session: AsyncSession, actor: Actor, data: Creation, settings: 
         content_type=(data.content_type or "")[:100] or None,
         metadata_header=data.metadata_header,
         state=UploadState.complete if known else UploadState.receiving,
+        direct_id=direct_id,
         created_at=now,
         updated_at=now,
         expires_at=now + dt.timedelta(hours=settings.upload_expiry_hours),
@@ -136,8 +151,8 @@ async def create(session: AsyncSession, actor: Actor, data: Creation, settings: 
 async def get(session: AsyncSession, actor: Actor, upload_id: uuid.UUID, *, lock: bool = False) -> Upload:
     """The caller's own upload; someone else's answers 404 like one that does not exist."""
     query = select(Upload).where(Upload.id == upload_id, Upload.owner_id == actor.user_id)
-    if lock:
-        query = query.with_for_update()
+    if lock:  # read anew under the lock, even if this session read it before
+        query = query.with_for_update().execution_options(populate_existing=True)
     upload = (await session.execute(query)).scalar_one_or_none()
     if upload is None:
         raise NotFound("No such upload.")
@@ -352,9 +367,13 @@ async def _fail(session: AsyncSession, actor: Actor, store: BlobStore, upload: U
 
 
 async def terminate(session: AsyncSession, actor: Actor, store: BlobStore, upload_id: uuid.UUID) -> None:
-    """tus termination: the upload and its staged bytes are removed; a stored photo stays."""
+    """tus termination: the upload and its staged bytes are removed; a stored photo stays, and so do the
+    blobs of one a request is storing from it right now (``_discard_unnamed_blobs``)."""
+    await lock_content(session, (await get(session, actor, upload_id)).sha256)
     upload = await get(session, actor, upload_id, lock=True)
     await discard_bytes(store, upload.id, upload.direct_id)
+    if not is_claimed(upload):
+        await _discard_unnamed_blobs(session, store, upload)
     await session.delete(upload)
     audit.record(session, actor, "upload.terminate", "upload", upload.id, {"sha256": upload.sha256})
     await session.commit()
@@ -378,11 +397,38 @@ async def discard_bytes(store: BlobStore, upload_id: uuid.UUID, direct_id: str |
     await store.stage_discard(upload_id.hex)
 
 
+async def lock_content(session: AsyncSession, sha256: str) -> None:
+    """Take turns, per file (SHA-256), between claiming an upload to process it, which goes on to write
+    the photo's blobs, and removing blobs no photo row names: without it, a file sent again could have
+    its blobs removed between their write and its photo row's. Held until the transaction ends. On SQLite
+    every write transaction holds the database's one write lock already."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(bytes.fromhex(sha256[:16]), "big", signed=True)
+        await session.execute(select(func.pg_advisory_xact_lock(key)))
+
+
+async def _discard_unnamed_blobs(session: AsyncSession, store: BlobStore, upload: Upload) -> None:
+    """An upload is going that never completed: if a request stored its photo's blobs and then died (or
+    its database write failed) before the photo row, nothing names them, and nothing would ever remove
+    them. They go unless a photo row names them or another upload of the same file may still finish
+    (it rewrites them). The caller holds ``lock_content`` for the file; deleting absent keys is harmless."""
+    if upload.state == UploadState.complete or await session.get(Photo, upload.sha256) is not None:
+        return
+    others = select(Upload.id).where(
+        Upload.sha256 == upload.sha256, Upload.id != upload.id, Upload.state == UploadState.receiving
+    )
+    if (await session.execute(others.limit(1))).first() is not None:
+        return
+    for key in keys(upload.sha256):
+        await store.delete(key)
+
+
 # -- expiry ------------------------------------------------------------------------------------------
 
 
 async def cleanup(db: Database, store: BlobStore, now: dt.datetime | None = None) -> int:
-    """Remove uploads past their expiry (unfinished, refused or long complete) and their staged bytes."""
+    """Remove uploads past their expiry (unfinished, refused or long complete) and their staged bytes,
+    with the blobs an unfinished one's failed ingest left; then the multipart uploads no upload records."""
     cutoff = now or utcnow()
     removed = 0
     for upload_id in await expired(db, cutoff):
@@ -390,7 +436,28 @@ async def cleanup(db: Database, store: BlobStore, now: dt.datetime | None = None
             removed += await remove_if_expired(db, store, upload_id, cutoff)
         except BlobStoreUnavailable as exc:  # the next round tries again; the others go now
             log.warning("expired upload kept for the next cleanup: %s", exc)
+    try:
+        await abort_unrecorded_parts(db, store, cutoff)
+    except BlobStoreUnavailable as exc:
+        log.warning("unrecorded multipart uploads kept for the next cleanup: %s", exc)
     return removed
+
+
+async def abort_unrecorded_parts(db: Database, store: BlobStore, cutoff: dt.datetime) -> int:
+    """Abort the multipart uploads older than UNRECORDED_PARTS_GRACE that no upload records (a server
+    that died between opening one and writing the upload's row); how many."""
+    if not isinstance(store, DirectUploads):
+        return 0
+    old = [p for p in await store.direct_pending() if p.initiated <= cutoff - UNRECORDED_PARTS_GRACE]
+    if not old:
+        return 0
+    async with db.read_session() as session:
+        query = select(Upload.direct_id).where(Upload.direct_id.in_([p.direct_id for p in old]))
+        recorded = set((await session.scalars(query)).all())
+    unrecorded = [p for p in old if p.direct_id not in recorded]
+    for pending in unrecorded:
+        await store.direct_abort(pending.upload_id, pending.direct_id)
+    return len(unrecorded)
 
 
 async def expired(db: Database, cutoff: dt.datetime) -> list[uuid.UUID]:
@@ -410,12 +477,17 @@ async def remove_if_expired(
     before the row, in the same transaction: if discarding fails, the row is still there to try again.
     """
     async with db.write_session() as session:
-        upload = await session.get(Upload, upload_id, with_for_update=True)
+        sha256 = await session.scalar(select(Upload.sha256).where(Upload.id == upload_id))
+        if sha256 is None:
+            return False
+        await lock_content(session, sha256)  # before the row's lock, in the order a claim takes them
+        upload = await session.get(Upload, upload_id, with_for_update=True, populate_existing=True)
         if upload is None or upload.expires_at > cutoff or is_claimed(upload):
             return False  # finished, extended or taken for processing meanwhile
         if needs_finishing(upload):  # every byte is in: photos.cleanup processes it (again next round)
             return False
         await discard_bytes(store, upload.id, upload.direct_id)
+        await _discard_unnamed_blobs(session, store, upload)
         await session.delete(upload)
         audit.record(session, SYSTEM, "upload.expire", "upload", upload_id, {"state": upload.state})
         await session.commit()
