@@ -31,7 +31,9 @@ import msgspec
 
 # `(?!\n)` after `$`: msgspec matches with Python's `re`, whose `$` also matches before a final line break.
 Code = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]*$(?!\n)", max_length=64)]
-TemplateCode = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$(?!\n)", max_length=64)]
+TemplateCode = Annotated[
+    str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$(?!\n)", max_length=64)
+]
 
 
 class Label(msgspec.Struct, forbid_unknown_fields=True):
