@@ -73,6 +73,8 @@ class EvidenceItem(msgspec.Struct, kw_only=True):
 
 class EvidenceOut(msgspec.Struct, kw_only=True):
     visit_id: uuid.UUID
+    version: int
+    """The visit's version this evidence was read at: a review decision sends it back with ``present``."""
     expected: int
     """Referenced by an answer, bytes not received yet."""
     present: int

@@ -145,6 +145,13 @@ class SubmissionProblem(msgspec.Struct):
 
 class ReviewDecision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     decision: Literal["approve", "return", "reject"]
+    version: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+    """The visit's ``version`` as the reviewer read it (``GET /visits/{id}`` or its evidence). A visit
+    changed since (answers, proposal, another decision) refuses the decision: ``409 visit_changed``."""
+    evidence_present: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+    """How many of the visit's photos and signature images were ``present`` in ``GET
+    /visits/{id}/evidence`` as the reviewer read it. One that has arrived since refuses the decision
+    (``409 visit_changed``): the reviewer has not seen it."""
     reason: Reason | None = None
     """Required to return (the comments go back to the devices) or to reject, and to approve while
     evidence is still missing."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from schemas.visits import ObservationIn, Proposal, ReviewDecision, VisitCreate
+from schemas.visits import ObservationIn, Proposal, ReviewDecision, VisitCreate, VisitOut
 from server.db.engine import Database
 from server.db.models import Jurisdiction, User, Visit
 from server.domain.filled import fill
@@ -111,19 +111,30 @@ async def _advance(db: Database, people: dict[str, Actor], visit_id: uuid.UUID, 
         return
     proposal = Proposal(outcome="no_change", reason="家庭收入与人口无变化 (income and members unchanged)")
     await _in(db, visits.propose, worker, visit_id, proposal, rules)
-    await _in(db, visits.submit, worker, visit_id, rules)
+    submitted: VisitOut = await _in(db, visits.submit, worker, visit_id, rules)
+    version = submitted.version  # each decision is made on the visit as it stands; its photos never come
     if state == "returned":
         comment = ReviewDecision(
-            decision="return", reason="请补拍厨房照片并说明邻居B的说法 (retake the kitchen photo)"
+            decision="return",
+            reason="请补拍厨房照片并说明邻居B的说法 (retake the kitchen photo)",
+            version=version,
+            evidence_present=0,
         )
         await _in(db, reviews.decide, people[LEVELS[0]], visit_id, comment, rules)
         return
     approvals = {"level_1": 0, "level_2": 1, "level_3": 2, "approved": 3}[state]
     # The demo's photos are made-up hashes whose bytes never come: each approval says so, as a reviewer
     # approving without the photos must.
-    approve = ReviewDecision(decision="approve", accept_missing_evidence=True, reason=PLACEHOLDER_PHOTOS)
     for reviewer in LEVELS[:approvals]:
-        await _in(db, reviews.decide, people[reviewer], visit_id, approve, rules)
+        approve = ReviewDecision(
+            decision="approve",
+            accept_missing_evidence=True,
+            reason=PLACEHOLDER_PHOTOS,
+            version=version,
+            evidence_present=0,
+        )
+        decided: VisitOut = await _in(db, reviews.decide, people[reviewer], visit_id, approve, rules)
+        version = decided.version
 
 
 async def _answer_all(db: Database, worker: Actor, visit_id: uuid.UUID, *, partial: bool) -> None:

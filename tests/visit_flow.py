@@ -163,6 +163,18 @@ def submit(client: Client, visit: dict[str, Any], headers: Headers) -> Any:
 
 PLACEHOLDER_PHOTOS = "test answers name made-up photos; their bytes never come"
 
+Seen = dict[str, int]
+"""What a reviewer decided on: the visit's ``version`` and how much of its evidence was ``evidence_present``."""
+
+
+def seen(client: Client, visit: dict[str, Any], headers: Headers) -> Seen:
+    """The visit and its evidence as a console signed in with `headers` shows them now: what a decision
+    is made on. One that cannot read them (outside its area) sends what it has: nothing."""
+    response = client.get(f"/api/v1/visits/{visit['id']}/evidence", headers=headers)
+    if response.status_code != 200:
+        return {"version": 0, "evidence_present": 0}
+    return {"version": response.json()["version"], "evidence_present": response.json()["present"]}
+
 
 def review(
     client: Client,
@@ -172,21 +184,23 @@ def review(
     reason: str | None = None,
     *,
     accept_missing_evidence: bool | None = None,
+    on: Seen | None = None,
 ) -> Any:
-    """Decide on the visit. An approval accepts the missing evidence (the filler's made-up photos, which
-    never arrive) with a reason of its own unless told otherwise."""
+    """Decide on the visit as `on` showed it (default: as it stands, read just before). An approval
+    accepts the missing evidence (the filler's made-up photos, which never arrive) with a reason of its
+    own unless told otherwise."""
     if accept_missing_evidence is None:
         accept_missing_evidence = decision == "approve"
     if accept_missing_evidence and reason is None:
         reason = PLACEHOLDER_PHOTOS
+    desk = login(client, username, device="desk")
     body = (
         {"decision": decision}
+        | (on or seen(client, visit, desk))
         | ({"reason": reason} if reason else {})
         | ({"accept_missing_evidence": True} if accept_missing_evidence else {})
     )
-    return client.post(
-        f"/api/v1/visits/{visit['id']}/review", json=body, headers=login(client, username, device="desk")
-    )
+    return client.post(f"/api/v1/visits/{visit['id']}/review", json=body, headers=desk)
 
 
 def completed_visit(

@@ -558,7 +558,7 @@ async def evidence(
 ) -> EvidenceOut:
     """Every photo and signature image the visit's current answers name: present, refused (with the code),
     or still expected."""
-    await visits.get(session, actor, visit_id)
+    visit, _ = await visits.get(session, actor, visit_id)
     wanted, stored, refused = await _named_and_stored(session, visit_id)
     ttl = settings.signed_url_ttl_seconds
     items = []
@@ -582,16 +582,25 @@ async def evidence(
     present = sum(1 for i in items if i.status == "present")
     refused_count = len(items) - expected - present
     return EvidenceOut(
-        visit_id=visit_id, expected=expected, present=present, refused=refused_count, items=items
+        visit_id=visit_id,
+        version=visit.version,
+        expected=expected,
+        present=present,
+        refused=refused_count,
+        items=items,
     )
 
 
-async def still_missing(session: AsyncSession, visit_id: uuid.UUID) -> list[dict[str, str | None]]:
-    """What the visit's current answers name and the server does not hold (the caller checked access), as
-    ``{template, item, row_id, sha256, kind, status, refusal}`` in evidence order: ``expected`` (not
-    received yet) or ``refused`` (the file sent was refused, ``refusal`` says why: it will never come)."""
+async def arrived_and_missing(
+    session: AsyncSession, visit_id: uuid.UUID
+) -> tuple[int, list[dict[str, str | None]]]:
+    """How many of the evidence items the visit's current answers name have arrived (`EvidenceOut.present`),
+    and those the server does not hold, as ``{template, item, row_id, sha256, kind, status, refusal}`` in
+    evidence order (the caller checked access): ``expected`` (not received yet) or ``refused`` (the file
+    sent was refused, ``refusal`` says why: it will never come). One reading of the answers for a review
+    decision, which needs both."""
     wanted, stored, refused = await _named_and_stored(session, visit_id)
-    return [
+    missing = [
         {
             "template": template,
             "item": item,
@@ -604,6 +613,7 @@ async def still_missing(session: AsyncSession, visit_id: uuid.UUID) -> list[dict
         for template, item, row, ref in wanted
         if ref.sha256 not in stored
     ]
+    return len(wanted) - len(missing), missing
 
 
 async def _named_and_stored(

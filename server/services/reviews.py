@@ -65,6 +65,7 @@ async def decide(
     decision = _with_reason_stripped(decision)
     if await _decided_already(session, actor, visit, decision, rules):
         return await visit_out(session, visit, household, rules)  # the same decision sent again
+    unreceived = await _require_seen_as_is(session, visit, decision)
     if visit.status != VisitStatus.in_review:
         raise Conflict(f"The visit is {visit.status}, not waiting for review.", code="not_in_review")
     if (waiting := waiting_level(rules, visit.review_level)) != visit.review_level:
@@ -76,7 +77,7 @@ async def decide(
     before, number = visit.status, visit.review_level
     missing: list[dict[str, str | None]] = []
     if decision.decision == "approve":
-        missing = await _missing_evidence_accepted(session, visit, decision)
+        missing = _missing_evidence_accepted(unreceived, decision)
         await _approve(session, visit, at, rules)
     elif decision.decision == "return":
         visit.status, visit.review_level, visit.review_due = VisitStatus.returned, 0, None
@@ -118,9 +119,30 @@ async def _decided_already(
     ).scalar_one_or_none()
     return (
         latest is not None
+        and visit.version == decision.version + 1  # that decision was the one change since it was read
         and latest.actor_id == actor.user_id
         and (latest.action, latest.reason) == (decision.decision, decision.reason)
         and not _still_waiting_where_decided(visit, latest, rules)
+    )
+
+
+async def _require_seen_as_is(
+    session: AsyncSession, visit: Visit, decision: ReviewDecision
+) -> list[dict[str, str | None]]:
+    """The decision was made on the visit as it stands: the same version (answers, proposal, level) and
+    the same evidence received. A file returned and resubmitted meanwhile, or a photo that arrived since,
+    is evidence the reviewer never saw: they look again and decide on that. Returns the evidence still
+    missing (expected, or refused)."""
+    present, missing = await photos.arrived_and_missing(session, visit.id)
+    if (decision.version, decision.evidence_present) == (visit.version, present):
+        return missing
+    raise Conflict(
+        "The visit or its evidence changed since you read it: look at it again, then decide.",
+        code="visit_changed",
+        details={
+            "version": {"seen": decision.version, "now": visit.version},
+            "evidence_present": {"seen": decision.evidence_present, "now": present},
+        },
     )
 
 
@@ -139,15 +161,15 @@ def _with_reason_stripped(decision: ReviewDecision) -> ReviewDecision:
     return msgspec.structs.replace(decision, reason=(decision.reason or "").strip() or None)
 
 
-async def _missing_evidence_accepted(
-    session: AsyncSession, visit: Visit, decision: ReviewDecision
+def _missing_evidence_accepted(
+    missing: list[dict[str, str | None]], decision: ReviewDecision
 ) -> list[dict[str, str | None]]:
-    """What the answers name and the server has not received: nothing, or accepted with a reason.
+    """What the answers name and the server has not received (`missing`): nothing, or accepted with a
+    reason.
 
     A reviewer looking at the evidence sees the gaps, but approving without the photos the team took must
     be a decision someone signs, not an oversight (the "look" step's photos are the file's proof).
     """
-    missing = await photos.still_missing(session, visit.id)
     if not missing:
         return []
     if not decision.accept_missing_evidence:

@@ -36,6 +36,7 @@ from tests.visit_flow import (
     completed_visit,
     observation,
     post_observations,
+    seen,
     user_id,
 )
 
@@ -374,7 +375,9 @@ def test_every_write_and_every_reveal_leaves_its_audit_row_naming_the_actor(tus_
             "/api/v1/visits/{visit_id:uuid}/review",
             username,
             lambda username=username: client.post(
-                f"/api/v1/visits/{visit['id']}/review", json=approval, headers=h[username]
+                f"/api/v1/visits/{visit['id']}/review",
+                json=approval | seen(client, visit, h[username]),
+                headers=h[username],
             ),
         )
     audit.route(

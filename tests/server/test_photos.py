@@ -19,7 +19,7 @@ from tests.helpers import audit_rows, login
 from tests.images import SIZE, jpeg_with_gps
 from tests.media.images import BLUE, RED, encode, photo_like, png_bomb
 from tests.tus import Client, create, patch, sha256, stored_keys, upload
-from tests.visit_flow import TEAM, completed_visit, observation, propose, review, submit
+from tests.visit_flow import TEAM, completed_visit, observation, propose, review, seen, submit
 
 
 @pytest.fixture(scope="module")
@@ -294,6 +294,35 @@ def test_a_visit_is_approved_once_its_evidence_arrived_or_with_a_reason_to_go_wi
     assert approved.status_code == 200, approved.text
     assert approved.json()["review_level"] == 3
     assert "missing_evidence" not in audit_rows(tus_client, "visit.approve")[-1].changes
+
+
+@pytest.mark.parametrize("store_kind", ["local"])  # the store plays no part in the decision
+def test_a_decision_taken_before_a_photo_arrived_is_refused(tus_client: Client) -> None:
+    """The reviewer reads the evidence with one photo still expected, the tablet uploads it meanwhile, and
+    the reviewer approves without it "on purpose": the photo they accepted to go without is there, unseen.
+    The decision is refused until they look again."""
+    visit, worker = completed_visit(tus_client)
+    (late_sha, late), *others = with_real_images(tus_client, visit, worker).items()
+    for _, data in others:
+        assert upload(tus_client, worker, data).status_code == 204
+    propose(tus_client, visit, worker)
+    assert submit(tus_client, visit, worker).status_code == 200
+    community = "demo-reviewer-community"
+    on_screen = seen(tus_client, visit, login(tus_client, community, device="desk"))
+
+    assert upload(tus_client, worker, late).status_code == 204
+    stale = review(tus_client, visit, community, "approve", "签名照片随平板遗失", on=on_screen)
+    assert stale.status_code == 409, stale.text
+    error = stale.json()["error"]
+    assert error["code"] == "visit_changed"
+    present = on_screen["evidence_present"]
+    assert error["details"]["evidence_present"] == {"seen": present, "now": present + 1}
+    assert tus_client.get(f"/api/v1/visits/{visit['id']}", headers=worker).json()["review_level"] == 1
+
+    looked_again = review(tus_client, visit, community, "approve", accept_missing_evidence=False)
+    assert looked_again.status_code == 200, looked_again.text
+    assert looked_again.json()["review_level"] == 2
+    assert late_sha in {i["sha256"] for i in evidence(tus_client, visit, worker)["items"]}
 
 
 @pytest.mark.parametrize("store_kind", ["local"])  # the store plays no part in it

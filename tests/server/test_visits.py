@@ -32,6 +32,7 @@ from tests.helpers import (
     waiting_on_locks,
 )
 from tests.visit_flow import (
+    PLACEHOLDER_PHOTOS,
     TEAM,
     assign,
     assignment,
@@ -43,6 +44,7 @@ from tests.visit_flow import (
     post_answers,
     propose,
     review,
+    seen,
     submit,
     user_id,
 )
@@ -896,17 +898,20 @@ def test_a_review_decision_sent_again_answers_the_visit_as_decided(client: Clien
     propose(client, visit, worker)
     assert submit(client, visit, worker).status_code == 200
     reason = "邻居访谈记录不清楚，请补充"
-    returned = review(client, visit, "demo-reviewer-community", "return", reason)
-    again = review(client, visit, "demo-reviewer-community", "return", f"  {reason} ")
+    desk = login(client, "demo-reviewer-community", device="desk")
+    on_screen = seen(client, visit, desk)
+    returned = review(client, visit, "demo-reviewer-community", "return", reason, on=on_screen)
+    again = review(client, visit, "demo-reviewer-community", "return", f"  {reason} ", on=on_screen)
     assert (returned.status_code, again.status_code) == (200, 200), again.text
     assert again.json() == returned.json()
     other_reason = review(client, visit, "demo-reviewer-community", "return", "另一个理由")
     assert (other_reason.status_code, other_reason.json()["error"]["code"]) == (409, "not_in_review")
 
     assert submit(client, visit, worker).status_code == 200
-    approved = review(client, visit, "demo-reviewer-community", "approve")
+    on_screen = seen(client, visit, desk)
+    approved = review(client, visit, "demo-reviewer-community", "approve", on=on_screen)
     assert approved.json()["review_level"] == 2
-    again = review(client, visit, "demo-reviewer-community", "approve")
+    again = review(client, visit, "demo-reviewer-community", "approve", on=on_screen)
     assert again.status_code == 200, again.text
     assert again.json() == approved.json()
     rejected = review(client, visit, "demo-reviewer-community", "reject", "不符合条件")
@@ -917,6 +922,46 @@ def test_a_review_decision_sent_again_answers_the_visit_as_decided(client: Clien
     assert [t["action"] for t in timeline].count("return") == 1
     decided = [r.action for r in audit_rows(client) if r.entity_id == visit["id"]]
     assert (decided.count("visit.approve"), decided.count("visit.return")) == (1, 1)
+
+
+def test_a_decision_on_a_visit_changed_since_the_reviewer_read_it_is_refused(client: Client) -> None:
+    """A reviewer returns a file, the team corrects an answer and resubmits, and the reviewer approves
+    from the screen they had: the approval was taken on answers they never read. It is refused, naming
+    what changed, and nothing moves until they look again."""
+    visit, worker = completed_visit(client)
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    reviewer = "demo-reviewer-community"
+    returned = review(client, visit, reviewer, "return", "邻居访谈记录不清楚，请补充")
+    assert returned.status_code == 200, returned.text
+    on_screen = seen(client, visit, login(client, reviewer, device="desk"))
+    assert on_screen["version"] == returned.json()["version"]
+    fix = next(a for a in complete_answers(client, visit, worker) if a.item == "neighbours.who_lives_here")
+    post_answers(client, visit, worker, [Filled(fix.template, fix.item, fix.row_id, "户主一人独居 (alone)")])
+    resubmitted = submit(client, visit, worker)
+    assert resubmitted.status_code == 200, resubmitted.text
+
+    stale = review(client, visit, reviewer, "approve", on=on_screen)
+    assert stale.status_code == 409, stale.text
+    error = stale.json()["error"]
+    assert error["code"] == "visit_changed"
+    assert error["details"]["version"] == {"seen": on_screen["version"], "now": resubmitted.json()["version"]}
+    now = client.get(f"/api/v1/visits/{visit['id']}", headers=worker).json()
+    assert (now["status"], now["review_level"], now["version"]) == (
+        "in_review",
+        1,
+        resubmitted.json()["version"],
+    )
+    assert [r for r in audit_rows(client, "visit.approve") if r.entity_id == visit["id"]] == []
+
+    unversioned = client.post(
+        f"/api/v1/visits/{visit['id']}/review",
+        json={"decision": "approve", "reason": PLACEHOLDER_PHOTOS, "accept_missing_evidence": True},
+        headers=login(client, reviewer, device="desk"),
+    )
+    assert unversioned.status_code == 422, unversioned.text
+    assert unversioned.json()["error"]["code"] == "validation_error"
+    assert review(client, visit, reviewer, "approve").json()["review_level"] == 2  # read again: decided
 
 
 def test_only_the_last_level_refuses_a_file(client: Client) -> None:
