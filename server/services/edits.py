@@ -161,8 +161,11 @@ def stamp_created(session: AsyncSession, actor: Actor, records: Sequence[Editabl
         stamp(session, actor, record, list(kind_of(record).snapshot), new_record=True)
 
 
-def change_now(session: AsyncSession, actor: Actor, obj: Editable, values: Mapping[str, Any]) -> list[str]:
-    """A direct edit against the current version (REST, a supervisor's decision): no merge needed."""
+def change_now(
+    session: AsyncSession, actor: Actor, obj: Editable, values: Mapping[str, Any], *, note: str | None = None
+) -> list[str]:
+    """A direct edit against the current version (REST, a supervisor's decision): no merge needed. `note`
+    goes into the new version's history (what the edit carries out)."""
     kind = kind_of(obj)
     if actor.role == "field_worker" and (guarded := sorted(kind.guarded & set(values))):
         raise Forbidden(
@@ -173,7 +176,7 @@ def change_now(session: AsyncSession, actor: Actor, obj: Editable, values: Mappi
     for name in changed:
         setattr(obj, name, values[name])
     if changed:
-        stamp(session, actor, obj, changed)
+        stamp(session, actor, obj, changed, note=note)
     return changed
 
 

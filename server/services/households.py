@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -22,7 +23,7 @@ from schemas.households import (
     MemberPatch,
     RecordVersionOut,
 )
-from server.db.models import Household, Jurisdiction, Level, Member
+from server.db.models import Household, HouseholdStatus, Jurisdiction, Level, Member
 from server.domain import id_numbers
 from server.errors import (
     Conflict,
@@ -504,3 +505,53 @@ async def reveal_id_number(
     )
     await transaction.commit(session)
     return member.id_number
+
+
+OUTCOME_STATUS = {
+    "admit": HouseholdStatus.active,
+    "stop": HouseholdStatus.exited,
+    "phase_out": HouseholdStatus.phase_out,
+}
+"""The household's status after an approved outcome that changes it (research.md §8: Approved → Active,
+Stopping → Exited, PhaseOut); the other outcomes keep the status."""
+
+
+def outcome_values(outcome: str, amount_fen: int | None) -> dict[str, Any]:
+    """What an approved outcome sets on the household: the amount the county set (a stop pays nothing; an
+    outcome without an amount keeps it) and the status it leads to."""
+    values: dict[str, Any] = {}
+    if outcome == "stop":
+        values["monthly_benefit_fen"] = 0
+    elif amount_fen is not None:
+        values["monthly_benefit_fen"] = amount_fen
+    if outcome in OUTCOME_STATUS:
+        values["status"] = OUTCOME_STATUS[outcome].value
+    return values
+
+
+def put_outcome_into_effect(
+    session: AsyncSession,
+    actor: Actor,
+    household: Household,
+    visit_id: uuid.UUID,
+    outcome: str,
+    amount_fen: int | None,
+    decided_on: dt.date,
+) -> list[str]:
+    """The confirming level approved the visit's outcome: the household's benefit and status become what
+    was decided (2021 办法 Art 21: the county sets the amount; Art 31: raise, reduce, stop), as a new
+    version written by the approver (guarded fields: no field worker's edit could), in the history and
+    the audit, and in the sync feed for the devices. Payment follows from the next month, which the
+    version's note records. An archived household is a tombstone and stays as it is. Returns the fields
+    changed."""
+    if household.deleted_at is not None:
+        return []
+    values = outcome_values(outcome, amount_fen)
+    before = {f: getattr(household, f) for f in values}
+    paid_from = (decided_on.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    note = f"visit {visit_id} approved: {outcome}, paid from {paid_from:%Y-%m}"
+    changed = edits.change_now(session, actor, household, values, note=note)
+    if changed:
+        changes = {f: {"old": before[f], "new": values[f]} for f in changed}
+        audit.record(session, actor, "household.update", "household", household.id, changes, reason=note)
+    return changed

@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.rules import ReviewLevel, RulePack
 from schemas.visits import ReviewDecision, VisitOut
-from server.db.models import Visit, VisitStatus, VisitTransition
+from server.db.models import Household, Visit, VisitStatus, VisitTransition
 from server.db.types import utcnow
 from server.domain.answers import Answers, rows_of
 from server.errors import Conflict, Forbidden, stated_reason
-from server.services import audit, photos, transaction
+from server.services import audit, households, photos, transaction
 from server.services.actor import Actor
 from server.services.rules import level, today, waiting_level, working_calendar
 from server.services.visits import (
@@ -78,7 +78,7 @@ async def decide(
     missing: list[dict[str, str | None]] = []
     if decision.decision == "approve":
         missing = _missing_evidence_accepted(unreceived, decision)
-        await _approve(session, visit, at, rules)
+        await _approve(session, actor, visit, household, at, rules)
     elif decision.decision == "return":
         visit.status, visit.review_level, visit.review_due = VisitStatus.returned, 0, None
     else:
@@ -184,7 +184,9 @@ def _missing_evidence_accepted(
     return missing
 
 
-async def _approve(session: AsyncSession, visit: Visit, at: ReviewLevel, rules: RulePack) -> None:
+async def _approve(
+    session: AsyncSession, actor: Actor, visit: Visit, household: Household, at: ReviewLevel, rules: RulePack
+) -> None:
     needs_publicity = rules.publicity_template in {t["code"] for t in visit.templates}
     if at.after_publicity and needs_publicity:  # re-checks without a publicize step post no notice
         await _require_publicity_done(session, visit, rules)
@@ -197,6 +199,10 @@ async def _approve(session: AsyncSession, visit: Visit, at: ReviewLevel, rules: 
         return
     visit.status, visit.review_level, visit.review_due = VisitStatus.approved, 0, None
     visit.locked_at = utcnow()
+    if visit.outcome is not None:  # submission requires one; a proposal of no change changes nothing
+        households.put_outcome_into_effect(
+            session, actor, household, visit.id, visit.outcome, visit.outcome_amount_fen, today()
+        )
 
 
 async def _require_publicity_done(session: AsyncSession, visit: Visit, rules: RulePack) -> None:

@@ -29,6 +29,7 @@ from server.db.models import (
     User,
     Visit,
 )
+from server.domain.filled import Filled
 from server.services import sync_admin, sync_apply, sync_pull, sync_push, transaction
 from server.services.actor import SYSTEM
 from server.services.auth import authenticate
@@ -41,7 +42,17 @@ from tests.server.test_households import valid_id
 from tests.server.test_photos import answer_with
 from tests.sync.conftest import MakeDevice
 from tests.tus import sha256, upload
-from tests.visit_flow import TEAM, assign, complete_answers, completed_visit, observation, user_id
+from tests.visit_flow import (
+    TEAM,
+    assign,
+    complete_answers,
+    completed_visit,
+    observation,
+    post_answers,
+    review,
+    submit,
+    user_id,
+)
 
 H1 = str(household_id("DB-C01-0001"))
 H2 = str(household_id("DB-C01-0002"))
@@ -955,6 +966,67 @@ def test_a_guarded_field_waits_for_a_supervisor(make_device: MakeDevice, client:
     assert history[-1]["changed"] == ["monthly_benefit_fen"]
     assert history[-1]["data"]["monthly_benefit_fen"] == before["monthly_benefit_fen"] + 10000
     assert found["server_value"] == before["monthly_benefit_fen"]  # the value it replaced is kept too
+
+
+LEVELS = ("demo-reviewer-community", "demo-reviewer-subdistrict", "demo-approver-district")
+
+
+def _recheck_decided(client: Client, registry_no: str, on_form: str, outcome: str, amount: int | None) -> Any:
+    """A re-check of `registry_no` whose signed form and proposal say `outcome` (`on_form` on the form),
+    submitted and approved at every level below the last: the last level's approval, not yet sent."""
+    visit = assign(client, registry_no, purpose="scheduled_recheck")
+    worker = login(client, TEAM[0])
+    form = [Filled("form.recheck", "outcome_proposed", None, on_form)]
+    form += [Filled("form.recheck", "proposed_amount_fen", None, amount)] if amount is not None else []
+    post_answers(client, visit, worker, [*complete_answers(client, visit, worker), *form])
+    body = {"outcome": outcome, "reason": "家庭收入减少 (income fell)"} | (
+        {"amount_fen": amount} if amount is not None else {}
+    )
+    proposed = client.put(f"/api/v1/visits/{visit['id']}/proposal", json=body, headers=worker)
+    assert proposed.status_code == 200, proposed.text
+    assert submit(client, visit, worker).status_code == 200
+    for reviewer in LEVELS[:-1]:
+        assert review(client, visit, reviewer, "approve").status_code == 200
+    return visit
+
+
+@pytest.mark.parametrize(
+    ("on_form", "outcome", "more_fen", "status"),
+    [("increase", "raise", 20000, None), ("stop", "stop", None, "exited")],
+)
+def test_an_approved_outcome_takes_effect_on_the_household(
+    make_device: MakeDevice,
+    client: Client,
+    on_form: str,
+    outcome: str,
+    more_fen: int | None,
+    status: str | None,
+) -> None:
+    """The county's approval of a raise (or a stop) is what sets the household's benefit (2021 办法 Art 21,
+    31). The visit was approved and locked, and the household went on being paid the old amount: every
+    device and the next re-check still showed it, and nothing said the decision had been carried out."""
+    tablet = make_device("demo-worker-1")
+    tablet.sync()
+    before = tablet.record("household", H2)
+    assert before is not None and before["monthly_benefit_fen"] > 0
+    amount = before["monthly_benefit_fen"] + more_fen if more_fen else None
+    visit = _recheck_decided(client, "DB-C01-0002", on_form, outcome, amount)
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    assert client.get(f"/api/v1/households/{H2}", headers=reviewer).json()["version"] == before["version"]
+
+    approved = review(client, visit, LEVELS[-1], "approve")
+    assert approved.status_code == 200 and approved.json()["status"] == "approved", approved.text
+    expected = {"monthly_benefit_fen": amount or 0, "status": status or before["status"]}
+    household = client.get(f"/api/v1/households/{H2}", headers=reviewer).json()
+    assert {f: household[f] for f in expected} == expected
+    tablet.sync()
+    assert {f: tablet.record("household", H2)[f] for f in expected} == expected  # type: ignore[index]
+    latest = client.get(f"/api/v1/households/{H2}/history", headers=reviewer).json()[-1]
+    assert latest["changed"] == sorted(f for f in expected if expected[f] != before[f])
+    assert f"visit {visit['id']} approved: {outcome}" in latest["note"]
+    (row,) = [r for r in audit_rows(client, "household.update") if r.entity_id == H2]
+    assert row.actor_id == uuid.UUID(user_id(client, LEVELS[-1]))
+    assert row.changes["monthly_benefit_fen"] == {"old": before["monthly_benefit_fen"], "new": amount or 0}
 
 
 def test_another_value_set_on_a_resolved_conflict_is_refused_not_answered_as_done(
