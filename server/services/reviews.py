@@ -228,7 +228,7 @@ def _require_no_pending_objection(answers: Answers, rules: RulePack) -> None:
     pending = [
         row
         for row in rows_of(answers, group)
-        if answers.get((rules.objection_outcome_item, row)) == "pending"
+        if answers.get((rules.objection_outcome_item, row)) in (None, "pending")  # None: recorded in review
     ]
     if pending:
         raise Conflict(

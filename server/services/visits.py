@@ -445,7 +445,10 @@ async def add_answers(
     fresh = _new_only(visit, batch, stored)
     if not fresh:
         return
-    require_editable(visit)
+    if visit.status == VisitStatus.in_review:
+        await _require_new_objections_only(session, visit, fresh, rules)
+    else:
+        require_editable(visit)
     pinned = {t["code"]: t["version"] for t in visit.templates}
     problems = [p for i, obs in enumerate(fresh) for p in await _obs_problems(session, i, obs, pinned)]
     if problems:
@@ -466,6 +469,87 @@ async def add_answers(
         "visit",
         visit.id,
         {"observations": [{"id": str(o.id), "template": o.template, "item": o.item} for o in fresh]},
+    )
+
+
+OBJECTION_RECEIVED = "received_on"
+"""The day an objection was received: an item of the objection group, beside the rule pack's outcome item."""
+
+
+async def _require_new_objections_only(
+    session: AsyncSession, visit: Visit, fresh: list[ObservationIn], rules: RulePack
+) -> None:
+    """A file under review is locked, but the publicity (公示) runs while it is reviewed, and what the
+    neighbours object during it must be on file (2021 办法 Art 19: an objection forces re-investigation or
+    民主评议 before the county confirms). So answers may add objection rows to the publicize step, rows
+    begun since the file was submitted: each received within the publicity period and still `pending`
+    (or without an outcome yet), which holds the file back at the `after_publicity` level until it is
+    returned and settled. Anything else waits for the return (`409 visit_in_review`)."""
+    group = rules.objection_outcome_item.rsplit(".", 1)[0]
+    if any(o.template != rules.publicity_template or not o.item.startswith(group + ".") for o in fresh):
+        require_editable(visit)
+    settled = await _rows_before_submission(session, visit, rules.publicity_template, group)
+    answers = await current_answers(session, visit.id)
+    step = answers.get(rules.publicity_template, {})
+    rows: dict[str, dict[str, Any]] = defaultdict(dict)
+    for obs in fresh:
+        row = str(obs.row_id) if obs.row_id else None
+        if row is None or row in settled:
+            raise Conflict(
+                "The visit is under review: an objection already on file is settled once it is returned.",
+                code="visit_in_review",
+                details={"row_id": row},
+            )
+        current = {path.removeprefix(group + "."): v for (path, r), v in step.items() if r == row}
+        rows[row] = (rows.get(row) or current) | {obs.item.removeprefix(group + "."): obs.value}
+    posted, _ = _notice_dates(visit, answers, rules)
+    ends = publicity_ends(visit, answers, rules)
+    for row, values in rows.items():
+        _require_pending_in_period(row, values, posted, ends, rules)
+
+
+async def _rows_before_submission(session: AsyncSession, visit: Visit, template: str, group: str) -> set[str]:
+    """Rows of the repeat group answered before the visit was last submitted: the file under review."""
+    query = select(Observation.row_id).where(
+        Observation.visit_id == visit.id,
+        Observation.template_code == template,
+        or_(Observation.item == group, Observation.item.startswith(group + ".")),
+        Observation.row_id.is_not(None),
+        Observation.received_at <= visit.submitted_at,
+    )
+    return {str(row) for row in (await session.execute(query)).scalars()}
+
+
+def _require_pending_in_period(
+    row: str, values: dict[str, Any], posted: dt.date | None, ends: dt.date | None, rules: RulePack
+) -> None:
+    """A new objection on a file under review: received during the publicity, not settled yet."""
+    if values.get(rules.objection_outcome_item.rsplit(".", 1)[1]) not in (None, "pending"):
+        raise Conflict(
+            "The visit is under review: an objection recorded now stays pending until the file is returned "
+            "for re-investigation or democratic appraisal (民主评议).",
+            code="visit_in_review",
+            details={"row_id": row, "item": rules.objection_outcome_item},
+        )
+    received = values.get(OBJECTION_RECEIVED)
+    if received is None:
+        return  # the row is completed in later answers; submission requires the date anyway
+    try:
+        day: dt.date | None = dt.date.fromisoformat(received)
+    except (TypeError, ValueError):
+        day = None  # the item's own check names the bad value
+    if day is not None and posted is not None and ends is not None and posted <= day <= min(ends, today()):
+        return
+    raise Conflict(
+        "Only an objection received during the publicity "
+        + (f"({posted} to {ends})" if posted and ends else "(no notice date)")
+        + " is recorded on a file under review; a complaint after it goes through its own channel.",
+        code="objection_outside_publicity",
+        details={
+            "row_id": row,
+            "publicity_starts_on": posted.isoformat() if posted else None,
+            "publicity_ends_on": ends.isoformat() if ends else None,
+        },
     )
 
 

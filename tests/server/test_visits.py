@@ -384,6 +384,60 @@ def test_a_pending_objection_holds_the_file_back_at_district_approval(client: Cl
     assert client.get(f"/api/v1/visits/{visit['id']}", headers=worker).json()["status"] == "in_review"
 
 
+def test_an_objection_during_the_publicity_is_recorded_while_the_file_is_in_review(client: Client) -> None:
+    """The 7-day publicity (公示) runs while the community and the subdistrict review the file, and an
+    objection raised during it forces re-investigation or 民主评议 before the county confirms (2021 办法
+    Art 19; research.md §2 step 4a). The team could not record it: the file under review refused every
+    answer, so the county approved a file whose objection was nowhere on record."""
+    visit = assign(client)
+    worker = login(client, TEAM[0])
+    posted = today() - dt.timedelta(days=8)  # the publicity ended yesterday
+    post_answers(client, visit, worker, complete_answers(client, visit, worker, day=posted))
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    assert review(client, visit, "demo-reviewer-community", "approve").status_code == 200
+
+    def objection(received: dt.date, outcome: str = "pending") -> list[Filled]:
+        row = uuid.uuid4()
+        values = {
+            "received_on": received.isoformat(),
+            "channel": "in_person",
+            "real_name": False,
+            "content": "邻居反映其子有稳定工作 (a neighbour says the son has a steady job)",
+            "action": "reinvestigate",
+            "outcome": outcome,
+        }
+        return [Filled("step.publicize", f"objections.{item}", row, v) for item, v in values.items()]
+
+    url = f"/api/v1/visits/{visit['id']}/observations"
+
+    def sent(answers: list[Filled]) -> Any:
+        return client.post(url, json={"observations": [observation(a) for a in answers]}, headers=worker)
+
+    raised = objection(today() - dt.timedelta(days=1))
+    assert sent(raised).status_code == 200, sent(raised).text
+    late = sent(objection(today()))
+    assert (late.status_code, late.json()["error"]["code"]) == (409, "objection_outside_publicity"), late.text
+    settled_in_review = sent(objection(today() - dt.timedelta(days=2), outcome="not_upheld"))
+    assert (settled_in_review.status_code, settled_in_review.json()["error"]["code"]) == (
+        409,
+        "visit_in_review",
+    )
+    on_file = next(
+        a for a in complete_answers(client, visit, worker, day=posted) if a.item == "objections.outcome"
+    )
+    reopened = sent([Filled(on_file.template, on_file.item, on_file.row_id, "pending")])
+    assert (reopened.status_code, reopened.json()["error"]["code"]) == (409, "visit_in_review"), reopened.text
+    elsewhere = sent([Filled("step.ask", "asked_on", None, today().isoformat())])
+    assert (elsewhere.status_code, elsewhere.json()["error"]["code"]) == (409, "visit_in_review")
+
+    assert review(client, visit, "demo-reviewer-subdistrict", "approve").status_code == 200
+    held = review(client, visit, "demo-approver-district", "approve")
+    assert held.status_code == 409, held.text
+    assert held.json()["error"]["code"] == "objection_pending"
+    assert held.json()["error"]["details"]["rows"] == [str(raised[0].row_id)]
+
+
 def test_an_objection_settled_by_democratic_appraisal_needs_the_appraisal_on_record(client: Client) -> None:
     """An objection during publicity is settled by re-investigation or by democratic appraisal (民主评议;
     2021 办法 Art 19, research.md §2 step 4a). An objection recorded as settled by an appraisal, in a
