@@ -155,6 +155,10 @@ class ReviewDecision(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     reason: Reason | None = None
     """Required to return (the comments go back to the devices) or to reject, and to approve while
     evidence is still missing."""
+    county_home_visit_on: dt.date | None = None
+    """The day the confirming (last) level made its own home visit, which it must before it approves or
+    rejects a file filed separately or complained about (2021 办法 Art 20; ``422 county_visit_required``
+    without it). Read at the last level only."""
     accept_missing_evidence: bool = False
     """Approve although photos or signature images the answers name have not reached the server (a tablet
     lost, say). Without it such an approval is refused with ``evidence_missing``; with it, ``reason`` must

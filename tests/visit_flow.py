@@ -185,12 +185,17 @@ def review(
     *,
     accept_missing_evidence: bool | None = None,
     on: Seen | None = None,
+    county_visit: bool | None = None,
 ) -> Any:
     """Decide on the visit as `on` showed it (default: as it stands, read just before). An approval
     accepts the missing evidence (the filler's made-up photos, which never arrive) with a reason of its
-    own unless told otherwise."""
+    own unless told otherwise. An approval or a rejection states the county's own home visit (made today)
+    unless told otherwise: the filler's files hold an objection and a tip-off (a row in every repeat
+    group), which require it at the last level, and the levels below do not read it."""
     if accept_missing_evidence is None:
         accept_missing_evidence = decision == "approve"
+    if county_visit is None:
+        county_visit = decision != "return"
     if accept_missing_evidence and reason is None:
         reason = PLACEHOLDER_PHOTOS
     desk = login(client, username, device="desk")
@@ -199,6 +204,7 @@ def review(
         | (on or seen(client, visit, desk))
         | ({"reason": reason} if reason else {})
         | ({"accept_missing_evidence": True} if accept_missing_evidence else {})
+        | ({"county_home_visit_on": today().isoformat()} if county_visit else {})
     )
     return client.post(f"/api/v1/visits/{visit['id']}/review", json=body, headers=desk)
 

@@ -19,7 +19,7 @@ from server.db.models import Household, Visit, VisitStatus, VisitTransition
 from server.db.types import utcnow
 from server.domain.answers import Answers, rows_of
 from server.errors import Conflict, Forbidden, stated_reason
-from server.services import audit, households, photos, transaction
+from server.services import audit, county_visits, households, photos, transaction
 from server.services.actor import Actor
 from server.services.rules import level, today, waiting_level, working_calendar
 from server.services.visits import (
@@ -74,6 +74,10 @@ async def decide(
     _require_authority(actor, at)
     if decision.decision == "reject":
         _require_last_level(visit, rules)
+    county_visit = None
+    if decision.decision != "return" and visit.review_level == len(rules.review_levels):
+        county_visits.require_county_visit(visit, await current_answers(session, visit.id), decision)
+        county_visit = decision.county_home_visit_on
     before, number = visit.status, visit.review_level
     missing: list[dict[str, str | None]] = []
     if decision.decision == "approve":
@@ -95,7 +99,8 @@ async def decide(
         "visit",
         visit.id,
         {"level": number, "level_code": at.code, "to": visit.status}
-        | ({"missing_evidence": [m["sha256"] for m in missing]} if missing else {}),
+        | ({"missing_evidence": [m["sha256"] for m in missing]} if missing else {})
+        | ({"county_home_visit_on": county_visit} if county_visit else {}),
         reason=decision.reason,
     )
     await transaction.commit(session)

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from schemas.sync import Mutation
 from server.db.models import AuditEvent, Member
 from server.services.actor import SYSTEM
+from server.services.rules import today
 from tests.helpers import Client, audit_rows, household_id, login, node_id, run_db
 from tests.images import jpeg_with_gps
 from tests.server.test_households import new_household, valid_id
@@ -369,6 +370,7 @@ def test_every_write_and_every_reveal_leaves_its_audit_row_naming_the_actor(tus_
         lambda: client.post(f"/api/v1/visits/{visit['id']}/submit", headers=worker),
     )
     approval = {"decision": "approve", "reason": PLACEHOLDER_PHOTOS, "accept_missing_evidence": True}
+    county_visit = {"county_home_visit_on": today().isoformat()}  # the file holds an objection (Art 20)
     for username in ("demo-reviewer-community", "demo-reviewer-subdistrict", "demo-approver-district"):
         audit.route(
             "POST",
@@ -376,7 +378,7 @@ def test_every_write_and_every_reveal_leaves_its_audit_row_naming_the_actor(tus_
             username,
             lambda username=username: client.post(
                 f"/api/v1/visits/{visit['id']}/review",
-                json=approval | seen(client, visit, h[username]),
+                json=approval | seen(client, visit, h[username]) | county_visit,
                 headers=h[username],
             ),
         )

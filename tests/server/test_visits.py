@@ -1018,6 +1018,79 @@ def test_a_decision_on_a_visit_changed_since_the_reviewer_read_it_is_refused(cli
     assert review(client, visit, reviewer, "approve").json()["review_level"] == 2  # read again: decided
 
 
+def _recheck_at_the_last_level(client: Client, registry_no: str, extra: list[Filled]) -> dict[str, Any]:
+    """A re-check answered in full plus `extra`, submitted and approved up to the last level."""
+    visit = assign(client, registry_no, purpose="scheduled_recheck")
+    worker = login(client, TEAM[0])
+    post_answers(client, visit, worker, [*complete_answers(client, visit, worker), *extra])
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    for reviewer in ("demo-reviewer-community", "demo-reviewer-subdistrict"):
+        assert review(client, visit, reviewer, "approve", county_visit=False).status_code == 200
+    return visit
+
+
+def test_the_county_visits_a_file_filed_separately_or_complained_about_itself(client: Client) -> None:
+    """The county confirms most files on the papers, but makes its own home visit for a case filed
+    separately (a member is a near relative of dibao staff) and for one with complaints (2021 办法 Art 20;
+    research.md §2 steps 2a and 5). The approver confirmed both from the desk like any other."""
+    approver = "demo-approver-district"
+    plain = _recheck_at_the_last_level(client, "DB-C01-0003", [])
+    assert review(client, plain, approver, "approve", county_visit=False).status_code == 200
+
+    near_relative = [
+        Filled("step.check", "near_relative_declared", None, True),
+        Filled(
+            "step.check", "near_relative_details", None, "户主之妹为社区低保专干 (her sister handles dibao)"
+        ),
+        Filled("step.check", "near_relative_filed_separately", None, True),
+    ]
+    tip_off = [Filled("form.recheck", "recheck_reason", None, "tip_off")]
+    for registry_no, trigger, why in [
+        ("DB-C01-0004", near_relative, "step.check:near_relative_declared"),
+        ("DB-C01-0005", tip_off, "form.recheck:recheck_reason"),
+    ]:
+        visit = _recheck_at_the_last_level(client, registry_no, trigger)
+        for decision, reason in [("approve", None), ("reject", "收入超过低保标准")]:
+            refused = review(client, visit, approver, decision, reason, county_visit=False)
+            assert refused.status_code == 422, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "county_visit_required"
+            assert (
+                error["details"][0]["field"] == "county_home_visit_on"
+                and why in error["details"][0]["message"]
+            )
+        desk = login(client, approver, device="desk")
+        tomorrow = {"decision": "approve", "reason": PLACEHOLDER_PHOTOS, "accept_missing_evidence": True}
+        tomorrow |= seen(client, visit, desk) | {
+            "county_home_visit_on": (today() + dt.timedelta(days=1)).isoformat()
+        }
+        future = client.post(f"/api/v1/visits/{visit['id']}/review", json=tomorrow, headers=desk)
+        assert (future.status_code, future.json()["error"]["code"]) == (422, "validation_error"), future.text
+        assert client.get(f"/api/v1/visits/{visit['id']}", headers=desk).json()["status"] == "in_review"
+
+        visited = review(client, visit, approver, "approve")  # the county's home visit made today
+        assert visited.status_code == 200 and visited.json()["status"] == "approved", visited.text
+        (row,) = [
+            r
+            for r in audit_rows(client, "visit.approve")
+            if r.entity_id == visit["id"] and r.changes["level"] == 3
+        ]
+        assert row.changes["county_home_visit_on"] == today().isoformat()
+
+    objected, worker = completed_visit(client, "DB-C01-0006")  # the filler's objection, settled, and tip-off
+    propose(client, objected, worker)
+    assert submit(client, objected, worker).status_code == 200
+    for reviewer in ("demo-reviewer-community", "demo-reviewer-subdistrict"):
+        assert review(client, objected, reviewer, "approve", county_visit=False).status_code == 200
+    refused = review(client, objected, approver, "approve", county_visit=False)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "county_visit_required"
+    assert (
+        "step.publicize:objections, step.publicize:tip_offs"
+        in refused.json()["error"]["details"][0]["message"]
+    )
+
+
 def test_only_the_last_level_refuses_a_file(client: Client) -> None:
     """Refusal (不予确认) is the county's decision (2021 办法 Art 21; research.md §2 step 6b): the community
     evaluation group and the subdistrict give an opinion and pass the file on, or return it to the team.
