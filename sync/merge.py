@@ -60,7 +60,8 @@ class Record:
 
     def changed_by_others(self, name: str, base_version: int, client: str | None) -> bool:
         """Changed since the base by anyone but this client: a device's own later edits, made on top of
-        its earlier ones while offline, are not concurrent with them."""
+        its earlier ones while offline, are not concurrent with them. `base_version` must not exceed
+        `version` (the caller refuses such a base): above it, nothing would count as changed since."""
         if self.field_versions.get(name, 0) <= base_version:
             return False
         writer = self.writers.get(name)

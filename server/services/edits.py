@@ -194,6 +194,7 @@ def merge_offline(
 ) -> Outcome:
     """Merge an offline edit ({field: (old, new)}, new already validated) made against `base_version`.
     A member of an archived household counts as deleted with it: nobody reads it as a member any more."""
+    require_known_base(obj, base_version)
     kind = kind_of(obj)
     if obj.deleted_at is not None or household_archived:
         proposed = {name: wire(new) for name, (_, new) in changes.items()}
@@ -243,6 +244,19 @@ def merge_offline(
     return outcome
 
 
+def require_known_base(obj: Editable, base_version: int) -> None:
+    """Refuse a base above the record's version. The merge reads "changed since the base" as a field
+    version above it, so such a base would make every change made since look older than the device's
+    view and be overwritten unseen. No device was ever shown that version: the edit cannot be merged."""
+    if base_version > obj.version:
+        raise Invalid(
+            f"base_version {base_version} is above the record's version {obj.version}: "
+            "no such version was ever sent to a device.",
+            code="unknown_base_version",
+            details=[{"field": "base_version", "message": f"above the record's version {obj.version}"}],
+        )
+
+
 def wired_new(changes: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:
     return {name: wire(new) for name, (_, new) in changes.items()}
 
@@ -259,6 +273,7 @@ def archive_offline(
     client: str,
 ) -> Outcome:
     """Archive (tombstone) a record, unless it changed since the device last saw it."""
+    require_known_base(obj, base_version)
     if obj.deleted_at is not None:
         return Outcome()  # already archived: the same intent, converged
     record = Record({}, obj.version, obj.field_versions, _writers(obj))

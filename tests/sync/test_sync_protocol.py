@@ -923,6 +923,43 @@ def test_a_supervisors_value_beats_a_concurrent_workers(make_device: MakeDevice,
     assert found["client_value"] == "工作人员改" and found["provisional"] == "server"
 
 
+def test_a_base_version_the_server_never_issued_is_refused_not_merged_over_newer_changes(
+    client: Client,
+) -> None:
+    """A base above the record's version would make every change since look older than the base, and
+    the edit would silently overwrite them: no honest device holds such a version. The mutation is
+    refused, kept for a supervisor, and the queue moves on."""
+    worker, reviewer = login(client, "demo-worker-1"), login(client, "demo-reviewer-community", device="desk")
+    url = f"/api/v1/households/{H1}"
+    current = client.get(url, headers=reviewer).json()
+    changed = client.patch(url, json={"version": current["version"], "address": "主管改"}, headers=reviewer)
+    assert changed.status_code == 200, changed.text
+    version = changed.json()["version"]
+    member = current["members"][0]
+    ahead = [
+        update_mutation(1, H1, version + 5, address="覆盖"),
+        {
+            "op": "household.archive.v1",
+            "seq": 2,
+            "mutation_id": str(uuid.uuid4()),
+            "household_id": H1,
+            "base_version": version + 1,
+            "reason": "duplicate registration",
+        },
+        member_update_mutation(3, member | {"version": member["version"] + 1}, relation=(None, "覆盖")),
+        update_mutation(4, H1, version, recheck_class="C"),  # an honest edit behind them still lands
+    ]
+    results = push(client, worker, str(uuid.uuid4()), ahead)["results"]
+    assert [(r["status"], r.get("code")) for r in results] == [("rejected", "unknown_base_version")] * 3 + [
+        ("applied", None)
+    ], results
+    stored = client.get(url, headers=reviewer).json()
+    assert (stored["address"], stored["recheck_class"]) == ("主管改", "C")
+    assert stored["members"][0]["relation"] == member["relation"]
+    kept = {c["mutation_id"] for c in conflicts(client, H1) + conflicts(client, member["id"])}
+    assert kept >= {m["mutation_id"] for m in ahead[:3]}
+
+
 def _benefit_raised_offline(
     make_device: MakeDevice, client: Client
 ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
