@@ -17,7 +17,7 @@ from server.db.models import Household, Jurisdiction, Member, SyncConflict
 from server.db.types import utcnow
 from server.domain import id_numbers
 from server.errors import Conflict, Forbidden, Invalid, NotFound
-from server.services import audit, edits, households, transaction
+from server.services import audit, edits, households, lock_order, transaction
 from server.services.actor import Actor, under
 
 RESOLVER_ROLES = frozenset({"reviewer", "approver", "admin"})
@@ -115,6 +115,8 @@ async def resolve(
 
 
 async def _get(session: AsyncSession, actor: Actor, conflict_id: uuid.UUID) -> SyncConflict:
+    # The record a decision writes is locked before the conflict: the order all writes lock in.
+    await lock_order.lock_records_of_conflict(session, conflict_id)
     query = (
         select(SyncConflict)
         .where(SyncConflict.id == conflict_id, SyncConflict.scope.in_(await scope_ids(session, actor)))

@@ -35,7 +35,7 @@ from server.errors import (
     id_in_use,
     stated_reason,
 )
-from server.services import audit, edits, transaction
+from server.services import audit, edits, lock_order, transaction
 from server.services.actor import Actor, communities_in_scope, under
 
 WRITER_ROLES = frozenset({"field_worker", "reviewer", "admin"})
@@ -410,7 +410,9 @@ async def get_member(
     if not archived:
         query = query.where(Member.deleted_at.is_(None), Household.deleted_at.is_(None))
     if lock:
-        query = query.with_for_update(of=(Member, Household))  # the household: see visits.get
+        # The household too (see visits.get), and first: the order all writes lock in (lock_order).
+        await lock_order.lock_household_of_member(session, member_id)
+        query = query.with_for_update(of=(Member, Household))
     member = (await session.execute(query)).scalar_one_or_none()
     if member is None:
         raise NotFound("No such member.")

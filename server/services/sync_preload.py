@@ -1,8 +1,9 @@
 """Read, in a few queries, every record a push batch is about to change.
 
 A batch of 100 mutations would otherwise run 100 locked reads one by one. The preload runs one locked
-read per table (in id order, so two pushes lock overlapping rows in the same order and never deadlock)
-and the handlers take their records from here. Only the fast pass of a push uses it (see sync_push):
+read per table, in the order every write locks in (households, members, visits, conflicts, each by id:
+see lock_order), so two pushes, or a push and a request, locking overlapping rows never deadlock; and
+the handlers take their records from here. Only the fast pass of a push uses it (see sync_push):
 when that pass fails, the batch is applied again the slow way, with the services' own reads.
 
 Households are locked along with their members and visits: a record's community decides whose devices
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from schemas.sync import (
+    ConflictResolveV1,
     HouseholdArchiveV1,
     HouseholdUpdateV1,
     MemberCreateV1,
@@ -32,9 +34,12 @@ from schemas.sync import (
     MemberUpdateV1,
     Mutation,
     VisitAnswerV1,
+    VisitProposeV1,
+    VisitSubmitV1,
 )
 from server.db.id_lists import among
-from server.db.models import Household, Jurisdiction, Member, Observation, Visit
+from server.db.models import Household, Jurisdiction, Member, Observation, SyncConflict, Visit
+from server.services import lock_order
 from server.services.actor import Actor, under
 
 T = TypeVar("T")
@@ -71,36 +76,65 @@ class Preloaded:
 
 
 async def preload(session: AsyncSession, actor: Actor, mutations: Iterable[Mutation]) -> Preloaded:
-    household_ids: set[uuid.UUID] = set()
-    member_ids: set[uuid.UUID] = set()
-    visit_ids: set[uuid.UUID] = set()
-    observation_ids: set[uuid.UUID] = set()
-    for m in mutations:
-        if isinstance(m, HouseholdUpdateV1 | HouseholdArchiveV1 | MemberCreateV1):
-            household_ids.add(m.household_id)
-        elif isinstance(m, MemberUpdateV1 | MemberRemoveV1):
-            member_ids.add(m.member_id)
-        elif isinstance(m, VisitAnswerV1):
-            visit_ids.add(m.visit_id)
-            observation_ids.update(o.id for o in m.observations)
+    """Lock every existing record the batch writes, in the order all writes lock in (lock_order), and
+    read those the handlers take from here. Locking each record as its mutation comes would lock in the
+    batch's order, and two batches locking a household and the other's member would deadlock."""
+    wanted = _Wanted.of(mutations)
     communities = select(Jurisdiction.id).where(under(actor))
     pre = Preloaded(communities=frozenset((await session.execute(communities)).scalars()))
+    # What decides the order is read first, unlocked: a member's, a visit's or a conflict's record's
+    # household never changes.
+    decided_households, decided_members = await lock_order.records_of_conflicts(session, wanted.conflicts)
+    member_ids = wanted.members | decided_members
+    household_ids = (
+        wanted.households
+        | decided_households
+        | await lock_order.owners_of_members(session, member_ids)
+        | await lock_order.owners_of_visits(session, wanted.visits)
+    )
     if household_ids:
         targets = select(Household).where(among(session, Household.id, household_ids)).order_by(Household.id)
         pre.households.update((h.id, h) for h in await _locked(session, targets))
     if member_ids:
         members = select(Member).where(among(session, Member.id, member_ids)).order_by(Member.id)
         pre.members.update((m.id, m) for m in await _locked(session, members))
-        owners = {m.household_id for m in pre.members.values()} - pre.households.keys()
-        if owners:
-            of_members = select(Household).where(among(session, Household.id, owners)).order_by(Household.id)
-            pre.households.update((h.id, h) for h in await _locked(session, of_members))
-    if visit_ids:
-        pre.visits.update(await _visits(session, visit_ids))
-    if observation_ids:
-        stored = select(Observation).where(among(session, Observation.id, observation_ids))
+    if wanted.visits:
+        pre.visits.update(await _visits(session, wanted.visits))
+    if wanted.conflicts:
+        decided = select(SyncConflict.id).where(among(session, SyncConflict.id, wanted.conflicts))
+        await _locked(session, decided.order_by(SyncConflict.id))
+    if wanted.observations:
+        stored = select(Observation).where(among(session, Observation.id, wanted.observations))
         pre.observations.update((o.id, o) for o in (await session.execute(stored)).scalars())
     return pre
+
+
+@dataclass
+class _Wanted:
+    """The ids a batch names, by table."""
+
+    households: set[uuid.UUID] = field(default_factory=set)
+    members: set[uuid.UUID] = field(default_factory=set)
+    visits: set[uuid.UUID] = field(default_factory=set)
+    conflicts: set[uuid.UUID] = field(default_factory=set)
+    observations: set[uuid.UUID] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, mutations: Iterable[Mutation]) -> _Wanted:
+        wanted = cls()
+        for m in mutations:
+            if isinstance(m, HouseholdUpdateV1 | HouseholdArchiveV1 | MemberCreateV1):
+                wanted.households.add(m.household_id)
+            elif isinstance(m, MemberUpdateV1 | MemberRemoveV1):
+                wanted.members.add(m.member_id)
+            elif isinstance(m, VisitAnswerV1 | VisitProposeV1 | VisitSubmitV1):
+                wanted.visits.add(m.visit_id)
+                if isinstance(m, VisitAnswerV1):
+                    wanted.observations.update(o.id for o in m.observations)
+            elif isinstance(m, ConflictResolveV1):
+                wanted.conflicts.add(m.conflict_id)
+            # household.create locks nothing: its rows are new (a race for its id is handled at commit)
+        return wanted
 
 
 async def _locked(session: AsyncSession, query: Select[T]) -> Sequence[T]:

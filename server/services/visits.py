@@ -59,7 +59,7 @@ from server.errors import (
     id_in_use,
     stated_reason,
 )
-from server.services import audit, templates, transaction
+from server.services import audit, lock_order, templates, transaction
 from server.services.actor import Actor, communities_in_scope
 from server.services.rules import level, rules_tag, today, waiting_level, working_calendar
 from sync import answer_merge
@@ -87,7 +87,9 @@ async def get(
     query = _scoped(actor).where(Visit.id == visit_id)
     if lock:
         # The household too: a record's community decides whose devices get its changes, and a
-        # household moving community meanwhile must wait for this write, not race it.
+        # household moving community meanwhile must wait for this write, not race it. The household
+        # first: the order all writes lock in (lock_order).
+        await lock_order.lock_household_of_visit(session, visit_id)
         query = query.with_for_update(of=(Visit, Household))
     row = (await session.execute(query)).one_or_none()
     if row is None:

@@ -20,6 +20,7 @@ from server.db.engine import Database
 from server.db.feed import EVERYONE
 from server.db.models import (
     Household,
+    Member,
     MutationLog,
     PhotoRef,
     SyncChange,
@@ -36,7 +37,7 @@ from server.services.auth import authenticate
 from server.services.rules import load_rules
 from sync.client import Device, httpx_transport
 from sync.errors import DeviceOfAnotherUser, NetworkError
-from tests.helpers import Client, audit_rows, household_id, login, node_id, run_db
+from tests.helpers import Client, audit_rows, household_id, login, node_id, posted_at_once, run_db
 from tests.images import jpeg_with_gps
 from tests.server.test_households import valid_id
 from tests.server.test_photos import answer_with
@@ -593,6 +594,38 @@ def test_an_observation_id_stored_at_once_on_another_visit_gets_the_answer_it_ge
     stored = client.get(f"/api/v1/visits/{here['id']}/observations", headers=first).json()
     assert [o["id"] for o in stored] == [answer["id"]]
     assert client.get(f"/api/v1/visits/{there['id']}/observations", headers=first).json() == []
+
+
+def test_two_pushes_editing_a_household_and_the_others_member_both_land(client: Client) -> None:
+    """One tablet edits H1 and a member of H2, another H2 and a member of H1, at the same moment. Each
+    push locks what it writes; had they locked a household, then a member, then the member's household,
+    each would hold a household the other waits for: on PostgreSQL one push would die of a deadlock
+    instead of landing. The test holds both members' rows until both pushes wait, so that they meet
+    every time. On SQLite the pushes take turns."""
+    one, two = login(client, "demo-worker-1", device="tablet-1"), login(client, "demo-worker-2", device="t2")
+    member_of = {h: client.get(f"/api/v1/households/{h}", headers=one).json()["members"][0] for h in (H1, H2)}
+    held = select(Member.id).where(Member.id.in_([uuid.UUID(m["id"]) for m in member_of.values()]))
+
+    def batch(household: str, member: dict[str, Any]) -> dict[str, Any]:
+        version = client.get(f"/api/v1/households/{household}", headers=one).json()["version"]
+        edits = [
+            update_mutation(1, household, version, address=f"{household[:4]} 新址"),
+            member_update_mutation(2, member, relation=(member["relation"], "同住")),
+        ]
+        return {"client_id": str(uuid.uuid4()), "schema_version": 1, "mutations": edits}
+
+    posts = [
+        ("/api/v1/sync/push", batch(H1, member_of[H2]), one),
+        ("/api/v1/sync/push", batch(H2, member_of[H1]), two),
+    ]
+    answers = posted_at_once(client, posts, held)
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    for answer in answers:
+        assert [r["status"] for r in answer.json()["results"]] == ["applied", "applied"], answer.text
+    for household in (H1, H2):
+        stored = client.get(f"/api/v1/households/{household}", headers=one).json()
+        assert stored["address"] == f"{household[:4]} 新址"
+        assert stored["members"][0]["relation"] == "同住"
 
 
 def test_a_malformed_mutation_is_quarantined_whole_and_the_queue_moves_on(client: Client) -> None:
