@@ -117,6 +117,9 @@ class HouseholdOut(msgspec.Struct, kw_only=True):
     created_at: dt.datetime
     updated_at: dt.datetime
     members: list[MemberOut]
+    archived_at: dt.datetime | None = None
+    """Null, but in the answer to a create sent again after its household was archived: the household
+    as it stands, which no other read shows any more."""
 
 
 class HouseholdPage(msgspec.Struct):

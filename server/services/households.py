@@ -78,6 +78,7 @@ def household_out(h: Household) -> HouseholdOut:
         created_at=h.created_at,
         updated_at=h.updated_at,
         members=[member_out(m) for m in h.members if m.deleted_at is None],
+        archived_at=h.deleted_at,
     )
 
 
@@ -276,7 +277,8 @@ async def _answer_if_sent_before(
     member has is refused too. None when none of its ids is taken: it may be stored."""
     if data.id is not None and (earlier := await session.get(Household, data.id)) is not None:
         await require_same_create(session, actor, earlier, data)
-        return await get_out(session, actor, earlier.id)
+        # As it stands, archived since or not: the same create answers as the first did.
+        return household_out(await get(session, actor, earlier.id, archived=True))
     await _member_ids_unused(session, [m.id for m in data.members if m.id is not None])
     return None
 
@@ -321,11 +323,14 @@ async def add_member(
     session: AsyncSession, actor: Actor, household_id: uuid.UUID, data: MemberIn
 ) -> MemberOut:
     require_writer(actor)
-    household = await get(session, actor, household_id, lock=True)
+    # Archived ones too: a create sent again after the household was archived answers as the first did.
+    household = await get(session, actor, household_id, lock=True, archived=True)
     _check_members([data], prefix="body")
     if data.id is not None and (earlier := await session.get(Member, data.id)) is not None:
         await require_same_member_create(session, actor, earlier, household.id, data)
         return member_out(earlier)  # the same create sent again
+    if household.deleted_at is not None:
+        raise NotFound("No such household.")
     member = _new_member(household.id, data)
     session.add(member)
     edits.stamp_created(session, actor, [member])

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.rules import RulePack
@@ -28,7 +29,7 @@ from schemas.sync import (
     VisitProposeV1,
     VisitSubmitV1,
 )
-from server.db.models import Household, Member
+from server.db.models import Household, Member, SyncConflict
 from server.errors import Invalid
 from server.services import audit, conflicts, edits, households, transaction, visits
 from server.services.actor import Actor
@@ -85,6 +86,8 @@ async def _member_create(
         return []  # the same create delivered again under another mutation: converged
     if household.deleted_at is not None:
         proposed = msgspec.to_builtins(m.member)
+        if (kept := await _kept_before(session, actor, household, proposed)) is not None:
+            return [kept]  # the same create queued again: the same conflict keeps it
         scope = str(household.community_id)
         conflict = edits.new_conflict(
             household, "update_after_delete", None, None, None, proposed, actor, m.mutation_id, scope
@@ -94,6 +97,19 @@ async def _member_create(
         return [conflict.id]
     await households.add_member(session, actor, household.id, m.member)
     return []
+
+
+async def _kept_before(
+    session: AsyncSession, actor: Actor, household: Household, proposed: dict[str, Any]
+) -> uuid.UUID | None:
+    """The conflict that already keeps this user's member create on an archived household, if any."""
+    query = select(SyncConflict.id, SyncConflict.client_value).where(
+        SyncConflict.entity == "household",
+        SyncConflict.entity_id == str(household.id),
+        SyncConflict.kind == "update_after_delete",
+        SyncConflict.author_id == actor.user_id,
+    )
+    return next((id_ for id_, value in await session.execute(query) if value == proposed), None)
 
 
 async def _member_update(

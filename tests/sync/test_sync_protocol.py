@@ -1191,6 +1191,76 @@ def test_a_value_set_on_an_archive_against_a_newer_version_is_refused_not_turned
     assert conflicts(client, H1)[0]["status"] == "open"
 
 
+def _archive(seq: int, household: str, base: int) -> dict[str, Any]:
+    return {
+        "op": "household.archive.v1",
+        "seq": seq,
+        "mutation_id": str(uuid.uuid4()),
+        "household_id": household,
+        "base_version": base,
+        "reason": "duplicate registration",
+    }
+
+
+def _member_create(seq: int, household: str, member: dict[str, Any]) -> dict[str, Any]:
+    mutation = {"op": "member.create.v1", "seq": seq, "mutation_id": str(uuid.uuid4())}
+    return mutation | {"household_id": household, "member": member}
+
+
+def _new_member(name: str = "后加成员") -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "name": name,
+        "relation": "child",
+        "id_number": valid_id("13010220100101123"),
+    }
+
+
+def test_creates_sent_again_after_their_household_was_archived_answer_as_the_first_did(
+    client: Client,
+) -> None:
+    """A create retried (a lost answer, a console resending, a tablet that queued it twice) after its
+    household was archived is still the same create: it answers as the first did, with the record as it
+    stands (archived), and writes nothing; it is not a 404 nor a refusal kept for a supervisor."""
+    worker = login(client, "demo-worker-1")
+    household, member = _new_household("DB-LATE-1"), _new_member()
+    created = client.post("/api/v1/households", json=household, headers=worker)
+    assert created.status_code == 201, created.text
+    added = client.post(f"/api/v1/households/{household['id']}/members", json=member, headers=worker)
+    assert added.status_code == 201, added.text
+    archived = push(client, worker, str(uuid.uuid4()), [_archive(1, household["id"], 1)])["results"]
+    assert [r["status"] for r in archived] == ["applied"], archived
+
+    again = client.post("/api/v1/households", json=household, headers=worker)
+    assert again.status_code == 201, again.text
+    assert again.json()["id"] == household["id"] and again.json()["archived_at"] is not None
+    added_again = client.post(f"/api/v1/households/{household['id']}/members", json=member, headers=worker)
+    assert added_again.status_code == 201, added_again.text
+    assert added_again.json() == added.json()
+    resent = [_create(household, seq=1), _member_create(2, household["id"], member)]
+    results = push(client, worker, str(uuid.uuid4()), resent)["results"]
+    assert [(r["status"], r.get("conflict_ids")) for r in results] == [("applied", None)] * 2, results
+    assert client.get(f"/api/v1/households/{household['id']}", headers=worker).status_code == 404
+    assert conflicts(client, household["id"]) == [] and conflicts(client, member["id"]) == []
+    assert len(audit_rows(client, "household.create")) == 1 and len(audit_rows(client, "member.create")) == 1
+
+
+def test_a_member_added_offline_to_an_archived_household_is_kept_once_however_often_it_is_queued(
+    client: Client,
+) -> None:
+    """The member was never created (its household was archived first): its create waits for a
+    supervisor. Queued again under another mutation_id, it is the same create: the same conflict."""
+    worker = login(client, "demo-worker-1")
+    household, member = _new_household("DB-LATE-2"), _new_member()
+    first = [_create(household), _archive(2, household["id"], 1), _member_create(3, household["id"], member)]
+    results = push(client, worker, str(uuid.uuid4()), first)["results"]
+    assert [r["status"] for r in results] == ["applied", "applied", "applied_with_conflict"], results
+    again = push(client, worker, str(uuid.uuid4()), [_member_create(1, household["id"], member)])["results"]
+    assert again[0]["status"] == "applied_with_conflict", again
+    assert again[0]["conflict_ids"] == results[2]["conflict_ids"]
+    assert len(conflicts(client, household["id"])) == 1
+
+
 def test_create_sync_archive_sync_then_a_fresh_install_never_sees_the_record(
     make_device: MakeDevice, client: Client
 ) -> None:
