@@ -23,7 +23,7 @@ from schemas.households import (
     MemberPatch,
     RecordVersionOut,
 )
-from server.db.models import Household, HouseholdStatus, Jurisdiction, Level, Member
+from server.db.models import Household, HouseholdStatus, Jurisdiction, Level, Member, SyncConflict
 from server.domain import id_numbers
 from server.errors import (
     Conflict,
@@ -37,6 +37,7 @@ from server.errors import (
 )
 from server.services import audit, edits, lock_order, transaction
 from server.services.actor import Actor, communities_in_scope, under
+from sync.merge import rank
 
 WRITER_ROLES = frozenset({"field_worker", "reviewer", "admin"})
 
@@ -231,28 +232,83 @@ def _changed_audit(record: Household | Member, changed: list[str]) -> dict[str, 
     return {"changed": sorted(changed), "version": record.version}
 
 
+APPLICATION: dict[str, Any] = {"status": "applicant", "monthly_benefit_fen": 0}
+"""A new household's status and benefit amount as a field worker registers it: an application's. The
+status and the amount are decided by review and approval (docs/workflow.md), not at the door."""
+
+
+def proposal(actor: Actor, data: HouseholdIn) -> dict[str, Any]:
+    """The guarded values a create sets otherwise than an application, when a field worker sends it:
+    like a field worker's change of them, they wait for a supervisor."""
+    if rank(actor.role) > 0:
+        return {}
+    return {f: getattr(data, f) for f, value in APPLICATION.items() if getattr(data, f) != value}
+
+
+def _as_application(data: HouseholdIn, proposed: dict[str, Any]) -> HouseholdIn:
+    return msgspec.structs.replace(data, **{f: APPLICATION[f] for f in proposed})
+
+
 async def create(session: AsyncSession, actor: Actor, data: HouseholdIn) -> HouseholdOut:
+    """REST: a field worker's create setting a status or an amount is refused (403 guarded_field), as a
+    PATCH of them is."""
+    created, _ = await _create(session, actor, data, mutation_id=None)
+    return created
+
+
+async def create_offline(
+    session: AsyncSession, actor: Actor, data: HouseholdIn, mutation_id: uuid.UUID
+) -> list[uuid.UUID]:
+    """Sync: a field worker's create setting a status or an amount is stored as an application, and each
+    value it proposes kept in a guarded_change conflict for a supervisor, as an offline edit of them is
+    (refusing the create would also refuse every later edit of the household in the device's queue).
+    The conflicts' ids."""
+    _, conflict_ids = await _create(session, actor, data, mutation_id=mutation_id)
+    return conflict_ids
+
+
+async def _create(
+    session: AsyncSession, actor: Actor, data: HouseholdIn, *, mutation_id: uuid.UUID | None
+) -> tuple[HouseholdOut, list[uuid.UUID]]:
     require_writer(actor)
     await _community(session, actor, data.community_id)
     _check_members(data.members)
     if (sent_before := await _answer_if_sent_before(session, actor, data)) is not None:
         return sent_before
+    proposed = proposal(actor, data)
+    if proposed and mutation_id is None:
+        raise Forbidden(
+            f"A field worker cannot set {', '.join(sorted(proposed))}: a household is registered as an "
+            "applicant, and its status and amount are decided in review and approval.",
+            code="guarded_field",
+        )
+    stored = _as_application(data, proposed)
     household = Household(
         id=data.id or uuid.uuid4(),
-        registry_no=data.registry_no,
-        community_id=data.community_id,
-        address=data.address,
-        lat=data.lat,
-        lon=data.lon,
-        status=data.status,
-        recheck_class=data.recheck_class,
-        monthly_benefit_fen=data.monthly_benefit_fen,
+        registry_no=stored.registry_no,
+        community_id=stored.community_id,
+        address=stored.address,
+        lat=stored.lat,
+        lon=stored.lon,
+        status=stored.status,
+        recheck_class=stored.recheck_class,
+        monthly_benefit_fen=stored.monthly_benefit_fen,
     )
     members = [_new_member(household.id, m) for m in data.members]
     session.add(household)
     session.add_all(members)
     edits.stamp_created(session, actor, [household, *members])
-    made = {"community_id": household.community_id, "members": [m.id for m in members], "version": 1}
+    conflicts = [
+        _proposed_at_creation(household, f, value, actor, mutation_id) for f, value in proposed.items()
+    ]
+    session.add_all(conflicts)
+    made: dict[str, object] = {
+        "community_id": household.community_id,
+        "members": [m.id for m in members],
+        "version": 1,
+    }
+    if proposed:  # the fields only: the values are kept in the conflicts, as an edit's are in its history
+        made["proposed"] = {"fields": sorted(proposed), "conflicts": [c.id for c in conflicts]}
     audit.record(session, actor, "household.create", "household", household.id, made)
     try:
         await transaction.commit(session)
@@ -266,19 +322,39 @@ async def create(session: AsyncSession, actor: Actor, data: HouseholdIn) -> Hous
         ):
             return sent_before
         raise Conflict(f"Registry number {data.registry_no!r} is already in use.", code="duplicate") from None
-    return await get_out(session, actor, household.id)
+    return await get_out(session, actor, household.id), [c.id for c in conflicts]
+
+
+def _proposed_at_creation(
+    household: Household, field: str, value: Any, actor: Actor, mutation_id: uuid.UUID | None
+) -> SyncConflict:
+    """A guarded value a field worker's create proposed: no base version (there was no record before)."""
+    conflict = edits.new_conflict(
+        household,
+        "guarded_change",
+        field,
+        None,
+        edits.wire(APPLICATION[field]),
+        edits.wire(value),
+        actor,
+        mutation_id,
+        str(household.community_id),
+    )
+    conflict.provisional = "server"
+    return conflict
 
 
 async def _answer_if_sent_before(
     session: AsyncSession, actor: Actor, data: HouseholdIn
-) -> HouseholdOut | None:
+) -> tuple[HouseholdOut, list[uuid.UUID]] | None:
     """The answer to a create whose household already exists under its id: the household as it stands
-    if it is the same create sent again, else a refusal (see require_same_create). A member id another
-    member has is refused too. None when none of its ids is taken: it may be stored."""
+    if it is the same create sent again (with the conflicts that keep what it proposed), else a refusal
+    (see require_same_create). A member id another member has is refused too. None when none of its ids
+    is taken: it may be stored."""
     if data.id is not None and (earlier := await session.get(Household, data.id)) is not None:
-        await require_same_create(session, actor, earlier, data)
+        kept = await require_same_create(session, actor, earlier, data)
         # As it stands, archived since or not: the same create answers as the first did.
-        return household_out(await get(session, actor, earlier.id, archived=True))
+        return household_out(await get(session, actor, earlier.id, archived=True)), kept
     await _member_ids_unused(session, [m.id for m in data.members if m.id is not None])
     return None
 
@@ -346,7 +422,7 @@ async def add_member(
 
 async def require_same_create(
     session: AsyncSession, actor: Actor, household: Household, data: HouseholdIn
-) -> None:
+) -> list[uuid.UUID]:
     """A create naming an existing household's id is the same create sent again (a retry, or a device
     that queued it twice) only if it carries nothing the creation did not store: compared with version 1,
     not the current state, so a create delivered after later edits still matches. Anything else is
@@ -354,14 +430,16 @@ async def require_same_create(
 
     Only the user who created a record can send its create again. From anyone else the comparison would
     answer whether a guessed ID number is a member's (201 or 409, nothing audited): a worker who sees it
-    masked could find it in a few hundred tries."""
+    masked could find it in a few hundred tries.
+
+    A field worker's create stored as an application (see create_offline) is the same create if what it
+    proposed is kept in the conflicts its creation opened; their ids are returned, the answer it got."""
     if (household.registry_no, household.community_id) != (data.registry_no, data.community_id):
         raise id_in_use("household", household.id)
     created = await edits.first_versions(session, "household", [household.id], by=actor.user_id)
     if str(household.id) not in created:
         raise _not_creator("household", household.id)
-    if created[str(household.id)] != edits.snapshot_as(edits.HOUSEHOLD, data):
-        raise created_otherwise("household", household.id)
+    kept = await _proposals_kept(session, actor, household, data, created[str(household.id)])
     member_ids = list(
         (await session.execute(select(Member.id).where(Member.household_id == household.id))).scalars()
     )
@@ -372,6 +450,34 @@ async def require_same_create(
         key = str(m.id) if m.id is not None else _key_of(unmatched, as_sent)
         if key is None or unmatched.pop(key, None) != as_sent:
             raise created_otherwise("household", household.id)
+    return kept
+
+
+async def _proposals_kept(
+    session: AsyncSession, actor: Actor, household: Household, data: HouseholdIn, created: dict[str, Any]
+) -> list[uuid.UUID]:
+    """The conflicts keeping the guarded values a create proposed when it was stored (none if it was
+    stored as sent); created_otherwise if the create is not the one stored."""
+    if created == edits.snapshot_as(edits.HOUSEHOLD, data):
+        return []  # stored as sent: a supervisor's, or one from before field workers' were applications
+    proposed = proposal(actor, data)
+    if not proposed or created != edits.snapshot_as(edits.HOUSEHOLD, _as_application(data, proposed)):
+        raise created_otherwise("household", household.id)
+    query = select(SyncConflict.id, SyncConflict.field, SyncConflict.client_value).where(
+        SyncConflict.entity == "household",
+        SyncConflict.entity_id == str(household.id),
+        SyncConflict.kind == "guarded_change",
+        SyncConflict.base_version.is_(None),  # proposed at creation, not by a later edit
+        SyncConflict.author_id == actor.user_id,
+    )
+    found = {
+        field: id_
+        for id_, field, value in await session.execute(query)
+        if field in proposed and value == edits.wire(proposed[field])
+    }
+    if set(found) != set(proposed):
+        raise created_otherwise("household", household.id)
+    return [found[f] for f in sorted(found)]
 
 
 async def require_same_member_create(

@@ -54,10 +54,9 @@ async def _household_create(
         raise _needs_id("household.id")
     existing = await session.get(Household, m.household.id)
     if existing is None:
-        await households.create(session, actor, m.household)
-        return []
-    await households.require_same_create(session, actor, existing, m.household)
-    return []  # the same create delivered again under another mutation: converged
+        return await households.create_offline(session, actor, m.household, m.mutation_id)
+    # The same create delivered again under another mutation: converged, with what keeps its proposals.
+    return await households.require_same_create(session, actor, existing, m.household)
 
 
 async def _household_update(

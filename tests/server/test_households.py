@@ -30,7 +30,6 @@ def new_household(registry_no: str = "NEW-0001", **extra: Any) -> dict[str, Any]
         "address": "和平路 1 号",
         "lat": 38.04,
         "lon": 114.51,
-        "monthly_benefit_fen": 45000,
         "members": [{"name": "测试", "relation": "applicant", "id_number": valid_id(), "sex": "male"}],
         **extra,
     }
@@ -341,6 +340,33 @@ def test_recheck_class_changes_keep_their_history_and_guarded_fields_need_a_supe
     reviewer = login(client, "demo-reviewer-community")
     allowed = client.patch(url, json={"version": version, "monthly_benefit_fen": 1}, headers=reviewer)
     assert allowed.status_code == 200 and allowed.json()["monthly_benefit_fen"] == 1
+
+
+def test_a_field_worker_registers_an_applicant_and_a_supervisor_sets_status_and_amount(
+    client: Client,
+) -> None:
+    """A household's status and benefit amount come from review and approval, and a field worker's
+    change of either waits for a supervisor: a create setting them otherwise than an application's is
+    refused like a PATCH of them (a silent 201 would put an amount nobody approved on the books)."""
+    worker, reviewer = login(client, "demo-worker-1"), login(client, "demo-reviewer-community")
+    for registry_no, guarded in [
+        ("NEW-0001", {"status": "active"}),
+        ("NEW-0002", {"monthly_benefit_fen": 45000}),
+    ]:
+        refused = client.post(
+            "/api/v1/households", json=new_household(registry_no, **guarded), headers=worker
+        )
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "guarded_field"
+    assert audit_rows(client, "household.create") == []
+    stated = new_household("NEW-0001", status="applicant", monthly_benefit_fen=0)  # an application's: fine
+    applicant = client.post("/api/v1/households", json=stated, headers=worker)
+    assert applicant.status_code == 201, applicant.text
+    assert (applicant.json()["status"], applicant.json()["monthly_benefit_fen"]) == ("applicant", 0)
+    decided = new_household("NEW-0002", status="active", monthly_benefit_fen=45000)
+    registered = client.post("/api/v1/households", json=decided, headers=reviewer)
+    assert registered.status_code == 201, registered.text
+    assert (registered.json()["status"], registered.json()["monthly_benefit_fen"]) == ("active", 45000)
 
 
 def test_an_id_number_born_in_the_future_or_before_1900_is_refused(client: Client) -> None:

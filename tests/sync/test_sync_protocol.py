@@ -1099,6 +1099,46 @@ def test_an_approved_outcome_takes_effect_on_the_household(
     assert row.changes["monthly_benefit_fen"] == {"old": before["monthly_benefit_fen"], "new": amount or 0}
 
 
+def test_a_household_a_field_worker_creates_offline_is_an_applicant_until_a_supervisor_decides(
+    client: Client,
+) -> None:
+    """A field worker's create setting a status and an amount is stored as an application (applicant, no
+    amount), each guarded value kept in a guarded_change conflict for a supervisor, as an offline edit of
+    them is. The same create queued again answers with the same conflicts; one proposing another value
+    is another create, refused."""
+    worker, cid = login(client, "demo-worker-1"), str(uuid.uuid4())
+    household = _new_household("DB-APPLY-1", status="active", monthly_benefit_fen=45000)
+    first = push(client, worker, cid, [_create(household)])["results"]
+    assert first[0]["status"] == "applied_with_conflict" and len(first[0]["conflict_ids"]) == 2, first
+    url = f"/api/v1/households/{household['id']}"
+    stored = client.get(url, headers=worker).json()
+    assert (stored["status"], stored["monthly_benefit_fen"]) == ("applicant", 0)
+    found = {c["field"]: c for c in conflicts(client, household["id"])}
+    assert {f: (c["kind"], c["server_value"], c["client_value"]) for f, c in found.items()} == {
+        "status": ("guarded_change", "applicant", "active"),
+        "monthly_benefit_fen": ("guarded_change", 0, 45000),
+    }
+
+    again = push(client, worker, cid, [_create(household, seq=2)])["results"]
+    assert again[0]["status"] == "applied_with_conflict", again
+    assert sorted(again[0]["conflict_ids"]) == sorted(first[0]["conflict_ids"])
+    resent = client.post("/api/v1/households", json=household, headers=worker)  # the console's retry
+    assert resent.status_code == 201 and resent.json()["status"] == "applicant", resent.text
+    other = push(client, worker, cid, [_create(household | {"status": "suspended"}, seq=3)])["results"]
+    assert (other[0]["status"], other[0].get("code")) == ("rejected", "created_otherwise"), other
+
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    for field in ("status", "monthly_benefit_fen"):
+        taken = client.post(
+            f"/api/v1/conflicts/{found[field]['id']}/resolve",
+            json={"decision": "take_client"},
+            headers=reviewer,
+        )
+        assert taken.status_code == 200, taken.text
+    decided = client.get(url, headers=worker).json()
+    assert (decided["status"], decided["monthly_benefit_fen"]) == ("active", 45000)
+
+
 def test_another_value_set_on_a_resolved_conflict_is_refused_not_answered_as_done(
     make_device: MakeDevice, client: Client
 ) -> None:
