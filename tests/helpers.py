@@ -98,3 +98,36 @@ async def waiting_on_locks(db: Database, count: int, patience: float = 10.0) -> 
             assert asyncio.get_running_loop().time() < deadline, f"fewer than {count} requests wait on a lock"
             await watch.rollback()  # pg_stat_activity is read once per transaction
             await asyncio.sleep(0.02)
+
+
+def sent_in_turn(
+    client: Client, requests: Sequence[tuple[str, str, Any, dict[str, str]]], held: Select[Any]
+) -> list[httpx.Response]:
+    """Send each (method, url, JSON body, headers) only once the ones before it wait on a lock; their
+    answers, in that order.
+
+    On PostgreSQL the rows `held` selects are locked until all requests wait, then let go: each request
+    has then taken what it locks before the held rows, in the order they were sent, every time. So two
+    writes that lock the same rows in different orders meet in a deadlock every time, not by luck. SQLite
+    has one writer (BEGIN IMMEDIATE): there the requests take turns."""
+    db: Database = client.app.state.db
+
+    async def in_turn() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            if db.is_sqlite:
+                return [await http.request(m, url, json=body, headers=h) for m, url, body, h in requests]
+            async with db.engine.connect() as lock:
+                await lock.execute(held.with_for_update())
+                sent: list[asyncio.Task[httpx.Response]] = []
+                try:
+                    for method, url, body, headers in requests:
+                        sent.append(
+                            asyncio.create_task(http.request(method, url, json=body, headers=headers))
+                        )
+                        await waiting_on_locks(db, len(sent))
+                finally:
+                    await lock.rollback()
+                return list(await asyncio.gather(*sent))
+
+    return list(client.blocking_portal.call(in_turn))

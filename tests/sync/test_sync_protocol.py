@@ -37,7 +37,16 @@ from server.services.auth import authenticate
 from server.services.rules import load_rules
 from sync.client import Device, httpx_transport
 from sync.errors import DeviceOfAnotherUser, NetworkError
-from tests.helpers import Client, audit_rows, household_id, login, node_id, posted_at_once, run_db
+from tests.helpers import (
+    Client,
+    audit_rows,
+    household_id,
+    login,
+    node_id,
+    posted_at_once,
+    run_db,
+    sent_in_turn,
+)
 from tests.images import jpeg_with_gps
 from tests.server.test_households import valid_id
 from tests.server.test_photos import answer_with
@@ -628,6 +637,44 @@ def test_two_pushes_editing_a_household_and_the_others_member_both_land(client: 
         assert stored["members"][0]["relation"] == "同住"
 
 
+def test_a_member_patched_while_a_push_edits_its_household_and_it_both_land(client: Client) -> None:
+    """A PATCH of a member locks the member and its household; a push editing the household and the
+    member locks them too. Had the PATCH taken the member first and the push the household first, each
+    would hold what the other waits for: on PostgreSQL one of them died of a deadlock (a 500). The test
+    holds the member's row so that the PATCH waits for it before the push starts."""
+    desk, tablet = login(client, "demo-reviewer-community", device="desk"), login(client, "demo-worker-1")
+    household = client.get(f"/api/v1/households/{H1}", headers=desk).json()
+    member = household["members"][0]
+    edits = [
+        update_mutation(1, H1, household["version"], address="推送改"),
+        member_update_mutation(2, member, employment=(member["employment"], "灵活就业")),
+    ]
+    requests = [
+        (
+            "PATCH",
+            f"/api/v1/members/{member['id']}",
+            {"version": member["version"], "health": "慢性病"},
+            desk,
+        ),
+        (
+            "POST",
+            "/api/v1/sync/push",
+            {"client_id": str(uuid.uuid4()), "schema_version": 1, "mutations": edits},
+            tablet,
+        ),
+    ]
+    patched, pushed = sent_in_turn(
+        client, requests, select(Member.id).where(Member.id == uuid.UUID(member["id"]))
+    )
+    assert (patched.status_code, pushed.status_code) == (200, 200), (patched.text, pushed.text)
+    assert [r["status"] for r in pushed.json()["results"]] == ["applied", "applied_with_conflict"], (
+        pushed.text
+    )
+    stored = client.get(f"/api/v1/households/{H1}", headers=desk).json()
+    assert stored["address"] == "推送改"
+    assert (stored["members"][0]["health"], stored["members"][0]["employment"]) == ("慢性病", "灵活就业")
+
+
 def test_a_malformed_mutation_is_quarantined_whole_and_the_queue_moves_on(client: Client) -> None:
     """A mutation that does not match its op's shape (an unknown field, an op this server does not know)
     is kept for a supervisor like any refused one; refusing the batch would block the device for good."""
@@ -1137,6 +1184,48 @@ def test_a_household_a_field_worker_creates_offline_is_an_applicant_until_a_supe
         assert taken.status_code == 200, taken.text
     decided = client.get(url, headers=worker).json()
     assert (decided["status"], decided["monthly_benefit_fen"]) == ("active", 45000)
+
+
+def test_a_conflict_decided_at_a_desk_while_a_push_edits_its_household_and_decides_it_both_land(
+    make_device: MakeDevice, client: Client
+) -> None:
+    """A decision locks the conflict and the record it writes; a push editing that record and deciding
+    the conflict locks them too. Had the desk taken the conflict first and the push the household first,
+    on PostgreSQL one of them died of a deadlock (a 500). The test holds the conflict's row so that the
+    desk's decision waits for it before the push starts."""
+    _, before, found = _benefit_raised_offline(make_device, client)
+    desk = login(client, "demo-reviewer-community", device="desk")
+    tablet = login(client, "demo-reviewer-subdistrict", device="tablet")
+    version = client.get(f"/api/v1/households/{H1}", headers=desk).json()["version"]
+    decision = {"decision": "take_client"}
+    resolve = {
+        "op": "conflict.resolve.v1",
+        "seq": 2,
+        "mutation_id": str(uuid.uuid4()),
+        "conflict_id": found["id"],
+    }
+    edits = [update_mutation(1, H1, version, address="推送改"), resolve | decision]
+    requests = [
+        ("POST", f"/api/v1/conflicts/{found['id']}/resolve", decision, desk),
+        (
+            "POST",
+            "/api/v1/sync/push",
+            {"client_id": str(uuid.uuid4()), "schema_version": 1, "mutations": edits},
+            tablet,
+        ),
+    ]
+    held = select(SyncConflict.id).where(SyncConflict.id == uuid.UUID(found["id"]))
+    decided, pushed = sent_in_turn(client, requests, held)
+    assert (decided.status_code, pushed.status_code) == (200, 200), (decided.text, pushed.text)
+    # The address was edited on the version before the desk's decision: merged, with a soft flag.
+    assert [r["status"] for r in pushed.json()["results"]] == ["applied_with_conflict", "applied"], (
+        pushed.text
+    )
+    stored = client.get(f"/api/v1/households/{H1}", headers=desk).json()
+    assert (stored["address"], stored["monthly_benefit_fen"]) == (
+        "推送改",
+        before["monthly_benefit_fen"] + 10000,
+    )
 
 
 def test_another_value_set_on_a_resolved_conflict_is_refused_not_answered_as_done(
