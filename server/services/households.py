@@ -234,7 +234,8 @@ def _changed_audit(record: Household | Member, changed: list[str]) -> dict[str, 
 
 APPLICATION: dict[str, Any] = {"status": "applicant", "monthly_benefit_fen": 0}
 """A new household's status and benefit amount as a field worker registers it: an application's. The
-status and the amount are decided by review and approval (docs/workflow.md), not at the door."""
+status and the amount are decided in review and approval (a visit's outcome proposal, `admit` with its
+amount, docs/workflow.md), not at the door."""
 
 
 def proposal(actor: Actor, data: HouseholdIn) -> dict[str, Any]:
