@@ -15,7 +15,7 @@ from typing import Any
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from media.stores import BlobStoreUnavailable
 from schemas.errors import ErrorBody, ErrorInfo, FieldProblem
@@ -181,7 +181,7 @@ def on_too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Respons
     return on_unexpected(request, exc)
 
 
-def on_database_busy(request: Request[Any, Any, Any], exc: OperationalError) -> Response[Any]:
+def on_database_busy(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[Any]:
     """The database is locked, restarting or unreachable: nothing was done, and a retry is safe."""
     log.warning("database unavailable: %s", type(exc.orig).__name__)
     return error_response(
@@ -191,6 +191,19 @@ def on_database_busy(request: Request[Any, Any, Any], exc: OperationalError) -> 
         None,
         **{"Retry-After": "2"},
     )
+
+
+# PostgreSQL's "try again" states: a deadlock or serialisation failure rolled the transaction back, or a
+# lock or statement timed out. asyncpg's errors for them reach us as a plain DBAPIError, not an
+# OperationalError, and were answered 500 although nothing was done and a retry is safe.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014"})
+
+
+def on_database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[Any]:
+    """A database error that is no refusal of ours: 503 when the database asks for a retry, else a bug."""
+    if getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+        return on_database_busy(request, exc)
+    return on_unexpected(request, exc)
 
 
 def on_blob_store_down(request: Request[Any, Any, Any], exc: BlobStoreUnavailable) -> Response[Any]:
@@ -210,6 +223,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     DomainError: on_domain_error,
     HTTPException: on_http_exception,
     OperationalError: on_database_busy,
+    DBAPIError: on_database_error,
     BlobStoreUnavailable: on_blob_store_down,
     RecursionError: on_too_deep,
     Exception: on_unexpected,

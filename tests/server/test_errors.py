@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import msgspec
+from typing import Any
 
-from tests.helpers import Client, household_id, login
+import msgspec
+import pytest
+from sqlalchemy import text as sql
+
+from tests.helpers import Client, household_id, login, run_db
 
 
 def test_malformed_json_is_a_400_with_its_own_code(client: Client) -> None:
@@ -118,3 +122,35 @@ def test_the_api_document_describes_errors_as_they_are_sent(client: Client) -> N
     assert refused.status_code == 422 and set(refused.json()) == {"error"}
     assert set(info["required"]) <= set(refused.json()["error"]) <= set(info["properties"])
     assert "status_code" not in client.get("/schema/swagger").text  # the page's inline copy too
+
+
+def test_a_deadlock_reported_by_postgresql_is_a_503_to_retry_and_changes_nothing(client: Client) -> None:
+    """PostgreSQL rolls a deadlocked transaction back and asks for a retry; asyncpg's error for it is no
+    OperationalError, and the REST write and the sync push that met one answered 500."""
+    if client.app.state.db.is_sqlite:
+        pytest.skip("SQLite reports a busy database as an OperationalError (tested elsewhere)")
+    hid = household_id("DB-C01-0001")
+    ddl = [
+        "CREATE FUNCTION deadlock_once() RETURNS trigger AS $$ BEGIN "
+        "RAISE EXCEPTION 'deadlock detected' USING ERRCODE = 'deadlock_detected'; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER deadlock_once BEFORE UPDATE ON households FOR EACH ROW EXECUTE FUNCTION deadlock_once()",
+    ]
+
+    def execute(statements: list[str]) -> None:
+        async def run(session: Any) -> None:
+            for statement in statements:
+                await session.execute(sql(statement))
+
+        run_db(client, run)
+
+    worker = login(client, "demo-worker-1")
+    version = client.get(f"/api/v1/households/{hid}", headers=worker).json()["version"]
+    execute(ddl)
+    edit = {"version": version, "address": "解放街3号"}
+    refused = client.patch(f"/api/v1/households/{hid}", json=edit, headers=worker)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "unavailable" and refused.headers["retry-after"] == "2"
+    execute(["DROP TRIGGER deadlock_once ON households", "DROP FUNCTION deadlock_once()"])
+    assert client.get(f"/api/v1/households/{hid}", headers=worker).json()["version"] == version
+    retried = client.patch(f"/api/v1/households/{hid}", json=edit, headers=worker)
+    assert retried.status_code == 200, retried.text
