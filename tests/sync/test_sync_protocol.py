@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import threading
 import uuid
@@ -34,7 +35,7 @@ from server.domain.filled import Filled
 from server.services import sync_admin, sync_apply, sync_pull, sync_push, transaction
 from server.services.actor import SYSTEM
 from server.services.auth import authenticate
-from server.services.rules import load_rules
+from server.services.rules import load_rules, today
 from sync.client import Device, httpx_transport
 from sync.errors import DeviceOfAnotherUser, NetworkError
 from tests.helpers import (
@@ -59,6 +60,7 @@ from tests.visit_flow import (
     completed_visit,
     observation,
     post_answers,
+    propose,
     review,
     submit,
     user_id,
@@ -2120,3 +2122,36 @@ def test_a_photo_no_visit_names_yet_takes_no_number_in_the_feed(client: Client) 
     visit, worker = completed_visit(client)
     answer_with(client, visit, worker, sha256(data))
     assert run_db(client, feed_seq) > before
+
+
+def test_an_objection_pushed_during_the_publicity_is_applied_while_the_file_is_in_review(
+    client: Client,
+) -> None:
+    """A tablet records an objection raised while the file is in review (the 7-day publicity runs during
+    the lower levels' review): applied as through REST, and it holds the file back at district approval."""
+    visit = assign(client)
+    worker = login(client, TEAM[0])
+    posted = today() - dt.timedelta(days=8)
+    post_answers(client, visit, worker, complete_answers(client, visit, worker, day=posted))
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    row = uuid.uuid4()
+    values = {
+        "received_on": (today() - dt.timedelta(days=1)).isoformat(),
+        "channel": "phone",
+        "real_name": False,
+        "content": "邻居反映其家开了小卖部 (a neighbour says they run a shop)",
+        "action": "reinvestigate",
+        "outcome": "pending",
+    }
+    answers = [observation(Filled("step.publicize", f"objections.{k}", row, v)) for k, v in values.items()]
+    body = {"op": "visit.answer.v1", "seq": 1, "mutation_id": str(uuid.uuid4())}
+    result = push(
+        client, worker, str(uuid.uuid4()), [{**body, "visit_id": visit["id"], "observations": answers}]
+    )
+    assert [r["status"] for r in result["results"]] == ["applied"], result
+
+    for level in ("demo-reviewer-community", "demo-reviewer-subdistrict"):
+        assert review(client, visit, level, "approve").status_code == 200
+    held = review(client, visit, "demo-approver-district", "approve")
+    assert (held.status_code, held.json()["error"]["code"]) == (409, "objection_pending"), held.text
