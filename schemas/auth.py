@@ -13,6 +13,8 @@ DeviceKey = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"
 """`(?!\n)`: msgspec matches with Python's `re`, whose `$` also matches before a final line break, and
 `lost-tablet\n` was a new device beside the revoked `lost-tablet` that an admin's list showed alike."""
 RoleName = Literal["field_worker", "reviewer", "approver", "admin"]
+NewPassword = Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
+"""A password an account is given (created or reset): one rule for both."""
 
 
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -29,6 +31,25 @@ class UserOut(msgspec.Struct):
     role: RoleName
     jurisdiction_id: uuid.UUID
     jurisdiction_path: str
+    active: bool = True
+    """False once an admin deactivated the account: it cannot sign in, and its sessions ended."""
+
+
+class UserPage(msgspec.Struct):
+    items: list[UserOut]
+    next_cursor: str | None
+    """Pass as `cursor` for the next page; null on the last page."""
+
+
+class UserPatch(msgspec.Struct, forbid_unknown_fields=True):
+    active: bool
+    """False ends every session of the user at once and refuses their sign-ins; true lets them sign in
+    again (their old sessions stay ended)."""
+
+
+class PasswordReset(msgspec.Struct, forbid_unknown_fields=True):
+    password: NewPassword
+    """The user's new password; every session of theirs ends."""
 
 
 class LoginResponse(msgspec.Struct):
@@ -42,7 +63,7 @@ class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
     display_name: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     role: RoleName
     jurisdiction_id: uuid.UUID
-    password: Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
+    password: NewPassword
 
 
 class DeviceOut(msgspec.Struct):

@@ -5,15 +5,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from litestar import Controller, get, post
+from litestar import Controller, get, patch, post
 from litestar.di import Provide
 from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schemas.auth import DeviceOut, UserCreate, UserOut
+from schemas.auth import DeviceOut, PasswordReset, RoleName, UserCreate, UserOut, UserPage, UserPatch
 from server.db.models import Device, SyncClient
 from server.dependencies import CurrentActor, DbSession, provide_actor
 from server.errors import Forbidden
+from server.routes.params import Limit
 from server.services import auth, sync_clients, users
 from server.services.actor import Actor
 
@@ -52,6 +53,54 @@ class AdminController(Controller):
         self, db_session: DbSession, admin: CurrentActor, data: JSONBody[UserCreate]
     ) -> UserOut:
         return await users.create_user(db_session, admin, data)
+
+    @get("/users", summary="Users bound to nodes of your jurisdiction, keyset-paginated (no passwords)")
+    async def list_users(
+        self,
+        db_session: DbSession,
+        admin: CurrentActor,
+        jurisdiction_id: FromQuery[uuid.UUID | None] = None,
+        role: FromQuery[RoleName | None] = None,
+        active: FromQuery[bool | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: Limit = 100,
+    ) -> UserPage:
+        return await users.list_page(
+            db_session,
+            admin,
+            jurisdiction_id=jurisdiction_id,
+            role=role,
+            active=active,
+            cursor=cursor,
+            limit=limit,
+        )
+
+    @patch(
+        "/users/{user_id:uuid}",
+        summary="Deactivate a user (every session ends, sign-ins refused) or reactivate them",
+    )
+    async def patch_user(
+        self,
+        db_session: DbSession,
+        admin: CurrentActor,
+        user_id: FromPath[uuid.UUID],
+        data: JSONBody[UserPatch],
+    ) -> UserOut:
+        return await users.set_active(db_session, admin, user_id, data.active)
+
+    @post(
+        "/users/{user_id:uuid}/password",
+        status_code=200,
+        summary="Set a user's new password; every session of theirs ends",
+    )
+    async def reset_password(
+        self,
+        db_session: DbSession,
+        admin: CurrentActor,
+        user_id: FromPath[uuid.UUID],
+        data: JSONBody[PasswordReset],
+    ) -> UserOut:
+        return await users.reset_password(db_session, admin, user_id, data.password)
 
     @get("/devices", summary="Devices of users in your jurisdiction")
     async def list_devices(

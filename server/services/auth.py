@@ -26,7 +26,7 @@ from server.db.types import utcnow
 from server.domain.usernames import read_username
 from server.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
 from server.malloc import give_back_free_memory
-from server.security.passwords import burn_equal_time, verify_password
+from server.security.passwords import burn_equal_time, hash_password, verify_password
 from server.security.throttle_keys import throttle_key
 from server.security.tokens import new_token, token_digest
 from server.services import audit
@@ -67,6 +67,10 @@ async def login(
             select(User, Jurisdiction.path)
             .join(Jurisdiction, Jurisdiction.id == User.jurisdiction_id)
             .where(User.username == username)
+            # Shared with other sign-ins, but an admin's deactivation or password reset waits for this
+            # one to commit, and this one for theirs: a session opened with the old password in between
+            # would outlive the reset (PostgreSQL; SQLite's single writer takes turns anyway).
+            .with_for_update(of=User, read=True)
         )
     ).one_or_none()
     known = row is not None and await _known_device(session, row[0].id, device_key)
@@ -106,6 +110,18 @@ async def _checked(password: str, stored: str | None) -> bool:
     scrypt takes about 30 ms of CPU and releases the GIL, and on the event loop every sign-in, even one
     under a made-up name, held up every other request of the process that long."""
     return await anyio.to_thread.run_sync(_check_then_give_back, password, stored)
+
+
+async def hashed(password: str) -> str:
+    """A new password's stored form, made in a worker thread like a check (`_checked`)."""
+    return await anyio.to_thread.run_sync(_hash_then_give_back, password)
+
+
+def _hash_then_give_back(password: str) -> str:
+    try:
+        return hash_password(password)
+    finally:
+        give_back_free_memory()
 
 
 def _check_then_give_back(password: str, stored: str | None) -> bool:
@@ -164,6 +180,27 @@ async def _fail(
     now: dt.datetime,
     attempt: _Attempt | None = None,
 ) -> NoReturn:
+    locked = _count_failure(settings, throttle, now)
+    if attempt is not None:
+        audit.record_unauthenticated(
+            session,
+            "auth.login_failed",
+            "user",
+            attempt.user_id,
+            {
+                "device_key": attempt.device_key,
+                "known_device": attempt.known_device,
+                "failures": throttle.failures,
+                "locked": locked,
+            },
+            request_id=attempt.request_id,
+        )
+    await session.commit()
+    raise Unauthorized(WRONG, code="invalid_credentials")
+
+
+def _count_failure(settings: Settings, throttle: LoginThrottle, now: dt.datetime) -> bool:
+    """Count one failure against ``throttle``; whether its count is now locked."""
     window = dt.timedelta(seconds=settings.login_lockout_seconds)
     # Counting starts over only after a quiet window, and a lockout's end starts that window: a lockout
     # lasts at least a window, so measured from the first failure alone, the first failure after every
@@ -175,22 +212,7 @@ async def _fail(
     over = throttle.failures - settings.login_max_failures
     if over >= 0:  # each further failure doubles the wait, up to an hour
         throttle.locked_until = now + min(window * (2**over), MAX_LOCKOUT)
-    if attempt is not None:
-        audit.record_unauthenticated(
-            session,
-            "auth.login_failed",
-            "user",
-            attempt.user_id,
-            {
-                "device_key": attempt.device_key,
-                "known_device": attempt.known_device,
-                "failures": throttle.failures,
-                "locked": over >= 0,
-            },
-            request_id=attempt.request_id,
-        )
-    await session.commit()
-    raise Unauthorized(WRONG, code="invalid_credentials")
+    return over >= 0
 
 
 async def forget_quiet_throttles(db: Database, settings: Settings, now: dt.datetime | None = None) -> int:
@@ -298,6 +320,16 @@ async def logout(session: AsyncSession, actor: Actor) -> None:
     await session.execute(update(AuthToken).where(AuthToken.id == actor.token_id).values(revoked_at=utcnow()))
     audit.record(session, actor, "auth.logout", "auth_token", str(actor.token_id))
     await session.commit()
+
+
+async def end_sessions(session: AsyncSession, user_id: uuid.UUID, *, keep: uuid.UUID | None = None) -> int:
+    """End every session of a user (but ``keep``, the caller's own); how many were open. Not committed."""
+    query = update(AuthToken).where(
+        AuthToken.user_id == user_id, AuthToken.revoked_at.is_(None), AuthToken.expires_at > utcnow()
+    )
+    if keep is not None:
+        query = query.where(AuthToken.id != keep)
+    return cast(CursorResult[Any], await session.execute(query.values(revoked_at=utcnow()))).rowcount
 
 
 async def revoke_device(session: AsyncSession, actor: Actor, device_id: uuid.UUID) -> Device:

@@ -47,6 +47,8 @@ ROUTES: dict[tuple[str, str], list[str]] = {
     ("POST", "/api/v1/auth/login"): ["auth.login"],
     ("POST", "/api/v1/auth/logout"): ["auth.logout"],
     ("POST", "/api/v1/admin/users"): ["user.create"],
+    ("PATCH", "/api/v1/admin/users/{user_id:uuid}"): ["user.deactivate"],  # or user.reactivate
+    ("POST", "/api/v1/admin/users/{user_id:uuid}/password"): ["user.password_reset"],
     ("POST", "/api/v1/admin/devices/{device_id:uuid}/revoke"): ["device.revoke"],
     ("POST", "/api/v1/households"): ["household.create"],
     ("PATCH", "/api/v1/households/{household_id:uuid}"): ["household.update"],
@@ -227,11 +229,26 @@ def test_every_write_and_every_reveal_leaves_its_audit_row_naming_the_actor(tus_
         "jurisdiction_id": str(node_id("C01")),
         "password": "a-long-password",
     }
-    audit.route(
+    made = audit.route(
         "POST",
         "/api/v1/admin/users",
         "demo-admin",
         lambda: client.post("/api/v1/admin/users", json=new_user, headers=admin),
+    ).json()
+    account = f"/api/v1/admin/users/{made['id']}"
+    for active, action in ((False, "user.deactivate"), (True, "user.reactivate")):
+        audit.route(
+            "PATCH",
+            "/api/v1/admin/users/{user_id:uuid}",
+            "demo-admin",
+            lambda: client.patch(account, json={"active": active}, headers=admin),  # noqa: B023
+            expect=[action],
+        )
+    audit.route(
+        "POST",
+        "/api/v1/admin/users/{user_id:uuid}/password",
+        "demo-admin",
+        lambda: client.post(f"{account}/password", json={"password": "another-long-one"}, headers=admin),
     )
     devices = client.get(
         f"/api/v1/admin/devices?user_id={audit.users['demo-worker-2']}", headers=admin

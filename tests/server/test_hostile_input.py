@@ -299,6 +299,24 @@ def new_user(client: Client) -> Request:
     return "POST", "/api/v1/admin/users", lambda: body | {"username": f"fuzz-{new_id()[:8]}"}, headers
 
 
+def account(client: Client) -> tuple[str, dict[str, str]]:
+    """A new field worker's admin URL, and the admin's headers."""
+    method, url, body, headers = new_user(client)
+    made = client.request(method, url, json=body(), headers=headers)
+    assert made.status_code == 201, made.text
+    return f"{url}/{made.json()['id']}", headers
+
+
+def user_patch(client: Client) -> Request:
+    url, headers = account(client)
+    return "PATCH", url, lambda: {"active": False}, headers
+
+
+def password_reset(client: Client) -> Request:
+    url, headers = account(client)
+    return "POST", f"{url}/password", lambda: {"password": "another-long-password"}, headers
+
+
 def visit_create(client: Client) -> Request:
     headers = login(client, "demo-reviewer-community", device="desk")
     team = [client.get("/api/v1/auth/me", headers=login(client, u, device=u)).json()["id"] for u in TEAM]
@@ -346,6 +364,8 @@ CASES: list[Case] = [
     pull,
     calendar_day,
     new_user,
+    user_patch,
+    password_reset,
 ]
 
 
