@@ -14,7 +14,7 @@ DeviceKey = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"
 `lost-tablet\n` was a new device beside the revoked `lost-tablet` that an admin's list showed alike."""
 RoleName = Literal["field_worker", "reviewer", "approver", "admin"]
 NewPassword = Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
-"""A password an account is given (created or reset): one rule for both."""
+"""A password an account is given (created, reset or changed): one rule for all three."""
 
 
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -50,6 +50,11 @@ class UserPatch(msgspec.Struct, forbid_unknown_fields=True):
 class PasswordReset(msgspec.Struct, forbid_unknown_fields=True):
     password: NewPassword
     """The user's new password; every session of theirs ends."""
+
+
+class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
+    old_password: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    new_password: NewPassword
 
 
 class LoginResponse(msgspec.Struct):

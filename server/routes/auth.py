@@ -8,7 +8,7 @@ from litestar import Controller, Request, get, post
 from litestar.di import Provide
 from litestar.params import JSONBody
 
-from schemas.auth import LoginRequest, LoginResponse, UserOut
+from schemas.auth import LoginRequest, LoginResponse, PasswordChange, UserOut
 from server.dependencies import AppSettings, CurrentActor, DbSession, provide_actor
 from server.services import auth
 from server.services.users import actor_out
@@ -47,3 +47,18 @@ class AuthController(Controller):
     @get("/me", dependencies={"actor": Provide(provide_actor)}, summary="Who this token belongs to")
     async def me(self, actor: CurrentActor) -> UserOut:
         return actor_out(actor)
+
+    @post(
+        "/password",
+        status_code=204,
+        dependencies={"actor": Provide(provide_actor)},
+        summary="Change your own password with your current one; your other sessions end",
+    )
+    async def change_password(
+        self,
+        db_session: DbSession,
+        settings: AppSettings,
+        actor: CurrentActor,
+        data: JSONBody[PasswordChange],
+    ) -> None:
+        await auth.change_password(db_session, settings, actor, data.old_password, data.new_password)

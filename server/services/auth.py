@@ -215,6 +215,45 @@ def _count_failure(settings: Settings, throttle: LoginThrottle, now: dt.datetime
     return over >= 0
 
 
+async def change_password(
+    session: AsyncSession, settings: Settings, actor: Actor, old_password: str, new_password: str
+) -> int:
+    """A signed-in user's new password, given their current one; ends their other sessions (how many).
+
+    A wrong current password counts against the device's own sign-in count, as a typo at sign-in on that
+    tablet does: a stolen token must not guess the password any faster than a stolen tablet could."""
+    password_hash = await hashed(new_password)  # before the row lock: scrypt takes a while
+    row = (
+        await session.execute(
+            select(User, Device.device_key)
+            .join(Device, Device.user_id == User.id)
+            .where(User.id == actor.user_id, Device.id == actor.device_id)
+            .with_for_update(of=User, key_share=True)
+        )
+    ).one()
+    user, device_key = row
+    now = utcnow()
+    key = throttle_key(resolve_secret(settings).encode(), user.username, device_key)
+    throttle = await _throttle_row(session, key, now)
+    if throttle.locked_until and throttle.locked_until > now:
+        await session.commit()
+        raise TooManyRequests(
+            "Too many wrong passwords; try again later.", retry_after=_seconds(throttle, now)
+        )
+    if not await _checked(old_password, user.password_hash):
+        locked = _count_failure(settings, throttle, now)
+        failed = {"failures": throttle.failures, "locked": locked}
+        audit.record(session, actor, "user.password_change_refused", "user", user.id, failed)
+        await session.commit()
+        raise Forbidden("The current password is wrong.", code="wrong_password")
+    await session.delete(throttle)
+    user.password_hash = password_hash
+    ended = await end_sessions(session, user.id, keep=actor.token_id)
+    audit.record(session, actor, "user.password_change", "user", user.id, {"sessions_ended": ended})
+    await session.commit()
+    return ended
+
+
 async def forget_quiet_throttles(db: Database, settings: Settings, now: dt.datetime | None = None) -> int:
     """Delete the failure counters that a quiet window has made moot (the next failure would start over
     from zero, as with no row); how many. Names nobody has, tried once each, would otherwise pile up."""

@@ -201,10 +201,11 @@ async def set_active(session: AsyncSession, actor: Actor, user_id: uuid.UUID, ac
 
 async def reset_password(session: AsyncSession, actor: Actor, user_id: uuid.UUID, password: str) -> UserOut:
     """Give a user a new password and end every session of theirs. The password is in no row but the
-    user's, and there only as its hash. Not one's own: a stolen admin token must not lock its owner out."""
+    user's, and there only as its hash. One's own password is changed with the old one
+    (`POST /api/v1/auth/password`): a stolen admin token must not lock its owner out."""
     if user_id == actor.user_id:
         raise Conflict(
-            "You cannot reset your own password; another admin can.",
+            "Change your own password with your current one: POST /api/v1/auth/password.",
             code="own_account",
         )
     password_hash = await auth.hashed(password)  # before the row lock: scrypt takes a while

@@ -49,6 +49,7 @@ ROUTES: dict[tuple[str, str], list[str]] = {
     ("POST", "/api/v1/admin/users"): ["user.create"],
     ("PATCH", "/api/v1/admin/users/{user_id:uuid}"): ["user.deactivate"],  # or user.reactivate
     ("POST", "/api/v1/admin/users/{user_id:uuid}/password"): ["user.password_reset"],
+    ("POST", "/api/v1/auth/password"): ["user.password_change"],
     ("POST", "/api/v1/admin/devices/{device_id:uuid}/revoke"): ["device.revoke"],
     ("POST", "/api/v1/households"): ["household.create"],
     ("PATCH", "/api/v1/households/{household_id:uuid}"): ["household.update"],
@@ -249,6 +250,19 @@ def test_every_write_and_every_reveal_leaves_its_audit_row_naming_the_actor(tus_
         "/api/v1/admin/users/{user_id:uuid}/password",
         "demo-admin",
         lambda: client.post(f"{account}/password", json={"password": "another-long-one"}, headers=admin),
+    )
+    audit.users["audit-new-worker"] = uuid.UUID(made["id"])
+    newcomer = login(client, "audit-new-worker", device="audit-newcomer", password="another-long-one")
+    audit.skip()
+    audit.route(
+        "POST",
+        "/api/v1/auth/password",
+        "audit-new-worker",
+        lambda: client.post(
+            "/api/v1/auth/password",
+            json={"old_password": "another-long-one", "new_password": "chosen-by-myself"},
+            headers=newcomer,
+        ),
     )
     devices = client.get(
         f"/api/v1/admin/devices?user_id={audit.users['demo-worker-2']}", headers=admin

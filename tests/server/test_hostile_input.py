@@ -317,6 +317,11 @@ def password_reset(client: Client) -> Request:
     return "POST", f"{url}/password", lambda: {"password": "another-long-password"}, headers
 
 
+def password_change(client: Client) -> Request:
+    headers = login(client, "demo-reviewer-subdistrict", device="hostile-desk")
+    return "POST", "/api/v1/auth/password", lambda: {"old_password": "demo", "new_password": "x" * 8}, headers
+
+
 def visit_create(client: Client) -> Request:
     headers = login(client, "demo-reviewer-community", device="desk")
     team = [client.get("/api/v1/auth/me", headers=login(client, u, device=u)).json()["id"] for u in TEAM]
@@ -366,6 +371,7 @@ CASES: list[Case] = [
     new_user,
     user_patch,
     password_reset,
+    password_change,
 ]
 
 

@@ -177,6 +177,40 @@ def test_users_out_of_reach_are_404_and_non_admins_403(client: Client) -> None:
     assert audit_rows(client, "user.deactivate") == audit_rows(client, "user.password_reset") == []
 
 
+def test_a_user_changes_their_own_password_with_the_old_one(client: Client) -> None:
+    here = login(client, "demo-worker-1", device="tablet")
+    there = login(client, "demo-worker-1", device="phone")
+    url = "/api/v1/auth/password"
+    wrong = client.post(url, json={"old_password": "guess", "new_password": "my-new-password"}, headers=here)
+    assert wrong.status_code == 403 and wrong.json()["error"]["code"] == "wrong_password", wrong.text
+    assert me(client, here).status_code == me(client, there).status_code == 200
+
+    changed = client.post(url, json={"old_password": "demo", "new_password": "my-new-password"}, headers=here)
+    assert changed.status_code == 204, changed.text
+    assert me(client, here).status_code == 200
+    assert me(client, there).status_code == 401
+    assert attempt(client, "demo-worker-1", "demo").status_code == 401
+    assert attempt(client, "demo-worker-1", "my-new-password").status_code == 200
+    [row] = audit_rows(client, "user.password_change")
+    assert row.changes == {"sessions_ended": 1}
+    [refused] = audit_rows(client, "user.password_change_refused")
+    assert refused.changes == {"failures": 1, "locked": False}
+
+
+def test_a_stolen_token_cannot_guess_the_password_faster_than_a_sign_in(client: Client) -> None:
+    stolen = login(client, "demo-worker-1", device="tablet")
+    url = "/api/v1/auth/password"
+    for n in range(5):
+        guess = {"old_password": f"guess-{n}", "new_password": "taken-over-now"}
+        assert client.post(url, json=guess, headers=stolen).status_code == 403
+    right = {"old_password": "demo", "new_password": "taken-over-now"}
+    locked = client.post(url, json=right, headers=stolen)
+    assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0, locked.text
+    # The same count as the tablet's sign-ins: it is locked there too, and nowhere else.
+    assert attempt(client, "demo-worker-1", "demo", device="tablet").status_code == 429
+    assert attempt(client, "demo-worker-1", "demo", device="desk").status_code == 200
+
+
 def test_a_sign_in_checking_the_old_password_during_a_reset_gets_no_session_that_outlives_it(
     client: Client,
 ) -> None:
@@ -208,6 +242,7 @@ def test_the_account_operations_are_in_the_openapi_document(client: Client) -> N
         ("/api/v1/admin/users", "get"),
         ("/api/v1/admin/users/{user_id}", "patch"),
         ("/api/v1/admin/users/{user_id}/password", "post"),
+        ("/api/v1/auth/password", "post"),
     ]:
         operation = paths[path][method]
         assert {"4XX", "5XX"} <= set(operation["responses"]), (path, method)
