@@ -1,4 +1,4 @@
-"""`fivestep serve | migrate | cleanup-uploads | create-user | device ...`."""
+"""`fivestep serve | migrate | cleanup-uploads | create-user | reset-password | device ...`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import select
 
-from schemas.auth import UserCreate
+from schemas.auth import NewPassword, UserCreate
 from schemas.config import Settings
 from server.config import ConfigError, load_settings
 from sync import device_cli
@@ -45,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--jurisdiction", required=True, help="code of the node, e.g. C01")
     create.add_argument("--display-name", default=None)
     create.add_argument("--password", default=None, help="default: FIVESTEP_NEW_PASSWORD, else asked for")
+
+    reset = commands.add_parser(
+        "reset-password",
+        help="give a user a new password and end their sessions (e.g. the last admin who lost theirs)",
+    )
+    reset.add_argument("username")
+    reset.add_argument("--password", default=None, help="default: FIVESTEP_NEW_PASSWORD, else asked for")
 
     admin = commands.add_parser("sync-admin", help="operate the sync feed")
     admin.add_argument(
@@ -78,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_cleanup_uploads(settings))
     if args.command == "sync-admin":
         return asyncio.run(_sync_admin(settings, args.action))
+    if args.command == "reset-password":
+        return asyncio.run(_reset_password(settings, args))
     return asyncio.run(_create_user(settings, args))
 
 
@@ -272,6 +281,41 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"fivestep: {getattr(exc, 'message', exc)}", file=sys.stderr)
                 return 1
         print(f"created {user.username} ({user.role}) id {user.id}")
+        return 0
+    finally:
+        await db.dispose()
+
+
+async def _reset_password(settings: Settings, args: argparse.Namespace) -> int:
+    """The way back in when no admin who could reset it through the API can sign in: whoever runs the
+    server's command line may. Audited as the system actor, like create-user."""
+    from server.db.engine import Database
+    from server.db.models import User
+    from server.errors import DomainError
+    from server.services.actor import SYSTEM
+    from server.services.users import reset_password
+
+    password = args.password or os.environ.get("FIVESTEP_NEW_PASSWORD") or getpass.getpass("new password: ")
+    try:
+        password = msgspec.convert(password, NewPassword)
+    except msgspec.ValidationError:
+        print("fivestep: a password is 8 to 256 characters", file=sys.stderr)
+        return 1
+    db = Database(settings.database_url)
+    try:
+        async with db.write_session() as session:
+            user_id = (
+                await session.execute(select(User.id).where(User.username == args.username))
+            ).scalar_one_or_none()
+            if user_id is None:
+                print(f"fivestep: no user named {args.username!r}", file=sys.stderr)
+                return 1
+            try:
+                user = await reset_password(session, SYSTEM, user_id, password)
+            except DomainError as exc:
+                print(f"fivestep: {exc.message}", file=sys.stderr)
+                return 1
+        print(f"new password set for {user.username}; their sessions ended")
         return 0
     finally:
         await db.dispose()

@@ -1,4 +1,5 @@
-"""The command line: help for every command, migrate, create-user, and serve answering on its port."""
+"""The command line: help for every command, migrate, create-user, reset-password, and serve answering on
+its port."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def fivestep(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpro
         ["migrate"],
         ["cleanup-uploads"],
         ["create-user"],
+        ["reset-password"],
         ["sync-admin"],
         ["device"],
         ["device", "sync"],
@@ -298,3 +300,32 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
+
+
+def test_reset_password_lets_a_locked_out_admin_back_in_and_ends_their_sessions(tmp_path: Path) -> None:
+    """The last admin who lost their password has no admin to reset it through the API."""
+    server, base = _started(tmp_path, "--demo")
+    try:
+
+        def sign_in(password: str) -> httpx.Response:
+            body = {"username": "demo-admin", "password": password, "device_id": "desk-1"}
+            return httpx.post(f"{base}/api/v1/auth/login", json=body)
+
+        token = sign_in("demo").json()["token"]
+        reset = fivestep(
+            "reset-password", "demo-admin", cwd=tmp_path, env={"FIVESTEP_NEW_PASSWORD": "a-new-one!"}
+        )
+        assert reset.returncode == 0, reset.stderr
+        assert "new password set for demo-admin" in reset.stdout
+        me = httpx.get(f"{base}/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 401
+        assert sign_in("demo").status_code == 401 and sign_in("a-new-one!").status_code == 200
+
+        short = fivestep("reset-password", "demo-admin", "--password", "short", cwd=tmp_path)
+        assert (short.returncode, short.stderr) == (1, "fivestep: a password is 8 to 256 characters\n")
+        nobody = fivestep("reset-password", "nobody", "--password", "long enough", cwd=tmp_path)
+        assert (nobody.returncode, nobody.stderr) == (1, "fivestep: no user named 'nobody'\n")
+        assert sign_in("a-new-one!").status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
