@@ -176,6 +176,9 @@ class TransitionOut(msgspec.Struct, kw_only=True):
     level_code: str | None
     reason: str | None
     rules: str
+    county_home_visit_on: dt.date | None = None
+    """On a decision at the last level: the day the confirming level made its own home visit (2021 办法
+    Art 20), where the file required one or the approver stated it."""
 
 
 class OverdueVisit(msgspec.Struct, kw_only=True):

@@ -168,6 +168,7 @@ class VisitController(Controller):
                 level_code=t.level_code,
                 reason=None if t.reason is None else mask_text(t.reason),  # typed by people: may hold one
                 rules=t.rules,
+                county_home_visit_on=t.county_home_visit_on,
             )
             for t, name in await visits.timeline(db_session, actor, visit_id)
         ]

@@ -90,7 +90,15 @@ async def decide(
         visit.locked_at = utcnow()
     visit.version += 1
     record_transition(
-        session, actor, visit, decision.decision, before, rules, reason=decision.reason, at_level=number
+        session,
+        actor,
+        visit,
+        decision.decision,
+        before,
+        rules,
+        reason=decision.reason,
+        at_level=number,
+        county_home_visit_on=county_visit,
     )
     audit.record(
         session,

@@ -129,7 +129,7 @@ SHAPES: dict[str, Shape] = {
     ),
     "visit_event": Shape(
         VisitTransition,
-        "id visit_id at actor_id action from_status to_status level level_code reason",
+        "id visit_id at actor_id action from_status to_status level level_code reason county_home_visit_on",
         version=None,
         finish=_mask_text("reason"),
     ),

@@ -366,8 +366,10 @@ def record_transition(
     *,
     reason: str | None = None,
     at_level: int | None = None,
+    county_home_visit_on: dt.date | None = None,
 ) -> None:
-    """A timeline row. `at_level` is the review level a decision was taken at (default: the visit's)."""
+    """A timeline row. `at_level` is the review level a decision was taken at (default: the visit's);
+    `county_home_visit_on` the confirming level's own home visit a decision there rests on."""
     number = at_level if at_level is not None else visit.review_level
     session.add(
         VisitTransition(
@@ -381,6 +383,7 @@ def record_transition(
             level_code=level(rules, number).code if number else None,
             reason=reason,
             rules=rules_tag(rules),
+            county_home_visit_on=county_home_visit_on,
         )
     )
 

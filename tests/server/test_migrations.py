@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.engine import Database
-from server.db.migrate import current_revision, upgrade
-from server.db.models import Base
+from server.db.migrate import alembic_config, current_revision, upgrade
+from server.db.models import Base, SyncChange, VisitTransition
+from server.services.rules import today
 from tests.fixtures.postgres import PostgresServer
+from tests.helpers import Client, run_db
+from tests.visit_flow import completed_visit, propose, review, submit
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -44,3 +53,64 @@ def test_migrations_upgrade_an_empty_database_to_the_models(empty_url: str) -> N
     assert revision is not None
     assert diff == [], f"models and migrations disagree: {diff}"
     assert set(Base.metadata.tables) <= tables
+
+
+async def _migrate(url: str, step: Callable[[Config, str], None], revision: str) -> None:
+    db = Database(url)
+    try:
+        async with db.engine.connect() as conn:
+
+            def run(connection: Connection) -> None:
+                cfg = alembic_config()
+                cfg.attributes["connection"] = connection
+                step(cfg, revision)
+
+            await conn.run_sync(run)
+            await conn.commit()
+    finally:
+        await db.dispose()
+
+
+def test_0014_downgrades_and_upgrades_again_carrying_the_countys_home_visit_over(
+    client: Client, database_url: str
+) -> None:
+    """0014 puts the county's home visit on the timeline. A database whose decisions held the day only in
+    their audit rows (0013) shows it on the timeline once upgraded, and its devices pull it again."""
+    visit, worker = completed_visit(client)  # the filler's objection and tip-off: the county goes itself
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    for username in ("demo-reviewer-community", "demo-reviewer-subdistrict", "demo-approver-district"):
+        assert review(client, visit, username, "approve").status_code == 200
+    (event,) = [e for e in run_db(client, _events_of(visit["id"])) if e.level == 3]
+    stamped = run_db(client, _feed_seq(str(event.id)))
+
+    asyncio.run(_migrate(database_url, command.downgrade, "0013"))
+    asyncio.run(_migrate(database_url, command.upgrade, "head"))
+    client.blocking_portal.call(client.app.state.db.engine.dispose)  # cached statements knew the old table
+
+    timeline = client.get(f"/api/v1/visits/{visit['id']}/timeline", headers=worker).json()
+    assert [t["county_home_visit_on"] for t in timeline if t["action"] == "approve"] == [
+        None,
+        None,
+        today().isoformat(),
+    ]
+    assert run_db(client, _feed_seq(str(event.id))) > stamped
+    assert asyncio.run(_upgrade_and_diff(database_url))[1] == []
+
+
+def _events_of(visit_id: str) -> Callable[[AsyncSession], Awaitable[list[VisitTransition]]]:
+    async def fetch(session: AsyncSession) -> list[VisitTransition]:
+        query = select(VisitTransition).where(VisitTransition.visit_id == uuid.UUID(visit_id))
+        return list((await session.execute(query)).scalars())
+
+    return fetch
+
+
+def _feed_seq(event_id: str) -> Callable[[AsyncSession], Awaitable[int]]:
+    async def fetch(session: AsyncSession) -> int:
+        query = select(SyncChange.seq).where(
+            SyncChange.entity == "visit_event", SyncChange.entity_id == event_id
+        )
+        return int((await session.execute(query)).scalar_one())
+
+    return fetch

@@ -1077,6 +1077,13 @@ def test_the_county_visits_a_file_filed_separately_or_complained_about_itself(cl
             if r.entity_id == visit["id"] and r.changes["level"] == 3
         ]
         assert row.changes["county_home_visit_on"] == today().isoformat()
+        worker = login(client, TEAM[0])
+        events = client.get(f"/api/v1/visits/{visit['id']}/timeline", headers=worker).json()
+        assert [(e["action"], e["level"], e["county_home_visit_on"]) for e in events[-3:]] == [
+            ("approve", 1, None),  # the levels below decide on the papers
+            ("approve", 2, None),
+            ("approve", 3, today().isoformat()),  # the file shows the county went, and when
+        ]
 
     objected, worker = completed_visit(client, "DB-C01-0006")  # the filler's objection, settled, and tip-off
     propose(client, objected, worker)

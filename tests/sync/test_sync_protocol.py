@@ -1230,6 +1230,27 @@ def test_a_conflict_decided_at_a_desk_while_a_push_edits_its_household_and_decid
     )
 
 
+def test_the_countys_home_visit_reaches_the_devices_with_the_timeline(
+    make_device: MakeDevice, client: Client
+) -> None:
+    """A tablet shows a visit's timeline from its visit events. The county's own home visit (2021 办法 Art
+    20) was only in the approval's audit row: the team's tablets, like the timeline, never showed that
+    the county had been to the household, nor when."""
+    visit = _recheck_decided(client, "DB-C01-0003", "no_change", "no_change", None)
+    assert review(client, visit, LEVELS[-1], "approve").status_code == 200  # the filler's tip-off row
+    tablet = make_device("demo-worker-1")
+    tablet.sync()
+    events = [e for e in tablet.confirmed("visit_event").values() if e["visit_id"] == visit["id"]]
+    decided = {
+        (e["action"], e["level"]): e["county_home_visit_on"] for e in events if e["action"] == "approve"
+    }
+    assert decided == {
+        ("approve", 1): None,
+        ("approve", 2): None,
+        ("approve", 3): today().isoformat(),
+    }
+
+
 def test_another_value_set_on_a_resolved_conflict_is_refused_not_answered_as_done(
     make_device: MakeDevice, client: Client
 ) -> None:

@@ -120,6 +120,8 @@ class VisitTransition(Base):
     level_code: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)
     rules: Mapped[str] = mapped_column(String(64))
+    county_home_visit_on: Mapped[dt.date | None] = mapped_column(Date)
+    """The day the confirming level made its own home visit before this decision (2021 办法 Art 20)."""
 
 
 class HolidayOverride(Base):
