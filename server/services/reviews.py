@@ -23,6 +23,7 @@ from server.services import audit, county_visits, households, photos, transactio
 from server.services.actor import Actor
 from server.services.rules import level, today, waiting_level, working_calendar
 from server.services.visits import (
+    amount_contradicts,
     current_answers,
     get,
     notice_problems,
@@ -210,12 +211,51 @@ async def _approve(
             today(), level(rules, visit.review_level).deadline_working_days
         )
         return
+    await _require_proposal_current(session, visit, household)
     visit.status, visit.review_level, visit.review_due = VisitStatus.approved, 0, None
     visit.locked_at = utcnow()
     if visit.outcome is not None:  # submission requires one; a proposal of no change changes nothing
         households.put_outcome_into_effect(
             session, actor, household, visit.id, visit.outcome, visit.outcome_amount_fen, today()
         )
+
+
+async def _require_proposal_current(session: AsyncSession, visit: Visit, household: Household) -> None:
+    """The proposal still agrees with the household's benefit, as it had to when proposed: another visit
+    approved or a supervisor's correction since may have moved the benefit past it, and carrying it out
+    then would do the opposite of what it says (a "raise" that cuts). The team proposes again on the
+    household as it stands. An amended revision's proposal, carried over from the approval it amends and
+    already in effect, changes nothing and is no outdated one. An archived household gets nothing
+    carried out."""
+    if visit.outcome is None or household.deleted_at is not None:
+        return
+    current = household.monthly_benefit_fen
+    why = amount_contradicts(visit.outcome, visit.outcome_amount_fen, current)
+    if why is None or await _carried_and_in_effect(session, visit, household):
+        return
+    raise Conflict(
+        f"The proposal no longer fits the household: {why}. The benefit changed since it was proposed; "
+        "return the file so the team proposes again.",
+        code="proposal_outdated",
+        details={
+            "proposal": {"outcome": visit.outcome, "amount_fen": visit.outcome_amount_fen},
+            "monthly_benefit_fen": current,
+        },
+    )
+
+
+async def _carried_and_in_effect(session: AsyncSession, visit: Visit, household: Household) -> bool:
+    """The visit is an amended revision whose proposal is the approved one of the revision it amends, and
+    the household stands where that approval put it."""
+    if visit.previous_id is None:
+        return False
+    previous = await session.get(Visit, visit.previous_id)
+    proposal = (visit.outcome, visit.outcome_amount_fen)
+    if previous is None or (previous.outcome, previous.outcome_amount_fen) != proposal:
+        return False
+    assert visit.outcome is not None  # _require_proposal_current asks only about a visit with one
+    effect = households.outcome_values(visit.outcome, visit.outcome_amount_fen)
+    return all(getattr(household, field) == value for field, value in effect.items())
 
 
 async def _require_publicity_done(session: AsyncSession, visit: Visit, rules: RulePack) -> None:

@@ -719,7 +719,7 @@ async def propose(
             f"A proposal to {proposal.outcome} needs the monthly amount in fen.",
             details=[{"field": "amount_fen", "message": "required for this outcome"}],
         )
-    if why := _amount_contradicts(proposal, household.monthly_benefit_fen):
+    if why := amount_contradicts(proposal.outcome, proposal.amount_fen, household.monthly_benefit_fen):
         raise Invalid(
             f"amount_fen: {why}",
             code="amount_contradicts_outcome",
@@ -737,22 +737,21 @@ async def propose(
     return await visit_out(session, visit, household, rules)
 
 
-def _amount_contradicts(proposal: Proposal, current_fen: int) -> str | None:
+def amount_contradicts(outcome: str, amount: int | None, current_fen: int) -> str | None:
     """A raise that lowers the amount (or a reduce that raises it, a "no change" that changes it, a stop
     that keeps paying) is a slip of the finger that a reviewer would approve unread: refuse it where it
-    is typed."""
-    amount = proposal.amount_fen
+    is typed. The last level's approval asks again (reviews.py): the benefit may have moved since."""
     if amount is None:
         return None
-    if proposal.outcome == "raise" and amount <= current_fen:
+    if outcome == "raise" and amount <= current_fen:
         return f"a raise must exceed the current {current_fen} fen a month"
-    if proposal.outcome == "reduce" and not 0 < amount < current_fen:
+    if outcome == "reduce" and not 0 < amount < current_fen:
         return f"a reduction must be above 0 (that is a stop) and below the current {current_fen} fen a month"
-    if proposal.outcome == "admit" and amount <= 0:
+    if outcome == "admit" and amount <= 0:
         return "an admission needs a monthly amount above 0"
-    if proposal.outcome == "no_change" and amount != current_fen:
+    if outcome == "no_change" and amount != current_fen:
         return f"no change keeps the current {current_fen} fen a month"
-    if proposal.outcome == "stop" and amount != 0:
+    if outcome == "stop" and amount != 0:
         return "a stop pays nothing: 0 fen a month, or no amount"
     return None
 

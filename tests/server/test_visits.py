@@ -31,6 +31,7 @@ from tests.helpers import (
     run_db,
     waiting_on_locks,
 )
+from tests.sync.test_sync_protocol import _recheck_decided
 from tests.visit_flow import (
     PLACEHOLDER_PHOTOS,
     TEAM,
@@ -1096,6 +1097,72 @@ def test_the_county_visits_a_file_filed_separately_or_complained_about_itself(cl
         "step.publicize:objections, step.publicize:tip_offs"
         in refused.json()["error"]["details"][0]["message"]
     )
+
+
+def _benefit_set_at_a_desk(client: Client, registry_no: str, fen: int) -> None:
+    """A supervisor corrects the household's monthly benefit (a guarded field) through the API."""
+    desk = login(client, "demo-reviewer-community", device="desk")
+    url = f"/api/v1/households/{household_id(registry_no)}"
+    version = client.get(url, headers=desk).json()["version"]
+    edited = client.patch(url, json={"version": version, "monthly_benefit_fen": fen}, headers=desk)
+    assert edited.status_code == 200, edited.text
+
+
+def _benefit(client: Client, registry_no: str) -> int:
+    desk = login(client, "demo-reviewer-community", device="desk")
+    household = client.get(f"/api/v1/households/{household_id(registry_no)}", headers=desk).json()
+    return int(household["monthly_benefit_fen"])
+
+
+def test_the_last_level_refuses_a_proposal_the_household_has_outgrown(client: Client) -> None:
+    """A raise is checked against the household's benefit when proposed. When the benefit rose past it
+    before the county approved (a supervisor's correction, another visit approved), the approval still
+    carried the "raise" out, cutting the household's benefit under the name of a raise."""
+    before = _benefit(client, "DB-C01-0002")
+    raised = before + 20000
+    visit = _recheck_decided(client, "DB-C01-0002", "increase", "raise", raised)
+    _benefit_set_at_a_desk(client, "DB-C01-0002", before + 30000)
+
+    refused = review(client, visit, "demo-approver-district", "approve")
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "proposal_outdated"
+    assert error["details"] == {
+        "proposal": {"outcome": "raise", "amount_fen": raised},
+        "monthly_benefit_fen": before + 30000,
+    }
+    assert _benefit(client, "DB-C01-0002") == before + 30000  # nothing carried out
+    desk = login(client, "demo-approver-district", device="desk")
+    assert client.get(f"/api/v1/visits/{visit['id']}", headers=desk).json()["status"] == "in_review"
+    returned = review(client, visit, "demo-approver-district", "return", "请按现发放金额重新提出意见")
+    assert returned.status_code == 200, returned.text  # the way out: the team proposes again
+
+
+def test_an_amended_revision_of_an_applied_outcome_is_approved_again(client: Client) -> None:
+    """An amended revision carries its approved proposal over, already in effect on the household: its
+    re-approval changes nothing and is no outdated proposal. Once the benefit moved on, it is one."""
+    before = _benefit(client, "DB-C01-0002")
+    visit = _recheck_decided(client, "DB-C01-0002", "increase", "raise", before + 20000)
+    assert review(client, visit, "demo-approver-district", "approve").status_code == 200
+    assert _benefit(client, "DB-C01-0002") == before + 20000
+    worker = login(client, TEAM[0])
+
+    for outcome_moved_on in (False, True):
+        revision = client.post(f"/api/v1/visits/{visit['id']}/amend", headers=worker).json()
+        assert revision["proposal"]["outcome"] == "raise"
+        assert submit(client, revision, worker).status_code == 200
+        for reviewer in ("demo-reviewer-community", "demo-reviewer-subdistrict"):
+            assert review(client, revision, reviewer, "approve").status_code == 200
+        if outcome_moved_on:
+            _benefit_set_at_a_desk(client, "DB-C01-0002", before + 25000)
+        decided = review(client, revision, "demo-approver-district", "approve")
+        if outcome_moved_on:
+            assert decided.status_code == 409 and decided.json()["error"]["code"] == "proposal_outdated"
+            assert _benefit(client, "DB-C01-0002") == before + 25000
+        else:
+            assert decided.status_code == 200 and decided.json()["status"] == "approved", decided.text
+            assert _benefit(client, "DB-C01-0002") == before + 20000
+        visit = revision
 
 
 def test_only_the_last_level_refuses_a_file(client: Client) -> None:
