@@ -40,10 +40,27 @@ def _node_level_of(actor: Actor) -> int:
     return actor.jurisdiction_path.strip("/").count("/") + 1
 
 
+def _may_decide(actor: Actor, at: ReviewLevel) -> bool:
+    return actor.role == at.role and _node_level_of(actor) == NODE_DEPTH[at.node_level]
+
+
 def _require_authority(actor: Actor, at: ReviewLevel) -> None:
-    if actor.role != at.role or _node_level_of(actor) != NODE_DEPTH[at.node_level]:
+    if not _may_decide(actor, at):
         raise Forbidden(
             f"Level '{at.code}' is decided by a {at.role} of a {at.node_level}.", code="not_your_review_level"
+        )
+
+
+def _require_some_level(actor: Actor, rules: RulePack) -> None:
+    """Checked before anything about the file: someone who decides at no level of the pack (a field
+    worker, an administrator) hears that the review is not theirs, not that the file changed since they
+    read it, which would say that reading it again would let them decide."""
+    if not any(_may_decide(actor, at) for at in rules.review_levels):
+        raise Forbidden(
+            "Your role and node decide at no review level; "
+            + ", ".join(f"'{at.code}' by a {at.role} of a {at.node_level}" for at in rules.review_levels)
+            + ".",
+            code="not_your_review_level",
         )
 
 
@@ -62,7 +79,8 @@ def _require_last_level(visit: Visit, rules: RulePack) -> None:
 async def decide(
     session: AsyncSession, actor: Actor, visit_id: uuid.UUID, decision: ReviewDecision, rules: RulePack
 ) -> VisitOut:
-    visit, household = await get(session, actor, visit_id, lock=True)
+    visit, household = await get(session, actor, visit_id, lock=True)  # outside their node: 404
+    _require_some_level(actor, rules)
     decision = _with_reason_stripped(decision)
     if await _decided_already(session, actor, visit, decision, rules):
         return await visit_out(session, visit, household, rules)  # the same decision sent again

@@ -1019,6 +1019,32 @@ def test_a_decision_on_a_visit_changed_since_the_reviewer_read_it_is_refused(cli
     assert review(client, visit, reviewer, "approve").json()["review_level"] == 2  # read again: decided
 
 
+def test_someone_who_decides_at_no_level_hears_so_whatever_version_they_read(client: Client) -> None:
+    """A field worker or an administrator never decides a review. Sent with a view of the file from
+    before it changed, their decision was answered 409 visit_changed, as if reading it again would let
+    them decide; it is not theirs, and they hear 403 not_your_review_level. A reviewer of the chain who
+    read it before it changed is still told to read it again: it may have just reached their level (or
+    left it)."""
+    visit, worker = completed_visit(client)
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    before = {
+        name: seen(client, visit, login(client, name, device="desk"))
+        for name in ("demo-worker-1", "demo-admin", "demo-reviewer-subdistrict")
+    }
+    assert review(client, visit, "demo-reviewer-community", "approve").status_code == 200  # now at level 2
+
+    for name in ("demo-worker-1", "demo-admin"):
+        refused = review(client, visit, name, "approve", on=before[name])
+        assert (refused.status_code, refused.json()["error"]["code"]) == (403, "not_your_review_level")
+    stale = review(
+        client, visit, "demo-reviewer-subdistrict", "approve", on=before["demo-reviewer-subdistrict"]
+    )
+    assert (stale.status_code, stale.json()["error"]["code"]) == (409, "visit_changed")
+    read_again = review(client, visit, "demo-reviewer-subdistrict", "approve")
+    assert read_again.status_code == 200 and read_again.json()["review_level"] == 3, read_again.text
+
+
 def _recheck_at_the_last_level(client: Client, registry_no: str, extra: list[Filled]) -> dict[str, Any]:
     """A re-check answered in full plus `extra`, submitted and approved up to the last level."""
     visit = assign(client, registry_no, purpose="scheduled_recheck")
