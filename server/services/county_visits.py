@@ -47,11 +47,12 @@ def why_required(answers: VisitAnswers) -> list[str]:
 def require_county_visit(visit: Visit, answers: VisitAnswers, decision: ReviewDecision) -> None:
     """A confirmation (approval or refusal) at the last level of a file that needs the confirming level's
     own home visit states the day it was made: on or after the day the file was submitted, and not in the
-    future (China Standard Time)."""
-    reasons = why_required(answers)
-    if not reasons:
-        return
+    future (China Standard Time). A day stated where none is required goes on the timeline all the same,
+    so it is checked the same way."""
     day = decision.county_home_visit_on
+    reasons = why_required(answers)
+    if not reasons and day is None:
+        return
     if day is None:
         raise Invalid(
             "This file needs the confirming level's own home visit before it is decided (2021 办法 Art 20: "

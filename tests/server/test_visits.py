@@ -1019,6 +1019,26 @@ def test_a_decision_on_a_visit_changed_since_the_reviewer_read_it_is_refused(cli
     assert review(client, visit, reviewer, "approve").json()["review_level"] == 2  # read again: decided
 
 
+def test_a_county_visit_stated_where_none_was_required_is_checked_too(client: Client) -> None:
+    """The approver may state the county's home visit on a file that did not require it, and the day goes
+    into the file's timeline. Only a required day was checked: tomorrow's went into the record."""
+    plain = _recheck_at_the_last_level(client, "DB-C01-0003", [])
+    desk = login(client, "demo-approver-district", device="desk")
+    tomorrow = (today() + dt.timedelta(days=1)).isoformat()
+    body = {"decision": "approve", "reason": PLACEHOLDER_PHOTOS, "accept_missing_evidence": True}
+    refused = client.post(
+        f"/api/v1/visits/{plain['id']}/review",
+        json=body | seen(client, plain, desk) | {"county_home_visit_on": tomorrow},
+        headers=desk,
+    )
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "validation_error"), refused.text
+    assert refused.json()["error"]["details"][0]["field"] == "county_home_visit_on"
+    approved = review(client, plain, "demo-approver-district", "approve")  # today's: stated and shown
+    assert approved.status_code == 200, approved.text
+    events = client.get(f"/api/v1/visits/{plain['id']}/timeline", headers=desk).json()
+    assert events[-1]["county_home_visit_on"] == today().isoformat()
+
+
 def test_someone_who_decides_at_no_level_hears_so_whatever_version_they_read(client: Client) -> None:
     """A field worker or an administrator never decides a review. Sent with a view of the file from
     before it changed, their decision was answered 409 visit_changed, as if reading it again would let
