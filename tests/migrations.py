@@ -24,12 +24,14 @@ async def downgrade_to(db: Database, revision: str) -> None:
         await conn.commit()
 
 
-async def upgrade_counting_seqs(db: Database) -> tuple[int, int]:
-    """Upgrade to head; the change feed's sequence before and after (a data migration that stamps rows
-    for devices takes numbers of its own)."""
+async def upgrade_counting_seqs(db: Database, *, through: str) -> tuple[int, int]:
+    """Upgrade to head; the change feed's sequence before and right after revision ``through`` (a data
+    migration that stamps rows for devices takes numbers of its own, and later ones may too)."""
     before = await _feed_seq(db)
+    await upgrade(db, through)
+    after = await _feed_seq(db)
     await upgrade(db)
-    return before, await _feed_seq(db)
+    return before, after
 
 
 async def _feed_seq(db: Database) -> int:

@@ -36,7 +36,7 @@ async def _migrate(url: str) -> dict[str, Any]:
                 ).scalars()
             ]
         before = await _member_rows(db)
-        seqs = await upgrade_counting_seqs(db)
+        seqs = await upgrade_counting_seqs(db, through="0012")
         return {"members": members, "before": before, "after": await _member_rows(db), "seqs": seqs}
     finally:
         await db.dispose()

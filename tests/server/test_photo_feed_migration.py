@@ -57,7 +57,7 @@ async def _migrate(url: str) -> dict[str, Any]:
         await downgrade_to(db, "0005")
         at_0005 = await _feed_photos(db)
         sha, c01, c03 = await _share_a_photo_with_another_community(db)
-        seqs = await upgrade_counting_seqs(db)
+        seqs = await upgrade_counting_seqs(db, through="0006")
         return {
             "head": at_head,
             "0005": at_0005,

@@ -57,7 +57,7 @@ async def _migrate(url: str) -> dict[str, Any]:
                     for sha in (CUT, DAMAGED)
                 ],
             )
-        seqs = await upgrade_counting_seqs(db)
+        seqs = await upgrade_counting_seqs(db, through="0013")
         async with db.engine.connect() as conn:
             refusals = dict((await conn.execute(select(PhotoRefusal.sha256, PhotoRefusal.code))).all())
             query = select(SyncChange.entity_id, SyncChange.seq).where(SyncChange.entity == "photo")
