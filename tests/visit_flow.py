@@ -20,6 +20,8 @@ from tests.helpers import Client, household_id, login, run_db
 
 Headers = dict[str, str]
 TEAM = ("demo-worker-1", "demo-worker-2")
+LEVELS = ("demo-reviewer-community", "demo-reviewer-subdistrict", "demo-approver-district")
+"""Who decides at each review level of the default rule pack, for the demo households."""
 GPS = {"lat": 38.041, "lon": 114.512, "accuracy_m": 6.5, "provider": "gps", "mock": False}
 
 
@@ -218,3 +220,22 @@ def completed_visit(
     answers = [a for a in complete_answers(client, visit, worker) if not (drop and drop(a))]
     post_answers(client, visit, worker, answers)
     return visit, worker
+
+
+def recheck_decided(client: Client, registry_no: str, on_form: str, outcome: str, amount: int | None) -> Any:
+    """A re-check of `registry_no` whose signed form and proposal say `outcome` (`on_form` on the form),
+    submitted and approved at every level below the last: the last level's approval, not yet sent."""
+    visit = assign(client, registry_no, purpose="scheduled_recheck")
+    worker = login(client, TEAM[0])
+    form = [Filled("form.recheck", "outcome_proposed", None, on_form)]
+    form += [Filled("form.recheck", "proposed_amount_fen", None, amount)] if amount is not None else []
+    post_answers(client, visit, worker, [*complete_answers(client, visit, worker), *form])
+    body = {"outcome": outcome, "reason": "家庭收入减少 (income fell)"} | (
+        {"amount_fen": amount} if amount is not None else {}
+    )
+    proposed = client.put(f"/api/v1/visits/{visit['id']}/proposal", json=body, headers=worker)
+    assert proposed.status_code == 200, proposed.text
+    assert submit(client, visit, worker).status_code == 200
+    for reviewer in LEVELS[:-1]:
+        assert review(client, visit, reviewer, "approve").status_code == 200
+    return visit

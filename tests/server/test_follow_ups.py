@@ -9,7 +9,7 @@ from typing import Any
 from server.domain.filled import Filled
 from server.services.rules import today
 from tests.helpers import Client, login, node_id
-from tests.visit_flow import TEAM, assign, completed_visit, post_answers, propose, review, submit
+from tests.visit_flow import LEVELS, TEAM, assign, completed_visit, post_answers, propose, review, submit
 
 STEP = "step.publicize"
 
@@ -125,7 +125,7 @@ def test_an_amended_visit_owes_through_its_revision_only(client: Client) -> None
     propose(client, visit, worker)
     submitted = submit(client, visit, worker)
     assert submitted.status_code == 200, submitted.text
-    for username in ("demo-reviewer-community", "demo-reviewer-subdistrict", "demo-approver-district"):
+    for username in LEVELS:
         assert review(client, visit, username, "approve").status_code == 200
     revision = client.post(f"/api/v1/visits/{visit['id']}/amend", headers=worker).json()
 

@@ -8,11 +8,10 @@ from typing import Any
 from server.domain import id_numbers
 from server.domain.filled import Filled
 from tests.helpers import Client, household_id, login
-from tests.visit_flow import TEAM, completed_visit, post_answers, propose, review, submit
+from tests.visit_flow import LEVELS, TEAM, completed_visit, post_answers, propose, review, submit
 
 FORM = "form.employment_income"
 ID = "110101199003074258"
-REVIEWERS = ("demo-reviewer-community", "demo-reviewer-subdistrict", "demo-approver-district")
 
 
 def _referral(member: str, day: str, job: str, response: str, reason: str | None = None) -> list[Filled]:
@@ -33,7 +32,7 @@ def _visit_with_referrals(client: Client, rows: list[list[Filled]]) -> tuple[dic
 def _approved(client: Client, visit: dict[str, Any], worker: dict[str, str]) -> None:
     propose(client, visit, worker)
     assert submit(client, visit, worker).status_code == 200
-    for username in REVIEWERS:
+    for username in LEVELS:
         assert review(client, visit, username, "approve").status_code == 200
 
 

@@ -31,7 +31,6 @@ from tests.helpers import (
     run_db,
     waiting_on_locks,
 )
-from tests.sync.test_sync_protocol import _recheck_decided
 from tests.visit_flow import (
     PLACEHOLDER_PHOTOS,
     TEAM,
@@ -44,6 +43,7 @@ from tests.visit_flow import (
     observation,
     post_answers,
     propose,
+    recheck_decided,
     review,
     seen,
     submit,
@@ -1166,7 +1166,7 @@ def test_the_last_level_refuses_a_proposal_the_household_has_outgrown(client: Cl
     carried the "raise" out, cutting the household's benefit under the name of a raise."""
     before = _benefit(client, "DB-C01-0002")
     raised = before + 20000
-    visit = _recheck_decided(client, "DB-C01-0002", "increase", "raise", raised)
+    visit = recheck_decided(client, "DB-C01-0002", "increase", "raise", raised)
     _benefit_set_at_a_desk(client, "DB-C01-0002", before + 30000)
 
     refused = review(client, visit, "demo-approver-district", "approve")
@@ -1188,7 +1188,7 @@ def test_an_amended_revision_of_an_applied_outcome_is_approved_again(client: Cli
     """An amended revision carries its approved proposal over, already in effect on the household: its
     re-approval changes nothing and is no outdated proposal. Once the benefit moved on, it is one."""
     before = _benefit(client, "DB-C01-0002")
-    visit = _recheck_decided(client, "DB-C01-0002", "increase", "raise", before + 20000)
+    visit = recheck_decided(client, "DB-C01-0002", "increase", "raise", before + 20000)
     assert review(client, visit, "demo-approver-district", "approve").status_code == 200
     assert _benefit(client, "DB-C01-0002") == before + 20000
     worker = login(client, TEAM[0])

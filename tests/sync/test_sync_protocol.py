@@ -54,6 +54,7 @@ from tests.server.test_photos import answer_with
 from tests.sync.conftest import MakeDevice
 from tests.tus import sha256, upload
 from tests.visit_flow import (
+    LEVELS,
     TEAM,
     assign,
     complete_answers,
@@ -61,6 +62,7 @@ from tests.visit_flow import (
     observation,
     post_answers,
     propose,
+    recheck_decided,
     review,
     submit,
     user_id,
@@ -1087,28 +1089,6 @@ def test_a_guarded_field_waits_for_a_supervisor(make_device: MakeDevice, client:
     assert found["server_value"] == before["monthly_benefit_fen"]  # the value it replaced is kept too
 
 
-LEVELS = ("demo-reviewer-community", "demo-reviewer-subdistrict", "demo-approver-district")
-
-
-def _recheck_decided(client: Client, registry_no: str, on_form: str, outcome: str, amount: int | None) -> Any:
-    """A re-check of `registry_no` whose signed form and proposal say `outcome` (`on_form` on the form),
-    submitted and approved at every level below the last: the last level's approval, not yet sent."""
-    visit = assign(client, registry_no, purpose="scheduled_recheck")
-    worker = login(client, TEAM[0])
-    form = [Filled("form.recheck", "outcome_proposed", None, on_form)]
-    form += [Filled("form.recheck", "proposed_amount_fen", None, amount)] if amount is not None else []
-    post_answers(client, visit, worker, [*complete_answers(client, visit, worker), *form])
-    body = {"outcome": outcome, "reason": "家庭收入减少 (income fell)"} | (
-        {"amount_fen": amount} if amount is not None else {}
-    )
-    proposed = client.put(f"/api/v1/visits/{visit['id']}/proposal", json=body, headers=worker)
-    assert proposed.status_code == 200, proposed.text
-    assert submit(client, visit, worker).status_code == 200
-    for reviewer in LEVELS[:-1]:
-        assert review(client, visit, reviewer, "approve").status_code == 200
-    return visit
-
-
 @pytest.mark.parametrize(
     ("on_form", "outcome", "more_fen", "status"),
     [("increase", "raise", 20000, None), ("stop", "stop", None, "exited")],
@@ -1129,7 +1109,7 @@ def test_an_approved_outcome_takes_effect_on_the_household(
     before = tablet.record("household", H2)
     assert before is not None and before["monthly_benefit_fen"] > 0
     amount = before["monthly_benefit_fen"] + more_fen if more_fen else None
-    visit = _recheck_decided(client, "DB-C01-0002", on_form, outcome, amount)
+    visit = recheck_decided(client, "DB-C01-0002", on_form, outcome, amount)
     reviewer = login(client, "demo-reviewer-community", device="desk")
     assert client.get(f"/api/v1/households/{H2}", headers=reviewer).json()["version"] == before["version"]
 
@@ -1236,7 +1216,7 @@ def test_the_countys_home_visit_reaches_the_devices_with_the_timeline(
     """A tablet shows a visit's timeline from its visit events. The county's own home visit (2021 办法 Art
     20) was only in the approval's audit row: the team's tablets, like the timeline, never showed that
     the county had been to the household, nor when."""
-    visit = _recheck_decided(client, "DB-C01-0003", "no_change", "no_change", None)
+    visit = recheck_decided(client, "DB-C01-0003", "no_change", "no_change", None)
     assert review(client, visit, LEVELS[-1], "approve").status_code == 200  # the filler's tip-off row
     tablet = make_device("demo-worker-1")
     tablet.sync()
