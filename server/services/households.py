@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import uuid
 from typing import Any
@@ -35,7 +34,7 @@ from server.errors import (
     id_in_use,
     stated_reason,
 )
-from server.services import audit, edits, lock_order, transaction
+from server.services import audit, cursors, edits, lock_order, transaction
 from server.services.actor import Actor, communities_in_scope, under
 from sync.merge import rank
 
@@ -125,33 +124,13 @@ async def list_page(
     if status is not None:
         query = query.where(Household.status == status)
     if cursor:
-        after = _decode_cursor(cursor)
+        after = cursors.decode(cursor)
         query = query.where(tuple_(Household.registry_no, Household.id) > tuple_(after[0], after[1]))
     rows = list((await session.execute(query)).scalars())
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = _encode_cursor(rows[-1]) if more else None
+    next_cursor = cursors.encode(rows[-1].registry_no, rows[-1].id) if more else None
     return HouseholdPage(items=[household_out(h) for h in rows], next_cursor=next_cursor)
-
-
-def _encode_cursor(h: Household) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode([h.registry_no, str(h.id)])).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[str, uuid.UUID]:
-    try:
-        registry_no, raw_id = msgspec.json.decode(
-            base64.urlsafe_b64decode(cursor.encode()), type=tuple[str, str]
-        )
-        if "\x00" in registry_no:  # no registry number holds one, and PostgreSQL cannot compare it
-            raise ValueError(registry_no)
-        return registry_no, uuid.UUID(raw_id)
-    except (ValueError, msgspec.DecodeError):
-        raise Invalid(
-            "The cursor is not one this server handed out.",
-            code="bad_cursor",
-            details=[{"field": "cursor", "message": "unknown cursor"}],
-        ) from None
 
 
 def require_writer(actor: Actor) -> None:

@@ -3,11 +3,9 @@ jurisdiction."""
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Sequence
 
-import msgspec
 from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,7 +14,7 @@ from schemas.auth import UserCreate, UserOut, UserPage
 from server.db.models import Device, Jurisdiction, Level, User
 from server.domain.usernames import MAX_LENGTH, lookalike_problem, read_username, size_problem
 from server.errors import Conflict, Invalid, NotFound
-from server.services import audit, auth
+from server.services import audit, auth, cursors
 from server.services.actor import Actor, under
 
 # Which level of the tree each role is bound to (reviewers may sit at a community or a subdistrict).
@@ -154,32 +152,12 @@ async def list_page(
     if active is not None:
         query = query.where(User.active.is_(active))
     if cursor:
-        query = query.where(tuple_(User.username, User.id) > tuple_(*_decode_cursor(cursor)))
+        query = query.where(tuple_(User.username, User.id) > tuple_(*cursors.decode(cursor)))
     rows = list((await session.execute(query)).all())
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = _encode_cursor(rows[-1][0]) if more else None
+    next_cursor = cursors.encode(rows[-1][0].username, rows[-1][0].id) if more else None
     return UserPage(items=[user_out(user, path) for user, path in rows], next_cursor=next_cursor)
-
-
-def _encode_cursor(user: User) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode([user.username, str(user.id)])).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[str, uuid.UUID]:
-    try:
-        username, raw_id = msgspec.json.decode(
-            base64.urlsafe_b64decode(cursor.encode()), type=tuple[str, str]
-        )
-        if "\x00" in username:  # no username holds one, and PostgreSQL cannot compare it
-            raise ValueError(username)
-        return username, uuid.UUID(raw_id)
-    except (ValueError, msgspec.DecodeError):
-        raise Invalid(
-            "The cursor is not one this server handed out.",
-            code="bad_cursor",
-            details=[{"field": "cursor", "message": "unknown cursor"}],
-        ) from None
 
 
 async def set_active(session: AsyncSession, actor: Actor, user_id: uuid.UUID, active: bool) -> UserOut:
