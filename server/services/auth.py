@@ -283,11 +283,12 @@ async def _device(
     ).scalar_one_or_none()
     if device is not None and device.revoked_at is not None:
         await _refuse_revoked(session, _actor(user, path, device.id, None, request_id))
+    # A device id is the install's, whoever signs in on it: revoked under one account, it is revoked
+    # under every other too (a colleague's password on a lost tablet made it work again), even one that
+    # had signed in on it before (a row revoked before `revoke_device` revoked the install's every row).
+    if (elsewhere := await _revoked_elsewhere(session, device_key)) is not None:
+        await _refuse_revoked(session, _actor(user, path, elsewhere, None, request_id))
     if device is None:
-        # A device id is the install's, whoever signs in on it: revoked under one account, it is revoked
-        # under every other too (a colleague's password on a lost tablet made it work again).
-        if (elsewhere := await _revoked_elsewhere(session, device_key)) is not None:
-            await _refuse_revoked(session, _actor(user, path, elsewhere, None, request_id))
         device = Device(id=uuid.uuid4(), user_id=user.id, device_key=device_key)
         session.add(device)
         await session.flush()  # the token row refers to it
@@ -381,9 +382,39 @@ async def revoke_device(session: AsyncSession, actor: Actor, device_id: uuid.UUI
     now = utcnow()
     if device.revoked_at is None:
         device.revoked_at = now
+    # The install is lost, not one account's use of it: a colleague who had signed in on the same tablet
+    # kept a working session there, whatever jurisdiction they are bound to.
+    same_install = (
+        (
+            await session.execute(
+                select(Device)
+                .where(
+                    Device.device_key == device.device_key,
+                    Device.id != device.id,
+                    Device.revoked_at.is_(None),
+                )
+                .with_for_update()
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for other in same_install:
+        other.revoked_at = now
+        audit.record(
+            session,
+            actor,
+            "device.revoke",
+            "device",
+            other.id,
+            {"user_id": other.user_id, "same_install_as": device_id},
+        )
     await session.execute(
         update(AuthToken)
-        .where(AuthToken.device_id == device_id, AuthToken.revoked_at.is_(None))
+        .where(
+            AuthToken.device_id.in_([device_id, *(other.id for other in same_install)]),
+            AuthToken.revoked_at.is_(None),
+        )
         .values(revoked_at=now)
     )
     audit.record(session, actor, "device.revoke", "device", device_id, {"user_id": device.user_id})

@@ -227,6 +227,29 @@ def test_a_revoked_device_stays_revoked_whoever_signs_in_on_it(client: Client) -
     assert [(r.entity_id, r.changes) for r in refused] == [(target["id"], {"code": "device_revoked"})]
 
 
+def test_revoking_a_shared_tablet_ends_every_account_on_it(client: Client) -> None:
+    """A tablet two workers had signed in on, revoked from the owner's row in the admin's list: the
+    colleague's session on it kept working, and their password signed it in again, since only a
+    colleague with no row of their own for that device id was refused."""
+    owner = client.get("/api/v1/auth/me", headers=login(client, "demo-worker-1", device="shared-tablet"))
+    colleague = login(client, "demo-worker-2", device="shared-tablet")
+    admin = login(client, "demo-admin", device="desk")
+    target = next(
+        d
+        for d in client.get("/api/v1/admin/devices", headers=admin).json()
+        if d["device_id"] == "shared-tablet" and d["user_id"] == owner.json()["id"]
+    )
+    assert client.post(f"/api/v1/admin/devices/{target['id']}/revoke", headers=admin).status_code == 200
+
+    assert client.get("/api/v1/auth/me", headers=colleague).status_code == 401
+    again = attempt(client, "demo-worker-2", "demo", device="shared-tablet")
+    assert again.status_code == 403, again.text
+    assert again.json()["error"]["code"] == "device_revoked"
+    listed = client.get("/api/v1/admin/devices", headers=admin).json()
+    assert all(d["revoked_at"] for d in listed if d["device_id"] == "shared-tablet")
+    assert len(audit_rows(client, "device.revoke")) == 2
+
+
 def test_only_admins_reach_admin_routes(client: Client) -> None:
     worker = login(client, "demo-worker-1")
     assert client.get("/api/v1/admin/devices", headers=worker).status_code == 403
