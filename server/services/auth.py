@@ -211,7 +211,9 @@ def _count_failure(settings: Settings, throttle: LoginThrottle, now: dt.datetime
     throttle.failures += 1
     over = throttle.failures - settings.login_max_failures
     if over >= 0:  # each further failure doubles the wait, up to an hour
-        throttle.locked_until = now + min(window * (2**over), MAX_LOCKOUT)
+        # Doubled at most 16 times (a window of even 1 s is then past the hour): doubled once per failure,
+        # about 40 of a patient guesser's made a wait no date can hold, a 500 that counted nothing.
+        throttle.locked_until = now + min(window * (2 ** min(over, 16)), MAX_LOCKOUT)
     return over >= 0
 
 

@@ -104,6 +104,23 @@ def test_a_failure_after_a_lockout_doubles_the_wait_until_a_quiet_window_passes(
     assert attempt(client, "demo-worker-2", "demo").status_code == 200
 
 
+def test_a_guesser_who_keeps_at_it_for_days_stays_locked_out_an_hour_at_a_time(client: Client) -> None:
+    """One wrong password as each lockout ended doubled a wait that the hour caps, but the doubling was
+    computed before the cap: after about 40 of them (under two days) it no longer fit in a date, every
+    wrong password was a 500 that counted nothing, and guessing went on unthrottled."""
+    for _ in range(5):
+        assert attempt(client, "demo-worker-2", "guess").status_code == 401
+    for n in range(45):
+        locked = attempt(client, "demo-worker-2", "demo")
+        assert locked.status_code == 429, (n, locked.text)
+        wait = int(locked.headers["retry-after"])
+        assert wait <= 3600
+        moved_back(client, wait + 1)  # the lockout is just over: the next failure still counts
+        wrong = attempt(client, "demo-worker-2", f"guess-{n}")
+        assert wrong.status_code == 401, (n, wrong.text)
+    assert attempt(client, "demo-worker-2", "demo").status_code == 429
+
+
 def test_a_password_typed_as_the_username_is_counted_but_never_stored(client: Client) -> None:
     """A failed sign-in under a name nobody has is counted (guessing at names is slowed down too), and
     such a name is often a password typed into the wrong field: the counter keeps no trace of it."""
