@@ -34,6 +34,8 @@ from server.services.actor import Actor
 
 WRONG = "Wrong username or password."
 MAX_LOCKOUT = dt.timedelta(hours=1)
+NOBODY = uuid.UUID(int=0)
+"""No account's id: what a sign-in under a name nobody has looks its device up under."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,9 @@ async def login(
             .with_for_update(of=User, read=True)
         )
     ).one_or_none()
-    known = row is not None and await _known_device(session, row[0].id, device_key)
+    # Asked for a name nobody has too (of an id no account has): skipped, it made the 429 answer for an
+    # existing account measurably slower (about 0.7 ms in 4), and a locked-out name can be asked forever.
+    known = await _known_device(session, row[0].id if row is not None else NOBODY, device_key)
     key = throttle_key(resolve_secret(settings).encode(), username, device_key if known else None)
     throttle = await _throttle_row(session, key, now)
     if throttle.locked_until and throttle.locked_until > now:
