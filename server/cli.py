@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     reset.add_argument("username")
     reset.add_argument("--password", default=None, help="default: FIVESTEP_NEW_PASSWORD, else asked for")
+    reset.add_argument(
+        "--reactivate", action="store_true", help="also let a deactivated account sign in again"
+    )
 
     admin = commands.add_parser("sync-admin", help="operate the sync feed")
     admin.add_argument(
@@ -291,9 +294,10 @@ async def _reset_password(settings: Settings, args: argparse.Namespace) -> int:
     server's command line may. Audited as the system actor, like create-user."""
     from server.db.engine import Database
     from server.db.models import User
+    from server.domain.usernames import read_username
     from server.errors import DomainError
     from server.services.actor import SYSTEM
-    from server.services.users import reset_password
+    from server.services.users import reset_password, set_active
 
     password = args.password or os.environ.get("FIVESTEP_NEW_PASSWORD") or getpass.getpass("new password: ")
     try:
@@ -305,17 +309,21 @@ async def _reset_password(settings: Settings, args: argparse.Namespace) -> int:
     try:
         async with db.write_session() as session:
             user_id = (
-                await session.execute(select(User.id).where(User.username == args.username))
+                await session.execute(select(User.id).where(User.username == read_username(args.username)))
             ).scalar_one_or_none()
             if user_id is None:
                 print(f"fivestep: no user named {args.username!r}", file=sys.stderr)
                 return 1
             try:
                 user = await reset_password(session, SYSTEM, user_id, password)
+                if args.reactivate:
+                    user = await set_active(session, SYSTEM, user_id, True)
             except DomainError as exc:
                 print(f"fivestep: {exc.message}", file=sys.stderr)
                 return 1
         print(f"new password set for {user.username}; their sessions ended")
+        if not user.active:
+            print(f"{user.username} is deactivated: add --reactivate to let them sign in", file=sys.stderr)
         return 0
     finally:
         await db.dispose()

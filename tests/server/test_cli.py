@@ -326,6 +326,19 @@ def test_reset_password_lets_a_locked_out_admin_back_in_and_ends_their_sessions(
         nobody = fivestep("reset-password", "nobody", "--password", "long enough", cwd=tmp_path)
         assert (nobody.returncode, nobody.stderr) == (1, "fivestep: no user named 'nobody'\n")
         assert sign_in("a-new-one!").status_code == 200
+
+        # Typed as sign-in reads it; a deactivated account stays so unless told.
+        admin = {"Authorization": f"Bearer {sign_in('a-new-one!').json()['token']}"}
+        worker = httpx.get(f"{base}/api/v1/admin/users?role=field_worker", headers=admin).json()["items"][0]
+        httpx.patch(f"{base}/api/v1/admin/users/{worker['id']}", json={"active": False}, headers=admin)
+        env = {"FIVESTEP_NEW_PASSWORD": "worker-pass"}
+        kept_out = fivestep("reset-password", f" {worker['username'].upper()} ", cwd=tmp_path, env=env)
+        assert kept_out.returncode == 0 and "is deactivated: add --reactivate" in kept_out.stderr
+        body = {"username": worker["username"], "password": "worker-pass", "device_id": "tab-9"}
+        assert httpx.post(f"{base}/api/v1/auth/login", json=body).status_code == 401
+        let_in = fivestep("reset-password", worker["username"], "--reactivate", cwd=tmp_path, env=env)
+        assert let_in.returncode == 0 and let_in.stderr == "", let_in.stderr
+        assert httpx.post(f"{base}/api/v1/auth/login", json=body).status_code == 200
     finally:
         server.terminate()
         server.wait(timeout=15)
