@@ -450,14 +450,15 @@ async def add_answers(
     fresh = _new_only(visit, batch, stored)
     if not fresh:
         return
-    if visit.status == VisitStatus.in_review:
-        await _require_new_objections_only(session, visit, fresh, rules)
-    else:
+    in_review = visit.status == VisitStatus.in_review
+    if not in_review or not _objection_answers_only(fresh, rules):
         require_editable(visit)
     pinned = {t["code"]: t["version"] for t in visit.templates}
     problems = [p for i, obs in enumerate(fresh) for p in await _obs_problems(session, i, obs, pinned)]
     if problems:
         raise Invalid("; ".join(f"{p['field']}: {p['message']}" for p in problems), details=problems)
+    if in_review:  # after the values' own checks: a mistyped date is a slip to correct, not a late one
+        await _require_new_objections_only(session, visit, fresh, rules)
     for obs in fresh:
         visit.answer_count += 1
         observation = _observation(visit, obs, pinned[obs.template], actor)
@@ -489,10 +490,9 @@ async def _require_new_objections_only(
     民主评议 before the county confirms). So answers may add objection rows to the publicize step, rows
     begun since the file was submitted: each received within the publicity period and still `pending`
     (or without an outcome yet), which holds the file back at the `after_publicity` level until it is
-    returned and settled. Anything else waits for the return (`409 visit_in_review`)."""
+    returned and settled. The answers are all to that group (`_objection_answers_only`; anything else
+    waits for the return, `409 visit_in_review`) and their values passed their items' checks."""
     group = rules.objection_outcome_item.rsplit(".", 1)[0]
-    if any(o.template != rules.publicity_template or not o.item.startswith(group + ".") for o in fresh):
-        require_editable(visit)
     settled = await _rows_before_submission(session, visit, rules.publicity_template, group)
     answers = await current_answers(session, visit.id)
     step = answers.get(rules.publicity_template, {})
@@ -511,6 +511,12 @@ async def _require_new_objections_only(
     ends = publicity_ends(visit, answers, rules)
     for row, values in rows.items():
         _require_pending_in_period(row, values, posted, ends, rules)
+
+
+def _objection_answers_only(fresh: list[ObservationIn], rules: RulePack) -> bool:
+    """Every answer is to the publicize step's objection group: the only answers a file in review takes."""
+    group = rules.objection_outcome_item.rsplit(".", 1)[0]
+    return all(o.template == rules.publicity_template and o.item.startswith(group + ".") for o in fresh)
 
 
 async def _rows_before_submission(session: AsyncSession, visit: Visit, template: str, group: str) -> set[str]:
@@ -542,7 +548,7 @@ def _require_pending_in_period(
     try:
         day: dt.date | None = dt.date.fromisoformat(received)
     except (TypeError, ValueError):
-        day = None  # the item's own check names the bad value
+        day = None  # not reached: the item's own check refused the value (422) before
     if day is not None and posted is not None and ends is not None and posted <= day <= min(ends, today()):
         return
     raise Conflict(

@@ -439,6 +439,25 @@ def test_an_objection_during_the_publicity_is_recorded_while_the_file_is_in_revi
     assert held.json()["error"]["details"]["rows"] == [str(raised[0].row_id)]
 
 
+def test_a_mistyped_objection_on_a_file_in_review_is_named_as_mistyped(client: Client) -> None:
+    """An objection recorded while the file is in review with a date that is no date, or an outcome that
+    is none of the options, is a typing slip the team corrects: it was answered 409 (outside the
+    publicity, or visit_in_review), which sent the team to argue about the dates instead of the value."""
+    visit = assign(client)
+    worker = login(client, TEAM[0])
+    posted = today() - dt.timedelta(days=8)
+    post_answers(client, visit, worker, complete_answers(client, visit, worker, day=posted))
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    row = uuid.uuid4()
+    url = f"/api/v1/visits/{visit['id']}/observations"
+    for item, value in (("received_on", "2026-02-30"), ("outcome", "maybe")):
+        slip = [Filled("step.publicize", f"objections.{item}", row, value)]
+        sent = client.post(url, json={"observations": [observation(a) for a in slip]}, headers=worker)
+        assert (sent.status_code, sent.json()["error"]["code"]) == (422, "validation_error"), sent.text
+        assert f"objections.{item}" in sent.json()["error"]["message"]
+
+
 def test_an_objection_settled_by_democratic_appraisal_needs_the_appraisal_on_record(client: Client) -> None:
     """An objection during publicity is settled by re-investigation or by democratic appraisal (民主评议;
     2021 办法 Art 19, research.md §2 step 4a). An objection recorded as settled by an appraisal, in a
