@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.rules import ReviewLevel, RulePack
 from schemas.visits import ReviewDecision, VisitOut
-from server.db.models import Household, Visit, VisitStatus, VisitTransition
+from server.db.models import Household, HouseholdStatus, Visit, VisitStatus, VisitTransition
 from server.db.types import utcnow
 from server.domain.answers import Answers, rows_of
 from server.errors import Conflict, Forbidden, stated_reason
@@ -248,7 +248,9 @@ async def _require_proposal_current(session: AsyncSession, visit: Visit, househo
     if visit.outcome is None or household.deleted_at is not None:
         return
     current = household.monthly_benefit_fen
-    why = amount_contradicts(visit.outcome, visit.outcome_amount_fen, current)
+    why = amount_contradicts(visit.outcome, visit.outcome_amount_fen, current) or _stopped_since(
+        visit, household
+    )
     if why is None or await _carried_and_in_effect(session, visit, household):
         return
     raise Conflict(
@@ -259,6 +261,20 @@ async def _require_proposal_current(session: AsyncSession, visit: Visit, househo
             "proposal": {"outcome": visit.outcome, "amount_fen": visit.outcome_amount_fen},
             "monthly_benefit_fen": current,
         },
+    )
+
+
+def _stopped_since(visit: Visit, household: Household) -> str | None:
+    """A stop approved on another visit meanwhile: the household is exited, and a raise, a reduction or
+    a phase-out carried out now would pay it again while it stays exited. Only an admission (a new
+    application) or another stop still fits it."""
+    assert visit.outcome is not None  # _require_proposal_current asks only about a visit with one
+    if household.status != HouseholdStatus.exited or visit.outcome in ("admit", "stop"):
+        return None
+    if not households.outcome_values(visit.outcome, visit.outcome_amount_fen):
+        return None  # changes nothing
+    return (
+        f"the household's benefit was stopped (status exited): a {visit.outcome} has nothing left to change"
     )
 
 

@@ -1203,6 +1203,25 @@ def test_the_last_level_refuses_a_proposal_the_household_has_outgrown(client: Cl
     assert returned.status_code == 200, returned.text  # the way out: the team proposes again
 
 
+def test_the_last_level_refuses_a_raise_for_a_household_stopped_meanwhile(client: Client) -> None:
+    """Two re-checks of one household are open at once (a scheduled one, one after a tip-off). The county
+    stops the benefit on one, then approves the other's raise: the raise set the amount again on a
+    household still marked exited, which every device showed as exited and paid."""
+    before = _benefit(client, "DB-C01-0002")
+    raised = before + 20000
+    raise_visit = recheck_decided(client, "DB-C01-0002", "increase", "raise", raised)
+    stop_visit = recheck_decided(client, "DB-C01-0002", "stop", "stop", None)
+    assert review(client, stop_visit, "demo-approver-district", "approve").status_code == 200
+    assert _benefit(client, "DB-C01-0002") == 0
+
+    refused = review(client, raise_visit, "demo-approver-district", "approve")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "proposal_outdated"
+    desk = login(client, "demo-reviewer-community", device="desk")
+    household = client.get(f"/api/v1/households/{household_id('DB-C01-0002')}", headers=desk).json()
+    assert (household["status"], household["monthly_benefit_fen"]) == ("exited", 0)
+
+
 def test_an_amended_revision_of_an_applied_outcome_is_approved_again(client: Client) -> None:
     """An amended revision carries its approved proposal over, already in effect on the household: its
     re-approval changes nothing and is no outdated proposal. Once the benefit moved on, it is one."""
