@@ -239,3 +239,15 @@ def recheck_decided(client: Client, registry_no: str, on_form: str, outcome: str
     for reviewer in LEVELS[:-1]:
         assert review(client, visit, reviewer, "approve").status_code == 200
     return visit
+
+
+def in_review_after_publicity(client: Client) -> tuple[dict[str, Any], Headers]:
+    """A visit of DB-C01-0001 answered in full with its notice posted 8 days ago (the 7-day publicity ended
+    yesterday), proposed and submitted: waiting at the first review level."""
+    visit = assign(client)
+    worker = login(client, TEAM[0])
+    posted = today() - dt.timedelta(days=8)
+    post_answers(client, visit, worker, complete_answers(client, visit, worker, day=posted))
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    return visit, worker

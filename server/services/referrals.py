@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.households import JobReferralOut, JobReferralsOut, MemberReferralsOut
-from server.db.models import Visit, VisitStatus
+from server.db.models import Observation, Visit, VisitStatus
 from server.domain import id_numbers, referrals
 from server.services import households, visits
 from server.services.actor import Actor
@@ -21,14 +21,16 @@ async def of_household(session: AsyncSession, actor: Actor, household_id: uuid.U
     """Every visit of the household counts, whatever its status: a referral recorded in a visit still in
     progress is shown unconfirmed, so a reviewer sees a third refusal coming before approving it."""
     await households.get(session, actor, household_id, archived=True, members=False)
+    household_visits = await _visits(session, household_id)
+    arrived = await _referral_answers(session, [v.id for v in household_visits])
     recorded = [
         referrals.RecordedVisit(
             visit_id=visit.id,
             created_at=visit.created_at,
             approved=visit.status == VisitStatus.approved,
-            answers=(await visits.current_answers(session, visit.id)).get(referrals.TEMPLATE, {}),
+            answers=visits.folded(arrived.get(visit.id, [])).get(referrals.TEMPLATE, {}),
         )
-        for visit in await _visits(session, household_id)
+        for visit in household_visits
     ]
     return JobReferralsOut(
         household_id=household_id,
@@ -40,6 +42,26 @@ async def of_household(session: AsyncSession, actor: Actor, household_id: uuid.U
 async def _visits(session: AsyncSession, household_id: uuid.UUID) -> list[Visit]:
     query = select(Visit).where(Visit.household_id == household_id).order_by(Visit.created_at)
     return list((await session.execute(query)).scalars())
+
+
+async def _referral_answers(
+    session: AsyncSession, visit_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[Observation]]:
+    """The answers to Form B's referral group of these visits, per visit in arrival order: one query for
+    all of them, not every answer of every visit."""
+    query = (
+        select(Observation)
+        .where(
+            Observation.visit_id.in_(visit_ids),
+            Observation.template_code == referrals.TEMPLATE,
+            or_(Observation.item == referrals.GROUP, Observation.item.startswith(f"{referrals.GROUP}.")),
+        )
+        .order_by(Observation.visit_id, Observation.ordinal)
+    )
+    by_visit: dict[uuid.UUID, list[Observation]] = {}
+    for obs in (await session.execute(query)).scalars():
+        by_visit.setdefault(obs.visit_id, []).append(obs)
+    return by_visit
 
 
 def _member_out(tally: referrals.MemberTally) -> MemberReferralsOut:

@@ -40,6 +40,7 @@ from tests.visit_flow import (
     complete_answers,
     completed_visit,
     context,
+    in_review_after_publicity,
     observation,
     post_answers,
     propose,
@@ -390,12 +391,8 @@ def test_an_objection_during_the_publicity_is_recorded_while_the_file_is_in_revi
     objection raised during it forces re-investigation or 民主评议 before the county confirms (2021 办法
     Art 19; research.md §2 step 4a). The team could not record it: the file under review refused every
     answer, so the county approved a file whose objection was nowhere on record."""
-    visit = assign(client)
-    worker = login(client, TEAM[0])
+    visit, worker = in_review_after_publicity(client)
     posted = today() - dt.timedelta(days=8)  # the publicity ended yesterday
-    post_answers(client, visit, worker, complete_answers(client, visit, worker, day=posted))
-    propose(client, visit, worker)
-    assert submit(client, visit, worker).status_code == 200
     assert review(client, visit, "demo-reviewer-community", "approve").status_code == 200
 
     def objection(received: dt.date, outcome: str = "pending") -> list[Filled]:
@@ -443,12 +440,7 @@ def test_a_mistyped_objection_on_a_file_in_review_is_named_as_mistyped(client: C
     """An objection recorded while the file is in review with a date that is no date, or an outcome that
     is none of the options, is a typing slip the team corrects: it was answered 409 (outside the
     publicity, or visit_in_review), which sent the team to argue about the dates instead of the value."""
-    visit = assign(client)
-    worker = login(client, TEAM[0])
-    posted = today() - dt.timedelta(days=8)
-    post_answers(client, visit, worker, complete_answers(client, visit, worker, day=posted))
-    propose(client, visit, worker)
-    assert submit(client, visit, worker).status_code == 200
+    visit, worker = in_review_after_publicity(client)
     row = uuid.uuid4()
     url = f"/api/v1/visits/{visit['id']}/observations"
     for item, value in (("received_on", "2026-02-30"), ("outcome", "maybe")):

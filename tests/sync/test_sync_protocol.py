@@ -59,12 +59,10 @@ from tests.visit_flow import (
     assign,
     complete_answers,
     completed_visit,
+    in_review_after_publicity,
     observation,
-    post_answers,
-    propose,
     recheck_decided,
     review,
-    submit,
     user_id,
 )
 
@@ -2130,12 +2128,7 @@ def test_an_objection_pushed_during_the_publicity_is_applied_while_the_file_is_i
 ) -> None:
     """A tablet records an objection raised while the file is in review (the 7-day publicity runs during
     the lower levels' review): applied as through REST, and it holds the file back at district approval."""
-    visit = assign(client)
-    worker = login(client, TEAM[0])
-    posted = today() - dt.timedelta(days=8)
-    post_answers(client, visit, worker, complete_answers(client, visit, worker, day=posted))
-    propose(client, visit, worker)
-    assert submit(client, visit, worker).status_code == 200
+    visit, worker = in_review_after_publicity(client)
     row = uuid.uuid4()
     values = {
         "received_on": (today() - dt.timedelta(days=1)).isoformat(),
