@@ -39,7 +39,7 @@ class Device(CreatedAt, Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
-    device_key: Mapped[str] = mapped_column(String(128))
+    device_key: Mapped[str] = mapped_column(String(128), index=True)  # revocation is per install
     last_seen_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
 
