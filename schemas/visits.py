@@ -44,6 +44,17 @@ class VisitCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Default: the rule pack's working days for the purpose, from today."""
 
 
+class TeamChange(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A new team for an open visit: someone fell ill, went on leave or left the job."""
+
+    team: Annotated[list[uuid.UUID], msgspec.Meta(min_length=2, max_length=6)]
+    """The whole team, in order: at least two active field workers of the household's community."""
+    version: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+    """The visit's ``version`` as read; a visit changed since is ``409 visit_changed``."""
+    reason: Reason
+    """Why (on the visit's timeline and in the audit log)."""
+
+
 class TemplateRef(msgspec.Struct):
     code: str
     version: int

@@ -17,6 +17,7 @@ from schemas.visits import (
     OverdueVisit,
     Proposal,
     ReviewDecision,
+    TeamChange,
     TransitionOut,
     VisitCreate,
     VisitOut,
@@ -26,7 +27,7 @@ from schemas.visits import (
 from server.dependencies import CurrentActor, DbSession, Rules, provide_actor, provide_rules
 from server.domain.id_numbers import mask_text
 from server.routes.params import Limit, ReviewLevel
-from server.services import follow_ups, reviews, visits
+from server.services import follow_ups, reviews, visit_teams, visits
 
 
 class VisitController(Controller):
@@ -84,6 +85,17 @@ class VisitController(Controller):
         self, db_session: DbSession, actor: CurrentActor, rules: Rules, data: JSONBody[VisitCreate]
     ) -> VisitOut:
         return await visits.create(db_session, actor, data, rules)
+
+    @put("/{visit_id:uuid}/team", summary="Change an open visit's team (someone ill, on leave, gone)")
+    async def change_team(
+        self,
+        db_session: DbSession,
+        actor: CurrentActor,
+        rules: Rules,
+        visit_id: FromPath[uuid.UUID],
+        data: JSONBody[TeamChange],
+    ) -> VisitOut:
+        return await visit_teams.change(db_session, actor, visit_id, data, rules)
 
     @get("/{visit_id:uuid}", summary="One visit")
     async def get_visit(

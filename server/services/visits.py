@@ -37,6 +37,7 @@ from schemas.visits import (
 )
 from server.db.models import (
     EDITABLE,
+    AuditEvent,
     Household,
     Member,
     Observation,
@@ -234,7 +235,7 @@ async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: 
     ).scalar_one_or_none()
     if household is None:
         raise NotFound("No such household.")
-    _check_team_shape(data.team)
+    check_team_shape(data.team)
     if data.id is not None and (earlier := await _visit_with_team(session, data.id)) is not None:
         # Before the checks of what may change later (an archived household, a worker who left): the
         # visit was made when they held, and a retry arriving since answers it all the same.
@@ -250,7 +251,7 @@ async def create(session: AsyncSession, actor: Actor, data: VisitCreate, rules: 
             f"A due date must lie within {DUE_DATE_REACH.days} days of today ({today()}).",
             details=[{"field": "due_date", "message": f"more than {DUE_DATE_REACH.days} days from today"}],
         )
-    await _check_team(session, data.team, household)
+    await check_team(session, data.team, household)
     pinned = [await templates.latest_published(session, code) for code in rules.templates[data.purpose]]
     visit = Visit(
         id=data.id or uuid.uuid4(),
@@ -309,19 +310,39 @@ async def _sent_again(
 ) -> VisitOut:
     """A create naming an existing visit's id is the same create sent again (a console that lost the
     answer) only if it asks for what that visit was assigned: its household, purpose and team (the same
-    people, in any order), and the due date it was given, if it names one. None of these changes after
-    assignment, so a retry arriving after the visit moved on still matches. It then answers the visit as
+    people, in any order, as assigned: not as a later change of team left it), and the due date it was
+    given, if it names one, so a retry arriving after the visit moved on still matches. It then answers the visit as
     it stands and writes nothing; anything else is refused, never merged: it would be lost silently."""
     if visit.household_id != data.household_id:
         raise id_in_use("visit", visit.id)
     if (
         visit.purpose != data.purpose
-        or {m.user_id for m in visit.team} != set(data.team)
+        or await _assigned_team(session, visit) != set(data.team)
         or (data.due_date is not None and data.due_date != visit.due_date)
     ):
         raise created_otherwise("visit", visit.id, "assign a different visit under a new id")
     visit, household = await get(session, actor, visit.id)
     return await visit_out(session, visit, household, rules)
+
+
+async def _assigned_team(session: AsyncSession, visit: Visit) -> set[uuid.UUID]:
+    """The team the visit was assigned: its team now, or, once a supervisor changed it, the team its
+    assignment's audit row names (`visit_teams`)."""
+    events = (
+        await session.execute(
+            select(AuditEvent.action, AuditEvent.changes)
+            .where(
+                AuditEvent.entity_type == "visit",
+                AuditEvent.entity_id == str(visit.id),
+                AuditEvent.action.in_(["visit.create", "visit.team"]),
+            )
+            .order_by(AuditEvent.id)
+        )
+    ).all()
+    created = next((changes for action, changes in events if action == "visit.create"), None)
+    if created is None or not any(action == "visit.team" for action, _ in events):
+        return {m.user_id for m in visit.team}  # a visit the demo seed or an import made has no such row
+    return {uuid.UUID(u) for u in created["team"]}
 
 
 async def _due_from_today(session: AsyncSession, rules: RulePack, purpose: str) -> dt.date:
@@ -330,12 +351,12 @@ async def _due_from_today(session: AsyncSession, rules: RulePack, purpose: str) 
     return calendar.add_working_days(today(), rules.visit_due_working_days[cast(Purpose, purpose)])
 
 
-def _check_team_shape(team: list[uuid.UUID]) -> None:
+def check_team_shape(team: list[uuid.UUID]) -> None:
     if len(set(team)) != len(team) or len(team) < 2:
         raise Invalid("A visit needs at least two different investigators.", code="team_invalid")
 
 
-async def _check_team(session: AsyncSession, team: list[uuid.UUID], household: Household) -> None:
+async def check_team(session: AsyncSession, team: list[uuid.UUID], household: Household) -> None:
     """Every investigator is an active field worker of the household's community (today)."""
     found = (
         await session.execute(

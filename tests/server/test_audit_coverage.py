@@ -59,6 +59,7 @@ ROUTES: dict[tuple[str, str], list[str]] = {
     ("POST", "/api/v1/visits"): ["visit.create"],
     ("POST", "/api/v1/visits/{visit_id:uuid}/observations"): ["visit.answer"],
     ("PUT", "/api/v1/visits/{visit_id:uuid}/proposal"): ["visit.propose"],
+    ("PUT", "/api/v1/visits/{visit_id:uuid}/team"): ["visit.team"],
     ("POST", "/api/v1/visits/{visit_id:uuid}/submit"): ["visit.submit"],
     ("POST", "/api/v1/visits/{visit_id:uuid}/review"): ["visit.approve"],  # or visit.return, visit.reject
     ("POST", "/api/v1/visits/{visit_id:uuid}/amend"): ["visit.amend"],
@@ -364,13 +365,20 @@ def test_every_write_and_every_reveal_leaves_its_audit_row_naming_the_actor(tus_
         "purpose": "new_application",
         "team": [str(audit.users[u]) for u in TEAM],
     }
-    audit.route(
+    first = audit.route(
         "POST",
         "/api/v1/visits",
         "demo-reviewer-community",
         lambda: client.post("/api/v1/visits", json=body, headers=reviewer),
     ).json()
     audit.skip()
+    team = {"team": [body["team"][0], made["id"]], "version": first["version"], "reason": "李强病假"}
+    audit.route(
+        "PUT",
+        "/api/v1/visits/{visit_id:uuid}/team",
+        "demo-reviewer-community",
+        lambda: client.put(f"/api/v1/visits/{first['id']}/team", json=team, headers=reviewer),
+    )
     visit = assign(client)  # backdated, so that its publicity is over when it is submitted
     answers = [observation(a) for a in complete_answers(client, visit, worker)]
     audit.skip()
