@@ -50,7 +50,7 @@ from schemas.sync import (
 from server.db.models import Household, Jurisdiction, Member, MutationLog, SyncClient, SyncConflict, Visit
 from server.errors import Conflict, DomainError, Invalid, field_problem
 from server.services import audit, sync_apply, sync_clients, sync_preload, transaction
-from server.services.actor import Actor, under
+from server.services.actor import Actor
 from server.services.sync_clients import claim
 from server.services.sync_pull import check_schema
 
@@ -556,14 +556,32 @@ async def _aimed_at(session: AsyncSession, mutation: AnyMutation) -> tuple[str, 
 
 
 async def _quarantine_scope(session: AsyncSession, actor: Actor, community: uuid.UUID | None) -> str:
-    """The target's community when it lies under the actor's node; else the actor's own. A device may name
-    any community (or none that exists): its content must neither vanish from every supervisor's view nor
-    land in another community's."""
+    """Where a quarantine is kept: the target's community when it lies under the actor's node; else the
+    deepest node over both (a worker moved from C01 to C02: their subdistrict), else the actor's own. A
+    device may name any community (or none that exists): its content must neither vanish from every
+    supervisor's view nor land in another community's. Nor may it land in the sender's own community when
+    it is about a record elsewhere: it holds that record as the tablet showed it (a member's health), which
+    the sender's colleagues may not see."""
+    path = None
     if community is not None:
-        query = select(Jurisdiction.id).where(Jurisdiction.id == community, under(actor))
-        if (await session.execute(query)).scalar() is not None:
-            return str(community)
-    return str(actor.jurisdiction_id)
+        path = (await session.execute(select(Jurisdiction.path).where(Jurisdiction.id == community))).scalar()
+    if path is None:
+        return str(actor.jurisdiction_id)
+    if path.startswith(actor.jurisdiction_path):
+        return str(community)
+    shared = select(Jurisdiction.id).where(Jurisdiction.path == shared_path(path, actor.jurisdiction_path))
+    return str((await session.execute(shared)).scalar() or actor.jurisdiction_id)
+
+
+def shared_path(one: str, other: str) -> str:
+    """The deepest node over two materialised paths: `/D01/S01/C01/` and `/D01/S01/C02/` -> `/D01/S01/`
+    (`/` when they share none)."""
+    common = []
+    for a, b in zip(one.strip("/").split("/"), other.strip("/").split("/"), strict=False):
+        if a != b:
+            break
+        common.append(a)
+    return "/" + "".join(f"{code}/" for code in common)
 
 
 async def _community_of(session: AsyncSession, entity: str, target: uuid.UUID) -> uuid.UUID | None:

@@ -100,11 +100,11 @@ def member_update_mutation(seq: int, member: dict[str, Any], **changes: tuple[An
     }
 
 
-def conflicts(client: Client, entity_id: str, status: str = "open") -> list[dict[str, Any]]:
-    reviewer = login(client, "demo-reviewer-community", device="desk")
-    return list(
-        client.get(f"/api/v1/conflicts?entity_id={entity_id}&status={status}", headers=reviewer).json()
-    )
+def conflicts(
+    client: Client, entity_id: str, status: str = "open", reviewer: str = "demo-reviewer-community"
+) -> list[dict[str, Any]]:
+    desk = login(client, reviewer, device="desk")
+    return list(client.get(f"/api/v1/conflicts?entity_id={entity_id}&status={status}", headers=desk).json())
 
 
 @contextmanager
@@ -1614,6 +1614,53 @@ def test_a_user_moved_to_another_node_rebuilds_and_keeps_pending_edits(
     assert report.rejected == [1] and device.pending() == []
 
 
+def test_edits_queued_before_a_move_never_reach_the_tablets_of_the_new_community(
+    make_device: MakeDevice, client: Client, tmp_path: Any
+) -> None:
+    """A worker moved from C01 to C02 with an edit of a C01 member still queued: it is refused (the member
+    is no longer theirs) and kept for a supervisor over both communities, not in C02, whose workers may
+    not see C01's households: the edit holds the member's health as the tablet showed it."""
+    device = make_device("demo-worker-1")
+    device.sync()
+    member = next(m for m in device.confirmed("member").values() if m["household_id"] == H1 and m["health"])
+    device.update_member(member["id"], health="肺癌晚期，正在化疗")
+    _moved_to(client, "demo-worker-1", "C02")
+    device.login("demo-worker-1", "demo")
+    assert device.sync().rejected == [1]
+
+    colleague = Device(tmp_path / "c02.sqlite", httpx_transport(client))
+    colleague.login(*_new_worker(client, "C02"))
+    colleague.sync()
+    seen = json.dumps(colleague.confirmed("conflict"), ensure_ascii=False)
+    assert member["id"] not in seen and "化疗" not in seen
+    (kept,) = conflicts(client, member["id"], reviewer="demo-reviewer-subdistrict")
+    assert kept["client_value"]["changes"]["health"]["new"] == "肺癌晚期，正在化疗"
+    colleague.close()
+
+
+def _moved_to(client: Client, username: str, community: str) -> None:
+    async def transfer(session: Any) -> None:
+        user = (await session.execute(select(User).where(User.username == username))).scalar_one()
+        user.jurisdiction_id = node_id(community)
+
+    run_db(client, transfer)
+
+
+def _new_worker(client: Client, community: str) -> tuple[str, str]:
+    """A field worker of `community`, made by the admin: (username, password)."""
+    username, password = f"worker-{community.lower()}", "a-long-enough-password"
+    body = {
+        "username": username,
+        "password": password,
+        "display_name": "新同事",
+        "role": "field_worker",
+        "jurisdiction_id": str(node_id(community)),
+    }
+    made = client.post("/api/v1/admin/users", json=body, headers=login(client, "demo-admin", device="desk"))
+    assert made.status_code == 201, made.text
+    return username, password
+
+
 def test_epoch_change_and_tombstone_horizon_send_devices_a_reset(
     make_device: MakeDevice, client: Client
 ) -> None:
@@ -1783,11 +1830,13 @@ def test_a_restore_from_before_a_devices_first_push_lets_its_queue_go_on(
     assert (lost["client_value"]["from_seq"], lost["client_value"]["to_seq"]) == (1, 2)
 
 
-def test_a_refused_edit_naming_a_community_outside_the_workers_is_quarantined_in_the_workers_own(
+def test_a_refused_edit_naming_a_community_outside_the_workers_is_kept_over_both_not_in_either(
     client: Client,
 ) -> None:
     """Quarantined under the community the device named, a create naming none that exists was seen by no
-    supervisor (lost), and one naming another community put the worker's content in its feed."""
+    supervisor (lost), and one naming another community put the worker's content in its feed; kept in
+    the worker's own, a record of another community reached the worker's colleagues. It is kept at the
+    node over both (the district here), or the worker's own when the community named does not exist."""
     worker = login(client, "demo-worker-1")
 
     def create(seq: int, community: uuid.UUID) -> dict[str, Any]:
@@ -1803,11 +1852,14 @@ def test_a_refused_edit_naming_a_community_outside_the_workers_is_quarantined_in
     answer = push(client, worker, str(uuid.uuid4()), batch)
     assert [r["status"] for r in answer["results"]] == ["rejected"] * 3
     targets = [m["household"]["id"] for m in batch[:2]] + [batch[2]["household_id"]]
-    for sent, target in zip(batch, targets, strict=True):
-        (kept,) = conflicts(client, target)  # the worker's own supervisor sees each
+    (kept,) = conflicts(client, targets[0])  # the worker's own supervisor
+    assert kept["mutation_id"] == batch[0]["mutation_id"]
+    for sent, target in zip(batch[1:], targets[1:], strict=True):
+        assert conflicts(client, target) == []
+        (kept,) = conflicts(client, target, reviewer="demo-approver-district")
         assert kept["mutation_id"] == sent["mutation_id"]
     scopes = run_db(client, lambda s: _conflict_scopes(s, [m["mutation_id"] for m in batch]))
-    assert scopes == {str(node_id("C01"))}
+    assert scopes == {str(node_id("C01")), str(node_id("D01"))}
 
 
 async def _conflict_scopes(session: Any, mutation_ids: list[str]) -> set[str]:
