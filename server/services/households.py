@@ -252,6 +252,7 @@ async def _create(
 ) -> tuple[HouseholdOut, list[uuid.UUID]]:
     require_writer(actor)
     await _community(session, actor, data.community_id)
+    _check_registry_no(data.registry_no)
     _check_members(data.members)
     if (sent_before := await _answer_if_sent_before(session, actor, data)) is not None:
         return sent_before
@@ -303,6 +304,18 @@ async def _create(
             return sent_before
         raise Conflict(f"Registry number {data.registry_no!r} is already in use.", code="duplicate") from None
     return await get_out(session, actor, household.id), [c.id for c in conflicts]
+
+
+def _check_registry_no(registry_no: str) -> None:
+    """A registry number is shown as typed wherever its household is, to everyone who sees it: it is the
+    household's key (lists sort and page by it), so unlike an address it cannot leave masked. One holding
+    an ID number (a file numbered by the applicant's, as some localities do) is refused, not echoed."""
+    if id_numbers.mask_text(registry_no) != registry_no:
+        raise Invalid(
+            "A registry number must not hold an identity number: it is shown in full to everyone who sees "
+            "the household. Number the file another way.",
+            details=[{"field": "registry_no", "message": "holds an identity number"}],
+        )
 
 
 def _proposed_at_creation(

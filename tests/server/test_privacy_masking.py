@@ -10,7 +10,7 @@ from typing import Any
 
 from server.domain.id_numbers import mask, mask_text, mask_within
 from tests.helpers import Client, audit_rows, household_id, login
-from tests.server.test_households import valid_id
+from tests.server.test_households import new_household, valid_id
 from tests.sync.test_sync_protocol import member_update_mutation
 from tests.visit_flow import GPS, assign, completed_visit, review, submit
 
@@ -270,6 +270,27 @@ def test_an_id_number_typed_into_an_address_or_a_members_details_leaves_masked(c
         assert full not in shown.text and mask(full) in shown.text, path
     pulled = pull_all(client, colleague)
     assert full not in pulled and pulled.count(mask(full)) >= 4
+
+
+def test_an_id_number_typed_as_a_registry_number_is_refused_and_never_reaches_a_tablet(
+    client: Client,
+) -> None:
+    """A registry number is shown as typed wherever its household is (lists sort and page by it), so
+    unlike an address it cannot leave masked: an ID number given as one (a file numbered by the
+    applicant's ID number) is refused through REST and sync alike, without echoing it."""
+    full = valid_id("13010219800101123")
+    worker1 = login(client, "demo-worker-1")
+    for registry_no in (full, f"档案{full}"):
+        refused = client.post("/api/v1/households", json=new_household(registry_no), headers=worker1)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["details"][0]["field"] == "registry_no" and full not in refused.text
+    household = new_household(full) | {"id": str(uuid.uuid4())}
+    create = {"op": "household.create.v1", "seq": 1, "mutation_id": str(uuid.uuid4()), "household": household}
+    (result,) = push(client, worker1, [create])["results"]
+    assert (result["status"], result["code"]) == ("rejected", "validation_error")
+    colleague = login(client, "demo-worker-2", device="other-tablet")
+    assert full not in pull_all(client, colleague)
+    assert full not in client.get("/api/v1/households?limit=500", headers=colleague).text
 
 
 def test_a_disability_certificate_number_holding_an_id_number_leaves_masked(client: Client) -> None:
