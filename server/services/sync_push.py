@@ -552,11 +552,23 @@ async def _aimed_at(session: AsyncSession, mutation: AnyMutation) -> tuple[str, 
     household = getattr(mutation, "household", None)
     if household is not None and household.id is not None:
         return "household", str(household.id), household.community_id
+    conflict_id = getattr(mutation, "conflict_id", None)
+    if conflict_id is not None:  # a decision: kept where its conflict is (the value may be a member's name)
+        return "mutation", str(mutation.mutation_id), await _place_of_conflict(session, conflict_id)
     return "mutation", str(mutation.mutation_id), None
 
 
+async def _place_of_conflict(session: AsyncSession, conflict_id: uuid.UUID) -> uuid.UUID | None:
+    scope = (await session.execute(select(SyncConflict.scope).where(SyncConflict.id == conflict_id))).scalar()
+    try:
+        return None if scope is None else uuid.UUID(scope)
+    except ValueError:
+        return None
+
+
 async def _quarantine_scope(session: AsyncSession, actor: Actor, community: uuid.UUID | None) -> str:
-    """Where a quarantine is kept: the target's community when it lies under the actor's node; else the
+    """Where a quarantine is kept: the target's community (a decision's: its conflict's node) when it lies
+    under the actor's node; else the
     deepest node over both (a worker moved from C01 to C02: their subdistrict), else the actor's own. A
     device may name any community (or none that exists): its content must neither vanish from every
     supervisor's view nor land in another community's. Nor may it land in the sender's own community when

@@ -1638,6 +1638,32 @@ def test_edits_queued_before_a_move_never_reach_the_tablets_of_the_new_community
     colleague.close()
 
 
+def test_a_decision_queued_before_a_supervisor_moved_never_reaches_the_tablets_of_the_new_community(
+    make_device: MakeDevice, client: Client, tmp_path: Any
+) -> None:
+    """A community reviewer decided a C01 member's name on the tablet, then was moved to C02 before it
+    synced: the decision is refused (the conflict is no longer theirs) and kept over both communities,
+    not in C02, whose workers may not see C01's members."""
+    worker, reviewer = make_device("demo-worker-1"), make_device("demo-reviewer-community")
+    worker.sync()
+    member = next(m for m in worker.confirmed("member").values() if m["household_id"] == H1)
+    worker.update_member(member["id"], name="王秀英")  # guarded: a conflict for a supervisor
+    worker.sync(), reviewer.sync()
+    (conflict_id,) = [i for i, c in reviewer.confirmed("conflict").items() if c["entity_id"] == member["id"]]
+    decision = reviewer.resolve(conflict_id, "set_value", "王秀英（户口本为王秀瑛）")
+    _moved_to(client, "demo-reviewer-community", "C02")
+    reviewer.login("demo-reviewer-community", "demo")
+    assert reviewer.sync().rejected == [1]
+
+    colleague = Device(tmp_path / "c02.sqlite", httpx_transport(client))
+    colleague.login(*_new_worker(client, "C02"))
+    colleague.sync()
+    assert "王秀瑛" not in json.dumps(colleague.confirmed("conflict"), ensure_ascii=False)
+    (kept,) = conflicts(client, decision["mutation_id"], reviewer="demo-reviewer-subdistrict")
+    assert kept["client_value"]["value"] == "王秀英（户口本为王秀瑛）"
+    colleague.close()
+
+
 def _moved_to(client: Client, username: str, community: str) -> None:
     async def transfer(session: Any) -> None:
         user = (await session.execute(select(User).where(User.username == username))).scalar_one()
