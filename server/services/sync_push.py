@@ -566,28 +566,27 @@ async def _place_of_conflict(session: AsyncSession, conflict_id: uuid.UUID) -> u
         return None
 
 
-async def _quarantine_scope(session: AsyncSession, actor: Actor, community: uuid.UUID | None) -> str:
-    """Where a quarantine is kept: the target's community (a decision's: its conflict's node) when it lies
-    under the actor's node; else the
-    deepest node over both (a worker moved from C01 to C02: their subdistrict), else the actor's own. A
-    device may name any community (or none that exists): its content must neither vanish from every
-    supervisor's view nor land in another community's. Nor may it land in the sender's own community when
-    it is about a record elsewhere: it holds that record as the tablet showed it (a member's health), which
-    the sender's colleagues may not see."""
+async def _quarantine_scope(session: AsyncSession, actor: Actor, place: uuid.UUID | None) -> str:
+    """Where a quarantine is kept: the node of what it aimed at (a record's community, a decision's
+    conflict's node) when that lies under the actor's; else the deepest node over both (a worker moved from
+    C01 to C02: their subdistrict); else, naming no node that exists, the actor's own. A device may name
+    any community: its content must neither vanish from every supervisor's view nor land in another
+    community's. Nor in the sender's own when it is about a record elsewhere: it holds that record as the
+    tablet showed it (a member's health), which the sender's colleagues may not see."""
     path = None
-    if community is not None:
-        path = (await session.execute(select(Jurisdiction.path).where(Jurisdiction.id == community))).scalar()
+    if place is not None:
+        path = (await session.execute(select(Jurisdiction.path).where(Jurisdiction.id == place))).scalar()
     if path is None:
         return str(actor.jurisdiction_id)
     if path.startswith(actor.jurisdiction_path):
-        return str(community)
-    shared = select(Jurisdiction.id).where(Jurisdiction.path == shared_path(path, actor.jurisdiction_path))
+        return str(place)
+    shared = select(Jurisdiction.id).where(Jurisdiction.path == _shared_path(path, actor.jurisdiction_path))
     return str((await session.execute(shared)).scalar() or actor.jurisdiction_id)
 
 
-def shared_path(one: str, other: str) -> str:
+def _shared_path(one: str, other: str) -> str:
     """The deepest node over two materialised paths: `/D01/S01/C01/` and `/D01/S01/C02/` -> `/D01/S01/`
-    (`/` when they share none)."""
+    (`/` when they share none, which no node has)."""
     common = []
     for a, b in zip(one.strip("/").split("/"), other.strip("/").split("/"), strict=False):
         if a != b:
