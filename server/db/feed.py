@@ -27,6 +27,7 @@ from schemas.sync import target_named
 from server.db.models import (
     ChecklistTemplate,
     Household,
+    Jurisdiction,
     Member,
     Observation,
     Photo,
@@ -41,6 +42,7 @@ from server.db.models import (
     VisitTeamMember,
     VisitTransition,
 )
+from server.domain import tree_paths
 
 ENTITY = {
     Household: "household",
@@ -286,12 +288,40 @@ def _household_archived(
 
 def _move_conflicts(session: Session, entity_ids: list[str], old: str, new: str, seq: int) -> None:
     """Conflicts about the household and what hangs under it go with it: the new community's reviewers
-    decide them and its devices receive them; the old community's devices drop them."""
+    decide them and its devices receive them; the old community's devices drop them. Those kept at a node
+    over the old community but not over the new one (an edit whose sender had moved to another community:
+    sync_push._quarantine_scope) go to the node over both, and that node's devices drop them."""
+    for source, target in _conflict_moves(session, old, new):
+        _move_conflicts_from(session, entity_ids, source, target, seq)
+
+
+def _conflict_moves(session: Session, old: str, new: str) -> list[tuple[str, str]]:
+    """(from, to) scopes of the conflicts of a household moving from community `old` to `new`."""
+    moves = [(old, new)]
+    query = select(Jurisdiction.id, Jurisdiction.path).where(
+        Jurisdiction.id.in_([uuid.UUID(old), uuid.UUID(new)])
+    )
+    paths = {str(node): path for node, path in session.execute(query)}
+    if old not in paths or new not in paths:
+        return moves
+    shared = tree_paths.shared_path(paths[old], paths[new])
+    left = [p for p in tree_paths.paths_above(paths[old]) if not paths[new].startswith(p)]
+    if not left:
+        return moves
+    nodes = select(Jurisdiction.path, Jurisdiction.id).where(Jurisdiction.path.in_([*left, shared]))
+    found = {path: str(node) for path, node in session.execute(nodes)}
+    if shared not in found:
+        return moves
+    return moves + [(found[p], found[shared]) for p in left if p in found]
+
+
+def _move_conflicts_from(session: Session, entity_ids: list[str], old: str, new: str, seq: int) -> None:
     moving = select(SyncConflict.id).where(SyncConflict.entity_id.in_(entity_ids), SyncConflict.scope == old)
     ids = [str(i) for i in session.execute(moving).scalars()]
     ids += _kept_whole_aimed_at(session, entity_ids, old)
     if not ids:
         return
+    _placeholder(session, old, new)
     session.execute(
         update(SyncConflict)
         .where(SyncConflict.id.in_([uuid.UUID(i) for i in ids]))

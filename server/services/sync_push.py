@@ -48,6 +48,7 @@ from schemas.sync import (
     target_named,
 )
 from server.db.models import Household, Jurisdiction, Member, MutationLog, SyncClient, SyncConflict, Visit
+from server.domain.tree_paths import shared_path
 from server.errors import Conflict, DomainError, Invalid, field_problem
 from server.services import audit, sync_apply, sync_clients, sync_preload, transaction
 from server.services.actor import Actor
@@ -580,19 +581,8 @@ async def _quarantine_scope(session: AsyncSession, actor: Actor, place: uuid.UUI
         return str(actor.jurisdiction_id)
     if path.startswith(actor.jurisdiction_path):
         return str(place)
-    shared = select(Jurisdiction.id).where(Jurisdiction.path == _shared_path(path, actor.jurisdiction_path))
+    shared = select(Jurisdiction.id).where(Jurisdiction.path == shared_path(path, actor.jurisdiction_path))
     return str((await session.execute(shared)).scalar() or actor.jurisdiction_id)
-
-
-def _shared_path(one: str, other: str) -> str:
-    """The deepest node over two materialised paths: `/D01/S01/C01/` and `/D01/S01/C02/` -> `/D01/S01/`
-    (`/` when they share none, which no node has)."""
-    common = []
-    for a, b in zip(one.strip("/").split("/"), other.strip("/").split("/"), strict=False):
-        if a != b:
-            break
-        common.append(a)
-    return "/" + "".join(f"{code}/" for code in common)
 
 
 async def _community_of(session: AsyncSession, entity: str, target: uuid.UUID) -> uuid.UUID | None:

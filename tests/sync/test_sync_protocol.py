@@ -1638,6 +1638,30 @@ def test_edits_queued_before_a_move_never_reach_the_tablets_of_the_new_community
     colleague.close()
 
 
+def test_an_edit_kept_over_two_communities_leaves_with_its_household(
+    make_device: MakeDevice, client: Client
+) -> None:
+    """The edit a worker moved from C01 to C02 still had queued is kept at their subdistrict. When the
+    household then moves to another subdistrict, the edit goes with it to the node over both: the old
+    subdistrict's tablets drop it, as they drop the household."""
+    device, reviewer = make_device("demo-worker-1"), make_device("demo-reviewer-subdistrict")
+    device.sync()
+    member = next(m for m in device.confirmed("member").values() if m["household_id"] == H1)
+    device.update_member(member["id"], health="肺癌晚期，正在化疗")
+    _moved_to(client, "demo-worker-1", "C02")
+    device.login("demo-worker-1", "demo")
+    assert device.sync().rejected == [1]
+    reviewer.sync()
+    (kept,) = [c for c in reviewer.confirmed("conflict").values() if c["entity_id"] == member["id"]]
+
+    _move(client, "DB-C01-0001", "C03")
+    reviewer.sync()
+    assert reviewer.record("household", H1) is None and reviewer.record("conflict", kept["id"]) is None
+    assert conflicts(client, member["id"], reviewer="demo-reviewer-subdistrict") == []
+    (listed,) = conflicts(client, member["id"], reviewer="demo-approver-district")
+    assert listed["id"] == kept["id"]
+
+
 def test_a_decision_queued_before_a_supervisor_moved_never_reaches_the_tablets_of_the_new_community(
     make_device: MakeDevice, client: Client, tmp_path: Any
 ) -> None:
