@@ -222,6 +222,11 @@ async def _approve(
     needs_publicity = rules.publicity_template in {t["code"] for t in visit.templates}
     if at.after_publicity and needs_publicity:  # re-checks without a publicize step post no notice
         await _require_publicity_done(session, visit, rules)
+    elif needs_publicity and _publicity_checked_below(rules, visit.review_level):
+        # An objection received during the publicity may be entered after the level that checked it
+        # (`visits._require_new_objections_only`): it holds the file at every level above that one too.
+        answers = await current_answers(session, visit.id)
+        _require_no_pending_objection(answers.get(rules.publicity_template, {}), rules)
     if visit.review_level < len(rules.review_levels):
         visit.review_level += 1
         calendar = await working_calendar(session, rules)
@@ -236,6 +241,11 @@ async def _approve(
         households.put_outcome_into_effect(
             session, actor, household, visit.id, visit.outcome, visit.outcome_amount_fen, today()
         )
+
+
+def _publicity_checked_below(rules: RulePack, number: int) -> bool:
+    """A level below level `number` waits for the publicity: in a pack where that is not the last."""
+    return any(lv.after_publicity for lv in rules.review_levels[: number - 1])
 
 
 async def _require_proposal_current(session: AsyncSession, visit: Visit, household: Household) -> None:

@@ -436,6 +436,51 @@ def test_an_objection_during_the_publicity_is_recorded_while_the_file_is_in_revi
     assert held.json()["error"]["details"]["rows"] == [str(raised[0].row_id)]
 
 
+SUBDISTRICT_WAITS_FOR_PUBLICITY = (
+    (Path(__file__).parents[2] / "server/data/rules/default.yaml")
+    .read_text()
+    .replace("code: default", "code: publicity_at_subdistrict")
+    .replace("    deadline_working_days: 5\n", "    deadline_working_days: 5\n    after_publicity: true\n")
+    .replace("    after_publicity: true       # 初审公示 must have run its 7 days first\n", "")
+)
+
+
+def test_an_objection_entered_above_the_level_that_waited_for_the_publicity_still_holds_the_file(
+    app_settings: Settings, tmp_path: Path
+) -> None:
+    """A pack whose subdistrict level waits for the publicity, below the district's. An objection received
+    during the publicity and entered once the file had passed the subdistrict was on file, pending, and the
+    district approved over it: only the level that waits for the publicity looked for one."""
+    rules = tmp_path / "publicity-at-subdistrict.yaml"
+    rules.write_text(SUBDISTRICT_WAITS_FOR_PUBLICITY)
+    with TestClient(create_app(msgspec.structs.replace(app_settings, rules_file=str(rules)))) as client:
+        visit, worker = in_review_after_publicity(client)
+        assert review(client, visit, "demo-reviewer-community", "approve").status_code == 200
+        assert review(client, visit, "demo-reviewer-subdistrict", "approve").status_code == 200
+        row = uuid.uuid4()
+        values = {
+            "received_on": (today() - dt.timedelta(days=2)).isoformat(),
+            "channel": "in_person",
+            "real_name": False,
+            "content": "邻居反映其子有稳定工作 (a neighbour says the son has a steady job)",
+            "action": "reinvestigate",
+            "outcome": "pending",
+        }
+        objection = [
+            observation(Filled("step.publicize", f"objections.{k}", row, v)) for k, v in values.items()
+        ]
+        recorded = client.post(
+            f"/api/v1/visits/{visit['id']}/observations", json={"observations": objection}, headers=worker
+        )
+        assert recorded.status_code == 200, recorded.text
+        held = review(client, visit, "demo-approver-district", "approve")
+        assert held.status_code == 409, held.text
+        assert (held.json()["error"]["code"], held.json()["error"]["details"]["rows"]) == (
+            "objection_pending",
+            [str(row)],
+        )
+
+
 def test_a_mistyped_objection_on_a_file_in_review_is_named_as_mistyped(client: Client) -> None:
     """An objection recorded while the file is in review with a date that is no date, or an outcome that
     is none of the options, is a typing slip the team corrects: it was answered 409 (outside the
