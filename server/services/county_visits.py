@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from schemas.visits import ReviewDecision
-from server.db.models import Visit
+from server.db.models import Visit, VisitTransition
 from server.domain.answers import rows_of
 from server.domain.calendar import CHINA_STANDARD_TIME
 from server.errors import Invalid
@@ -44,11 +47,11 @@ def why_required(answers: VisitAnswers) -> list[str]:
     return found
 
 
-def require_county_visit(visit: Visit, answers: VisitAnswers, decision: ReviewDecision) -> None:
+def require_county_visit(answers: VisitAnswers, decision: ReviewDecision, first_submitted: dt.date) -> None:
     """A confirmation (approval or refusal) at the last level of a file that needs the confirming level's
-    own home visit states the day it was made: on or after the day the file was submitted, and not in the
-    future (China Standard Time). A day stated where none is required goes on the timeline all the same,
-    so it is checked the same way."""
+    own home visit states the day it was made: on or after the day the file was first submitted, and not
+    in the future (China Standard Time). A day stated where none is required goes on the timeline all the
+    same, so it is checked the same way."""
     day = decision.county_home_visit_on
     reasons = why_required(answers)
     if not reasons and day is None:
@@ -60,15 +63,22 @@ def require_county_visit(visit: Visit, answers: VisitAnswers, decision: ReviewDe
             code="county_visit_required",
             details=[{"field": FIELD, "message": f"required: {', '.join(reasons)}"}],
         )
-    submitted = _submitted_on(visit)
-    if not submitted <= day <= today():
+    if not first_submitted <= day <= today():
         raise Invalid(
-            f"{FIELD}: the home visit was made between the file's submission ({submitted}) and today "
-            f"({today()}), not on {day}.",
-            details=[{"field": FIELD, "message": f"between {submitted} and {today()}"}],
+            f"{FIELD}: the home visit was made between the file's first submission ({first_submitted}) and "
+            f"today ({today()}), not on {day}.",
+            details=[{"field": FIELD, "message": f"between {first_submitted} and {today()}"}],
         )
 
 
-def _submitted_on(visit: Visit) -> dt.date:
-    assert visit.submitted_at is not None  # a visit under review was submitted
-    return visit.submitted_at.astimezone(CHINA_STANDARD_TIME).date()
+async def first_submitted_on(session: AsyncSession, visit: Visit) -> dt.date:
+    """The day this revision was first submitted (China Standard Time). The county may visit the household
+    while deciding, return the file for what it found, and confirm the resubmitted file on that visit."""
+    first = await session.scalar(
+        select(func.min(VisitTransition.at)).where(
+            VisitTransition.visit_id == visit.id, VisitTransition.action == "submit"
+        )
+    )
+    at = first or visit.submitted_at
+    assert at is not None  # a visit under review was submitted
+    return at.astimezone(CHINA_STANDARD_TIME).date()

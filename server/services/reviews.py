@@ -95,7 +95,10 @@ async def decide(
         _require_last_level(visit, rules)
     county_visit = None
     if decision.decision != "return" and visit.review_level == len(rules.review_levels):
-        county_visits.require_county_visit(visit, await current_answers(session, visit.id), decision)
+        first_submitted = await county_visits.first_submitted_on(session, visit)
+        county_visits.require_county_visit(
+            await current_answers(session, visit.id), decision, first_submitted
+        )
         county_visit = decision.county_home_visit_on
     before, number = visit.status, visit.review_level
     missing: list[dict[str, str | None]] = []

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schemas.config import Settings
 from server.app import create_app
 from server.db.engine import Database
-from server.db.models import Household, Member, Observation, User
+from server.db.models import Household, Member, Observation, User, Visit, VisitTransition
 from server.domain.filled import Filled, fake_sha256
 from server.services.rules import today
 from tests.helpers import (
@@ -1131,6 +1131,48 @@ def _recheck_at_the_last_level(client: Client, registry_no: str, extra: list[Fil
     for reviewer in ("demo-reviewer-community", "demo-reviewer-subdistrict"):
         assert review(client, visit, reviewer, "approve", county_visit=False).status_code == 200
     return visit
+
+
+def test_the_county_confirms_a_resubmitted_file_on_the_home_visit_it_made_before_returning_it(
+    client: Client,
+) -> None:
+    """The county visits the household while deciding a complained-about file, returns it for what it
+    found, and confirms the resubmitted file on that visit. The day was refused as before the (latest)
+    submission, so the approver had to state a day they did not visit."""
+    approver = "demo-approver-district"
+    visit = _recheck_at_the_last_level(
+        client, "DB-C01-0005", [Filled("form.recheck", "recheck_reason", None, "tip_off")]
+    )
+
+    async def submitted_days_ago(session: AsyncSession) -> None:
+        earlier = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
+        visit_id = uuid.UUID(visit["id"])
+        await session.execute(update(Visit).where(Visit.id == visit_id).values(submitted_at=earlier))
+        await session.execute(
+            update(VisitTransition)
+            .where(VisitTransition.visit_id == visit_id, VisitTransition.action == "submit")
+            .values(at=earlier)
+        )
+        await session.commit()
+
+    run_db(client, submitted_days_ago)
+    visited = today() - dt.timedelta(days=2)
+    assert review(client, visit, approver, "return", "户主之子已就业，请补充收入材料").status_code == 200
+    worker = login(client, TEAM[0])
+    assert submit(client, visit, worker).status_code == 200
+    for reviewer in ("demo-reviewer-community", "demo-reviewer-subdistrict"):
+        assert review(client, visit, reviewer, "approve", county_visit=False).status_code == 200
+    desk = login(client, approver, device="desk")
+    body = {"decision": "approve", "reason": PLACEHOLDER_PHOTOS, "accept_missing_evidence": True}
+    body |= seen(client, visit, desk)
+    for day, status in [(today() - dt.timedelta(days=4), 422), (visited, 200)]:
+        decided = client.post(
+            f"/api/v1/visits/{visit['id']}/review",
+            json=body | {"county_home_visit_on": day.isoformat()},
+            headers=desk,
+        )
+        assert decided.status_code == status, (day, decided.text)  # not before the file was first sent up
+    assert decided.json()["status"] == "approved"
 
 
 def test_the_county_visits_a_file_filed_separately_or_complained_about_itself(client: Client) -> None:
