@@ -36,6 +36,7 @@ from sync import answer_merge
 from sync.errors import (
     DeviceOfAnotherUser,
     NetworkError,
+    NotSignedIn,
     QueueBehindServer,
     ServerError,
     SyncBusy,
@@ -179,6 +180,11 @@ class Device:
     @property
     def client_id(self) -> str:
         return self._meta("client_id") or ""
+
+    @property
+    def username(self) -> str | None:
+        """Who signed in on this device last (the replica is theirs), if anyone did."""
+        return self._meta("username")
 
     @property
     def cursor(self) -> str | None:
@@ -579,7 +585,10 @@ class Device:
                 return
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
-        status, answer = self.transport(path, body, self._meta("token"))
+        token = self._meta("token")
+        if token is None:  # the server would answer 401; without one, retrying would only wait
+            raise NotSignedIn
+        status, answer = self.transport(path, body, token)
         if status != 200:
             raise ServerError(status, answer)
         return answer

@@ -77,18 +77,28 @@ def run(args: argparse.Namespace) -> int:
         try:
             return _act(device, args, server)
         except (NetworkError, ServerError, SyncBusy, DeviceOfAnotherUser) as exc:
-            print(f"device: {_explained(exc)}")
-            return 1
+            return _failed(_explained(exc, device.username))
         finally:
             device.close()
 
 
-def _explained(exc: Exception) -> str:
+def _failed(problem: str) -> int:
+    """One line on stderr, exit status 1: a script (or a worker reading the screen) sees it failed."""
+    print(f"device: {problem}", file=sys.stderr)
+    return 1
+
+
+def _explained(exc: Exception, username: str | None = None) -> str:
     """What went wrong, in words: the server's own message rather than its JSON."""
-    if isinstance(exc, ServerError) and exc.status == 401:
-        return "not signed in, or the session has ended: run `fivestep device login USERNAME`"
     body = exc.body if isinstance(exc, ServerError) else None
     error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    # A refused sign-in is a 401 too: it says why (wrong password), not "sign in".
+    if isinstance(exc, ServerError) and exc.status == 401 and code != "invalid_credentials":
+        return (
+            "not signed in, or the session has ended: "
+            f"run `fivestep device login {username or 'USERNAME'}` (edits made meanwhile stay queued)"
+        )
     if isinstance(exc, ServerError) and isinstance(error, dict):
         return f"the server refused ({exc.status} {error.get('code')}): {error.get('message')}"
     if isinstance(exc, NetworkError):
@@ -162,8 +172,7 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
     else:
         if args.household_id not in device.view("household"):
             # An edit of a record the device does not show would only be quarantined for a supervisor.
-            print(f"device: no household {args.household_id} on this device (sync first?)")
-            return 1
+            return _failed(f"no household {args.household_id} on this device (sync first?)")
         changes = dict(_assignment(a) for a in args.assignments)
         mutation = device.update_household(args.household_id, **changes)
         print(f"queued {mutation['op']} seq {mutation['seq']}; run `fivestep device sync` to send it")
@@ -181,16 +190,13 @@ def _print_visits(device: Device) -> None:
 
 def _attach_photo(device: Device, args: argparse.Namespace) -> int:
     if not args.file.is_file():
-        print(f"device: no such file: {args.file}")
-        return 1
+        return _failed(f"no such file: {args.file}")
     if problem := device.photo_item_problem(args.visit_id, args.template, args.item):
-        print(f"device: {problem}")
-        return 1
+        return _failed(problem)
     try:
         gps = _gps(args.gps) if args.gps else None
     except ValueError:
-        print("device: --gps takes LAT,LON or LAT,LON,ACCURACY_M (decimal degrees, metres)")
-        return 1
+        return _failed("--gps takes LAT,LON or LAT,LON,ACCURACY_M (decimal degrees, metres)")
     mutation = device.attach_photo(
         args.visit_id, args.template, args.item, args.file, view=args.view, gps=gps, row_id=args.row
     )

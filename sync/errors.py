@@ -27,6 +27,15 @@ class QueueBehindServer(ServerError):
         self.seq = seq
 
 
+class NotSignedIn(ServerError):
+    """The device has no session (it never signed in, or another user's sign-in was refused): nothing
+    was sent. A 401, as the server would answer, but at once, also when the server cannot be reached."""
+
+    def __init__(self) -> None:
+        super().__init__(401, None)
+        self.args = ("this device has not signed in",)
+
+
 class DeviceOfAnotherUser(Exception):
     """A sign-in as another user while the tablet still holds edits (or photo files) of the user signed in
     before, which only it holds: that user must sync them first."""

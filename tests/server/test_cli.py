@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sync.client import Device, httpx_transport
+from tests.helpers import Client
 from tests.images import jpeg_with_gps
 
 
@@ -79,21 +81,49 @@ def test_a_device_edit_of_a_household_the_device_does_not_hold_is_refused_not_qu
     edit = fivestep(
         "device", "--db", db, "edit", str(uuid.uuid4()), "address=解放街3号", cwd=tmp_path, env=_HERE
     )
-    assert edit.returncode == 1 and "no household" in edit.stdout, edit.stdout + edit.stderr
+    assert edit.returncode == 1 and edit.stderr.startswith("device: no household"), edit.stdout + edit.stderr
     status = fivestep("device", "--db", db, "status", cwd=tmp_path, env=_HERE)
     assert json.loads(status.stdout)["pending"] == 0
 
 
-def test_a_device_sync_without_a_server_says_it_is_retrying_then_why_it_gave_up(tmp_path: Path) -> None:
+def test_a_device_sync_without_a_server_says_it_is_retrying_then_why_it_gave_up(
+    client: Client, tmp_path: Path
+) -> None:
     """Eight retries wait about two minutes: silent, `fivestep device sync` looked hung."""
     db = tmp_path / "d.sqlite"
+    _signed_in(client, db)
     with socket.socket() as bound:  # bound but never listening: refused, and no other test can take it
         bound.bind(("127.0.0.1", 0))
         db.with_suffix(".server").write_text(f"http://127.0.0.1:{bound.getsockname()[1]}")
         sync = fivestep("device", "--db", str(db), "sync", "--retries", "2", cwd=tmp_path, env=_HERE)
     assert sync.returncode == 1, sync.stdout + sync.stderr
-    assert sync.stderr.count("no answer from the server") == sync.stderr.count("trying again in") == 2
-    assert sync.stdout.startswith("device: no answer from the server"), sync.stdout
+    assert sync.stderr.count("trying again in") == 2 and sync.stdout == ""
+    assert sync.stderr.count("no answer from the server") == 3, sync.stderr
+    assert sync.stderr.splitlines()[-1].startswith("device: no answer from the server"), sync.stderr
+
+
+def _signed_in(client: Client, db: Path) -> None:
+    """The device database of a tablet that signed in (to the in-process app) as demo-worker-1."""
+    device = Device(db, httpx_transport(client))
+    device.login("demo-worker-1", "demo")
+    device.close()
+
+
+def test_a_device_that_never_signed_in_is_told_so_at_once(tmp_path: Path) -> None:
+    """It used to try the server for two minutes (8 retries), then say it had no answer: a newcomer who
+    skipped `device login` waited for nothing, and was never told to sign in."""
+    db = tmp_path / "d.sqlite"
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        db.with_suffix(".server").write_text(f"http://127.0.0.1:{bound.getsockname()[1]}")
+        started = time.monotonic()
+        sync = fivestep("device", "--db", str(db), "sync", cwd=tmp_path, env=_HERE)
+    assert time.monotonic() - started < 30
+    assert (sync.returncode, sync.stdout) == (1, "")
+    assert sync.stderr.splitlines() == [
+        "device: not signed in, or the session has ended: run `fivestep device login USERNAME` "
+        "(edits made meanwhile stay queued)"
+    ]
 
 
 def test_a_device_is_told_to_sign_in_again_not_shown_the_servers_json() -> None:
@@ -159,6 +189,14 @@ def test_serve_demo_in_a_fresh_folder_then_create_user(tmp_path: Path) -> None:
 def _drive_a_device(base: str, tmp_path: Path) -> None:
     """The README's device walk-through: sign in, sync, edit offline, sync, see the edit confirmed."""
     device = ("device", "--db", str(tmp_path / "tablet.sqlite"))
+    mistyped = fivestep(
+        *device, "login", "demo-worker-1", "--server", base, "--password", "dem0", cwd=tmp_path
+    )
+    # It used to say "not signed in, or the session has ended: run `fivestep device login`", on stdout.
+    assert (mistyped.returncode, mistyped.stdout) == (1, ""), mistyped.stdout
+    assert mistyped.stderr.splitlines() == [
+        "device: the server refused (401 invalid_credentials): Wrong username or password."
+    ]
     signed_in = fivestep(
         *device, "login", "demo-worker-1", "--server", base, "--password", "demo", cwd=tmp_path
     )
@@ -173,7 +211,7 @@ def _drive_a_device(base: str, tmp_path: Path) -> None:
     visit = next(line.split()[0] for line in visits if " assigned " in line)
     (tmp_path / "kitchen.jpg").write_bytes(jpeg_with_gps(seed=5))
     wrong = fivestep(*device, "photo", visit, "step.look", "housing_ownership", "kitchen.jpg", cwd=tmp_path)
-    assert wrong.returncode == 1 and "not a photo item" in wrong.stdout, wrong.stdout
+    assert wrong.returncode == 1 and "not a photo item" in wrong.stderr, wrong.stdout
     photo = fivestep(
         *device, "photo", visit, "step.look", "home_photos", "kitchen.jpg", "--view", "kitchen",
         "--gps", "38.041,114.512,6", cwd=tmp_path,
