@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
+from schemas.households import HouseholdPatch
 from sync.client import Device, httpx_transport
 from sync.errors import DeviceOfAnotherUser, NetworkError, ServerError, SyncBusy
 from sync.tus_client import httpx_raw_transport
@@ -170,10 +172,13 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
                 + (f" ({photo['server_refusal']})" if photo["server_refusal"] else "")
             )
     else:
+        try:
+            changes = _household_changes(args.assignments)
+        except ValueError as exc:
+            return _failed(str(exc))
         if args.household_id not in device.view("household"):
             # An edit of a record the device does not show would only be quarantined for a supervisor.
             return _failed(f"no household {args.household_id} on this device (sync first?)")
-        changes = dict(_assignment(a) for a in args.assignments)
         mutation = device.update_household(args.household_id, **changes)
         print(f"queued {mutation['op']} seq {mutation['seq']}; run `fivestep device sync` to send it")
     return 0
@@ -214,8 +219,26 @@ def _gps(text: str) -> dict[str, Any]:
     return {"lat": parts[0], "lon": parts[1], "accuracy_m": parts[2] if len(parts) == 3 else 10.0}
 
 
+EDITABLE = tuple(name for name in HouseholdPatch.__struct_fields__ if name != "version")
+
+
+def _household_changes(assignments: list[str]) -> dict[str, Any]:
+    """The edits typed as FIELD=VALUE, checked as the server will check them: a mistyped field or a value
+    it refuses would only be quarantined for a supervisor, and a bare FIELD used to clear the field."""
+    changes = dict(_assignment(a) for a in assignments)
+    try:
+        msgspec.convert({**changes, "version": 0}, HouseholdPatch)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"not an edit of a household: {exc} (fields: {', '.join(EDITABLE)})") from None
+    if "version" in changes:
+        raise ValueError(f"the version is not edited (fields: {', '.join(EDITABLE)})")
+    return changes
+
+
 def _assignment(text: str) -> tuple[str, Any]:
-    name, _, raw = text.partition("=")
+    name, equals, raw = text.partition("=")
+    if not equals or not name:
+        raise ValueError(f"write each edit as FIELD=VALUE, e.g. address=解放街3号 (not {text!r})")
     try:
         return name, json.loads(raw)
     except json.JSONDecodeError:

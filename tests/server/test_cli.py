@@ -86,6 +86,35 @@ def test_a_device_edit_of_a_household_the_device_does_not_hold_is_refused_not_qu
     assert json.loads(status.stdout)["pending"] == 0
 
 
+@pytest.mark.parametrize(
+    ("typed", "said"),
+    [
+        (["address"], "device: write each edit as FIELD=VALUE, e.g. address=解放街3号 (not 'address')"),
+        (["adress=解放街3号"], "device: not an edit of a household: Object contains unknown field `adress`"),
+        (
+            ["lat=北纬38度"],
+            "device: not an edit of a household: Expected `float | null`, got `str` - at `$.lat`",
+        ),
+        (["address="], "device: not an edit of a household: Expected `str` of length >= 1"),
+        (["version=9"], "device: the version is not edited"),
+    ],
+)
+def test_a_device_edit_the_server_would_refuse_is_refused_at_once_not_queued(
+    typed: list[str], said: str, tmp_path: Path
+) -> None:
+    """`edit H address` (no value) used to queue the address cleared; a mistyped field or a value that is
+    no latitude was queued too: each refused by the server, and quarantined for a supervisor to look at."""
+    db = str(tmp_path / "d.sqlite")
+    edit = fivestep("device", "--db", db, "edit", str(uuid.uuid4()), *typed, cwd=tmp_path, env=_HERE)
+    assert (edit.returncode, edit.stdout) == (1, "")
+    (line,) = edit.stderr.splitlines()
+    assert line.startswith(said), line
+    if not typed[0].startswith("address"):
+        assert "(fields: address, lat, lon, status, recheck_class, monthly_benefit_fen)" in line
+    status = fivestep("device", "--db", db, "status", cwd=tmp_path, env=_HERE)
+    assert json.loads(status.stdout)["pending"] == 0
+
+
 def test_a_device_sync_without_a_server_says_it_is_retrying_then_why_it_gave_up(
     client: Client, tmp_path: Path
 ) -> None:
@@ -205,6 +234,8 @@ def _drive_a_device(base: str, tmp_path: Path) -> None:
     assert first.returncode == 0 and "pulled" in first.stdout, first.stderr
     listed = fivestep(*device, "households", cwd=tmp_path).stdout.splitlines()
     household = listed[0].split()[0]
+    cleared = fivestep(*device, "edit", household, "address", cwd=tmp_path)  # used to queue address=""
+    assert cleared.returncode == 1 and "FIELD=VALUE" in cleared.stderr, cleared.stdout
     queued = fivestep(*device, "edit", household, "address=命令行改的地址", cwd=tmp_path)
     assert queued.returncode == 0 and "queued household.update.v1 seq 1" in queued.stdout
     visits = fivestep(*device, "visits", cwd=tmp_path).stdout.splitlines()
