@@ -37,6 +37,7 @@ from sync.errors import (
     DeviceOfAnotherUser,
     NetworkError,
     NotSignedIn,
+    PushHeldBack,
     QueueBehindServer,
     ServerError,
     SyncBusy,
@@ -113,6 +114,8 @@ class SyncReport:
     """Conflict records the pushed mutations opened (a supervisor will look at them)."""
     resets: int = 0
     photos: UploadReport = field(default_factory=UploadReport)
+    held_back: int | None = None
+    """The seq the server could not apply now (`stopped: transient`): it and the edits after it wait."""
 
 
 class Device:
@@ -467,23 +470,32 @@ class Device:
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[Exception, float], None] | None = None,
     ) -> SyncReport:
-        """Sync, retrying lost requests and server errors with jittered exponential backoff: ``attempts``
-        retries after the first try. ``on_retry`` hears each failure and the seconds until the next try
-        (eight retries wait about two minutes in all: someone watching needs to know why)."""
-        for attempt in range(attempts):
+        """Sync, retrying lost requests, server errors and a push the server could not finish, with
+        jittered exponential backoff: ``attempts`` retries after the first try. ``on_retry`` hears each
+        failure and the seconds until the next try (eight retries wait about two minutes in all: someone
+        watching needs to know why). The last report may still say ``held_back``: edits wait."""
+        attempt = 0
+        while True:
+            last = attempt == attempts
             try:
-                return self.sync()
+                report = self.sync()
             except NetworkError as exc:
+                if last:
+                    raise
                 problem: Exception = exc
             except ServerError as exc:
-                if exc.status < 500 and exc.status != 429:
+                if last or (exc.status < 500 and exc.status != 429):
                     raise
                 problem = exc
+            else:
+                if report.held_back is None or last:
+                    return report
+                problem = PushHeldBack(report.held_back)
             delay = base_delay * (2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not secrets
             if on_retry is not None:
                 on_retry(problem, delay)
             sleep(delay)
-        return self.sync()
+            attempt += 1
 
     def push(self, report: SyncReport | None = None) -> None:
         """Send the pending mutations, a batch at a time, until the server has them all."""
@@ -511,7 +523,9 @@ class Device:
             answer = msgspec.convert(self._post("/api/v1/sync/push", body), PushResponse)
             self._record_outcomes(answer, report)
             if answer.stopped == "transient":
-                return  # the server will take the rest on the next sync
+                # The server will take the rest on a later sync; photos and the pull still run now.
+                report.held_back = answer.expected_seq or answer.last_mutation_seq + 1
+                return
             if answer.stopped == "out_of_order":
                 self._require_held(answer.last_mutation_seq + 1)
             elif not answer.results:

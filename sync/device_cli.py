@@ -26,7 +26,7 @@ import msgspec
 
 from schemas.households import HouseholdPatch
 from sync.client import Device, httpx_transport
-from sync.errors import DeviceOfAnotherUser, NetworkError, ServerError, SyncBusy
+from sync.errors import DeviceOfAnotherUser, NetworkError, PushHeldBack, ServerError, SyncBusy
 from sync.tus_client import httpx_raw_transport
 
 DEFAULT_DB = "./var/device.sqlite"
@@ -137,6 +137,8 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
             + (f", {len(report.photos.held)} photos held (answer rejected)" if report.photos.held else "")
             + (f", {report.photos.waiting} photos waiting" if report.photos.waiting else "")
         )
+        if report.held_back is not None:
+            return _failed(f"{PushHeldBack(report.held_back)}: run `fivestep device sync` again later")
     elif args.action == "status":
         counts = dict(device.db.execute("SELECT entity, count(*) FROM confirmed GROUP BY entity").fetchall())
         print(

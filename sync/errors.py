@@ -27,6 +27,17 @@ class QueueBehindServer(ServerError):
         self.seq = seq
 
 
+class PushHeldBack(Exception):
+    """The server could not apply the mutation at ``seq`` now (`stopped: transient`: a lock wait, a
+    lost database connection): what came before it is in, it and the rest wait on the device."""
+
+    def __init__(self, seq: int) -> None:
+        super().__init__(
+            f"the server could not take edit seq {seq} now (a passing fault); it and the rest wait"
+        )
+        self.seq = seq
+
+
 class NotSignedIn(ServerError):
     """The device has no session (it never signed in, or another user's sign-in was refused): nothing
     was sent. A 401, as the server would answer, but at once, also when the server cannot be reached."""

@@ -934,6 +934,45 @@ def test_a_proxys_error_page_is_a_lost_answer_that_sync_retries(client: Client, 
     device.close()
 
 
+def test_a_push_the_server_could_not_finish_is_tried_again_until_every_edit_is_in(
+    make_device: MakeDevice, client: Client
+) -> None:
+    """A passing database fault stopped the push at seq 2 (`stopped: transient`). The sync used to end as
+    if all went well: no retry, and the edits from seq 2 on stayed on the tablet without a word."""
+    device = make_device("demo-worker-1")
+    device.sync()
+    for i in range(1, 4):
+        device.update_household(H1, address=f"第{i}次")
+    faulty = [True]
+
+    def fault_on_second(mutation: Any) -> None:
+        if faulty and mutation.seq == 2:
+            raise sync_push.TransientFault
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        faulty.clear()  # the fault passes while the tablet waits
+
+    waits: list[float] = []
+    heard: list[Exception] = []
+    sync_push.fault_hook = fault_on_second
+    try:
+        report = device.sync_with_retry(sleep=wait, on_retry=lambda problem, _: heard.append(problem))
+    finally:
+        sync_push.fault_hook = None
+    assert len(waits) == 1 and "edit seq 2" in str(heard[0])
+    assert report.held_back is None and device.pending() == []
+    assert device.record("household", H1)["address"] == "第3次"  # type: ignore[index]
+    # A fault that does not pass: the last report says which edit waits, and the edits stay queued.
+    device.update_household(H1, address="第4次")
+    sync_push.fault_hook = lambda mutation: (_ for _ in ()).throw(sync_push.TransientFault())
+    try:
+        report = device.sync_with_retry(attempts=2, sleep=waits.append)
+    finally:
+        sync_push.fault_hook = None
+    assert report.held_back == 4 and [m["seq"] for m in device.pending()] == [4]
+
+
 def test_clock_offset_is_measured_and_orders_nothing(client: Client, make_device: MakeDevice) -> None:
     three_days_ms = 3 * 86400 * 1000
     device = make_device("demo-worker-1", clock_offset_s=-3 * 86400)
