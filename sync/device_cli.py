@@ -17,6 +17,7 @@ import argparse
 import getpass
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,15 @@ def add_commands(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    Path(args.db).parent.mkdir(parents=True, exist_ok=True)
     server = _remembered_server(args)
+    if not server.startswith(("http://", "https://")):
+        return _failed(f"--server takes the server's URL, e.g. http://127.0.0.1:8000 (not {server!r})")
     with httpx.Client(base_url=server, timeout=30) as http:
-        device = Device(args.db, httpx_transport(http), uploads=httpx_raw_transport(http))
+        try:
+            Path(args.db).parent.mkdir(parents=True, exist_ok=True)
+            device = Device(args.db, httpx_transport(http), uploads=httpx_raw_transport(http))
+        except (OSError, sqlite3.Error) as exc:
+            return _failed(f"cannot open the device database {args.db} ({exc})")
         try:
             return _act(device, args, server)
         except (NetworkError, ServerError, SyncBusy, DeviceOfAnotherUser) as exc:
@@ -112,11 +118,16 @@ def _say_retrying(problem: Exception, delay: float) -> None:
     print(f"device: {_explained(problem)}; trying again in {delay:.1f} s", file=sys.stderr, flush=True)
 
 
+def _server_marker(db: str) -> Path:
+    return Path(db).with_suffix(".server")
+
+
 def _remembered_server(args: argparse.Namespace) -> str:
-    marker = Path(args.db).with_suffix(".server")
+    """The server of the last successful sign-in (login remembers it only then: a mistyped --server
+    must not send the next sync elsewhere with the session of the right one)."""
     if args.action == "login":
-        marker.write_text(args.server)
-        return str(args.server)
+        return str(args.server).strip()
+    marker = _server_marker(args.db)
     return marker.read_text().strip() if marker.exists() else "http://127.0.0.1:8000"
 
 
@@ -124,6 +135,7 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
     if args.action == "login":
         password = args.password or os.environ.get("FIVESTEP_DEVICE_PASSWORD") or getpass.getpass()
         user = device.login(args.username, password)
+        _server_marker(args.db).write_text(server)
         print(f"signed in to {server} as {user['username']} ({user['role']}); client {device.client_id}")
     elif args.action == "sync":
         report = device.sync_with_retry(attempts=max(args.retries, 0), on_retry=_say_retrying)
@@ -163,6 +175,8 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
     elif args.action == "photo":
         return _attach_photo(device, args)
     elif args.action == "answer":
+        if args.visit_id not in device.view("visit"):
+            return _failed(f"no visit {args.visit_id} on this device (sync first?)")
         value = device.answer_value(args.visit_id, args.template, args.item, args.row)
         print("unanswered" if value is None else json.dumps(value, ensure_ascii=False, indent=2))
     elif args.action == "photos":

@@ -131,6 +131,71 @@ def test_a_device_sync_without_a_server_says_it_is_retrying_then_why_it_gave_up(
     assert sync.stderr.splitlines()[-1].startswith("device: no answer from the server"), sync.stderr
 
 
+def test_a_sign_in_to_a_mistyped_server_keeps_the_server_the_device_syncs_with(
+    client: Client, tmp_path: Path
+) -> None:
+    """`login --server` used to remember the server before signing in: after one mistyped URL (no answer
+    there), the next `device sync` went to it with the right server's session."""
+    db = tmp_path / "d.sqlite"
+    _signed_in(client, db)
+    db.with_suffix(".server").write_text("http://127.0.0.1:8000")
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        wrong = f"http://127.0.0.1:{bound.getsockname()[1]}"
+        device = ("device", "--db", str(db))
+        login = fivestep(
+            *device,
+            "login",
+            "demo-worker-1",
+            "--server",
+            wrong,
+            "--password",
+            "demo",
+            cwd=tmp_path,
+            env=_HERE,
+        )
+        assert login.returncode == 1 and login.stderr.startswith("device: no answer from the server")
+    assert db.with_suffix(".server").read_text() == "http://127.0.0.1:8000"
+    schemeless = fivestep(
+        *device,
+        "login",
+        "demo-worker-1",
+        "--server",
+        "localhost:8123",
+        "--password",
+        "demo",
+        cwd=tmp_path,
+        env=_HERE,
+    )
+    assert (schemeless.returncode, schemeless.stderr) == (
+        1,
+        "device: --server takes the server's URL, e.g. http://127.0.0.1:8000 (not 'localhost:8123')\n",
+    )
+
+
+def test_a_device_database_that_cannot_be_opened_or_a_visit_it_lacks_is_one_line_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    folder = fivestep("device", "--db", str(tmp_path), "status", cwd=tmp_path, env=_HERE)
+    assert folder.returncode == 1 and "Traceback" not in folder.stderr, folder.stderr
+    assert folder.stderr.startswith(f"device: cannot open the device database {tmp_path} ("), folder.stderr
+    visit = str(uuid.uuid4())
+    answer = fivestep(
+        "device",
+        "--db",
+        str(tmp_path / "d.sqlite"),
+        "answer",
+        visit,
+        "step.look",
+        "home_photos",
+        cwd=tmp_path,
+        env=_HERE,
+    )
+    # It used to print "unanswered", exit 0: a mistyped visit id looked like an empty answer.
+    assert (answer.returncode, answer.stdout) == (1, "")
+    assert answer.stderr == f"device: no visit {visit} on this device (sync first?)\n"
+
+
 def _signed_in(client: Client, db: Path) -> None:
     """The device database of a tablet that signed in (to the in-process app) as demo-worker-1."""
     device = Device(db, httpx_transport(client))
