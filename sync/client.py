@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS pending (
 CREATE TABLE IF NOT EXISTS outcomes (
     seq INTEGER PRIMARY KEY, status TEXT NOT NULL, code TEXT, conflict_ids TEXT NOT NULL);
 """
+_TARGETS = ("member_id", "household_id", "visit_id", "conflict_id")
+"""A mutation's field naming the record it aims at (a create names the record in its payload)."""
 PARENT_KEYS = {
     "member": "household_id",
     "visit": "household_id",
@@ -104,12 +106,26 @@ def _answer(response: Any) -> Any:
 _JSON = {"Content-Type": "application/json"}
 
 
+@dataclass(frozen=True)
+class RefusedEdit:
+    """An edit the server refused for good and kept for a supervisor (docs/sync-protocol.md, `rejected`):
+    what the worker needs to know it did not land, and why."""
+
+    seq: int
+    op: str
+    record: str | None
+    """The household, member, visit or conflict it aimed at."""
+    code: str | None
+
+
 @dataclass
 class SyncReport:
     pushed: int = 0
     pulled: int = 0
     confirmed: int = 0
     rejected: list[int] = field(default_factory=list)
+    refused: list[RefusedEdit] = field(default_factory=list)
+    """The rejected edits, each with what it aimed at and the server's code."""
     conflicts: int = 0
     """Conflict records the pushed mutations opened (a supervisor will look at them)."""
     resets: int = 0
@@ -553,6 +569,13 @@ class Device:
         if held is None:
             raise QueueBehindServer(seq)
 
+    def _refused(self, seq: int, code: str | None) -> RefusedEdit:
+        row = self.db.execute("SELECT body FROM pending WHERE seq = ?", (seq,)).fetchone()
+        mutation = json.loads(row[0]) if row else {}
+        created = mutation.get("member") or mutation.get("household") or {}
+        record = created.get("id") or next((mutation[key] for key in _TARGETS if key in mutation), None)
+        return RefusedEdit(seq, str(mutation.get("op", "")), record, code)
+
     def _record_outcomes(self, answer: PushResponse, report: SyncReport) -> None:
         with self._tx():
             for result in answer.results:
@@ -567,6 +590,7 @@ class Device:
                 )
                 if result.status == "rejected":
                     report.rejected.append(result.seq)
+                    report.refused.append(self._refused(result.seq, result.code))
                 elif result.status == "applied_with_conflict":
                     report.conflicts += len(result.conflict_ids)
             report.pushed += len(answer.results)

@@ -142,13 +142,17 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
         print(
             f"pushed {report.pushed}, pulled {report.pulled} changes, {report.confirmed} edits confirmed"
             + (f", {report.conflicts} conflicts for a supervisor" if report.conflicts else "")
-            + (f", rejected seqs {report.rejected}" if report.rejected else "")
+            + (f", {len(report.refused)} edits refused" if report.refused else "")
             + (f", {report.resets} resets" if report.resets else "")
             + (f", {report.photos.sent} photos sent" if report.photos.sent else "")
             + (f", {len(report.photos.refused)} photos refused" if report.photos.refused else "")
             + (f", {len(report.photos.held)} photos held (answer rejected)" if report.photos.held else "")
             + (f", {report.photos.waiting} photos waiting" if report.photos.waiting else "")
         )
+        for refused in report.refused:
+            print(
+                f"refused, kept for a supervisor: seq {refused.seq} {refused.op} {refused.record} ({refused.code})"
+            )
         if report.held_back is not None:
             return _failed(f"{PushHeldBack(report.held_back)}: run `fivestep device sync` again later")
     elif args.action == "status":

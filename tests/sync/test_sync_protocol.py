@@ -36,7 +36,7 @@ from server.services import sync_admin, sync_apply, sync_pull, sync_push, transa
 from server.services.actor import SYSTEM
 from server.services.auth import authenticate
 from server.services.rules import load_rules, today
-from sync.client import Device, httpx_transport
+from sync.client import Device, RefusedEdit, httpx_transport
 from sync.errors import DeviceOfAnotherUser, NetworkError
 from tests.helpers import (
     Client,
@@ -1510,6 +1510,20 @@ def test_a_household_moving_community_leaves_one_device_and_arrives_whole_on_ano
     assert not [m for m in c01.confirmed("member").values() if m["household_id"] == H1]
     assert c03.record("household", H1) is not None
     assert {m["id"] for m in members} <= set(c03.confirmed("member"))
+
+
+def test_an_edit_of_a_household_that_left_the_community_meanwhile_is_refused_saying_which_and_why(
+    make_device: MakeDevice, client: Client
+) -> None:
+    """The worker edited a household offline; meanwhile it moved to another community. The household
+    vanished from the tablet and the sync said only `rejected seqs [1]`: not which edit, nor why."""
+    device = make_device("demo-worker-1")
+    device.sync()
+    device.update_household(H1, address="搬走前改的")
+    _move(client, "DB-C01-0001", "C03")
+    report = device.sync()
+    assert report.refused == [RefusedEdit(seq=1, op="household.update.v1", record=H1, code="not_found")]
+    assert device.record("household", H1) is None and device.pending() == []
 
 
 def test_a_moving_household_takes_its_conflicts_along(make_device: MakeDevice, client: Client) -> None:
