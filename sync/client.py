@@ -401,12 +401,15 @@ class Device:
         return user
 
     def _signed_in(self, token: str, user: dict[str, Any], *, start_over: bool = False) -> None:
+        previous_users_photos: list[Path] = []
         with self._tx():
             if start_over:
-                self._start_over()
+                previous_users_photos = self._start_over()
             self._set("token", token)
             self._set("username", user["username"])
             self._set("user_id", str(user["id"]))
+        for copy in previous_users_photos:  # after the commit: a rollback must not lose a copy still named
+            copy.unlink(missing_ok=True)
 
     def _device_key(self) -> str:
         """The name this tablet signs in under, made from its first client id: it stays when another
@@ -430,9 +433,11 @@ class Device:
         held += [f"{photos} photo file(s) to send"] if photos else []
         return " and ".join(held) or None
 
-    def _start_over(self) -> None:
+    def _start_over(self) -> list[Path]:
         """Signed in as another user: the replica, its cursor and its client id were the previous user's
-        (the server refuses that client id to anyone else). The caller holds the local transaction."""
+        (the server refuses that client id to anyone else), and so were the photo files the server never
+        took (held, refused, lost): pictures inside households' homes. The caller holds the local
+        transaction; it deletes the returned photo copies once that has committed."""
         self.db.execute("DELETE FROM confirmed")
         self.db.execute("DELETE FROM rebuild")
         self.db.execute("DELETE FROM outcomes")
@@ -443,6 +448,7 @@ class Device:
         self._set("client_id", str(uuid.uuid4()))
         self._set("next_seq", "1")
         self._set("acked_seq", "0")
+        return self.photos.forget_all()
 
     def _end_session(self, token: str) -> None:
         """Sign out a session this device will not use; if that fails, it expires on its own."""

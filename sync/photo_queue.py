@@ -100,6 +100,14 @@ class PhotoQueue:
         if state == "stored":  # attached again: the server has it, the new copy is not needed
             local.path.unlink(missing_ok=True)
 
+    def forget_all(self) -> list[Path]:
+        """Forget every photo (another user signed in: none is waiting, or the sign-in was refused); the
+        caller holds the local transaction and deletes the returned copies once it has committed."""
+        kept = [self.folder / sha256 for (sha256,) in self.db.execute("SELECT sha256 FROM photos")]
+        self.db.execute("DELETE FROM photo_answers")
+        self.db.execute("DELETE FROM photos")
+        return kept
+
     def entries(self, server: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         """Every photo file with its state here and, once a pull brought it, the server's record's state and,
         when refused there, why (``server``: the confirmed photo records by SHA-256)."""

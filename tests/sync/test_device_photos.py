@@ -311,6 +311,21 @@ def test_a_photo_whose_answer_was_rejected_is_held_not_sent(synced: Any, tmp_pat
     assert [(p["state"], p["code"]) for p in device.photo_queue()] == [("held", "not_found")]
 
 
+def test_another_user_signing_in_on_the_tablet_finds_none_of_the_previous_users_photos(
+    synced: Any, tmp_path: Path
+) -> None:
+    """The replica is emptied for the next user, but the photo files the previous user took and the
+    server never took (held, refused, lost) stayed in the tablet's folder, listed by `device photos`:
+    pictures inside a household's home, of a community the next user may not see."""
+    _, device, _ = synced
+    device.attach_photo(str(uuid.uuid4()), *LOOK, photo_file(tmp_path, 21), view="kitchen")
+    device.sync()
+    assert [p["state"] for p in device.photo_queue()] == ["held"]
+    device.login("demo-worker-3", "demo")
+    assert device.photo_queue() == []
+    assert not [kept.name for kept in device.photos.folder.iterdir()]
+
+
 def _sent_and_present(tus_client: Client, device: Any, visit: dict[str, Any], file: Path) -> None:
     """The next sync sends the file, and the visit's evidence has it."""
     assert device.sync().photos.sent == 1
