@@ -63,6 +63,8 @@ CREATE TABLE IF NOT EXISTS outcomes (
 """
 _TARGETS = ("member_id", "household_id", "visit_id", "conflict_id")
 """A mutation's field naming the record it aims at (a create names the record in its payload)."""
+LOCKED_VISITS = ("approved", "rejected")
+"""Visit states that take no answer (docs/workflow.md); an amendment makes a new revision."""
 PARENT_KEYS = {
     "member": "household_id",
     "visit": "household_id",
@@ -340,6 +342,8 @@ class Device:
         visit = self.view("visit").get(str(visit_id))
         if visit is None:
             return f"no visit {visit_id} on this device (sync first?)"
+        if visit.get("status") in LOCKED_VISITS:  # the server would refuse it `visit_locked`
+            return f"the visit is {visit['status']} and locked: it takes no more answers"
         pinned = {t["code"]: t["version"] for t in visit.get("templates") or []}
         if template not in pinned:
             return f"the visit's checklists are {', '.join(sorted(pinned))}"

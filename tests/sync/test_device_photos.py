@@ -405,3 +405,15 @@ def test_the_device_says_when_a_photo_cannot_go_to_an_item(synced: Any) -> None:
     assert missing == "step.look has no item 'no_such_item'"
     elsewhere = device.photo_item_problem(visit["id"], "form.nothing", "home_photos")
     assert elsewhere is not None and "step.look" in elsewhere
+
+
+def test_the_device_says_a_photo_cannot_go_to_a_locked_visit(synced: Any) -> None:
+    """A photo for an approved (or rejected) visit was queued, refused by the server (`visit_locked`)
+    and quarantined for a supervisor; the tablet already knew the visit was locked."""
+    _, device, _ = synced
+    locked = [v for v in device.view("visit").values() if v["status"] in ("approved", "rejected")]
+    assert locked, "the demo community has an approved visit"
+    for visit in locked:
+        assert device.photo_item_problem(visit["id"], *LOOK) == (
+            f"the visit is {visit['status']} and locked: it takes no more answers"
+        )
