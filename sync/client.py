@@ -711,7 +711,14 @@ class Device:
 
     def _confirm(self, last_mutation_seq: int) -> int:
         with self._tx():
-            gone = self.db.execute("DELETE FROM pending WHERE seq <= ?", (last_mutation_seq,)).rowcount
+            # A photo file is sent only for an answer known taken: an answer whose push result was never
+            # heard (lost, then a pull on its own confirmed it) stays until a push replays it and says.
+            heard = {seq for (seq,) in self.db.execute("SELECT seq FROM outcomes")}
+            unheard = sorted(self.photos.answers_waited_on() - heard)
+            gone = self.db.execute(
+                "DELETE FROM pending WHERE seq <= ? AND seq NOT IN (SELECT value FROM json_each(?))",
+                (last_mutation_seq, json.dumps(unheard)),
+            ).rowcount
         return int(gone)
 
     def close(self) -> None:

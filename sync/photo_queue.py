@@ -100,6 +100,14 @@ class PhotoQueue:
         if state == "stored":  # attached again: the server has it, the new copy is not needed
             local.path.unlink(missing_ok=True)
 
+    def answers_waited_on(self) -> set[int]:
+        """The seqs of the answers naming a file still to send: the file goes only once one is known taken."""
+        rows = self.db.execute(
+            "SELECT seq FROM photos WHERE state = 'waiting' UNION "
+            "SELECT a.seq FROM photo_answers a JOIN photos p USING (sha256) WHERE p.state = 'waiting'"
+        )
+        return {int(seq) for (seq,) in rows}
+
     def forget_all(self) -> list[Path]:
         """Forget every photo (another user signed in: none is waiting, or the sign-in was refused); the
         caller holds the local transaction and deletes the returned copies once it has committed."""

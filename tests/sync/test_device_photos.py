@@ -166,6 +166,33 @@ def test_two_tablets_photographing_the_same_item_offline_both_count(
     assert evidence_of(tus_client, visit["id"]) == dict.fromkeys(shas, "present")
 
 
+def test_a_photo_whose_answers_push_result_was_lost_is_sent_after_a_pull_on_its_own(
+    tus_client: Client, synced: Any, tmp_path: Path
+) -> None:
+    """The push of the photo's answer reached the server and its answer was lost; then the app pulled on
+    its own (a refresh). The pull confirmed the answer, so it left the queue without the device ever
+    hearing its result: the photo waited for good, and the visit's evidence stayed `expected`."""
+    visit, device, _ = synced
+    file = photo_file(tmp_path, 31)
+    device.attach_photo(visit["id"], *LOOK, file, view="kitchen")
+    plain = device.transport
+
+    def answer_lost(path: str, body: dict[str, Any], token: str | None) -> tuple[int, Any]:
+        answer = plain(path, body, token)
+        if path.endswith("/push"):
+            raise NetworkError("the answer was lost")
+        return answer
+
+    device.transport = answer_lost
+    with pytest.raises(NetworkError):
+        device.sync()
+    device.transport = plain
+    device.pull()
+    assert device.sync().photos.sent == 1
+    assert evidence_of(tus_client, visit["id"])[sha256(file.read_bytes())] == "present"
+    assert device.pending() == [] and [p["state"] for p in device.photo_queue()] == ["stored"]
+
+
 def test_a_second_sync_of_the_same_device_is_refused_while_one_runs(
     tus_client: Client, synced: Any, tmp_path: Path
 ) -> None:
