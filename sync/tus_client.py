@@ -221,9 +221,24 @@ def _is_gone(reply: Reply) -> bool:
 
 
 def _failure(reply: Reply) -> Exception:
+    if not _from_the_server(reply):
+        # A proxy's page (nginx's 413 while its body limit is too small, a 404 while misrouted), a
+        # captive portal's: the server's answer, if any, is lost. Refusing the file on it would be for good.
+        return NetworkError(f"HTTP {reply.status}: the answer is not the server's (not JSON)")
     if reply.status in (410, 422):  # 410 with any code but an expiry's: the file was refused earlier
         return Refused(_code(reply) or "refused", _message(reply))
     return ServerError(reply.status, _error(reply) or reply.body.decode(errors="replace"))
+
+
+def _from_the_server(reply: Reply) -> bool:
+    """The server answers errors in JSON; a bodiless answer (HEAD) cannot say, and passes."""
+    if not reply.body:
+        return True
+    try:
+        msgspec.json.decode(reply.body)
+    except msgspec.DecodeError:
+        return False
+    return True
 
 
 def _error(reply: Reply) -> dict[str, Any]:

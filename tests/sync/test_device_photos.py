@@ -292,6 +292,34 @@ def test_a_refused_file_is_reported_once_and_its_answer_still_arrives(
     assert device.sync().photos.refused == []  # not tried again
 
 
+@pytest.mark.parametrize("status", [413, 404, 400])
+def test_a_proxys_error_page_leaves_the_photo_to_send_again_not_refused(
+    status: int, tus_client: Client, synced: Any, tmp_path: Path
+) -> None:
+    """A reverse proxy in front of the server answers with its own HTML page (nginx's `413 Request Entity
+    Too Large` while its body limit is too small, a `404` while it is misrouted): no answer of the
+    server's. The device marked the photo refused for good (`http_413`), and never sent it again, even
+    once the proxy was fixed; the visit's evidence stayed `expected`."""
+    visit, device, network = synced
+    file = photo_file(tmp_path, 32)
+    device.attach_photo(visit["id"], *LOOK, file, view="kitchen")
+    server = network.inner
+
+    def proxy(method: str, path: str, headers: dict[str, str], content: bytes = b"") -> Reply:
+        if method in ("POST", "PATCH"):
+            page = f"<html><body><h1>{status} from nginx</h1></body></html>".encode()
+            return Reply(status, {"content-type": "text/html"}, page)
+        return server(method, path, headers, content)
+
+    network.inner = proxy
+    with pytest.raises(NetworkError, match=str(status)):
+        device.sync()
+    assert [p["state"] for p in device.photo_queue()] == ["waiting"]
+    network.inner = server  # the proxy is fixed
+    assert device.sync().photos.sent == 1
+    assert evidence_of(tus_client, visit["id"])[sha256(file.read_bytes())] == "present"
+
+
 def test_an_upload_that_vanished_starts_again(tus_client: Client, synced: Any, tmp_path: Path) -> None:
     visit, device, network = synced
     device.attach_photo(visit["id"], *LOOK, photo_file(tmp_path, 9), view="kitchen")
