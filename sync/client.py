@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -65,6 +65,7 @@ _TARGETS = ("member_id", "household_id", "visit_id", "conflict_id")
 """A mutation's field naming the record it aims at (a create names the record in its payload)."""
 LOCKED_VISITS = ("approved", "rejected")
 """Visit states that take no answer (docs/workflow.md); an amendment makes a new revision."""
+Shape = TypeVar("Shape", PushResponse, PullResponse)
 PARENT_KEYS = {
     "member": "household_id",
     "visit": "household_id",
@@ -106,6 +107,23 @@ def _answer(response: Any) -> Any:
 
 
 _JSON = {"Content-Type": "application/json"}
+
+
+def _servers(status: int, answer: Any) -> dict[str, Any]:
+    """The server's answer: a JSON object, with `error` unless 200. Anything else (a captive portal's
+    redirect to its sign-in page, an empty answer) came from something on the way: the server's is lost."""
+    if status == 200 and isinstance(answer, dict):
+        return answer
+    if status != 200 and isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+        raise ServerError(status, answer)
+    raise NetworkError(f"HTTP {status}: the answer is not the server's")
+
+
+def _read(answer: dict[str, Any], shape: type[Shape]) -> Shape:
+    try:
+        return msgspec.convert(answer, shape)
+    except msgspec.ValidationError as exc:
+        raise NetworkError(f"the answer is not the server's ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -386,9 +404,7 @@ class Device:
             "password": password,
             "device_id": device_key or self._device_key(),
         }
-        status, answer = self.transport("/api/v1/auth/login", body, None)
-        if status != 200:
-            raise ServerError(status, answer)
+        answer = _servers(*self.transport("/api/v1/auth/login", body, None))
         user = dict(answer["user"])
         if not self._held_for_another(user):
             self._signed_in(answer["token"], user)
@@ -546,7 +562,7 @@ class Device:
                 "mutations": mutations,
                 "device_now": self.now(),
             }
-            answer = msgspec.convert(self._post("/api/v1/sync/push", body), PushResponse)
+            answer = _read(self._post("/api/v1/sync/push", body), PushResponse)
             self._record_outcomes(answer, report)
             if answer.stopped == "transient":
                 # The server will take the rest on a later sync; photos and the pull still run now.
@@ -621,7 +637,7 @@ class Device:
                 "limit": self.pull_limit,
                 "device_now": self.now(),
             }
-            page = msgspec.convert(self._post("/api/v1/sync/pull", body), PullResponse)
+            page = _read(self._post("/api/v1/sync/pull", body), PullResponse)
             if page.reset_required:
                 self._reset()
                 report.resets += 1
@@ -636,10 +652,7 @@ class Device:
         token = self._meta("token")
         if token is None:  # the server would answer 401; without one, retrying would only wait
             raise NotSignedIn
-        status, answer = self.transport(path, body, token)
-        if status != 200:
-            raise ServerError(status, answer)
-        return answer
+        return _servers(*self.transport(path, body, token))
 
     def _reset(self) -> None:
         """Rebuild from a fresh snapshot, into `rebuild` until its last page; pending edits stay and are

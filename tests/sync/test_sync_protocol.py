@@ -910,8 +910,12 @@ def test_a_proxys_error_page_is_a_lost_answer_that_sync_retries(client: Client, 
     """A reverse proxy answers 502 with an HTML page while the server restarts (a captive portal answers
     200 with one): that is no answer of the server's, so the tablet retries as for a lost request."""
     proxy_errors = ["502"]
+    bare: list[tuple[int, bytes]] = []
 
     def proxy(request: httpx.Request) -> httpx.Response:
+        if bare:
+            status, content = bare.pop(0)
+            return httpx.Response(status, content=content, headers={"location": "http://portal.test/"})
         if proxy_errors:
             page = b"<html><body><h1>Bad Gateway</h1></body></html>"
             return httpx.Response(
@@ -931,6 +935,14 @@ def test_a_proxys_error_page_is_a_lost_answer_that_sync_retries(client: Client, 
     waits: list[float] = []
     report = device.sync_with_retry(sleep=waits.append)
     assert len(waits) == 3 and report.pulled and device.view("household")
+    # A captive portal's redirect to its sign-in page, an empty answer: no answer of the server's either.
+    # They used to end the sync at once ("HTTP 302: None"; a traceback for the empty 200).
+    bare.extend([(302, b""), (200, b""), (404, b"")])
+    waits.clear()
+    device.update_household(H1, address="门户之后")
+    report = device.sync_with_retry(sleep=waits.append)
+    assert len(waits) == 3 and device.pending() == []
+    assert device.record("household", H1)["address"] == "门户之后"  # type: ignore[index]
     device.close()
 
 
