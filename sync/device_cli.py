@@ -50,7 +50,9 @@ def add_commands(commands: Any) -> None:
         default=8,
         help="tries again after a lost request or a server error (default 8)",
     )
-    actions.add_parser("status", help="client id, cursor, records held, pending edits")
+    actions.add_parser(
+        "status", help="who signed in where, client id, cursor, records held, edits and photos to send"
+    )
     actions.add_parser("households", help="households as this device sees them (pending edits applied)")
     edit = actions.add_parser("edit", help="queue a household edit: FIELD=VALUE ... (values as JSON or text)")
     edit.add_argument("household_id")
@@ -160,10 +162,14 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
         print(
             json.dumps(
                 {
+                    "signed_in_as": device.username,
+                    "server": server,
                     "client_id": device.client_id,
                     "cursor": device.cursor,
                     "records": counts,
                     "pending": len(device.pending()),
+                    # With `pending`, what only this tablet holds: is it safe to hand it over?
+                    "photos_to_send": sum(p["state"] == "waiting" for p in device.photo_queue()),
                 },
                 ensure_ascii=False,
                 indent=2,

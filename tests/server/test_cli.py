@@ -313,9 +313,14 @@ def _drive_a_device(base: str, tmp_path: Path) -> None:
         "--gps", "38.041,114.512,6", cwd=tmp_path,
     )  # fmt: skip
     assert photo.returncode == 0 and "with visit.answer.v1 seq 2" in photo.stdout, photo.stdout
+    status = json.loads(fivestep(*device, "status", cwd=tmp_path).stdout)
+    assert (status["signed_in_as"], status["server"]) == ("demo-worker-1", base)
+    assert (status["pending"], status["photos_to_send"]) == (2, 1)  # what only the tablet holds
     second = fivestep(*device, "sync", cwd=tmp_path)
     assert second.returncode == 0 and "2 edits confirmed, 1 photos sent" in second.stdout, second.stdout
     assert "命令行改的地址" in fivestep(*device, "households", cwd=tmp_path).stdout
+    status = json.loads(fivestep(*device, "status", cwd=tmp_path).stdout)
+    assert (status["pending"], status["photos_to_send"]) == (0, 0)
     assert "kitchen.jpg" in (photos := fivestep(*device, "photos", cwd=tmp_path).stdout)
     assert "stored  server: present" in photos, photos
     answer = fivestep(*device, "answer", visit, "step.look", "home_photos", cwd=tmp_path).stdout
