@@ -41,6 +41,7 @@ from sync.errors import (
     QueueBehindServer,
     ServerError,
     SyncBusy,
+    UnsendableEdit,
     network_errors,
 )
 from sync.photo_queue import PhotoQueue, UploadReport
@@ -251,6 +252,11 @@ class Device:
 
     def _queue(self, op: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Append a mutation to the queue; the caller holds the local transaction."""
+        if _holds_nul(payload):
+            # The server refuses a whole batch holding one (422 nul_character), so the queue would stop here.
+            raise UnsendableEdit(
+                "a text of this edit holds a NUL character (\\u0000), which no text may hold"
+            )
         seq = int(self._meta("next_seq") or "1")
         mutation = {"op": op, "seq": seq, "mutation_id": str(uuid.uuid4()), **payload}
         mutation.setdefault("device_time", self.now())
@@ -736,6 +742,16 @@ class Device:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def _item_types(template: dict[str, Any]) -> dict[str, str]:

@@ -27,7 +27,14 @@ import msgspec
 
 from schemas.households import HouseholdPatch
 from sync.client import Device, httpx_transport
-from sync.errors import DeviceOfAnotherUser, NetworkError, PushHeldBack, ServerError, SyncBusy
+from sync.errors import (
+    DeviceOfAnotherUser,
+    NetworkError,
+    PushHeldBack,
+    ServerError,
+    SyncBusy,
+    UnsendableEdit,
+)
 from sync.tus_client import httpx_raw_transport
 
 DEFAULT_DB = "./var/device.sqlite"
@@ -205,7 +212,10 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
         if args.household_id not in device.view("household"):
             # An edit of a record the device does not show would only be quarantined for a supervisor.
             return _failed(f"no household {args.household_id} on this device (sync first?)")
-        mutation = device.update_household(args.household_id, **changes)
+        try:
+            mutation = device.update_household(args.household_id, **changes)
+        except UnsendableEdit as exc:
+            return _failed(str(exc))
         print(f"queued {mutation['op']} seq {mutation['seq']}; run `fivestep device sync` to send it")
     return 0
 

@@ -27,6 +27,11 @@ class QueueBehindServer(ServerError):
         self.seq = seq
 
 
+class UnsendableEdit(ValueError):
+    """An edit the device must not queue: the server would refuse the whole push that carries it (a NUL
+    character in any text), so every later edit would wait behind it for good."""
+
+
 class PushHeldBack(Exception):
     """The server could not apply the mutation at ``seq`` now (`stopped: transient`: a lock wait, a
     lost database connection): what came before it is in, it and the rest wait on the device."""

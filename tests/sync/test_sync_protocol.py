@@ -37,7 +37,7 @@ from server.services.actor import SYSTEM
 from server.services.auth import authenticate
 from server.services.rules import load_rules, today
 from sync.client import Device, RefusedEdit, httpx_transport
-from sync.errors import DeviceOfAnotherUser, NetworkError
+from sync.errors import DeviceOfAnotherUser, NetworkError, UnsendableEdit
 from tests.helpers import (
     Client,
     audit_rows,
@@ -983,6 +983,27 @@ def test_a_push_the_server_could_not_finish_is_tried_again_until_every_edit_is_i
     finally:
         sync_push.fault_hook = None
     assert report.held_back == 4 and [m["seq"] for m in device.pending()] == [4]
+
+
+def test_an_edit_holding_a_nul_character_is_refused_on_the_tablet_not_queued_to_stop_the_queue(
+    make_device: MakeDevice,
+) -> None:
+    """The server refuses a whole push holding a NUL character (422 nul_character). Queued (typed as
+    `address="a\\u0000b"` into `fivestep device edit`, pasted into a field), it stopped every later
+    sync at that push: no edit of the tablet's reached the server again."""
+    device = make_device("demo-worker-1")
+    device.sync()
+    with pytest.raises(UnsendableEdit, match="NUL"):
+        device.update_household(H1, address="解放街\x003号")
+    with pytest.raises(UnsendableEdit):
+        device.answer(
+            str(uuid.uuid4()),
+            [{"id": str(uuid.uuid4()), "template": "step.look", "item": "x", "note": "\x00"}],
+        )
+    assert device.pending() == []
+    device.update_household(H1, address="解放街3号")
+    device.sync()
+    assert device.pending() == [] and device.record("household", H1)["address"] == "解放街3号"  # type: ignore[index]
 
 
 def test_clock_offset_is_measured_and_orders_nothing(client: Client, make_device: MakeDevice) -> None:
