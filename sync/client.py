@@ -37,6 +37,7 @@ from sync.errors import (
     DeviceOfAnotherUser,
     NetworkError,
     NotSignedIn,
+    PayloadTooLarge,
     PushHeldBack,
     QueueBehindServer,
     ServerError,
@@ -102,6 +103,8 @@ def _answer(response: Any) -> Any:
     try:
         return msgspec.json.decode(response.content)
     except msgspec.DecodeError:
+        if response.status_code == 413:  # a proxy's body limit (nginx's page): the request was too large
+            raise PayloadTooLarge(None) from None
         raise NetworkError(
             f"HTTP {response.status_code}: the answer is not the server's (not JSON)"
         ) from None
@@ -113,6 +116,8 @@ _JSON = {"Content-Type": "application/json"}
 def _servers(status: int, answer: Any) -> dict[str, Any]:
     """The server's answer: a JSON object, with `error` unless 200. Anything else (a captive portal's
     redirect to its sign-in page, an empty answer) came from something on the way: the server's is lost."""
+    if status == 413:  # the server's payload_too_large, or a proxy's page: either way, too large to pass
+        raise PayloadTooLarge(answer)
     if status == 200 and isinstance(answer, dict):
         return answer
     if status != 200 and isinstance(answer, dict) and isinstance(answer.get("error"), dict):
@@ -554,10 +559,10 @@ class Device:
         # Each push starts at the oldest pending mutation, acknowledged or not: until a pull confirms it,
         # the server may have lost it (restored from a backup taken before it), and a replay of one it
         # still has just returns the stored result. Within the push, batches follow the acknowledgements.
-        after = 0
+        after, size = 0, self.push_batch
         while True:
             batch = self.db.execute(
-                "SELECT body FROM pending WHERE seq > ? ORDER BY seq LIMIT ?", (after, self.push_batch)
+                "SELECT body FROM pending WHERE seq > ? ORDER BY seq LIMIT ?", (after, size)
             ).fetchall()
             if not batch:
                 return
@@ -568,7 +573,14 @@ class Device:
                 "mutations": mutations,
                 "device_now": self.now(),
             }
-            answer = _read(self._post("/api/v1/sync/push", body), PushResponse)
+            try:
+                answer = _read(self._post("/api/v1/sync/push", body), PushResponse)
+            except PayloadTooLarge:
+                if len(mutations) == 1:
+                    raise
+                # Larger than the server or a proxy on the way takes: sending it again would never pass.
+                size = len(mutations) // 2
+                continue
             self._record_outcomes(answer, report)
             if answer.stopped == "transient":
                 # The server will take the rest on a later sync; photos and the pull still run now.

@@ -43,6 +43,15 @@ class PushHeldBack(Exception):
         self.seq = seq
 
 
+class PayloadTooLarge(ServerError):
+    """413: the request was larger than the server, or a proxy on the way, takes (nginx's default body
+    limit is 1 MiB). Sent again as it is, it would never pass: a push sends fewer mutations at once."""
+
+    def __init__(self, body: Any) -> None:
+        super().__init__(413, body)
+        self.args = ("the request is larger than the server, or a proxy on the way, takes (HTTP 413)",)
+
+
 class NotSignedIn(ServerError):
     """The device has no session (it never signed in, or another user's sign-in was refused): nothing
     was sent. A 401, as the server would answer, but at once, also when the server cannot be reached."""

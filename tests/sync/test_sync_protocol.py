@@ -946,6 +946,36 @@ def test_a_proxys_error_page_is_a_lost_answer_that_sync_retries(client: Client, 
     device.close()
 
 
+def test_a_push_too_large_for_the_way_to_the_server_is_sent_in_smaller_batches(
+    client: Client, tmp_path: Any
+) -> None:
+    """A tablet back from days offline holds many edits; a batch of them is larger than what a proxy on
+    the way takes (nginx answers `413 Request Entity Too Large` above its body limit, 1 MiB by default;
+    the server itself, 413 `payload_too_large` above 10 MB). Every sync sent the same batch again: the
+    tablet's queue never moved again."""
+    limit = 128 * 1024
+
+    def proxy(request: httpx.Request) -> httpx.Response:
+        if len(request.content) > limit:
+            page = b"<html><head><title>413 Request Entity Too Large</title></head></html>"
+            return httpx.Response(413, content=page, headers={"content-type": "text/html"})
+        answer = client.request(
+            request.method, request.url.path, content=request.content, headers=request.headers
+        )
+        return httpx.Response(answer.status_code, content=answer.content, headers=answer.headers)
+
+    http = httpx.Client(base_url="http://fivestep.test", transport=httpx.MockTransport(proxy))
+    device = Device(tmp_path / "back-from-the-village.sqlite", httpx_transport(http))
+    device.login("demo-worker-1", "demo")
+    device.sync()
+    for i in range(120):
+        device.update_household(H1, address=f"第{i}次：" + "很长的地址" * 95)
+    report = device.sync_with_retry(attempts=2, sleep=lambda _: None)
+    assert report.pushed == 120 and device.pending() == []
+    assert device.record("household", H1)["address"].startswith("第119次")  # type: ignore[index]
+    device.close()
+
+
 def test_a_push_the_server_could_not_finish_is_tried_again_until_every_edit_is_in(
     make_device: MakeDevice, client: Client
 ) -> None:
