@@ -235,6 +235,11 @@ class Device:
     def cursor(self) -> str | None:
         return self._meta("cursor")
 
+    @property
+    def never_synced(self) -> bool:
+        """No pull page has reached this replica yet (a rebuild under way keeps what it showed)."""
+        return self.cursor is None and self._meta("rebuilding") is None
+
     def pending(self) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT body FROM pending ORDER BY seq").fetchall()
         return [json.loads(body) for (body,) in rows]

@@ -182,6 +182,9 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
                 indent=2,
             )
         )
+    elif args.action in ("households", "visits") and device.never_synced:
+        # An empty list would look like an empty community; this tablet has simply not synced yet.
+        return _failed(_never_synced(device))
     elif args.action == "households":
         for hid, h in sorted(device.view("household").items(), key=lambda kv: kv[1].get("registry_no", "")):
             print(
@@ -218,6 +221,12 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
             return _failed(str(exc))
         print(f"queued {mutation['op']} seq {mutation['seq']}; run `fivestep device sync` to send it")
     return 0
+
+
+def _never_synced(device: Device) -> str:
+    if device.username is None:
+        return "nothing on this device yet: run `fivestep device login USERNAME`, then `fivestep device sync`"
+    return "nothing on this device yet: run `fivestep device sync`"
 
 
 def _print_visits(device: Device) -> None:

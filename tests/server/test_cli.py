@@ -13,12 +13,16 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from server.services import sync_admin
+from server.services.actor import SYSTEM
 from sync.client import Device, httpx_transport
-from tests.helpers import Client
+from sync.errors import NetworkError
+from tests.helpers import Client, run_db
 from tests.images import jpeg_with_gps
 
 
@@ -194,6 +198,45 @@ def test_a_device_database_that_cannot_be_opened_or_a_visit_it_lacks_is_one_line
     # It used to print "unanswered", exit 0: a mistyped visit id looked like an empty answer.
     assert (answer.returncode, answer.stdout) == (1, "")
     assert answer.stderr == f"device: no visit {visit} on this device (sync first?)\n"
+
+
+def test_a_device_that_never_synced_says_so_instead_of_listing_nothing(
+    client: Client, tmp_path: Path
+) -> None:
+    """`device households` before any sync printed nothing and exited 0: a newcomer who skipped a step
+    saw an empty community."""
+    db = tmp_path / "d.sqlite"
+    for command in ("households", "visits"):
+        listed = fivestep("device", "--db", str(db), command, cwd=tmp_path, env=_HERE)
+        assert (listed.returncode, listed.stdout) == (1, "")
+        assert listed.stderr == (
+            "device: nothing on this device yet: run `fivestep device login USERNAME`, "
+            "then `fivestep device sync`\n"
+        )
+    _signed_in(client, db)
+    listed = fivestep("device", "--db", str(db), "households", cwd=tmp_path, env=_HERE)
+    assert listed.stderr == "device: nothing on this device yet: run `fivestep device sync`\n"
+    # A rebuild cut off midway (a reset, then the network went) has no cursor either: it lists what it showed.
+    answered: list[int] = []  # once set: the pulls still answered before the network goes away
+
+    def network(path: str, body: dict[str, Any], token: str | None) -> tuple[int, Any]:
+        if path.endswith("/pull") and answered:
+            if answered[0] == 0:
+                raise NetworkError("the network went away")
+            answered[0] -= 1
+        return httpx_transport(client)(path, body, token)
+
+    device = Device(db, network)
+    device.sync()
+    shown = len(device.view("household"))
+    run_db(client, lambda session: sync_admin.new_epoch(session, SYSTEM))
+    answered.append(1)  # the reset answer; the rebuild's first page is lost
+    with pytest.raises(NetworkError):
+        device.sync()
+    assert device.cursor is None
+    device.close()
+    listed = fivestep("device", "--db", str(db), "households", cwd=tmp_path, env=_HERE)
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == shown > 0
 
 
 def _signed_in(client: Client, db: Path) -> None:
