@@ -46,7 +46,7 @@ from sync.errors import (
     network_errors,
 )
 from sync.photo_queue import PhotoQueue, UploadReport
-from sync.tus_client import CHUNK_SIZE, RawTransport
+from sync.tus_client import CHUNK_SIZE, LocalFile, RawTransport
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -347,6 +347,22 @@ class Device:
         """Add a photo to a photo item's answer. The file is kept in the device's folder; the answer and the
         file's place in the upload queue are written in one local transaction; sync sends both."""
         local = self.photos.keep(Path(file))
+        try:
+            return self._queue_photo(local, visit_id, template, item, view, gps, row_id)
+        except BaseException:
+            self.photos.discard_if_unnamed(local)  # the edit was refused: no answer names the copy
+            raise
+
+    def _queue_photo(
+        self,
+        local: LocalFile,
+        visit_id: str,
+        template: str,
+        item: str,
+        view: str | None,
+        gps: dict[str, Any] | None,
+        row_id: str | None,
+    ) -> dict[str, Any]:
         with self._tx():
             previous = self.answer_value(visit_id, template, item, row_id)
             base = previous if isinstance(previous, dict) else {"photos": []}

@@ -100,6 +100,13 @@ class PhotoQueue:
         if state == "stored":  # attached again: the server has it, the new copy is not needed
             local.path.unlink(missing_ok=True)
 
+    def discard_if_unnamed(self, local: LocalFile) -> None:
+        """Delete a kept copy whose answer was not queued, unless an earlier answer names the same file:
+        nothing would ever send it, nor delete it (a photo inside someone's home)."""
+        named = self.db.execute("SELECT 1 FROM photos WHERE sha256 = ?", (local.sha256,)).fetchone()
+        if named is None:
+            local.path.unlink(missing_ok=True)
+
     def answers_waited_on(self) -> set[int]:
         """The seqs of the answers naming a file still to send: the file goes only once one is known taken."""
         rows = self.db.execute(
@@ -112,6 +119,8 @@ class PhotoQueue:
         """Forget every photo (another user signed in: none is waiting, or the sign-in was refused); the
         caller holds the local transaction and deletes the returned copies once it has committed."""
         kept = [self.folder / sha256 for (sha256,) in self.db.execute("SELECT sha256 FROM photos")]
+        # And any copy no row names: one a process killed between keeping it and queueing its answer left.
+        kept += list(self.folder.iterdir()) if self.folder.is_dir() else []
         self.db.execute("DELETE FROM photo_answers")
         self.db.execute("DELETE FROM photos")
         return kept

@@ -18,7 +18,7 @@ from litestar.testing import TestClient
 from schemas.config import Settings
 from server.app import create_app
 from sync.client import Device, httpx_transport
-from sync.errors import NetworkError, SyncBusy
+from sync.errors import NetworkError, SyncBusy, UnsendableEdit
 from sync.tus_client import RawTransport, Reply, httpx_raw_transport
 from tests.helpers import login
 from tests.images import jpeg_with_gps
@@ -376,6 +376,9 @@ def test_another_user_signing_in_on_the_tablet_finds_none_of_the_previous_users_
     device.attach_photo(str(uuid.uuid4()), *LOOK, photo_file(tmp_path, 21), view="kitchen")
     device.sync()
     assert [p["state"] for p in device.photo_queue()] == ["held"]
+    # The copy a photo taken as the process was killed left: kept, its answer never queued.
+    orphan = photo_file(tmp_path, 22)
+    (device.photos.folder / sha256(orphan.read_bytes())).write_bytes(orphan.read_bytes())
     device.login("demo-worker-3", "demo")
     assert device.photo_queue() == []
     assert not [kept.name for kept in device.photos.folder.iterdir()]
@@ -409,6 +412,16 @@ def test_a_photo_is_held_once_every_answer_naming_it_was_rejected(synced: Any, t
     report = device.sync()
     assert len(report.photos.held) == 1 and "POST" not in network.sent
     assert [(p["state"], p["code"]) for p in device.photo_queue()] == [("held", "not_found")]
+
+
+def test_a_photo_whose_answer_the_device_refuses_to_queue_leaves_no_copy(synced: Any, tmp_path: Path) -> None:
+    """The copy is kept before the answer is queued; an answer refused there (a NUL character in the
+    view) left the copy in the tablet's folder for good: nothing sends it, nothing deletes it."""
+    visit, device, _ = synced
+    with pytest.raises(UnsendableEdit):
+        device.attach_photo(visit["id"], *LOOK, photo_file(tmp_path, 23), view="kitchen\x00")
+    assert device.photo_queue() == [] and device.pending() == []
+    assert not [kept.name for kept in device.photos.folder.iterdir()]
 
 
 def test_a_damaged_copy_is_marked_lost_and_taking_the_photo_again_sends_it(
