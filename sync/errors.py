@@ -17,6 +17,11 @@ class ServerError(Exception):
         self.status, self.body = status, body
 
 
+class NotTheServers(NetworkError):
+    """An answer that is not the server's (a proxy's HTML error page, a captive portal's): whatever the
+    server answered, if it was reached, is lost."""
+
+
 class QueueBehindServer(ServerError):
     """The server waits for a mutation this device dropped once a pull had confirmed it: the server's
     database was restored from a backup taken before it. A pull tells the server (its cursor is of the

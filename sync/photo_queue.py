@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sync.errors import ServerError
+from sync.errors import NotTheServers, ServerError
 from sync.tus_client import (
     CHUNK_SIZE,
     LocalFile,
@@ -172,6 +172,11 @@ class PhotoQueue:
             except LocalFileDamaged as exc:
                 self._end(local, "lost", exc.code)
                 continue
+            except NotTheServers:
+                # Something on the way answers for the server (a proxy's page): no photo passes it now, and
+                # the pull may still; the files wait for the next sync.
+                report.waiting += len(waiting) - index
+                return report
             except ServerError as exc:
                 if 400 <= exc.status < 500 and exc.status not in _NOT_THE_FILES_FAULT:
                     self._end(local, "refused", _code(exc))

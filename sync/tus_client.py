@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
-from sync.errors import NetworkError, ServerError, network_errors
+from sync.errors import NetworkError, NotTheServers, ServerError, network_errors
 
 UPLOADS = "/api/v1/uploads"
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -26,6 +26,8 @@ CHUNK_SIZE = 1024 * 1024
 
 # 410 codes that mean "this upload is gone, start a new one"; any other 410 code is a refusal of the file.
 _START_AGAIN = frozenset({"upload_expired", "staging_lost"})
+_SMALLEST_CHUNK = 4 * 1024
+"""Below a proxy's body limit, as far as a chunk is halved for one (nginx's default is 1 MiB)."""
 _RESTARTS = 3
 """Creations per call: an upload that keeps expiring under us is a server problem, not ours to loop on."""
 
@@ -190,7 +192,9 @@ def _send_rest(
             if not chunk:  # shorter than it was: never send empty PATCHes forever
                 raise LocalFileDamaged("file_damaged")
             reply = _patch(transport, auth, url, offset, chunk)
-            if reply.status == 204:
+            if reply.status == 413 and not _from_the_server(reply) and chunk_size > _SMALLEST_CHUNK:
+                chunk_size //= 2  # a proxy's body limit below a chunk: smaller chunks pass it
+            elif reply.status == 204:
                 offset = int(reply.headers["upload-offset"])
             elif reply.status == 409 and _code(reply) == "offset_mismatch":
                 offset = int(_details(reply)["upload_offset"])  # resume where the server is
@@ -224,7 +228,7 @@ def _failure(reply: Reply) -> Exception:
     if not _from_the_server(reply):
         # A proxy's page (nginx's 413 while its body limit is too small, a 404 while misrouted), a
         # captive portal's: the server's answer, if any, is lost. Refusing the file on it would be for good.
-        return NetworkError(f"HTTP {reply.status}: the answer is not the server's (not JSON)")
+        return NotTheServers(f"HTTP {reply.status}: the answer is not the server's (not JSON)")
     if reply.status in (410, 422):  # 410 with any code but an expiry's: the file was refused earlier
         return Refused(_code(reply) or "refused", _message(reply))
     return ServerError(reply.status, _error(reply) or reply.body.decode(errors="replace"))

@@ -312,10 +312,31 @@ def test_a_proxys_error_page_leaves_the_photo_to_send_again_not_refused(
         return server(method, path, headers, content)
 
     network.inner = proxy
-    with pytest.raises(NetworkError, match=str(status)):
-        device.sync()
+    device.update_household(visit["household_id"], address="代理之后")
+    report = device.sync()
+    assert (report.photos.waiting, report.photos.refused, report.confirmed) == (1, [], 2)  # the pull ran
     assert [p["state"] for p in device.photo_queue()] == ["waiting"]
     network.inner = server  # the proxy is fixed
+    assert device.sync().photos.sent == 1
+    assert evidence_of(tus_client, visit["id"])[sha256(file.read_bytes())] == "present"
+
+
+def test_a_proxy_taking_smaller_bodies_than_a_chunk_gets_smaller_chunks(
+    tus_client: Client, synced: Any, tmp_path: Path
+) -> None:
+    """A proxy whose body limit is below the chunk size answers each chunk with its own 413 page: the
+    photo could never pass it, and each sync tried the same chunk again."""
+    visit, device, network = synced  # 16 KB chunks
+    file = photo_file(tmp_path, 33)
+    device.attach_photo(visit["id"], *LOOK, file, view="kitchen")
+    server = network.inner
+
+    def proxy(method: str, path: str, headers: dict[str, str], content: bytes = b"") -> Reply:
+        if len(content) > 10_000:
+            return Reply(413, {"content-type": "text/html"}, b"<html>413 Request Entity Too Large</html>")
+        return server(method, path, headers, content)
+
+    network.inner = proxy
     assert device.sync().photos.sent == 1
     assert evidence_of(tus_client, visit["id"])[sha256(file.read_bytes())] == "present"
 
