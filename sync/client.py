@@ -10,7 +10,8 @@ Local tables:
 - `photos`: the photo files taken, kept in the device's own folder until the server holds them
   (`sync/photo_queue.py`).
 
-What the user sees is `confirmed` with the pending edits replayed on top (`view`). Sync pushes before it
+What the user sees is `confirmed` with the pending edits replayed on top (`view`), less those a push
+answered `rejected`. Sync pushes before it
 pulls; a pending mutation leaves the queue only when a complete pull reports last_mutation_seq at or
 beyond it, because only then does `confirmed` already hold its effects.
 """
@@ -326,7 +327,7 @@ class Device:
         seen = {o["id"] for o in confirmed}
         pending = [
             observation
-            for mutation in self.pending()
+            for mutation in self._shown_pending()
             if mutation["op"] == "visit.answer.v1" and mutation["visit_id"] == str(visit_id)
             for observation in mutation["observations"]
             if _same_item(observation, template, item, row_id) and observation["id"] not in seen
@@ -424,9 +425,18 @@ class Device:
 
     def view(self, entity: str) -> dict[str, dict[str, Any]]:
         records = self.confirmed(entity)
-        for mutation in self.pending():
+        for mutation in self._shown_pending():
             _replay(entity, records, mutation)
         return records
+
+    def _shown_pending(self) -> list[dict[str, Any]]:
+        """The queued edits the device shows: an edit the server refused stays queued until a pull
+        confirms it (Rule 3), but is no longer shown as if it had been taken."""
+        rows = self.db.execute(
+            "SELECT body FROM pending WHERE seq NOT IN (SELECT seq FROM outcomes WHERE status = 'rejected') "
+            "ORDER BY seq"
+        )
+        return [json.loads(body) for (body,) in rows]
 
     # -- sync ------------------------------------------------------------------------------------
 

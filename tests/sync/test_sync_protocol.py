@@ -946,6 +946,33 @@ def test_a_proxys_error_page_is_a_lost_answer_that_sync_retries(client: Client, 
     device.close()
 
 
+def test_an_edit_the_server_refused_no_longer_shows_though_the_pull_after_it_was_lost(
+    client: Client, tmp_path: Any
+) -> None:
+    """A push answered `rejected`; the network went before the pull. The tablet went on showing the
+    refused edit as the household's value until a later sync, as if the server had taken it."""
+    pulls_lost = [False]
+
+    def network(path: str, body: dict[str, Any], token: str | None) -> tuple[int, Any]:
+        if path.endswith("/pull") and pulls_lost[0]:
+            raise NetworkError("the network went away")
+        return httpx_transport(client)(path, body, token)
+
+    device = Device(tmp_path / "refused.sqlite", network)
+    device.login("demo-worker-1", "demo")
+    device.sync()
+    before = device.record("household", H1)["lat"]  # type: ignore[index]
+    device.update_household(H1, lat=91.5, address="新地址")  # no such latitude: the whole edit is refused
+    device.update_household(H2, address="另一户的新地址")
+    pulls_lost[0] = True
+    with pytest.raises(NetworkError):
+        device.sync()
+    shown = device.view("household")
+    assert (shown[H1]["lat"], shown[H1]["address"]) == (before, device.record("household", H1)["address"])  # type: ignore[index]
+    assert shown[H2]["address"] == "另一户的新地址"  # taken: shown, as it will be once pulled
+    device.close()
+
+
 def test_a_push_too_large_for_the_way_to_the_server_is_sent_in_smaller_batches(
     client: Client, tmp_path: Any
 ) -> None:
