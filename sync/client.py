@@ -11,9 +11,9 @@ Local tables:
   (`sync/photo_queue.py`).
 
 What the user sees is `confirmed` with the pending edits replayed on top (`view`), less those a push
-answered `rejected`. Sync pushes before it
-pulls; a pending mutation leaves the queue only when a complete pull reports last_mutation_seq at or
-beyond it, because only then does `confirmed` already hold its effects.
+answered `rejected`. Sync pushes before it pulls; a pending mutation leaves the queue only when a
+complete pull reports last_mutation_seq at or beyond it, because only then does `confirmed` already hold
+its effects.
 """
 
 from __future__ import annotations
@@ -775,8 +775,7 @@ class Device:
         with self._tx():
             # A photo file is sent only for an answer known taken: an answer whose push result was never
             # heard (lost, then a pull on its own confirmed it) stays until a push replays it and says.
-            heard = {seq for (seq,) in self.db.execute("SELECT seq FROM outcomes")}
-            unheard = sorted(self.photos.answers_waited_on() - heard)
+            unheard = [s for s in sorted(self.photos.answers_waited_on()) if self._outcome(s) is None]
             gone = self.db.execute(
                 "DELETE FROM pending WHERE seq <= ? AND seq NOT IN (SELECT value FROM json_each(?))",
                 (last_mutation_seq, json.dumps(unheard)),

@@ -58,8 +58,8 @@ class PayloadTooLarge(ServerError):
 
 
 class NotSignedIn(ServerError):
-    """The device has no session (it never signed in, or another user's sign-in was refused): nothing
-    was sent. A 401, as the server would answer, but at once, also when the server cannot be reached."""
+    """The device has no session (it never signed in): nothing was sent. A 401, as the server would
+    answer, but at once, also when the server cannot be reached."""
 
     def __init__(self) -> None:
         super().__init__(401, None)
