@@ -825,6 +825,9 @@ def _replay(entity: str, records: dict[str, dict[str, Any]], mutation: dict[str,
             records[key] = {**records[key], **{f: c["new"] for f, c in mutation["changes"].items()}}
     elif op == f"{entity}.create.v1":
         data = dict(mutation[entity])
+        parent = PARENT_KEYS.get(entity)
+        if parent is not None and parent in mutation:  # a member's household is beside it, not in it
+            data.setdefault(parent, mutation[parent])
         records[str(data["id"])] = data
     elif op in (f"{entity}.archive.v1", f"{entity}.remove.v1"):
         records.pop(str(mutation.get("household_id") or mutation.get("member_id")), None)

@@ -2062,6 +2062,25 @@ async def _conflict_scopes(session: Any, mutation_ids: list[str]) -> set[str]:
     return set((await session.execute(query)).scalars())
 
 
+def test_a_member_added_offline_shows_in_its_household_before_it_is_sent(make_device: MakeDevice) -> None:
+    """A member added on the tablet showed without its household until a sync brought the server's copy:
+    a screen listing a household's members by `household_id` left the newcomer out."""
+    device = make_device("demo-worker-1")
+    device.sync()
+    member = {
+        "id": str(uuid.uuid4()),
+        "name": "新成员",
+        "relation": "child",
+        "id_number": valid_id("13010220200501123"),
+        "birth_date": "2020-05-01",
+        "sex": "male",
+    }
+    device.enqueue("member.create.v1", household_id=H1, member=member)
+    assert device.view("member")[member["id"]]["household_id"] == H1
+    device.sync()
+    assert device.view("member")[member["id"]]["household_id"] == H1
+
+
 def test_a_quarantined_mutation_never_shows_a_full_id_number(client: Client, make_device: MakeDevice) -> None:
     """Its arguments are kept whole for the record, but whoever reads them sees the number masked."""
     full = valid_id("13010219800101123")
