@@ -188,7 +188,7 @@ def on_database_busy(request: Request[Any, Any, Any], exc: DBAPIError) -> Respon
         503,
         "unavailable",
         "The database is busy or unreachable; retry shortly.",
-        None,
+        {"retry_after_seconds": 2},  # also in the body: a client's transport may not pass headers on
         **{"Retry-After": "2"},
     )
 
@@ -214,7 +214,7 @@ def on_blob_store_down(request: Request[Any, Any, Any], exc: BlobStoreUnavailabl
         503,
         "blob_store_unavailable",
         "Photo storage is unreachable right now; retry shortly.",
-        None,
+        {"retry_after_seconds": 5},
         **{"Retry-After": "5"},
     )
 

@@ -95,6 +95,16 @@ def httpx_transport(client: Any) -> Transport:
     return post
 
 
+def _asked_to_wait(problem: Exception) -> float:
+    """The seconds a busy server asked for (`details.retry_after_seconds`, as its Retry-After header): a
+    retry sooner finds it as busy."""
+    if not isinstance(problem, ServerError) or not isinstance(problem.body, dict):
+        return 0.0
+    details = (problem.body.get("error") or {}).get("details")
+    wait = details.get("retry_after_seconds") if isinstance(details, dict) else None
+    return float(min(wait, 300)) if isinstance(wait, int | float) and wait > 0 else 0.0
+
+
 def _answer(response: Any) -> Any:
     """The server's JSON answer. Anything else came from something between the tablet and the server (a
     proxy's 502 page while the server restarts, a captive portal's 200): the server's answer, if it
@@ -576,6 +586,7 @@ class Device:
                     return report
                 problem = PushHeldBack(report.held_back)
             delay = base_delay * (2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not secrets
+            delay = max(delay, _asked_to_wait(problem))
             if on_retry is not None:
                 on_retry(problem, delay)
             sleep(delay)

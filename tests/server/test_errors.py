@@ -150,6 +150,7 @@ def test_a_deadlock_reported_by_postgresql_is_a_503_to_retry_and_changes_nothing
     refused = client.patch(f"/api/v1/households/{hid}", json=edit, headers=worker)
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"]["code"] == "unavailable" and refused.headers["retry-after"] == "2"
+    assert refused.json()["error"]["details"] == {"retry_after_seconds": 2}  # for clients blind to headers
     execute(["DROP TRIGGER deadlock_once ON households", "DROP FUNCTION deadlock_once()"])
     assert client.get(f"/api/v1/households/{hid}", headers=worker).json()["version"] == version
     retried = client.patch(f"/api/v1/households/{hid}", json=edit, headers=worker)

@@ -946,6 +946,29 @@ def test_a_proxys_error_page_is_a_lost_answer_that_sync_retries(client: Client, 
     device.close()
 
 
+def test_a_busy_server_is_given_the_time_it_asks_for_before_the_next_try(
+    client: Client, tmp_path: Any
+) -> None:
+    """A server whose database is busy answers 503 with how long to wait (`details.retry_after_seconds`, as
+    its Retry-After header). The tablet tried again after half a second, and again a second later, finding
+    it as busy each time: eight tries spent in a few seconds of a restart."""
+    busy = [2]
+
+    def server(path: str, body: dict[str, Any], token: str | None) -> tuple[int, Any]:
+        if path.endswith("/pull") and busy:
+            busy.pop()
+            error = {"code": "unavailable", "message": "busy", "details": {"retry_after_seconds": 7}}
+            return 503, {"error": error}
+        return httpx_transport(client)(path, body, token)
+
+    device = Device(tmp_path / "busy.sqlite", server)
+    device.login("demo-worker-1", "demo")
+    waits: list[float] = []
+    report = device.sync_with_retry(sleep=waits.append)
+    assert len(waits) == 1 and waits[0] >= 7 and report.pulled
+    device.close()
+
+
 def test_an_edit_the_server_refused_no_longer_shows_though_the_pull_after_it_was_lost(
     client: Client, tmp_path: Any
 ) -> None:
