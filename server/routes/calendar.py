@@ -26,6 +26,12 @@ MAX_SPAN = 400
 def _require_admin(actor: Actor) -> None:
     if not actor.is_admin:
         raise Forbidden("Only administrators change the calendar.")
+    if not actor.administers_everything:
+        raise Forbidden(
+            "The working calendar counts every community's deadlines: only an administrator of the top of "
+            "the jurisdiction tree changes it.",
+            code="beyond_jurisdiction",
+        )
 
 
 def _day_out(

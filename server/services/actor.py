@@ -32,6 +32,12 @@ class Actor:
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    @property
+    def administers_everything(self) -> bool:
+        """An admin of a top node (or the system): what serves every community (the checklists, the
+        working calendar) is theirs to change, not a subdistrict's or a community's admin's."""
+        return self.is_admin and self.jurisdiction_path.strip("/").count("/") == 0
+
 
 SYSTEM = Actor(
     user_id=uuid.UUID(int=0),

@@ -146,6 +146,12 @@ async def get(session: AsyncSession, actor: Actor, code: str, version: int) -> T
 def _require_admin(actor: Actor) -> None:
     if not actor.is_admin:
         raise Forbidden("Only administrators edit templates.")
+    if not actor.administers_everything:
+        raise Forbidden(
+            "The checklists serve every community: only an administrator of the top of the jurisdiction "
+            "tree creates, publishes or retires them.",
+            code="beyond_jurisdiction",
+        )
 
 
 def _check(template: Template) -> None:

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from server.domain.filled import Filled
-from tests.helpers import Client, audit_rows, login
+from tests.helpers import Client, audit_rows, login, node_id
 from tests.visit_flow import TEAM, assign, complete_answers, observation, post_answers, propose, submit
 
 
@@ -154,3 +154,36 @@ def answers_row(answers: list[Filled], n: int) -> uuid.UUID | None:
     """The row id of the `n`th neighbour the filler answered."""
     rows = list(dict.fromkeys(a.row_id for a in answers if a.item.startswith("neighbours.")))
     return rows[n]
+
+
+def test_only_an_admin_of_the_top_node_changes_what_serves_every_community(client: Client) -> None:
+    """The checklists and the working calendar serve every community. An admin bound to one subdistrict
+    could publish a checklist every tablet then pinned, retire one every community used, or make a day a
+    holiday for every district's deadlines."""
+    top = login(client, "demo-admin")
+    body = {
+        "username": "subdistrict-admin",
+        "display_name": "街道管理员",
+        "role": "admin",
+        "jurisdiction_id": str(node_id("S01")),
+        "password": "long-enough-password",
+    }
+    assert client.post("/api/v1/admin/users", json=body, headers=top).status_code == 201
+    local = login(client, "subdistrict-admin", password="long-enough-password")
+    refused = [
+        client.post("/api/v1/templates", json=_ask_v2(client, top), headers=local),
+        client.post("/api/v1/templates/step.ask/1/retire", headers=local),
+        client.put(
+            "/api/v1/calendar/days/2027-01-04", json={"kind": "holiday", "name": "街道活动"}, headers=local
+        ),
+    ]
+    for answer in refused:
+        assert answer.status_code == 403 and answer.json()["error"]["code"] == "beyond_jurisdiction", (
+            answer.text
+        )
+    assert client.get("/api/v1/templates/step.ask/1", headers=local).json()["status"] == "published"
+    assert audit_rows(client, "template.create") == [] and audit_rows(client, "calendar.set") == []
+    holiday = client.put(
+        "/api/v1/calendar/days/2027-01-04", json={"kind": "holiday", "name": "区活动"}, headers=top
+    )
+    assert holiday.status_code == 200, holiday.text
