@@ -26,6 +26,23 @@ def login(client: Client, username: str, device: str = "tablet-1", password: str
     return {"Authorization": f"Bearer {response.json()['token']}"}
 
 
+NEW_USER_PASSWORD = "a-long-enough-password"
+
+
+def new_user(client: Client, username: str, node: str = "C01", role: str = "field_worker") -> str:
+    """An account the demo admin makes, bound to `node`, with NEW_USER_PASSWORD; its id."""
+    body = {
+        "username": username,
+        "display_name": "新同事",
+        "role": role,
+        "jurisdiction_id": str(node_id(node)),
+        "password": NEW_USER_PASSWORD,
+    }
+    made = client.post("/api/v1/admin/users", json=body, headers=login(client, "demo-admin", device="desk"))
+    assert made.status_code == 201, made.text
+    return str(made.json()["id"])
+
+
 def household_id(registry_no: str) -> uuid.UUID:
     return demo_id("household", registry_no)
 

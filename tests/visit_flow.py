@@ -251,3 +251,17 @@ def in_review_after_publicity(client: Client) -> tuple[dict[str, Any], Headers]:
     propose(client, visit, worker)
     assert submit(client, visit, worker).status_code == 200
     return visit, worker
+
+
+def objection(received: dt.date, outcome: str = "pending") -> list[Filled]:
+    """The answers of one objection row (a new row id) in the publicize step, received on `received`."""
+    row = uuid.uuid4()
+    values = {
+        "received_on": received.isoformat(),
+        "channel": "in_person",
+        "real_name": False,
+        "content": "邻居反映其子有稳定工作 (a neighbour says the son has a steady job)",
+        "action": "reinvestigate",
+        "outcome": outcome,
+    }
+    return [Filled("step.publicize", f"objections.{item}", row, v) for item, v in values.items()]

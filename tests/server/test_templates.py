@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from server.domain.filled import Filled
-from tests.helpers import Client, audit_rows, login, node_id
+from tests.helpers import NEW_USER_PASSWORD, Client, audit_rows, login, new_user
 from tests.visit_flow import TEAM, assign, complete_answers, observation, post_answers, propose, submit
 
 
@@ -161,15 +161,8 @@ def test_only_an_admin_of_the_top_node_changes_what_serves_every_community(clien
     could publish a checklist every tablet then pinned, retire one every community used, or make a day a
     holiday for every district's deadlines."""
     top = login(client, "demo-admin")
-    body = {
-        "username": "subdistrict-admin",
-        "display_name": "街道管理员",
-        "role": "admin",
-        "jurisdiction_id": str(node_id("S01")),
-        "password": "long-enough-password",
-    }
-    assert client.post("/api/v1/admin/users", json=body, headers=top).status_code == 201
-    local = login(client, "subdistrict-admin", password="long-enough-password")
+    new_user(client, "subdistrict-admin", "S01", role="admin")
+    local = login(client, "subdistrict-admin", password=NEW_USER_PASSWORD)
     refused = [
         client.post("/api/v1/templates", json=_ask_v2(client, top), headers=local),
         client.post("/api/v1/templates/step.ask/1/retire", headers=local),

@@ -8,24 +8,15 @@ from typing import Any
 from sqlalchemy import update
 
 from server.db.models import Visit
-from tests.helpers import Client, audit_rows, login, node_id, run_db
+from tests.helpers import NEW_USER_PASSWORD, Client, audit_rows, login, new_user, run_db
 from tests.visit_flow import TEAM, assign, assignment, complete_answers, observation, user_id
 
 REVIEWER = "demo-reviewer-community"
-PASSWORD = "long-enough-password"
+PASSWORD = NEW_USER_PASSWORD
 
 
 def _new_worker(client: Client, username: str, community: str = "C01") -> str:
-    body = {
-        "username": username,
-        "display_name": "陈静 Chen Jing",
-        "role": "field_worker",
-        "jurisdiction_id": str(node_id(community)),
-        "password": PASSWORD,
-    }
-    made = client.post("/api/v1/admin/users", json=body, headers=login(client, "demo-admin"))
-    assert made.status_code == 201, made.text
-    return str(made.json()["id"])
+    return new_user(client, username, community)
 
 
 def _put_team(

@@ -41,6 +41,7 @@ from tests.visit_flow import (
     completed_visit,
     context,
     in_review_after_publicity,
+    objection,
     observation,
     post_answers,
     propose,
@@ -395,18 +396,6 @@ def test_an_objection_during_the_publicity_is_recorded_while_the_file_is_in_revi
     posted = today() - dt.timedelta(days=8)  # the publicity ended yesterday
     assert review(client, visit, "demo-reviewer-community", "approve").status_code == 200
 
-    def objection(received: dt.date, outcome: str = "pending") -> list[Filled]:
-        row = uuid.uuid4()
-        values = {
-            "received_on": received.isoformat(),
-            "channel": "in_person",
-            "real_name": False,
-            "content": "邻居反映其子有稳定工作 (a neighbour says the son has a steady job)",
-            "action": "reinvestigate",
-            "outcome": outcome,
-        }
-        return [Filled("step.publicize", f"objections.{item}", row, v) for item, v in values.items()]
-
     url = f"/api/v1/visits/{visit['id']}/observations"
 
     def sent(answers: list[Filled]) -> Any:
@@ -457,20 +446,11 @@ def test_an_objection_entered_above_the_level_that_waited_for_the_publicity_stil
         visit, worker = in_review_after_publicity(client)
         assert review(client, visit, "demo-reviewer-community", "approve").status_code == 200
         assert review(client, visit, "demo-reviewer-subdistrict", "approve").status_code == 200
-        row = uuid.uuid4()
-        values = {
-            "received_on": (today() - dt.timedelta(days=2)).isoformat(),
-            "channel": "in_person",
-            "real_name": False,
-            "content": "邻居反映其子有稳定工作 (a neighbour says the son has a steady job)",
-            "action": "reinvestigate",
-            "outcome": "pending",
-        }
-        objection = [
-            observation(Filled("step.publicize", f"objections.{k}", row, v)) for k, v in values.items()
-        ]
+        raised = objection(today() - dt.timedelta(days=2))
+        row = raised[0].row_id
+        answers = [observation(a) for a in raised]
         recorded = client.post(
-            f"/api/v1/visits/{visit['id']}/observations", json={"observations": objection}, headers=worker
+            f"/api/v1/visits/{visit['id']}/observations", json={"observations": answers}, headers=worker
         )
         assert recorded.status_code == 200, recorded.text
         held = review(client, visit, "demo-approver-district", "approve")

@@ -31,7 +31,6 @@ from server.db.models import (
     User,
     Visit,
 )
-from server.domain.filled import Filled
 from server.services import sync_admin, sync_apply, sync_pull, sync_push, transaction
 from server.services.actor import SYSTEM
 from server.services.auth import authenticate
@@ -39,10 +38,12 @@ from server.services.rules import load_rules, today
 from sync.client import Device, RefusedEdit, httpx_transport
 from sync.errors import DeviceOfAnotherUser, NetworkError, UnsendableEdit
 from tests.helpers import (
+    NEW_USER_PASSWORD,
     Client,
     audit_rows,
     household_id,
     login,
+    new_user,
     node_id,
     posted_at_once,
     run_db,
@@ -60,6 +61,7 @@ from tests.visit_flow import (
     complete_answers,
     completed_visit,
     in_review_after_publicity,
+    objection,
     observation,
     recheck_decided,
     review,
@@ -1864,17 +1866,9 @@ def _moved_to(client: Client, username: str, community: str) -> None:
 
 def _new_worker(client: Client, community: str) -> tuple[str, str]:
     """A field worker of `community`, made by the admin: (username, password)."""
-    username, password = f"worker-{community.lower()}", "a-long-enough-password"
-    body = {
-        "username": username,
-        "password": password,
-        "display_name": "新同事",
-        "role": "field_worker",
-        "jurisdiction_id": str(node_id(community)),
-    }
-    made = client.post("/api/v1/admin/users", json=body, headers=login(client, "demo-admin", device="desk"))
-    assert made.status_code == 201, made.text
-    return username, password
+    username = f"worker-{community.lower()}"
+    new_user(client, username, community)
+    return username, NEW_USER_PASSWORD
 
 
 def test_epoch_change_and_tombstone_horizon_send_devices_a_reset(
@@ -2416,16 +2410,8 @@ def test_an_objection_pushed_during_the_publicity_is_applied_while_the_file_is_i
     """A tablet records an objection raised while the file is in review (the 7-day publicity runs during
     the lower levels' review): applied as through REST, and it holds the file back at district approval."""
     visit, worker = in_review_after_publicity(client)
-    row = uuid.uuid4()
-    values = {
-        "received_on": (today() - dt.timedelta(days=1)).isoformat(),
-        "channel": "phone",
-        "real_name": False,
-        "content": "邻居反映其家开了小卖部 (a neighbour says they run a shop)",
-        "action": "reinvestigate",
-        "outcome": "pending",
-    }
-    answers = [observation(Filled("step.publicize", f"objections.{k}", row, v)) for k, v in values.items()]
+    raised = objection(today() - dt.timedelta(days=1))
+    answers = [observation(a) for a in raised]
     body = {"op": "visit.answer.v1", "seq": 1, "mutation_id": str(uuid.uuid4())}
     result = push(
         client, worker, str(uuid.uuid4()), [{**body, "visit_id": visit["id"], "observations": answers}]
