@@ -93,6 +93,7 @@ class Server:
         database_url: str | None = None,
         name: str = "server",
         workers: int = 1,
+        root: Path = ROOT,
     ) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -105,6 +106,7 @@ class Server:
             "FIVESTEP_SECRET_KEY": "bench-secret",
             "FIVESTEP_LOG_LEVEL": "WARNING",
             "FIVESTEP_IMAGE_WORKERS": str(image_workers),
+            "PYTHONPATH": str(root),  # never this process's path: it may name another checkout
         }
         demo = [] if database_url else ["--demo"]  # a given database comes loaded and migrated
         self.log = (tmp / f"{name}.log").open("wb")
@@ -120,7 +122,7 @@ class Server:
                 "--workers",
                 str(workers),
             ],
-            cwd=ROOT,
+            cwd=root,  # the code served: another checkout's, to measure it against this one
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
