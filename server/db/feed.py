@@ -147,6 +147,20 @@ def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> No
         _upsert(session, [rows[key] for key in sorted(rows)])
 
 
+def stamp_written(
+    session: Session, observations: list[tuple[uuid.UUID, uuid.UUID]], refs: list[tuple[str, uuid.UUID]]
+) -> None:
+    """Stamp observations (id, visit id) and photo references (SHA-256, visit id) written as plain rows
+    (server/db/observation_rows.py), which the hook above never sees, as it stamps their ORM objects:
+    each in the community of its visit, a photo under its key there (`_stamp_photo`)."""
+    scopes = _Scopes(session)
+    stamps = [("observation", str(i), scopes.of_visit(v)) for i, v in observations]
+    stamps += [("photo", photo_key(sha, scopes.of_visit(v)), scopes.of_visit(v)) for sha, v in refs]
+    seq = _placeholder(session, *(scope for _, _, scope in stamps))
+    rows = {(entity, key): _row(entity, key, scope, seq, False) for entity, key, scope in stamps}
+    _upsert(session, [rows[key] for key in sorted(rows)])  # in key order, as the hook writes
+
+
 def photo_key(sha256: str, scope: str) -> str:
     """A photo's key in the feed: one per community that has a visit naming it, so that each community's
     devices receive it (the same photo can be evidence in two communities: that is what the reused-photo
@@ -405,8 +419,9 @@ def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
 
 def _upsert_statement(insert: Any) -> Any:
     # Built once and run with a list of parameter sets: SQLAlchemy compiles it once and caches it,
-    # where `.values(rows)` would be compiled anew on every flush.
-    statement = insert(SyncChange)
+    # where `.values(rows)` would be compiled anew on every flush. On the table, not the mapped class:
+    # the ORM's bulk-insert machinery would cost more than the statement itself (a stamp a record).
+    statement = insert(SyncChange.__table__)
     return statement.on_conflict_do_update(
         index_elements=["entity", "entity_id"],
         set_={

@@ -41,6 +41,7 @@ from server.db.id_lists import among
 from server.db.models import Household, Jurisdiction, Member, Observation, SyncConflict, Visit
 from server.services import lock_order
 from server.services.actor import Actor, under
+from server.services.visits import StoredAnswers
 
 T = TypeVar("T")
 
@@ -51,7 +52,7 @@ class Preloaded:
     households: dict[uuid.UUID, Household] = field(default_factory=dict)
     members: dict[uuid.UUID, Member] = field(default_factory=dict)
     visits: dict[uuid.UUID, tuple[Visit, Household]] = field(default_factory=dict)
-    observations: dict[uuid.UUID, Observation] = field(default_factory=dict)
+    observations: StoredAnswers = field(default_factory=dict)
     """The batch's observations already stored; the fast pass adds those it stores."""
 
     def household(self, household_id: uuid.UUID) -> Household | None:

@@ -35,6 +35,7 @@ from schemas.visits import (
     VisitOut,
     VisitPage,
 )
+from server.db import observation_rows
 from server.db.models import (
     EDITABLE,
     AuditEvent,
@@ -47,6 +48,7 @@ from server.db.models import (
     VisitTeamMember,
     VisitTransition,
 )
+from server.db.observation_rows import ObservationRow
 from server.db.types import utcnow
 from server.domain import answers as rules_of_answers
 from server.domain import id_numbers
@@ -456,13 +458,17 @@ async def _append(
     return [observation_out(stored[obs.id]) for obs in batch]
 
 
+StoredAnswers = dict[uuid.UUID, Observation | ObservationRow]
+"""Observations of a batch by id: read from the database, or appended by this transaction."""
+
+
 async def add_answers(
     session: AsyncSession,
     actor: Actor,
     visit: Visit,
     batch: list[ObservationIn],
     rules: RulePack,
-    stored: dict[uuid.UUID, Observation],
+    stored: StoredAnswers,
 ) -> None:
     """Append to a visit read with its lock. `stored` holds those of the batch's observations already
     stored (a sync push reads all of its batch's at once); the new ones are added to it. The caller
@@ -480,11 +486,12 @@ async def add_answers(
         raise Invalid("; ".join(f"{p['field']}: {p['message']}" for p in problems), details=problems)
     if in_review:  # after the values' own checks: a mistyped date is a slip to correct, not a late one
         await _require_new_objections_only(session, visit, fresh, rules)
+    arrived = utcnow()
     for obs in fresh:
         visit.answer_count += 1
-        observation = _observation(visit, obs, pinned[obs.template], actor)
-        stored[observation.id] = observation
-        session.add(observation)
+        row = _observation(visit, obs, pinned[obs.template], actor, arrived)
+        stored[row.id] = row
+        observation_rows.append(session.sync_session, row)  # written at the flush, with the visit's change
     if visit.status == VisitStatus.assigned:
         visit.status = VisitStatus.in_progress
         record_transition(session, actor, visit, "start", VisitStatus.assigned, rules)
@@ -585,14 +592,12 @@ def _require_pending_in_period(
     )
 
 
-async def already_stored(session: AsyncSession, batch: list[ObservationIn]) -> dict[uuid.UUID, Observation]:
+async def already_stored(session: AsyncSession, batch: list[ObservationIn]) -> StoredAnswers:
     query = select(Observation).where(Observation.id.in_([b.id for b in batch]))
     return {o.id: o for o in (await session.execute(query)).scalars()}
 
 
-def _new_only(
-    visit: Visit, batch: list[ObservationIn], stored: dict[uuid.UUID, Observation]
-) -> list[ObservationIn]:
+def _new_only(visit: Visit, batch: list[ObservationIn], stored: StoredAnswers) -> list[ObservationIn]:
     """Drop observations already stored; refuse an id reused for different content."""
     if len({o.id for o in batch}) != len(batch):
         raise Invalid("An observation id appears twice in the batch.", code="duplicate_id")
@@ -646,9 +651,11 @@ async def _obs_problems(
     ]
 
 
-def _observation(visit: Visit, obs: ObservationIn, template_version: int, actor: Actor) -> Observation:
+def _observation(
+    visit: Visit, obs: ObservationIn, template_version: int, actor: Actor, arrived: dt.datetime
+) -> ObservationRow:
     gps = obs.gps
-    return Observation(
+    return ObservationRow(
         id=obs.id,
         visit_id=visit.id,
         ordinal=visit.answer_count,
@@ -666,12 +673,13 @@ def _observation(visit: Visit, obs: ObservationIn, template_version: int, actor:
         provider=gps.provider if gps else None,
         mock_location=gps.mock if gps else None,
         device_time=obs.device_time,
+        received_at=arrived,
         author_id=actor.user_id,
         device_id=actor.device_id,
     )
 
 
-def observation_out(o: Observation) -> ObservationOut:
+def observation_out(o: Observation | ObservationRow) -> ObservationOut:
     gps = None
     if o.lat is not None and o.lon is not None:
         gps = GpsFix(

@@ -18,7 +18,7 @@ from sqlalchemy import text as sql
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from server.db.engine import Database
-from server.db.feed import EVERYONE
+from server.db.feed import EVERYONE, photo_key
 from server.db.models import (
     Household,
     Member,
@@ -31,6 +31,7 @@ from server.db.models import (
     User,
     Visit,
 )
+from server.domain.evidence import references
 from server.services import sync_admin, sync_apply, sync_pull, sync_push, transaction
 from server.services.actor import SYSTEM
 from server.services.auth import authenticate
@@ -2270,6 +2271,48 @@ def test_one_batch_creating_editing_and_resending_lands_each_effect_once(client:
     assert created["employment"] == "flexible" and created["version"] == 2
     stored = client.get(f"/api/v1/visits/{visit['id']}/observations", headers=worker).json()
     assert sorted(o["id"] for o in stored) == sorted(a["id"] for a in answers)
+
+
+def test_answers_of_a_pass_undone_by_a_refusal_later_in_the_batch_are_stored_once_with_all_they_bring(
+    client: Client,
+) -> None:
+    """A refusal undoes the batch's one pass and applies it again mutation by mutation. The answers that
+    pass had already handed over (written as plain rows at the flush, server/db/observation_rows.py)
+    are undone with it: each is stored once, with its photo references, one feed stamp and one
+    audit row, as answers stored by the ORM were."""
+    worker = login(client, "demo-worker-1")
+    visit = assign(client)
+    answers = [observation(a) for a in complete_answers(client, visit, worker)]
+    refs = {(a["id"], r.sha256) for a in answers for r in references(a["value"])}
+    assert refs  # the checklist's photo and signature items name some
+    batch = [
+        {"op": "visit.answer.v1", "seq": 1, "mutation_id": str(uuid.uuid4()), "visit_id": visit["id"]}
+        | {"observations": answers},
+        update_mutation(2, H1, 1, lat=1000),  # refused: the one pass is undone
+    ]
+    answer = push(client, worker, str(uuid.uuid4()), batch)
+    assert [r["status"] for r in answer["results"]] == ["applied", "rejected"]
+    stored = client.get(f"/api/v1/visits/{visit['id']}/observations", headers=worker).json()
+    assert sorted(o["id"] for o in stored) == sorted(a["id"] for a in answers)
+    assert [o["ordinal"] for o in stored] == list(range(1, len(answers) + 1))
+
+    async def written(session: Any) -> tuple[set[tuple[str, str]], list[str]]:
+        named = select(PhotoRef.observation_id, PhotoRef.sha256).where(
+            PhotoRef.visit_id == uuid.UUID(visit["id"])
+        )
+        stamped = select(SyncChange.entity_id).where(SyncChange.entity.in_(("observation", "photo")))
+        return {(str(o), sha) for o, sha in await session.execute(named)}, list(
+            (await session.execute(stamped)).scalars()
+        )
+
+    named, stamped = run_db(client, written)
+    assert named == refs
+    community = str(node_id("C01"))
+    for key in [a["id"] for a in answers] + [photo_key(sha, community) for _, sha in refs]:
+        assert stamped.count(key) == 1, key
+    assert min(_seqs(client, [a["id"] for a in answers]).values()) > 0
+    audited = [row for row in audit_rows(client, "visit.answer") if row.entity_id == visit["id"]]
+    assert len(audited) == 1 and len(audited[0].changes["observations"]) == len(answers)
 
 
 def test_a_photo_named_in_two_communities_reaches_both_and_follows_its_households(

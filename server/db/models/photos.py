@@ -2,8 +2,9 @@
 
 `photo_refs` is filled by a `before_flush` hook on every session (installed when this module is imported,
 which `server.db.models` always does): whatever path appends an observation (REST, sync, amendment, the
-demo seed), the SHA-256 values its answer names are recorded, before or after the bytes arrive. A reference
-whose photo row exists is *present*, otherwise *expected*.
+demo seed), the SHA-256 values its answer names are recorded, before or after the bytes arrive. Answers
+written as plain rows (server/db/observation_rows.py) get theirs from the same `photo_ref_rows`. A
+reference whose photo row exists is *present*, otherwise *expected*.
 """
 
 from __future__ import annotations
@@ -118,11 +119,18 @@ class PhotoRef(Base):
     observation: Mapped[Observation] = relationship(lazy="raise")
 
 
+def photo_ref_rows(observation_id: uuid.UUID, visit_id: uuid.UUID, value: Any) -> list[dict[str, Any]]:
+    """The references an observation's answer makes: the hook below adds them as objects, and
+    server/db/observation_rows.py writes them as rows for the observations it writes."""
+    return [
+        {"observation_id": observation_id, "sha256": ref.sha256, "visit_id": visit_id, "kind": ref.kind}
+        for ref in references(value)
+    ]
+
+
 @event.listens_for(Session, "before_flush")
 def _record_photo_refs(session: Session, _context: Any, _instances: Any) -> None:
     for obj in list(session.new):
         if isinstance(obj, Observation):
-            for ref in references(obj.value):
-                session.add(
-                    PhotoRef(observation=obj, sha256=ref.sha256, visit_id=obj.visit_id, kind=ref.kind)
-                )
+            for row in photo_ref_rows(obj.id, obj.visit_id, obj.value):
+                session.add(PhotoRef(observation=obj, **row))
