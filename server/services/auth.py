@@ -23,6 +23,7 @@ from server.config import resolve_secret
 from server.db.engine import Database
 from server.db.models import AuthToken, Device, Jurisdiction, LoginThrottle, User
 from server.db.types import utcnow
+from server.domain import passwords
 from server.domain.usernames import read_username
 from server.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
 from server.malloc import give_back_free_memory
@@ -228,6 +229,7 @@ async def change_password(
 
     A wrong current password counts against the device's own sign-in count, as a typo at sign-in on that
     tablet does: a stolen token must not guess the password any faster than a stolen tablet could."""
+    passwords.require_strong(new_password, actor.username, "new_password")
     password_hash = await hashed(new_password)  # before the row lock: scrypt takes a while
     row = (
         await session.execute(

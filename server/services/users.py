@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.auth import UserCreate, UserOut, UserPage
 from server.db.models import Device, Jurisdiction, Level, User
+from server.domain import passwords
 from server.domain.usernames import MAX_LENGTH, lookalike_problem, read_username, size_problem
 from server.errors import Conflict, Invalid, NotFound
 from server.services import audit, auth, cursors
@@ -52,6 +53,7 @@ async def create_user(session: AsyncSession, actor: Actor, data: UserCreate) -> 
             code="role_level_mismatch",
             details=[{"field": "jurisdiction_id", "message": "wrong level for this role"}],
         )
+    passwords.require_strong(data.password, username, "password")
     user = User(
         id=uuid.uuid4(),
         username=username,
@@ -186,8 +188,10 @@ async def reset_password(session: AsyncSession, actor: Actor, user_id: uuid.UUID
             "Change your own password with your current one: POST /api/v1/auth/password.",
             code="own_account",
         )
+    passwords.require_strong(password, None, "password")
     password_hash = await auth.hashed(password)  # before the row lock: scrypt takes a while
     user, path = await _locked(session, actor, user_id)
+    passwords.require_strong(password, user.username, "password")
     user.password_hash = password_hash
     ended = await auth.end_sessions(session, user.id)
     audit.record(session, actor, "user.password_reset", "user", user.id, {"sessions_ended": ended})

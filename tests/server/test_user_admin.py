@@ -250,3 +250,36 @@ def test_the_account_operations_are_in_the_openapi_document(client: Client) -> N
     page = document["components"]["schemas"][listed["$ref"].rsplit("/", 1)[1]]
     user = document["components"]["schemas"][page["properties"]["items"]["items"]["$ref"].rsplit("/", 1)[1]]
     assert "active" in user["properties"] and not any("password" in p for p in user["properties"])
+
+
+def test_a_password_among_the_most_common_or_made_of_the_username_is_refused(client: Client) -> None:
+    """Length alone let an admin give a new worker 12345678, and a worker change theirs to 88888888 or to
+    their own name: the first guesses of anyone holding a lost tablet, within its few tries."""
+    admin = login(client, "demo-admin")
+    body = {
+        "username": "wang-fang-2",
+        "display_name": "王芳",
+        "role": "field_worker",
+        "jurisdiction_id": str(node_id("C01")),
+    }
+    for password, why in [("12345678", "common"), ("Wang-Fang-2024", "username"), ("zzzzzzzzzz", "repeated")]:
+        refused = client.post(USERS, json=body | {"password": password}, headers=admin)
+        assert refused.status_code == 422, (password, refused.text)
+        error = refused.json()["error"]
+        assert error["code"] == "weak_password" and error["details"][0]["field"] == "password"
+        assert why in error["details"][0]["message"] and password not in refused.text
+    made = client.post(USERS, json=body | {"password": "柳树下那扇红色的木门"}, headers=admin)
+    assert made.status_code == 201, made.text
+    reset = client.post(
+        f"{USERS}/{made.json()['id']}/password", json={"password": "Password1"}, headers=admin
+    )
+    assert (reset.status_code, reset.json()["error"]["code"]) == (422, "weak_password")
+
+    worker = login(client, "demo-worker-1")
+    change = {"old_password": "demo", "new_password": "demo-worker-1!"}
+    refused = client.post("/api/v1/auth/password", json=change, headers=worker)
+    assert refused.status_code == 422 and refused.json()["error"]["details"][0]["field"] == "new_password"
+    assert attempt(client, "demo-worker-1", "demo").status_code == 200  # the old password still stands
+    assert (
+        audit_rows(client, "user.password_reset") == [] and audit_rows(client, "user.password_change") == []
+    )
