@@ -181,16 +181,18 @@ def on_too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Respons
     return on_unexpected(request, exc)
 
 
+def retry_later(code: str, message: str, seconds: int) -> Response[Any]:
+    """503: nothing was done and the same request may be sent again after `seconds`, said in the
+    Retry-After header and in the body (a client's transport may not pass headers on)."""
+    return error_response(
+        503, code, message, {"retry_after_seconds": seconds}, **{"Retry-After": str(seconds)}
+    )
+
+
 def on_database_busy(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[Any]:
     """The database is locked, restarting or unreachable: nothing was done, and a retry is safe."""
     log.warning("database unavailable: %s", type(exc.orig).__name__)
-    return error_response(
-        503,
-        "unavailable",
-        "The database is busy or unreachable; retry shortly.",
-        {"retry_after_seconds": 2},  # also in the body: a client's transport may not pass headers on
-        **{"Retry-After": "2"},
-    )
+    return retry_later("unavailable", "The database is busy or unreachable; retry shortly.", 2)
 
 
 # PostgreSQL's "try again" states: a deadlock or serialisation failure rolled the transaction back, or a
@@ -210,13 +212,7 @@ def on_blob_store_down(request: Request[Any, Any, Any], exc: BlobStoreUnavailabl
     """The blob store cannot be reached: what was accepted stays accepted (an upload keeps its offset and
     its staged bytes), and the same request can simply be sent again."""
     log.warning("blob store unavailable: %s", type(exc.__cause__ or exc).__name__)
-    return error_response(
-        503,
-        "blob_store_unavailable",
-        "Photo storage is unreachable right now; retry shortly.",
-        {"retry_after_seconds": 5},
-        **{"Retry-After": "5"},
-    )
+    return retry_later("blob_store_unavailable", "Photo storage is unreachable right now; retry shortly.", 5)
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {

@@ -15,23 +15,11 @@ from schemas.calendars_api import CalendarDayOut, CalendarOverride, Deadline
 from server.db.models import HolidayOverride
 from server.dependencies import CurrentActor, DbSession, Rules, provide_actor, provide_rules
 from server.domain.calendar import WorkingCalendar, load_calendar
-from server.errors import Forbidden, Invalid, NotFound
+from server.errors import Invalid, NotFound
 from server.services import audit
-from server.services.actor import Actor
 from server.services.rules import working_calendar
 
 MAX_SPAN = 400
-
-
-def _require_admin(actor: Actor) -> None:
-    if not actor.is_admin:
-        raise Forbidden("Only administrators change the calendar.")
-    if not actor.administers_everything:
-        raise Forbidden(
-            "The working calendar counts every community's deadlines: only an administrator of the top of "
-            "the jurisdiction tree changes it.",
-            code="beyond_jurisdiction",
-        )
 
 
 def _day_out(
@@ -109,7 +97,7 @@ class CalendarController(Controller):
         day: FromPath[dt.date],
         data: JSONBody[CalendarOverride],
     ) -> CalendarOverride:
-        _require_admin(actor)
+        actor.require_administers_everything("the working calendar")
         if data.kind == "workday" and day.weekday() < 5:
             raise Invalid("A swapped working day falls on a weekend.", code="not_a_weekend")
         row = await db_session.get(HolidayOverride, day, with_for_update=True)
@@ -131,7 +119,7 @@ class CalendarController(Controller):
 
     @delete("/days/{day:date}", summary="Remove a local override (admins)")
     async def clear_day(self, db_session: DbSession, actor: CurrentActor, day: FromPath[dt.date]) -> None:
-        _require_admin(actor)
+        actor.require_administers_everything("the working calendar")
         row = await db_session.get(HolidayOverride, day, with_for_update=True)
         if row is None:
             raise NotFound("No local override on that day.")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, select
 
 from server.db.models import Household, Jurisdiction
+from server.errors import Forbidden
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,17 @@ class Actor:
         """An admin of a top node (or the system): what serves every community (the checklists, the
         working calendar) is theirs to change, not a subdistrict's or a community's admin's."""
         return self.is_admin and self.jurisdiction_path.strip("/").count("/") == 0
+
+    def require_administers_everything(self, what: str) -> None:
+        """403 unless an admin of a top node: `what` serves every community."""
+        if not self.is_admin:
+            raise Forbidden(f"Only administrators change {what}.")
+        if not self.administers_everything:
+            raise Forbidden(
+                f"Only an administrator of the top of the jurisdiction tree changes {what}: it serves every "
+                "community.",
+                code="beyond_jurisdiction",
+            )
 
 
 SYSTEM = Actor(

@@ -79,6 +79,5 @@ async def first_submitted_on(session: AsyncSession, visit: Visit) -> dt.date:
             VisitTransition.visit_id == visit.id, VisitTransition.action == "submit"
         )
     )
-    at = first or visit.submitted_at
-    assert at is not None  # a visit under review was submitted
-    return at.astimezone(CHINA_STANDARD_TIME).date()
+    assert first is not None  # a visit under review was submitted, and each submission is on its timeline
+    return first.astimezone(CHINA_STANDARD_TIME).date()

@@ -20,7 +20,7 @@ from schemas.checklists import Label, StatusName, Template, TemplateOut, Templat
 from server.db.models import ChecklistTemplate, TemplateStatus
 from server.db.types import utcnow
 from server.domain.templates import Paths, etag, paths, problems, shipped
-from server.errors import Conflict, Forbidden, Invalid, NotFound
+from server.errors import Conflict, Invalid, NotFound
 from server.services import audit
 from server.services.actor import SYSTEM, Actor
 
@@ -143,24 +143,13 @@ async def get(session: AsyncSession, actor: Actor, code: str, version: int) -> T
     )
 
 
-def _require_admin(actor: Actor) -> None:
-    if not actor.is_admin:
-        raise Forbidden("Only administrators edit templates.")
-    if not actor.administers_everything:
-        raise Forbidden(
-            "The checklists serve every community: only an administrator of the top of the jurisdiction "
-            "tree creates, publishes or retires them.",
-            code="beyond_jurisdiction",
-        )
-
-
 def _check(template: Template) -> None:
     if found := problems(template):
         raise Invalid("; ".join(found), code="template_invalid", details=found)
 
 
 async def create_draft(session: AsyncSession, actor: Actor, template: Template) -> TemplateOut:
-    _require_admin(actor)
+    actor.require_administers_everything("the checklist templates")
     _check(template)
     row = _new_row(template, TemplateStatus.draft)
     session.add(row)
@@ -178,7 +167,7 @@ async def create_draft(session: AsyncSession, actor: Actor, template: Template) 
 async def update_draft(
     session: AsyncSession, actor: Actor, code: str, version: int, template: Template
 ) -> TemplateOut:
-    _require_admin(actor)
+    actor.require_administers_everything("the checklist templates")
     row = await _row(session, code, version, lock=True)
     if row is None:
         raise NotFound(f"No template {code} v{version}.")
@@ -199,7 +188,7 @@ async def update_draft(
 async def set_status(
     session: AsyncSession, actor: Actor, code: str, version: int, status: TemplateStatus
 ) -> TemplateOut:
-    _require_admin(actor)
+    actor.require_administers_everything("the checklist templates")
     row = await _row(session, code, version, lock=True)
     if row is None:
         raise NotFound(f"No template {code} v{version}.")

@@ -188,7 +188,6 @@ async def reset_password(session: AsyncSession, actor: Actor, user_id: uuid.UUID
             "Change your own password with your current one: POST /api/v1/auth/password.",
             code="own_account",
         )
-    passwords.require_strong(password, None, "password")
     password_hash = await auth.hashed(password)  # before the row lock: scrypt takes a while
     user, path = await _locked(session, actor, user_id)
     passwords.require_strong(password, user.username, "password")

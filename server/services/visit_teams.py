@@ -59,7 +59,6 @@ async def _replace(session: AsyncSession, visit: Visit, team: list[uuid.UUID]) -
     kept = {m.user_id: m for m in visit.team}
     for member in [m for m in visit.team if m.user_id not in team]:
         await session.delete(member)
-    await session.flush()  # the rows of those who left go before any position is reused
     for position, user_id in enumerate(team):
         if user_id in kept:
             kept[user_id].position = position

@@ -1797,14 +1797,10 @@ def test_edits_queued_before_a_move_never_reach_the_tablets_of_the_new_community
     device.login("demo-worker-1", "demo")
     assert device.sync().rejected == [1]
 
-    colleague = Device(tmp_path / "c02.sqlite", httpx_transport(client))
-    colleague.login(*_new_worker(client, "C02"))
-    colleague.sync()
-    seen = json.dumps(colleague.confirmed("conflict"), ensure_ascii=False)
+    seen = _conflicts_a_new_colleague_pulls(client, tmp_path, "C02")
     assert member["id"] not in seen and "化疗" not in seen
     (kept,) = conflicts(client, member["id"], reviewer="demo-reviewer-subdistrict")
     assert kept["client_value"]["changes"]["health"]["new"] == "肺癌晚期，正在化疗"
-    colleague.close()
 
 
 def test_an_edit_kept_over_two_communities_leaves_with_its_household(
@@ -1848,13 +1844,19 @@ def test_a_decision_queued_before_a_supervisor_moved_never_reaches_the_tablets_o
     reviewer.login("demo-reviewer-community", "demo")
     assert reviewer.sync().rejected == [1]
 
-    colleague = Device(tmp_path / "c02.sqlite", httpx_transport(client))
-    colleague.login(*_new_worker(client, "C02"))
-    colleague.sync()
-    assert "王秀瑛" not in json.dumps(colleague.confirmed("conflict"), ensure_ascii=False)
+    assert "王秀瑛" not in _conflicts_a_new_colleague_pulls(client, tmp_path, "C02")
     (kept,) = conflicts(client, decision["mutation_id"], reviewer="demo-reviewer-subdistrict")
     assert kept["client_value"]["value"] == "王秀英（户口本为王秀瑛）"
+
+
+def _conflicts_a_new_colleague_pulls(client: Client, tmp_path: Any, community: str) -> str:
+    """The conflicts, as JSON text, that a worker new to `community` gets on a fresh tablet."""
+    colleague = Device(tmp_path / f"{community}.sqlite", httpx_transport(client))
+    colleague.login(*_new_worker(client, community))
+    colleague.sync()
+    seen = json.dumps(colleague.confirmed("conflict"), ensure_ascii=False)
     colleague.close()
+    return seen
 
 
 def _moved_to(client: Client, username: str, community: str) -> None:
