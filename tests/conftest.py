@@ -12,6 +12,12 @@ from litestar.testing import TestClient
 
 from schemas.config import Settings
 from server.app import create_app
+from server.security import passwords
+
+# Passwords hashed in tests cost 1 MiB of scrypt instead of 16 (the same code, about 2 ms instead of 30 a
+# sign-in): the suite signs in thousands of times. A server started as a process (`fivestep serve`) and
+# the sign-in memory test keep the real cost.
+passwords.N = 2**10
 
 pytest_plugins = ["tests.fixtures.databases", "tests.fixtures.postgres", "tests.fixtures.s3"]
 
