@@ -136,6 +136,23 @@ def _servers(status: int, answer: Any) -> dict[str, Any]:
     raise NetworkError(f"HTTP {status}: the answer is not the server's")
 
 
+_TABLET_STAYS = frozenset({"author_active", "beyond_jurisdiction"})
+"""A handover's refusals that leave the tablet to its previous user (a 404 too: the server knows no such
+client, or no handover at all)."""
+
+
+def _error_code(exc: ServerError) -> str | None:
+    error = exc.body.get("error") if isinstance(exc.body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
+
+
+def _handed_over(_seq: int) -> tuple[str, str | None]:
+    """The outcome a handed-over queue's photo files are sent under: every answer naming them is with a
+    supervisor now."""
+    return "handed_over", None
+
+
 def _read(answer: dict[str, Any], shape: type[Shape]) -> Shape:
     try:
         return msgspec.convert(answer, shape)
@@ -463,14 +480,36 @@ class Device:
             return user
         with self._only_sync():  # not under a sync of the previous user's
             if unsent := self._unsent():
-                self._end_session(answer["token"])
-                previous = self._meta("username")
-                raise DeviceOfAnotherUser(
-                    f"this device still holds {unsent} of {previous}, which only it has: "
-                    f"sign in as {previous} and sync first"
-                )
+                self._hand_over(answer["token"], unsent)
             self._signed_in(answer["token"], user, start_over=True)
         return user
+
+    def _hand_over(self, token: str, unsent: str) -> None:
+        """The previous user's queue and photo files, sent under the new user's sign-in to be kept for a
+        supervisor, when the previous user can no longer sign in (deactivated; docs/sync-protocol.md,
+        "Handing a tablet over"). While they still can, or worked outside the new user's area, the tablet
+        stays theirs until they sync: DeviceOfAnotherUser. A lost answer fails the sign-in, which is
+        safe to try again (the server answers a handover sent again as a push replayed)."""
+        previous = self._meta("username")
+        try:
+            self._push(SyncReport(), path="/api/v1/sync/handover", token=token)
+        except ServerError as exc:
+            if exc.status != 404 and _error_code(exc) not in _TABLET_STAYS:
+                raise  # anything else (a busy server, a sign-in ended meanwhile) fails this sign-in
+            self._end_session(token)
+            raise DeviceOfAnotherUser(
+                f"this device still holds {unsent} of {previous}, which only it has: "
+                f"sign in as {previous} and sync first"
+            ) from None
+        if self.photos.release_held() and self.uploads is None:
+            self._end_session(token)
+            raise DeviceOfAnotherUser(f"{previous}'s photo files need a connection that can send photos")
+        if self.uploads is not None:
+            # Every answer naming them was handed over: the files go as if taken, for the supervisor.
+            sent = self.photos.send(self.uploads, token, _handed_over, chunk_size=self.upload_chunk)
+            if sent.waiting:
+                self._end_session(token)
+                raise NetworkError(f"{sent.waiting} of {previous}'s photo files could not be sent yet")
 
     def _signed_in(self, token: str, user: dict[str, Any], *, start_over: bool = False) -> None:
         previous_users_photos: list[Path] = []
@@ -510,6 +549,7 @@ class Device:
         (the server refuses that client id to anyone else), and so were the photo files the server never
         took (held, refused, lost): pictures inside households' homes. The caller holds the local
         transaction; it deletes the returned photo copies once that has committed."""
+        self.db.execute("DELETE FROM pending")  # empty, or handed over for a supervisor (_hand_over)
         self.db.execute("DELETE FROM confirmed")
         self.db.execute("DELETE FROM rebuild")
         self.db.execute("DELETE FROM outcomes")
@@ -597,7 +637,7 @@ class Device:
         with self._only_sync():
             self._push(report or SyncReport())
 
-    def _push(self, report: SyncReport) -> None:
+    def _push(self, report: SyncReport, *, path: str = "/api/v1/sync/push", token: str | None = None) -> None:
         # Each push starts at the oldest pending mutation, acknowledged or not: until a pull confirms it,
         # the server may have lost it (restored from a backup taken before it), and a replay of one it
         # still has just returns the stored result. Within the push, batches follow the acknowledgements.
@@ -616,7 +656,7 @@ class Device:
                 "device_now": self.now(),
             }
             try:
-                answer = _read(self._post("/api/v1/sync/push", body), PushResponse)
+                answer = _read(self._post(path, body, token), PushResponse)
             except PayloadTooLarge:
                 if len(mutations) == 1:
                     raise
@@ -708,8 +748,8 @@ class Device:
                 report.confirmed += self._confirm(page.last_mutation_seq)
                 return
 
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
-        token = self._meta("token")
+    def _post(self, path: str, body: dict[str, Any], token: str | None = None) -> Any:
+        token = token or self._meta("token")
         if token is None:  # the server would answer 401; without one, retrying would only wait
             raise NotSignedIn
         return _servers(*self.transport(path, body, token))

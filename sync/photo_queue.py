@@ -115,6 +115,14 @@ class PhotoQueue:
         )
         return {int(seq) for (seq,) in rows}
 
+    def release_held(self) -> int:
+        """Put the files held for their rejected answers back to waiting (a handover sends them for the
+        supervisor who has those answers); how many."""
+        with self._tx():
+            return self.db.execute(
+                "UPDATE photos SET state = 'waiting', code = NULL WHERE state = 'held'"
+            ).rowcount
+
     def forget_all(self) -> list[Path]:
         """Forget every photo (another user signed in: none is waiting, or the sign-in was refused); the
         caller holds the local transaction and deletes the returned copies once it has committed."""

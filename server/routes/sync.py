@@ -45,3 +45,14 @@ class SyncController(Controller):
         # statement: SQLite's write lock is never held while a body arrives).
         envelope, mutations = sync_push.decode(body)
         return await sync_push.push(db_session, actor, envelope, mutations, rules)
+
+    @post(
+        "/handover",
+        status_code=200,
+        summary="Hand in the queue a deactivated user left on this tablet, for a supervisor",
+        dependencies={"documented_body": Provide(document_push_body, sync_to_thread=False)},
+    )
+    async def handover(self, db_session: DbSession, actor: CurrentActor, body: RawBody) -> PushResponse:
+        # A push's body, decoded as a push's is: the queue is sent as it was, client id and seqs included.
+        envelope, mutations = sync_push.decode(body)
+        return await sync_push.hand_over(db_session, actor, envelope, mutations)

@@ -47,9 +47,18 @@ from schemas.sync import (
     Status,
     target_named,
 )
-from server.db.models import Household, Jurisdiction, Member, MutationLog, SyncClient, SyncConflict, Visit
+from server.db.models import (
+    Household,
+    Jurisdiction,
+    Member,
+    MutationLog,
+    SyncClient,
+    SyncConflict,
+    User,
+    Visit,
+)
 from server.domain.tree_paths import shared_path
-from server.errors import Conflict, DomainError, Invalid, field_problem
+from server.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, field_problem
 from server.services import audit, sync_apply, sync_clients, sync_preload, transaction
 from server.services.actor import Actor
 from server.services.sync_clients import claim
@@ -144,6 +153,98 @@ async def push(
         last_mutation_seq=client.last_mutation_seq,
         stopped=stopped,  # type: ignore[arg-type]
         expected_seq=client.last_mutation_seq + 1 if stopped else None,
+    )
+
+
+async def hand_over(
+    session: AsyncSession, actor: Actor, request: PushEnvelope, mutations: list[AnyMutation]
+) -> PushResponse:
+    """The queue of a user who can no longer sign in (deactivated), sent by whoever the tablet was handed
+    to: kept whole for a supervisor instead of dying with the tablet (docs/sync-protocol.md, "Handing a
+    tablet over"). Nothing is applied: a mutation is authorised as its author's, who may no longer write.
+    Each is quarantined (`author_inactive`) under its author and logged on the author's client in seq
+    order, as a push is, so a handover sent again is answered as a push replayed (nothing twice)."""
+    check_schema(request.schema_version)
+    client = await _client_handed_over(session, actor, request.client_id)
+    author = await _inactive_author(session, actor, client)
+    batch = _Batch(client, await _delivered_before(session, author, mutations))
+    refusal = Forbidden(
+        f"{author.username} can no longer sign in; the tablet's next user, {actor.username}, sent this "
+        "edit for a supervisor to see.",
+        code="author_inactive",
+    )
+    results: list[MutationResult] = []
+    handed: list[int] = []
+    stopped: str | None = None
+    for mutation in mutations:
+        expected = batch.last_seq + 1
+        if mutation.seq > expected:
+            stopped = "out_of_order"
+            break
+        if mutation.seq < expected:
+            results.append(await _replayed(session, author, batch, mutation))
+        elif (earlier := await _already_delivered(session, author, batch, mutation)) is not None:
+            results.append(earlier)
+        else:
+            results.append(await _quarantine(session, author, batch, mutation, refusal, by=actor))
+            handed.append(mutation.seq)
+    batch.write(session, author)
+    if handed:  # a handover sent again writes nothing
+        audit.record(
+            session,
+            actor,
+            "sync.handover",
+            "client",
+            client.client_id,
+            {"author_id": str(author.user_id), "quarantined_seqs": handed},
+        )
+    await session.commit()
+    return PushResponse(
+        results=results,
+        last_mutation_seq=client.last_mutation_seq,
+        stopped=stopped,  # type: ignore[arg-type]
+        expected_seq=client.last_mutation_seq + 1 if stopped else None,
+    )
+
+
+async def _client_handed_over(session: AsyncSession, actor: Actor, client_id: uuid.UUID) -> SyncClient:
+    """The client's row, locked as a push locks it; another user's, and known here (a client that never
+    synced holds nothing to hand over: nothing on the tablet came from this server)."""
+    query = select(SyncClient).where(SyncClient.client_id == client_id).with_for_update()
+    client = (await session.execute(query)).scalar_one_or_none()
+    if client is None:
+        raise NotFound("No client with this id ever synced here.", code="client_unknown")
+    if client.user_id == actor.user_id:
+        raise Conflict("This client id is your own: push its queue.", code="client_is_yours")
+    return client
+
+
+async def _inactive_author(session: AsyncSession, actor: Actor, client: SyncClient) -> Actor:
+    """The client's user, as the author of what is quarantined: refused while they can still sign in
+    (their queue is theirs to send), and unless their node lies within the sender's."""
+    row = (
+        await session.execute(
+            select(User, Jurisdiction.path)
+            .join(Jurisdiction, Jurisdiction.id == User.jurisdiction_id)
+            .where(User.id == client.user_id)
+        )
+    ).one()
+    user, path = row
+    if user.active:
+        raise Conflict(
+            f"{user.username} can still sign in: they sign in on this tablet and sync.", code="author_active"
+        )
+    if not path.startswith(actor.jurisdiction_path):
+        raise Forbidden(f"{user.username} worked outside your area.", code="beyond_jurisdiction")
+    return Actor(
+        user_id=user.id,
+        username=user.username,
+        display_name=user.display_name,
+        role=user.role,
+        jurisdiction_id=user.jurisdiction_id,
+        jurisdiction_path=path,
+        device_id=actor.device_id,
+        request_id=actor.request_id,
     )
 
 
@@ -492,10 +593,17 @@ async def _delivered_before(
 
 
 async def _quarantine(
-    session: AsyncSession, actor: Actor, batch: _Batch, mutation: AnyMutation, exc: Exception
+    session: AsyncSession,
+    actor: Actor,
+    batch: _Batch,
+    mutation: AnyMutation,
+    exc: Exception,
+    *,
+    by: Actor | None = None,
 ) -> MutationResult:
-    """Keep a refused mutation whole for a supervisor; the device's queue moves on."""
-    conflict = await _keep(session, actor, mutation, exc)
+    """Keep a refused mutation whole for a supervisor; the device's queue moves on. `by`: who sent it,
+    when not its author (a handover)."""
+    conflict = await _keep(session, actor, mutation, exc, by=by)
     result = MutationResult(
         seq=mutation.seq, status="rejected", conflict_ids=[conflict.id], code=conflict.code
     )
@@ -503,8 +611,11 @@ async def _quarantine(
     return result
 
 
-async def _keep(session: AsyncSession, actor: Actor, mutation: AnyMutation, exc: Exception) -> SyncConflict:
-    """The quarantined conflict that keeps a refused mutation whole."""
+async def _keep(
+    session: AsyncSession, actor: Actor, mutation: AnyMutation, exc: Exception, *, by: Actor | None = None
+) -> SyncConflict:
+    """The quarantined conflict that keeps a refused mutation whole, under its author (`actor`); the
+    audit row names who sent it (`by`, the author unless handed over)."""
     code = exc.code if isinstance(exc, DomainError) else "integrity_error"
     entity, entity_id, scope = await _target(session, actor, mutation)
     conflict = SyncConflict(
@@ -523,7 +634,7 @@ async def _keep(session: AsyncSession, actor: Actor, mutation: AnyMutation, exc:
     session.add(conflict)
     audit.record(
         session,
-        actor,
+        by or actor,
         "mutation.quarantine",
         "conflict",
         conflict.id,

@@ -71,6 +71,7 @@ ROUTES: dict[tuple[str, str], list[str]] = {
     ("DELETE", "/api/v1/calendar/days/{day:date}"): ["calendar.clear"],
     ("POST", "/api/v1/conflicts/{conflict_id:uuid}/resolve"): ["conflict.resolve"],
     ("POST", "/api/v1/sync/push"): [],  # each mutation's own row: OPS below
+    ("POST", "/api/v1/sync/handover"): ["sync.handover", "mutation.quarantine"],
     ("POST", "/api/v1/sync/pull"): [],  # a read sent as POST (its body is the cursor); ID numbers masked
     ("POST", "/api/v1/uploads"): ["upload.create"],
     # A PATCH that brings the last byte stores the photo; one that only moves the offset writes no row
@@ -265,6 +266,33 @@ def test_every_write_and_every_reveal_leaves_its_audit_row_naming_the_actor(tus_
             headers=newcomer,
         ),
     )
+    # The newcomer leaves with an edit only their tablet holds; a colleague hands it in for a supervisor.
+    left_behind = str(uuid.uuid4())
+    pulled = {"client_id": left_behind, "cursor": None, "schema_version": 1, "limit": 1}
+    assert client.post("/api/v1/sync/pull", json=pulled, headers=newcomer).status_code == 200
+    assert client.patch(account, json={"active": False}, headers=admin).status_code == 200
+    audit.skip()
+    queue = [
+        {
+            "op": "household.update.v1",
+            "seq": 1,
+            "mutation_id": str(uuid.uuid4()),
+            "household_id": str(household_id("DB-C01-0002")),
+            "base_version": 1,
+            "changes": {"address": {"old": None, "new": "离职前"}},
+        }
+    ]
+    handover = {"client_id": left_behind, "schema_version": 1, "mutations": queue}
+    audit.route(
+        "POST",
+        "/api/v1/sync/handover",
+        "demo-worker-1",
+        lambda: client.post("/api/v1/sync/handover", json=handover, headers=audit.headers["demo-worker-1"]),
+    )
+    assert (
+        client.patch(account, json={"active": True}, headers=admin).status_code == 200
+    )  # back, for the team
+    audit.skip()
     devices = client.get(
         f"/api/v1/admin/devices?user_id={audit.users['demo-worker-2']}", headers=admin
     ).json()

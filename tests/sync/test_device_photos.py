@@ -22,6 +22,8 @@ from sync.errors import NetworkError, SyncBusy, UnsendableEdit
 from sync.tus_client import RawTransport, Reply, httpx_raw_transport
 from tests.helpers import login
 from tests.images import jpeg_with_gps
+from tests.sync.test_handover import deactivate
+from tests.sync.test_sync_protocol import conflicts
 from tests.tus import Client, sha256, tus_client, tus_settings
 from tests.visit_flow import GPS, assign
 
@@ -403,6 +405,24 @@ def test_another_user_signing_in_on_the_tablet_finds_none_of_the_previous_users_
     device.login("demo-worker-3", "demo")
     assert device.photo_queue() == []
     assert not [kept.name for kept in device.photos.folder.iterdir()]
+
+
+def test_a_deactivated_workers_photos_reach_the_server_when_the_tablet_is_handed_over(
+    tus_client: Client, synced: Any, tmp_path: Path
+) -> None:
+    """Their answers wait for a supervisor (tests/sync/test_handover.py); the files, pictures of a visit
+    nobody can take again, are stored on the way, not deleted with the previous user's replica."""
+    visit, device, _ = synced
+    taken_offline = photo_file(tmp_path, 31)
+    device.attach_photo(visit["id"], *LOOK, taken_offline, view="kitchen")
+    deactivate(tus_client, "demo-worker-1")
+    device.login("demo-worker-2", "demo")
+    assert device.photo_queue() == [] and not list(device.photos.folder.iterdir())
+    sha = sha256(taken_offline.read_bytes())
+    stored = tus_client.get(f"/api/v1/photos/{sha}", headers=login(tus_client, "demo-worker-2"))
+    assert stored.status_code == 200, stored.text
+    (kept,) = conflicts(tus_client, visit["id"])
+    assert kept["code"] == "author_inactive" and sha in msgspec.json.encode(kept["client_value"]).decode()
 
 
 def _sent_and_present(tus_client: Client, device: Any, visit: dict[str, Any], file: Path) -> None:

@@ -1,0 +1,131 @@
+"""A tablet handed to another worker while it holds the queue of one who can no longer sign in
+(docs/sync-protocol.md, "Handing a tablet over"): the queue reaches a supervisor, never applied, never lost,
+never twice."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from sync.errors import DeviceOfAnotherUser
+from tests.helpers import Client, audit_rows, household_id, login
+from tests.sync.conftest import MakeDevice
+from tests.sync.test_sync_protocol import conflicts, push, update_mutation
+from tests.visit_flow import user_id
+
+H1 = str(household_id("DB-C01-0001"))
+HANDOVER = "/api/v1/sync/handover"
+
+
+def deactivate(client: Client, username: str) -> str:
+    """The user's id, their account set inactive (their sign-ins end)."""
+    admin, user = login(client, "demo-admin", device="desk"), user_id(client, username)
+    answer = client.patch(f"/api/v1/admin/users/{user}", json={"active": False}, headers=admin)
+    assert answer.status_code == 200, answer.text
+    return user
+
+
+def hand_over(
+    client: Client, headers: dict[str, str], client_id: str, mutations: list[dict[str, Any]]
+) -> Any:
+    body = {"client_id": client_id, "schema_version": 1, "mutations": mutations}
+    return client.post(HANDOVER, json=body, headers=headers)
+
+
+def test_a_deactivated_workers_queue_is_kept_for_a_supervisor_once_and_applies_nothing(
+    client: Client,
+) -> None:
+    worker = login(client, "demo-worker-1")
+    cid = str(uuid.uuid4())
+    sent = update_mutation(1, H1, 1, address="已发送")
+    assert push(client, worker, cid, [sent])["results"][0]["status"] == "applied"
+    queue = [
+        sent,
+        update_mutation(2, H1, 2, address="未发送一"),
+        update_mutation(3, H1, 2, address="未发送二"),
+    ]
+    author = deactivate(client, "demo-worker-1")
+    colleague = login(client, "demo-worker-2")
+
+    answers = [
+        hand_over(client, colleague, cid, queue) for _ in range(2)
+    ]  # the second: a lost answer's retry
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        results = answer.json()["results"]
+        assert [r["status"] for r in results] == ["already_applied", "rejected", "rejected"]
+        assert [r.get("code") for r in results[1:]] == ["author_inactive", "author_inactive"]
+        assert answer.json()["last_mutation_seq"] == 3
+    assert answers[0].json()["results"] == answers[1].json()["results"]
+
+    kept = conflicts(client, H1)
+    assert len(kept) == 2  # once, however often handed over
+    assert {c["client_value"]["changes"]["address"]["new"] for c in kept} == {"未发送一", "未发送二"}
+    assert {c["kind"] for c in kept} == {"quarantined"} and {c["code"] for c in kept} == {"author_inactive"}
+    assert {c["author_id"] for c in kept} == {author}
+    assert client.get(f"/api/v1/households/{H1}", headers=colleague).json()["address"] == "已发送"
+    (row,) = audit_rows(client, "sync.handover")
+    assert str(row.actor_id) == user_id(client, "demo-worker-2") and row.entity_id == cid
+    assert row.changes == {"author_id": author, "quarantined_seqs": [2, 3]}
+
+
+def test_a_handover_is_refused_while_its_author_can_sign_in_or_from_outside_their_area(
+    client: Client,
+) -> None:
+    worker = login(client, "demo-worker-1")
+    cid = str(uuid.uuid4())
+    push(client, worker, cid, [update_mutation(1, H1, 1, address="甲")])
+    queue = [update_mutation(2, H1, 2, address="乙")]
+
+    active = hand_over(client, login(client, "demo-worker-2"), cid, queue)
+    assert active.status_code == 409 and active.json()["error"]["code"] == "author_active"
+    deactivate(client, "demo-worker-1")
+    elsewhere = hand_over(client, login(client, "demo-worker-3"), cid, queue)  # community C03
+    assert elsewhere.status_code == 403 and elsewhere.json()["error"]["code"] == "beyond_jurisdiction"
+    unknown = hand_over(client, login(client, "demo-worker-2"), str(uuid.uuid4()), queue)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "client_unknown"
+    own_cid = str(uuid.uuid4())
+    colleague = login(client, "demo-worker-2")
+    push(client, colleague, own_cid, [])
+    own = hand_over(client, colleague, own_cid, queue)
+    assert own.status_code == 409 and own.json()["error"]["code"] == "client_is_yours"
+    assert conflicts(client, H1) == [] and audit_rows(client, "sync.handover") == []
+    # The reviewer over the community may take it, as its colleague may.
+    taken = hand_over(client, login(client, "demo-reviewer-subdistrict"), cid, queue)
+    assert taken.status_code == 200 and taken.json()["results"][0]["code"] == "author_inactive"
+
+
+def test_the_next_worker_signs_in_on_a_tablet_a_deactivated_worker_left_edits_on(
+    client: Client, make_device: MakeDevice
+) -> None:
+    device = make_device("demo-worker-1")
+    device.sync()
+    device.update_household(H1, address="离职前的修改")
+    deactivate(client, "demo-worker-1")
+
+    device.login("demo-worker-2", "demo")
+    assert device.pending() == [] and device.photo_queue() == []
+    device.sync()
+    assert device.view("household")[H1]["address"] != "离职前的修改"  # not applied: a supervisor decides
+    (kept,) = conflicts(client, H1)
+    assert (
+        kept["code"] == "author_inactive"
+        and kept["client_value"]["changes"]["address"]["new"] == "离职前的修改"
+    )
+
+
+def test_a_tablet_stays_its_users_while_they_can_sign_in_or_the_next_one_works_elsewhere(
+    client: Client, make_device: MakeDevice
+) -> None:
+    device = make_device("demo-worker-1")
+    device.sync()
+    device.update_household(H1, address="还在职")
+    with pytest.raises(DeviceOfAnotherUser, match="sign in as demo-worker-1"):
+        device.login("demo-worker-2", "demo")
+    deactivate(client, "demo-worker-1")
+    with pytest.raises(DeviceOfAnotherUser, match="demo-worker-1"):
+        device.login("demo-worker-3", "demo")  # community C03: not theirs to hand in
+    assert len(device.pending()) == 1 and device.view("household")[H1]["address"] == "还在职"
+    assert conflicts(client, H1) == []
