@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from litestar import Litestar
 from litestar.testing import TestClient
 
 from schemas.config import Settings
@@ -41,6 +42,6 @@ def app_settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def client(app_settings: Settings) -> Iterator[TestClient]:  # type: ignore[type-arg]
+def client(app_settings: Settings) -> Iterator[TestClient[Litestar]]:
     with TestClient(create_app(app_settings)) as test_client:
         yield test_client

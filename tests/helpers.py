@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import httpx
+from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import Select, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.engine import Database
 from server.db.models import AuditEvent
 from server.demo import demo_id
 
-Client = TestClient  # type: ignore[type-arg]
+Client = TestClient[Litestar]
+T = TypeVar("T")
 
 
-def login(client: Client, username: str, device: str = "tablet-1", password: str = "demo") -> dict[str, str]:
+def login(
+    client: httpx.Client, username: str, device: str = "tablet-1", password: str = "demo"
+) -> dict[str, str]:
     response = client.post(
         "/api/v1/auth/login", json={"username": username, "password": password, "device_id": device}
     )
@@ -51,10 +56,10 @@ def node_id(code: str) -> uuid.UUID:
     return demo_id("node", code)
 
 
-def run_db(client: Client, fn: Any) -> Any:
+def run_db(client: Client, fn: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Run `await fn(session)` against the app's database, inside the app's event loop."""
 
-    async def call() -> Any:
+    async def call() -> T:
         db: Database = client.app.state.db
         async with db.write_session() as session:
             result = await fn(session)
@@ -65,7 +70,7 @@ def run_db(client: Client, fn: Any) -> Any:
 
 
 def audit_rows(client: Client, action: str | None = None) -> list[AuditEvent]:
-    async def fetch(session: Any) -> list[AuditEvent]:
+    async def fetch(session: AsyncSession) -> list[AuditEvent]:
         query = select(AuditEvent).order_by(AuditEvent.id)
         if action:
             query = query.where(AuditEvent.action == action)

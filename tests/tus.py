@@ -7,8 +7,8 @@ import hashlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
+import httpx
 import msgspec
 import pytest
 from litestar.testing import TestClient
@@ -16,12 +16,11 @@ from litestar.testing import TestClient
 from schemas.config import Settings
 from server.app import create_app
 from tests.fixtures.s3 import S3Server
+from tests.helpers import Client
 
 TUS = {"Tus-Resumable": "1.0.0"}
 UPLOADS = "/api/v1/uploads"
 PATCH_TYPE = {"Content-Type": "application/offset+octet-stream"}
-
-Client = TestClient  # type: ignore[type-arg]
 
 
 def sha256(data: bytes) -> str:
@@ -37,7 +36,9 @@ def metadata(data: bytes | None = None, *, sha: str | None = None, **extra: str)
     return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in values.items())
 
 
-def create(client: Any, auth: dict[str, str], data: bytes, *, sha: str | None = None, **headers: str) -> Any:
+def create(
+    client: Client, auth: dict[str, str], data: bytes, *, sha: str | None = None, **headers: str
+) -> httpx.Response:
     return client.post(
         UPLOADS,
         headers=TUS
@@ -47,19 +48,21 @@ def create(client: Any, auth: dict[str, str], data: bytes, *, sha: str | None = 
     )
 
 
-def patch(client: Any, auth: dict[str, str], location: str, offset: int, chunk: bytes, **headers: str) -> Any:
+def patch(
+    client: Client, auth: dict[str, str], location: str, offset: int, chunk: bytes, **headers: str
+) -> httpx.Response:
     return client.patch(
         location, content=chunk, headers=TUS | auth | PATCH_TYPE | {"Upload-Offset": str(offset)} | headers
     )
 
 
-def offset_of(client: Any, auth: dict[str, str], location: str) -> int:
+def offset_of(client: Client, auth: dict[str, str], location: str) -> int:
     response = client.head(location, headers=TUS | auth)
     assert response.status_code == 200, response.status_code
     return int(response.headers["upload-offset"])
 
 
-def upload(client: Any, auth: dict[str, str], data: bytes, chunk: int = 65_536) -> Any:
+def upload(client: Client, auth: dict[str, str], data: bytes, chunk: int = 65_536) -> httpx.Response:
     """Create and send everything; the last response (the one that finishes it)."""
     created = create(client, auth, data)
     assert created.status_code == 201, created.text

@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from server.services import uploads
-from tests.helpers import audit_rows, login
+from tests.helpers import Client, audit_rows, login
 from tests.images import jpeg_with_gps
-from tests.tus import TUS, UPLOADS, Client, create, sha256, stored_keys, upload
+from tests.tus import TUS, UPLOADS, create, sha256, stored_keys, upload
 
 DIRECT = f"{UPLOADS}/direct"
 PART = 5 << 20

@@ -20,9 +20,9 @@ from media.pipeline import DEFAULT_MAX_PIXELS, ProcessedImage
 from media.stores import BlobStoreUnavailable
 from server.db.models import Upload
 from server.services import photos, uploads
-from tests.helpers import login, run_db
+from tests.helpers import Client, login, run_db
 from tests.images import jpeg_with_gps
-from tests.tus import TUS, Client, create, offset_of, patch, sha256, stored_keys
+from tests.tus import TUS, create, offset_of, patch, sha256, stored_keys
 
 
 @pytest.fixture

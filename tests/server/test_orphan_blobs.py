@@ -14,10 +14,10 @@ from sqlalchemy import func, select, update
 from media.stores import BlobStoreUnavailable
 from server.db.models import Upload
 from server.services import photos
-from tests.helpers import login, run_db
+from tests.helpers import Client, login, run_db
 from tests.images import jpeg_with_gps
 from tests.server.test_direct_uploads import DIRECT, multipart_uploads, start
-from tests.tus import Client, create, patch, sha256, stored_keys, upload
+from tests.tus import create, patch, sha256, stored_keys, upload
 
 
 class RowWriteFails:

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from server.domain.evidence import references
-from tests.helpers import audit_rows, login
+from tests.helpers import Client, audit_rows, login
 from tests.images import SIZE, jpeg_with_gps
 from tests.media.images import BLUE, RED, encode, photo_like, png_bomb
-from tests.tus import Client, create, patch, sha256, stored_keys, upload
+from tests.tus import create, patch, sha256, stored_keys, upload
 from tests.visit_flow import TEAM, completed_visit, observation, propose, review, seen, submit
 
 

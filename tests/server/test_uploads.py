@@ -23,12 +23,11 @@ from schemas.config import Settings
 from server import tus_edge
 from server.db.models import Upload
 from server.services import photos, uploads
-from tests.helpers import audit_rows, login, run_db
+from tests.helpers import Client, audit_rows, login, run_db
 from tests.images import jpeg_with_gps
 from tests.tus import (
     TUS,
     UPLOADS,
-    Client,
     create,
     metadata,
     offset_of,

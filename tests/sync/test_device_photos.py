@@ -20,11 +20,11 @@ from server.app import create_app
 from sync.client import Device, httpx_transport
 from sync.errors import NetworkError, SyncBusy, UnsendableEdit
 from sync.tus_client import RawTransport, Reply, httpx_raw_transport
-from tests.helpers import login
+from tests.helpers import Client, login
 from tests.images import jpeg_with_gps
 from tests.sync.test_handover import deactivate
 from tests.sync.test_sync_protocol import conflicts
-from tests.tus import Client, sha256, tus_client, tus_settings
+from tests.tus import sha256, tus_client, tus_settings
 from tests.visit_flow import GPS, assign
 
 __all__ = ["tus_client", "tus_settings"]  # fixtures
