@@ -22,7 +22,7 @@ Headers = dict[str, str]
 TEAM = ("demo-worker-1", "demo-worker-2")
 LEVELS = ("demo-reviewer-community", "demo-reviewer-subdistrict", "demo-approver-district")
 """Who decides at each review level of the default rule pack, for the demo households."""
-GPS = {"lat": 38.041, "lon": 114.512, "accuracy_m": 6.5, "provider": "gps", "mock": False}
+GPS: dict[str, Any] = {"lat": 38.041, "lon": 114.512, "accuracy_m": 6.5, "provider": "gps", "mock": False}
 
 
 def user_id(client: Client, username: str) -> str:
