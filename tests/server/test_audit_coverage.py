@@ -439,16 +439,15 @@ def test_every_write_and_every_reveal_leaves_its_audit_row_naming_the_actor(tus_
     approval = {"decision": "approve", "reason": PLACEHOLDER_PHOTOS, "accept_missing_evidence": True}
     county_visit = {"county_home_visit_on": today().isoformat()}  # the file holds an objection (Art 20)
     for username in ("demo-reviewer-community", "demo-reviewer-subdistrict", "demo-approver-district"):
-        audit.route(
-            "POST",
-            "/api/v1/visits/{visit_id:uuid}/review",
-            username,
-            lambda username=username: client.post(
+
+        def review(username: str = username) -> httpx.Response:
+            return client.post(
                 f"/api/v1/visits/{visit['id']}/review",
                 json=approval | seen(client, visit, h[username]) | county_visit,
                 headers=h[username],
-            ),
-        )
+            )
+
+        audit.route("POST", "/api/v1/visits/{visit_id:uuid}/review", username, review)
     audit.route(
         "POST",
         "/api/v1/visits/{visit_id:uuid}/amend",
@@ -632,12 +631,11 @@ def test_every_write_and_every_reveal_leaves_its_audit_row_naming_the_actor(tus_
         lambda: client.put("/api/v1/templates/step.ask/2", json=draft, headers=admin),
     )
     for step in ("publish", "retire"):
-        audit.route(
-            "POST",
-            f"/api/v1/templates/{{code:str}}/{{version:int}}/{step}",
-            "demo-admin",
-            lambda step=step: client.post(f"/api/v1/templates/step.ask/2/{step}", headers=admin),
-        )
+
+        def change(step: str = step) -> httpx.Response:
+            return client.post(f"/api/v1/templates/step.ask/2/{step}", headers=admin)
+
+        audit.route("POST", f"/api/v1/templates/{{code:str}}/{{version:int}}/{step}", "demo-admin", change)
 
     pull = {"client_id": audit.client_id("demo-worker-1"), "schema_version": 1}
     audit.route(

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -225,12 +226,13 @@ def test_a_household_created_twice_at_once_converges_and_a_collision_gets_its_ow
     assert twins[0].json() == twins[1].json()
     assert [r.entity_id for r in audit_rows(client, "household.create")] == [same["id"]]
 
-    for registry_no, other, code in [
+    rivals_of: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], str]] = [
         ("RACE-0002", lambda first: first | {"address": "别处"}, "created_otherwise"),
         ("RACE-0003", lambda first: first | {"registry_no": "RACE-0033"}, "duplicate_id"),
         ("RACE-0004", lambda first: created("RACE-0004"), "duplicate"),
         ("RACE-0005", lambda first: created("RACE-0055") | {"members": first["members"]}, "duplicate_id"),
-    ]:
+    ]
+    for registry_no, other, code in rivals_of:
         first = created(registry_no)
         rivals = race(first, other(first))
         assert sorted(r.status_code for r in rivals) == [201, 409], [r.text for r in rivals]
@@ -349,10 +351,11 @@ def test_a_field_worker_registers_an_applicant_and_a_supervisor_sets_status_and_
     change of either waits for a supervisor: a create setting them otherwise than an application's is
     refused like a PATCH of them (a silent 201 would put an amount nobody approved on the books)."""
     worker, reviewer = login(client, "demo-worker-1"), login(client, "demo-reviewer-community")
-    for registry_no, guarded in [
+    guarded_fields: list[tuple[str, dict[str, Any]]] = [
         ("NEW-0001", {"status": "active"}),
         ("NEW-0002", {"monthly_benefit_fen": 45000}),
-    ]:
+    ]
+    for registry_no, guarded in guarded_fields:
         refused = client.post(
             "/api/v1/households", json=new_household(registry_no, **guarded), headers=worker
         )

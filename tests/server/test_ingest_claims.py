@@ -9,9 +9,11 @@ import datetime as dt
 import errno
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import httpx
 import pytest
 from sqlalchemy import update
 
@@ -169,7 +171,7 @@ def test_a_failure_after_processing_also_releases_the_upload(
     tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_add = photos._add_photo
-    failures = []
+    failures: list[int] = []
 
     def add_once_failing(*args: Any) -> None:
         if not failures:
@@ -245,10 +247,14 @@ def test_a_head_never_reports_a_whole_file_nobody_stores(
     monkeypatch.setattr(photos, "ingest_file", SlowIngest(hold=0.6, failing=2))
     worker = login(tus_client, "demo-worker-1")
     location = create(tus_client, worker, photo).headers["location"]
-    answers: dict[str, Any] = {}
+    answers: dict[str, httpx.Response] = {}
 
-    def later(name: str, delay: float, send: Any) -> threading.Thread:
-        thread = threading.Thread(target=lambda: (time.sleep(delay), answers.__setitem__(name, send())))
+    def later(name: str, delay: float, send: Callable[[], httpx.Response]) -> threading.Thread:
+        def after_delay() -> None:
+            time.sleep(delay)
+            answers[name] = send()
+
+        thread = threading.Thread(target=after_delay)
         thread.start()
         return thread
 

@@ -13,6 +13,7 @@ from sqlalchemy import func, select, update
 
 from media.stores import BlobStoreUnavailable
 from server.db.models import Upload
+from server.domain import photo_blobs
 from server.services import photos
 from tests.helpers import Client, login, run_db
 from tests.images import jpeg_with_gps
@@ -29,7 +30,7 @@ class RowWriteFails:
 
 
 def blobs_of(client: Client, data: bytes) -> list[str]:
-    return sorted(set(stored_keys(client)) & set(photos.keys(sha256(data))))
+    return sorted(set(stored_keys(client)) & set(photo_blobs.keys(sha256(data))))
 
 
 def expire(client: Client, data: bytes) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import os
 import urllib.parse
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,6 +17,7 @@ import pytest
 from PIL import Image
 
 from server.domain.evidence import references
+from server.domain.filled import Filled
 from tests.helpers import Client, audit_rows, login
 from tests.images import SIZE, jpeg_with_gps
 from tests.media.images import BLUE, RED, encode, photo_like, png_bomb
@@ -88,7 +91,7 @@ def test_a_camera_jpeg_comes_out_upright_with_its_claims_and_no_exif_in_the_copi
         assert near(rgb.getpixel((copy.width - 3, copy.height - 3)), BLUE)
 
 
-REFUSALS = {
+REFUSALS: dict[str, Callable[[], bytes]] = {
     "too_many_pixels": lambda: png_bomb(20_000, 20_000),
     "truncated": lambda: jpeg_with_gps(seed=3)[:20_000],
     # Cut short, then given an end-of-image marker: libjpeg decodes the rest as grey and only warns.
@@ -131,12 +134,8 @@ def answer_with(client: Client, visit: dict[str, Any], headers: dict[str, str], 
 
 
 def observation_like(stored: dict[str, Any], value: Any) -> dict[str, Any]:
-    from types import SimpleNamespace
-
-    answer = SimpleNamespace(
-        template=stored["template"], item=stored["item"], row_id=stored["row_id"], value=value
-    )
-    return observation(answer)  # type: ignore[arg-type]
+    row_id = uuid.UUID(stored["row_id"]) if stored["row_id"] else None
+    return observation(Filled(stored["template"], stored["item"], row_id, value))
 
 
 def evidence(client: Client, visit: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.config import Settings
 from server import tus_edge
@@ -521,8 +522,8 @@ def test_a_patch_that_commits_as_its_upload_expires_keeps_its_bytes(tus_client: 
     upload_id = uuid.UUID(location.rsplit("/", 1)[1])
     assert patch(tus_client, worker, location, 0, photo[:4000]).status_code == 204
 
-    async def expiry(session: Any) -> dt.datetime:
-        return (await session.get(Upload, upload_id)).expires_at  # type: ignore[no-any-return]
+    async def expiry(session: AsyncSession) -> dt.datetime:
+        return (await session.get_one(Upload, upload_id)).expires_at
 
     cutoff = run_db(tus_client, expiry)  # the moment this upload expires
     state = tus_client.app.state

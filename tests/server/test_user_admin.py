@@ -220,7 +220,7 @@ def test_a_sign_in_checking_the_old_password_during_a_reset_gets_no_session_that
     admin = login(client, "demo-admin", device="desk")
     target = user_id(client, "demo-worker-2", admin)
     assert attempt(client, "demo-worker-2", "typo", device="new-tablet").status_code == 401  # a counter row
-    old_password = (
+    old_password: tuple[str, str, dict[str, str], dict[str, str]] = (
         "POST",
         LOGIN,
         {"username": "demo-worker-2", "password": "demo", "device_id": "new-tablet"},

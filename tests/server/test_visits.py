@@ -260,10 +260,10 @@ def test_answers_made_side_by_side_on_a_base_merge_instead_of_replacing(client: 
         {"sha256": "c" * 64, "view": "kitchen"},
     )
     sent = []
-    for worker, photo in zip(TEAM, (exterior, kitchen), strict=True):
+    for username, photo in zip(TEAM, (exterior, kitchen), strict=True):
         answer = observation(Filled("step.look", "home_photos", None, {"photos": [photo]}))
         sent.append(answer | {"base": {"photos": []}})
-        response = client.post(url, json={"observations": [sent[-1]]}, headers=login(client, worker))
+        response = client.post(url, json={"observations": [sent[-1]]}, headers=login(client, username))
         assert response.status_code == 200, response.text
 
     worker = login(client, TEAM[0])
@@ -786,6 +786,7 @@ def test_no_change_and_stop_proposals_carry_no_other_amount(client: Client) -> N
         )
         return client.put(f"/api/v1/visits/{visit['id']}/proposal", json=body, headers=worker)
 
+    amount: int | None
     for outcome, amount in [("no_change", 1), ("no_change", 0), ("stop", 50000), ("stop", 60000)]:
         refused = proposed(outcome, amount)
         assert refused.status_code == 422, (outcome, amount, refused.text)
