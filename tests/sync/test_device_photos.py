@@ -9,7 +9,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypedDict, Unpack
 
 import msgspec
 import pytest
@@ -60,11 +60,30 @@ class CountingNetwork:
         return reply
 
 
+class NetworkOptions(TypedDict, total=False):
+    """The keyword arguments of `CountingNetwork` after the transport it wraps."""
+
+    seed: int
+    loss: float
+
+
+class MakeDevices(Protocol):
+    def __call__(
+        self, username: str = "demo-worker-1", **options: Unpack[NetworkOptions]
+    ) -> tuple[Device, CountingNetwork]: ...
+
+
+Synced = tuple[dict[str, Any], Device, CountingNetwork]
+"""A visit, the device that synced it and the network its uploads go through."""
+
+
 @pytest.fixture
-def devices(tus_client: Client, tmp_path: Path) -> Iterator[Any]:
+def devices(tus_client: Client, tmp_path: Path) -> Iterator[MakeDevices]:
     made: list[Device] = []
 
-    def make(username: str = "demo-worker-1", **options: Any) -> tuple[Device, CountingNetwork]:
+    def make(
+        username: str = "demo-worker-1", **options: Unpack[NetworkOptions]
+    ) -> tuple[Device, CountingNetwork]:
         network = CountingNetwork(httpx_raw_transport(tus_client), **options)
         device = Device(
             tmp_path / f"{username}-{len(made)}.sqlite",
@@ -82,7 +101,7 @@ def devices(tus_client: Client, tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def synced(tus_client: Client, devices: Any) -> tuple[dict[str, Any], Device, CountingNetwork]:
+def synced(tus_client: Client, devices: MakeDevices) -> Synced:
     """A visit assigned to demo-worker-1's team, and that worker's device after its first sync."""
     visit = assign(tus_client)
     device, network = devices()
@@ -114,7 +133,7 @@ def sync_until_done(device: Device, attempts: int = 80) -> None:
 
 
 def test_photos_taken_offline_reach_the_server_with_the_answer_that_names_them(
-    tus_client: Client, synced: Any, tmp_path: Path
+    tus_client: Client, synced: Synced, tmp_path: Path
 ) -> None:
     visit, device, network = synced
     kitchen, bedroom = photo_file(tmp_path, 1), photo_file(tmp_path, 2)
@@ -147,7 +166,7 @@ def test_photos_taken_offline_reach_the_server_with_the_answer_that_names_them(
 
 
 def test_two_tablets_photographing_the_same_item_offline_both_count(
-    tus_client: Client, synced: Any, devices: Any, tmp_path: Path
+    tus_client: Client, synced: Synced, devices: MakeDevices, tmp_path: Path
 ) -> None:
     """The team of two works side by side, each tablet offline: every photo either takes is evidence."""
     visit, first, _ = synced
@@ -169,7 +188,7 @@ def test_two_tablets_photographing_the_same_item_offline_both_count(
 
 
 def test_a_photo_whose_answers_push_result_was_lost_is_sent_after_a_pull_on_its_own(
-    tus_client: Client, synced: Any, tmp_path: Path
+    tus_client: Client, synced: Synced, tmp_path: Path
 ) -> None:
     """The push of the photo's answer reached the server and its answer was lost; then the app pulled on
     its own (a refresh). The pull confirmed the answer, so it left the queue without the device ever
@@ -196,7 +215,7 @@ def test_a_photo_whose_answers_push_result_was_lost_is_sent_after_a_pull_on_its_
 
 
 def test_a_second_sync_of_the_same_device_is_refused_while_one_runs(
-    tus_client: Client, synced: Any, tmp_path: Path
+    tus_client: Client, synced: Synced, tmp_path: Path
 ) -> None:
     """A scheduled sync and the user's own, or two CLI runs: never two at once (the photo would go twice)."""
     visit, device, _ = synced
@@ -223,7 +242,9 @@ def test_a_second_sync_of_the_same_device_is_refused_while_one_runs(
     again.close()
 
 
-def test_uploads_survive_lost_requests_and_answers(tus_client: Client, devices: Any, tmp_path: Path) -> None:
+def test_uploads_survive_lost_requests_and_answers(
+    tus_client: Client, devices: MakeDevices, tmp_path: Path
+) -> None:
     visit = assign(tus_client)
     device, network = devices(seed=7, loss=0.2)
     for attempt in range(40):
@@ -250,7 +271,9 @@ def test_uploads_survive_lost_requests_and_answers(tus_client: Client, devices: 
     assert all(statuses[sha] == "present" for sha in shas)
 
 
-def test_a_photo_the_server_holds_is_not_sent_again(tus_client: Client, devices: Any, tmp_path: Path) -> None:
+def test_a_photo_the_server_holds_is_not_sent_again(
+    tus_client: Client, devices: MakeDevices, tmp_path: Path
+) -> None:
     visit = assign(tus_client)
     first, _ = devices("demo-worker-1")
     second, second_network = devices("demo-worker-2")
@@ -267,7 +290,7 @@ def test_a_photo_the_server_holds_is_not_sent_again(tus_client: Client, devices:
 
 
 def test_a_refused_file_is_reported_once_and_its_answer_still_arrives(
-    tus_client: Client, synced: Any, tmp_path: Path
+    tus_client: Client, synced: Synced, tmp_path: Path
 ) -> None:
     visit, device, network = synced
     text = photo_file(tmp_path, 8, b"not a photo at all " * 2000)
@@ -296,7 +319,7 @@ def test_a_refused_file_is_reported_once_and_its_answer_still_arrives(
 
 @pytest.mark.parametrize("status", [413, 404, 400])
 def test_a_proxys_error_page_leaves_the_photo_to_send_again_not_refused(
-    status: int, tus_client: Client, synced: Any, tmp_path: Path
+    status: int, tus_client: Client, synced: Synced, tmp_path: Path
 ) -> None:
     """A reverse proxy in front of the server answers with its own HTML page (nginx's `413 Request Entity
     Too Large` while its body limit is too small, a `404` while it is misrouted): no answer of the
@@ -324,7 +347,7 @@ def test_a_proxys_error_page_leaves_the_photo_to_send_again_not_refused(
 
 
 def test_a_proxy_taking_smaller_bodies_than_a_chunk_gets_smaller_chunks(
-    tus_client: Client, synced: Any, tmp_path: Path
+    tus_client: Client, synced: Synced, tmp_path: Path
 ) -> None:
     """A proxy whose body limit is below the chunk size answers each chunk with its own 413 page: the
     photo could never pass it, and each sync tried the same chunk again."""
@@ -343,7 +366,7 @@ def test_a_proxy_taking_smaller_bodies_than_a_chunk_gets_smaller_chunks(
     assert evidence_of(tus_client, visit["id"])[sha256(file.read_bytes())] == "present"
 
 
-def test_an_upload_that_vanished_starts_again(tus_client: Client, synced: Any, tmp_path: Path) -> None:
+def test_an_upload_that_vanished_starts_again(tus_client: Client, synced: Synced, tmp_path: Path) -> None:
     visit, device, network = synced
     device.attach_photo(visit["id"], *LOOK, photo_file(tmp_path, 9), view="kitchen")
     network.blocked = {"PATCH"}  # created, then the link drops
@@ -380,7 +403,7 @@ def test_a_file_the_server_will_never_take_does_not_stop_the_sync(
         device.close()
 
 
-def test_a_photo_whose_answer_was_rejected_is_held_not_sent(synced: Any, tmp_path: Path) -> None:
+def test_a_photo_whose_answer_was_rejected_is_held_not_sent(synced: Synced, tmp_path: Path) -> None:
     _, device, network = synced
     elsewhere = str(uuid.uuid4())  # no such visit: the answer is rejected (quarantined for a supervisor)
     device.attach_photo(elsewhere, *LOOK, photo_file(tmp_path, 11), view="kitchen")
@@ -390,7 +413,7 @@ def test_a_photo_whose_answer_was_rejected_is_held_not_sent(synced: Any, tmp_pat
 
 
 def test_another_user_signing_in_on_the_tablet_finds_none_of_the_previous_users_photos(
-    synced: Any, tmp_path: Path
+    synced: Synced, tmp_path: Path
 ) -> None:
     """The replica is emptied for the next user, but the photo files the previous user took and the
     server never took (held, refused, lost) stayed in the tablet's folder, listed by `device photos`:
@@ -433,7 +456,7 @@ def _sent_and_present(tus_client: Client, device: Any, visit: dict[str, Any], fi
 
 
 def test_a_photo_one_answer_names_is_sent_though_another_answer_naming_it_was_rejected(
-    tus_client: Client, synced: Any, tmp_path: Path
+    tus_client: Client, synced: Synced, tmp_path: Path
 ) -> None:
     # The same picture attached twice: to the visit, and to a visit the server turns down (or an item that
     # does not take it). The accepted answer still needs the file; holding it left that visit's evidence
@@ -445,7 +468,7 @@ def test_a_photo_one_answer_names_is_sent_though_another_answer_naming_it_was_re
     _sent_and_present(tus_client, device, visit, file)
 
 
-def test_a_photo_is_held_once_every_answer_naming_it_was_rejected(synced: Any, tmp_path: Path) -> None:
+def test_a_photo_is_held_once_every_answer_naming_it_was_rejected(synced: Synced, tmp_path: Path) -> None:
     _, device, network = synced
     file = photo_file(tmp_path, 15)
     device.attach_photo(str(uuid.uuid4()), *LOOK, file, view="kitchen")
@@ -455,7 +478,9 @@ def test_a_photo_is_held_once_every_answer_naming_it_was_rejected(synced: Any, t
     assert [(p["state"], p["code"]) for p in device.photo_queue()] == [("held", "not_found")]
 
 
-def test_a_photo_whose_answer_the_device_refuses_to_queue_leaves_no_copy(synced: Any, tmp_path: Path) -> None:
+def test_a_photo_whose_answer_the_device_refuses_to_queue_leaves_no_copy(
+    synced: Synced, tmp_path: Path
+) -> None:
     """The copy is kept before the answer is queued; an answer refused there (a NUL character in the
     view) left the copy in the tablet's folder for good: nothing sends it, nothing deletes it."""
     visit, device, _ = synced
@@ -466,7 +491,7 @@ def test_a_photo_whose_answer_the_device_refuses_to_queue_leaves_no_copy(synced:
 
 
 def test_a_damaged_copy_is_marked_lost_and_taking_the_photo_again_sends_it(
-    synced: Any, tmp_path: Path
+    synced: Synced, tmp_path: Path
 ) -> None:
     visit, device, network = synced
     file = photo_file(tmp_path, 12)
@@ -483,7 +508,7 @@ def test_a_damaged_copy_is_marked_lost_and_taking_the_photo_again_sends_it(
 
 
 def test_a_copy_damaged_in_place_is_marked_lost_and_taking_the_photo_again_sends_it(
-    tus_client: Client, synced: Any, tmp_path: Path
+    tus_client: Client, synced: Synced, tmp_path: Path
 ) -> None:
     # Same length, other bytes (a flash cell gone bad): the server answers sha256_mismatch. That is the
     # device's copy at fault, not the photo: marked refused, taking the photo again never sent it, and the
@@ -503,7 +528,7 @@ def test_a_copy_damaged_in_place_is_marked_lost_and_taking_the_photo_again_sends
     _sent_and_present(tus_client, device, visit, file)
 
 
-def test_the_device_says_when_a_photo_cannot_go_to_an_item(synced: Any) -> None:
+def test_the_device_says_when_a_photo_cannot_go_to_an_item(synced: Synced) -> None:
     visit, device, _ = synced
     assert device.photo_item_problem(visit["id"], *LOOK) is None
     unknown = device.photo_item_problem(str(uuid.uuid4()), *LOOK)
@@ -516,7 +541,7 @@ def test_the_device_says_when_a_photo_cannot_go_to_an_item(synced: Any) -> None:
     assert elsewhere is not None and "step.look" in elsewhere
 
 
-def test_the_device_says_a_photo_cannot_go_to_a_locked_visit(synced: Any) -> None:
+def test_the_device_says_a_photo_cannot_go_to_a_locked_visit(synced: Synced) -> None:
     """A photo for an approved (or rejected) visit was queued, refused by the server (`visit_locked`)
     and quarantined for a supervisor; the tablet already knew the visit was locked."""
     _, device, _ = synced
