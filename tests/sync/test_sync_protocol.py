@@ -17,6 +17,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy import text as sql
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from schemas.sync import MalformedMutation
 from server.db.engine import Database
 from server.db.feed import EVERYONE, photo_key
 from server.db.models import (
@@ -108,6 +109,13 @@ def conflicts(
 ) -> list[dict[str, Any]]:
     desk = login(client, reviewer, device="desk")
     return list(client.get(f"/api/v1/conflicts?entity_id={entity_id}&status={status}", headers=desk).json())
+
+
+def record_on(device: Device, entity: str, record_id: str | uuid.UUID) -> dict[str, Any]:
+    """`device`'s confirmed copy of a record it must hold."""
+    record = device.record(entity, record_id)
+    assert record is not None, (entity, record_id)
+    return record
 
 
 @contextmanager
@@ -239,7 +247,7 @@ def test_a_tablet_keeps_the_signed_in_users_unsent_edits_until_they_are_sent(mak
         device.login("demo-worker-3", "demo")
     assert device.view("household")[H1]["address"] == "还没发送"
     device.sync()  # still the first user's session
-    assert device.pending() == [] and device.record("household", H1)["address"] == "还没发送"  # type: ignore[index]
+    assert device.pending() == [] and record_on(device, "household", H1)["address"] == "还没发送"
     device.login("demo-worker-3", "demo")
     device.sync()
     assert H1 not in device.view("household")
@@ -272,7 +280,7 @@ def test_slow_transaction_never_falls_behind_a_cursor(
 
     with _held_open(database_url, rename):
         device.sync()  # reads are not blocked; the slow write is not visible yet
-        assert device.record("household", H1)["address"] != "slow write"  # type: ignore[index]
+        assert record_on(device, "household", H1)["address"] != "slow write"
         fast_result: dict[str, Any] = {}
 
         def fast_write() -> None:
@@ -287,8 +295,8 @@ def test_slow_transaction_never_falls_behind_a_cursor(
     fast.join(30)
     assert fast_result["r"].status_code == 200
     device.sync()
-    assert device.record("household", H1)["address"] == "slow write"  # type: ignore[index]
-    assert device.record("household", H2)["address"] == "fast write"  # type: ignore[index]
+    assert record_on(device, "household", H1)["address"] == "slow write"
+    assert record_on(device, "household", H2)["address"] == "fast write"
 
 
 def test_a_transactions_stamps_share_one_real_number_taken_at_commit(client: Client) -> None:
@@ -477,6 +485,7 @@ def _applied_by_another_push(
         actor = await authenticate(session, headers["Authorization"].removeprefix("Bearer "))
         body = {"client_id": str(uuid.uuid4()), "schema_version": 1, "mutations": [mutation]}
         decoded = sync_push.decode(json.dumps(body).encode())[1][0]
+        assert not isinstance(decoded, MalformedMutation), decoded
         with transaction.held_by_push(session, str(uuid.uuid4())):
             await sync_apply.apply(session, actor, decoded, load_rules())
 
@@ -686,8 +695,13 @@ def test_a_malformed_mutation_is_quarantined_whole_and_the_queue_moves_on(client
     worker = login(client, "demo-worker-1")
     cid = str(uuid.uuid4())
     odd_field = update_mutation(2, H1, 1, address="半路") | {"colour": "red"}
-    future_op = {"op": "household.teleport.v9", "seq": 3, "mutation_id": str(uuid.uuid4()), "to": "月球"}
-    op_not_text = {"op": 7, "seq": 4, "mutation_id": str(uuid.uuid4())}
+    future_op: dict[str, Any] = {
+        "op": "household.teleport.v9",
+        "seq": 3,
+        "mutation_id": str(uuid.uuid4()),
+        "to": "月球",
+    }
+    op_not_text: dict[str, Any] = {"op": 7, "seq": 4, "mutation_id": str(uuid.uuid4())}
     batch = [
         update_mutation(1, H1, 1, address="第一"),
         odd_field,
@@ -945,7 +959,7 @@ def test_a_proxys_error_page_is_a_lost_answer_that_sync_retries(client: Client, 
     device.update_household(H1, address="门户之后")
     report = device.sync_with_retry(sleep=waits.append)
     assert len(waits) == 3 and device.pending() == []
-    assert device.record("household", H1)["address"] == "门户之后"  # type: ignore[index]
+    assert record_on(device, "household", H1)["address"] == "门户之后"
     device.close()
 
 
@@ -987,14 +1001,14 @@ def test_an_edit_the_server_refused_no_longer_shows_though_the_pull_after_it_was
     device = Device(tmp_path / "refused.sqlite", network)
     device.login("demo-worker-1", "demo")
     device.sync()
-    before = device.record("household", H1)["lat"]  # type: ignore[index]
+    before = record_on(device, "household", H1)["lat"]
     device.update_household(H1, lat=91.5, address="新地址")  # no such latitude: the whole edit is refused
     device.update_household(H2, address="另一户的新地址")
     pulls_lost[0] = True
     with pytest.raises(NetworkError):
         device.sync()
     shown = device.view("household")
-    assert (shown[H1]["lat"], shown[H1]["address"]) == (before, device.record("household", H1)["address"])  # type: ignore[index]
+    assert (shown[H1]["lat"], shown[H1]["address"]) == (before, record_on(device, "household", H1)["address"])
     assert shown[H2]["address"] == "另一户的新地址"  # taken: shown, as it will be once pulled
     device.close()
 
@@ -1025,7 +1039,7 @@ def test_a_push_too_large_for_the_way_to_the_server_is_sent_in_smaller_batches(
         device.update_household(H1, address=f"第{i}次：" + "很长的地址" * 95)
     report = device.sync_with_retry(attempts=2, sleep=lambda _: None)
     assert report.pushed == 120 and device.pending() == []
-    assert device.record("household", H1)["address"].startswith("第119次")  # type: ignore[index]
+    assert record_on(device, "household", H1)["address"].startswith("第119次")
     device.close()
 
 
@@ -1057,7 +1071,7 @@ def test_a_push_the_server_could_not_finish_is_tried_again_until_every_edit_is_i
         sync_push.fault_hook = None
     assert len(waits) == 1 and "edit seq 2" in str(heard[0])
     assert report.held_back is None and device.pending() == []
-    assert device.record("household", H1)["address"] == "第3次"  # type: ignore[index]
+    assert record_on(device, "household", H1)["address"] == "第3次"
     # A fault that does not pass: the last report says which edit waits, and the edits stay queued.
     device.update_household(H1, address="第4次")
     sync_push.fault_hook = lambda mutation: (_ for _ in ()).throw(sync_push.TransientFault())
@@ -1086,7 +1100,7 @@ def test_an_edit_holding_a_nul_character_is_refused_on_the_tablet_not_queued_to_
     assert device.pending() == []
     device.update_household(H1, address="解放街3号")
     device.sync()
-    assert device.pending() == [] and device.record("household", H1)["address"] == "解放街3号"  # type: ignore[index]
+    assert device.pending() == [] and record_on(device, "household", H1)["address"] == "解放街3号"
 
 
 def test_clock_offset_is_measured_and_orders_nothing(client: Client, make_device: MakeDevice) -> None:
@@ -1104,9 +1118,9 @@ def test_clock_offset_is_measured_and_orders_nothing(client: Client, make_device
     assert first["last_sync_at"] is not None
     device.update_household(H1, address="时钟慢三天")
     device.sync()
-    offset = run_db(client, lambda s: s.get(SyncClient, uuid.UUID(device.client_id)))
-    assert three_days_ms - 120_000 < offset.clock_offset_ms < three_days_ms + 120_000
-    assert device.record("household", H1)["address"] == "时钟慢三天"  # type: ignore[index]
+    offset = run_db(client, lambda s: s.get_one(SyncClient, uuid.UUID(device.client_id))).clock_offset_ms
+    assert offset is not None and three_days_ms - 120_000 < offset < three_days_ms + 120_000
+    assert record_on(device, "household", H1)["address"] == "时钟慢三天"
     # The tablet's clock is put right: the next sync, even with nothing to push, says so.
     device.clock_offset_s = 0
     device.sync()
@@ -1155,7 +1169,7 @@ def test_a_supervisors_value_beats_a_concurrent_workers(make_device: MakeDevice,
     supervisor.update_household(H1, address="主管定")
     worker.update_household(H1, address="工作人员改")
     supervisor.sync(), worker.sync()
-    assert worker.record("household", H1)["address"] == "主管定"  # type: ignore[index]
+    assert record_on(worker, "household", H1)["address"] == "主管定"
     (found,) = conflicts(client, H1)
     assert found["client_value"] == "工作人员改" and found["provisional"] == "server"
 
@@ -1199,7 +1213,7 @@ def test_a_base_version_the_server_never_issued_is_refused_not_merged_over_newer
 
 def _benefit_raised_offline(
     make_device: MakeDevice, client: Client
-) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+) -> tuple[Device, dict[str, Any], dict[str, Any]]:
     """A field worker raises H1's benefit (a guarded field) and syncs: the worker's device, H1 as it was,
     and the one conflict the raise opened."""
     worker = make_device("demo-worker-1")
@@ -1214,7 +1228,7 @@ def _benefit_raised_offline(
 
 def test_a_guarded_field_waits_for_a_supervisor(make_device: MakeDevice, client: Client) -> None:
     worker, before, found = _benefit_raised_offline(make_device, client)
-    assert worker.record("household", H1)["monthly_benefit_fen"] == before["monthly_benefit_fen"]  # type: ignore[index]
+    assert record_on(worker, "household", H1)["monthly_benefit_fen"] == before["monthly_benefit_fen"]
     assert found["kind"] == "guarded_change"
     reviewer = login(client, "demo-reviewer-community", device="desk")
     blocked = client.post(
@@ -1234,7 +1248,7 @@ def test_a_guarded_field_waits_for_a_supervisor(make_device: MakeDevice, client:
     )
     assert done.status_code == 200 and done.json()["status"] == "resolved"
     worker.sync()
-    assert worker.record("household", H1)["monthly_benefit_fen"] == before["monthly_benefit_fen"] + 10000  # type: ignore[index]
+    assert record_on(worker, "household", H1)["monthly_benefit_fen"] == before["monthly_benefit_fen"] + 10000
     assert worker.confirmed("conflict")[found["id"]]["status"] == "resolved"
     history = client.get(f"/api/v1/households/{H1}/history", headers=reviewer).json()
     assert history[-1]["changed"] == ["monthly_benefit_fen"]
@@ -1272,7 +1286,7 @@ def test_an_approved_outcome_takes_effect_on_the_household(
     household = client.get(f"/api/v1/households/{H2}", headers=reviewer).json()
     assert {f: household[f] for f in expected} == expected
     tablet.sync()
-    assert {f: tablet.record("household", H2)[f] for f in expected} == expected  # type: ignore[index]
+    assert {f: record_on(tablet, "household", H2)[f] for f in expected} == expected
     latest = client.get(f"/api/v1/households/{H2}/history", headers=reviewer).json()[-1]
     assert latest["changed"] == sorted(f for f in expected if expected[f] != before[f])
     assert f"visit {visit['id']} approved: {outcome}" in latest["note"]
@@ -1419,7 +1433,7 @@ def test_resolution_by_sync_mutation_goes_through_the_same_path(
     supervisor.resolve(conflict_id, "set_value", "phase_out")
     supervisor.sync()
     worker.sync()
-    assert worker.record("household", H1)["status"] == "phase_out"  # type: ignore[index]
+    assert record_on(worker, "household", H1)["status"] == "phase_out"
     assert worker.confirmed("conflict")[conflict_id]["resolution"]["decision"] == "set_value"
 
 
@@ -1602,7 +1616,7 @@ def test_an_archived_households_members_leave_the_tablets_and_come_back_with_a_r
     again = make_device("demo-worker-1", "again")
     again.sync()
     for device in (one, again):
-        assert device.record("household", H2)["address"] == "归档后才到的修改"  # type: ignore[index]
+        assert record_on(device, "household", H2)["address"] == "归档后才到的修改"
         assert (
             sorted(m["id"] for m in device.confirmed("member").values() if m["household_id"] == H2)
             == (members[1:])
@@ -1882,7 +1896,7 @@ def test_epoch_change_and_tombstone_horizon_send_devices_a_reset(
     device.update_household(H2, address="重置后还在")
     run_db(client, lambda s: sync_admin.new_epoch(s, SYSTEM))
     report = device.sync()
-    assert report.resets == 1 and device.record("household", H2)["address"] == "重置后还在"  # type: ignore[index]
+    assert report.resets == 1 and record_on(device, "household", H2)["address"] == "重置后还在"
     other = make_device("demo-worker-2")
     other.sync()
     other.archive_household(H2, "a tombstone the first device has not seen")
@@ -1926,7 +1940,7 @@ def test_a_rebuild_cut_off_midway_leaves_the_tablet_showing_what_it_showed(
     fresh.sync()
     for entity in ("household", "member", "visit", "observation", "photo", "conflict"):
         assert device.confirmed(entity) == fresh.confirmed(entity), entity
-    assert device.record("household", H2)["address"] == "重建中断也还在"  # type: ignore[index]
+    assert record_on(device, "household", H2)["address"] == "重建中断也还在"
     device.close()
 
 
@@ -1963,7 +1977,7 @@ def test_after_a_restore_the_queue_moves_on_and_the_edits_the_backup_lost_are_re
     device.update_household(H1, address="恢复之后的新修改")  # seq 4
     report = device.sync()
     assert report.resets == 1 and device.pending() == []
-    assert device.record("household", H1)["address"] == "恢复之后的新修改"  # type: ignore[index]
+    assert record_on(device, "household", H1)["address"] == "恢复之后的新修改"
     reviewer = login(client, "demo-reviewer-community", device="desk")
     (lost,) = client.get(f"/api/v1/conflicts?entity_id={cid}", headers=reviewer).json()
     assert (lost["kind"], lost["entity"], lost["level"]) == ("lost_in_restore", "client", "hard")
@@ -1996,7 +2010,7 @@ def test_edits_pushed_but_not_yet_confirmed_by_a_pull_are_sent_again_after_a_res
     assert device.sync().resets == 1 and device.pending() == []
     reviewer = login(client, "demo-reviewer-community", device="desk")
     assert client.get(f"/api/v1/conflicts?entity_id={cid}", headers=reviewer).json() == []
-    assert [device.record("household", h)["address"] for h in (H1, H2, h3)] == [  # type: ignore[index]
+    assert [record_on(device, "household", h)["address"] for h in (H1, H2, h3)] == [
         f"备份之后的修改{n}" for n in range(3)
     ]
     logged = run_db(
@@ -2036,7 +2050,7 @@ def test_a_restore_from_before_a_devices_first_push_lets_its_queue_go_on(
     device.update_household(H1, address="恢复之后的修改")  # seq 3
     device.sync()
     assert device.pending() == []
-    assert device.record("household", H1)["address"] == "恢复之后的修改"  # type: ignore[index]
+    assert record_on(device, "household", H1)["address"] == "恢复之后的修改"
     reviewer = login(client, "demo-reviewer-community", device="desk")
     (lost,) = client.get(f"/api/v1/conflicts?entity_id={cid}", headers=reviewer).json()
     assert lost["kind"] == "lost_in_restore"
@@ -2331,22 +2345,22 @@ def test_a_photo_named_in_two_communities_reaches_both_and_follows_its_household
 
     _move(client, "DB-C01-0002", "C03")  # one of the two visits naming it now belongs to C03
     c01.sync(), c03.sync()
-    assert c01.record("photo", sha)["state"] == c03.record("photo", sha)["state"] == "expected"
+    assert record_on(c01, "photo", sha)["state"] == record_on(c03, "photo", sha)["state"] == "expected"
     # Each community's devices learn only their own visits that name it.
     named = {
         registry_no: visits_naming(client, sha, registry_no) for registry_no in ("DB-C01-0001", "DB-C01-0002")
     }
-    assert set(c01.record("photo", sha)["visits"]) == named["DB-C01-0001"]
-    assert set(c03.record("photo", sha)["visits"]) == named["DB-C01-0002"]
+    assert set(record_on(c01, "photo", sha)["visits"]) == named["DB-C01-0001"]
+    assert set(record_on(c03, "photo", sha)["visits"]) == named["DB-C01-0002"]
 
     assert upload(client, login(client, "demo-worker-1"), data).status_code == 204
     c01.sync(), c03.sync()
-    assert c01.record("photo", sha)["state"] == c03.record("photo", sha)["state"] == "present"
+    assert record_on(c01, "photo", sha)["state"] == record_on(c03, "photo", sha)["state"] == "present"
 
     _move(client, "DB-C01-0001", "C03")  # no visit in C01 names it any more
     c01.sync(), c03.sync()
     assert c01.record("photo", sha) is None
-    assert c03.record("photo", sha)["state"] == "present"
+    assert record_on(c03, "photo", sha)["state"] == "present"
     fresh = make_device("demo-worker-1", name="fresh")
     fresh.sync()
     assert fresh.record("photo", sha) is None
@@ -2365,7 +2379,7 @@ def test_a_photo_leaving_one_of_a_supervisors_communities_stays_while_another_na
     _move(client, "DB-C01-0002", "C02")  # both communities are in S01
     reviewer = make_device("demo-reviewer-subdistrict")
     reviewer.sync()
-    assert set(reviewer.record("photo", sha)["visits"]) == (  # type: ignore[index]
+    assert set(record_on(reviewer, "photo", sha)["visits"]) == (
         visits_naming(client, sha, "DB-C01-0001") | visits_naming(client, sha, "DB-C01-0002")
     )
 
@@ -2374,7 +2388,7 @@ def test_a_photo_leaving_one_of_a_supervisors_communities_stays_while_another_na
     fresh = make_device("demo-reviewer-subdistrict", "fresh", pull_limit=50)
     fresh.sync()
     for device in (fresh, reviewer):
-        assert set(device.record("photo", sha)["visits"]) == visits_naming(client, sha, "DB-C01-0002")  # type: ignore[index]
+        assert set(record_on(device, "photo", sha)["visits"]) == visits_naming(client, sha, "DB-C01-0002")
 
 
 def test_a_photo_kept_by_a_community_after_one_of_its_households_left_names_only_the_visits_left(
@@ -2390,7 +2404,7 @@ def test_a_photo_kept_by_a_community_after_one_of_its_households_left_names_only
     c01.sync()
     _move(client, "DB-C01-0001", "C03")
     c01.sync()
-    assert set(c01.record("photo", sha)["visits"]) == visits_naming(client, sha, "DB-C01-0002")  # type: ignore[index]
+    assert set(record_on(c01, "photo", sha)["visits"]) == visits_naming(client, sha, "DB-C01-0002")
 
 
 def visits_naming(client: Client, sha: str, registry_no: str) -> set[str]:
@@ -2402,7 +2416,7 @@ def visits_naming(client: Client, sha: str, registry_no: str) -> set[str]:
         )
         return {str(i) for i in (await session.execute(query)).scalars()}
 
-    return run_db(client, ids)  # type: ignore[no-any-return]
+    return run_db(client, ids)
 
 
 def _move(client: Client, registry_no: str, community: str) -> None:
