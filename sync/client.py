@@ -47,6 +47,7 @@ from sync.errors import (
     network_errors,
 )
 from sync.photo_queue import PhotoQueue, UploadReport
+from sync.private_files import owner_only
 from sync.tus_client import CHUNK_SIZE, LocalFile, RawTransport
 
 SCHEMA = """
@@ -203,6 +204,8 @@ class Device:
     ) -> None:
         self.clock_offset_s = clock_offset_s
         """A tablet's clock may be days off: it is only ever reported, never trusted."""
+        if str(path) not in ("", ":memory:"):
+            owner_only(Path(path))
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)

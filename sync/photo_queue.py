@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sync.errors import NotTheServers, ServerError
+from sync.private_files import open_owner_only, owner_only_folder
 from sync.tus_client import (
     CHUNK_SIZE,
     LocalFile,
@@ -70,9 +71,9 @@ class PhotoQueue:
         local = LocalFile.of(source)
         kept = self.folder / local.sha256
         if not (kept.exists() and _same_file(kept, local)):
-            self.folder.mkdir(parents=True, exist_ok=True)
+            owner_only_folder(self.folder)
             partial = kept.with_suffix(".part")
-            with source.open("rb") as reading, partial.open("wb") as writing:
+            with source.open("rb") as reading, open_owner_only(partial) as writing:
                 while block := reading.read(CHUNK_SIZE):
                     writing.write(block)
                 writing.flush()

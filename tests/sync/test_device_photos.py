@@ -430,6 +430,19 @@ def test_another_user_signing_in_on_the_tablet_finds_none_of_the_previous_users_
     assert not [kept.name for kept in device.photos.folder.iterdir()]
 
 
+def test_the_tablets_database_and_photo_copies_are_its_users_alone(synced: Any, tmp_path: Path) -> None:
+    """Households' names, addresses and health, and pictures inside their homes: on a machine shared
+    with other accounts (the CLI), files made with the usual umask would be readable by all of them."""
+    visit, device, _ = synced
+    device.attach_photo(visit["id"], *LOOK, photo_file(tmp_path, 41), view="kitchen")
+    (copy,) = list(device.photos.folder.iterdir())
+    database = Path(device.db.execute("PRAGMA database_list").fetchone()[2])
+    made = [database, Path(f"{database}-wal"), device.photos.folder, copy]
+    assert {str(path): oct(path.stat().st_mode & 0o077) for path in made} == {
+        str(path): "0o0" for path in made
+    }
+
+
 def test_a_deactivated_workers_photos_reach_the_server_when_the_tablet_is_handed_over(
     tus_client: Client, synced: Any, tmp_path: Path
 ) -> None:
