@@ -16,6 +16,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from sync.private_files import owner_only
+
 BEGIN_OPTION = "fivestep_begin"
 
 
@@ -45,6 +47,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         return create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=True, **json)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        owner_only(Path(parsed.database))  # ID numbers and health, unmasked: no other account reads them
     engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, **json)
     event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
     event.listen(engine.sync_engine, "begin", _sqlite_on_begin)

@@ -301,6 +301,12 @@ def test_serve_demo_in_a_fresh_folder_then_create_user(tmp_path: Path) -> None:
         assert server.wait(timeout=15) == 0  # a graceful stop on SIGTERM
     assert '"msg": "stopped"' in (server.stderr.read() if server.stderr else "")
     assert (tmp_path / "var" / "fivestep.db").exists() and (tmp_path / "var" / "blobs").is_dir()
+    # The database holds ID numbers and health unmasked, the store photos with their GPS: the owner's alone.
+    private = [
+        tmp_path / "var" / "fivestep.db",
+        *(p for p in (tmp_path / "var" / "blobs").rglob("*") if p.is_file()),
+    ]
+    assert len(private) > 3 and [p for p in private if p.stat().st_mode & 0o077] == []
     created = fivestep(
         "create-user", "new-worker", "--role", "field_worker", "--jurisdiction", "C02",
         cwd=tmp_path, env={"FIVESTEP_NEW_PASSWORD": "long-enough-password"},
