@@ -38,6 +38,7 @@ from sync.errors import (
 from sync.tus_client import httpx_raw_transport
 
 DEFAULT_DB = "./var/device.sqlite"
+DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 
 def add_commands(commands: Any) -> None:
@@ -48,7 +49,11 @@ def add_commands(commands: Any) -> None:
     actions = device.add_subparsers(dest="action", required=True)
     login = actions.add_parser("login", help="sign in and remember the server")
     login.add_argument("username")
-    login.add_argument("--server", default="http://127.0.0.1:8000")
+    login.add_argument(
+        "--server",
+        default=None,
+        help=f"default: the server of this device's last sign-in, else {DEFAULT_SERVER}",
+    )
     login.add_argument("--password", default=None, help="default: FIVESTEP_DEVICE_PASSWORD, else asked for")
     sync = actions.add_parser("sync", help="push pending edits, then pull (retries with backoff)")
     sync.add_argument(
@@ -134,10 +139,11 @@ def _server_marker(db: str) -> Path:
 def _remembered_server(args: argparse.Namespace) -> str:
     """The server of the last successful sign-in (login remembers it only then: a mistyped --server
     must not send the next sync elsewhere with the session of the right one)."""
-    if args.action == "login":
+    if args.action == "login" and args.server is not None:
         return str(args.server).strip()
+    # The tablet's next user signs in to the server its last one used, without typing it again.
     marker = _server_marker(args.db)
-    return marker.read_text().strip() if marker.exists() else "http://127.0.0.1:8000"
+    return marker.read_text().strip() if marker.exists() else DEFAULT_SERVER
 
 
 def _act(device: Device, args: argparse.Namespace, server: str) -> int:

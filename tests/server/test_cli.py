@@ -378,6 +378,10 @@ def _drive_a_device(base: str, tmp_path: Path) -> None:
             {"sha256": hashlib.sha256((tmp_path / "kitchen.jpg").read_bytes()).hexdigest(), "view": "kitchen"}
         ]
     }
+    # The tablet's next user: signed in to the server the last one used (it used to try 127.0.0.1:8000).
+    colleague = fivestep(*device, "login", "demo-worker-2", "--password", "demo", cwd=tmp_path)
+    assert colleague.returncode == 0, colleague.stderr
+    assert colleague.stdout.startswith(f"signed in to {base} as demo-worker-2"), colleague.stdout
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
