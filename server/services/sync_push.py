@@ -28,6 +28,7 @@ import enum
 import math
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -173,8 +174,8 @@ async def hand_over(
         "edit for a supervisor to see.",
         code="author_inactive",
     )
+    sender = Sender(actor)
     results: list[MutationResult] = []
-    handed: list[int] = []
     stopped: str | None = None
     for mutation in mutations:
         expected = batch.last_seq + 1
@@ -182,14 +183,15 @@ async def hand_over(
             stopped = "out_of_order"
             break
         if mutation.seq < expected:
-            results.append(await _replayed(session, author, batch, mutation))
-        elif (earlier := await _already_delivered(session, author, batch, mutation)) is not None:
+            results.append(await _replayed(session, author, batch, mutation, by=sender))
+        elif (earlier := await _already_delivered(session, author, batch, mutation, by=sender)) is not None:
             results.append(earlier)
         else:
-            results.append(await _quarantine(session, author, batch, mutation, refusal, by=actor))
-            handed.append(mutation.seq)
+            results.append(await _quarantine(session, author, batch, mutation, refusal, by=sender))
     batch.write(session, author)
-    if handed:  # a handover sent again writes nothing
+    # Every conflict this handover kept in the author's name (author_inactive, and a push's seq_reused or
+    # mutation_id_reused): the audit row names its sender. A handover sent again as it was keeps none.
+    if handed := sorted(sender.kept):
         audit.record(
             session,
             actor,
@@ -207,6 +209,14 @@ async def hand_over(
     )
 
 
+@dataclass
+class Sender:
+    """Who sent a handover (not the author of what it keeps), and the seqs it kept conflicts for."""
+
+    actor: Actor
+    kept: list[int] = field(default_factory=list)
+
+
 async def _client_handed_over(session: AsyncSession, actor: Actor, client_id: uuid.UUID) -> SyncClient:
     """The client's row, locked as a push locks it; another user's, and known here (a client that never
     synced holds nothing to hand over: nothing on the tablet came from this server)."""
@@ -220,29 +230,34 @@ async def _client_handed_over(session: AsyncSession, actor: Actor, client_id: uu
 
 
 async def _inactive_author(session: AsyncSession, actor: Actor, client: SyncClient) -> Actor:
-    """The client's user, as the author of what is quarantined: refused while they can still sign in
-    (their queue is theirs to send), and unless their node lies within the sender's."""
-    row = (
-        await session.execute(
-            select(User, Jurisdiction.path)
-            .join(Jurisdiction, Jurisdiction.id == User.jurisdiction_id)
-            .where(User.id == client.user_id)
-        )
-    ).one()
-    user, path = row
+    """The client's user, as the author of what is quarantined, placed where the tablet worked: the node
+    whose records the client held when it last synced (its scope), which must lie within the sender's.
+    That is checked first, and refused naming nobody: outside their area, who the author is and whether
+    they can still sign in are none of the sender's business. Then refused while the author can still
+    sign in (their queue is theirs to send)."""
+    if not client.scope_path.startswith(actor.jurisdiction_path):
+        raise Forbidden("This tablet worked outside your area.", code="beyond_jurisdiction")
+    user = await session.get_one(User, client.user_id)
     if user.active:
         raise Conflict(
             f"{user.username} can still sign in: they sign in on this tablet and sync.", code="author_active"
         )
-    if not path.startswith(actor.jurisdiction_path):
-        raise Forbidden(f"{user.username} worked outside your area.", code="beyond_jurisdiction")
+    # A worker moved before leaving made these edits where the tablet worked, not at their last node: a
+    # quarantine goes where that node's supervisors see it (_quarantine_scope).
+    node = select(Jurisdiction.id).where(Jurisdiction.path == client.scope_path)
+    worked_at = (await session.execute(node)).scalar()
+    if worked_at is None:  # no longer a node: where the author was bound last
+        worked_at = user.jurisdiction_id
+        path = await session.scalar(select(Jurisdiction.path).where(Jurisdiction.id == worked_at))
+    else:
+        path = client.scope_path
     return Actor(
         user_id=user.id,
         username=user.username,
         display_name=user.display_name,
         role=user.role,
-        jurisdiction_id=user.jurisdiction_id,
-        jurisdiction_path=path,
+        jurisdiction_id=worked_at,
+        jurisdiction_path=path or client.scope_path,
         device_id=actor.device_id,
         request_id=actor.request_id,
     )
@@ -338,7 +353,7 @@ def _after_restore(
 
 
 async def _replayed(
-    session: AsyncSession, actor: Actor, batch: _Batch, mutation: AnyMutation
+    session: AsyncSession, actor: Actor, batch: _Batch, mutation: AnyMutation, *, by: Sender | None = None
 ) -> MutationResult:
     """A seq already processed, by an earlier push or earlier in this batch (logged only at its end)."""
     earlier = batch.logged_at.get(mutation.seq)
@@ -347,7 +362,7 @@ async def _replayed(
         if logged is not None:
             earlier = logged.mutation_id, msgspec.convert(logged.result, MutationResult)
     if earlier is None or earlier[0] != mutation.mutation_id:
-        return await _reused_seq(session, actor, mutation)
+        return await _reused_seq(session, actor, mutation, by=by)
     return _as_replay(mutation.seq, earlier[1])
 
 
@@ -358,7 +373,9 @@ def _as_replay(seq: int, stored: MutationResult) -> MutationResult:
     return MutationResult(seq=seq, status="already_applied", conflict_ids=stored.conflict_ids)
 
 
-async def _reused_seq(session: AsyncSession, actor: Actor, mutation: AnyMutation) -> MutationResult:
+async def _reused_seq(
+    session: AsyncSession, actor: Actor, mutation: AnyMutation, *, by: Sender | None = None
+) -> MutationResult:
     """Another edit at a seq the client already used. The device drops it once a pull passes that seq, so
     it is kept for a supervisor (once, however often it is sent); the seq keeps its own mutation."""
     code = "seq_reused"
@@ -370,7 +387,7 @@ async def _reused_seq(session: AsyncSession, actor: Actor, mutation: AnyMutation
     conflict_id = (await session.execute(query.limit(1))).scalar()
     if conflict_id is None:
         refusal = Conflict(f"seq {mutation.seq} already holds another mutation of this client.", code=code)
-        conflict_id = (await _keep(session, actor, mutation, refusal)).id
+        conflict_id = (await _keep(session, actor, mutation, refusal, by=by)).id
     return MutationResult(seq=mutation.seq, status="rejected", conflict_ids=[conflict_id], code=code)
 
 
@@ -532,7 +549,7 @@ async def _run(
 
 
 async def _already_delivered(
-    session: AsyncSession, actor: Actor, batch: _Batch, mutation: AnyMutation
+    session: AsyncSession, actor: Actor, batch: _Batch, mutation: AnyMutation, *, by: Sender | None = None
 ) -> MutationResult | None:
     """The answer to a mutation_id this user delivered before (a re-registered device resending what
     another of its client ids sent, or the same edit twice in one batch); None for a new one."""
@@ -543,7 +560,7 @@ async def _already_delivered(
     if _edit_of(_args(edit)) != _edit_of(msgspec.to_builtins(mutation)):
         # Not a resend: answering already_applied would drop this edit unseen.
         refusal = Conflict("This mutation_id already names another edit.", code="mutation_id_reused")
-        return await _quarantine(session, actor, batch, mutation, refusal)
+        return await _quarantine(session, actor, batch, mutation, refusal, by=by)
     result = _as_replay(mutation.seq, stored)
     batch.log(mutation, result, result.status)
     return result
@@ -599,7 +616,7 @@ async def _quarantine(
     mutation: AnyMutation,
     exc: Exception,
     *,
-    by: Actor | None = None,
+    by: Sender | None = None,
 ) -> MutationResult:
     """Keep a refused mutation whole for a supervisor; the device's queue moves on. `by`: who sent it,
     when not its author (a handover)."""
@@ -612,7 +629,7 @@ async def _quarantine(
 
 
 async def _keep(
-    session: AsyncSession, actor: Actor, mutation: AnyMutation, exc: Exception, *, by: Actor | None = None
+    session: AsyncSession, actor: Actor, mutation: AnyMutation, exc: Exception, *, by: Sender | None = None
 ) -> SyncConflict:
     """The quarantined conflict that keeps a refused mutation whole, under its author (`actor`); the
     audit row names who sent it (`by`, the author unless handed over)."""
@@ -632,9 +649,11 @@ async def _keep(
         status="open",
     )
     session.add(conflict)
+    if by is not None:
+        by.kept.append(mutation.seq)
     audit.record(
         session,
-        by or actor,
+        by.actor if by is not None else actor,
         "mutation.quarantine",
         "conflict",
         conflict.id,

@@ -8,9 +8,12 @@ import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.db.models import User
 from sync.errors import DeviceOfAnotherUser
-from tests.helpers import Client, audit_rows, household_id, login
+from tests.helpers import Client, audit_rows, household_id, login, node_id, run_db
 from tests.sync.conftest import MakeDevice
 from tests.sync.test_sync_protocol import conflicts, push, update_mutation
 from tests.visit_flow import user_id
@@ -95,6 +98,84 @@ def test_a_handover_is_refused_while_its_author_can_sign_in_or_from_outside_thei
     # The reviewer over the community may take it, as its colleague may.
     taken = hand_over(client, login(client, "demo-reviewer-subdistrict"), cid, queue)
     assert taken.status_code == 200 and taken.json()["results"][0]["code"] == "author_inactive"
+
+
+def test_a_handover_from_outside_the_area_learns_nothing_of_the_author(client: Client) -> None:
+    # Outside the area, whether the author can still sign in, and who they are, are none of the sender's
+    # business: the refusal is the same either way, and names nobody.
+    worker = login(client, "demo-worker-1")
+    cid = str(uuid.uuid4())
+    push(client, worker, cid, [update_mutation(1, H1, 1, address="甲")])
+    queue = [update_mutation(2, H1, 2, address="乙")]
+    answers = [hand_over(client, login(client, "demo-worker-3"), cid, queue)]
+    deactivate(client, "demo-worker-1")
+    answers.append(hand_over(client, login(client, "demo-worker-3"), cid, queue))
+    for answer in answers:
+        assert answer.status_code == 403, answer.text
+        assert answer.json()["error"]["code"] == "beyond_jurisdiction"
+        assert "demo-worker-1" not in answer.text and "王芳" not in answer.text
+
+
+def test_a_handover_sent_again_with_other_edits_names_its_sender_for_each_one_it_keeps(
+    client: Client,
+) -> None:
+    # Edits at seqs the client already used, or under mutation ids already used for other edits, are kept
+    # for a supervisor as a push keeps them: in the author's name, so the audit log must say who sent
+    # them. They were recorded as done by the deactivated author, with no `sync.handover` row at all.
+    worker = login(client, "demo-worker-1")
+    cid = str(uuid.uuid4())
+    push(client, worker, cid, [update_mutation(1, H1, 1, address="甲")])
+    first = update_mutation(2, H1, 2, address="乙")
+    deactivate(client, "demo-worker-1")
+    colleague = login(client, "demo-worker-2")
+    assert hand_over(client, colleague, cid, [first]).status_code == 200
+    audited_before = {row.entity_id for row in audit_rows(client, "mutation.quarantine")}
+
+    other_at_2 = update_mutation(2, H1, 2, address="丙")
+    reused_id = update_mutation(3, H1, 2, address="丁") | {"mutation_id": first["mutation_id"]}
+    again = hand_over(client, colleague, cid, [other_at_2, reused_id])
+    assert again.status_code == 200, again.text
+    assert [r["code"] for r in again.json()["results"]] == ["seq_reused", "mutation_id_reused"]
+
+    planted = [r for r in audit_rows(client, "mutation.quarantine") if r.entity_id not in audited_before]
+    assert len(planted) == 2
+    assert {str(r.actor_id) for r in planted} == {user_id(client, "demo-worker-2")}
+    rows = audit_rows(client, "sync.handover")
+    assert [row.changes["quarantined_seqs"] for row in rows] == [[2], [2, 3]]
+    assert {str(row.actor_id) for row in rows} == {user_id(client, "demo-worker-2")}
+
+
+def move(client: Client, username: str, node: str) -> None:
+    """The user bound to another node (an administrator's change made in the database)."""
+
+    async def bind(session: AsyncSession) -> None:
+        await session.execute(
+            update(User).where(User.username == username).values(jurisdiction_id=node_id(node))
+        )
+
+    run_db(client, bind)
+
+
+def test_a_worker_moved_elsewhere_before_leaving_is_handed_in_where_their_tablet_worked(
+    client: Client,
+) -> None:
+    # The tablet holds C01's households and edits of them: the C01 colleague it is handed to hands it in
+    # (they were refused: the author's node had become C03), a C03 worker may not, and the quarantined
+    # edits land where C01's supervisors see them (they went to the district, over both nodes).
+    worker = login(client, "demo-worker-1")
+    cid = str(uuid.uuid4())
+    push(client, worker, cid, [update_mutation(1, H1, 1, address="甲")])
+    queue = [update_mutation(2, H1, 2, address="乙")]
+    move(client, "demo-worker-1", "C03")
+    deactivate(client, "demo-worker-1")
+
+    elsewhere = hand_over(client, login(client, "demo-worker-3"), cid, queue)
+    assert elsewhere.status_code == 403 and elsewhere.json()["error"]["code"] == "beyond_jurisdiction"
+    taken = hand_over(client, login(client, "demo-worker-2"), cid, queue)
+    assert taken.status_code == 200, taken.text
+    assert taken.json()["results"][0]["code"] == "author_inactive"
+    (kept,) = conflicts(client, H1)
+    assert kept["client_value"]["changes"]["address"]["new"] == "乙"
 
 
 def test_the_next_worker_signs_in_on_a_tablet_a_deactivated_worker_left_edits_on(
