@@ -137,6 +137,7 @@ def _servers(status: int, answer: Any) -> dict[str, Any]:
     raise NetworkError(f"HTTP {status}: the answer is not the server's")
 
 
+_HANDOVER = "/api/v1/sync/handover"
 _TABLET_STAYS = frozenset({"author_active", "beyond_jurisdiction"})
 """A handover's refusals that leave the tablet to its previous user (a 404 too: the server knows no such
 client, or no handover at all)."""
@@ -494,8 +495,20 @@ class Device:
         stays theirs until they sync: DeviceOfAnotherUser. A lost answer fails the sign-in, which is
         safe to try again (the server answers a handover sent again as a push replayed)."""
         previous = self._meta("username")
+        files = self.db.execute("SELECT count(*) FROM photos WHERE state IN ('waiting', 'held')").fetchone()[
+            0
+        ]
+        if (
+            files and self.uploads is None
+        ):  # refused before anything is handed over: the tablet stays as it was
+            self._end_session(token)
+            raise DeviceOfAnotherUser(f"{previous}'s photo files need a connection that can send photos")
         try:
-            self._push(SyncReport(), path="/api/v1/sync/handover", token=token)
+            if self.db.execute("SELECT 1 FROM pending LIMIT 1").fetchone() is None:
+                # Photo files alone: the server still judges whether they are the new user's to hand in.
+                body = {"client_id": self.client_id, "schema_version": SCHEMA_VERSION, "mutations": []}
+                self._post(_HANDOVER, body, token)
+            self._push(SyncReport(), path=_HANDOVER, token=token)
         except ServerError as exc:
             if exc.status != 404 and _error_code(exc) not in _TABLET_STAYS:
                 raise  # anything else (a busy server, a sign-in ended meanwhile) fails this sign-in
@@ -504,9 +517,7 @@ class Device:
                 f"this device still holds {unsent} of {previous}, which only it has: "
                 f"sign in as {previous} and sync first"
             ) from None
-        if self.photos.release_held() and self.uploads is None:
-            self._end_session(token)
-            raise DeviceOfAnotherUser(f"{previous}'s photo files need a connection that can send photos")
+        self.photos.release_held()
         if self.uploads is not None:
             # Every answer naming them was handed over: the files go as if taken, for the supervisor.
             sent = self.photos.send(self.uploads, token, _handed_over, chunk_size=self.upload_chunk)

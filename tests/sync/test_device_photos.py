@@ -18,7 +18,7 @@ from litestar.testing import TestClient
 from schemas.config import Settings
 from server.app import create_app
 from sync.client import Device, httpx_transport
-from sync.errors import NetworkError, SyncBusy, UnsendableEdit
+from sync.errors import DeviceOfAnotherUser, NetworkError, SyncBusy, UnsendableEdit
 from sync.tus_client import RawTransport, Reply, httpx_raw_transport
 from tests.helpers import Client, login
 from tests.images import jpeg_with_gps
@@ -564,3 +564,72 @@ def test_the_device_says_a_photo_cannot_go_to_a_locked_visit(synced: Synced) -> 
         assert device.photo_item_problem(visit["id"], *LOOK) == (
             f"the visit is {visit['status']} and locked: it takes no more answers"
         )
+
+
+def test_photo_files_alone_are_handed_over_only_as_a_queue_would_be(
+    tus_client: Client, synced: Synced, tmp_path: Path
+) -> None:
+    """The answer is confirmed, its file not sent yet: the queue is empty and the file is all the tablet
+    holds of its user. Another user's sign-in sent it and emptied the tablet without asking the server,
+    while its user could still sign in, or for a worker of another community."""
+    visit, device, network = synced
+    device.attach_photo(visit["id"], *LOOK, photo_file(tmp_path, 51), view="kitchen")
+    network.blocked = {"POST", "PATCH", "HEAD"}
+    with pytest.raises(NetworkError):
+        device.sync()  # the answer is pushed; its file is not
+    device.pull()  # the answer confirmed: the queue is empty
+    network.blocked = set()
+    assert device.pending() == [] and [p["state"] for p in device.photo_queue()] == ["waiting"]
+    before = network.sent.get("POST", 0)
+
+    with pytest.raises(DeviceOfAnotherUser, match="sign in as demo-worker-1"):
+        device.login("demo-worker-2", "demo")
+    deactivate(tus_client, "demo-worker-1")
+    with pytest.raises(DeviceOfAnotherUser):
+        device.login("demo-worker-3", "demo")  # community C03
+    assert [p["state"] for p in device.photo_queue()] == ["waiting"]
+    assert network.sent.get("POST", 0) == before and device.username == "demo-worker-1"
+
+    device.login("demo-worker-2", "demo")
+    assert device.photo_queue() == [] and network.sent["POST"] == before + 1
+
+
+def test_a_handover_without_a_connection_for_photos_leaves_the_tablet_as_it_was(
+    tus_client: Client, synced: Synced, tmp_path: Path
+) -> None:
+    """A device made without a photo connection cannot send the previous user's files: it refuses the
+    sign-in before handing anything over. It deleted files waiting to be sent (only held ones stopped it)."""
+    visit, device, _ = synced
+    device.attach_photo(visit["id"], *LOOK, photo_file(tmp_path, 52), view="kitchen")
+    deactivate(tus_client, "demo-worker-1")
+    device.uploads = None
+    with pytest.raises(DeviceOfAnotherUser, match="photo"):
+        device.login("demo-worker-2", "demo")
+    assert [p["state"] for p in device.photo_queue()] == ["waiting"] and len(device.pending()) == 1
+    assert list(device.photos.folder.iterdir()) and conflicts(tus_client, visit["id"]) == []
+
+
+def test_a_handover_cut_off_while_sending_photos_is_finished_by_signing_in_again(
+    tus_client: Client, synced: Synced, tmp_path: Path
+) -> None:
+    """The queue is handed over, then the link drops mid-file: the tablet keeps everything, and the next
+    sign-in hands over nothing twice and sends the file."""
+    visit, device, network = synced
+    taken = photo_file(tmp_path, 53)
+    device.attach_photo(visit["id"], *LOOK, taken, view="kitchen")
+    deactivate(tus_client, "demo-worker-1")
+    network.blocked = {"PATCH"}
+    with pytest.raises(NetworkError):
+        device.login("demo-worker-2", "demo")
+    assert device.username == "demo-worker-1" and len(device.pending()) == 1
+    assert [p["state"] for p in device.photo_queue()] == ["waiting"]
+
+    network.blocked = set()
+    device.login("demo-worker-2", "demo")
+    assert device.pending() == [] and device.photo_queue() == []
+    (kept,) = conflicts(tus_client, visit["id"])
+    assert kept["code"] == "author_inactive"
+    stored = tus_client.get(
+        f"/api/v1/photos/{sha256(taken.read_bytes())}", headers=login(tus_client, "demo-worker-2")
+    )
+    assert stored.status_code == 200, stored.text
