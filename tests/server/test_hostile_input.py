@@ -19,8 +19,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.helpers import Client, household_id, login, node_id
+from server.db.models import SyncClient
+from tests.helpers import NEW_USER_PASSWORD, Client, household_id, login, node_id, run_db
+from tests.helpers import new_user as make_user
 from tests.server.test_households import valid_id
 from tests.visit_flow import GPS, TEAM, assign
 
@@ -277,6 +280,31 @@ def push_answer(client: Client) -> Request:
     )
 
 
+def handover(client: Client) -> Request:
+    """A deactivated worker's queue, handed over by a colleague: each body at the client's next seq, so it
+    goes as deep as a real one (kept as a quarantined conflict) instead of stopping at a replay."""
+    leaver = f"fuzz-leaver-{new_id()[:8]}"
+    leaver_id = make_user(client, leaver)
+    client_id = new_id()
+    worker = login(client, leaver, password=NEW_USER_PASSWORD)
+    first = {"client_id": client_id, "schema_version": 1, "mutations": []}
+    assert client.post("/api/v1/sync/push", json=first, headers=worker).status_code == 200
+    admin = login(client, "demo-admin", device="desk")
+    answer = client.patch(f"/api/v1/admin/users/{leaver_id}", json={"active": False}, headers=admin)
+    assert answer.status_code == 200, answer.text
+    update = push(client)[2]
+
+    def fresh() -> Any:
+        async def last_seq(session: AsyncSession) -> int:
+            return (await session.get_one(SyncClient, uuid.UUID(client_id))).last_mutation_seq
+
+        body = update() | {"client_id": client_id}
+        body["mutations"][0]["seq"] = run_db(client, last_seq) + 1
+        return body
+
+    return "POST", "/api/v1/sync/handover", fresh, login(client, "demo-worker-2")
+
+
 def pull(client: Client) -> Request:
     headers = login(client, "demo-worker-1")
     body = lambda: {"client_id": new_id(), "cursor": None, "schema_version": 1, "limit": 10}  # noqa: E731
@@ -366,6 +394,7 @@ CASES: list[Case] = [
     push,
     push_member_update,
     push_answer,
+    handover,
     pull,
     calendar_day,
     new_user,
