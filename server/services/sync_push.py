@@ -55,6 +55,7 @@ from server.db.models import (
     MutationLog,
     SyncClient,
     SyncConflict,
+    SyncState,
     User,
     Visit,
 )
@@ -168,6 +169,9 @@ async def hand_over(
     check_schema(request.schema_version)
     client = await _client_handed_over(session, actor, request.client_id)
     author = await _inactive_author(session, actor, client)
+    epoch = (await session.execute(select(SyncState.epoch).where(SyncState.id == 1))).scalar_one()
+    if client.epoch != epoch:  # the first since a restore, as a push's: the seqs the backup lost are recorded
+        _after_restore(session, author, client, epoch, mutations)
     batch = _Batch(client, await _delivered_before(session, author, mutations))
     refusal = Forbidden(
         f"{author.username} can no longer sign in; the tablet's next user, {actor.username}, sent this "

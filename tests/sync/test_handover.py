@@ -15,7 +15,7 @@ from server.db.models import User
 from sync.errors import DeviceOfAnotherUser
 from tests.helpers import Client, audit_rows, household_id, login, node_id, run_db
 from tests.sync.conftest import MakeDevice
-from tests.sync.test_sync_protocol import conflicts, push, update_mutation
+from tests.sync.test_sync_protocol import conflicts, push, restore_a_backup_taken_after_seq_1, update_mutation
 from tests.visit_flow import user_id
 
 H1 = str(household_id("DB-C01-0001"))
@@ -210,3 +210,29 @@ def test_a_tablet_stays_its_users_while_they_can_sign_in_or_the_next_one_works_e
         device.login("demo-worker-3", "demo")  # community C03: not theirs to hand in
     assert len(device.pending()) == 1 and device.view("household")[H1]["address"] == "还在职"
     assert conflicts(client, H1) == []
+
+
+def test_a_tablet_handed_over_after_the_server_was_restored_from_a_backup(
+    client: Client, make_device: MakeDevice
+) -> None:
+    """Edits confirmed after the backup was taken are gone from the server and from the tablet: as a push
+    does, the handover records their seqs as lost and takes the queue from where the tablet holds it.
+    It stopped out_of_order at a seq the tablet no longer holds, and every sign-in failed for good."""
+    device = make_device("demo-worker-1")
+    device.sync()
+    for i in range(3):  # seqs 1 to 3, confirmed and dropped
+        device.update_household(H1, address=f"第{i}")
+    device.sync()
+    device.update_household(H1, address="备份之后离职前")  # seq 4, never sent
+    cid = device.client_id
+    restore_a_backup_taken_after_seq_1(client, uuid.UUID(cid))
+    deactivate(client, "demo-worker-1")
+
+    device.login("demo-worker-2", "demo")
+    assert device.pending() == [] and device.username == "demo-worker-2"
+    (kept,) = conflicts(client, H1)
+    assert kept["code"] == "author_inactive"
+    assert kept["client_value"]["changes"]["address"]["new"] == "备份之后离职前"
+    (lost,) = conflicts(client, cid)
+    assert lost["kind"] == "lost_in_restore"
+    assert (lost["client_value"]["from_seq"], lost["client_value"]["to_seq"]) == (2, 3)
