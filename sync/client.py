@@ -218,6 +218,9 @@ class Device:
             self.db, Path(photo_dir) if photo_dir else Path(path).with_suffix(".photos"), self._tx
         )
         self.upload_chunk = upload_chunk
+        self.handed_over: str | None = None
+        """What the last sign-in handed over of the previous user's (docs/sync-protocol.md, "Handing a
+        tablet over"), in words; None when it handed nothing over."""
         memory = str(path) in ("", ":memory:")
         self.sync_lock_path = (
             None if memory else Path(path).resolve().with_name(Path(path).name + ".sync-lock")
@@ -477,15 +480,22 @@ class Device:
             "password": password,
             "device_id": device_key or self._device_key(),
         }
+        self.handed_over = None
         answer = _servers(*self.transport("/api/v1/auth/login", body, None))
         user = dict(answer["user"])
         if not self._held_for_another(user):
             self._signed_in(answer["token"], user)
             return user
         with self._only_sync():  # not under a sync of the previous user's
+            previous = self._meta("username")
             if unsent := self._unsent():
-                self._hand_over(answer["token"], unsent)
+                try:
+                    self._hand_over(answer["token"], unsent)
+                except Exception:  # the tablet stays the previous user's: a session it will not use ends
+                    self._end_session(answer["token"])
+                    raise
             self._signed_in(answer["token"], user, start_over=True)
+            self.handed_over = f"{unsent} of {previous}" if unsent else None
         return user
 
     def _hand_over(self, token: str, unsent: str) -> None:
@@ -493,15 +503,12 @@ class Device:
         supervisor, when the previous user can no longer sign in (deactivated; docs/sync-protocol.md,
         "Handing a tablet over"). While they still can, or worked outside the new user's area, the tablet
         stays theirs until they sync: DeviceOfAnotherUser. A lost answer fails the sign-in, which is
-        safe to try again (the server answers a handover sent again as a push replayed)."""
+        safe to try again (the server answers a handover sent again as a push replayed). The caller ends
+        the new session when this raises."""
         previous = self._meta("username")
-        files = self.db.execute("SELECT count(*) FROM photos WHERE state IN ('waiting', 'held')").fetchone()[
-            0
-        ]
-        if (
-            files and self.uploads is None
-        ):  # refused before anything is handed over: the tablet stays as it was
-            self._end_session(token)
+        files = self.db.execute("SELECT count(*) FROM photos WHERE state IN ('waiting', 'held')")
+        if files.fetchone()[0] and self.uploads is None:
+            # Refused before anything is handed over: the tablet stays as it was.
             raise DeviceOfAnotherUser(f"{previous}'s photo files need a connection that can send photos")
         try:
             if self.db.execute("SELECT 1 FROM pending LIMIT 1").fetchone() is None:
@@ -510,19 +517,22 @@ class Device:
                 self._post(_HANDOVER, body, token)
             self._push(SyncReport(), path=_HANDOVER, token=token)
         except ServerError as exc:
-            if exc.status != 404 and _error_code(exc) not in _TABLET_STAYS:
+            code = _error_code(exc)
+            if exc.status != 404 and code not in _TABLET_STAYS:
                 raise  # anything else (a busy server, a sign-in ended meanwhile) fails this sign-in
-            self._end_session(token)
-            raise DeviceOfAnotherUser(
-                f"this device still holds {unsent} of {previous}, which only it has: "
-                f"sign in as {previous} and sync first"
-            ) from None
+            held = f"this device still holds {unsent} of {previous}, which only it has"
+            if code == "beyond_jurisdiction":  # the server does not say whether they can still sign in
+                raise DeviceOfAnotherUser(
+                    f"{held}, from outside your area: {previous} signs in and syncs first or, if they can "
+                    "no longer sign in, a colleague of their area or a supervisor over it signs in to hand "
+                    "it in"
+                ) from None
+            raise DeviceOfAnotherUser(f"{held}: sign in as {previous} and sync first") from None
         self.photos.release_held()
         if self.uploads is not None:
             # Every answer naming them was handed over: the files go as if taken, for the supervisor.
             sent = self.photos.send(self.uploads, token, _handed_over, chunk_size=self.upload_chunk)
             if sent.waiting:
-                self._end_session(token)
                 raise NetworkError(f"{sent.waiting} of {previous}'s photo files could not be sent yet")
 
     def _signed_in(self, token: str, user: dict[str, Any], *, start_over: bool = False) -> None:

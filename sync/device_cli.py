@@ -152,6 +152,8 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
         user = device.login(args.username, password)
         _server_marker(args.db).write_text(server)
         print(f"signed in to {server} as {user['username']} ({user['role']}); client {device.client_id}")
+        if device.handed_over:
+            print(f"handed over {device.handed_over} for a supervisor to re-enter or dismiss")
     elif args.action == "sync":
         report = device.sync_with_retry(attempts=max(args.retries, 0), on_retry=_say_retrying)
         print(

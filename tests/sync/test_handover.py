@@ -4,15 +4,18 @@ never twice."""
 
 from __future__ import annotations
 
+import argparse
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import User
-from sync.errors import DeviceOfAnotherUser
+from server.db.models import AuthToken, User
+from sync.device_cli import _act
+from sync.errors import DeviceOfAnotherUser, ServerError
 from tests.helpers import Client, audit_rows, household_id, login, node_id, run_db
 from tests.sync.conftest import MakeDevice
 from tests.sync.test_sync_protocol import conflicts, push, restore_a_backup_taken_after_seq_1, update_mutation
@@ -236,3 +239,53 @@ def test_a_tablet_handed_over_after_the_server_was_restored_from_a_backup(
     (lost,) = conflicts(client, cid)
     assert lost["kind"] == "lost_in_restore"
     assert (lost["client_value"]["from_seq"], lost["client_value"]["to_seq"]) == (2, 3)
+
+
+def live_sessions(client: Client, username: str) -> int:
+    async def count(session: AsyncSession) -> int:
+        query = (
+            select(func.count())
+            .select_from(AuthToken)
+            .join(User, User.id == AuthToken.user_id)
+            .where(User.username == username, AuthToken.revoked_at.is_(None))
+        )
+        return int((await session.execute(query)).scalar_one())
+
+    return run_db(client, count)
+
+
+def test_the_sign_in_says_what_it_handed_over_or_who_may_hand_it_in(
+    client: Client, make_device: MakeDevice, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    device = make_device("demo-worker-1")
+    device.sync()
+    device.update_household(H1, address="离职前")
+    deactivate(client, "demo-worker-1")
+    # From outside the area, "sign in as demo-worker-1 and sync first" was a dead end: they cannot.
+    with pytest.raises(DeviceOfAnotherUser, match="a colleague of their area or a supervisor over it"):
+        device.login("demo-worker-3", "demo")
+    assert live_sessions(client, "demo-worker-3") == 0
+
+    # A sign-in failing half way (the server busy) ends the session the tablet will not keep; it was left
+    # open until it expired.
+    real = device.transport
+
+    def busy(path: str, body: dict[str, Any], token: str | None) -> tuple[int, Any]:
+        if path == "/api/v1/sync/handover":
+            return 503, {"error": {"code": "try_later", "message": "busy"}}
+        return real(path, body, token)
+
+    device.transport = busy
+    with pytest.raises(ServerError):
+        device.login("demo-worker-2", "demo")
+    assert live_sessions(client, "demo-worker-2") == 0 and device.username == "demo-worker-1"
+    device.transport = real
+
+    # `fivestep device login` says what it handed over: it only said who signed in.
+    args = argparse.Namespace(
+        action="login", username="demo-worker-2", password="demo", db=str(tmp_path / "d")
+    )
+    assert _act(device, args, "http://testserver") == 0
+    said = capsys.readouterr().out
+    assert "handed over 1 edit(s) not yet confirmed of demo-worker-1 for a supervisor" in said
+    assert device.username == "demo-worker-2" and device.handed_over is not None
