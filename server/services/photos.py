@@ -21,7 +21,8 @@ from typing import Any, BinaryIO, cast
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import CursorResult, Select, select, update
+from sqlalchemy import CursorResult, Select, String, select, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,7 +32,17 @@ from media.stores import BlobStore, BlobStoreUnavailable, StagingLost
 from schemas.config import Settings
 from schemas.photos import DerivativeOut, EvidenceItem, EvidenceOut, ExifOut, PhotoOut
 from server.db.engine import Database
-from server.db.models import Household, Photo, PhotoRef, PhotoRefusal, Upload, UploadState, Visit
+from server.db.models import (
+    Household,
+    Jurisdiction,
+    Photo,
+    PhotoRef,
+    PhotoRefusal,
+    SyncConflict,
+    Upload,
+    UploadState,
+    Visit,
+)
 from server.db.types import utcnow
 from server.domain.answers import in_removed_row
 from server.domain.evidence import Reference, references
@@ -40,7 +51,7 @@ from server.domain.tus import Gone
 from server.errors import DomainError, Forbidden, NotFound, TryLater, stated_reason
 from server.malloc import give_back_free_memory
 from server.services import audit, uploads, visits
-from server.services.actor import SYSTEM, Actor, communities_in_scope
+from server.services.actor import SYSTEM, Actor, communities_in_scope, under
 
 log = logging.getLogger("fivestep.photos")
 _EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "heif": "heic"}
@@ -458,9 +469,29 @@ async def visible(session: AsyncSession, actor: Actor, sha256: str) -> tuple[Pho
     if photo is None:
         raise NotFound("No such photo.")
     visit_ids = sorted((await session.execute(_refs_in_scope(actor, photo.sha256))).scalars())
-    if not visit_ids and not (photo.uploaded_by == actor.user_id and not await _referenced(session, photo)):
+    if not visit_ids and not (
+        not await _referenced(session, photo)
+        and (
+            photo.uploaded_by == actor.user_id or await _named_by_a_handed_over_answer(session, actor, photo)
+        )
+    ):
         raise NotFound("No such photo.")
     return photo, visit_ids
+
+
+async def _named_by_a_handed_over_answer(session: AsyncSession, actor: Actor, photo: Photo) -> bool:
+    """Whether the answer of a tablet handed over (kept `author_inactive`, never applied: no visit names
+    its files) names the photo among the conflicts the caller sees: its supervisors judge it with its
+    pictures, which the colleague who sent them uploaded (docs/sync-protocol.md, "Handing a tablet
+    over"). Only for a photo no visit names: once one does, the visit's area decides."""
+    in_scope = [str(node) for (node,) in await session.execute(select(Jurisdiction.id).where(under(actor)))]
+    query = select(SyncConflict.id).where(
+        SyncConflict.kind == "quarantined",
+        SyncConflict.code == "author_inactive",
+        SyncConflict.scope.in_(in_scope),
+        sql_cast(SyncConflict.client_value, String).contains(photo.sha256),
+    )
+    return (await session.execute(query.limit(1))).first() is not None
 
 
 async def _referenced(session: AsyncSession, photo: Photo) -> bool:

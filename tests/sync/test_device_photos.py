@@ -459,6 +459,13 @@ def test_a_deactivated_workers_photos_reach_the_server_when_the_tablet_is_handed
     assert stored.status_code == 200, stored.text
     (kept,) = conflicts(tus_client, visit["id"])
     assert kept["code"] == "author_inactive" and sha in msgspec.json.encode(kept["client_value"]).decode()
+    # The supervisors who see the kept answer see its pictures: only the colleague who happened to send
+    # them could (no visit names them), so the answer was judged blind. Nobody outside the area sees them.
+    for supervisor in ("demo-reviewer-community", "demo-reviewer-subdistrict"):
+        shown = tus_client.get(f"/api/v1/photos/{sha}", headers=login(tus_client, supervisor, device="desk"))
+        assert shown.status_code == 200, (supervisor, shown.text)
+    elsewhere = tus_client.get(f"/api/v1/photos/{sha}", headers=login(tus_client, "demo-worker-3"))
+    assert elsewhere.status_code == 404
 
 
 def _sent_and_present(tus_client: Client, device: Any, visit: dict[str, Any], file: Path) -> None:
