@@ -150,12 +150,7 @@ async def push(
     batch, results, stopped = applied
     batch.write(session, actor)
     await session.commit()
-    return PushResponse(
-        results=results,
-        last_mutation_seq=client.last_mutation_seq,
-        stopped=stopped,  # type: ignore[arg-type]
-        expected_seq=client.last_mutation_seq + 1 if stopped else None,
-    )
+    return _answer(client, results, stopped)
 
 
 async def hand_over(
@@ -205,12 +200,7 @@ async def hand_over(
             {"author_id": str(author.user_id), "quarantined_seqs": handed},
         )
     await session.commit()
-    return PushResponse(
-        results=results,
-        last_mutation_seq=client.last_mutation_seq,
-        stopped=stopped,  # type: ignore[arg-type]
-        expected_seq=client.last_mutation_seq + 1 if stopped else None,
-    )
+    return _answer(client, results, stopped)
 
 
 @dataclass
@@ -264,6 +254,16 @@ async def _inactive_author(session: AsyncSession, actor: Actor, client: SyncClie
         jurisdiction_path=path or client.scope_path,
         device_id=actor.device_id,
         request_id=actor.request_id,
+    )
+
+
+def _answer(client: SyncClient, results: list[MutationResult], stopped: str | None) -> PushResponse:
+    """The answer to a batch that committed: where the client's queue stands, and why it stopped."""
+    return PushResponse(
+        results=results,
+        last_mutation_seq=client.last_mutation_seq,
+        stopped=stopped,  # type: ignore[arg-type]
+        expected_seq=client.last_mutation_seq + 1 if stopped else None,
     )
 
 

@@ -33,6 +33,13 @@ def deactivate(client: Client, username: str) -> str:
     return user
 
 
+def one_edit_pushed(client: Client) -> str:
+    """A new client of demo-worker-1 that pushed one edit of H1 (now at version 2): its id."""
+    cid = str(uuid.uuid4())
+    push(client, login(client, "demo-worker-1"), cid, [update_mutation(1, H1, 1, address="甲")])
+    return cid
+
+
 def hand_over(
     client: Client, headers: dict[str, str], client_id: str, mutations: list[dict[str, Any]]
 ) -> Any:
@@ -80,9 +87,7 @@ def test_a_deactivated_workers_queue_is_kept_for_a_supervisor_once_and_applies_n
 def test_a_handover_is_refused_while_its_author_can_sign_in_or_from_outside_their_area(
     client: Client,
 ) -> None:
-    worker = login(client, "demo-worker-1")
-    cid = str(uuid.uuid4())
-    push(client, worker, cid, [update_mutation(1, H1, 1, address="甲")])
+    cid = one_edit_pushed(client)
     queue = [update_mutation(2, H1, 2, address="乙")]
 
     active = hand_over(client, login(client, "demo-worker-2"), cid, queue)
@@ -106,9 +111,7 @@ def test_a_handover_is_refused_while_its_author_can_sign_in_or_from_outside_thei
 def test_a_handover_from_outside_the_area_learns_nothing_of_the_author(client: Client) -> None:
     # Outside the area, whether the author can still sign in, and who they are, are none of the sender's
     # business: the refusal is the same either way, and names nobody.
-    worker = login(client, "demo-worker-1")
-    cid = str(uuid.uuid4())
-    push(client, worker, cid, [update_mutation(1, H1, 1, address="甲")])
+    cid = one_edit_pushed(client)
     queue = [update_mutation(2, H1, 2, address="乙")]
     answers = [hand_over(client, login(client, "demo-worker-3"), cid, queue)]
     deactivate(client, "demo-worker-1")
@@ -125,9 +128,7 @@ def test_a_handover_sent_again_with_other_edits_names_its_sender_for_each_one_it
     # Edits at seqs the client already used, or under mutation ids already used for other edits, are kept
     # for a supervisor as a push keeps them: in the author's name, so the audit log must say who sent
     # them. They were recorded as done by the deactivated author, with no `sync.handover` row at all.
-    worker = login(client, "demo-worker-1")
-    cid = str(uuid.uuid4())
-    push(client, worker, cid, [update_mutation(1, H1, 1, address="甲")])
+    cid = one_edit_pushed(client)
     first = update_mutation(2, H1, 2, address="乙")
     deactivate(client, "demo-worker-1")
     colleague = login(client, "demo-worker-2")
@@ -165,9 +166,7 @@ def test_a_worker_moved_elsewhere_before_leaving_is_handed_in_where_their_tablet
     # The tablet holds C01's households and edits of them: the C01 colleague it is handed to hands it in
     # (they were refused: the author's node had become C03), a C03 worker may not, and the quarantined
     # edits land where C01's supervisors see them (they went to the district, over both nodes).
-    worker = login(client, "demo-worker-1")
-    cid = str(uuid.uuid4())
-    push(client, worker, cid, [update_mutation(1, H1, 1, address="甲")])
+    cid = one_edit_pushed(client)
     queue = [update_mutation(2, H1, 2, address="乙")]
     move(client, "demo-worker-1", "C03")
     deactivate(client, "demo-worker-1")
