@@ -99,9 +99,9 @@ def httpx_transport(client: Any) -> Transport:
 def _asked_to_wait(problem: Exception) -> float:
     """The seconds a busy server asked for (`details.retry_after_seconds`, as its Retry-After header): a
     retry sooner finds it as busy."""
-    if not isinstance(problem, ServerError) or not isinstance(problem.body, dict):
+    if not isinstance(problem, ServerError):
         return 0.0
-    details = (problem.body.get("error") or {}).get("details")
+    details = problem.error.get("details")
     wait = details.get("retry_after_seconds") if isinstance(details, dict) else None
     return float(min(wait, 300)) if isinstance(wait, int | float) and wait > 0 else 0.0
 
@@ -141,12 +141,6 @@ _HANDOVER = "/api/v1/sync/handover"
 _TABLET_STAYS = frozenset({"author_active", "beyond_jurisdiction"})
 """A handover's refusals that leave the tablet to its previous user (a 404 too: the server knows no such
 client, or no handover at all)."""
-
-
-def _error_code(exc: ServerError) -> str | None:
-    error = exc.body.get("error") if isinstance(exc.body, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    return code if isinstance(code, str) else None
 
 
 def _handed_over(_seq: int) -> tuple[str, str | None]:
@@ -517,7 +511,7 @@ class Device:
                 self._post(_HANDOVER, body, token)
             self._push(SyncReport(), path=_HANDOVER, token=token)
         except ServerError as exc:
-            code = _error_code(exc)
+            code = exc.code
             if exc.status != 404 and code not in _TABLET_STAYS:
                 raise  # anything else (a busy server, a sign-in ended meanwhile) fails this sign-in
             held = f"this device still holds {unsent} of {previous}, which only it has"

@@ -112,17 +112,14 @@ def _failed(problem: str) -> int:
 
 def _explained(exc: Exception, username: str | None = None) -> str:
     """What went wrong, in words: the server's own message rather than its JSON."""
-    body = exc.body if isinstance(exc, ServerError) else None
-    error = body.get("error") if isinstance(body, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
     # A refused sign-in is a 401 too: it says why (wrong password), not "sign in".
-    if isinstance(exc, ServerError) and exc.status == 401 and code != "invalid_credentials":
+    if isinstance(exc, ServerError) and exc.status == 401 and exc.code != "invalid_credentials":
         return (
             "not signed in, or the session has ended: "
             f"run `fivestep device login {username or 'USERNAME'}` (edits made meanwhile stay queued)"
         )
-    if isinstance(exc, ServerError) and isinstance(error, dict):
-        return f"the server refused ({exc.status} {error.get('code')}): {error.get('message')}"
+    if isinstance(exc, ServerError) and exc.error:
+        return f"the server refused ({exc.status} {exc.code}): {exc.error.get('message')}"
     if isinstance(exc, NetworkError):
         return f"no answer from the server ({exc})"
     return str(exc)

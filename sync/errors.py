@@ -16,6 +16,17 @@ class ServerError(Exception):
         super().__init__(f"HTTP {status}: {body}")
         self.status, self.body = status, body
 
+    @property
+    def error(self) -> dict[str, Any]:
+        """The server's `error` object (code, message, details); empty when the body holds none."""
+        error = self.body.get("error") if isinstance(self.body, dict) else None
+        return error if isinstance(error, dict) else {}
+
+    @property
+    def code(self) -> str | None:
+        code = self.error.get("code")
+        return code if isinstance(code, str) else None
+
 
 class NotTheServers(NetworkError):
     """An answer that is not the server's (a proxy's HTML error page, a captive portal's): whatever the

@@ -116,13 +116,11 @@ class PhotoQueue:
         )
         return {int(seq) for (seq,) in rows}
 
-    def release_held(self) -> int:
+    def release_held(self) -> None:
         """Put the files held for their rejected answers back to waiting (a handover sends them for the
-        supervisor who has those answers); how many."""
+        supervisor who has those answers)."""
         with self._tx():
-            return self.db.execute(
-                "UPDATE photos SET state = 'waiting', code = NULL WHERE state = 'held'"
-            ).rowcount
+            self.db.execute("UPDATE photos SET state = 'waiting', code = NULL WHERE state = 'held'")
 
     def forget_all(self) -> list[Path]:
         """Forget every photo (another user signed in: none is waiting, or the sign-in was refused); the
@@ -250,8 +248,7 @@ def _deciding(outcome_of: Outcome, seqs: list[int]) -> tuple[str, str | None] | 
 
 
 def _code(exc: ServerError) -> str:
-    code = exc.body.get("code") if isinstance(exc.body, dict) else None
-    return code if isinstance(code, str) else f"http_{exc.status}"
+    return exc.code or f"http_{exc.status}"
 
 
 def _same_file(kept: Path, local: LocalFile) -> bool:

@@ -231,7 +231,8 @@ def _failure(reply: Reply) -> Exception:
         return NotTheServers(f"HTTP {reply.status}: the answer is not the server's (not JSON)")
     if reply.status in (410, 422):  # 410 with any code but an expiry's: the file was refused earlier
         return Refused(_code(reply) or "refused", _message(reply))
-    return ServerError(reply.status, _error(reply) or reply.body.decode(errors="replace"))
+    error = _error(reply)
+    return ServerError(reply.status, {"error": error} if error else reply.body.decode(errors="replace"))
 
 
 def _from_the_server(reply: Reply) -> bool:
