@@ -104,7 +104,7 @@ async def login(
         expires_at=expires_at,
     )
     session.add(record)
-    actor = _actor(user, path, device.id, record.id, request_id)
+    actor = actor_of(user, path, device.id, record.id, request_id)
     audit.record(session, actor, "auth.login", "device", device.id, {"device_key": device_key})
     await session.commit()
     return Session(token, expires_at, actor)
@@ -290,12 +290,12 @@ async def _device(
         )
     ).scalar_one_or_none()
     if device is not None and device.revoked_at is not None:
-        await _refuse_revoked(session, _actor(user, path, device.id, None, request_id))
+        await _refuse_revoked(session, actor_of(user, path, device.id, None, request_id))
     # A device id is the install's, whoever signs in on it: revoked under one account, it is revoked
     # under every other too (a colleague's password on a lost tablet made it work again), even one that
     # had signed in on it before (a row revoked before `revoke_device` revoked the install's every row).
     if (elsewhere := await _revoked_elsewhere(session, device_key)) is not None:
-        await _refuse_revoked(session, _actor(user, path, elsewhere, None, request_id))
+        await _refuse_revoked(session, actor_of(user, path, elsewhere, None, request_id))
     if device is None:
         device = Device(id=uuid.uuid4(), user_id=user.id, device_key=device_key)
         session.add(device)
@@ -321,13 +321,14 @@ async def _refuse_revoked(session: AsyncSession, actor: Actor) -> NoReturn:
     raise Forbidden("This device has been revoked; ask an administrator.", code="device_revoked")
 
 
-def _actor(
+def actor_of(
     user: User,
     path: str,
     device_id: uuid.UUID | None,
     token_id: uuid.UUID | None,
     request_id: str | None = None,
 ) -> Actor:
+    """The user as the actor of a request (`path`: their node's path)."""
     return Actor(
         user_id=user.id,
         username=user.username,
@@ -361,7 +362,7 @@ async def authenticate(session: AsyncSession, token: str) -> Actor:
     if row is None:
         raise Unauthorized("Sign in again: the session is unknown, expired or revoked.", code="invalid_token")
     record, user, path = row
-    return _actor(user, path, record.device_id, record.id)
+    return actor_of(user, path, record.device_id, record.id)
 
 
 async def logout(session: AsyncSession, actor: Actor) -> None:

@@ -34,7 +34,6 @@ from schemas.photos import DerivativeOut, EvidenceItem, EvidenceOut, ExifOut, Ph
 from server.db.engine import Database
 from server.db.models import (
     Household,
-    Jurisdiction,
     Photo,
     PhotoRef,
     PhotoRefusal,
@@ -50,8 +49,8 @@ from server.domain.photo_blobs import keys
 from server.domain.tus import Gone
 from server.errors import DomainError, Forbidden, NotFound, TryLater, stated_reason
 from server.malloc import give_back_free_memory
-from server.services import audit, uploads, visits
-from server.services.actor import SYSTEM, Actor, communities_in_scope, under
+from server.services import audit, conflicts, uploads, visits
+from server.services.actor import SYSTEM, Actor, communities_in_scope
 
 log = logging.getLogger("fivestep.photos")
 _EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "heif": "heic"}
@@ -484,11 +483,10 @@ async def _named_by_a_handed_over_answer(session: AsyncSession, actor: Actor, ph
     its files) names the photo among the conflicts the caller sees: its supervisors judge it with its
     pictures, which the colleague who sent them uploaded (docs/sync-protocol.md, "Handing a tablet
     over"). Only for a photo no visit names: once one does, the visit's area decides."""
-    in_scope = [str(node) for (node,) in await session.execute(select(Jurisdiction.id).where(under(actor)))]
     query = select(SyncConflict.id).where(
         SyncConflict.kind == "quarantined",
         SyncConflict.code == "author_inactive",
-        SyncConflict.scope.in_(in_scope),
+        SyncConflict.scope.in_(await conflicts.scope_ids(session, actor)),
         sql_cast(SyncConflict.client_value, String).contains(photo.sha256),
     )
     return (await session.execute(query.limit(1))).first() is not None

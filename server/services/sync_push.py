@@ -27,8 +27,8 @@ from __future__ import annotations
 import enum
 import math
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -63,6 +63,7 @@ from server.domain.tree_paths import shared_path
 from server.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, field_problem
 from server.services import audit, sync_apply, sync_clients, sync_preload, transaction
 from server.services.actor import Actor
+from server.services.auth import actor_of
 from server.services.sync_clients import claim
 from server.services.sync_pull import check_schema
 
@@ -174,19 +175,12 @@ async def hand_over(
         code="author_inactive",
     )
     sender = Sender(actor)
-    results: list[MutationResult] = []
-    stopped: str | None = None
-    for mutation in mutations:
-        expected = batch.last_seq + 1
-        if mutation.seq > expected:
-            stopped = "out_of_order"
-            break
-        if mutation.seq < expected:
-            results.append(await _replayed(session, author, batch, mutation, by=sender))
-        elif (earlier := await _already_delivered(session, author, batch, mutation, by=sender)) is not None:
-            results.append(earlier)
-        else:
-            results.append(await _quarantine(session, author, batch, mutation, refusal, by=sender))
+
+    async def keep(mutation: AnyMutation) -> MutationResult:
+        earlier = await _already_delivered(session, author, batch, mutation, by=sender)
+        return earlier or await _quarantine(session, author, batch, mutation, refusal, by=sender)
+
+    _, results, stopped = await _in_seq_order(session, author, batch, mutations, keep, by=sender)
     batch.write(session, author)
     # Every conflict this handover kept in the author's name (author_inactive, and a push's seq_reused or
     # mutation_id_reused): the audit row names its sender. A handover sent again as it was keeps none.
@@ -236,25 +230,15 @@ async def _inactive_author(session: AsyncSession, actor: Actor, client: SyncClie
         raise Conflict(
             f"{user.username} can still sign in: they sign in on this tablet and sync.", code="author_active"
         )
+    author = actor_of(user, client.scope_path, actor.device_id, None, actor.request_id)
     # A worker moved before leaving made these edits where the tablet worked, not at their last node: a
     # quarantine goes where that node's supervisors see it (_quarantine_scope).
     node = select(Jurisdiction.id).where(Jurisdiction.path == client.scope_path)
     worked_at = (await session.execute(node)).scalar()
     if worked_at is None:  # no longer a node: where the author was bound last
-        worked_at = user.jurisdiction_id
-        path = await session.scalar(select(Jurisdiction.path).where(Jurisdiction.id == worked_at))
-    else:
-        path = client.scope_path
-    return Actor(
-        user_id=user.id,
-        username=user.username,
-        display_name=user.display_name,
-        role=user.role,
-        jurisdiction_id=worked_at,
-        jurisdiction_path=path or client.scope_path,
-        device_id=actor.device_id,
-        request_id=actor.request_id,
-    )
+        last = select(Jurisdiction.path).where(Jurisdiction.id == user.jurisdiction_id)
+        return replace(author, jurisdiction_path=(await session.execute(last)).scalar_one())
+    return replace(author, jurisdiction_id=worked_at)
 
 
 def _answer(client: SyncClient, results: list[MutationResult], stopped: str | None) -> PushResponse:
@@ -305,19 +289,39 @@ async def _apply_all(
     pre: sync_preload.Preloaded | None = None,
 ) -> Applied:
     """Apply the batch in seq order; `pre` set means the fast pass (errors propagate, see _fast_pass)."""
+
+    async def apply(mutation: AnyMutation) -> MutationResult | None:
+        if pre is not None:
+            return await _apply_one(session, actor, batch, mutation, rules, pre)
+        return await _apply_one_safely(session, actor, batch, mutation, rules)
+
+    return await _in_seq_order(session, actor, batch, mutations, apply)
+
+
+NextMutation = Callable[["AnyMutation"], Awaitable["MutationResult | None"]]
+"""What becomes of the mutation at the client's next seq: its result, or None for a transient failure."""
+
+
+async def _in_seq_order(
+    session: AsyncSession,
+    actor: Actor,
+    batch: _Batch,
+    mutations: list[AnyMutation],
+    next_one: NextMutation,
+    *,
+    by: Sender | None = None,
+) -> Applied:
+    """The batch in seq order, as a push and a handover both take it: a seq already processed is a replay,
+    one beyond the next stops the batch (`out_of_order`), the next one goes to `next_one`."""
     results: list[MutationResult] = []
     for mutation in mutations:
         expected = batch.last_seq + 1
         if mutation.seq < expected:
-            results.append(await _replayed(session, actor, batch, mutation))
+            results.append(await _replayed(session, actor, batch, mutation, by=by))
             continue
         if mutation.seq > expected:
             return batch, results, "out_of_order"
-        result = await (
-            _apply_one(session, actor, batch, mutation, rules, pre)
-            if pre is not None
-            else _apply_one_safely(session, actor, batch, mutation, rules)
-        )
+        result = await next_one(mutation)
         if result is None:
             return batch, results, "transient"
         results.append(result)
