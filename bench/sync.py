@@ -20,11 +20,11 @@ import datetime as dt
 import os
 import random
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from sqlalchemy import func, insert, select, text, update
 
 from bench.photos import Server
 from bench.report import save, table
+from bench.threads import seconds_all_at_once
 from schemas.config import Settings
 from server.app import create_app
 from server.db.engine import Database
@@ -321,13 +322,7 @@ def _device_plan(
 
 def _pushed_at_once(plans: list[tuple[Any, dict[str, str], list[dict[str, Any]]]]) -> float:
     """Seconds for every device (a thread each) to push its plan, all starting together."""
-    threads = [threading.Thread(target=_push_visits, args=plan) for plan in plans]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - started
+    return seconds_all_at_once([partial(_push_visits, *plan) for plan in plans])
 
 
 def _push_visits(client: Any, auth: dict[str, str], batches: list[dict[str, Any]]) -> None:

@@ -34,12 +34,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ import msgspec
 from bench.photos import ROOT, Server
 from bench.report import save, table
 from bench.sync import seed_scope
+from bench.threads import seconds_all_at_once
 from schemas.checklists import Template
 from server.domain.answers import Context
 from server.domain.filled import fill
@@ -185,13 +186,7 @@ def _answered(
 
 def push_at_once(plans: list[Plan], start: int, stop: int | None) -> float:
     """Seconds for every device (a thread each) to push visits [start:stop] of its plan, all together."""
-    threads = [threading.Thread(target=_push, args=(c, a, b[start:stop], start)) for c, a, b in plans]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - started
+    return seconds_all_at_once([partial(_push, c, a, b[start:stop], start) for c, a, b in plans])
 
 
 def _push(client: httpx.Client, auth: dict[str, str], batches: list[dict[str, Any]], offset: int) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import AuthToken, User
+from sync.client import Device
 from sync.device_cli import _act
 from sync.errors import DeviceOfAnotherUser, ServerError
 from tests.helpers import Client, audit_rows, household_id, login, node_id, run_db
@@ -38,6 +39,14 @@ def one_edit_pushed(client: Client) -> str:
     cid = str(uuid.uuid4())
     push(client, login(client, "demo-worker-1"), cid, [update_mutation(1, H1, 1, address="甲")])
     return cid
+
+
+def tablet_with_an_unsent_edit(make_device: MakeDevice, address: str) -> Device:
+    """demo-worker-1's tablet, synced, then H1's address edited offline."""
+    device = make_device("demo-worker-1")
+    device.sync()
+    device.update_household(H1, address=address)
+    return device
 
 
 def hand_over(
@@ -183,9 +192,7 @@ def test_a_worker_moved_elsewhere_before_leaving_is_handed_in_where_their_tablet
 def test_the_next_worker_signs_in_on_a_tablet_a_deactivated_worker_left_edits_on(
     client: Client, make_device: MakeDevice
 ) -> None:
-    device = make_device("demo-worker-1")
-    device.sync()
-    device.update_household(H1, address="离职前的修改")
+    device = tablet_with_an_unsent_edit(make_device, "离职前的修改")
     deactivate(client, "demo-worker-1")
 
     device.login("demo-worker-2", "demo")
@@ -202,9 +209,7 @@ def test_the_next_worker_signs_in_on_a_tablet_a_deactivated_worker_left_edits_on
 def test_a_tablet_stays_its_users_while_they_can_sign_in_or_the_next_one_works_elsewhere(
     client: Client, make_device: MakeDevice
 ) -> None:
-    device = make_device("demo-worker-1")
-    device.sync()
-    device.update_household(H1, address="还在职")
+    device = tablet_with_an_unsent_edit(make_device, "还在职")
     with pytest.raises(DeviceOfAnotherUser, match="sign in as demo-worker-1"):
         device.login("demo-worker-2", "demo")
     deactivate(client, "demo-worker-1")
@@ -256,9 +261,7 @@ def live_sessions(client: Client, username: str) -> int:
 def test_the_sign_in_says_what_it_handed_over_or_who_may_hand_it_in(
     client: Client, make_device: MakeDevice, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    device = make_device("demo-worker-1")
-    device.sync()
-    device.update_household(H1, address="离职前")
+    device = tablet_with_an_unsent_edit(make_device, "离职前")
     deactivate(client, "demo-worker-1")
     # From outside the area, "sign in as demo-worker-1 and sync first" was a dead end: they cannot.
     with pytest.raises(DeviceOfAnotherUser, match="a colleague of their area or a supervisor over it"):
