@@ -4,21 +4,24 @@ It runs as a SQLAlchemy `before_flush` hook on every session, so no code path (R
 CLI, the demo seed) can change a synced record without the feed knowing.
 
 Sequence numbers follow commit order. While a transaction works, its stamps carry a placeholder of its
-own (a negative number no committed row ever has, invisible to everyone else until commit). Just before
-it commits, the transaction takes the next number from `sync_state.seq` with an UPDATE, whose row lock
-(PostgreSQL) or single-writer lock (SQLite) lasts until the COMMIT right after, and puts that number on
-its stamps. Numbers are therefore handed out in commit order: a pull that has seen N will never later
-meet an N-1 committed behind its back. Taking the number last keeps the lock short: concurrent pushes
-serialise only on their renumbering and commit, not on their whole work.
+own (a negative number no committed row ever has, invisible to everyone else until commit). When it
+commits, the transaction takes the next number from `sync_state.seq` with an UPDATE, whose row lock
+(PostgreSQL) or single-writer lock (SQLite) lasts until the commit is done, and puts that number on its
+stamps. Numbers are therefore handed out in commit order: a pull that has seen N will never later meet an
+N-1 committed behind its back. Taking the number last keeps the lock short: concurrent pushes serialise
+only on their numbering and commit, not on their whole work. On PostgreSQL the numbering runs inside the
+COMMIT itself (a deferred trigger fired by one `sync_numbering` row, migration 0016), so the lock never
+waits on a round trip to this process; on SQLite the server runs the same three statements just before
+COMMIT.
 """
 
 from __future__ import annotations
 
 import secrets
 import uuid
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, event, inspect, select, union_all, update
+from sqlalchemy import Table, delete, event, insert, inspect, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
@@ -36,6 +39,7 @@ from server.db.models import (
     ScopeExit,
     SyncChange,
     SyncConflict,
+    SyncNumbering,
     SyncState,
     TemplateStatus,
     Visit,
@@ -88,6 +92,13 @@ def _number_stamps(session: Session) -> None:
     if _PENDING not in session.info:
         return
     placeholder, scopes = session.info[_PENDING], sorted(session.info[_SCOPES])
+    _forget(session)
+    if session.get_bind().dialect.name == "postgresql":
+        # PostgreSQL does the rest inside the COMMIT (a deferred trigger, migration 0016): the lock on
+        # `sync_state` is then never held across a round trip through this busy event loop.
+        row = {"placeholder": placeholder, "scopes": ",".join(scopes)}
+        session.execute(_ASK_FOR_NUMBER, row)
+        return
     seq = take_seq(session)
     for table in (SyncChange, ScopeExit):
         session.execute(
@@ -96,7 +107,6 @@ def _number_stamps(session: Session) -> None:
             .values(seq=seq)
             .execution_options(synchronize_session=False)
         )
-    _forget(session)
 
 
 def _forget(session: Session) -> None:
@@ -432,6 +442,8 @@ def _upsert_statement(insert: Any) -> Any:
     )
 
 
+# On the table, not the mapped class, as for the upsert: a single plain INSERT.
+_ASK_FOR_NUMBER = insert(cast(Table, SyncNumbering.__table__))
 _UPSERT = {"postgresql": _upsert_statement(pg_insert), "sqlite": _upsert_statement(sqlite_insert)}
 
 

@@ -14,6 +14,7 @@ from server.db.models.sync import (
     SyncChange,
     SyncClient,
     SyncConflict,
+    SyncNumbering,
     SyncState,
 )
 from server.db.models.visits import (
@@ -52,6 +53,7 @@ __all__ = [
     "SyncChange",
     "SyncClient",
     "SyncConflict",
+    "SyncNumbering",
     "SyncState",
     "TemplateStatus",
     "Upload",

@@ -58,6 +58,20 @@ class ScopeExit(Base):
     seq: Mapped[int] = mapped_column(BigInteger)
 
 
+class SyncNumbering(Base):
+    """PostgreSQL: a transaction's request for its sequence number, written just before COMMIT and
+    served inside it (server/db/feed.py). A deferred trigger takes the number, puts it on the stamps
+    carrying `placeholder` in `scopes` and deletes this row, all within the COMMIT, so the row lock on
+    `sync_state` lasts only as long as PostgreSQL's own commit work. On SQLite the table stays empty:
+    there the server takes the number itself."""
+
+    __tablename__ = "sync_numbering"
+
+    placeholder: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    scopes: Mapped[str] = mapped_column(Text)
+    """The scopes the transaction stamped, separated by commas (scope ids hold none)."""
+
+
 class SyncClient(Base):
     __tablename__ = "sync_clients"
 
