@@ -31,6 +31,9 @@ class ConflictOut(msgspec.Struct, kw_only=True):
     """For a quarantined mutation: why it was refused."""
     mutation_id: uuid.UUID | None
     author_id: uuid.UUID | None
+    handed_over_by: uuid.UUID | None
+    """Who handed in the tablet a quarantined edit came from, when its author could no longer sign in
+    (docs/sync-protocol.md, "Handing a tablet over"); None for an edit its author sent."""
     status: str
     resolution: Any
     resolved_by: uuid.UUID | None

@@ -69,6 +69,7 @@ def conflict_out(c: SyncConflict) -> ConflictOut:
         code=c.code,
         mutation_id=c.mutation_id,
         author_id=c.author_id,
+        handed_over_by=c.handed_over_by,
         status=c.status,
         resolution=resolution_shown(c.field, c.resolution),
         resolved_by=c.resolved_by,

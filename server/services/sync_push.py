@@ -653,6 +653,7 @@ async def _keep(
         code=code,
         mutation_id=mutation.mutation_id,
         author_id=actor.user_id,
+        handed_over_by=by.actor.user_id if by is not None else None,
         scope=scope,
         status="open",
     )

@@ -137,7 +137,7 @@ SHAPES: dict[str, Shape] = {
     "conflict": Shape(
         SyncConflict,
         "id entity entity_id field kind level base_version server_value client_value provisional code "
-        "mutation_id author_id status resolution resolved_by resolved_at created_at",
+        "mutation_id author_id handed_over_by status resolution resolved_by resolved_at created_at",
         version=None,
         finish=_mask_conflict,
         json_as_text=False,  # the values are masked by field first

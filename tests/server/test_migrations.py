@@ -12,7 +12,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,8 +21,10 @@ from server.db.migrate import alembic_config, current_revision, upgrade
 from server.db.models import Base, SyncChange, VisitTransition
 from server.services.rules import today
 from tests.fixtures.postgres import PostgresServer
-from tests.helpers import Client, run_db
-from tests.visit_flow import completed_visit, propose, review, submit
+from tests.helpers import Client, login, run_db
+from tests.sync.test_handover import H1, deactivate, hand_over, one_edit_pushed
+from tests.sync.test_sync_protocol import conflicts, push, update_mutation
+from tests.visit_flow import completed_visit, propose, review, submit, user_id
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -111,6 +113,42 @@ def _feed_seq(event_id: str) -> Callable[[AsyncSession], Awaitable[int]]:
         query = select(SyncChange.seq).where(
             SyncChange.entity == "visit_event", SyncChange.entity_id == event_id
         )
+        return int((await session.execute(query)).scalar_one())
+
+    return fetch
+
+
+def test_0016_names_the_sender_of_each_edit_handed_in_before_it(client: Client, database_url: str) -> None:
+    """Conflicts a handover kept before 0016 named their sender only in their `mutation.quarantine` audit
+    rows: once upgraded, the conflict names them too, and the community's devices pull it again."""
+    cid = one_edit_pushed(client)
+    deactivate(client, "demo-worker-1")
+    colleague = login(client, "demo-worker-2")
+    assert hand_over(client, colleague, cid, [update_mutation(2, H1, 2, address="乙")]).status_code == 200
+    own = update_mutation(1, str(uuid.uuid4()), 1, address="无此户")  # kept, sent by its own author
+    push(client, colleague, str(uuid.uuid4()), [own])
+
+    asyncio.run(_migrate(database_url, command.downgrade, "0015"))
+    asyncio.run(_migrate(database_url, command.upgrade, "head"))
+    client.blocking_portal.call(client.app.state.db.engine.dispose)  # cached statements knew the old table
+
+    (kept,) = conflicts(client, H1)
+    assert kept["handed_over_by"] == user_id(client, "demo-worker-2")
+    assert [c["handed_over_by"] for c in conflicts(client, own["household_id"])] == [None]
+    assert run_db(client, _conflict_feed_seq(kept["id"])) > run_db(client, _conflict_feed_seq(None))
+    assert asyncio.run(_upgrade_and_diff(database_url))[1] == []
+
+
+def _conflict_feed_seq(conflict_id: str | None) -> Callable[[AsyncSession], Awaitable[int]]:
+    """The feed's number of a conflict, or (None) the highest of every other entity's."""
+
+    async def fetch(session: AsyncSession) -> int:
+        if conflict_id is None:
+            query = select(func.max(SyncChange.seq)).where(SyncChange.entity != "conflict")
+        else:
+            query = select(SyncChange.seq).where(
+                SyncChange.entity == "conflict", SyncChange.entity_id == conflict_id
+            )
         return int((await session.execute(query)).scalar_one())
 
     return fetch

@@ -291,3 +291,26 @@ def test_the_sign_in_says_what_it_handed_over_or_who_may_hand_it_in(
     said = capsys.readouterr().out
     assert "handed over 1 edit(s) not yet confirmed of demo-worker-1 for a supervisor" in said
     assert device.username == "demo-worker-2" and device.handed_over is not None
+
+
+def test_a_supervisor_sees_who_handed_in_each_edit_kept_from_a_tablet(
+    client: Client, make_device: MakeDevice
+) -> None:
+    """Only the `sync.handover` audit row named the colleague who sent the queue: a supervisor reviewing
+    the conflict saw its author, who can no longer be asked, and not who brought the tablet in."""
+    device = tablet_with_an_unsent_edit(make_device, "交接前")
+    author = deactivate(client, "demo-worker-1")
+    device.login("demo-worker-2", "demo")
+    device.sync()
+
+    (kept,) = conflicts(client, H1)
+    colleague = user_id(client, "demo-worker-2")
+    assert kept["handed_over_by"] == colleague and kept["author_id"] == author
+    pulled = device.record("conflict", kept["id"])  # the community's tablets pull it as the desk shows it
+    assert pulled is not None and pulled["handed_over_by"] == colleague
+    # An edit its author sent themselves names nobody.
+    cid = str(uuid.uuid4())
+    refused = update_mutation(1, str(uuid.uuid4()), 1, address="无此户")
+    push(client, login(client, "demo-worker-2"), cid, [refused])
+    (own,) = conflicts(client, refused["household_id"])
+    assert own["kind"] == "quarantined" and own["handed_over_by"] is None

@@ -133,6 +133,9 @@ class SyncConflict(Base):
     code: Mapped[str | None] = mapped_column(String(40))
     mutation_id: Mapped[uuid.UUID | None]
     author_id: Mapped[uuid.UUID | None]
+    handed_over_by: Mapped[uuid.UUID | None]
+    """Who handed in the tablet this quarantined edit came from, its author no longer able to sign in
+    (docs/sync-protocol.md, "Handing a tablet over"); None for what its author sent themselves."""
     scope: Mapped[str] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(12), default="open")
     resolution: Mapped[Any] = mapped_column(JSONType, nullable=True)
