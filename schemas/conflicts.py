@@ -33,7 +33,7 @@ class ConflictOut(msgspec.Struct, kw_only=True):
     author_id: uuid.UUID | None
     handed_over_by: uuid.UUID | None
     """Who handed in the tablet a quarantined edit came from, when its author could no longer sign in
-    (docs/sync-protocol.md, "Handing a tablet over"); None for an edit its author sent."""
+    (docs/sync-protocol.md, "Handing a tablet over"); None while no one handed that tablet in."""
     status: str
     resolution: Any
     resolved_by: uuid.UUID | None

@@ -485,6 +485,14 @@ class Device:
             if unsent := self._unsent():
                 try:
                     self._hand_over(answer["token"], unsent)
+                except DeviceOfAnotherUser:
+                    if not self._holds_only_held_files():
+                        self._end_session(answer["token"])  # the tablet stays the previous user's
+                        raise
+                    # Files of refused answers alone never kept a tablet from its next user: their author
+                    # can still sign in (and cannot send them either) or the server will not take them from
+                    # this user. They go with the replica, as they did.
+                    unsent = None
                 except Exception:  # the tablet stays the previous user's: a session it will not use ends
                     self._end_session(answer["token"])
                     raise
@@ -555,12 +563,22 @@ class Device:
         return held_name is not None and held_name.strip().lower() != user["username"]
 
     def _unsent(self) -> str | None:
-        """What of the signed-in user only this device holds: queued edits, photo files not yet sent."""
+        """What of the signed-in user only this device holds: queued edits, photo files not yet sent, and
+        photo files held for answers the server refused (kept for a supervisor, who may keep the answer)."""
         edits = self.db.execute("SELECT count(*) FROM pending").fetchone()[0]
         photos = self.db.execute("SELECT count(*) FROM photos WHERE state = 'waiting'").fetchone()[0]
-        held = [f"{edits} edit(s) not yet confirmed"] if edits else []
-        held += [f"{photos} photo file(s) to send"] if photos else []
-        return " and ".join(held) or None
+        refused = self.db.execute("SELECT count(*) FROM photos WHERE state = 'held'").fetchone()[0]
+        unsent = [f"{edits} edit(s) not yet confirmed"] if edits else []
+        unsent += [f"{photos} photo file(s) to send"] if photos else []
+        unsent += [f"{refused} photo file(s) of refused answers"] if refused else []
+        return " and ".join(unsent) or None
+
+    def _holds_only_held_files(self) -> bool:
+        """Whether all the previous user left unsent is photo files held for refused answers."""
+        rest = self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM pending) OR EXISTS (SELECT 1 FROM photos WHERE state = 'waiting')"
+        )
+        return not rest.fetchone()[0]
 
     def _start_over(self) -> list[Path]:
         """Signed in as another user: the replica, its cursor and its client id were the previous user's
@@ -598,6 +616,12 @@ class Device:
                 self._push(report)
             self._upload_photos(report)
             self._pull(report)
+            if self.photos.held_among(self._expected_photos()):
+                # A supervisor kept an answer the server had refused (re-entered it): the pull shows its
+                # photo expected, and the file held here goes now rather than at the next sync; the
+                # pull after it brings the photo present.
+                self._upload_photos(report)
+                self._pull(report)
         return report
 
     @contextmanager
@@ -700,9 +724,21 @@ class Device:
     def _upload_photos(self, report: SyncReport) -> None:
         if self.uploads is None:
             return
-        report.photos = self.photos.send(
-            self.uploads, self._meta("token") or "", self._outcome, chunk_size=self.upload_chunk
+        sent = self.photos.send(
+            self.uploads,
+            self._meta("token") or "",
+            self._outcome,
+            chunk_size=self.upload_chunk,
+            expected=self._expected_photos(),
         )
+        report.photos = report.photos.then(sent)
+
+    def _expected_photos(self) -> set[str]:
+        """The photos the server expects, as the last pull showed them: an answer naming them was taken."""
+        rows = self.db.execute(
+            "SELECT id FROM confirmed WHERE entity = 'photo' AND json_extract(data, '$.state') = 'expected'"
+        )
+        return {str(sha) for (sha,) in rows}
 
     def _outcome(self, seq: int) -> tuple[str, str | None] | None:
         row = self.db.execute("SELECT status, code FROM outcomes WHERE seq = ?", (seq,)).fetchone()

@@ -9,14 +9,16 @@ them is taken, and held only when all were rejected: table `photo_answers` keeps
 States: `waiting` (to send), `stored` (the server holds it; the device's copy is gone), `refused` (the
 server will never take it: `code` says why), `held` (its answer was rejected: `code` is the answer's),
 `lost` (the device's copy is missing or damaged). Attaching the same file again puts a held or lost one
-back to waiting.
+back to waiting. A held file is sent after all once the server expects it (a pull shows its photo record
+`expected`: a supervisor kept an answer naming it), and when the tablet is handed over (`release_held`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +60,12 @@ class UploadReport:
     held: list[str] = field(default_factory=list)
     waiting: int = 0
     """Files left for a later sync (their answer not pushed yet, or the server busy)."""
+
+    def then(self, later: UploadReport) -> UploadReport:
+        """This report and a later round's of the same sync: what each did, and what is left after both."""
+        return UploadReport(
+            self.sent + later.sent, self.refused + later.refused, self.held + later.held, later.waiting
+        )
 
 
 class PhotoQueue:
@@ -156,13 +164,15 @@ class PhotoQueue:
         outcome_of: Outcome,
         *,
         chunk_size: int = CHUNK_SIZE,
+        expected: Collection[str] = (),
     ) -> UploadReport:
-        """Send the waiting files whose answers the server took. A lost request or answer propagates
+        """Send the waiting files whose answers the server took, and the held ones it ``expected`` (their
+        SHA-256s: an answer naming them was taken after all). A lost request or answer propagates
         (NetworkError: sync again, each file resumes); a busy server leaves the rest for the next sync."""
         report = UploadReport()
-        waiting = list(self._waiting())
+        waiting = list(self._waiting(expected))
         for index, (local, url, seqs) in enumerate(waiting):
-            outcome = _deciding(outcome_of, seqs)
+            outcome = ("expected", None) if local.sha256 in expected else _deciding(outcome_of, seqs)
             if outcome is None:  # the answer has not reached the server yet
                 report.waiting += 1
                 continue
@@ -196,12 +206,18 @@ class PhotoQueue:
         self._sweep_stored()
         return report
 
-    def _waiting(self) -> Iterator[tuple[LocalFile, str | None, list[int]]]:
-        """Each waiting file, its upload URL and the seqs of the answers naming it (``photos.seq``, the
-        latest, also for a queue from before `photo_answers`)."""
+    def held_among(self, expected: Collection[str]) -> bool:
+        """Whether a file held here is among the photos the server now ``expected``."""
+        query = "SELECT 1 FROM photos WHERE state = 'held' AND sha256 IN (SELECT value FROM json_each(?))"
+        return self.db.execute(query, (json.dumps(sorted(expected)),)).fetchone() is not None
+
+    def _waiting(self, expected: Collection[str]) -> Iterator[tuple[LocalFile, str | None, list[int]]]:
+        """Each waiting file, and each held one the server ``expected``, its upload URL and the seqs of the
+        answers naming it (``photos.seq``, the latest, also for a queue from before `photo_answers`)."""
         rows = self.db.execute(
-            "SELECT sha256, length, filename, content_type, url, seq FROM photos "
-            "WHERE state = 'waiting' ORDER BY rowid"
+            "SELECT sha256, length, filename, content_type, url, seq FROM photos WHERE state = 'waiting' "
+            "OR (state = 'held' AND sha256 IN (SELECT value FROM json_each(?))) ORDER BY rowid",
+            (json.dumps(sorted(expected)),),
         ).fetchall()
         for sha256, length, filename, content_type, url, seq in rows:
             named = self.db.execute("SELECT seq FROM photo_answers WHERE sha256 = ?", (sha256,))

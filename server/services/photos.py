@@ -479,13 +479,15 @@ async def visible(session: AsyncSession, actor: Actor, sha256: str) -> tuple[Pho
 
 
 async def _named_by_a_handed_over_answer(session: AsyncSession, actor: Actor, photo: Photo) -> bool:
-    """Whether the answer of a tablet handed over (kept `author_inactive`, never applied: no visit names
-    its files) names the photo among the conflicts the caller sees: its supervisors judge it with its
-    pictures, which the colleague who sent them uploaded (docs/sync-protocol.md, "Handing a tablet
-    over"). Only for a photo no visit names: once one does, the visit's area decides."""
+    """Whether the answer of a tablet handed over (quarantined, never applied: no visit names its files;
+    kept by the handover, `author_inactive`, or refused earlier, whose file the tablet held) names the
+    photo among the conflicts the caller sees: its supervisors judge it with its pictures, which the
+    colleague who handed the tablet in uploaded (docs/sync-protocol.md, "Handing a tablet over"). That
+    colleague is the conflict's `handed_over_by`: a file someone else uploaded is not the tablet's. Only
+    for a photo no visit names: once one does, the visit's area decides."""
     query = select(SyncConflict.id).where(
         SyncConflict.kind == "quarantined",
-        SyncConflict.code == "author_inactive",
+        SyncConflict.handed_over_by == photo.uploaded_by,
         SyncConflict.scope.in_(await conflicts.scope_ids(session, actor)),
         sql_cast(SyncConflict.client_value, String).contains(photo.sha256),
     )

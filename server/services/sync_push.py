@@ -182,19 +182,47 @@ async def hand_over(
 
     _, results, stopped = await _in_seq_order(session, author, batch, mutations, keep, by=sender)
     batch.write(session, author)
+    earlier = await _name_the_sender_on_earlier_quarantines(session, actor, author, client)
     # Every conflict this handover kept in the author's name (author_inactive, and a push's seq_reused or
-    # mutation_id_reused): the audit row names its sender. A handover sent again as it was keeps none.
-    if handed := sorted(sender.kept):
-        audit.record(
-            session,
-            actor,
-            "sync.handover",
-            "client",
-            client.client_id,
-            {"author_id": str(author.user_id), "quarantined_seqs": handed},
-        )
+    # mutation_id_reused), and the author's own earlier ones that now name the sender: the audit row
+    # names its sender. A handover sent again as it was changes none.
+    handed = sorted(sender.kept)
+    if handed or earlier:
+        changes: dict[str, Any] = {"author_id": str(author.user_id), "quarantined_seqs": handed}
+        if earlier:
+            changes["earlier_conflict_ids"] = earlier
+        audit.record(session, actor, "sync.handover", "client", client.client_id, changes)
     await session.commit()
     return _answer(client, results, stopped)
+
+
+async def _name_the_sender_on_earlier_quarantines(
+    session: AsyncSession, sender: Actor, author: Actor, client: SyncClient
+) -> list[str]:
+    """The author's edits from this tablet that the server refused before it was handed in, each kept
+    as a quarantined conflict: the tablet may still hold their photo files (held, never sent), which it
+    sends under the sender's sign-in. The conflicts name the sender, as those the handover keeps do, so
+    that their supervisors see those files beside them (photos.visible) and know who brought them."""
+    sent_from_the_tablet = select(MutationLog.mutation_id).where(
+        MutationLog.client_id == client.client_id,
+        MutationLog.user_id == author.user_id,
+        MutationLog.status == "rejected",
+    )
+    query = (
+        select(SyncConflict)
+        .where(
+            SyncConflict.kind == "quarantined",
+            SyncConflict.author_id == author.user_id,
+            SyncConflict.handed_over_by.is_(None),
+            SyncConflict.mutation_id.in_(sent_from_the_tablet),
+        )
+        .order_by(SyncConflict.id)
+        .with_for_update()
+    )
+    named = list((await session.execute(query)).scalars())
+    for conflict in named:
+        conflict.handed_over_by = sender.user_id
+    return [str(conflict.id) for conflict in named]
 
 
 @dataclass

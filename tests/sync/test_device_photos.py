@@ -20,12 +20,12 @@ from server.app import create_app
 from sync.client import Device, httpx_transport
 from sync.errors import DeviceOfAnotherUser, NetworkError, SyncBusy, UnsendableEdit
 from sync.tus_client import RawTransport, Reply, httpx_raw_transport
-from tests.helpers import Client, login
+from tests.helpers import Client, audit_rows, login
 from tests.images import jpeg_with_gps
 from tests.sync.test_handover import deactivate
 from tests.sync.test_sync_protocol import conflicts
 from tests.tus import sha256, tus_client, tus_settings
-from tests.visit_flow import GPS, assign
+from tests.visit_flow import GPS, assign, post_observations, user_id
 
 __all__ = ["tus_client", "tus_settings"]  # fixtures
 
@@ -640,3 +640,78 @@ def test_a_handover_cut_off_while_sending_photos_is_finished_by_signing_in_again
         f"/api/v1/photos/{sha256(taken.read_bytes())}", headers=login(tus_client, "demo-worker-2")
     )
     assert stored.status_code == 200, stored.text
+
+
+def test_a_deactivated_workers_held_photo_is_handed_over_not_deleted(
+    tus_client: Client, synced: Synced, tmp_path: Path
+) -> None:
+    """The answer was refused and quarantined (its visit unknown here), so its photo was held; then its
+    worker left, the tablet holding nothing else. The next user's sign-in handed nothing over and deleted
+    the file: a picture inside a household's home that a supervisor weighing the answer may still need."""
+    _, device, _ = synced
+    taken, elsewhere = photo_file(tmp_path, 61), str(uuid.uuid4())
+    device.attach_photo(elsewhere, *LOOK, taken, view="kitchen")
+    device.sync()
+    assert [p["state"] for p in device.photo_queue()] == ["held"] and device.pending() == []
+    deactivate(tus_client, "demo-worker-1")
+
+    device.login("demo-worker-2", "demo")
+    assert device.photo_queue() == [] and not list(device.photos.folder.iterdir())
+    assert device.handed_over == "1 photo file(s) of refused answers of demo-worker-1"
+    (kept,) = conflicts(tus_client, elsewhere)
+    sha = sha256(taken.read_bytes())
+    assert kept["code"] == "not_found" and sha in msgspec.json.encode(kept["client_value"]).decode()
+    assert kept["handed_over_by"] == user_id(tus_client, "demo-worker-2")
+    (row,) = audit_rows(tus_client, "sync.handover")
+    assert row.changes["quarantined_seqs"] == [] and row.changes["earlier_conflict_ids"] == [kept["id"]]
+    # Beside the answer that names it, for the supervisors over the tablet's area; nobody outside it.
+    for supervisor in ("demo-reviewer-community", "demo-reviewer-subdistrict"):
+        shown = tus_client.get(f"/api/v1/photos/{sha}", headers=login(tus_client, supervisor, device="desk"))
+        assert shown.status_code == 200, (supervisor, shown.text)
+    elsewhere_user = tus_client.get(f"/api/v1/photos/{sha}", headers=login(tus_client, "demo-worker-3"))
+    assert elsewhere_user.status_code == 404
+
+
+def test_a_held_photo_is_sent_once_its_answer_is_re_entered(
+    tus_client: Client, synced: Synced, tmp_path: Path
+) -> None:
+    """The worker attached the photo to the wrong visit: the answer was refused and quarantined, the file
+    held. The supervisor keeps the answer (re-entered on the visit it was meant for, naming the same file):
+    the server now expects the photo, and the tablet, its user still signed in, never sent it."""
+    visit, device, _ = synced
+    taken = photo_file(tmp_path, 62)
+    device.attach_photo(str(uuid.uuid4()), *LOOK, taken, view="kitchen")
+    device.sync()
+    assert [p["state"] for p in device.photo_queue()] == ["held"]
+    sha = sha256(taken.read_bytes())
+    re_entered = {
+        "id": str(uuid.uuid4()),
+        "template": LOOK[0],
+        "item": LOOK[1],
+        "value": {"photos": [{"sha256": sha, "view": "kitchen"}]},
+        "gps": GPS,
+        "device_time": "2026-11-29T08:00:00Z",
+    }
+    post_observations(tus_client, visit, login(tus_client, "demo-worker-2"), [re_entered])
+    assert evidence_of(tus_client, visit["id"])[sha] == "expected"
+
+    report = device.sync()  # the pull shows the photo expected: the file goes in the same sync
+    assert report.photos.sent == 1
+    assert evidence_of(tus_client, visit["id"])[sha] == "present"
+    assert [(p["state"], p["server_state"]) for p in device.photo_queue()] == [("stored", "present")]
+    assert not list(device.photos.folder.iterdir())
+
+
+def test_a_held_photo_does_not_keep_the_tablet_from_its_next_user_while_its_author_can_sign_in(
+    synced: Synced, tmp_path: Path
+) -> None:
+    """Its author cannot send it either (the server took no answer naming it): refusing the sign-in
+    would lock the tablet for good. It goes with the replica, as before, and nothing is sent."""
+    _, device, network = synced
+    device.attach_photo(str(uuid.uuid4()), *LOOK, photo_file(tmp_path, 63), view="kitchen")
+    device.sync()
+    sent = dict(network.sent)
+    device.login("demo-worker-2", "demo")
+    assert device.username == "demo-worker-2" and device.handed_over is None
+    assert device.photo_queue() == [] and not list(device.photos.folder.iterdir())
+    assert network.sent == sent

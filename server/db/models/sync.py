@@ -135,7 +135,8 @@ class SyncConflict(Base):
     author_id: Mapped[uuid.UUID | None]
     handed_over_by: Mapped[uuid.UUID | None]
     """Who handed in the tablet this quarantined edit came from, its author no longer able to sign in
-    (docs/sync-protocol.md, "Handing a tablet over"); None for what its author sent themselves."""
+    (docs/sync-protocol.md, "Handing a tablet over"): kept by the handover, or refused before it (the
+    handover sent its held photo files). None while no one handed that tablet in."""
     scope: Mapped[str] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(12), default="open")
     resolution: Mapped[Any] = mapped_column(JSONType, nullable=True)
