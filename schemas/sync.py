@@ -163,6 +163,20 @@ class PushEnvelope(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     device_now: DeviceTime | None = None
 
 
+class HandoverRequest(PushRequest, kw_only=True):
+    """A handover (docs/sync-protocol.md, "Handing a tablet over"): the previous user's queue as a push
+    sends it, and who that user was, for a client the server never saw (its user worked offline from
+    their first sign-in); ignored for a client it knows, whose user it has on record."""
+
+    author_id: uuid.UUID | None = None
+
+
+class HandoverEnvelope(PushEnvelope, kw_only=True):
+    """A HandoverRequest as the server first reads it (PushEnvelope)."""
+
+    author_id: uuid.UUID | None = None
+
+
 class MutationHead(msgspec.Struct, kw_only=True):
     """What must be readable of any mutation to give it its place in the client's queue."""
 

@@ -513,11 +513,14 @@ class Device:
             # Refused before anything is handed over: the tablet stays as it was.
             raise DeviceOfAnotherUser(f"{previous}'s photo files need a connection that can send photos")
         try:
+            # Who the previous user was: the server needs it for a client it never saw (they worked offline
+            # from their first sign-in); a database from before user ids were kept cannot say.
+            author = {"author_id": held_by} if (held_by := self._meta("user_id")) else {}
             if self.db.execute("SELECT 1 FROM pending LIMIT 1").fetchone() is None:
                 # Photo files alone: the server still judges whether they are the new user's to hand in.
                 body = {"client_id": self.client_id, "schema_version": SCHEMA_VERSION, "mutations": []}
-                self._post(_HANDOVER, body, token)
-            self._push(SyncReport(), path=_HANDOVER, token=token)
+                self._post(_HANDOVER, body | author, token)
+            self._push(SyncReport(), path=_HANDOVER, token=token, extra=author)
         except ServerError as exc:
             code = exc.code
             if exc.status != 404 and code not in _TABLET_STAYS:
@@ -679,7 +682,14 @@ class Device:
         with self._only_sync():
             self._push(report or SyncReport())
 
-    def _push(self, report: SyncReport, *, path: str = "/api/v1/sync/push", token: str | None = None) -> None:
+    def _push(
+        self,
+        report: SyncReport,
+        *,
+        path: str = "/api/v1/sync/push",
+        token: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         # Each push starts at the oldest pending mutation, acknowledged or not: until a pull confirms it,
         # the server may have lost it (restored from a backup taken before it), and a replay of one it
         # still has just returns the stored result. Within the push, batches follow the acknowledgements.
@@ -696,7 +706,7 @@ class Device:
                 "schema_version": SCHEMA_VERSION,
                 "mutations": mutations,
                 "device_now": self.now(),
-            }
+            } | (extra or {})
             try:
                 answer = _read(self._post(path, body, token), PushResponse)
             except PayloadTooLarge:

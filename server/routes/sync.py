@@ -7,9 +7,13 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import JSONBody, RawBody
 
-from schemas.sync import PullRequest, PullResponse, PushRequest, PushResponse
+from schemas.sync import HandoverRequest, PullRequest, PullResponse, PushRequest, PushResponse
 from server.dependencies import CurrentActor, DbSession, Rules, provide_actor, provide_rules
 from server.services import sync_pull, sync_push
+
+
+def document_handover_body(data: HandoverRequest) -> None:
+    """Never resolved, as document_push_body: a handover's body is a push's, and who its author was."""
 
 
 def document_push_body(data: PushRequest) -> None:
@@ -50,9 +54,9 @@ class SyncController(Controller):
         "/handover",
         status_code=200,
         summary="Hand in the queue a deactivated user left on this tablet, for a supervisor",
-        dependencies={"documented_body": Provide(document_push_body, sync_to_thread=False)},
+        dependencies={"documented_body": Provide(document_handover_body, sync_to_thread=False)},
     )
     async def handover(self, db_session: DbSession, actor: CurrentActor, body: RawBody) -> PushResponse:
         # A push's body, decoded as a push's is: the queue is sent as it was, client id and seqs included.
-        envelope, mutations = sync_push.decode(body)
+        envelope, mutations = sync_push.decode_handover(body)
         return await sync_push.hand_over(db_session, actor, envelope, mutations)

@@ -29,16 +29,19 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.rules import RulePack
 from schemas.sync import (
     TARGETS,
+    HandoverEnvelope,
     MalformedMutation,
     Mutation,
     MutationHead,
@@ -78,6 +81,8 @@ fault_hook: Callable[[AnyMutation], None] | None = None
 """Tests set this to abort a mutation as a crashed transaction would."""
 
 _ENVELOPE = msgspec.json.Decoder(PushEnvelope)
+_HANDOVER_ENVELOPE = msgspec.json.Decoder(HandoverEnvelope)
+_E = TypeVar("_E", bound=PushEnvelope)
 _MUTATION = msgspec.json.Decoder(Mutation)
 
 
@@ -94,19 +99,33 @@ _AS_SENT = msgspec.json.Decoder(float_hook=_number_as_sent)
 
 def decode(body: bytes) -> tuple[PushEnvelope, list[AnyMutation]]:
     """The push request, each mutation decoded on its own (see the module's docstring)."""
+    envelope = _envelope(_ENVELOPE, body)
+    return envelope, _mutations(envelope)
+
+
+def decode_handover(body: bytes) -> tuple[HandoverEnvelope, list[AnyMutation]]:
+    """A handover's request: a push's, and who the previous user was (HandoverRequest)."""
+    envelope = _envelope(_HANDOVER_ENVELOPE, body)
+    return envelope, _mutations(envelope)
+
+
+def _envelope(decoder: msgspec.json.Decoder[_E], body: bytes) -> _E:
     try:
-        envelope = _ENVELOPE.decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise _invalid(exc, "") from None
     except msgspec.DecodeError:
         raise DomainError("The request body is not valid JSON.", code="malformed_json") from None
+
+
+def _mutations(envelope: PushEnvelope) -> list[AnyMutation]:
     mutations: list[AnyMutation] = []
     for index, raw in enumerate(envelope.mutations):
         try:
             mutations.append(_MUTATION.decode(raw))
         except msgspec.ValidationError as exc:
             mutations.append(_malformed(raw, exc, index))
-    return envelope, mutations
+    return mutations
 
 
 def _malformed(raw: msgspec.Raw, error: msgspec.ValidationError, index: int) -> MalformedMutation:
@@ -155,7 +174,7 @@ async def push(
 
 
 async def hand_over(
-    session: AsyncSession, actor: Actor, request: PushEnvelope, mutations: list[AnyMutation]
+    session: AsyncSession, actor: Actor, request: HandoverEnvelope, mutations: list[AnyMutation]
 ) -> PushResponse:
     """The queue of a user who can no longer sign in (deactivated), sent by whoever the tablet was handed
     to: kept whole for a supervisor instead of dying with the tablet (docs/sync-protocol.md, "Handing a
@@ -163,7 +182,7 @@ async def hand_over(
     Each is quarantined (`author_inactive`) under its author and logged on the author's client in seq
     order, as a push is, so a handover sent again is answered as a push replayed (nothing twice)."""
     check_schema(request.schema_version)
-    client = await _client_handed_over(session, actor, request.client_id)
+    client, registered = await _client_handed_over(session, actor, request)
     author = await _inactive_author(session, actor, client)
     epoch = (await session.execute(select(SyncState.epoch).where(SyncState.id == 1))).scalar_one()
     if client.epoch != epoch:  # the first since a restore, as a push's: the seqs the backup lost are recorded
@@ -187,10 +206,12 @@ async def hand_over(
     # mutation_id_reused), and the author's own earlier ones that now name the sender: the audit row
     # names its sender. A handover sent again as it was changes none.
     handed = sorted(sender.kept)
-    if handed or earlier:
+    if handed or earlier or registered:
         changes: dict[str, Any] = {"author_id": str(author.user_id), "quarantined_seqs": handed}
         if earlier:
             changes["earlier_conflict_ids"] = earlier
+        if registered:
+            changes["client_registered"] = True
         audit.record(session, actor, "sync.handover", "client", client.client_id, changes)
     await session.commit()
     return _answer(client, results, stopped)
@@ -233,16 +254,58 @@ class Sender:
     kept: list[int] = field(default_factory=list)
 
 
-async def _client_handed_over(session: AsyncSession, actor: Actor, client_id: uuid.UUID) -> SyncClient:
-    """The client's row, locked as a push locks it; another user's, and known here (a client that never
-    synced holds nothing to hand over: nothing on the tablet came from this server)."""
-    query = select(SyncClient).where(SyncClient.client_id == client_id).with_for_update()
+async def _client_handed_over(
+    session: AsyncSession, actor: Actor, request: HandoverEnvelope
+) -> tuple[SyncClient, bool]:
+    """The client's row, locked as a push locks it, and another user's; whether this handover registered
+    it, for the user it names (`author_id`), the client never having synced here (its user worked
+    offline from their first sign-in). Without a name, an unknown client is refused as before."""
+    query = select(SyncClient).where(SyncClient.client_id == request.client_id).with_for_update()
     client = (await session.execute(query)).scalar_one_or_none()
+    registered = False
     if client is None:
-        raise NotFound("No client with this id ever synced here.", code="client_unknown")
+        if request.author_id is None:
+            raise NotFound("No client with this id ever synced here.", code="client_unknown")
+        registered = await _register_for_author(session, actor, request, request.author_id)
+        client = (await session.execute(query.execution_options(populate_existing=True))).scalar_one()
     if client.user_id == actor.user_id:
         raise Conflict("This client id is your own: push its queue.", code="client_is_yours")
-    return client
+    return client, registered
+
+
+async def _register_for_author(
+    session: AsyncSession, actor: Actor, request: HandoverEnvelope, author_id: uuid.UUID
+) -> bool:
+    """Record a client the server never saw as the named user's, placed at their node (nothing says where
+    else the tablet worked), once that user is checked as a known client's would be: within the sender's
+    area first, refused naming nobody (a user who does not exist is refused the same way), then unable
+    to sign in. Nothing is written when refused. Whether this request inserted it (two may race)."""
+    user = await session.get(User, author_id)
+    node = None if user is None else await session.get(Jurisdiction, user.jurisdiction_id)
+    if user is None or node is None or not node.path.startswith(actor.jurisdiction_path):
+        raise Forbidden("This tablet worked outside your area.", code="beyond_jurisdiction")
+    if user.id == actor.user_id:
+        raise Conflict("This client id is your own: push its queue.", code="client_is_yours")
+    if user.active:
+        raise Conflict(
+            f"{user.username} can still sign in: they sign in on this tablet and sync.", code="author_active"
+        )
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    current = select(SyncState.epoch).where(SyncState.id == 1)
+    added = await session.execute(
+        insert(SyncClient)
+        .values(
+            client_id=request.client_id,
+            user_id=user.id,
+            device_id=actor.device_id,  # the tablet, as its next user signed it in
+            scope_path=node.path,
+            last_mutation_seq=0,
+            epoch=current.scalar_subquery(),
+            schema_version=request.schema_version,
+        )
+        .on_conflict_do_nothing(index_elements=["client_id"])
+    )
+    return bool(getattr(added, "rowcount", 0) == 1)
 
 
 async def _inactive_author(session: AsyncSession, actor: Actor, client: SyncClient) -> Actor:

@@ -314,3 +314,61 @@ def test_a_supervisor_sees_who_handed_in_each_edit_kept_from_a_tablet(
     push(client, login(client, "demo-worker-2"), cid, [refused])
     (own,) = conflicts(client, refused["household_id"])
     assert own["kind"] == "quarantined" and own["handed_over_by"] is None
+
+
+def hand_over_naming(
+    client: Client, headers: dict[str, str], client_id: str, author: str, mutations: list[dict[str, Any]]
+) -> Any:
+    body = {"client_id": client_id, "schema_version": 1, "mutations": mutations, "author_id": author}
+    return client.post(HANDOVER, json=body, headers=headers)
+
+
+def test_a_tablet_that_never_synced_is_handed_in_naming_its_user(client: Client) -> None:
+    """Its user worked offline from their first sign-in, then left: the server never saw the client id,
+    answered `404 client_unknown`, and the tablet stayed locked for good (its user cannot sign in). The
+    handover names the previous user, whom the server checks as it checks a known client's."""
+    cid, author = str(uuid.uuid4()), user_id(client, "demo-worker-1")
+    queue = [update_mutation(1, H1, 1, address="从未同步")]
+    colleague = login(client, "demo-worker-2")
+
+    active = hand_over_naming(client, colleague, cid, author, queue)
+    assert active.status_code == 409 and active.json()["error"]["code"] == "author_active"
+    deactivate(client, "demo-worker-1")
+    for stranger in (author, str(uuid.uuid4())):  # outside the area, or nobody: the same, naming nobody
+        refused = hand_over_naming(client, login(client, "demo-worker-3"), cid, stranger, queue)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "beyond_jurisdiction"
+        assert "demo-worker-1" not in refused.text
+    nobody = hand_over_naming(client, colleague, cid, str(uuid.uuid4()), queue)
+    assert nobody.status_code == 403 and nobody.json()["error"]["code"] == "beyond_jurisdiction"
+    assert hand_over(client, colleague, cid, queue).status_code == 404  # naming nobody: as before
+    assert conflicts(client, H1) == []
+
+    for _ in range(2):  # the second: a lost answer's retry
+        taken = hand_over_naming(client, colleague, cid, author, queue)
+        assert taken.status_code == 200, taken.text
+        assert [r.get("code") for r in taken.json()["results"]] == ["author_inactive"]
+    (kept,) = conflicts(client, H1)
+    assert kept["author_id"] == author and kept["handed_over_by"] == user_id(client, "demo-worker-2")
+    (row,) = audit_rows(client, "sync.handover")
+    assert row.changes == {"author_id": author, "quarantined_seqs": [1], "client_registered": True}
+    # The client is the author's now: nobody else's push or handover takes it.
+    theirs = client.post(
+        "/api/v1/sync/push", json={"client_id": cid, "schema_version": 1, "mutations": []}, headers=colleague
+    )
+    assert theirs.status_code == 403 and theirs.json()["error"]["code"] == "client_of_another_user"
+
+
+def test_the_next_worker_signs_in_on_a_tablet_that_never_synced(
+    client: Client, make_device: MakeDevice
+) -> None:
+    device = make_device("demo-worker-1")  # signed in, then offline for good
+    device.update_household(H1, address="离线离职")
+    deactivate(client, "demo-worker-1")
+
+    device.login("demo-worker-2", "demo")
+    assert device.pending() == [] and device.username == "demo-worker-2"
+    assert device.handed_over == "1 edit(s) not yet confirmed of demo-worker-1"
+    (kept,) = conflicts(client, H1)
+    assert (
+        kept["code"] == "author_inactive" and kept["client_value"]["changes"]["address"]["new"] == "离线离职"
+    )
