@@ -10,7 +10,7 @@ commits, the transaction takes the next number from `sync_state.seq` with an UPD
 stamps. Numbers are therefore handed out in commit order: a pull that has seen N will never later meet an
 N-1 committed behind its back. Taking the number last keeps the lock short: concurrent pushes serialise
 only on their numbering and commit, not on their whole work. On PostgreSQL the numbering runs inside the
-COMMIT itself (a deferred trigger fired by one `sync_numbering` row, migration 0016), so the lock never
+COMMIT itself (a deferred trigger fired by one `sync_numbering` row, migration 0017), so the lock never
 waits on a round trip to this process; on SQLite the server runs the same three statements just before
 COMMIT.
 """
@@ -94,7 +94,7 @@ def _number_stamps(session: Session) -> None:
     placeholder, scopes = session.info[_PENDING], sorted(session.info[_SCOPES])
     _forget(session)
     if session.get_bind().dialect.name == "postgresql":
-        # PostgreSQL does the rest inside the COMMIT (a deferred trigger, migration 0016): the lock on
+        # PostgreSQL does the rest inside the COMMIT (a deferred trigger, migration 0017): the lock on
         # `sync_state` is then never held across a round trip through this busy event loop.
         row = {"placeholder": placeholder, "scopes": ",".join(scopes)}
         session.execute(_ASK_FOR_NUMBER, row)

@@ -10,8 +10,8 @@ handed out in commit order: the lock is still taken last and released by the com
 SQLite has no deferred triggers and one writer at a time: the server goes on numbering there itself,
 and its `sync_numbering` table stays empty.
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-01 17:10:00
 """
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
-down_revision = "0015"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
