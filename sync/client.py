@@ -215,6 +215,9 @@ class Device:
         self.handed_over: str | None = None
         """What the last sign-in handed over of the previous user's (docs/sync-protocol.md, "Handing a
         tablet over"), in words; None when it handed nothing over."""
+        self.deleted: str | None = None
+        """What the last sign-in deleted of the previous user's, in words: photo files of answers the
+        server refused, which it would not take from the new user (see `login`); None when nothing."""
         memory = str(path) in ("", ":memory:")
         self.sync_lock_path = (
             None if memory else Path(path).resolve().with_name(Path(path).name + ".sync-lock")
@@ -474,7 +477,7 @@ class Device:
             "password": password,
             "device_id": device_key or self._device_key(),
         }
-        self.handed_over = None
+        self.handed_over = self.deleted = None
         answer = _servers(*self.transport("/api/v1/auth/login", body, None))
         user = dict(answer["user"])
         if not self._held_for_another(user):
@@ -491,7 +494,8 @@ class Device:
                         raise
                     # Files of refused answers alone never kept a tablet from its next user: their author
                     # can still sign in (and cannot send them either) or the server will not take them from
-                    # this user. They go with the replica, as they did.
+                    # this user. They go with the replica, as they did; the new user is told.
+                    self.deleted = f"{unsent} of {previous}"
                     unsent = None
                 except Exception:  # the tablet stays the previous user's: a session it will not use ends
                     self._end_session(answer["token"])

@@ -151,6 +151,10 @@ def _act(device: Device, args: argparse.Namespace, server: str) -> int:
         print(f"signed in to {server} as {user['username']} ({user['role']}); client {device.client_id}")
         if device.handed_over:
             print(f"handed over {device.handed_over} for a supervisor to re-enter or dismiss")
+        if device.deleted:
+            print(
+                f"deleted {device.deleted}: the server took none of their answers, nor these files from you"
+            )
     elif args.action == "sync":
         report = device.sync_with_retry(attempts=max(args.retries, 0), on_retry=_say_retrying)
         print(

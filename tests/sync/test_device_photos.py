@@ -3,6 +3,7 @@ on sync, resumed after drops, refused files reported. Both databases and both bl
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import random
 import threading
@@ -18,6 +19,7 @@ from litestar.testing import TestClient
 from schemas.config import Settings
 from server.app import create_app
 from sync.client import Device, httpx_transport
+from sync.device_cli import _act
 from sync.errors import DeviceOfAnotherUser, NetworkError, SyncBusy, UnsendableEdit
 from sync.tus_client import RawTransport, Reply, httpx_raw_transport
 from tests.helpers import Client, audit_rows, login
@@ -703,15 +705,20 @@ def test_a_held_photo_is_sent_once_its_answer_is_re_entered(
 
 
 def test_a_held_photo_does_not_keep_the_tablet_from_its_next_user_while_its_author_can_sign_in(
-    synced: Synced, tmp_path: Path
+    synced: Synced, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Its author cannot send it either (the server took no answer naming it): refusing the sign-in
-    would lock the tablet for good. It goes with the replica, as before, and nothing is sent."""
+    would lock the tablet for good. It goes with the replica, as before, nothing is sent, and the new
+    user is told."""
     _, device, network = synced
     device.attach_photo(str(uuid.uuid4()), *LOOK, photo_file(tmp_path, 63), view="kitchen")
     device.sync()
     sent = dict(network.sent)
-    device.login("demo-worker-2", "demo")
+    args = argparse.Namespace(
+        action="login", username="demo-worker-2", password="demo", db=str(tmp_path / "d")
+    )
+    assert _act(device, args, "http://testserver") == 0
+    assert "deleted 1 photo file(s) of refused answers of demo-worker-1" in capsys.readouterr().out
     assert device.username == "demo-worker-2" and device.handed_over is None
     assert device.photo_queue() == [] and not list(device.photos.folder.iterdir())
     assert network.sent == sent
