@@ -55,7 +55,7 @@ from server.gc_freeze import freeze_startup_objects
 from sync.client import Device, httpx_transport
 from tests.fixtures.databases import prepare
 from tests.helpers import login, node_id
-from tests.visit_flow import GPS, assign, complete_answers, observation
+from tests.visit_flow import GPS, Signed, assign, complete_answers, observation
 
 ITEMS = ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r", "s", "t")
 
@@ -322,11 +322,14 @@ def _device_plan(
 ) -> tuple[Any, dict[str, str], list[dict[str, Any]]]:
     """Device `d`'s visits, assigned and answered (20 answers each), ready to push in batches of 10."""
     auth = login(client, ("demo-worker-1", "demo-worker-2")[d % 2], device=device)
+    signed_in = Signed(client)
     batches = []
     for v in range(visits_each):
         # Pushing answers checks no publicity date: the visit need not look assigned days ago.
-        visit = assign(client, f"BENCH-{(d * visits_each + v) % 2000:05d}", created_days_ago=0)
-        answers = [a for a in complete_answers(client, visit, auth) if a.row_id is None][:20]
+        registry_no = f"BENCH-{(d * visits_each + v) % 2000:05d}"
+        visit = assign(client, registry_no, created_days_ago=0, signed_in=signed_in)
+        answers = [a for a in complete_answers(client, visit, auth, signed_in=signed_in) if a.row_id is None]
+        answers = answers[:20]
         batches.append({"visit_id": visit["id"], "observations": [observation(a) for a in answers]})
     return client, auth, batches
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -41,12 +42,15 @@ def assign(
     by: str = "demo-reviewer-community",
     due_date: str | None = None,
     created_days_ago: int = 10,
+    signed_in: Signed | None = None,
 ) -> dict[str, Any]:
     """A visit assigned to TEAM, as if `created_days_ago` days ago: a publicity notice must go up on or
     after the day its visit was assigned, and `complete_answers` posts it 10 days ago by default so that
     the 7 days are over. Backdating the row is quicker than waiting."""
-    body = assignment(client, registry_no, purpose=purpose, due_date=due_date)
-    response = client.post("/api/v1/visits", json=body, headers=login(client, by))
+    team = signed_in.team if signed_in else None
+    body = assignment(client, registry_no, purpose=purpose, due_date=due_date, team=team)
+    headers = signed_in.reviewer if signed_in else login(client, by)
+    response = client.post("/api/v1/visits", json=body, headers=headers)
     assert response.status_code == 201, response.text
     if created_days_ago:
         backdate(client, uuid.UUID(response.json()["id"]), dt.timedelta(days=created_days_ago))
@@ -60,12 +64,13 @@ def assignment(
     purpose: str = "new_application",
     due_date: str | None = None,
     visit_id: str | None = None,
+    team: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The body of `POST /api/v1/visits` assigning the household's visit to TEAM."""
+    """The body of `POST /api/v1/visits` assigning the household's visit to TEAM (`team`: their ids)."""
     body: dict[str, Any] = {
         "household_id": str(household_id(registry_no)),
         "purpose": purpose,
-        "team": [user_id(client, u) for u in TEAM],
+        "team": team or [user_id(client, u) for u in TEAM],
     }
     if due_date:
         body["due_date"] = due_date
@@ -83,8 +88,8 @@ def backdate(client: Client, visit_id: uuid.UUID, by: dt.timedelta) -> None:
     run_db(client, move)
 
 
-def context(client: Client, visit: dict[str, Any]) -> Context:
-    admin = login(client, "demo-admin", device="ctx")
+def context(client: Client, visit: dict[str, Any], admin: Headers | None = None) -> Context:
+    admin = admin or login(client, "demo-admin", device="ctx")
     members = client.get(f"/api/v1/households/{visit['household_id']}", headers=admin).json()["members"]
     return Context(
         investigators={m["user_id"]: m["display_name"] for m in visit["team"]},
@@ -97,17 +102,41 @@ def template(client: Client, headers: Headers, code: str, version: int) -> Templ
     return msgspec.convert(body["template"], Template)
 
 
+class Signed:
+    """The sign-ins, team ids and templates `assign` and `complete_answers` need, made once: without it
+    they sign in anew on every call (four sign-ins a visit), which a real server's full-strength password
+    hashing makes the dearest part of preparing hundreds of visits (bench/sync.py)."""
+
+    def __init__(self, client: Any, by: str = "demo-reviewer-community") -> None:  # a TestClient or httpx
+        self.client = client
+        self.reviewer = login(client, by)
+        self.admin = login(client, "demo-admin", device="ctx")
+        self.team = [user_id(client, u) for u in TEAM]
+        self._templates: dict[tuple[str, int], Template] = {}
+
+    def template(self, code: str, version: int) -> Template:
+        if (code, version) not in self._templates:
+            self._templates[(code, version)] = template(self.client, self.admin, code, version)
+        return self._templates[(code, version)]
+
+
 def complete_answers(
-    client: Client, visit: dict[str, Any], headers: Headers, *, day: dt.date | None = None
+    client: Client,
+    visit: dict[str, Any],
+    headers: Headers,
+    *,
+    day: dt.date | None = None,
+    signed_in: Signed | None = None,
 ) -> list[Filled]:
     """Every item of every pinned template, with dates `day` (default: 10 days ago, so publicity is over)."""
-    ctx = context(client, visit)
+    ctx = context(client, visit, signed_in.admin if signed_in else None)
     when = day or today() - dt.timedelta(days=10)
+    read = signed_in.template if signed_in else partial(template, client, headers)
     return [
         answer
         for ref in visit["templates"]
         for answer in fill(
-            template(client, headers, ref["code"], ref["version"]),
+            read(ref["code"], ref["version"]),
             ctx,
             day=when,
             where=(GPS["lat"], GPS["lon"]),
