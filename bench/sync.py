@@ -323,15 +323,18 @@ def _device_plan(
     """Device `d`'s visits, assigned and answered (20 answers each), ready to push in batches of 10."""
     auth = login(client, ("demo-worker-1", "demo-worker-2")[d % 2], device=device)
     signed_in = Signed(client)
-    batches = []
-    for v in range(visits_each):
-        # Pushing answers checks no publicity date: the visit need not look assigned days ago.
-        registry_no = f"BENCH-{(d * visits_each + v) % 2000:05d}"
-        visit = assign(client, registry_no, created_days_ago=0, signed_in=signed_in)
-        answers = [a for a in complete_answers(client, visit, auth, signed_in=signed_in) if a.row_id is None]
-        answers = answers[:20]
-        batches.append({"visit_id": visit["id"], "observations": [observation(a) for a in answers]})
-    return client, auth, batches
+    registry = [f"BENCH-{(d * visits_each + v) % 2000:05d}" for v in range(visits_each)]
+    return client, auth, [answered_visit(client, r, signed_in) for r in registry]
+
+
+def answered_visit(client: Any, registry_no: str, signed_in: Signed) -> dict[str, Any]:
+    """The household's visit assigned to the demo team, and its first 20 answers outside repeat groups
+    with their GPS fixes: the body of a `visit.answer.v1` (also `bench visit-cpu`'s). Not backdated:
+    pushing answers checks no publicity date."""
+    visit = assign(client, registry_no, created_days_ago=0, signed_in=signed_in)
+    filled = complete_answers(client, visit, signed_in.admin, signed_in=signed_in)
+    answers = [a for a in filled if a.row_id is None][:20]
+    return {"visit_id": visit["id"], "observations": [observation(a) for a in answers]}
 
 
 def _pushed_at_once(plans: list[tuple[Any, dict[str, str], list[dict[str, Any]]]]) -> float:

@@ -10,7 +10,7 @@ slower or faster over the run weighs on both alike):
 
 1. clones the seeded database (every run starts from the same rows) and starts `fivestep serve` from that
    checkout on it (the checkout migrates its clone forward if it has newer migrations);
-2. assigns each of 8 devices its visits and fills in 20 answers of each, as `bench/sync.py` does (not
+2. assigns each of 8 devices its visits and fills in 20 answers of each (`bench.sync.answered_visit`; not
    measured), and has each device push one batch first, also not measured: the server's first push
    compiles and caches its statements;
 3. reads user + system CPU of the server's processes and of the cluster's (every PostgreSQL process,
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import os
 import shutil
 import signal
@@ -44,25 +43,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import msgspec
 
 from bench.photos import ROOT, Server
 from bench.report import save, table
-from bench.sync import seed_scope
+from bench.sync import answered_visit, seed_scope
 from bench.threads import seconds_all_at_once
-from schemas.checklists import Template
-from server.domain.answers import Context
-from server.domain.filled import fill
-from server.services.rules import today
 from tests.fixtures.databases import prepare
 from tests.fixtures.postgres import PostgresServer, _throwaway_cluster
-from tests.helpers import household_id, login
-from tests.visit_flow import GPS, TEAM, observation
+from tests.helpers import login
+from tests.visit_flow import TEAM, Signed
 
 SEEDED = "visit_cpu_seeded"
 BATCH = 10
 """Visits a push carries, as in bench/sync.py."""
-ANSWERS = 20
 TICK = os.sysconf("SC_CLK_TCK")
 
 Plan = tuple[httpx.Client, dict[str, str], list[dict[str, Any]]]
@@ -138,50 +131,14 @@ def postmaster(port: int) -> int:
 def plans(base: str, devices: int, visits_each: int, first: int) -> list[Plan]:
     """Each device's visits, assigned to the demo team and answered (20 answers each), ready to push."""
     with httpx.Client(base_url=base, timeout=120) as setup:
-        reviewer = login(setup, "demo-reviewer-community", device="visit-cpu-assign")
-        team = {u: _me(setup, u) for u in TEAM}
-        template_of: dict[tuple[str, int], Template] = {}
+        signed_in = Signed(setup)
         result = []
         for d in range(devices):
             client = httpx.Client(base_url=base, timeout=120)
             auth = login(client, TEAM[d % 2], device=f"visit-cpu-{d}")
             registry = [f"BENCH-{first + d * visits_each + v:05d}" for v in range(visits_each)]
-            batches = [_answered(setup, reviewer, team, r, template_of) for r in registry]
-            result.append((client, auth, batches))
+            result.append((client, auth, [answered_visit(setup, r, signed_in) for r in registry]))
     return result
-
-
-def _me(client: httpx.Client, username: str) -> tuple[str, str]:
-    me = client.get("/api/v1/auth/me", headers=login(client, username, device=f"visit-cpu-{username}")).json()
-    return str(me["id"]), str(me["display_name"])
-
-
-def _answered(
-    client: httpx.Client,
-    auth: dict[str, str],
-    team: dict[str, tuple[str, str]],
-    registry_no: str,
-    template_of: dict[tuple[str, int], Template],
-) -> dict[str, Any]:
-    """One visit assigned (as `tests.visit_flow.assign`, not backdated) and its first 20 answers outside
-    repeat groups (as `bench.sync._device_plan`)."""
-    household = str(household_id(registry_no))
-    body = {"household_id": household, "purpose": "new_application", "team": [i for i, _ in team.values()]}
-    response = client.post("/api/v1/visits", json=body, headers=auth)
-    assert response.status_code == 201, response.text
-    visit = response.json()
-    members = client.get(f"/api/v1/households/{household}", headers=auth).json()["members"]
-    ctx = Context(investigators=dict(team.values()), members={m["id"]: m["name"] for m in members})
-    answers = []
-    for ref in visit["templates"]:
-        key = (ref["code"], ref["version"])
-        if key not in template_of:
-            got = client.get(f"/api/v1/templates/{key[0]}/{key[1]}", headers=auth).json()
-            template_of[key] = msgspec.convert(got["template"], Template)
-        when = today() - dt.timedelta(days=10)
-        answers += fill(template_of[key], ctx, day=when, where=(GPS["lat"], GPS["lon"]), seed=visit["id"])
-    fresh = [a for a in answers if a.row_id is None][:ANSWERS]
-    return {"visit_id": visit["id"], "observations": [observation(a) for a in fresh]}
 
 
 def push_at_once(plans: list[Plan], start: int, stop: int | None) -> float:
