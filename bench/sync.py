@@ -286,13 +286,15 @@ def push_updates(client: TestClient[Any], auth: dict[str, str], households: int,
     return time.perf_counter() - started
 
 
-def concurrent_visits(client: TestClient[Any], devices: int, visits_each: int) -> tuple[float, int]:
+def concurrent_visits(
+    client: TestClient[Any], devices: int, visits_each: int, households: int
+) -> tuple[float, int]:
     """Each device pushes completed visits (20 answers with GPS fixes each) at the same time."""
-    plans = [_device_plan(client, d, visits_each, f"bench-{d}") for d in range(devices)]
+    plans = [_device_plan(client, d, visits_each, households, f"bench-{d}") for d in range(devices)]
     return _pushed_at_once(plans), devices * visits_each
 
 
-def visits_over_http(url: str, tmp: Path, processes: int, visits_each: int) -> float:
+def visits_over_http(url: str, tmp: Path, processes: int, visits_each: int, households: int) -> float:
     """Completed visits per second from 8 devices (threads of this process, a connection each) over
     loopback HTTP to `fivestep serve --workers <processes>` on the database. Each device first pushes one
     unmeasured batch, as `bench visit-cpu` does: a fresh server's first requests compile its statements
@@ -300,7 +302,8 @@ def visits_over_http(url: str, tmp: Path, processes: int, visits_each: int) -> f
     server = Server(str(tmp / "blobs"), tmp, 1, database_url=url, name="serve", workers=processes)
     clients = [httpx.Client(base_url=server.base, timeout=120) for _ in range(8)]
     try:
-        plans = [_device_plan(clients[d], d, _WARM_UP + visits_each, f"http-{d}") for d in range(8)]
+        visits = _WARM_UP + visits_each
+        plans = [_device_plan(clients[d], d, visits, households, f"http-{d}") for d in range(8)]
         devices = [(client, auth, str(uuid.uuid4()), batches) for client, auth, batches in plans]
         seconds_all_at_once([partial(_push_visits, c, a, cid, b[:_WARM_UP]) for c, a, cid, b in devices])
         measured: list[Callable[[], object]] = [
@@ -318,12 +321,13 @@ _WARM_UP = 10
 
 
 def _device_plan(
-    client: Any, d: int, visits_each: int, device: str
+    client: Any, d: int, visits_each: int, households: int, device: str
 ) -> tuple[Any, dict[str, str], list[dict[str, Any]]]:
     """Device `d`'s visits, assigned and answered (20 answers each), ready to push in batches of 10."""
     auth = login(client, ("demo-worker-1", "demo-worker-2")[d % 2], device=device)
     signed_in = Signed(client)
-    registry = [f"BENCH-{(d * visits_each + v) % 2000:05d}" for v in range(visits_each)]
+    # Round the seeded households: more visits than households give some households a second visit.
+    registry = [f"BENCH-{(d * visits_each + v) % households:05d}" for v in range(visits_each)]
     return client, auth, [answered_visit(client, r, signed_in) for r in registry]
 
 
@@ -410,7 +414,7 @@ def run(name: str, url: str, tmp: Path, households: int) -> dict[str, Any]:
         started = time.perf_counter()
         incremental, _ = pull_all(client, auth, cursor)
         result |= {"incremental_rows": incremental, "incremental_s": time.perf_counter() - started}
-        elapsed, visits = concurrent_visits(client, 8, 25)
+        elapsed, visits = concurrent_visits(client, 8, 25, households)
         result |= {"visits_8_devices": visits, "visits_per_s": visits / elapsed}
     return result
 
@@ -442,7 +446,7 @@ def main(argv: list[str]) -> int:
                 # The same 8 devices over real HTTP, to one server process and to two sharing the database.
                 for processes in (1, 2):
                     results[-1][f"visits_per_s_http_{processes}_process"] = visits_over_http(
-                        url, tmp, processes, args.http_visits
+                        url, tmp, processes, args.http_visits, args.households
                     )
     print(table(results))
     print(
