@@ -748,7 +748,10 @@ class Device:
         report.photos = report.photos.then(sent)
 
     def _expected_photos(self) -> set[str]:
-        """The photos the server expects, as the last pull showed them: an answer naming them was taken."""
+        """The photos the server expects, as the last pull showed them: an answer naming them was taken.
+        Only asked about files held here, so a tablet holding none reads no photo record (every sync asks)."""
+        if self.db.execute("SELECT 1 FROM photos WHERE state = 'held' LIMIT 1").fetchone() is None:
+            return set()
         rows = self.db.execute(
             "SELECT id FROM confirmed WHERE entity = 'photo' AND json_extract(data, '$.state') = 'expected'"
         )
