@@ -9,6 +9,11 @@ started and measured three ways:
 - **8 clients** at once, in photos per second;
 - **20 photos at once**, the server's peak resident memory (VmHWM of the server process).
 
+Also measured in this run, in the bench's own process: the **pipeline alone** (`media.pipeline.process_image`,
+everything the server does to a photo's bytes but receive and store them) on as many threads as the server
+has image workers, in photos per second: what 8 clients could reach if HTTP, the database, the store and
+the clients themselves cost nothing. The 8 clients' figure is also given as a share of it.
+
 Every photo is a distinct file (a JPEG comment with a counter), so content addressing never skips work.
 `python -m bench photos [--quick]`; results in bench/results/photos.json.
 """
@@ -16,6 +21,7 @@ Every photo is a distinct file (a JPEG comment with a counter), so content addre
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import logging
 import os
@@ -37,6 +43,7 @@ import httpx
 from PIL import Image, ImageDraw
 
 from bench.report import save, table
+from bench.threads import seconds_all_at_once
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (4000, 3000)  # 12 MP
@@ -65,6 +72,21 @@ def variant(photo: bytes) -> bytes:
     """The same image as a different file: a JPEG comment (COM segment) right after the SOI marker."""
     text = f"fivestep bench {os.getpid()} {next(_serial)}".encode()
     return photo[:2] + b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text + photo[2:]
+
+
+def pipeline_alone(photo: bytes, threads: int, per_thread: int = 8) -> float:
+    """Photos per second of the image pipeline on ``threads`` threads at once, distinct files from memory."""
+    from media.pipeline import process_image
+
+    process_image(variant(photo))  # the first call imports and sets up what the others reuse
+    files = [[variant(photo) for _ in range(per_thread)] for _ in range(threads)]
+
+    def work(batch: list[bytes]) -> None:
+        for data in batch:
+            process_image(data)
+
+    seconds = seconds_all_at_once([functools.partial(work, batch) for batch in files])
+    return threads * per_thread / seconds
 
 
 def floor_ms(photo: bytes, runs: int = 7) -> float:
@@ -296,6 +318,10 @@ def main(argv: list[str]) -> int:
     photo = make_photo()
     floor = floor_ms(photo)
     print(f"photo: {SIZE[0]}x{SIZE[1]} JPEG, {len(photo) / 1e6:.2f} MB; plain decode (floor) {floor:.1f} ms")
+    alone = pipeline_alone(photo, args.image_workers)
+    print(
+        f"the pipeline alone on {args.image_workers} threads (no HTTP, store or database): {alone:.1f} photos/s"
+    )
     rows = []
     for store in args.stores.split(","):
         with tempfile.TemporaryDirectory(prefix="fivestep-bench-") as tmp:
@@ -326,6 +352,8 @@ def main(argv: list[str]) -> int:
                             args.image_workers,
                         )
                     )
+        rows[-1]["pipeline_alone_photos_per_s"] = alone
+        rows[-1]["share_of_pipeline_alone"] = rows[-1]["photos_per_s_8_clients"] / alone
         print(table(rows[-1:]), flush=True)
     print()
     print(table(rows))
