@@ -8,7 +8,9 @@ community gets N extra households, each with 3 members, a visit with 20 observat
 reference (about 25 rows a household: 50,000 for the default 2,000), stamped into the change feed one
 sequence per household, as if each had been one transaction. Floors, measured in the same run:
 - pull: a plain SELECT of the same rows plus msgspec encoding of them;
-- push: raw INSERTs of as many rows, committed in the same batches.
+- push: raw INSERTs of as many rows, committed in the same batches;
+- 8 devices' visits (PostgreSQL): the same answers, visit version and feed stamps written by plain SQL from
+  8 sessions at once in one process, a transaction a visit (`visit_floor`).
 PostgreSQL is the tests' throwaway cluster (fsync off): figures are for the software, not the disk.
 """
 
@@ -19,6 +21,7 @@ import asyncio
 import datetime as dt
 import os
 import random
+import secrets
 import tempfile
 import time
 import uuid
@@ -26,12 +29,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import msgspec
 from litestar.testing import TestClient
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import Table, func, insert, select, text, update
 
 from bench.photos import Server
 from bench.report import save, table
@@ -45,6 +48,7 @@ from server.db.models import (
     Observation,
     PhotoRef,
     SyncChange,
+    SyncNumbering,
     SyncState,
     User,
     Visit,
@@ -251,6 +255,99 @@ async def insert_floor(url: str, rows: int, batch: int) -> float:
     return elapsed
 
 
+async def visit_floor(url: str, devices: int, visits_each: int) -> float:
+    """Completed visits per second written by plain SQL from ``devices`` sessions at once in one process
+    (as one server process), committed in the push's batches of 10 visits: a transaction a batch that
+    bumps its visits' versions, inserts their 20 answers each with their GPS fixes and stamps them and
+    the visits in the change feed, numbered at COMMIT. None of the rest of a push: no sign-in, decoding,
+    checks, merging, audit rows, mutation log or answer. The seeded visits are used, each device its own;
+    one unmeasured batch each first, as the HTTP rows push one."""
+    db = Database(url)
+    async with db.read_session() as session:
+        author = (await session.execute(select(User.id).where(User.username == "demo-worker-1"))).scalar_one()
+        seeded = select(Visit.id).join(Household).where(Household.registry_no.like("BENCH-%"))
+        wanted = devices * (visits_each + _BATCH)
+        visit_ids = list((await session.execute(seeded.order_by(Visit.id).limit(wanted))).scalars())
+    scope = str(node_id("C01"))
+    visits, answers_table, changes, numbering = (
+        cast(Table, model.__table__) for model in (Visit, Observation, SyncChange, SyncNumbering)
+    )
+
+    async def batch(visit_ids: list[uuid.UUID]) -> None:
+        now = dt.datetime.now(dt.UTC)
+        async with db.write_session() as session:
+            bumped = (
+                visits.update()
+                .where(visits.c.id.in_(visit_ids))
+                .values(version=visits.c.version + 1, answer_count=visits.c.answer_count + len(ITEMS))
+                .returning(visits.c.id, visits.c.answer_count)
+            )
+            # The answers' ordinals, as the server numbers them: the visit's count before them, onwards.
+            counts: dict[uuid.UUID, int] = dict((await session.execute(bumped)).tuples().all())
+            answers = [
+                _floor_answer(v, counts[v] - len(ITEMS) + n, n, author, now)
+                for v in visit_ids
+                for n in range(len(ITEMS))
+            ]
+            await session.execute(answers_table.insert(), answers)
+            # Numbered as the server numbers them: a placeholder, and a row asking the trigger of migration
+            # 0017 to take the number while PostgreSQL commits.
+            placeholder = -1 - secrets.randbits(62)
+            stamp = {"entity": "observation", "scope": scope, "seq": placeholder, "deleted": False}
+            await session.execute(changes.insert(), [stamp | {"entity_id": str(a["id"])} for a in answers])
+            await session.execute(
+                changes.update()
+                .where(changes.c.entity == "visit", changes.c.entity_id.in_([str(v) for v in visit_ids]))
+                .values(seq=placeholder)
+            )
+            await session.execute(numbering.insert().values(placeholder=placeholder, scopes=scope))
+            await session.commit()
+
+    async def device(mine: list[uuid.UUID]) -> None:
+        for start in range(0, len(mine), _BATCH):
+            await batch(mine[start : start + _BATCH])
+
+    shares = [visit_ids[d::devices] for d in range(devices)]
+    await asyncio.gather(*(batch(share[:_BATCH]) for share in shares))
+    started = time.perf_counter()
+    await asyncio.gather(*(device(share[_BATCH:]) for share in shares))
+    elapsed = time.perf_counter() - started
+    await db.dispose()
+    return devices * visits_each / elapsed
+
+
+_BATCH = 10
+"""Visits a push carries in the benches (`_push_visits`), and the floor's transaction."""
+
+
+def _floor_answer(
+    visit_id: uuid.UUID, ordinal: int, n: int, author: uuid.UUID, now: dt.datetime
+) -> dict[str, Any]:
+    """One answer row as a push writes it: value, GPS fix, device time, author."""
+    return {
+        "id": uuid.uuid4(),
+        "visit_id": visit_id,
+        "ordinal": ordinal,
+        "template_code": "step.ask",
+        "template_version": 1,
+        "item": ITEMS[n],
+        "row_id": None,
+        "value": f"answer {n}",
+        "base": None,
+        "note": None,
+        "lat": GPS["lat"],
+        "lon": GPS["lon"],
+        "accuracy_m": 5.0,
+        "fix_time": now,
+        "provider": "gps",
+        "mock_location": False,
+        "device_time": now,
+        "received_at": now,
+        "author_id": author,
+        "device_id": None,
+    }
+
+
 async def _exec(db: Database, sql: str) -> None:
     async with db.write_session() as session:
         await session.execute(text(sql))
@@ -349,10 +446,10 @@ def _pushed_at_once(plans: list[tuple[Any, dict[str, str], list[dict[str, Any]]]
 def _push_visits(
     client: Any, auth: dict[str, str], cid: str, batches: list[dict[str, Any]], first_seq: int = 1
 ) -> None:
-    for start in range(0, len(batches), 10):
+    for start in range(0, len(batches), _BATCH):
         mutations = [
             {"op": "visit.answer.v1", "seq": first_seq + start + k, "mutation_id": str(uuid.uuid4()), **b}
-            for k, b in enumerate(batches[start : start + 10])
+            for k, b in enumerate(batches[start : start + _BATCH])
         ]
         body = {"client_id": cid, "schema_version": 1, "mutations": mutations}
         answer = client.post("/api/v1/sync/push", json=body, headers=auth).json()
@@ -448,6 +545,11 @@ def main(argv: list[str]) -> int:
                     results[-1][f"visits_per_s_http_{processes}_process"] = visits_over_http(
                         url, tmp, processes, args.http_visits, args.households
                     )
+                floor = asyncio.run(visit_floor(url, 8, args.http_visits))
+                results[-1]["visits_floor_per_s"] = floor
+                for processes in (1, 2):
+                    http = results[-1][f"visits_per_s_http_{processes}_process"]
+                    results[-1][f"visits_http_{processes}_process_x_floor"] = floor / http
     print(table(results))
     print(
         f"results: {save('sync', {'households': args.households, 'cpus': os.cpu_count(), 'runs': results})}"
