@@ -150,9 +150,9 @@ def _built_app(settings: Settings) -> Any:
     """The app of a server process; `_prepare_in_child` did the one-time work before."""
     from server.app import create_app
     from server.gc_freeze import freeze_startup_objects
-    from server.malloc import limit_arenas
+    from server.malloc import configure
 
-    limit_arenas()  # before the image workers' threads start allocating
+    configure()  # before the image workers' threads start allocating
     app = create_app(settings, prepared=True)
     freeze_startup_objects()  # once everything imported and built is in place
     return app

@@ -1,4 +1,4 @@
-"""glibc malloc settings of the server process: at most two arenas, and freed memory handed back.
+"""glibc malloc settings of the server process: at most two arenas, fixed thresholds, freed memory handed back.
 
 glibc gives each thread that allocates under contention its own heap arena (up to 8 per core), and each
 arena keeps freed memory for reuse. The image workers decode 12 MP photos in threads, so every worker ends
@@ -13,7 +13,15 @@ import ctypes
 import ctypes.util
 import os
 
-_M_ARENA_MAX = -8  # from glibc's malloc.h
+# From glibc's malloc.h.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+
+_MAPPED_FROM = 16 * 1024 * 1024 + 1024
+"""Blocks from this size up get a mapping of their own, unmapped when freed. A password check's scrypt
+scratch memory (16 MiB and 3 KiB) is one; Pillow's image blocks, at most 16 MiB (its default block size),
+stay on the heap, where they are reused from one photo to the next."""
+_TRIM_FROM = 2 * _MAPPED_FROM
+"""Free memory at the top of a heap beyond this goes back at once: what glibc's own rule would reach."""
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -28,6 +36,26 @@ def _libc() -> ctypes.CDLL | None:
 _LIBC = _libc()
 _mallopt = getattr(_LIBC, "mallopt", None)
 _malloc_trim = getattr(_LIBC, "malloc_trim", None)
+
+
+def configure() -> None:
+    """The server process's settings, before its threads start allocating."""
+    limit_arenas()
+    fix_thresholds()
+
+
+def fix_thresholds() -> bool:
+    """Fix glibc's mmap and trim thresholds, unless the operator set either; True when they were set.
+
+    Left alone, glibc raises its mmap threshold to the size of any mapped block freed (up to 32 MiB), and
+    scrypt's 16 MiB then come from a heap arena. Freed at the top of a worker thread's arena, not even
+    malloc_trim returns them (it trims only the main arena's top), so a sign-in could leave the server
+    16 MB larger for good. Fixing one threshold stops glibc adjusting the other, so both are set.
+    """
+    chosen = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    if any(name in os.environ for name in chosen) or _mallopt is None:
+        return False
+    return bool(_mallopt(_M_MMAP_THRESHOLD, _MAPPED_FROM)) and bool(_mallopt(_M_TRIM_THRESHOLD, _TRIM_FROM))
 
 
 def limit_arenas(count: int = 2) -> bool:
