@@ -185,7 +185,10 @@ async def hand_over(
     client, registered = await _client_handed_over(session, actor, request)
     author = await _inactive_author(session, actor, client)
     epoch = (await session.execute(select(SyncState.epoch).where(SyncState.id == 1))).scalar_one()
-    if client.epoch != epoch:  # the first since a restore, as a push's: the seqs the backup lost are recorded
+    # The first since a restore, as a push's: the seqs the backup lost are recorded. So for a client this
+    # handover registered: a tablet drops only what a pull of this server confirmed, so a queue resuming
+    # above seq 1 means a restore from before its first sync (a handover sends no cursor to say so).
+    if client.epoch != epoch or registered:
         _after_restore(session, author, client, epoch, mutations)
     batch = _Batch(client, await _delivered_before(session, author, mutations))
     refusal = Forbidden(

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import AuthToken, User
+from server.db.models import AuthToken, MutationLog, SyncClient, User
+from server.services import sync_admin
+from server.services.actor import SYSTEM
 from sync.client import Device
 from sync.device_cli import _act
 from sync.errors import DeviceOfAnotherUser, ServerError
@@ -243,6 +245,39 @@ def test_a_tablet_handed_over_after_the_server_was_restored_from_a_backup(
     (lost,) = conflicts(client, cid)
     assert lost["kind"] == "lost_in_restore"
     assert (lost["client_value"]["from_seq"], lost["client_value"]["to_seq"]) == (2, 3)
+
+
+def test_a_tablet_the_restored_server_never_heard_of_is_handed_over(
+    client: Client, make_device: MakeDevice
+) -> None:
+    """The backup was taken before the tablet's first sync: the restored server has no record of its
+    client, and the seqs the tablet saw confirmed (and dropped) are gone. The handover registered the
+    client for its user, then stopped out_of_order at seq 1, which the tablet no longer holds: every
+    sign-in failed (the queue behind the server) and the tablet stayed locked for good."""
+    device = make_device("demo-worker-1")
+    device.sync()
+    for i in range(2):  # seqs 1 and 2, confirmed and dropped
+        device.update_household(H1, address=f"备份之前{i}")
+    device.sync()
+    device.update_household(H1, address="恢复之后离职前")  # seq 3, never sent
+    cid = uuid.UUID(device.client_id)
+
+    async def restore(session: AsyncSession) -> None:
+        await session.execute(delete(MutationLog).where(MutationLog.client_id == cid))
+        await session.execute(delete(SyncClient).where(SyncClient.client_id == cid))
+
+    run_db(client, restore)
+    run_db(client, lambda s: sync_admin.new_epoch(s, SYSTEM))
+    deactivate(client, "demo-worker-1")
+
+    device.login("demo-worker-2", "demo")
+    assert device.pending() == [] and device.username == "demo-worker-2"
+    (kept,) = conflicts(client, H1)
+    assert kept["code"] == "author_inactive"
+    assert kept["client_value"]["changes"]["address"]["new"] == "恢复之后离职前"
+    (lost,) = conflicts(client, str(cid))
+    assert lost["kind"] == "lost_in_restore"
+    assert (lost["client_value"]["from_seq"], lost["client_value"]["to_seq"]) == (1, 2)
 
 
 def live_sessions(client: Client, username: str) -> int:
