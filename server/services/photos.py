@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, cast
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import CursorResult, Select, String, select, update
+from sqlalchemy import CursorResult, Select, String, or_, select, update
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,12 +34,14 @@ from schemas.photos import DerivativeOut, EvidenceItem, EvidenceOut, ExifOut, Ph
 from server.db.engine import Database
 from server.db.models import (
     Household,
+    Jurisdiction,
     Photo,
     PhotoRef,
     PhotoRefusal,
     SyncConflict,
     Upload,
     UploadState,
+    User,
     Visit,
 )
 from server.db.types import utcnow
@@ -483,15 +485,31 @@ async def _named_by_a_handed_over_answer(session: AsyncSession, actor: Actor, ph
     kept by the handover, `author_inactive`, or refused earlier, whose file the tablet held) names the
     photo among the conflicts the caller sees: its supervisors judge it with its pictures, which the
     colleague who handed the tablet in uploaded (docs/sync-protocol.md, "Handing a tablet over"). That
-    colleague is the conflict's `handed_over_by`: a file someone else uploaded is not the tablet's. Only
-    for a photo no visit names: once one does, the visit's area decides."""
+    colleague is the conflict's `handed_over_by`, or whoever else could have handed that tablet in (a user
+    of the conflict's area or over it): a handover one user began and the link cut off is finished by the
+    next to sign in on the tablet, who sends the files. A file someone else uploaded is not the tablet's.
+    Only for a photo no visit names: once one does, the visit's area decides."""
     query = select(SyncConflict.id).where(
         SyncConflict.kind == "quarantined",
-        SyncConflict.handed_over_by == photo.uploaded_by,
+        SyncConflict.handed_over_by.is_not(None),
+        or_(
+            SyncConflict.handed_over_by == photo.uploaded_by,
+            SyncConflict.scope.in_(await _area_of(session, photo.uploaded_by)),
+        ),
         SyncConflict.scope.in_(await conflicts.scope_ids(session, actor)),
         sql_cast(SyncConflict.client_value, String).contains(photo.sha256),
     )
     return (await session.execute(query.limit(1))).first() is not None
+
+
+async def _area_of(session: AsyncSession, user_id: uuid.UUID) -> list[str]:
+    """The ids of the nodes under the user's node (theirs included), as a conflict's scope names them."""
+    path = select(Jurisdiction.path).join(User, User.jurisdiction_id == Jurisdiction.id)
+    node = (await session.execute(path.where(User.id == user_id))).scalar()
+    if node is None:
+        return []
+    under = select(Jurisdiction.id).where(Jurisdiction.path.startswith(node, autoescape=True))
+    return [str(i) for (i,) in await session.execute(under)]
 
 
 async def _referenced(session: AsyncSession, photo: Photo) -> bool:

@@ -26,7 +26,7 @@ from tests.helpers import Client, audit_rows, login
 from tests.images import jpeg_with_gps
 from tests.sync.test_handover import deactivate
 from tests.sync.test_sync_protocol import conflicts
-from tests.tus import sha256, tus_client, tus_settings
+from tests.tus import sha256, tus_client, tus_settings, upload
 from tests.visit_flow import GPS, assign, post_observations, user_id
 
 __all__ = ["tus_client", "tus_settings"]  # fixtures
@@ -642,6 +642,37 @@ def test_a_handover_cut_off_while_sending_photos_is_finished_by_signing_in_again
         f"/api/v1/photos/{sha256(taken.read_bytes())}", headers=login(tus_client, "demo-worker-2")
     )
     assert stored.status_code == 200, stored.text
+
+
+def test_a_handover_another_user_finishes_still_shows_its_photos_to_the_supervisors(
+    tus_client: Client, synced: Synced, tmp_path: Path
+) -> None:
+    """A colleague's sign-in handed the queue over, then the link dropped mid-file; the supervisor signed
+    in on the tablet later and sent the file. The kept answer names the colleague as handed_over_by, the
+    file's uploader is the supervisor: the other supervisors over the area got 404 for its picture."""
+    visit, device, network = synced
+    taken, also_elsewhere = photo_file(tmp_path, 54), photo_file(tmp_path, 55)
+    device.attach_photo(visit["id"], *LOOK, taken, view="kitchen")
+    device.attach_photo(visit["id"], *LOOK, also_elsewhere, view="door")
+    deactivate(tus_client, "demo-worker-1")
+    network.blocked = {"PATCH"}
+    with pytest.raises(NetworkError):
+        device.login("demo-worker-2", "demo")
+    network.blocked = set()
+    # The same file sent first by a worker of another community: not the tablet's upload, not shown so.
+    outsider = upload(tus_client, login(tus_client, "demo-worker-3"), also_elsewhere.read_bytes())
+    assert outsider.status_code == 204, outsider.text
+    device.login("demo-reviewer-community", "demo")
+    assert device.pending() == [] and device.photo_queue() == []
+
+    sha, outsiders = sha256(taken.read_bytes()), sha256(also_elsewhere.read_bytes())
+    for supervisor in ("demo-reviewer-community", "demo-reviewer-subdistrict"):
+        headers = login(tus_client, supervisor, device="desk")
+        shown = tus_client.get(f"/api/v1/photos/{sha}", headers=headers)
+        assert shown.status_code == 200, (supervisor, shown.text)
+        assert tus_client.get(f"/api/v1/photos/{outsiders}", headers=headers).status_code == 404
+    elsewhere = tus_client.get(f"/api/v1/photos/{sha}", headers=login(tus_client, "demo-worker-3"))
+    assert elsewhere.status_code == 404
 
 
 def test_a_deactivated_workers_held_photo_is_handed_over_not_deleted(
