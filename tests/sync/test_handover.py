@@ -10,18 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import AuthToken, MutationLog, SyncClient, User
-from server.services import sync_admin
-from server.services.actor import SYSTEM
+from server.db.models import AuthToken, User
 from sync.client import Device
 from sync.device_cli import _act
 from sync.errors import DeviceOfAnotherUser, ServerError
 from tests.helpers import Client, audit_rows, household_id, login, node_id, run_db
 from tests.sync.conftest import MakeDevice
-from tests.sync.test_sync_protocol import conflicts, push, restore_a_backup_taken_after_seq_1, update_mutation
+from tests.sync.test_sync_protocol import (
+    conflicts,
+    push,
+    restore_a_backup_taken_after_seq_1,
+    restore_a_backup_taken_before_its_first_sync,
+    update_mutation,
+)
 from tests.visit_flow import user_id
 
 H1 = str(household_id("DB-C01-0001"))
@@ -261,13 +265,7 @@ def test_a_tablet_the_restored_server_never_heard_of_is_handed_over(
     device.sync()
     device.update_household(H1, address="恢复之后离职前")  # seq 3, never sent
     cid = uuid.UUID(device.client_id)
-
-    async def restore(session: AsyncSession) -> None:
-        await session.execute(delete(MutationLog).where(MutationLog.client_id == cid))
-        await session.execute(delete(SyncClient).where(SyncClient.client_id == cid))
-
-    run_db(client, restore)
-    run_db(client, lambda s: sync_admin.new_epoch(s, SYSTEM))
+    restore_a_backup_taken_before_its_first_sync(client, cid)
     deactivate(client, "demo-worker-1")
 
     device.login("demo-worker-2", "demo")

@@ -1960,6 +1960,17 @@ def restore_a_backup_taken_after_seq_1(client: Client, cid: uuid.UUID) -> None:
     run_db(client, lambda s: sync_admin.new_epoch(s, SYSTEM))
 
 
+def restore_a_backup_taken_before_its_first_sync(client: Client, cid: uuid.UUID) -> None:
+    """As if the database were restored from a backup taken before client `cid` first synced."""
+
+    async def restore(session: Any) -> None:
+        await session.execute(delete(MutationLog).where(MutationLog.client_id == cid))
+        await session.execute(delete(SyncClient).where(SyncClient.client_id == cid))
+
+    run_db(client, restore)
+    run_db(client, lambda s: sync_admin.new_epoch(s, SYSTEM))
+
+
 def test_after_a_restore_the_queue_moves_on_and_the_edits_the_backup_lost_are_recorded(
     make_device: MakeDevice, client: Client
 ) -> None:
@@ -2041,13 +2052,7 @@ def test_a_restore_from_before_a_devices_first_push_lets_its_queue_go_on(
     device.sync()
     assert device.pending() == []
     cid = uuid.UUID(device.client_id)
-
-    async def restore(session: Any) -> None:
-        await session.execute(delete(MutationLog).where(MutationLog.client_id == cid))
-        await session.execute(delete(SyncClient).where(SyncClient.client_id == cid))
-
-    run_db(client, restore)
-    run_db(client, lambda s: sync_admin.new_epoch(s, SYSTEM))
+    restore_a_backup_taken_before_its_first_sync(client, cid)
     if not edits_waiting:
         assert device.sync().resets == 1
     device.update_household(H1, address="恢复之后的修改")  # seq 3
