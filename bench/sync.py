@@ -282,10 +282,10 @@ async def visit_floor(url: str, devices: int, visits_each: int) -> float:
                 .values(version=visits.c.version + 1, answer_count=visits.c.answer_count + len(ITEMS))
                 .returning(visits.c.id, visits.c.answer_count)
             )
-            # The answers' ordinals, as the server numbers them: the visit's count before them, onwards.
+            # The answers' ordinals, as the server numbers them: the visit's count after each answer.
             counts: dict[uuid.UUID, int] = dict((await session.execute(bumped)).tuples().all())
             answers = [
-                _floor_answer(v, counts[v] - len(ITEMS) + n, n, author, now)
+                _floor_answer(v, counts[v] - len(ITEMS) + 1 + n, n, author, now)
                 for v in visit_ids
                 for n in range(len(ITEMS))
             ]
