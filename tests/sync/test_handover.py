@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -225,20 +226,34 @@ def test_a_tablet_stays_its_users_while_they_can_sign_in_or_the_next_one_works_e
     assert conflicts(client, H1) == []
 
 
+@pytest.mark.parametrize(
+    ("confirmed", "restore", "lost"),
+    [
+        (3, restore_a_backup_taken_after_seq_1, (2, 3)),
+        (2, restore_a_backup_taken_before_its_first_sync, (1, 2)),
+    ],
+    ids=["backup-after-seq-1", "backup-before-the-first-sync"],
+)
 def test_a_tablet_handed_over_after_the_server_was_restored_from_a_backup(
-    client: Client, make_device: MakeDevice
+    client: Client,
+    make_device: MakeDevice,
+    confirmed: int,
+    restore: Callable[[Client, uuid.UUID], None],
+    lost: tuple[int, int],
 ) -> None:
     """Edits confirmed after the backup was taken are gone from the server and from the tablet: as a push
     does, the handover records their seqs as lost and takes the queue from where the tablet holds it.
-    It stopped out_of_order at a seq the tablet no longer holds, and every sign-in failed for good."""
+    It stopped out_of_order at a seq the tablet no longer holds, and every sign-in failed for good; so
+    too when the backup predates the tablet's first sync and the restored server has no record of its
+    client (the handover registers it, and sends no cursor to tell of the restore)."""
     device = make_device("demo-worker-1")
     device.sync()
-    for i in range(3):  # seqs 1 to 3, confirmed and dropped
+    for i in range(confirmed):  # seqs 1 onwards, confirmed and dropped
         device.update_household(H1, address=f"第{i}")
     device.sync()
-    device.update_household(H1, address="备份之后离职前")  # seq 4, never sent
-    cid = device.client_id
-    restore_a_backup_taken_after_seq_1(client, uuid.UUID(cid))
+    device.update_household(H1, address="备份之后离职前")  # never sent
+    cid = uuid.UUID(device.client_id)
+    restore(client, cid)
     deactivate(client, "demo-worker-1")
 
     device.login("demo-worker-2", "demo")
@@ -246,36 +261,9 @@ def test_a_tablet_handed_over_after_the_server_was_restored_from_a_backup(
     (kept,) = conflicts(client, H1)
     assert kept["code"] == "author_inactive"
     assert kept["client_value"]["changes"]["address"]["new"] == "备份之后离职前"
-    (lost,) = conflicts(client, cid)
-    assert lost["kind"] == "lost_in_restore"
-    assert (lost["client_value"]["from_seq"], lost["client_value"]["to_seq"]) == (2, 3)
-
-
-def test_a_tablet_the_restored_server_never_heard_of_is_handed_over(
-    client: Client, make_device: MakeDevice
-) -> None:
-    """The backup was taken before the tablet's first sync: the restored server has no record of its
-    client, and the seqs the tablet saw confirmed (and dropped) are gone. The handover registered the
-    client for its user, then stopped out_of_order at seq 1, which the tablet no longer holds: every
-    sign-in failed (the queue behind the server) and the tablet stayed locked for good."""
-    device = make_device("demo-worker-1")
-    device.sync()
-    for i in range(2):  # seqs 1 and 2, confirmed and dropped
-        device.update_household(H1, address=f"备份之前{i}")
-    device.sync()
-    device.update_household(H1, address="恢复之后离职前")  # seq 3, never sent
-    cid = uuid.UUID(device.client_id)
-    restore_a_backup_taken_before_its_first_sync(client, cid)
-    deactivate(client, "demo-worker-1")
-
-    device.login("demo-worker-2", "demo")
-    assert device.pending() == [] and device.username == "demo-worker-2"
-    (kept,) = conflicts(client, H1)
-    assert kept["code"] == "author_inactive"
-    assert kept["client_value"]["changes"]["address"]["new"] == "恢复之后离职前"
-    (lost,) = conflicts(client, str(cid))
-    assert lost["kind"] == "lost_in_restore"
-    assert (lost["client_value"]["from_seq"], lost["client_value"]["to_seq"]) == (1, 2)
+    (recorded,) = conflicts(client, str(cid))
+    assert recorded["kind"] == "lost_in_restore"
+    assert (recorded["client_value"]["from_seq"], recorded["client_value"]["to_seq"]) == lost
 
 
 def live_sessions(client: Client, username: str) -> int:
