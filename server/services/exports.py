@@ -185,9 +185,9 @@ def _redacted(value: Any) -> Any:
 
 def _holds_an_address(o: Observation) -> bool:
     """A text answer to an item named for an address (``hukou_address``, ``actual_address``,
-    ``new_address``): where the household lives, typed in full. A yes/no such as
-    ``lives_at_hukou_address`` holds none."""
-    return o.item.endswith("address") and isinstance(o.value, str)
+    ``new_address``): where the household lives, typed in full; or one cleared (null), whose note says
+    why, often with the address it moved to. A yes/no such as ``lives_at_hukou_address`` holds none."""
+    return o.item.endswith("address") and (o.value is None or isinstance(o.value, str))
 
 
 def _observation_row(o: Observation, registry_no: str, author: str) -> dict[str, Any]:

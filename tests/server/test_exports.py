@@ -153,3 +153,33 @@ def test_an_export_is_named_for_the_day_in_china(client: Client, monkeypatch: py
         time.tzset()
     assert response.status_code == 200
     assert f'filename="fivestep-visits-{expected.isoformat()}.csv"' in response.headers["content-disposition"]
+
+
+def test_a_note_beside_a_cleared_address_stays_out_of_the_observation_export(client: Client) -> None:
+    """An address answer cleared (value null: the household moved back, the item no longer applies) may
+    carry the reason in its note, and the reason is where they live: the note stayed in the export, since
+    only a text answer counted as an address."""
+    visit = assign(client)
+    worker = login(client, "demo-worker-1")
+    cleared_id = str(uuid.uuid4())
+    cleared = {
+        "id": cleared_id,
+        "template": "form.home_visit",
+        "item": "actual_address",
+        "row_id": None,
+        "value": None,
+        "note": "已搬回户籍地：解放街3号2单元401室",
+        "gps": GPS,
+        "device_time": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    stored = client.post(
+        f"/api/v1/visits/{visit['id']}/observations", json={"observations": [cleared]}, headers=worker
+    )
+    assert stored.status_code == 200, stored.text
+
+    reviewer = login(client, "demo-reviewer-community", device="desk")
+    for name in ("observations.csv", "observations.geojson"):
+        response = client.get(f"/api/v1/exports/{name}", headers=reviewer)
+        assert response.status_code == 200, response.text
+        assert cleared_id in response.text, name  # the row stays: the item was answered
+        assert "解放街3号" not in response.text, name
