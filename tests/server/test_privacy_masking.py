@@ -5,10 +5,13 @@ the sync pull and in the exports alike, for anyone without a reveal. Both databa
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from typing import Any
 
-from server.domain.id_numbers import mask, mask_text, mask_within
+import pytest
+
+from server.domain.id_numbers import mask, mask_json_text, mask_text, mask_within
 from tests.helpers import Client, audit_rows, household_id, login
 from tests.server.test_households import new_household, valid_id
 from tests.sync.test_sync_protocol import member_update_mutation
@@ -87,10 +90,18 @@ def test_the_id_number_a_supervisor_sets_is_masked_in_the_resolution(client: Cli
     assert corrected not in pull_all(client, colleague)
 
 
-def test_an_id_number_typed_into_an_answer_or_a_note_leaves_masked(client: Client) -> None:
+@pytest.mark.parametrize(
+    "grouping",
+    [(18,), (6, 8, 4), (6, 8, 4, "-"), (6, 8, 4, "\u3000")],
+    ids=["whole", "spaced-6-8-4", "hyphenated", "full-width-spaced"],
+)
+def test_an_id_number_typed_into_an_answer_or_a_note_leaves_masked(
+    client: Client, grouping: tuple[Any, ...]
+) -> None:
+    """Typed whole, or in the groups a card prints it in (area, birth date, sequence and check)."""
     visit = assign(client)
     worker1 = login(client, "demo-worker-1")
-    full = valid_id("13010219800101123")
+    full = _grouped(valid_id("13010219800101123"), grouping)
     obs = {
         "id": str(uuid.uuid4()),
         "template": "form.home_visit",
@@ -119,6 +130,17 @@ def test_an_id_number_typed_into_an_answer_or_a_note_leaves_masked(client: Clien
     assert audit_rows(client, "member.reveal_id") == []
 
 
+def _grouped(number: str, grouping: tuple[Any, ...]) -> str:
+    """``number`` in groups of the given sizes, a space between them unless a separator ends the tuple."""
+    *sizes, separator = grouping if isinstance(grouping[-1], str) else (*grouping, " ")
+    groups: list[str] = []
+    start = 0
+    for size in sizes:
+        groups.append(number[start : start + size])
+        start += size
+    return str(separator).join(groups)
+
+
 def test_an_id_number_sent_as_a_json_number_is_kept_masked(
     client: Client,
 ) -> None:
@@ -145,6 +167,17 @@ def test_masking_text_finds_numbers_standing_alone_in_any_digits() -> None:
     wide = full.translate(str.maketrans("0123456789X", "０１２３４５６７８９Ｘ"))
     assert mask_text(f"身份证{wide}。") == f"身份证{wide[:3]}{'*' * 15}。"
     assert mask_text(f"号码 {full[:15]} 旧证") == f"号码 {mask(full[:15])} 旧证"  # the old 15-digit form
+    spaced, old = f"{full[:6]} {full[6:14]} {full[14:]}", f"{full[:6]}-{full[6:12]}-{full[12:15]}"
+    assert mask_text(f"身份证 {spaced}。") == f"身份证 {mask(spaced)}。"  # as a card prints it
+    assert mask_text(f"旧证{old}") == f"旧证{mask(old)}"
+    wide_spaced = f"{wide[:6]}\u3000{wide[6:14]}\u3000{wide[14:]}"  # a stored answer, read as JSON text
+    assert (
+        mask_json_text(json.dumps(f"号 {wide_spaced}", ensure_ascii=False).encode())
+        == json.dumps(f"号 {mask(wide_spaced)}", ensure_ascii=False, separators=(",", ":")).encode()
+    )
+    # Groups that are not an ID number's: a phone number, two separators of different kinds.
+    for kept in ("电话 138 0013 8000", f"{full[:6]} {full[6:14]}-{full[14:]}"):
+        assert mask_text(kept) == kept
     for kept in ("电话 13800138000", f"订单 {full}9", "sha " + "ab" * 32, "门牌 3 号"):
         assert mask_text(kept) == kept
     assert mask_within(
