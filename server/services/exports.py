@@ -95,7 +95,8 @@ async def start(db: Database, actor: Actor, kind: str, fmt: str, filters: Filter
 
 
 def _listed(actor: Actor, filters: Filters) -> Select[Visit, Household]:
-    """The visits the visit list shows the actor with these filters (archived households left out)."""
+    """The visits the visit list shows the actor with these filters: an archived household's too, as the list
+    shows them (they are the record of why it was archived)."""
     return filtered(
         actor,
         filters.community_id,
