@@ -39,6 +39,7 @@ class SlowIngest:
 
     def __init__(self, hold: float, failing: int = 0, error: Exception | None = None) -> None:
         self.calls, self.hold, self.failing = 0, hold, failing
+        self.started = threading.Event()  # set once a request is past its claim and processing
         self.error = error or BlobStoreUnavailable("the store went away mid-ingest")
         self.real = photos.ingest_file
 
@@ -46,6 +47,7 @@ class SlowIngest:
         self, path: Path, expected_sha256: str, max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> ProcessedImage:
         self.calls += 1
+        self.started.set()
         time.sleep(self.hold)
         if self.calls <= self.failing:
             raise self.error
@@ -98,7 +100,9 @@ def in_flight(tus_client: Client, photo: bytes, monkeypatch: pytest.MonkeyPatch)
     answers: list[Any] = []
     thread = threading.Thread(target=lambda: answers.append(patch(tus_client, worker, location, 0, photo)))
     thread.start()
-    time.sleep(0.3)  # the PATCH is being processed now; its client gives up
+    # The PATCH is being processed now (a fixed wait was not always enough on a loaded CI machine: the
+    # upload then expired before its PATCH claimed it); its client gives up.
+    assert ingest.started.wait(30)
     return InFlight(ingest, worker, location, answers, thread)
 
 
