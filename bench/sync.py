@@ -9,8 +9,9 @@ reference (about 25 rows a household: 50,000 for the default 2,000), stamped int
 sequence per household, as if each had been one transaction. Floors, measured in the same run:
 - pull: a plain SELECT of the same rows plus msgspec encoding of them;
 - push: raw INSERTs of as many rows, committed in the same batches;
-- 8 devices' visits (PostgreSQL): the same answers, visit version and feed stamps written by plain SQL from
-  8 sessions at once in one process, a transaction a visit (`visit_floor`).
+- 8 devices' visits (PostgreSQL): the same answers, visit versions and feed stamps written by plain SQL from
+  8 sessions at once in one process, in the push's batches of 10 visits, a transaction a batch
+  (`visit_floor`).
 PostgreSQL is the tests' throwaway cluster (fsync off): figures are for the software, not the disk.
 """
 
@@ -266,7 +267,7 @@ async def visit_floor(url: str, devices: int, visits_each: int) -> float:
     async with db.read_session() as session:
         author = (await session.execute(select(User.id).where(User.username == "demo-worker-1"))).scalar_one()
         seeded = select(Visit.id).join(Household).where(Household.registry_no.like("BENCH-%"))
-        wanted = devices * (visits_each + _BATCH)
+        wanted = devices * (visits_each + BATCH)
         visit_ids = list((await session.execute(seeded.order_by(Visit.id).limit(wanted))).scalars())
     scope = str(node_id("C01"))
     visits, answers_table, changes, numbering = (
@@ -304,20 +305,20 @@ async def visit_floor(url: str, devices: int, visits_each: int) -> float:
             await session.commit()
 
     async def device(mine: list[uuid.UUID]) -> None:
-        for start in range(0, len(mine), _BATCH):
-            await batch(mine[start : start + _BATCH])
+        for start in range(0, len(mine), BATCH):
+            await batch(mine[start : start + BATCH])
 
     shares = [visit_ids[d::devices] for d in range(devices)]
-    await asyncio.gather(*(batch(share[:_BATCH]) for share in shares))
+    await asyncio.gather(*(batch(share[:BATCH]) for share in shares))
     started = time.perf_counter()
-    await asyncio.gather(*(device(share[_BATCH:]) for share in shares))
+    await asyncio.gather(*(device(share[BATCH:]) for share in shares))
     elapsed = time.perf_counter() - started
     await db.dispose()
     return devices * visits_each / elapsed
 
 
-_BATCH = 10
-"""Visits a push carries in the benches (`_push_visits`), and the floor's transaction."""
+BATCH = 10
+"""Visits a push carries in the benches (`_push_visits`, bench/visit_cpu.py), and the floor's transaction."""
 
 
 def _floor_answer(
@@ -446,10 +447,10 @@ def _pushed_at_once(plans: list[tuple[Any, dict[str, str], list[dict[str, Any]]]
 def _push_visits(
     client: Any, auth: dict[str, str], cid: str, batches: list[dict[str, Any]], first_seq: int = 1
 ) -> None:
-    for start in range(0, len(batches), _BATCH):
+    for start in range(0, len(batches), BATCH):
         mutations = [
             {"op": "visit.answer.v1", "seq": first_seq + start + k, "mutation_id": str(uuid.uuid4()), **b}
-            for k, b in enumerate(batches[start : start + _BATCH])
+            for k, b in enumerate(batches[start : start + BATCH])
         ]
         body = {"client_id": cid, "schema_version": 1, "mutations": mutations}
         answer = client.post("/api/v1/sync/push", json=body, headers=auth).json()

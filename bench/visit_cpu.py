@@ -46,7 +46,7 @@ import httpx
 
 from bench.photos import ROOT, Server
 from bench.report import save, table
-from bench.sync import answered_visit, seed_scope
+from bench.sync import BATCH, answered_visit, seed_scope
 from bench.threads import seconds_all_at_once
 from tests.fixtures.databases import prepare
 from tests.fixtures.postgres import PostgresServer, _throwaway_cluster
@@ -54,8 +54,6 @@ from tests.helpers import login
 from tests.visit_flow import TEAM, Signed
 
 SEEDED = "visit_cpu_seeded"
-BATCH = 10
-"""Visits a push carries, as in bench/sync.py."""
 TICK = os.sysconf("SC_CLK_TCK")
 
 Plan = tuple[httpx.Client, dict[str, str], list[dict[str, Any]]]

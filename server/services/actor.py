@@ -64,7 +64,12 @@ SYSTEM = Actor(
 
 def under(actor: Actor) -> ColumnElement[bool]:
     """Jurisdictions under the actor's node (the node itself included)."""
-    return Jurisdiction.path.startswith(actor.jurisdiction_path, autoescape=True)
+    return under_path(actor.jurisdiction_path)
+
+
+def under_path(path: str) -> ColumnElement[bool]:
+    """Jurisdictions under the node at ``path`` (the node itself included)."""
+    return Jurisdiction.path.startswith(path, autoescape=True)
 
 
 def communities_in_scope(actor: Actor) -> ColumnElement[bool]:

@@ -52,7 +52,7 @@ from server.domain.tus import Gone
 from server.errors import DomainError, Forbidden, NotFound, TryLater, stated_reason
 from server.malloc import give_back_free_memory
 from server.services import audit, conflicts, uploads, visits
-from server.services.actor import SYSTEM, Actor, communities_in_scope
+from server.services.actor import SYSTEM, Actor, communities_in_scope, under_path
 
 log = logging.getLogger("fivestep.photos")
 _EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "heif": "heic"}
@@ -508,8 +508,7 @@ async def _area_of(session: AsyncSession, user_id: uuid.UUID) -> list[str]:
     node = (await session.execute(path.where(User.id == user_id))).scalar()
     if node is None:
         return []
-    under = select(Jurisdiction.id).where(Jurisdiction.path.startswith(node, autoescape=True))
-    return [str(i) for (i,) in await session.execute(under)]
+    return [str(i) for (i,) in await session.execute(select(Jurisdiction.id).where(under_path(node)))]
 
 
 async def _referenced(session: AsyncSession, photo: Photo) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,9 +87,6 @@ def test_a_password_checks_scratch_memory_is_unmapped_when_freed() -> None:
 
 
 def _run(code: str) -> float:
-    import subprocess
-    import sys
-
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(done.stdout)
 
