@@ -72,47 +72,63 @@ async def _hourly(db: Database, store: BlobStore, limiter: anyio.CapacityLimiter
     return await cleanup(db, store, limiter)
 
 
-def create_app(settings: Settings | None = None, *, demo: bool = False, prepared: bool = False) -> Litestar:
-    """`prepared`: the migration, shipped checklists and demo seed were done before (by `fivestep serve`
-    for its worker processes, which would otherwise all do them at once)."""
-    settings = settings or load_settings()
+class Start(msgspec.Struct, frozen=True):
+    """What an app's startup opens. `prepared`: the migration, shipped checklists and demo seed were done
+    before (by `fivestep serve` for its worker processes, which would otherwise all do them at once)."""
+
+    settings: Settings
+    demo: bool = False
+    prepared: bool = False
+
+
+def start_next_on(app: Litestar, start: Start) -> None:
+    """Have `app`'s next startup open `start`'s storage instead. A stopped app can be started again: the
+    tests start one built app on many databases, as building one (registering its routes) costs about
+    0.15 s, a thousand times a run."""
+    app.state.start = start
+
+
+@asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
+    """Storage opened for the app's life, from what `app.state.start` names."""
+    start: Start = app.state.start
+    settings = start.settings
     configure_logging(settings.log_level)
+    db = Database(settings.database_url)
+    base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
+    # Read once: the embedded mode keeps its generated secret in a file, and sign-ins key on it too.
+    resolved = msgspec.structs.replace(settings, secret_key=resolve_secret(settings))
+    store = await open_store(
+        settings.blob_store,
+        base_url=base_url,
+        secret=resolved.secret_key.encode(),
+        public_endpoint=settings.blob_public_endpoint,
+        threads=settings.blob_threads,
+        timeout=settings.blob_timeout_seconds,
+    )
+    app.state.db, app.state.store, app.state.settings = db, store, resolved
+    app.state.image_limiter = anyio.CapacityLimiter(settings.image_workers)
+    if not start.prepared:
+        await prepare(db, settings, demo=start.demo)
+    log.info("started", extra={"fields": {"database": db.engine.dialect.name, "store": type(store).__name__}})
+    # Expired uploads and moot sign-in counters, now and hourly.
+    cleaner = asyncio.create_task(
+        cleanup_periodically(functools.partial(_hourly, db, store, app.state.image_limiter, resolved))
+    )
+    try:
+        yield
+    finally:
+        cleaner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cleaner
+        await store.close()
+        await db.dispose()
+        log.info("stopped")
 
-    @asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
-        db = Database(settings.database_url)
-        base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
-        # Read once: the embedded mode keeps its generated secret in a file, and sign-ins key on it too.
-        resolved = msgspec.structs.replace(settings, secret_key=resolve_secret(settings))
-        store = await open_store(
-            settings.blob_store,
-            base_url=base_url,
-            secret=resolved.secret_key.encode(),
-            public_endpoint=settings.blob_public_endpoint,
-            threads=settings.blob_threads,
-            timeout=settings.blob_timeout_seconds,
-        )
-        app.state.db, app.state.store, app.state.settings = db, store, resolved
-        app.state.image_limiter = anyio.CapacityLimiter(settings.image_workers)
-        if not prepared:
-            await prepare(db, settings, demo=demo)
-        log.info(
-            "started", extra={"fields": {"database": db.engine.dialect.name, "store": type(store).__name__}}
-        )
-        # Expired uploads and moot sign-in counters, now and hourly.
-        cleaner = asyncio.create_task(
-            cleanup_periodically(functools.partial(_hourly, db, store, app.state.image_limiter, resolved))
-        )
-        try:
-            yield
-        finally:
-            cleaner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await cleaner
-            await store.close()
-            await db.dispose()
-            log.info("stopped")
 
+def create_app(settings: Settings | None = None, *, demo: bool = False, prepared: bool = False) -> Litestar:
+    """The API on `settings` (read from the environment if not given); see `Start` for the flags."""
+    settings = settings or load_settings()
     app = Litestar(
         route_handlers=[
             health,
@@ -151,5 +167,6 @@ def create_app(settings: Settings | None = None, *, demo: bool = False, prepared
         logging_config=None,
         debug=False,
     )
+    start_next_on(app, Start(settings, demo=demo, prepared=prepared))
     install_tus_edge(app)
     return app

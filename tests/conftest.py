@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.config import Settings
-from server.app import create_app
 from server.db.models import ScopeExit, SyncChange, SyncNumbering
 from server.security import passwords
+from tests.apps import started
 from tests.helpers import run_db
 
 # Passwords hashed in tests cost 1 MiB of scrypt instead of 16 (the same code, about 2 ms instead of 30 a
@@ -47,7 +47,7 @@ def app_settings(database_url: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def client(app_settings: Settings) -> Iterator[TestClient[Litestar]]:
-    with TestClient(create_app(app_settings)) as test_client:
+    with started(app_settings) as test_client:
         yield test_client
         assert run_db(test_client, _unnumbered) == (0, 0), "a commit left feed stamps without their number"
 

@@ -11,10 +11,9 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from litestar.testing import TestClient
 
 from schemas.config import Settings
-from server.app import create_app
+from tests.apps import started
 from tests.fixtures.s3 import S3Server
 from tests.helpers import Client
 
@@ -93,7 +92,7 @@ def tus_settings(app_settings: Settings, store_kind: str, request: pytest.Fixtur
 
 @pytest.fixture
 def tus_client(tus_settings: Settings) -> Iterator[Client]:
-    with TestClient(create_app(tus_settings)) as test_client:
+    with started(tus_settings) as test_client:
         yield test_client
 
 

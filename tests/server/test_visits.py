@@ -11,16 +11,15 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from litestar.testing import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.config import Settings
-from server.app import create_app
 from server.db.engine import Database
 from server.db.models import Household, Member, Observation, User, Visit, VisitTransition
 from server.domain.filled import Filled, fake_sha256
 from server.services.rules import today
+from tests.apps import started
 from tests.helpers import (
     Client,
     audit_rows,
@@ -442,7 +441,7 @@ def test_an_objection_entered_above_the_level_that_waited_for_the_publicity_stil
     district approved over it: only the level that waits for the publicity looked for one."""
     rules = tmp_path / "publicity-at-subdistrict.yaml"
     rules.write_text(SUBDISTRICT_WAITS_FOR_PUBLICITY)
-    with TestClient(create_app(msgspec.structs.replace(app_settings, rules_file=str(rules)))) as client:
+    with started(msgspec.structs.replace(app_settings, rules_file=str(rules))) as client:
         visit, worker = in_review_after_publicity(client)
         assert review(client, visit, "demo-reviewer-community", "approve").status_code == 200
         assert review(client, visit, "demo-reviewer-subdistrict", "approve").status_code == 200
@@ -1364,7 +1363,7 @@ def test_a_file_waiting_past_a_new_rule_packs_last_level_waits_at_its_last(
     rules = tmp_path / "delegated.yaml"
     rules.write_text(DELEGATED_RULES)
     delegated = msgspec.structs.replace(app_settings, rules_file=str(rules))
-    with TestClient(create_app(delegated)) as after:
+    with started(delegated) as after:
         seen = after.get(f"/api/v1/visits/{visit['id']}", headers=login(after, TEAM[0]))
         assert seen.status_code == 200, seen.text
         assert (seen.json()["review_level"], seen.json()["review_level_code"]) == (
@@ -1398,7 +1397,7 @@ def test_a_purpose_the_rule_pack_leaves_out_is_a_422(
             "  data_match: [step.check, step.visit, step.ask, step.look, form.recheck]\n", ""
         )
     )
-    with TestClient(create_app(msgspec.structs.replace(app_settings, rules_file=str(rules)))) as local:
+    with started(msgspec.structs.replace(app_settings, rules_file=str(rules))) as local:
         body = assignment(local, "DB-C01-0002", purpose="data_match")
         refused = local.post("/api/v1/visits", json=body, headers=login(local, "demo-reviewer-community"))
         assert refused.status_code == 422, refused.text

@@ -14,14 +14,13 @@ from typing import Any, Protocol, TypedDict, Unpack
 
 import msgspec
 import pytest
-from litestar.testing import TestClient
 
 from schemas.config import Settings
-from server.app import create_app
 from sync.client import Device, httpx_transport
 from sync.device_cli import _act
 from sync.errors import DeviceOfAnotherUser, NetworkError, SyncBusy, UnsendableEdit
 from sync.tus_client import RawTransport, Reply, httpx_raw_transport
+from tests.apps import started
 from tests.helpers import Client, audit_rows, login
 from tests.images import jpeg_with_gps
 from tests.sync.test_handover import deactivate
@@ -390,7 +389,7 @@ def test_a_file_the_server_will_never_take_does_not_stop_the_sync(
 ) -> None:
     """413 upload_too_large is the file's fault: marked refused, and the pull still runs."""
     small = msgspec.structs.replace(tus_settings, max_upload_bytes=10_000)
-    with TestClient(create_app(small)) as client:
+    with started(small) as client:
         visit = assign(client)
         device = Device(
             tmp_path / "small.sqlite", httpx_transport(client), uploads=httpx_raw_transport(client)
