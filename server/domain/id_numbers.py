@@ -78,15 +78,16 @@ def mask(id_number: str) -> str:
 
 
 ID_SHAPED = re.compile(
-    r"(?<![0-9A-Za-z])"
+    r"(?<![0-9])"
     r"(?:[0-9]{17}[0-9Xx](?:[1-7][1-4])?|[0-9]{15}"
     r"|[0-9]{6}(?P<s>[ \u3000-])[0-9]{8}(?P=s)[0-9]{3}[0-9Xx]"
     r"|[0-9]{6}(?P<t>[ \u3000-])[0-9]{6}(?P=t)[0-9]{3})"
-    r"(?![0-9A-Za-z])",
+    r"(?![0-9])",
     re.ASCII,
 )
 """An identity number written into text: 18 characters (any check digit: a typo still gives away 17
-digits) or the old 15-digit form, standing alone; or a second-generation disability certificate's
+digits) or the old 15-digit form, between non-digits (letters too: `ID`, `sfz` for 身份证, unless
+`_in_a_hex_word`); or a second-generation disability certificate's
 number, which is the ID number followed by the disability's category (1-7) and grade (1-4); or either
 form in the groups a card prints it in (area, birth date, sequence and check: 6-8-4, or 6-6-3), split by
 one kind of separator (a space, a hyphen or a full-width space). Full-width digits are made ASCII before
@@ -117,10 +118,29 @@ def mask_text(text: str) -> str:
     if not _MAY_HOLD_ONE.search(text):  # the common case, cheaply: most text has no such run
         return text
     pieces, last = [], 0
-    for found in ID_SHAPED.finditer(text.translate(_FULL_WIDTH)):  # same positions: one char for one
+    plain = text.translate(_FULL_WIDTH)  # same positions: one character for one
+    for found in ID_SHAPED.finditer(plain):
+        if _in_a_hex_word(plain, found.start(), found.end()):
+            continue
         pieces += [text[last : found.start()], mask(text[found.start() : found.end()])]
         last = found.end()
     return "".join(pieces) + text[last:] if pieces else text
+
+
+_WORD = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_HEX = frozenset("0123456789ABCDEFabcdef")
+
+
+def _in_a_hex_word(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] is a run of digits inside a hexadecimal word (a SHA-256, a key), which has
+    long runs of digits too: a word whose every letter is a hex digit. A number with other letters glued
+    to it (`ID110…`, `sfz110…`) is an ID number; one glued to `a`-`f` alone (`D110…`) is left as a hash."""
+    first, last = start, end
+    while first > 0 and text[first - 1] in _WORD:
+        first -= 1
+    while last < len(text) and text[last] in _WORD:
+        last += 1
+    return (first, last) != (start, end) and all(c in _HEX for c in text[first:last])
 
 
 def mask_within(value: Any) -> Any:

@@ -170,6 +170,15 @@ def test_masking_text_finds_numbers_standing_alone_in_any_digits() -> None:
         assert mask_text(kept) == kept
     for kept in ("电话 13800138000", f"订单 {full}9", "sha " + "ab" * 32, "门牌 3 号"):
         assert mask_text(kept) == kept
+    # Letters glued to it: a label typed without a space (身份证 in pinyin initials), a unit after it.
+    for glued in (f"ID{full}", f"sfz{full}号", f"{full}hao"):
+        assert full not in mask_text(glued) and mask(full) in mask_text(glued), glued
+    # Long runs of digits in a hexadecimal word (a photo's SHA-256 written into a note) are no ID number.
+    for kept in (
+        "sha256 9f86d081884c7d659a2f" + full[:17] + "0e4f1b2b0b822cd15d6c15b0f00a08",
+        f"ad{full[:17]}0",
+    ):
+        assert mask_text(kept) == kept
     assert mask_within(
         {"a": [f"x {full}"], "id_number": {"new": int(full[:17])}, "lat": 38.1234567890123456}
     ) == {
