@@ -11,7 +11,6 @@ import sys
 from typing import Any
 
 import msgspec
-from sqlalchemy import select
 
 from schemas.auth import NewPassword, UserCreate
 from schemas.config import Settings
@@ -250,6 +249,8 @@ async def _sync_admin(settings: Settings, action: str) -> int:
 
 
 async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
     from server.db.engine import Database
     from server.db.migrate import upgrade
     from server.db.models import Jurisdiction
@@ -292,6 +293,8 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
 async def _reset_password(settings: Settings, args: argparse.Namespace) -> int:
     """The way back in when no admin who could reset it through the API can sign in: whoever runs the
     server's command line may. Audited as the system actor, like create-user."""
+    from sqlalchemy import select
+
     from server.db.engine import Database
     from server.db.models import User
     from server.domain.usernames import read_username
