@@ -131,7 +131,7 @@ class SyncConflict(Base):
     client_value: Mapped[Any] = mapped_column(JSONType, nullable=True)
     provisional: Mapped[str | None] = mapped_column(String(8))
     code: Mapped[str | None] = mapped_column(String(40))
-    mutation_id: Mapped[uuid.UUID | None]
+    mutation_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     author_id: Mapped[uuid.UUID | None]
     handed_over_by: Mapped[uuid.UUID | None]
     """Who handed in the tablet this quarantined edit came from, its author no longer able to sign in
