@@ -417,7 +417,7 @@ PUSH_HEAD = frozenset(
 )
 """A push's envelope and the head every mutation has: swept by `push`, and only the fields of their own op
 by the pushes of other mutations (each request of those costs 25-35 ms, a new client each time)."""
-SWEPT = {push_member_update: PUSH_HEAD, push_answer: PUSH_HEAD}
+SWEPT: dict[Case, frozenset[tuple[Any, ...]]] = {push_member_update: PUSH_HEAD, push_answer: PUSH_HEAD}
 
 
 def test_hostile_values_in_any_field_get_a_4xx(client: Client, subtests: pytest.Subtests) -> None:
