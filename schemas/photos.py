@@ -53,7 +53,9 @@ class PhotoOut(msgspec.Struct, kw_only=True):
     uploaded_by: uuid.UUID
     created_at: dt.datetime
     visits: list[uuid.UUID]
-    """Visits in your jurisdiction whose answers reference this photo."""
+    """Visits in your jurisdiction whose answers reference this photo, or did: an answer replaced since
+    (a photo attached to the wrong household and taken back) keeps its visit here, and its history shows
+    both; the visit's evidence follows its current answers."""
 
 
 class EvidenceItem(msgspec.Struct, kw_only=True):

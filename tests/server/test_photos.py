@@ -381,3 +381,22 @@ def test_the_photos_of_a_removed_row_are_no_longer_evidence(tus_client: Client) 
     items = evidence(tus_client, visit, worker)["items"]
     assert items and not gone & {i["sha256"] for i in items}
     assert not [i for i in items if i["row_id"] == in_a_row["row_id"] and i["item"].startswith(group + ".")]
+
+
+def test_a_photos_visits_keep_one_whose_answer_no_longer_names_it(tus_client: Client, photo: bytes) -> None:
+    """What a reviewer looking for a reused photo reads in `visits`: every visit in scope whose answers
+    named the photo, an answer since replaced included (a photo attached to the wrong household and taken
+    back), while that visit's evidence, which follows its current answers, no longer lists it."""
+    wrong, worker = completed_visit(tus_client, "DB-C01-0002")
+    answer_with(tus_client, wrong, worker, sha256(photo))
+    retaken = encode(photo_like((48, 32), seed=99), "JPEG")
+    answer_with(tus_client, wrong, worker, sha256(retaken))  # taken back: another photo in its place
+    right, worker = completed_visit(tus_client, "DB-C01-0001")
+    answer_with(tus_client, right, worker, sha256(photo))
+    assert upload(tus_client, worker, photo).status_code == 204
+
+    reviewer = login(tus_client, "demo-reviewer-community")
+    seen = tus_client.get(f"/api/v1/photos/{sha256(photo)}", headers=reviewer).json()
+    assert seen["visits"] == sorted([wrong["id"], right["id"]])
+    assert sha256(photo) not in {i["sha256"] for i in evidence(tus_client, wrong, reviewer)["items"]}
+    assert sha256(photo) in {i["sha256"] for i in evidence(tus_client, right, reviewer)["items"]}
