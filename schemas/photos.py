@@ -73,6 +73,45 @@ class EvidenceItem(msgspec.Struct, kw_only=True):
     The file will never be taken; the photo has to be taken again."""
 
 
+IntegrityCheck = Literal[
+    "photo_reused",
+    "photo_near_duplicate",
+    "photo_taken_before_visit",
+    "photo_gps_far_from_fix",
+    "far_from_home",
+    "mock_location",
+]
+
+
+class IntegrityFlag(msgspec.Struct, kw_only=True):
+    """Something in the visit's evidence for a supervisor to look at: a flag to judge, not a verdict."""
+
+    check: IntegrityCheck
+    """``photo_reused``: the same file is named by another visit's answer (``same_household`` says whether
+    that visit was of this household: an old photo of this home passed off as new).
+    ``photo_near_duplicate``: another visit's file is a copy of this one, re-encoded, scaled or cropped
+    (``bits``: how many of the 64 bits of their perceptual hashes differ).
+    ``photo_taken_before_visit``: the file's EXIF shutter time is over a day before the visit was assigned.
+    ``photo_gps_far_from_fix``: the file's EXIF GPS lies ``distance_m`` from the fix the app recorded with
+    the answer naming it (the coordinates are not shown: they are the household's).
+    ``far_from_home``: an answer of the look step, done inside the home, was recorded ``distance_m`` from
+    the household's recorded location, beyond the fix's accuracy.
+    ``mock_location``: the device said the fix came from a mock-location app."""
+    template: str
+    item: str
+    row_id: str | None
+    sha256: str | None = None
+    """The file flagged, for the photo checks."""
+    distance_m: int | None = None
+    bits: int | None = None
+    same_household: bool | None = None
+    other_visits: list[uuid.UUID] = []
+    """The other visits naming the file, those in the caller's area."""
+    elsewhere: int = 0
+    """How many other visits naming it are outside the caller's area: counted, never named."""
+    message: str
+
+
 class EvidenceOut(msgspec.Struct, kw_only=True):
     visit_id: uuid.UUID
     version: int
@@ -83,6 +122,10 @@ class EvidenceOut(msgspec.Struct, kw_only=True):
     refused: int
     """Referenced by an answer, and the file sent for it refused: it will never be present."""
     items: list[EvidenceItem]
+    checks: list[IntegrityFlag] = []
+    """The integrity checks' flags (docs/workflow.md, "Integrity checks"), in evidence order."""
+    household_located: bool = True
+    """Whether the household has a recorded location: without one, ``far_from_home`` cannot be checked."""
 
 
 class DirectUploadIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

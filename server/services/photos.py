@@ -35,6 +35,7 @@ from server.db.engine import Database
 from server.db.models import (
     Household,
     Jurisdiction,
+    Observation,
     Photo,
     PhotoRef,
     PhotoRefusal,
@@ -51,7 +52,7 @@ from server.domain.photo_blobs import keys
 from server.domain.tus import Gone
 from server.errors import DomainError, Forbidden, NotFound, TryLater, stated_reason
 from server.malloc import give_back_free_memory
-from server.services import audit, conflicts, uploads, visits
+from server.services import audit, conflicts, integrity, uploads, visits
 from server.services.actor import SYSTEM, Actor, communities_in_scope, under_path
 
 log = logging.getLogger("fivestep.photos")
@@ -606,8 +607,9 @@ async def evidence(
 ) -> EvidenceOut:
     """Every photo and signature image the visit's current answers name: present, refused (with the code),
     or still expected."""
-    visit, _ = await visits.get(session, actor, visit_id)
-    wanted, stored, refused = await _named_and_stored(session, visit_id)
+    visit, household = await visits.get(session, actor, visit_id)
+    arrived = await visits.observations(session, visit_id)
+    wanted, stored, refused = await _named_and_stored(session, arrived)
     ttl = settings.signed_url_ttl_seconds
     items = []
     for template, item, row, ref in wanted:
@@ -636,6 +638,8 @@ async def evidence(
         present=present,
         refused=refused_count,
         items=items,
+        checks=await integrity.checks(session, actor, visit, household, arrived, wanted, stored),
+        household_located=household.lat is not None and household.lon is not None,
     )
 
 
@@ -647,7 +651,7 @@ async def arrived_and_missing(
     evidence order (the caller checked access): ``expected`` (not received yet) or ``refused`` (the file
     sent was refused, ``refusal`` says why: it will never come). One reading of the answers for a review
     decision, which needs both."""
-    wanted, stored, refused = await _named_and_stored(session, visit_id)
+    wanted, stored, refused = await _named_and_stored(session, await visits.observations(session, visit_id))
     missing = [
         {
             "template": template,
@@ -665,12 +669,12 @@ async def arrived_and_missing(
 
 
 async def _named_and_stored(
-    session: AsyncSession, visit_id: uuid.UUID
+    session: AsyncSession, arrived: list[Observation]
 ) -> tuple[list[tuple[str, str, str | None, Reference]], dict[str, Photo], dict[str, str]]:
-    """The references of the visit's current answers, sorted, the photo rows of those received, and the
-    refusal codes of those refused. A removed row's photos are wanted no more than a replaced answer's:
-    the tablet shows neither."""
-    current = await visits.current_answers(session, visit_id)
+    """The references of the visit's current answers (folded from its observations, `arrived`), sorted,
+    the photo rows of those received, and the refusal codes of those refused. A removed row's photos are
+    wanted no more than a replaced answer's: the tablet shows neither."""
+    current = visits.folded(arrived)
     wanted = [
         (template, item, row, ref)
         for template, answers in current.items()

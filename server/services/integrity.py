@@ -1,0 +1,261 @@
+"""The integrity checks beside a visit's evidence: a reused or copied photo, a photo older than the visit
+or taken elsewhere than its answer says, a look-step answer recorded away from the home, a mocked fix.
+
+Read-only and computed on each reading of the evidence, from what the server holds; thresholds and
+arithmetic in server/domain/integrity.py, the flags' meaning in schemas/photos.py (`IntegrityFlag`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NotRequired, TypedDict
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from media.phash import hamming
+from schemas.photos import IntegrityFlag
+from server.db.models import Household, Observation, Photo, PhotoRef, Visit
+from server.domain import integrity
+from server.domain.answers import in_removed_row
+from server.domain.evidence import Reference, references
+from server.services import visits
+from server.services.actor import Actor, communities_in_scope
+
+Wanted = tuple[str, str, str | None, Reference]
+"""An evidence item: template, item, row, and the file its answer names."""
+
+
+class _Where(TypedDict):
+    """Which answer (and file) a flag is about."""
+
+    template: str
+    item: str
+    row_id: str | None
+    sha256: NotRequired[str]
+
+
+@dataclass
+class _Others:
+    """The other visits naming a file: those the caller may see, and how many more there are."""
+
+    mine: list[uuid.UUID] = field(default_factory=list)
+    elsewhere: int = 0
+    same_household: bool = False
+
+
+async def checks(
+    session: AsyncSession,
+    actor: Actor,
+    visit: Visit,
+    household: Household,
+    arrived: list[Observation],
+    wanted: list[Wanted],
+    stored: dict[str, Photo],
+) -> list[IntegrityFlag]:
+    """Every flag for the visit (`arrived`: its observations in arrival order; `wanted`: its evidence
+    items; `stored`: the photo rows of those received), the fixes' first, then the photos' in evidence
+    order."""
+    flags = _fix_flags(_current(arrived), household)
+    photos = [w for w in wanted if w[3].kind == "photo"]
+    if photos:
+        flags += await _photo_flags(session, actor, visit, photos, stored, _naming(arrived))
+    return flags
+
+
+def _current(arrived: list[Observation]) -> list[Observation]:
+    """The observation holding each current answer (the latest for its item and row, not cleared, not in
+    a removed row), in arrival order."""
+    answers = visits.folded(arrived)
+    latest: dict[tuple[str, str, str | None], Observation] = {}
+    for obs in arrived:
+        latest[(obs.template_code, obs.item, str(obs.row_id) if obs.row_id else None)] = obs
+    return sorted(
+        (
+            obs
+            for (template, item, row), obs in latest.items()
+            if (item, row) in answers.get(template, {}) and not in_removed_row(answers[template], item, row)
+        ),
+        key=lambda o: o.ordinal,
+    )
+
+
+def _naming(arrived: list[Observation]) -> dict[str, Observation]:
+    """The latest observation naming each file: the fix recorded with it."""
+    named: dict[str, Observation] = {}
+    for obs in arrived:
+        for ref in references(obs.value):
+            named[ref.sha256] = obs
+    return named
+
+
+def _fix_flags(current: Iterable[Observation], household: Household) -> list[IntegrityFlag]:
+    flags = []
+    home = (household.lat, household.lon)
+    for obs in current:
+        where = _Where(
+            template=obs.template_code, item=obs.item, row_id=str(obs.row_id) if obs.row_id else None
+        )
+        if obs.mock_location:
+            flags.append(
+                IntegrityFlag(check="mock_location", message="The device said this fix was mocked.", **where)
+            )
+        if obs.template_code != integrity.LOOK_STEP or obs.lat is None or obs.lon is None:
+            continue
+        if home[0] is None or home[1] is None:
+            continue
+        distance = integrity.distance_m(obs.lat, obs.lon, home[0], home[1])
+        if integrity.beyond(distance, obs.accuracy_m, integrity.FAR_FROM_HOME_M):
+            flags.append(
+                IntegrityFlag(
+                    check="far_from_home",
+                    distance_m=round(distance),
+                    message=f"Answered {round(distance)} m from the household's recorded location, inside "
+                    "the home by the checklist.",
+                    **where,
+                )
+            )
+    return flags
+
+
+async def _photo_flags(
+    session: AsyncSession,
+    actor: Actor,
+    visit: Visit,
+    photos: list[Wanted],
+    stored: dict[str, Photo],
+    named_by: dict[str, Observation],
+) -> list[IntegrityFlag]:
+    shas = {ref.sha256 for *_, ref in photos}
+    copies = await _near_duplicates(session, [stored[s] for s in shas if s in stored])
+    others = await _other_visits(
+        session, actor, visit, shas | {c for found in copies.values() for c, _ in found}
+    )
+    flags = []
+    for template, item, row, ref in photos:
+        where = _Where(template=template, item=item, row_id=row, sha256=ref.sha256)
+        if ref.sha256 in others:
+            flags.append(_reused(others[ref.sha256], where))
+        for copy, bits in copies.get(ref.sha256, []):
+            if copy in others:
+                flags.append(_copied(others[copy], bits, where))
+        photo = stored.get(ref.sha256)
+        if photo is not None:
+            flags += _file_claims(photo, visit, named_by.get(ref.sha256), where)
+    return flags
+
+
+def _reused(others: _Others, where: _Where) -> IntegrityFlag:
+    home = " of this household" if others.same_household else ""
+    return IntegrityFlag(
+        check="photo_reused",
+        same_household=others.same_household,
+        other_visits=others.mine,
+        elsewhere=others.elsewhere,
+        message=f"The same file is named by {len(others.mine) + others.elsewhere} other visit(s){home}"
+        + (f", {others.elsewhere} outside your area." if others.elsewhere else "."),
+        **where,
+    )
+
+
+def _copied(others: _Others, bits: int, where: _Where) -> IntegrityFlag:
+    return IntegrityFlag(
+        check="photo_near_duplicate",
+        bits=bits,
+        same_household=others.same_household,
+        other_visits=others.mine,
+        elsewhere=others.elsewhere,
+        message=f"A copy of this photo ({bits} of 64 hash bits differ) is named by "
+        f"{len(others.mine) + others.elsewhere} other visit(s)"
+        + (f", {others.elsewhere} outside your area." if others.elsewhere else "."),
+        **where,
+    )
+
+
+def _file_claims(
+    photo: Photo, visit: Visit, named_by: Observation | None, where: _Where
+) -> list[IntegrityFlag]:
+    """What the file says of itself against the visit: its shutter time, its position."""
+    flags = []
+    taken = integrity.shutter_time(photo.captured_at, photo.captured_has_offset)
+    if taken is not None and taken < visit.created_at - integrity.TAKEN_BEFORE_VISIT:
+        days = (visit.created_at - taken).days
+        flags.append(
+            IntegrityFlag(
+                check="photo_taken_before_visit",
+                message=f"The file says it was taken {days} day(s) before the visit was assigned.",
+                **where,
+            )
+        )
+    fix = named_by
+    if photo.gps_lat is None or photo.gps_lon is None or fix is None or fix.lat is None or fix.lon is None:
+        return flags
+    distance = integrity.distance_m(photo.gps_lat, photo.gps_lon, fix.lat, fix.lon)
+    if integrity.beyond(distance, fix.accuracy_m, integrity.PHOTO_GPS_FAR_M):
+        flags.append(
+            IntegrityFlag(
+                check="photo_gps_far_from_fix",
+                distance_m=round(distance),
+                message=f"The file's own GPS lies {round(distance)} m from where the app recorded the answer.",
+                **where,
+            )
+        )
+    return flags
+
+
+async def _near_duplicates(session: AsyncSession, photos: list[Photo]) -> dict[str, list[tuple[str, int]]]:
+    """For each photo, the other stored files whose dHash is within NEAR_DUPLICATE_BITS of its own (not
+    the same file: that is a reuse). Compared in this process: 64-bit XOR and popcount, about a
+    microsecond a stored photo."""
+    if not photos:
+        return {}
+    mine = {p.sha256: int(p.dhash, 16) for p in photos}
+    query = select(Photo.sha256, Photo.dhash).where(Photo.sha256.not_in(mine))
+    found: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for other, dhash in await session.execute(query):
+        for sha, own in mine.items():
+            bits = hamming(own, int(dhash, 16))
+            if bits <= integrity.NEAR_DUPLICATE_BITS:
+                found[sha].append((other, bits))
+    return found
+
+
+async def _other_visits(
+    session: AsyncSession, actor: Actor, visit: Visit, shas: set[str]
+) -> dict[str, _Others]:
+    """For each file, the visits other than this one whose answers named it (now or before)."""
+    if not shas:
+        return {}
+    named = (
+        select(PhotoRef.sha256, Visit.id, Visit.household_id)
+        .join(Visit, Visit.id == PhotoRef.visit_id)
+        .where(PhotoRef.sha256.in_(shas), PhotoRef.visit_id != visit.id)
+        .distinct()
+    )
+    rows = list(await session.execute(named))
+    visible = select(Visit.id).join(Household, Household.id == Visit.household_id)
+    mine = (
+        set(
+            (
+                await session.execute(
+                    visible.where(Visit.id.in_({r[1] for r in rows}), communities_in_scope(actor))
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if rows
+        else set()
+    )
+    others: dict[str, _Others] = defaultdict(_Others)
+    for sha, visit_id, household_id in sorted(rows, key=lambda r: (r[0], str(r[1]))):
+        entry = others[sha]
+        if visit_id in mine:
+            entry.mine.append(visit_id)
+        else:
+            entry.elsewhere += 1
+        entry.same_household |= household_id == visit.household_id
+    return dict(others)

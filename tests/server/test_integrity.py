@@ -1,0 +1,179 @@
+"""The integrity checks beside a visit's evidence: what a supervisor sees flagged, and what is not.
+
+Both databases; real JPEGs made with Pillow, uploaded through tus, named by look-step answers.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from typing import Any
+
+from PIL import Image
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.db.models import Household
+from server.domain.calendar import china_today
+from server.domain.integrity import distance_m
+from tests.helpers import Client, household_id, login, node_id, run_db
+from tests.images import jpeg_with_gps
+from tests.media.images import encode, evidence_exif, photo_like
+from tests.tus import sha256, upload
+from tests.visit_flow import GPS, TEAM, assign
+
+Headers = dict[str, str]
+
+
+def answer(
+    client: Client, visit: dict[str, Any], worker: Headers, item: str, value: Any, gps: dict[str, Any]
+) -> None:
+    body = {
+        "id": str(uuid.uuid4()),
+        "template": "step.look",
+        "item": item,
+        "value": value,
+        "gps": gps,
+        "device_time": "2026-11-30T08:00:00Z",
+    }
+    response = client.post(
+        f"/api/v1/visits/{visit['id']}/observations", json={"observations": [body]}, headers=worker
+    )
+    assert response.status_code == 200, response.text
+
+
+def photographed(
+    client: Client, registry_no: str, worker: Headers, photo: bytes, gps: dict[str, Any] = GPS
+) -> Any:
+    """A visit of the household whose kitchen photo is `photo`, uploaded."""
+    visit = assign(client, registry_no)
+    assert upload(client, worker, photo).status_code in (201, 204)
+    answer(
+        client, visit, worker, "home_photos", {"photos": [{"sha256": sha256(photo), "view": "kitchen"}]}, gps
+    )
+    return visit
+
+
+def flags(client: Client, visit: dict[str, Any], headers: Headers, *checks: str) -> list[dict[str, Any]]:
+    response = client.get(f"/api/v1/visits/{visit['id']}/evidence", headers=headers)
+    assert response.status_code == 200, response.text
+    return [f for f in response.json()["checks"] if f["check"] in checks]
+
+
+def reencoded(photo: bytes) -> bytes:
+    """The same photo saved again at a lower quality, its EXIF kept: another file, the same picture."""
+    image = Image.open(io.BytesIO(photo))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=60, exif=image.info["exif"])
+    return out.getvalue()
+
+
+def test_a_photo_named_by_another_households_visit_is_flagged_with_what_the_reviewer_may_see(
+    client: Client,
+) -> None:
+    worker, reviewer = login(client, TEAM[0]), login(client, "demo-reviewer-community")
+    kitchen, other = jpeg_with_gps(seed=21), jpeg_with_gps(seed=22)
+    first = photographed(client, "DB-C01-0001", worker, kitchen)
+    again = photographed(client, "DB-C01-0002", worker, kitchen)  # the same file for another home
+    copied = photographed(client, "DB-C01-0003", worker, reencoded(kitchen))  # a copy of it
+    honest = photographed(client, "DB-C01-0004", worker, other)
+
+    (reused,) = flags(client, again, reviewer, "photo_reused")
+    assert (reused["sha256"], reused["other_visits"], reused["elsewhere"]) == (
+        sha256(kitchen),
+        [first["id"]],
+        0,
+    )
+    assert reused["same_household"] is False and (reused["template"], reused["item"]) == (
+        "step.look",
+        "home_photos",
+    )
+    (copy,) = flags(client, copied, reviewer, "photo_reused", "photo_near_duplicate")
+    assert copy["check"] == "photo_near_duplicate" and copy["bits"] <= 10
+    assert sorted(copy["other_visits"]) == sorted([first["id"], again["id"]])
+    assert flags(client, honest, reviewer, "photo_reused", "photo_near_duplicate") == []
+
+    # The copy's household moves to another community: the reviewer of this one is told of a visit
+    # elsewhere naming a copy, never which.
+    async def move(session: AsyncSession) -> None:
+        moved = update(Household).where(Household.id == household_id("DB-C01-0003"))
+        await session.execute(moved.values(community_id=node_id("C02")))
+        await session.commit()
+
+    run_db(client, move)
+    (near,) = flags(client, first, reviewer, "photo_near_duplicate")
+    assert (near["other_visits"], near["elsewhere"]) == ([], 1)
+    assert str(copied["id"]) not in str(flags(client, first, reviewer, *CHECKS))
+
+
+CHECKS = (
+    "photo_reused",
+    "photo_near_duplicate",
+    "photo_taken_before_visit",
+    "photo_gps_far_from_fix",
+    "far_from_home",
+    "mock_location",
+)
+
+
+def test_the_same_households_old_photo_is_flagged_as_its_own(client: Client) -> None:
+    worker, reviewer = login(client, TEAM[0]), login(client, "demo-reviewer-community")
+    kitchen = jpeg_with_gps(seed=23)
+    photographed(client, "DB-C01-0001", worker, kitchen)
+    later = photographed(client, "DB-C01-0001", worker, kitchen)
+    (reused,) = flags(client, later, reviewer, "photo_reused")
+    assert reused["same_household"] is True and "of this household" in reused["message"]
+
+
+def test_a_photo_older_than_the_visit_or_taken_elsewhere_than_its_answer_is_flagged(client: Client) -> None:
+    worker, reviewer = login(client, TEAM[0]), login(client, "demo-reviewer-community")
+    # The tests' camera JPEG: taken 2026-03-14 in Sydney; the answer's fix is in Shijiazhuang.
+    old_and_far = photographed(client, "DB-C01-0001", worker, jpeg_with_gps(seed=24))
+    (old,) = flags(client, old_and_far, reviewer, "photo_taken_before_visit")
+    assert "day(s) before the visit was assigned" in old["message"]
+    (far,) = flags(client, old_and_far, reviewer, "photo_gps_far_from_fix")
+    assert far["distance_m"] > 5_000_000 and "-33.8" not in str(far)  # a distance, never the position
+
+    taken_today = china_today().strftime("%Y:%m:%d 09:00:00")
+    here_and_now = evidence_exif(
+        latitude=GPS["lat"] + 0.001, longitude=GPS["lon"], taken=taken_today, offset=None
+    )
+    honest = encode(photo_like((640, 480), 25), "JPEG", quality=90, exif=here_and_now)
+    fresh = photographed(client, "DB-C01-0002", worker, honest)  # 111 m from its fix, taken today
+    assert flags(client, fresh, reviewer, "photo_taken_before_visit", "photo_gps_far_from_fix") == []
+
+
+def test_a_look_step_answered_away_from_the_home_or_with_a_mocked_fix_is_flagged(client: Client) -> None:
+    worker, reviewer = login(client, TEAM[0]), login(client, "demo-reviewer-community")
+    home = client.get(f"/api/v1/households/{household_id('DB-C01-0005')}", headers=worker).json()
+    visit = assign(client, "DB-C01-0005")
+    at_home = GPS | {"lat": home["lat"], "lon": home["lon"], "accuracy_m": 20.0}
+    away = at_home | {"lat": home["lat"] + 0.01}  # 1.1 km north
+    answer(client, visit, worker, "rooms", 3, at_home)
+    answer(client, visit, worker, "air_conditioners", 1, away)
+    answer(client, visit, worker, "large_tvs", 0, at_home | {"mock": True})
+    answer(client, visit, worker, "computers", 1, at_home | {"lat": home["lat"] + 0.0015})  # 167 m, ±20 m
+    found = flags(client, visit, reviewer, "far_from_home", "mock_location")
+    assert [(f["check"], f["item"]) for f in found] == [
+        ("far_from_home", "air_conditioners"),
+        ("mock_location", "large_tvs"),
+    ]
+    expected = distance_m(away["lat"], away["lon"], home["lat"], home["lon"])
+    assert abs(found[0]["distance_m"] - expected) <= 1 and 1100 < expected < 1125
+
+    # Answered again from the home: the flag goes with the answer it was about.
+    answer(client, visit, worker, "air_conditioners", 1, at_home)
+    assert [f["item"] for f in flags(client, visit, reviewer, "far_from_home")] == []
+
+    # A household with no recorded location: nothing to measure against, and the evidence says so.
+    async def unlocate(session: AsyncSession) -> None:
+        await session.execute(
+            update(Household).where(Household.id == household_id("DB-C01-0005")).values(lat=None, lon=None)
+        )
+        await session.commit()
+
+    answer(client, visit, worker, "air_conditioners", 1, away)
+    run_db(client, unlocate)
+    response = client.get(f"/api/v1/visits/{visit['id']}/evidence", headers=reviewer).json()
+    assert response["household_located"] is False
+    assert [f["check"] for f in response["checks"]] == ["mock_location"]
