@@ -398,6 +398,21 @@ def _drive_a_device(base: str, tmp_path: Path) -> None:
     assert colleague.stdout.startswith(f"signed in to {base} as demo-worker-2"), colleague.stdout
 
 
+def _sync_an_edit(base: str, tmp_path: Path) -> None:
+    """The walk-through's core, each command a new connection (so either process may answer it): sign
+    in, sync, edit offline, sync, the edit confirmed. (The whole walk-through runs against one process in
+    test_serve_demo_in_a_fresh_folder_then_create_user: its commands are the same code.)"""
+    device = ("device", "--db", str(tmp_path / "tablet.sqlite"))
+    login = fivestep(*device, "login", "demo-worker-1", "--server", base, "--password", "demo", cwd=tmp_path)
+    assert login.returncode == 0, login.stderr
+    assert fivestep(*device, "sync", cwd=tmp_path).returncode == 0
+    household = fivestep(*device, "households", cwd=tmp_path).stdout.split()[0]
+    assert fivestep(*device, "edit", household, "address=两个进程改的地址", cwd=tmp_path).returncode == 0
+    synced = fivestep(*device, "sync", cwd=tmp_path)
+    assert synced.returncode == 0 and "1 edits confirmed" in synced.stdout, synced.stdout
+    assert "两个进程改的地址" in fivestep(*device, "households", cwd=tmp_path).stdout
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 def test_serve_with_two_workers_shares_one_port(
     database: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -414,7 +429,7 @@ def test_serve_with_two_workers_shares_one_port(
         assert len(_spawned_children(server.pid)) == 2
         for _ in range(6):  # fresh connections: the kernel spreads them over both processes
             assert httpx.get(f"{base}/health").status_code == 200
-        _drive_a_device(base, tmp_path)
+        _sync_an_edit(base, tmp_path)
     finally:
         server.terminate()
         assert server.wait(timeout=30) == 0
