@@ -91,7 +91,8 @@ class IntegrityFlag(msgspec.Struct, kw_only=True):
     that visit was of this household: an old photo of this home passed off as new).
     ``photo_near_duplicate``: another visit's file is a copy of this one, re-encoded, scaled or cropped
     (``bits``: how many of the 64 bits of their perceptual hashes differ).
-    ``photo_taken_before_visit``: the file's EXIF shutter time is over a day before the visit was assigned.
+    ``photo_taken_before_visit``: the file's EXIF shutter time is over a day before the visit was assigned
+    (its first revision: an amendment carries the approved visit's photos, which never count against it).
     ``photo_gps_far_from_fix``: the file's EXIF GPS lies ``distance_m`` from the fix the app recorded with
     the answer naming it (the coordinates are not shown: they are the household's).
     ``far_from_home``: an answer of the look step, done inside the home, was recorded ``distance_m`` from

@@ -7,6 +7,7 @@ arithmetic in server/domain/integrity.py, the flags' meaning in schemas/photos.p
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -64,6 +65,29 @@ async def checks(
     if photos:
         flags += await _photo_flags(session, actor, visit, photos, stored, _naming(arrived))
     return flags
+
+
+@dataclass
+class _Revisions:
+    """A visit and its other revisions: an amendment starts from the approved visit's answers, so their
+    photos are named by every revision, as its own."""
+
+    ids: set[uuid.UUID]
+    assigned: dt.datetime
+    """When the first revision was assigned: when anyone was first sent to look."""
+
+
+async def _revisions(session: AsyncSession, visit: Visit) -> _Revisions:
+    ids, assigned, previous = {visit.id}, visit.created_at, visit.previous_id
+    while previous is not None:
+        older = select(Visit.created_at, Visit.previous_id).where(Visit.id == previous)
+        ids.add(previous)
+        assigned, previous = (await session.execute(older)).one()
+    newer = [visit.id]
+    while newer:
+        newer = list((await session.execute(select(Visit.id).where(Visit.previous_id.in_(newer)))).scalars())
+        ids.update(newer)
+    return _Revisions(ids, assigned)
 
 
 def _current(arrived: list[Observation]) -> list[Observation]:
@@ -130,9 +154,10 @@ async def _photo_flags(
     named_by: dict[str, Observation],
 ) -> list[IntegrityFlag]:
     shas = {ref.sha256 for *_, ref in photos}
+    revisions = await _revisions(session, visit)
     copies = await _near_duplicates(session, [stored[s] for s in shas if s in stored])
     others = await _other_visits(
-        session, actor, visit, shas | {c for found in copies.values() for c, _ in found}
+        session, actor, visit, revisions.ids, shas | {c for found in copies.values() for c, _ in found}
     )
     flags = []
     for template, item, row, ref in photos:
@@ -144,7 +169,7 @@ async def _photo_flags(
                 flags.append(_copied(others[copy], bits, where))
         photo = stored.get(ref.sha256)
         if photo is not None:
-            flags += _file_claims(photo, visit, named_by.get(ref.sha256), where)
+            flags += _file_claims(photo, revisions.assigned, named_by.get(ref.sha256), where)
     return flags
 
 
@@ -176,13 +201,13 @@ def _copied(others: _Others, bits: int, where: _Where) -> IntegrityFlag:
 
 
 def _file_claims(
-    photo: Photo, visit: Visit, named_by: Observation | None, where: _Where
+    photo: Photo, assigned: dt.datetime, named_by: Observation | None, where: _Where
 ) -> list[IntegrityFlag]:
-    """What the file says of itself against the visit: its shutter time, its position."""
+    """What the file says of itself against the visit (first `assigned`): its shutter time, its position."""
     flags = []
     taken = integrity.shutter_time(photo.captured_at, photo.captured_has_offset)
-    if taken is not None and taken < visit.created_at - integrity.TAKEN_BEFORE_VISIT:
-        days = (visit.created_at - taken).days
+    if taken is not None and taken < assigned - integrity.TAKEN_BEFORE_VISIT:
+        days = (assigned - taken).days
         flags.append(
             IntegrityFlag(
                 check="photo_taken_before_visit",
@@ -224,15 +249,16 @@ async def _near_duplicates(session: AsyncSession, photos: list[Photo]) -> dict[s
 
 
 async def _other_visits(
-    session: AsyncSession, actor: Actor, visit: Visit, shas: set[str]
+    session: AsyncSession, actor: Actor, visit: Visit, revisions: set[uuid.UUID], shas: set[str]
 ) -> dict[str, _Others]:
-    """For each file, the visits other than this one whose answers named it (now or before)."""
+    """For each file, the visits other than this one (and its `revisions`) whose answers named it (now or
+    before)."""
     if not shas:
         return {}
     named = (
         select(PhotoRef.sha256, Visit.id, Visit.household_id)
         .join(Visit, Visit.id == PhotoRef.visit_id)
-        .where(PhotoRef.sha256.in_(shas), PhotoRef.visit_id != visit.id)
+        .where(PhotoRef.sha256.in_(shas), PhotoRef.visit_id.not_in(revisions))
         .distinct()
     )
     rows = list(await session.execute(named))

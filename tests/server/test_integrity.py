@@ -5,6 +5,7 @@ Both databases; real JPEGs made with Pillow, uploaded through tus, named by look
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import uuid
 from typing import Any
@@ -20,7 +21,17 @@ from tests.helpers import Client, household_id, login, node_id, run_db
 from tests.images import jpeg_with_gps
 from tests.media.images import encode, evidence_exif, photo_like
 from tests.tus import sha256, upload
-from tests.visit_flow import GPS, TEAM, assign
+from tests.visit_flow import (
+    GPS,
+    LEVELS,
+    TEAM,
+    assign,
+    complete_answers,
+    completed_visit,
+    propose,
+    review,
+    submit,
+)
 
 Headers = dict[str, str]
 
@@ -114,6 +125,7 @@ CHECKS = (
     "far_from_home",
     "mock_location",
 )
+PHOTO_CHECKS = CHECKS[:4]
 
 
 def test_the_same_households_old_photo_is_flagged_as_its_own(client: Client) -> None:
@@ -177,3 +189,37 @@ def test_a_look_step_answered_away_from_the_home_or_with_a_mocked_fix_is_flagged
     response = client.get(f"/api/v1/visits/{visit['id']}/evidence", headers=reviewer).json()
     assert response["household_located"] is False
     assert [f["check"] for f in response["checks"]] == ["mock_location"]
+
+
+def test_an_amended_visit_carries_its_photos_without_being_flagged_against_itself(client: Client) -> None:
+    """A revision starts from the approved visit's answers: its photos are that visit's own, taken when
+    it was made, not a reuse of another visit's nor older than the visit."""
+    # The tests' fixes are not at the household: only the photo checks are looked at.
+    visit, worker = completed_visit(client)  # assigned 10 days ago
+    reviewer = login(client, "demo-reviewer-community")
+    taken = (china_today() - dt.timedelta(days=5)).strftime("%Y:%m:%d 10:00:00")
+    at_home = evidence_exif(latitude=GPS["lat"], longitude=GPS["lon"], taken=taken, offset=None)
+    kitchen = encode(photo_like((640, 480), 26), "JPEG", quality=90, exif=at_home)
+    assert upload(client, worker, kitchen).status_code in (201, 204)
+    (photos,) = [a.value for a in complete_answers(client, visit, worker) if a.item == "home_photos"]
+    mine = {"sha256": sha256(kitchen), "view": "kitchen"}
+    answer(client, visit, worker, "home_photos", {"photos": [mine, *photos["photos"]]}, GPS)
+    propose(client, visit, worker)
+    assert submit(client, visit, worker).status_code == 200
+    for username in LEVELS:
+        assert review(client, visit, username, "approve").status_code == 200
+    assert flags(client, visit, reviewer, *PHOTO_CHECKS) == []
+
+    amended = client.post(f"/api/v1/visits/{visit['id']}/amend", headers=worker)
+    assert amended.status_code == 201, amended.text
+    revision = amended.json()
+    assert flags(client, revision, reviewer, *PHOTO_CHECKS) == []
+    assert flags(client, visit, reviewer, *PHOTO_CHECKS) == []
+
+    # Another visit naming the file is still flagged, on both revisions, and counted once each.
+    again = photographed(client, "DB-C01-0002", worker, kitchen)
+    for flagged in (revision, visit):
+        (reused,) = flags(client, flagged, reviewer, "photo_reused")
+        assert reused["other_visits"] == [again["id"]]
+    (reused,) = flags(client, again, reviewer, "photo_reused")
+    assert sorted(reused["other_visits"]) == sorted([visit["id"], revision["id"]])
