@@ -95,6 +95,16 @@ def _merge_lists(current: list[Any], answer: list[Any], base: list[Any]) -> list
     return list(result.values())
 
 
+def identities(value: Any) -> set[str]:
+    """What the entries of a list answer, or of a photo or signature answer's lists, stand for (empty for
+    any other answer): which of them a merged value still keeps."""
+    if isinstance(value, list):
+        return {_identity(e) for e in value}
+    if isinstance(value, dict):
+        return {_identity(e) for key in _LISTS if isinstance(value.get(key), list) for e in value[key]}
+    return set()
+
+
 def _identity(entry: Any) -> str:
     """What an entry stands for: a photo its file, a signature its signer, anything else its content."""
     if isinstance(entry, dict):

@@ -12,7 +12,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +25,7 @@ from server.domain.answers import in_removed_row
 from server.domain.evidence import Reference, references
 from server.services import visits
 from server.services.actor import Actor, communities_in_scope
+from sync import answer_merge
 
 Wanted = tuple[str, str, str | None, Reference]
 """An evidence item: template, item, row, and the file its answer names."""
@@ -91,20 +92,26 @@ async def _revisions(session: AsyncSession, visit: Visit) -> _Revisions:
 
 
 def _current(arrived: list[Observation]) -> list[Observation]:
-    """The observation holding each current answer (the latest for its item and row, not cleared, not in
-    a removed row), in arrival order."""
+    """The observations holding each current answer (not cleared, not in a removed row), in arrival order:
+    the latest for its item and row, and, for a list answer merged from several (two tablets photographing
+    the home side by side, sync/answer_merge.py), each earlier one since it was last replaced outright
+    whose entries the answer still keeps: their fixes are the answer's too."""
     answers = visits.folded(arrived)
-    latest: dict[tuple[str, str, str | None], Observation] = {}
+    holding: dict[tuple[str, str, str | None], list[Observation]] = {}
+    values: dict[tuple[str, str, str | None], Any] = {}
     for obs in arrived:
-        latest[(obs.template_code, obs.item, str(obs.row_id) if obs.row_id else None)] = obs
-    return sorted(
-        (
-            obs
-            for (template, item, row), obs in latest.items()
-            if (item, row) in answers.get(template, {}) and not in_removed_row(answers[template], item, row)
-        ),
-        key=lambda o: o.ordinal,
-    )
+        key = (obs.template_code, obs.item, str(obs.row_id) if obs.row_id else None)
+        values[key] = answer_merge.merged(values.get(key), obs.value, obs.base)
+        # `merged` hands back the answer itself when it replaces the value outright, a new one when it merges.
+        holding[key] = [*holding.get(key, []), obs] if values[key] is not obs.value else [obs]
+    held = []
+    for (template, item, row), observations in holding.items():
+        if (item, row) not in answers.get(template, {}) or in_removed_row(answers[template], item, row):
+            continue
+        kept = answer_merge.identities(values[(template, item, row)])
+        *earlier, latest = observations
+        held += [o for o in earlier if answer_merge.identities(o.value) & kept] + [latest]
+    return sorted(held, key=lambda o: o.ordinal)
 
 
 def _naming(arrived: list[Observation]) -> dict[str, Observation]:
@@ -123,10 +130,9 @@ def _fix_flags(current: Iterable[Observation], household: Household) -> list[Int
         where = _Where(
             template=obs.template_code, item=obs.item, row_id=str(obs.row_id) if obs.row_id else None
         )
-        if obs.mock_location:
-            flags.append(
-                IntegrityFlag(check="mock_location", message="The device said this fix was mocked.", **where)
-            )
+        mocked = IntegrityFlag(check="mock_location", message="The device said this fix was mocked.", **where)
+        if obs.mock_location and mocked not in flags:  # once for an answer merged from two mocked fixes
+            flags.append(mocked)
         if obs.template_code != integrity.LOOK_STEP or obs.lat is None or obs.lon is None:
             continue
         if home[0] is None or home[1] is None:

@@ -37,7 +37,13 @@ Headers = dict[str, str]
 
 
 def answer(
-    client: Client, visit: dict[str, Any], worker: Headers, item: str, value: Any, gps: dict[str, Any]
+    client: Client,
+    visit: dict[str, Any],
+    worker: Headers,
+    item: str,
+    value: Any,
+    gps: dict[str, Any],
+    base: Any = None,
 ) -> None:
     body = {
         "id": str(uuid.uuid4()),
@@ -46,7 +52,7 @@ def answer(
         "value": value,
         "gps": gps,
         "device_time": "2026-11-30T08:00:00Z",
-    }
+    } | ({"base": base} if base is not None else {})
     response = client.post(
         f"/api/v1/visits/{visit['id']}/observations", json={"observations": [body]}, headers=worker
     )
@@ -223,3 +229,49 @@ def test_an_amended_visit_carries_its_photos_without_being_flagged_against_itsel
         assert reused["other_visits"] == [again["id"]]
     (reused,) = flags(client, again, reviewer, "photo_reused")
     assert sorted(reused["other_visits"]) == sorted([visit["id"], revision["id"]])
+
+
+def test_a_teammates_fix_is_checked_while_the_answer_keeps_what_it_added(client: Client) -> None:
+    """Two tablets photograph the home side by side: the second's answer, made on a base without the
+    first's photo, merges into it. Both photos stand, so both fixes are the answer's."""
+    first, second = login(client, TEAM[0]), login(client, TEAM[1], device="tablet-2")
+    reviewer = login(client, "demo-reviewer-community")
+    home = client.get(f"/api/v1/households/{household_id('DB-C01-0006')}", headers=first).json()
+    at_home = GPS | {"lat": home["lat"], "lon": home["lon"], "accuracy_m": 10.0}
+    desk = at_home | {"lat": home["lat"] + 0.02, "mock": True}  # 2.2 km away, and mocked
+    visit = assign(client, "DB-C01-0006")
+    a, b = jpeg_with_gps(seed=27), jpeg_with_gps(seed=28)
+    empty: dict[str, Any] = {"photos": []}
+    answer(
+        client,
+        visit,
+        first,
+        "home_photos",
+        {"photos": [{"sha256": sha256(a), "view": "kitchen"}]},
+        desk,
+        empty,
+    )
+    answer(
+        client,
+        visit,
+        second,
+        "home_photos",
+        {"photos": [{"sha256": sha256(b), "view": "bedroom"}]},
+        at_home,
+        empty,
+    )
+    evidence = client.get(f"/api/v1/visits/{visit['id']}/evidence", headers=reviewer).json()
+    assert {i["sha256"] for i in evidence["items"]} == {sha256(a), sha256(b)}  # merged: both stand
+    found = flags(client, visit, reviewer, "far_from_home", "mock_location")
+    assert sorted((f["check"], f["item"]) for f in found) == [
+        ("far_from_home", "home_photos"),
+        ("mock_location", "home_photos"),
+    ]
+
+    # The first tablet takes its photo out again, from the home, on its own view (without the teammate's
+    # photo, which stays): its first fix holds nothing of the answer any more.
+    mine = {"photos": [{"sha256": sha256(a), "view": "kitchen"}]}
+    answer(client, visit, first, "home_photos", None, at_home, mine)
+    evidence = client.get(f"/api/v1/visits/{visit['id']}/evidence", headers=reviewer).json()
+    assert [i["sha256"] for i in evidence["items"]] == [sha256(b)]
+    assert flags(client, visit, reviewer, "far_from_home", "mock_location") == []
