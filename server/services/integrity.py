@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.photos import IntegrityFlag
@@ -237,14 +237,18 @@ def _file_claims(
 
 
 async def _near_duplicates(session: AsyncSession, photos: list[Photo]) -> dict[str, list[tuple[str, int]]]:
-    """For each photo, the other stored files whose dHash is within NEAR_DUPLICATE_BITS of its own (not
-    the same file: that is a reuse). Compared in this process: each stored hash parsed once, then a 64-bit
-    XOR and popcount for each of the visit's photos (about 0.3 s for 50,000 stored photos and a visit of
-    20, docs/workflow.md)."""
+    """For each photo, the other stored photos (files some answer names as a photo) whose dHash is within
+    NEAR_DUPLICATE_BITS of its own (not the same file: that is a reuse). Compared in this process: each
+    stored hash parsed once, then a 64-bit XOR and popcount for each of the visit's photos (about 0.3 s
+    for 50,000 stored photos and a visit of 20, docs/workflow.md)."""
     if not photos:
         return {}
     mine = [(p.sha256, int(p.dhash, 16)) for p in photos]
-    query = select(Photo.sha256, Photo.dhash).where(Photo.sha256.not_in([sha for sha, _ in mine]))
+    # Photos only: a signature image (a member's cross, say) differs from a blank photo in a few bits.
+    named_as_photo = exists().where(PhotoRef.sha256 == Photo.sha256, PhotoRef.kind == "photo")
+    query = select(Photo.sha256, Photo.dhash).where(
+        Photo.sha256.not_in([sha for sha, _ in mine]), named_as_photo
+    )
     found: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for other, dhash in await session.execute(query):
         theirs = int(dhash, 16)

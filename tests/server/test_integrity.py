@@ -10,7 +10,7 @@ import io
 import uuid
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageDraw
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -275,3 +275,21 @@ def test_a_teammates_fix_is_checked_while_the_answer_keeps_what_it_added(client:
     evidence = client.get(f"/api/v1/visits/{visit['id']}/evidence", headers=reviewer).json()
     assert [i["sha256"] for i in evidence["items"]] == [sha256(b)]
     assert flags(client, visit, reviewer, "far_from_home", "mock_location") == []
+
+
+def test_a_photo_is_compared_with_photos_only_not_with_signature_images(client: Client) -> None:
+    """A mark for a signature (a member who cannot write makes a cross) differs from a blank photo in a few
+    hash bits, as signatures do from one another: they are no copies of a photo."""
+    worker, reviewer = login(client, TEAM[0]), login(client, "demo-reviewer-community")
+    cross = Image.new("RGBA", (600, 200), (0, 0, 0, 0))  # a signature pad's transparent canvas
+    pen = ImageDraw.Draw(cross)
+    pen.line([(280, 80), (320, 120)], fill=(0, 0, 0, 255), width=6)
+    pen.line([(320, 80), (280, 120)], fill=(0, 0, 0, 255), width=6)
+    mark = encode(cross, "PNG")
+    signed = assign(client, "DB-C01-0001")
+    assert upload(client, worker, mark).status_code in (201, 204)
+    signature = {"signer_name": "王秀英", "sha256": sha256(mark)}
+    answer(client, signed, worker, "investigator_signatures", {"signatures": [signature]}, GPS)
+    blank = encode(Image.new("RGB", (640, 480), (255, 255, 255)), "JPEG", quality=90)  # overexposed
+    visit = photographed(client, "DB-C01-0002", worker, blank)
+    assert flags(client, visit, reviewer, "photo_reused", "photo_near_duplicate") == []
