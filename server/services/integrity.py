@@ -63,7 +63,7 @@ async def checks(
     flags = _fix_flags(_current(arrived), household)
     photos = [w for w in wanted if w[3].kind == "photo"]
     if photos:
-        flags += await _photo_flags(session, actor, visit, photos, stored, _naming(arrived))
+        flags += await _photo_flags(session, actor, visit, household, photos, stored, _naming(arrived))
     return flags
 
 
@@ -154,6 +154,7 @@ async def _photo_flags(
     session: AsyncSession,
     actor: Actor,
     visit: Visit,
+    household: Household,
     photos: list[Wanted],
     stored: dict[str, Photo],
     named_by: dict[str, Observation],
@@ -161,17 +162,17 @@ async def _photo_flags(
     shas = {ref.sha256 for *_, ref in photos}
     revisions = await _revisions(session, visit)
     copies = await _near_duplicates(session, [stored[s] for s in shas if s in stored])
-    others = await _other_visits(
-        session, actor, visit, revisions.ids, shas | {c for found in copies.values() for c, _ in found}
+    named = await _other_visits(
+        session, actor, revisions.ids, shas | {c for found in copies.values() for c, _ in found}
     )
     flags = []
     for template, item, row, ref in photos:
         where = _Where(template=template, item=item, row_id=row, sha256=ref.sha256)
-        if ref.sha256 in others:
-            flags.append(_reused(others[ref.sha256], where))
+        if reused := _summary(named.get(ref.sha256, []), visit, household, template):
+            flags.append(_reused(reused, where))
         for copy, bits in copies.get(ref.sha256, []):
-            if copy in others:
-                flags.append(_copied(others[copy], bits, where))
+            if copied := _summary(named.get(copy, []), visit, household, template):
+                flags.append(_copied(copied, bits, where))
         photo = stored.get(ref.sha256)
         if photo is not None:
             flags += _file_claims(photo, revisions.assigned, named_by.get(ref.sha256), where)
@@ -259,40 +260,62 @@ async def _near_duplicates(session: AsyncSession, photos: list[Photo]) -> dict[s
     return found
 
 
+@dataclass(frozen=True)
+class _Naming:
+    """Another visit naming a file: whose household, in which community, and whether the caller sees it."""
+
+    visit_id: uuid.UUID
+    household_id: uuid.UUID
+    community_id: uuid.UUID
+    visible: bool
+
+
+SHARED_IN_A_COMMUNITY = frozenset({"step.publicize"})
+"""Steps whose photos several households of one community share honestly: one notice on the board and
+one appraisal meeting cover several files. Their photos are flagged as reused only by visits of another
+community, or of the same household."""
+
+
+def _summary(named: list[_Naming], visit: Visit, household: Household, template: str) -> _Others | None:
+    """The other visits naming a file, as the flag gives them; None when none counts."""
+    if template in SHARED_IN_A_COMMUNITY:
+        named = [
+            n
+            for n in named
+            if n.community_id != household.community_id or n.household_id == visit.household_id
+        ]
+    if not named:
+        return None
+    others = _Others(same_household=any(n.household_id == visit.household_id for n in named))
+    for n in named:
+        if n.visible:
+            others.mine.append(n.visit_id)
+        else:
+            others.elsewhere += 1
+    return others
+
+
 async def _other_visits(
-    session: AsyncSession, actor: Actor, visit: Visit, revisions: set[uuid.UUID], shas: set[str]
-) -> dict[str, _Others]:
+    session: AsyncSession, actor: Actor, revisions: set[uuid.UUID], shas: set[str]
+) -> dict[str, list[_Naming]]:
     """For each file, the visits other than this one (and its `revisions`) whose answers named it (now or
     before)."""
     if not shas:
         return {}
     named = (
-        select(PhotoRef.sha256, Visit.id, Visit.household_id)
+        select(PhotoRef.sha256, Visit.id, Visit.household_id, Household.community_id)
         .join(Visit, Visit.id == PhotoRef.visit_id)
+        .join(Household, Household.id == Visit.household_id)
         .where(PhotoRef.sha256.in_(shas), PhotoRef.visit_id.not_in(revisions))
         .distinct()
     )
     rows = list(await session.execute(named))
+    if not rows:
+        return {}
     visible = select(Visit.id).join(Household, Household.id == Visit.household_id)
-    mine = (
-        set(
-            (
-                await session.execute(
-                    visible.where(Visit.id.in_({r[1] for r in rows}), communities_in_scope(actor))
-                )
-            )
-            .scalars()
-            .all()
-        )
-        if rows
-        else set()
-    )
-    others: dict[str, _Others] = defaultdict(_Others)
-    for sha, visit_id, household_id in sorted(rows, key=lambda r: (r[0], str(r[1]))):
-        entry = others[sha]
-        if visit_id in mine:
-            entry.mine.append(visit_id)
-        else:
-            entry.elsewhere += 1
-        entry.same_household |= household_id == visit.household_id
-    return dict(others)
+    in_area = visible.where(Visit.id.in_({r[1] for r in rows}), communities_in_scope(actor))
+    mine = set((await session.execute(in_area)).scalars().all())
+    found: dict[str, list[_Naming]] = defaultdict(list)
+    for sha, visit_id, household_id, community_id in sorted(rows, key=lambda r: (r[0], str(r[1]))):
+        found[sha].append(_Naming(visit_id, household_id, community_id, visit_id in mine))
+    return dict(found)

@@ -44,10 +44,11 @@ def answer(
     value: Any,
     gps: dict[str, Any],
     base: Any = None,
+    template: str = "step.look",
 ) -> None:
     body = {
         "id": str(uuid.uuid4()),
-        "template": "step.look",
+        "template": template,
         "item": item,
         "value": value,
         "gps": gps,
@@ -293,3 +294,26 @@ def test_a_photo_is_compared_with_photos_only_not_with_signature_images(client: 
     blank = encode(Image.new("RGB", (640, 480), (255, 255, 255)), "JPEG", quality=90)  # overexposed
     visit = photographed(client, "DB-C01-0002", worker, blank)
     assert flags(client, visit, reviewer, "photo_reused", "photo_near_duplicate") == []
+
+
+def test_one_notice_photographed_for_several_households_of_a_community_is_not_a_reuse(client: Client) -> None:
+    """One notice on the board, and one appraisal meeting, cover several households: their photo stands in
+    each file honestly. The same photo in another community's file is still flagged."""
+    worker, reviewer = login(client, TEAM[0]), login(client, "demo-reviewer-community")
+    notice = jpeg_with_gps(seed=26)
+    assert upload(client, worker, notice).status_code in (201, 204)
+    posted = {"photos": [{"sha256": sha256(notice), "view": "posted_notice"}]}
+    visits = [assign(client, registry_no) for registry_no in ("DB-C01-0001", "DB-C01-0002", "DB-C01-0003")]
+    for visit in visits:
+        answer(client, visit, worker, "notice_photo", posted, GPS, template="step.publicize")
+    for visit in visits:
+        assert flags(client, visit, reviewer, "photo_reused", "photo_near_duplicate") == []
+
+    async def move(session: AsyncSession) -> None:
+        moved = update(Household).where(Household.id == household_id("DB-C01-0003"))
+        await session.execute(moved.values(community_id=node_id("C02")))
+        await session.commit()
+
+    run_db(client, move)
+    (reused,) = flags(client, visits[0], reviewer, "photo_reused")
+    assert (reused["other_visits"], reused["elsewhere"], reused["item"]) == ([], 1, "notice_photo")
