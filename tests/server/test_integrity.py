@@ -8,12 +8,13 @@ from __future__ import annotations
 import datetime as dt
 import io
 import uuid
-from typing import Any
+from typing import Any, get_args
 
 from PIL import Image, ImageDraw
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schemas.photos import IntegrityCheck
 from server.db.models import Household
 from server.domain.calendar import china_today
 from server.domain.integrity import distance_m
@@ -113,26 +114,27 @@ def test_a_photo_named_by_another_households_visit_is_flagged_with_what_the_revi
 
     # The copy's household moves to another community: the reviewer of this one is told of a visit
     # elsewhere naming a copy, never which.
-    async def move(session: AsyncSession) -> None:
-        moved = update(Household).where(Household.id == household_id("DB-C01-0003"))
-        await session.execute(moved.values(community_id=node_id("C02")))
-        await session.commit()
-
-    run_db(client, move)
+    move_to_another_community(client, "DB-C01-0003")
     (near,) = flags(client, first, reviewer, "photo_near_duplicate")
     assert (near["other_visits"], near["elsewhere"]) == ([], 1)
     assert str(copied["id"]) not in str(flags(client, first, reviewer, *CHECKS))
 
 
-CHECKS = (
-    "photo_reused",
-    "photo_near_duplicate",
-    "photo_taken_before_visit",
-    "photo_gps_far_from_fix",
-    "far_from_home",
-    "mock_location",
-)
-PHOTO_CHECKS = CHECKS[:4]
+CHECKS = get_args(IntegrityCheck)
+
+
+def move_to_another_community(client: Client, registry_no: str) -> None:
+    """The household now belongs to C02, whose files a C01 reviewer does not see."""
+
+    async def move(session: AsyncSession) -> None:
+        moved = update(Household).where(Household.id == household_id(registry_no))
+        await session.execute(moved.values(community_id=node_id("C02")))
+        await session.commit()
+
+    run_db(client, move)
+
+
+PHOTO_CHECKS = tuple(c for c in CHECKS if c.startswith("photo_"))
 
 
 def test_the_same_households_old_photo_is_flagged_as_its_own(client: Client) -> None:
@@ -309,11 +311,6 @@ def test_one_notice_photographed_for_several_households_of_a_community_is_not_a_
     for visit in visits:
         assert flags(client, visit, reviewer, "photo_reused", "photo_near_duplicate") == []
 
-    async def move(session: AsyncSession) -> None:
-        moved = update(Household).where(Household.id == household_id("DB-C01-0003"))
-        await session.execute(moved.values(community_id=node_id("C02")))
-        await session.commit()
-
-    run_db(client, move)
+    move_to_another_community(client, "DB-C01-0003")
     (reused,) = flags(client, visits[0], reviewer, "photo_reused")
     assert (reused["other_visits"], reused["elsewhere"], reused["item"]) == ([], 1, "notice_photo")
