@@ -14,10 +14,11 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from schemas.visits import ObservationIn, Proposal, ReviewDecision, VisitCreate, VisitOut
+from schemas.visits import GpsFix, ObservationIn, Proposal, ReviewDecision, VisitCreate, VisitOut
 from server.db.engine import Database
-from server.db.models import Jurisdiction, User, Visit
+from server.db.models import Household, Jurisdiction, User, Visit
 from server.domain.filled import fill
+from server.domain.integrity import LOOK_STEP
 from server.services import reviews, templates, visits
 from server.services.actor import Actor
 from server.services.rules import load_rules, today
@@ -37,6 +38,11 @@ PLAN = {
 }
 
 PLACEHOLDER_PHOTOS = "demo data: the photos named are placeholders, no bytes were taken"
+
+LOOKED_FROM_AWAY = "DB-C01-0004"
+"""The file waiting for the community's reviewer: its look step (inside the home) was answered 1.7 km
+north of the household, so its evidence shows a `far_from_home` flag for each answer (docs/workflow.md,
+"Integrity checks"). Every other answer's fix is at the household."""
 
 
 async def seed_visits(db: Database) -> None:
@@ -158,9 +164,16 @@ async def _answer_all(db: Database, worker: Actor, visit_id: uuid.UUID, *, parti
             item=a.item,
             row_id=a.row_id,
             value=a.value,
+            gps=_fix(household, a.template, where),
             device_time=dt.datetime.now(dt.UTC),
         )
         for a in answers
     ]
     for start in range(0, len(batch), 500):
         await _in(db, visits.answer, worker, visit_id, batch[start : start + 500], rules)
+
+
+def _fix(household: Household, template: str, where: tuple[float, float]) -> GpsFix:
+    """Where the tablet was when it recorded the answer: at the household, but for LOOKED_FROM_AWAY."""
+    away = household.registry_no == LOOKED_FROM_AWAY and template == LOOK_STEP
+    return GpsFix(lat=where[0] + (0.015 if away else 0.0), lon=where[1], accuracy_m=12.0)

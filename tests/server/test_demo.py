@@ -10,8 +10,10 @@ from sqlalchemy import func, select
 from server.db.engine import Database
 from server.db.models import Household, Jurisdiction, Member, User, Visit
 from server.demo import seed
+from server.demo_visits import LOOKED_FROM_AWAY
 from server.domain.id_numbers import problem
 from tests.fixtures.databases import prepare
+from tests.helpers import Client, login
 
 
 async def _counts(url: str) -> dict[str, int]:
@@ -81,3 +83,16 @@ def test_demo_has_a_days_work_in_every_state(sqlite_template: Path) -> None:
             ("approved", 0),
         ]
     )
+
+
+def test_the_demo_shows_the_integrity_checks_on_the_file_waiting_for_its_reviewer(client: Client) -> None:
+    """A newcomer reviewing the demo sees what a flag looks like: DB-C01-0004's look step was answered
+    from 1.7 km away; the other files were answered at their households and show none."""
+    reviewer = login(client, "demo-reviewer-community")
+    listed = client.get("/api/v1/visits", headers=reviewer).json()
+    checks = {}
+    for visit in listed["items"] if isinstance(listed, dict) else listed:
+        evidence = client.get(f"/api/v1/visits/{visit['id']}/evidence", headers=reviewer).json()
+        checks[visit["registry_no"]] = {(f["check"], f["template"]) for f in evidence["checks"]}
+    assert checks.pop(LOOKED_FROM_AWAY) == {("far_from_home", "step.look")}
+    assert len(checks) >= 7 and all(found == set() for found in checks.values()), checks
