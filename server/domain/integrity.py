@@ -1,9 +1,10 @@
 """The integrity checks a supervisor reads beside a visit's evidence: thresholds and the arithmetic.
 
 Each check raises a flag for a person to judge, never a verdict: a household may have moved without the
-record saying so, a neighbour's photo may honestly show the same stairwell. What the checks catch is what
-research.md's inspections found done at a desk: a photo of another home (or of this one, years ago), and
-a "visit" recorded from somewhere else.
+record saying so, a neighbour's photo may honestly show the same stairwell. What they look for is evidence
+that may not come from the visit it is filed with: a photo of another home (or of this one, years ago),
+and a "visit" recorded from somewhere else. research.md asks for each photo with its time and GPS, and
+for the visit's own GPS: these checks read them against each other.
 """
 
 from __future__ import annotations
