@@ -80,6 +80,7 @@ IntegrityCheck = Literal[
     "photo_gps_far_from_fix",
     "far_from_home",
     "mock_location",
+    "home_relocated_by_team",
 ]
 
 
@@ -97,7 +98,10 @@ class IntegrityFlag(msgspec.Struct, kw_only=True):
     the answer naming it (the coordinates are not shown: they are the household's).
     ``far_from_home``: an answer of the look step, done inside the home, was recorded ``distance_m`` from
     the household's recorded location, beyond the fix's accuracy.
-    ``mock_location``: the device said the fix came from a mock-location app."""
+    ``mock_location``: the device said the fix came from a mock-location app.
+    ``home_relocated_by_team``: the household's recorded location, which ``far_from_home`` measures
+    against, was changed by a member of this visit's team since the visit was assigned (``template`` and
+    ``item`` are then ``household`` and ``location``)."""
     template: str
     item: str
     row_id: str | None

@@ -18,7 +18,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schemas.photos import IntegrityFlag
-from server.db.models import Household, Observation, Photo, PhotoRef, Visit
+from server.db.models import Household, Observation, Photo, PhotoRef, RecordVersion, Visit
 from server.domain import integrity
 from server.domain.answers import in_removed_row
 from server.domain.evidence import Reference, references
@@ -61,10 +61,45 @@ async def checks(
     items; `stored`: the photo rows of those received), the fixes' first, then the photos' in evidence
     order."""
     flags = _fix_flags(_current(arrived), household)
+    revisions = await _revisions(session, visit)
+    flags += await _relocated(session, visit, household, revisions)
     photos = [w for w in wanted if w[3].kind == "photo"]
     if photos:
-        flags += await _photo_flags(session, actor, visit, household, photos, stored, _naming(arrived))
+        flags += await _photo_flags(
+            session, actor, visit, household, photos, stored, _naming(arrived), revisions
+        )
     return flags
+
+
+async def _relocated(
+    session: AsyncSession, visit: Visit, household: Household, revisions: _Revisions
+) -> list[IntegrityFlag]:
+    """The household's location changed by the visit's own team since it was first assigned: a team could
+    otherwise move the home to where it answered from, and far_from_home would measure against that."""
+    team = {member.user_id for member in visit.team}
+    query = select(RecordVersion.changed, RecordVersion.author_id, RecordVersion.at).where(
+        RecordVersion.entity == "household",
+        RecordVersion.entity_id == str(household.id),
+        RecordVersion.at >= revisions.assigned,
+    )
+    moves = [
+        at
+        for changed, author, at in await session.execute(query)
+        if author in team and {"lat", "lon"} & set(changed)
+    ]
+    if not moves:
+        return []
+    when = max(moves).date().isoformat()
+    return [
+        IntegrityFlag(
+            check="home_relocated_by_team",
+            template="household",
+            item="location",
+            row_id=None,
+            message=f"The household's recorded location was changed by this visit's team (last on {when}): "
+            "far_from_home measures against it.",
+        )
+    ]
 
 
 @dataclass
@@ -158,9 +193,9 @@ async def _photo_flags(
     photos: list[Wanted],
     stored: dict[str, Photo],
     named_by: dict[str, Observation],
+    revisions: _Revisions,
 ) -> list[IntegrityFlag]:
     shas = {ref.sha256 for *_, ref in photos}
-    revisions = await _revisions(session, visit)
     copies = await _near_duplicates(session, [stored[s] for s in shas if s in stored])
     named = await _other_visits(
         session, actor, revisions.ids, shas | {c for found in copies.values() for c, _ in found}

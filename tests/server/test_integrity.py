@@ -314,3 +314,25 @@ def test_one_notice_photographed_for_several_households_of_a_community_is_not_a_
     move_to_another_community(client, "DB-C01-0003")
     (reused,) = flags(client, visits[0], reviewer, "photo_reused")
     assert (reused["other_visits"], reused["elsewhere"], reused["item"]) == ([], 1, "notice_photo")
+
+
+def test_the_households_location_moved_by_the_visits_own_team_is_flagged(client: Client) -> None:
+    """far_from_home measures against the recorded location: a team moving it to where it answered from
+    is told to the reviewer. A move by anyone else (an administrator correcting the record) is not."""
+    worker, reviewer = login(client, TEAM[0]), login(client, "demo-reviewer-community")
+    admin = login(client, "demo-admin", device="desk")
+    url = f"/api/v1/households/{household_id('DB-C01-0006')}"
+    visit = assign(client, "DB-C01-0006")
+    answer(client, visit, worker, "rooms", 3, GPS)
+
+    def move(headers: Headers, lat: float) -> None:
+        version = client.get(url, headers=headers).json()["version"]
+        moved = client.patch(url, json={"version": version, "lat": lat, "lon": GPS["lon"]}, headers=headers)
+        assert moved.status_code == 200, moved.text
+
+    move(admin, GPS["lat"] + 0.002)
+    assert flags(client, visit, reviewer, "home_relocated_by_team") == []
+    move(worker, GPS["lat"])  # to where the look step was answered: far_from_home goes quiet
+    assert flags(client, visit, reviewer, "far_from_home") == []
+    (relocated,) = flags(client, visit, reviewer, "home_relocated_by_team")
+    assert (relocated["template"], relocated["item"]) == ("household", "location")
