@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import string
 from typing import Any
 
 import msgspec
@@ -127,8 +128,8 @@ def mask_text(text: str) -> str:
     return "".join(pieces) + text[last:] if pieces else text
 
 
-_WORD = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-_HEX = frozenset("0123456789ABCDEFabcdef")
+_WORD = frozenset(string.ascii_letters + string.digits)
+_HEX = frozenset(string.hexdigits)
 
 
 def _in_a_hex_word(text: str, start: int, end: int) -> bool:

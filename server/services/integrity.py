@@ -129,8 +129,8 @@ def _current(arrived: list[Observation]) -> list[Observation]:
     """The observations holding each current answer (not cleared, not in a removed row), in arrival order:
     the latest for its item and row, and, for a list answer merged from several (two tablets photographing
     the home side by side, sync/answer_merge.py), each earlier one since it was last replaced outright
-    whose entries the answer still keeps: their fixes are the answer's too."""
-    answers = visits.folded(arrived)
+    whose entries the answer still keeps: their fixes are the answer's too. Folds the answers as
+    `visits.folded` does, once, keeping who holds each."""
     holding: dict[tuple[str, str, str | None], list[Observation]] = {}
     values: dict[tuple[str, str, str | None], Any] = {}
     for obs in arrived:
@@ -138,11 +138,15 @@ def _current(arrived: list[Observation]) -> list[Observation]:
         values[key] = answer_merge.merged(values.get(key), obs.value, obs.base)
         # `merged` hands back the answer itself when it replaces the value outright, a new one when it merges.
         holding[key] = [*holding.get(key, []), obs] if values[key] is not obs.value else [obs]
+    answers: visits.VisitAnswers = defaultdict(dict)
+    for (template, item, row), value in values.items():
+        if value is not None:  # a cleared answer, as `folded` drops it
+            answers[template][(item, row)] = value
     held = []
     for (template, item, row), observations in holding.items():
-        if (item, row) not in answers.get(template, {}) or in_removed_row(answers[template], item, row):
+        if (item, row) not in answers[template] or in_removed_row(answers[template], item, row):
             continue
-        kept = answer_merge.identities(values[(template, item, row)])
+        kept = answer_merge.identities(answers[template][(item, row)])
         *earlier, latest = observations
         held += [o for o in earlier if answer_merge.identities(o.value) & kept] + [latest]
     return sorted(held, key=lambda o: o.ordinal)
@@ -159,30 +163,36 @@ def _naming(arrived: list[Observation]) -> dict[str, Observation]:
 
 def _fix_flags(current: Iterable[Observation], household: Household) -> list[IntegrityFlag]:
     flags = []
-    home = (household.lat, household.lon)
+    mocked: set[tuple[str, str, str | None]] = set()  # once for an answer merged from two mocked fixes
     for obs in current:
         where = _Where(
             template=obs.template_code, item=obs.item, row_id=str(obs.row_id) if obs.row_id else None
         )
-        mocked = IntegrityFlag(check="mock_location", message="The device said this fix was mocked.", **where)
-        if obs.mock_location and mocked not in flags:  # once for an answer merged from two mocked fixes
-            flags.append(mocked)
-        if obs.template_code != integrity.LOOK_STEP or obs.lat is None or obs.lon is None:
-            continue
-        if home[0] is None or home[1] is None:
-            continue
-        distance = integrity.distance_m(obs.lat, obs.lon, home[0], home[1])
-        if integrity.beyond(distance, obs.accuracy_m, integrity.FAR_FROM_HOME_M):
+        if obs.mock_location and (key := (obs.template_code, obs.item, where["row_id"])) not in mocked:
+            mocked.add(key)
             flags.append(
-                IntegrityFlag(
-                    check="far_from_home",
-                    distance_m=round(distance),
-                    message=f"Answered {round(distance)} m from the household's recorded location, inside "
-                    "the home by the checklist.",
-                    **where,
-                )
+                IntegrityFlag(check="mock_location", message="The device said this fix was mocked.", **where)
             )
+        if flag := _far_from_home(obs, household, where):
+            flags.append(flag)
     return flags
+
+
+def _far_from_home(obs: Observation, household: Household, where: _Where) -> IntegrityFlag | None:
+    if obs.template_code != integrity.LOOK_STEP or obs.lat is None or obs.lon is None:
+        return None
+    if household.lat is None or household.lon is None:
+        return None
+    distance = integrity.distance_m(obs.lat, obs.lon, household.lat, household.lon)
+    if not integrity.beyond(distance, obs.accuracy_m, integrity.FAR_FROM_HOME_M):
+        return None
+    return IntegrityFlag(
+        check="far_from_home",
+        distance_m=round(distance),
+        message=f"Answered {round(distance)} m from the household's recorded location, inside the home by "
+        "the checklist.",
+        **where,
+    )
 
 
 async def _photo_flags(
@@ -221,8 +231,7 @@ def _reused(others: _Others, where: _Where) -> IntegrityFlag:
         same_household=others.same_household,
         other_visits=others.mine,
         elsewhere=others.elsewhere,
-        message=f"The same file is named by {len(others.mine) + others.elsewhere} other visit(s){home}"
-        + (f", {others.elsewhere} outside your area." if others.elsewhere else "."),
+        message=f"The same file is named by {_counted(others)}{home}{_outside(others)}",
         **where,
     )
 
@@ -234,17 +243,25 @@ def _copied(others: _Others, bits: int, where: _Where) -> IntegrityFlag:
         same_household=others.same_household,
         other_visits=others.mine,
         elsewhere=others.elsewhere,
-        message=f"A copy of this photo ({bits} of 64 hash bits differ) is named by "
-        f"{len(others.mine) + others.elsewhere} other visit(s)"
-        + (f", {others.elsewhere} outside your area." if others.elsewhere else "."),
+        message=f"A copy of this photo ({bits} of 64 hash bits differ) is named by {_counted(others)}"
+        f"{_outside(others)}",
         **where,
     )
 
 
+def _counted(others: _Others) -> str:
+    return f"{len(others.mine) + others.elsewhere} other visit(s)"
+
+
+def _outside(others: _Others) -> str:
+    return f", {others.elsewhere} outside your area." if others.elsewhere else "."
+
+
 def _file_claims(
-    photo: Photo, assigned: dt.datetime, named_by: Observation | None, where: _Where
+    photo: Photo, assigned: dt.datetime, fix: Observation | None, where: _Where
 ) -> list[IntegrityFlag]:
-    """What the file says of itself against the visit (first `assigned`): its shutter time, its position."""
+    """What the file says of itself against the visit (first `assigned`): its shutter time, and its position
+    against `fix`, the observation naming it."""
     flags = []
     taken = integrity.shutter_time(photo.captured_at, photo.captured_has_offset)
     if taken is not None and taken < assigned - integrity.TAKEN_BEFORE_VISIT:
@@ -256,7 +273,6 @@ def _file_claims(
                 **where,
             )
         )
-    fix = named_by
     if photo.gps_lat is None or photo.gps_lon is None or fix is None or fix.lat is None or fix.lon is None:
         return flags
     distance = integrity.distance_m(photo.gps_lat, photo.gps_lon, fix.lat, fix.lon)

@@ -91,7 +91,7 @@ def test_the_demo_shows_the_integrity_checks_on_the_file_waiting_for_its_reviewe
     reviewer = login(client, "demo-reviewer-community")
     listed = client.get("/api/v1/visits", headers=reviewer).json()
     checks = {}
-    for visit in listed["items"] if isinstance(listed, dict) else listed:
+    for visit in listed["items"]:
         evidence = client.get(f"/api/v1/visits/{visit['id']}/evidence", headers=reviewer).json()
         checks[visit["registry_no"]] = {(f["check"], f["template"]) for f in evidence["checks"]}
     assert checks.pop(LOOKED_FROM_AWAY) == {("far_from_home", "step.look")}
