@@ -22,11 +22,10 @@ import uuid
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, event, insert, inspect, select, union_all, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
 
 from schemas.sync import target_named
+from server.db.bulk_insert import BulkInsert
 from server.db.models import (
     ChecklistTemplate,
     Household,
@@ -423,28 +422,17 @@ def _children_of(session: Session, household_id: uuid.UUID) -> list[str]:
 
 
 def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        session.execute(_UPSERT[session.get_bind().dialect.name], rows)
+    _UPSERT.run(session, rows)
 
 
-def _upsert_statement(insert: Any) -> Any:
-    # Built once and run with a list of parameter sets: SQLAlchemy compiles it once and caches it,
-    # where `.values(rows)` would be compiled anew on every flush. On the table, not the mapped class:
-    # the ORM's bulk-insert machinery would cost more than the statement itself (a stamp a record).
-    statement = insert(SyncChange.__table__)
-    return statement.on_conflict_do_update(
-        index_elements=["entity", "entity_id"],
-        set_={
-            "scope": statement.excluded.scope,
-            "seq": statement.excluded.seq,
-            "deleted": statement.excluded.deleted,
-        },
-    )
-
-
+# One statement for all of a flush's stamps (bulk_insert.py); rows are unique by key, as a dict builds them.
+_UPSERT = BulkInsert(
+    cast(Table, SyncChange.__table__),
+    ["entity", "entity_id", "scope", "seq", "deleted"],
+    upsert_on=["entity", "entity_id"],
+)
 # On the table, not the mapped class, as for the upsert: a single plain INSERT.
 _ASK_FOR_NUMBER = insert(cast(Table, SyncNumbering.__table__))
-_UPSERT = {"postgresql": _upsert_statement(pg_insert), "sqlite": _upsert_statement(sqlite_insert)}
 
 
 def install() -> None:

@@ -19,17 +19,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, event, insert
+from sqlalchemy import Table, event
 from sqlalchemy.orm import Session, SessionTransaction
 
+from server.db.bulk_insert import BulkInsert
 from server.db.feed import stamp_written
 from server.db.models import Observation, PhotoRef
 from server.db.models.photos import photo_ref_rows
 
 _PENDING = "fivestep_observation_rows"
-# Core statements on the tables (no ORM bulk-insert machinery), built once, run with a list of rows.
-_INSERT_OBSERVATIONS = insert(cast(Table, Observation.__table__))
-_INSERT_REFS = insert(cast(Table, PhotoRef.__table__))
 
 
 @dataclass(slots=True)
@@ -61,6 +59,11 @@ class ObservationRow:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+# On the tables, not through the ORM's bulk-insert machinery: one statement for a flush's rows.
+_INSERT_OBSERVATIONS = BulkInsert(cast(Table, Observation.__table__), ObservationRow.__slots__)
+_INSERT_REFS = BulkInsert(cast(Table, PhotoRef.__table__), ["observation_id", "sha256", "visit_id", "kind"])
+
+
 def append(session: Session, row: ObservationRow) -> None:
     """Write `row` at the session's next flush, in its transaction."""
     session.info.setdefault(_PENDING, []).append(row)
@@ -70,10 +73,9 @@ def _write(session: Session, _ctx: Any, _instances: Any) -> None:
     rows: list[ObservationRow] | None = session.info.pop(_PENDING, None)
     if not rows:
         return
-    session.execute(_INSERT_OBSERVATIONS, [r.as_row() for r in rows])
+    _INSERT_OBSERVATIONS.run(session, [r.as_row() for r in rows])
     refs = [ref for r in rows for ref in photo_ref_rows(r.id, r.visit_id, r.value)]
-    if refs:
-        session.execute(_INSERT_REFS, refs)
+    _INSERT_REFS.run(session, refs)
     stamp_written(
         session, [(r.id, r.visit_id) for r in rows], [(ref["sha256"], ref["visit_id"]) for ref in refs]
     )
