@@ -42,6 +42,7 @@ from bench.report import save, table
 from bench.threads import seconds_all_at_once
 from schemas.config import Settings
 from server.app import create_app
+from server.db.bulk_insert import BulkInsert
 from server.db.engine import Database
 from server.db.models import (
     Household,
@@ -259,7 +260,8 @@ async def insert_floor(url: str, rows: int, batch: int) -> float:
 async def visit_floor(url: str, devices: int, visits_each: int) -> float:
     """Completed visits per second written by plain SQL from ``devices`` sessions at once in one process
     (as one server process), committed in the push's batches of 10 visits: a transaction a batch that
-    bumps its visits' versions, inserts their 20 answers each with their GPS fixes and stamps them and
+    bumps its visits' versions, inserts their 20 answers each with their GPS fixes (one INSERT of column
+    arrays, as the server writes them on PostgreSQL: server/db/bulk_insert.py) and stamps them and
     the visits in the change feed, numbered at COMMIT. None of the rest of a push: no sign-in, decoding,
     checks, merging, audit rows, mutation log or answer. The seeded visits are used, each device its own;
     one unmeasured batch each first, as the HTTP rows push one."""
@@ -273,6 +275,8 @@ async def visit_floor(url: str, devices: int, visits_each: int) -> float:
     visits, answers_table, changes, numbering = (
         cast(Table, model.__table__) for model in (Visit, Observation, SyncChange, SyncNumbering)
     )
+    write_answers = BulkInsert(answers_table, [c.name for c in answers_table.columns])
+    write_stamps = BulkInsert(changes, ["entity", "entity_id", "scope", "seq", "deleted"])
 
     async def batch(visit_ids: list[uuid.UUID]) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -290,12 +294,14 @@ async def visit_floor(url: str, devices: int, visits_each: int) -> float:
                 for v in visit_ids
                 for n in range(len(ITEMS))
             ]
-            await session.execute(answers_table.insert(), answers)
             # Numbered as the server numbers them: a placeholder, and a row asking the trigger of migration
             # 0017 to take the number while PostgreSQL commits.
             placeholder = -1 - secrets.randbits(62)
             stamp = {"entity": "observation", "scope": scope, "seq": placeholder, "deleted": False}
-            await session.execute(changes.insert(), [stamp | {"entity_id": str(a["id"])} for a in answers])
+            stamps = [stamp | {"entity_id": str(a["id"])} for a in answers]
+            # Each table's rows in one statement of column arrays, the cheapest way the server knows.
+            await session.run_sync(lambda s: write_answers.run(s, answers))
+            await session.run_sync(lambda s: write_stamps.run(s, stamps))
             await session.execute(
                 changes.update()
                 .where(changes.c.entity == "visit", changes.c.entity_id.in_([str(v) for v in visit_ids]))

@@ -29,10 +29,10 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
@@ -51,6 +51,7 @@ from schemas.sync import (
     Status,
     target_named,
 )
+from server.db.bulk_insert import BulkInsert
 from server.db.models import (
     Household,
     Jurisdiction,
@@ -62,6 +63,7 @@ from server.db.models import (
     User,
     Visit,
 )
+from server.db.types import utcnow
 from server.domain.tree_paths import shared_path
 from server.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, field_problem
 from server.services import audit, sync_apply, sync_clients, sync_preload, transaction
@@ -168,7 +170,7 @@ async def push(
         if applied is None:
             applied = await _apply_all(session, actor, _Batch(client, delivered), mutations, rules)
     batch, results, stopped = applied
-    batch.write(session, actor)
+    await batch.write(session, actor)
     await session.commit()
     return _answer(client, results, stopped)
 
@@ -203,7 +205,7 @@ async def hand_over(
         return earlier or await _quarantine(session, author, batch, mutation, refusal, by=sender)
 
     _, results, stopped = await _in_seq_order(session, author, batch, mutations, keep, by=sender)
-    batch.write(session, author)
+    await batch.write(session, author)
     earlier = await _name_the_sender_on_earlier_quarantines(session, actor, author, client)
     # Every conflict this handover kept in the author's name (author_inactive, and a push's seq_reused or
     # mutation_id_reused), and the author's own earlier ones that now name the sender: the audit row
@@ -512,22 +514,29 @@ class _Batch:
             # The mutation itself: turned into an edit only if its id comes again, off the hot path.
             self.delivered.setdefault(mutation.mutation_id, (result, mutation))
 
-    def write(self, session: AsyncSession, actor: Actor) -> None:
-        session.add_all(
-            MutationLog(
-                client_id=self.client.client_id,
-                seq=mutation.seq,
-                mutation_id=mutation.mutation_id,
-                op=_op(mutation),
-                args=msgspec.to_builtins(mutation),
-                status=status,
-                result=msgspec.to_builtins(result),
-                user_id=actor.user_id,
-                device_time=mutation.device_time,
-            )
+    async def write(self, session: AsyncSession, actor: Actor) -> None:
+        received = utcnow()
+        rows = [
+            {
+                "client_id": self.client.client_id,
+                "seq": mutation.seq,
+                "mutation_id": mutation.mutation_id,
+                "op": _op(mutation),
+                "args": msgspec.to_builtins(mutation),
+                "status": status,
+                "result": msgspec.to_builtins(result),
+                "user_id": actor.user_id,
+                "device_time": mutation.device_time,
+                "received_at": received,
+            }
             for mutation, result, status in self.logs
-        )
+        ]
+        await session.run_sync(_WRITE_LOG.run, rows)
         self.client.last_mutation_seq = self.last_seq
+
+
+# The batch's log rows in one statement (server/db/bulk_insert.py) instead of an ORM object each.
+_WRITE_LOG = BulkInsert(cast(Table, MutationLog.__table__), [c.name for c in MutationLog.__table__.columns])
 
 
 def _op(mutation: AnyMutation) -> str:
