@@ -22,7 +22,9 @@ import msgspec
 from sqlalchemy import JSON, Table, insert
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeDecorator
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -57,7 +59,10 @@ class BulkInsert:
         arrays = []
         for name, convert in zip(self.columns, self._converters, strict=True):
             values = [row[name] for row in rows]
-            arrays.append(values if convert is None else [convert(v) for v in values])
+            try:
+                arrays.append(values if convert is None else [convert(v) for v in values])
+            except (TypeError, ValueError) as exc:  # as SQLAlchemy reports a value its types refuse
+                raise StatementError(f"{name}: {exc}", self._pg_sql, None, exc) from exc
         session.connection().exec_driver_sql(self._pg_sql, tuple(arrays))
 
 
@@ -67,12 +72,16 @@ def _unnest_sql(
     arrays, selected = [], []
     converters: list[Callable[[Any], Any] | None] = []
     for number, name in enumerate(columns, start=1):
+        column_type = table.c[name].type
         # What PostgreSQL sees: JSONType is JSON with a JSONB variant there.
-        is_json = isinstance(table.c[name].type.dialect_impl(_PG), JSON)
-        sql_type = "TEXT" if is_json else table.c[name].type.compile(dialect=_PG).split("(")[0]
+        is_json = isinstance(column_type.dialect_impl(_PG), JSON)
+        sql_type = "TEXT" if is_json else column_type.compile(dialect=_PG).split("(")[0]
         arrays.append(f"${number}::{sql_type}[]")
         selected.append(f"{name}::JSONB" if is_json else name)
-        converters.append(_json_text if is_json else None)
+        # Our own column types check values on the way in (UTCDateTime refuses a naive time, which
+        # PostgreSQL would read in the server's zone): they do so here too.
+        own = column_type.bind_processor(_PG) if isinstance(column_type, TypeDecorator) else None
+        converters.append(_json_text if is_json else own)
     # Built from the table's own metadata, never from a value: the values go as parameters.
     # In the order given (WITH ORDINALITY): an upsert locks rows in that order, and callers that sort
     # their rows rely on it to keep two writers of the same keys from deadlocking.

@@ -117,6 +117,20 @@ def test_an_over_long_string_is_refused_not_cut_short(database_url: str) -> None
     assert asyncio.run(_with_scratch(database_url, work)) == 0
 
 
+def test_a_time_without_a_zone_is_refused_as_sqlalchemy_refuses_it(database_url: str) -> None:
+    """PostgreSQL would read a naive time in its own zone: the column type refuses it first, on both."""
+
+    async def work(session: AsyncSession) -> int:
+        rows = _rows("naive")
+        rows[4]["at"] = dt.datetime(2026, 12, 1, 8, 0)
+        with pytest.raises(StatementError, match="naive"):
+            await session.run_sync(lambda s: BulkInsert(SCRATCH, COLUMNS).run(s, rows))
+        await session.rollback()
+        return len(await _read(session, "naive"))
+
+    assert asyncio.run(_with_scratch(database_url, work)) == 0
+
+
 def test_an_upsert_updates_the_rows_whose_key_is_taken_and_adds_the_others(database_url: str) -> None:
     def first(session: Session) -> None:
         BulkInsert(SCRATCH, COLUMNS).run(session, _rows("up")[:3])
