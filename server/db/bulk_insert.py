@@ -71,13 +71,14 @@ def _unnest_sql(
 ) -> tuple[str, list[Callable[[Any], Any] | None]]:
     arrays, selected = [], []
     converters: list[Callable[[Any], Any] | None] = []
+    quote = _PG.identifier_preparer.quote  # a column named like a keyword (`at`, `order`) stays a name
     for number, name in enumerate(columns, start=1):
         column_type = table.c[name].type
         # What PostgreSQL sees: JSONType is JSON with a JSONB variant there.
         is_json = isinstance(column_type.dialect_impl(_PG), JSON)
         sql_type = "TEXT" if is_json else column_type.compile(dialect=_PG).split("(")[0]
         arrays.append(f"${number}::{sql_type}[]")
-        selected.append(f"{name}::JSONB" if is_json else name)
+        selected.append(f"{quote(name)}::JSONB" if is_json else quote(name))
         # Our own column types check values on the way in (UTCDateTime refuses a naive time, which
         # PostgreSQL would read in the server's zone): they do so here too.
         own = column_type.bind_processor(_PG) if isinstance(column_type, TypeDecorator) else None
@@ -85,10 +86,11 @@ def _unnest_sql(
     # Built from the table's own metadata, never from a value: the values go as parameters.
     # In the order given (WITH ORDINALITY): an upsert locks rows in that order, and callers that sort
     # their rows rely on it to keep two writers of the same keys from deadlocking.
-    target, rows = f"{table.name} ({', '.join(columns)})", f"unnest({', '.join(arrays)}) WITH ORDINALITY"
-    given = f"given({', '.join(columns)}, given_order) ORDER BY given_order"
+    names = ", ".join(quote(c) for c in columns)
+    target, rows = f"{quote(table.name)} ({names})", f"unnest({', '.join(arrays)}) WITH ORDINALITY"
+    given = f"given({names}, given_order) ORDER BY given_order"
     sql = f"INSERT INTO {target} SELECT {', '.join(selected)} FROM {rows} AS {given}"  # noqa: S608
     if upsert_on:
-        assignments = ", ".join(f"{c} = excluded.{c}" for c in updated)
-        sql += f" ON CONFLICT ({', '.join(upsert_on)}) DO UPDATE SET {assignments}"
+        assignments = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in updated)
+        sql += f" ON CONFLICT ({', '.join(quote(c) for c in upsert_on)}) DO UPDATE SET {assignments}"
     return sql, converters

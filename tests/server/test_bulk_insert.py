@@ -36,6 +36,7 @@ SCRATCH = Table(
     Column("flag", Boolean, nullable=True),
     Column("at", UTCDateTime, nullable=True),
     Column("uid", String(36), nullable=True),
+    Column("order", Integer, nullable=True),  # a keyword for a name: quoted, it is just a column
 )
 COLUMNS = [c.name for c in SCRATCH.columns]
 AWKWARD_VALUES: list[Any] = [
@@ -64,6 +65,7 @@ def _rows(prefix: str) -> list[dict[str, Any]]:
             "flag": (None, True, False)[n % 3],
             "at": None if n == 2 else dt.datetime(2026, 12, 1, 8, n, 30, 123456, tzinfo=BEIJING),
             "uid": str(uuid.uuid5(uuid.NAMESPACE_OID, str(n))) if n % 2 else None,
+            "order": n,
         }
         for n, value in enumerate(AWKWARD_VALUES)
     ]
