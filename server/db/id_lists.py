@@ -1,4 +1,4 @@
-"""`column IN (ids)` for the long id lists of sync (a pull page, a push batch).
+"""`column IN (ids)` for the long id lists of sync (a pull page, a push batch), and of a page's photo hashes.
 
 With IN, SQLAlchemy renders one placeholder per id on every execution (2,000 for a pull page), which
 costs more than the query. So the ids go as one parameter: on PostgreSQL `column = ANY($1)` with an
@@ -30,4 +30,16 @@ def among(
     # The feed's text ids are canonical (str(uuid)): dropping the dashes gives what SQLite stores.
     stored = [i.hex if isinstance(i, uuid.UUID) else i.replace("-", "") for i in ids]
     array = bindparam(None, msgspec.json.encode(stored).decode(), type_=String())
+    return column.in_(select(literal_column("value")).select_from(func.json_each(array)))
+
+
+def among_text(
+    session: AsyncSession,
+    column: KeyedColumnElement[Any] | InstrumentedAttribute[Any],
+    values: Collection[str],
+) -> ColumnElement[bool]:
+    """`column IN (values)` for a text column (a page's photo hashes), as one parameter like `among`."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(String())))
+    array = bindparam(None, msgspec.json.encode(list(values)).decode(), type_=String())
     return column.in_(select(literal_column("value")).select_from(func.json_each(array)))

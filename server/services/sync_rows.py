@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import KeyedColumnElement
 
 from server.db.feed import EVERYONE
-from server.db.id_lists import among
+from server.db.id_lists import among, among_text
 from server.db.models import (
     ChecklistTemplate,
     Household,
@@ -177,7 +177,7 @@ async def _photos(session: AsyncSession, shas: list[str], scopes: list[str]) -> 
     The EXIF GPS claim stays on the server (it is the household's location)."""
     photo, ref = Photo.__table__.c, PhotoRef.__table__.c
     visit, household = Visit.__table__, Household.__table__
-    found = await session.execute(select(*_PHOTO.columns).where(photo.sha256.in_(shas)))
+    found = await session.execute(select(*_PHOTO.columns).where(among_text(session, photo.sha256, shas)))
     present = {r.sha256: dict(r._mapping) for r in found}
     refs: dict[str, list[str]] = defaultdict(list)
     communities = [uuid.UUID(s) for s in scopes if s != EVERYONE]
@@ -185,14 +185,14 @@ async def _photos(session: AsyncSession, shas: list[str], scopes: list[str]) -> 
         select(ref.sha256, ref.visit_id)
         .join(visit, visit.c.id == ref.visit_id)
         .join(household, household.c.id == visit.c.household_id)
-        .where(ref.sha256.in_(shas), among(session, household.c.community_id, communities))
+        .where(among_text(session, ref.sha256, shas), among(session, household.c.community_id, communities))
         .distinct()
     )
     for sha, visit_id in await session.execute(query):
         refs[sha].append(str(visit_id))
     refusals = PhotoRefusal.__table__.c
     refused_query = select(refusals.sha256, refusals.code).where(
-        refusals.sha256.in_(set(shas) - set(present))
+        among_text(session, refusals.sha256, set(shas) - set(present))
     )
     refused = {sha: code for sha, code in await session.execute(refused_query)}
     return [
