@@ -12,7 +12,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
 
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -54,13 +54,14 @@ async def checks(
     visit: Visit,
     household: Household,
     arrived: list[Observation],
+    fold: tuple[visits.VisitAnswers, visits.Holders],
     wanted: list[Wanted],
     stored: dict[str, Photo],
 ) -> list[IntegrityFlag]:
-    """Every flag for the visit (`arrived`: its observations in arrival order; `wanted`: its evidence
-    items; `stored`: the photo rows of those received), the fixes' first, then the photos' in evidence
-    order."""
-    flags = _fix_flags(_current(arrived), household)
+    """Every flag for the visit (`arrived`: its observations in arrival order; `fold`: them folded, as
+    `visits.folded_holding` gives them; `wanted`: its evidence items; `stored`: the photo rows of those
+    received), the fixes' first, then the photos' in evidence order."""
+    flags = _fix_flags(_current(*fold), household)
     revisions = await _revisions(session, visit)
     flags += await _relocated(session, visit, household, revisions)
     photos = [w for w in wanted if w[3].kind == "photo"]
@@ -125,28 +126,16 @@ async def _revisions(session: AsyncSession, visit: Visit) -> _Revisions:
     return _Revisions(ids, assigned)
 
 
-def _current(arrived: list[Observation]) -> list[Observation]:
+def _current(answers: visits.VisitAnswers, holding: visits.Holders) -> list[Observation]:
     """The observations holding each current answer (not cleared, not in a removed row), in arrival order:
-    the latest for its item and row, and, for a list answer merged from several (two tablets photographing
-    the home side by side, sync/answer_merge.py), each earlier one since it was last replaced outright
-    whose entries the answer still keeps: their fixes are the answer's too. Folds the answers as
-    `visits.folded` does, once, keeping who holds each."""
-    holding: dict[tuple[str, str, str | None], list[Observation]] = {}
-    values: dict[tuple[str, str, str | None], Any] = {}
-    for obs in arrived:
-        key = (obs.template_code, obs.item, str(obs.row_id) if obs.row_id else None)
-        values[key] = answer_merge.merged(values.get(key), obs.value, obs.base)
-        # `merged` hands back the answer itself when it replaces the value outright, a new one when it merges.
-        holding[key] = [*holding.get(key, []), obs] if values[key] is not obs.value else [obs]
-    answers: visits.VisitAnswers = defaultdict(dict)
-    for (template, item, row), value in values.items():
-        if value is not None:  # a cleared answer, as `folded` drops it
-            answers[template][(item, row)] = value
+    the latest for its item and row, and each earlier one merged into it whose entries the answer still
+    keeps: their fixes are the answer's too."""
     held = []
     for (template, item, row), observations in holding.items():
-        if (item, row) not in answers[template] or in_removed_row(answers[template], item, row):
+        step = answers.get(template, {})
+        if (item, row) not in step or in_removed_row(step, item, row):
             continue
-        kept = answer_merge.identities(answers[template][(item, row)])
+        kept = answer_merge.identities(step[(item, row)])
         *earlier, latest = observations
         held += [o for o in earlier if answer_merge.identities(o.value) & kept] + [latest]
     return sorted(held, key=lambda o: o.ordinal)

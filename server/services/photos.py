@@ -35,7 +35,6 @@ from server.db.engine import Database
 from server.db.models import (
     Household,
     Jurisdiction,
-    Observation,
     Photo,
     PhotoRef,
     PhotoRefusal,
@@ -609,7 +608,8 @@ async def evidence(
     or still expected."""
     visit, household = await visits.get(session, actor, visit_id)
     arrived = await visits.observations(session, visit_id)
-    wanted, stored, refused = await _named_and_stored(session, arrived)
+    fold = visits.folded_holding(arrived)
+    wanted, stored, refused = await _named_and_stored(session, fold[0])
     ttl = settings.signed_url_ttl_seconds
     items = []
     for template, item, row, ref in wanted:
@@ -638,7 +638,7 @@ async def evidence(
         present=present,
         refused=refused_count,
         items=items,
-        checks=await integrity.checks(session, actor, visit, household, arrived, wanted, stored),
+        checks=await integrity.checks(session, actor, visit, household, arrived, fold, wanted, stored),
         household_located=household.lat is not None and household.lon is not None,
     )
 
@@ -651,7 +651,9 @@ async def arrived_and_missing(
     evidence order (the caller checked access): ``expected`` (not received yet) or ``refused`` (the file
     sent was refused, ``refusal`` says why: it will never come). One reading of the answers for a review
     decision, which needs both."""
-    wanted, stored, refused = await _named_and_stored(session, await visits.observations(session, visit_id))
+    wanted, stored, refused = await _named_and_stored(
+        session, await visits.current_answers(session, visit_id)
+    )
     missing = [
         {
             "template": template,
@@ -669,12 +671,11 @@ async def arrived_and_missing(
 
 
 async def _named_and_stored(
-    session: AsyncSession, arrived: list[Observation]
+    session: AsyncSession, current: visits.VisitAnswers
 ) -> tuple[list[tuple[str, str, str | None, Reference]], dict[str, Photo], dict[str, str]]:
-    """The references of the visit's current answers (folded from its observations, `arrived`), sorted,
-    the photo rows of those received, and the refusal codes of those refused. A removed row's photos are
-    wanted no more than a replaced answer's: the tablet shows neither."""
-    current = visits.folded(arrived)
+    """The references of the visit's `current` answers, sorted, the photo rows of those received, and the
+    refusal codes of those refused. A removed row's photos are wanted no more than a replaced answer's: the
+    tablet shows neither."""
     wanted = [
         (template, item, row, ref)
         for template, answers in current.items()

@@ -724,17 +724,33 @@ async def current_answers(session: AsyncSession, visit_id: uuid.UUID) -> VisitAn
     return folded(await observations(session, visit_id))
 
 
+Holders = dict[tuple[str, str, str | None], list[Observation]]
+"""For each answer (template, item, row), the observations holding it, in arrival order: the latest, and
+each earlier one merged into it since it was last replaced outright (two tablets photographing the home
+side by side, sync/answer_merge.py)."""
+
+
 def folded(arrived: Iterable[Observation]) -> VisitAnswers:
     """One visit's observations, in arrival order, folded into its current answers (`current_answers`)."""
+    return folded_holding(arrived)[0]
+
+
+def folded_holding(arrived: Iterable[Observation]) -> tuple[VisitAnswers, Holders]:
+    """`folded`, and which observations hold each answer (the integrity checks read their fixes)."""
     current: VisitAnswers = defaultdict(dict)
+    holding: Holders = {}
     for obs in arrived:
-        answers, key = current[obs.template_code], (obs.item, str(obs.row_id) if obs.row_id else None)
+        row = str(obs.row_id) if obs.row_id else None
+        answers, key = current[obs.template_code], (obs.item, row)
         value = answer_merge.merged(answers.get(key), obs.value, obs.base)
+        # `merged` hands back the answer itself when it replaces the value outright, a new one when it merges.
+        held = (obs.template_code, obs.item, row)
+        holding[held] = [*holding.get(held, []), obs] if value is not obs.value else [obs]
         if value is None:
             answers.pop(key, None)
         else:
             answers[key] = value
-    return current
+    return current, holding
 
 
 # -- proposal, submission ------------------------------------------------------------------------
