@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import msgspec
 from sqlalchemy import JSON, Table, insert
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -26,11 +25,9 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
+from server.db.engine import json_text
+
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
-
-
-def _json_text(value: object) -> str:
-    return msgspec.json.encode(value).decode()
 
 
 class BulkInsert:
@@ -82,7 +79,7 @@ def _unnest_sql(
         # Our own column types check values on the way in (UTCDateTime refuses a naive time, which
         # PostgreSQL would read in the server's zone): they do so here too.
         own = column_type.bind_processor(_PG) if isinstance(column_type, TypeDecorator) else None
-        converters.append(_json_text if is_json else own)
+        converters.append(json_text if is_json else own)
     # Built from the table's own metadata, never from a value: the values go as parameters.
     # In the order given (WITH ORDINALITY): an upsert locks rows in that order, and callers that sort
     # their rows rely on it to keep two writers of the same keys from deadlocking.

@@ -42,7 +42,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     # JSON columns (answers, GPS claims, snapshots, audit details) are written a dozen per pushed
     # mutation and read back by the tens of thousands in a first sync: msgspec does both several times
     # faster than the standard library, with the same Python values on the way back.
-    json = {"json_serializer": _json_text, "json_deserializer": msgspec.json.decode}
+    json = {"json_serializer": json_text, "json_deserializer": msgspec.json.decode}
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=True, **json)
     if parsed.database and parsed.database != ":memory:":
@@ -54,7 +54,8 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     return engine
 
 
-def _json_text(value: object) -> str:
+def json_text(value: object) -> str:
+    """How JSON columns are written (bulk_insert.py writes them so too)."""
     return msgspec.json.encode(value).decode()
 
 

@@ -28,9 +28,7 @@ def among(
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, list(ids), type_=ARRAY(Uuid())))
     # The feed's text ids are canonical (str(uuid)): dropping the dashes gives what SQLite stores.
-    stored = [i.hex if isinstance(i, uuid.UUID) else i.replace("-", "") for i in ids]
-    array = bindparam(None, msgspec.json.encode(stored).decode(), type_=String())
-    return column.in_(select(literal_column("value")).select_from(func.json_each(array)))
+    return _in_json_list(column, [i.hex if isinstance(i, uuid.UUID) else i.replace("-", "") for i in ids])
 
 
 def among_text(
@@ -41,5 +39,12 @@ def among_text(
     """`column IN (values)` for a text column (a page's photo hashes), as one parameter like `among`."""
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, list(values), type_=ARRAY(String())))
-    array = bindparam(None, msgspec.json.encode(list(values)).decode(), type_=String())
+    return _in_json_list(column, list(values))
+
+
+def _in_json_list(
+    column: KeyedColumnElement[Any] | InstrumentedAttribute[Any], values: list[str]
+) -> ColumnElement[bool]:
+    """SQLite: `column IN` the values of one JSON array parameter."""
+    array = bindparam(None, msgspec.json.encode(values).decode(), type_=String())
     return column.in_(select(literal_column("value")).select_from(func.json_each(array)))
