@@ -272,11 +272,10 @@ async def visit_floor(url: str, devices: int, visits_each: int) -> float:
         wanted = devices * (visits_each + BATCH)
         visit_ids = list((await session.execute(seeded.order_by(Visit.id).limit(wanted))).scalars())
     scope = str(node_id("C01"))
-    visits, answers_table, changes, numbering = (
-        cast(Table, model.__table__) for model in (Visit, Observation, SyncChange, SyncNumbering)
+    visits, answers_table, numbering = (
+        cast(Table, model.__table__) for model in (Visit, Observation, SyncNumbering)
     )
     write_answers = BulkInsert(answers_table, [c.name for c in answers_table.columns])
-    write_stamps = BulkInsert(changes, ["entity", "entity_id", "scope", "seq", "deleted"])
 
     async def batch(visit_ids: list[uuid.UUID]) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -294,20 +293,22 @@ async def visit_floor(url: str, devices: int, visits_each: int) -> float:
                 for v in visit_ids
                 for n in range(len(ITEMS))
             ]
-            # Numbered as the server numbers them: a placeholder, and a row asking the trigger of migration
-            # 0017 to take the number while PostgreSQL commits.
-            placeholder = -1 - secrets.randbits(62)
-            stamp = {"entity": "observation", "scope": scope, "seq": placeholder, "deleted": False}
-            stamps = [stamp | {"entity_id": str(a["id"])} for a in answers]
-            # Each table's rows in one statement of column arrays, the cheapest way the server knows.
-            await session.run_sync(lambda s: write_answers.run(s, answers))
-            await session.run_sync(lambda s: write_stamps.run(s, stamps))
-            await session.execute(
-                changes.update()
-                .where(changes.c.entity == "visit", changes.c.entity_id.in_([str(v) for v in visit_ids]))
-                .values(seq=placeholder)
+            # Stamped as the server stamps them: one row carrying the stamps, written by the trigger of
+            # migration 0019 with the number it takes while PostgreSQL commits.
+            keys = sorted(
+                [("observation", str(a["id"])) for a in answers] + [("visit", str(v)) for v in visit_ids]
             )
-            await session.execute(numbering.insert().values(placeholder=placeholder, scopes=scope))
+            request = {
+                "placeholder": -1 - secrets.randbits(62),
+                "scopes": "",
+                "entities": [entity for entity, _ in keys],
+                "entity_ids": [entity_id for _, entity_id in keys],
+                "stamp_scopes": [scope] * len(keys),
+                "stamps_deleted": [False] * len(keys),
+            }
+            # The answers in one statement of column arrays, the cheapest way the server knows.
+            await session.run_sync(lambda s: write_answers.run(s, answers))
+            await session.execute(numbering.insert().values(**request))
             await session.commit()
 
     async def device(mine: list[uuid.UUID]) -> None:

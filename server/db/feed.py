@@ -3,16 +3,21 @@
 It runs as a SQLAlchemy `before_flush` hook on every session, so no code path (REST, sync push, the
 CLI, the demo seed) can change a synced record without the feed knowing.
 
-Sequence numbers follow commit order. While a transaction works, its stamps carry a placeholder of its
-own (a negative number no committed row ever has, invisible to everyone else until commit). When it
-commits, the transaction takes the next number from `sync_state.seq` with an UPDATE, whose row lock
-(PostgreSQL) or single-writer lock (SQLite) lasts until the commit is done, and puts that number on its
-stamps. Numbers are therefore handed out in commit order: a pull that has seen N will never later meet an
-N-1 committed behind its back. Taking the number last keeps the lock short: concurrent pushes serialise
-only on their numbering and commit, not on their whole work. On PostgreSQL the numbering runs inside the
-COMMIT itself (a deferred trigger fired by one `sync_numbering` row, migration 0017), so the lock never
-waits on a round trip to this process; on SQLite the server runs the same three statements just before
-COMMIT.
+Sequence numbers follow commit order. While a transaction works, its stamps wait in the session
+(`_Staged`: which record, its community, whether devices are to drop it), undone with any savepoint
+rolled back. When the transaction commits, it takes the next number from `sync_state.seq` with an UPDATE,
+whose row lock (PostgreSQL) or single-writer lock (SQLite) lasts until the commit is done, and writes its
+stamps with that number. Numbers are therefore handed out in commit order: a pull that has seen N will
+never later meet an N-1 committed behind its back. Taking the number last keeps the lock short:
+concurrent pushes serialise only on their numbering and commit, not on their whole work. On PostgreSQL
+the numbering runs inside the COMMIT itself (a deferred trigger fired by one `sync_numbering` row that
+carries the stamps, migrations 0017 and 0019), so the lock never waits on a round trip to this process;
+on SQLite the server runs the same statements just before COMMIT. Each stamp is written once, with its
+number: writing it with a stand-in first and renumbering it at COMMIT cost PostgreSQL twice the work.
+
+Scope exits (a record leaving a community) are rare and written as rows while the transaction works,
+with a stand-in number of the transaction's own (negative, so never committed: `_placeholder`) that the
+COMMIT replaces.
 """
 
 from __future__ import annotations
@@ -69,7 +74,8 @@ def take_seq(session: Session) -> int:
 
 
 def _placeholder(session: Session, *scopes: str) -> int:
-    """This transaction's stand-in for its sequence number, noting the scopes its stamps went to."""
+    """This transaction's stand-in for its sequence number, noting the scopes of the scope exits written
+    with it (renumbered at COMMIT)."""
     placeholder: int | None = session.info.get(_PENDING)
     if placeholder is None:
         placeholder = -1 - secrets.randbits(62)
@@ -79,45 +85,108 @@ def _placeholder(session: Session, *scopes: str) -> int:
     return placeholder
 
 
+Key = tuple[str, str]
+"""A stamp's record: (entity, entity_id)."""
+Stamp = tuple[str, bool] | None
+"""Where the record's stamp goes: (community, whether devices drop it); None takes the stamp out of the
+feed altogether (a photo leaving a community, `_move_photos`)."""
+_STAGED, _SAVED, _KEPT = "fivestep_feed_staged", "fivestep_feed_saved", "fivestep_feed_kept"
+
+
+def _staged(session: Session) -> dict[Key, Stamp]:
+    """This transaction's stamps, written at COMMIT."""
+    staged: dict[Key, Stamp] = session.info.setdefault(_STAGED, {})
+    return staged
+
+
+def _stage(session: Session, stamps: dict[Key, Stamp]) -> None:
+    _staged(session).update(stamps)
+
+
+def _savepoint_began(session: Session, transaction: SessionTransaction) -> None:
+    # The stamps as they were when a savepoint began, given back if it is rolled back: the rows it wrote
+    # are undone by the database, and their stamps must be too (a create refused would otherwise be
+    # announced to devices).
+    if transaction.nested:
+        session.info.setdefault(_SAVED, {})[transaction] = dict(session.info.get(_STAGED, {}))
+
+
+def _savepoint_committed(session: Session) -> None:
+    # SQLAlchemy calls this for a savepoint released as well as for the whole transaction, before it
+    # closes either; which one it was is told by the savepoint still being the session's current one.
+    released = session.get_nested_transaction()
+    if released is not None:
+        session.info.setdefault(_KEPT, set()).add(released)
+
+
+def _transaction_ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        _forget(session)
+        return
+    if not transaction.nested:
+        return  # a flush's own subtransaction: its savepoint, if any, decides
+    before = session.info.get(_SAVED, {}).pop(transaction, None)
+    kept: set[SessionTransaction] = session.info.get(_KEPT, set())
+    if transaction in kept:
+        kept.discard(transaction)
+    elif before is not None:
+        session.info[_STAGED] = before
+        # A stand-in number taken inside it stays: rows written with it are undone anyway, and at worst
+        # the transaction takes a number for nothing.
+
+
+def _forget(session: Session) -> None:
+    for key in (_PENDING, _SCOPES, _STAGED, _SAVED, _KEPT):
+        session.info.pop(key, None)
+
+
 def _number_stamps(session: Session) -> None:
-    """Before COMMIT: take the real number and put it on this transaction's stamps."""
+    """Before COMMIT: take the number and write this transaction's stamps with it."""
     # A savepoint: one number for the whole transaction, taken when it commits. The hook cannot tell this
     # from committing the whole transaction while a savepoint is still open (SQLAlchemy then commits the
     # savepoint after this hook), so code that opens savepoints closes them before committing: the push
     # does, and nothing else opens any.
     if session.in_nested_transaction():
         return
-    session.flush()  # whatever is still pending gets stamped first, with the placeholder
-    if _PENDING not in session.info:
+    session.flush()  # whatever is still pending gets stamped first
+    staged = sorted(session.info.get(_STAGED, {}).items())  # in key order: rows are locked in one order
+    if not staged and _PENDING not in session.info:
         return
-    placeholder, scopes = session.info[_PENDING], sorted(session.info[_SCOPES])
+    placeholder = _placeholder(session)
+    scopes = sorted(session.info[_SCOPES])  # of the scope exits written with the placeholder
     _forget(session)
     if session.get_bind().dialect.name == "postgresql":
-        # PostgreSQL does the rest inside the COMMIT (a deferred trigger, migration 0017): the lock on
-        # `sync_state` is then never held across a round trip through this busy event loop.
-        row = {"placeholder": placeholder, "scopes": ",".join(scopes)}
-        session.execute(_ASK_FOR_NUMBER, row)
+        # PostgreSQL does the rest inside the COMMIT (a deferred trigger, migrations 0017 and 0019): the
+        # lock on `sync_state` is then never held across a round trip through this busy event loop.
+        request = {"placeholder": placeholder, "scopes": ",".join(scopes), **_as_arrays(staged)}
+        session.execute(_ASK_FOR_NUMBER, request)
         return
     seq = take_seq(session)
-    for table in (SyncChange, ScopeExit):
+    for (entity, entity_id), stamp in staged:
+        if stamp is None:
+            session.execute(
+                delete(SyncChange).where(SyncChange.entity == entity, SyncChange.entity_id == entity_id)
+            )
+    rows = [_row(e, i, stamp[0], seq, stamp[1]) for (e, i), stamp in staged if stamp is not None]
+    if rows:
+        _UPSERT.run(session, rows)
+    if scopes:
         session.execute(
-            update(table)
-            .where(table.scope.in_(scopes), table.seq == placeholder)
+            update(ScopeExit)
+            .where(ScopeExit.scope.in_(scopes), ScopeExit.seq == placeholder)
             .values(seq=seq)
             .execution_options(synchronize_session=False)
         )
 
 
-def _forget(session: Session) -> None:
-    session.info.pop(_PENDING, None)
-    session.info.pop(_SCOPES, None)
-
-
-def _transaction_ended(session: Session, transaction: SessionTransaction) -> None:
-    # Only the outermost transaction: a savepoint rolled back leaves the stamps made before it in place,
-    # and they still need their number at commit.
-    if transaction.parent is None:
-        _forget(session)
+def _as_arrays(staged: list[tuple[Key, Stamp]]) -> dict[str, list[Any]]:
+    """The stamps as `sync_numbering`'s columns: one array per field, a dropped stamp's scope NULL."""
+    return {
+        "entities": [entity for (entity, _), _ in staged],
+        "entity_ids": [entity_id for (_, entity_id), _ in staged],
+        "stamp_scopes": [None if stamp is None else stamp[0] for _, stamp in staged],
+        "stamps_deleted": [stamp is not None and stamp[1] for _, stamp in staged],
+    }
 
 
 def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> None:
@@ -129,31 +198,22 @@ def _before_flush(session: Session, _ctx: UOWTransaction, _instances: Any) -> No
     if not touched and not visits_of_team and not photos:
         return
     with session.no_autoflush:
-        numbered_before = _PENDING in session.info
-        seq = _placeholder(session)
         scopes = _Scopes(session)
-        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        stamps: dict[Key, Stamp] = {}
         for obj in touched:
-            entity = ENTITY[type(obj)]
             scope = scopes.of(obj)
-            rows[(entity, str(obj.id))] = _row(entity, obj.id, scope, seq, scopes.gone(obj))
+            stamps[(ENTITY[type(obj)], str(obj.id))] = (scope, scopes.gone(obj))
             if isinstance(obj, Household):
-                _household_moved(session, obj, seq)
-                _household_archived(session, obj, scope, seq, rows)
+                _household_moved(session, obj)
+                _household_archived(session, obj, scope, stamps)
         for visit_id in visits_of_team:
-            rows.setdefault(
-                ("visit", str(visit_id)), _row("visit", visit_id, scopes.of_visit(visit_id), seq, False)
-            )
+            stamps.setdefault(("visit", str(visit_id)), (scopes.of_visit(visit_id), False))
         for photo in photos:
-            _stamp_photo(session, scopes, photo, seq, rows)
-        if not rows and not numbered_before:
-            # Nothing entered the feed (a photo no visit names yet): no number to take at commit, and
-            # no wait on `sync_state`'s row lock, which every writer of the feed queues for.
-            _forget(session)
-            return
-        _placeholder(session, *(row["scope"] for row in rows.values()))
-        # In key order: two writers stamping the same records (a shared photo) lock them in the same order.
-        _upsert(session, [rows[key] for key in sorted(rows)])
+            _stamp_photo(session, scopes, photo, stamps)
+        # Staged after a move's own (which carries earlier stamps along): this flush knows better.
+        # Nothing staged (a photo no visit names yet) takes no number at commit, and never waits on
+        # `sync_state`'s row lock, which every writer of the feed queues for.
+        _stage(session, stamps)
 
 
 def stamp_written(
@@ -163,11 +223,12 @@ def stamp_written(
     (server/db/observation_rows.py), which the hook above never sees, as it stamps their ORM objects:
     each in the community of its visit, a photo under its key there (`_stamp_photo`)."""
     scopes = _Scopes(session)
-    stamps = [("observation", str(i), scopes.of_visit(v)) for i, v in observations]
-    stamps += [("photo", photo_key(sha, scopes.of_visit(v)), scopes.of_visit(v)) for sha, v in refs]
-    seq = _placeholder(session, *(scope for _, _, scope in stamps))
-    rows = {(entity, key): _row(entity, key, scope, seq, False) for entity, key, scope in stamps}
-    _upsert(session, [rows[key] for key in sorted(rows)])  # in key order, as the hook writes
+    staged = _staged(session)
+    for observation_id, visit_id in observations:
+        staged[("observation", str(observation_id))] = (scopes.of_visit(visit_id), False)
+    for sha256, visit_id in refs:
+        scope = scopes.of_visit(visit_id)
+        staged[("photo", photo_key(sha256, scope))] = (scope, False)
 
 
 def photo_key(sha256: str, scope: str) -> str:
@@ -185,8 +246,7 @@ def _stamp_photo(
     session: Session,
     scopes: _Scopes,
     photo: Photo | PhotoRef | PhotoRefusal,
-    seq: int,
-    rows: dict[tuple[str, str], dict[str, Any]],
+    stamps: dict[Key, Stamp],
 ) -> None:
     """A photo record goes to the community of a visit that references it when the reference arrives
     (expected), and to every community with a visit referencing it when the bytes do (present) or are
@@ -196,8 +256,7 @@ def _stamp_photo(
     else:
         communities = _communities_referencing(session, photo.sha256)
     for scope in communities:
-        key = photo_key(photo.sha256, scope)
-        rows[("photo", key)] = _row("photo", key, scope, seq, False)
+        stamps[("photo", photo_key(photo.sha256, scope))] = (scope, False)
 
 
 def _communities_referencing(session: Session, sha256: str) -> list[str]:
@@ -273,28 +332,40 @@ class _Scopes:
         return self.of_household(self.visit_household[visit_id])
 
 
-def _household_moved(session: Session, household: Household, seq: int) -> None:
+def _household_moved(session: Session, household: Household) -> None:
     """A household changed community: devices of the old one drop it, the new one gets it whole."""
     history = inspect(household).attrs.community_id.history
     if not history.deleted or household in session.new:
         return
     old, new = str(history.deleted[0]), str(household.community_id)
-    _placeholder(session, old, new)
+    seq = _placeholder(session, old)
     session.add(ScopeExit(entity="household", entity_id=str(household.id), scope=old, seq=seq))
     children = _children_of(session, household.id)
-    session.execute(
-        update(SyncChange)
-        .where(SyncChange.entity_id.in_(children), SyncChange.scope == old)
-        .values(scope=new, seq=seq)
-        .execution_options(synchronize_session=False)
-    )
+    _carry(session, children, old, new)
     _move_conflicts(session, [str(household.id), *children], old, new, seq)
     _move_photos(session, household, old, new, seq)
 
 
-def _household_archived(
-    session: Session, household: Household, scope: str, seq: int, rows: dict[tuple[str, str], dict[str, Any]]
-) -> None:
+def _carry(session: Session, entity_ids: list[str], old: str, new: str, entity: str | None = None) -> None:
+    """Stamp these records anew in community `new`, those stamped in `old`: committed stamps as they
+    stand, and this transaction's own."""
+    staged = _staged(session)
+    ids = set(entity_ids)
+    for key, stamp in list(staged.items()):
+        if key[1] in ids and stamp is not None and stamp[0] == old and entity in (None, key[0]):
+            staged[key] = (new, stamp[1])
+    if not ids:
+        return
+    committed = select(SyncChange.entity, SyncChange.entity_id, SyncChange.deleted).where(
+        SyncChange.entity_id.in_(entity_ids), SyncChange.scope == old
+    )
+    if entity is not None:
+        committed = committed.where(SyncChange.entity == entity)
+    for found, entity_id, deleted in session.execute(committed):
+        staged.setdefault((found, entity_id), (new, deleted))  # one staged already is newer
+
+
+def _household_archived(session: Session, household: Household, scope: str, stamps: dict[Key, Stamp]) -> None:
     """Archiving a household takes its members off the devices with it; restoring it brings back those
     not removed on their own. (Its visits stay, as they do for REST.)"""
     if not inspect(household).attrs.deleted_at.history.has_changes() or household in session.new:
@@ -303,10 +374,7 @@ def _household_archived(
     members = select(Member.id, Member.deleted_at).where(Member.household_id == household.id)
     for member_id, deleted_at in session.execute(members):
         # A member changed in this very flush has its own row already, which knows its state better.
-        rows.setdefault(
-            ("member", str(member_id)),
-            _row("member", member_id, scope, seq, archived or deleted_at is not None),
-        )
+        stamps.setdefault(("member", str(member_id)), (scope, archived or deleted_at is not None))
 
 
 def _move_conflicts(session: Session, entity_ids: list[str], old: str, new: str, seq: int) -> None:
@@ -344,19 +412,14 @@ def _move_conflicts_from(session: Session, entity_ids: list[str], old: str, new:
     ids += _kept_whole_aimed_at(session, entity_ids, old)
     if not ids:
         return
-    _placeholder(session, old, new)
+    _placeholder(session, old)
     session.execute(
         update(SyncConflict)
         .where(SyncConflict.id.in_([uuid.UUID(i) for i in ids]))
         .values(scope=new)
         .execution_options(synchronize_session="fetch")
     )
-    session.execute(
-        update(SyncChange)
-        .where(SyncChange.entity == "conflict", SyncChange.entity_id.in_(ids))
-        .values(scope=new, seq=seq)
-        .execution_options(synchronize_session=False)
-    )
+    _carry(session, ids, old, new, entity="conflict")
     session.add_all(ScopeExit(entity="conflict", entity_id=i, scope=old, seq=seq) for i in ids)
 
 
@@ -400,14 +463,17 @@ def _move_photos(session: Session, household: Household, old: str, new: str, seq
     )
     staying = set(session.execute(named_elsewhere).scalars())
     leaving = sorted(shas - staying)
-    stamps = [(photo_key(sha, new), new) for sha in shas] + [(photo_key(sha, old), old) for sha in staying]
-    _upsert(session, [_row("photo", key, scope, seq, False) for key, scope in sorted(stamps)])
+    stamps: dict[Key, Stamp] = {("photo", photo_key(sha, new)): (new, False) for sha in shas}
+    stamps |= {("photo", photo_key(sha, old)): (old, False) for sha in staying}
+    # The old community's key of a photo leaving it goes at COMMIT with the rest (None), so that this
+    # transaction never holds a lock on the feed while it queues for the number.
+    stamps |= {("photo", photo_key(sha, old)): None for sha in leaving}
+    _stage(session, stamps)
     if leaving:
-        keys = [photo_key(sha, old) for sha in leaving]
-        session.execute(
-            delete(SyncChange).where(SyncChange.entity == "photo", SyncChange.entity_id.in_(keys))
+        _placeholder(session, old)
+        session.add_all(
+            ScopeExit(entity="photo", entity_id=photo_key(sha, old), scope=old, seq=seq) for sha in leaving
         )
-        session.add_all(ScopeExit(entity="photo", entity_id=key, scope=old, seq=seq) for key in keys)
 
 
 def _children_of(session: Session, household_id: uuid.UUID) -> list[str]:
@@ -421,17 +487,14 @@ def _children_of(session: Session, household_id: uuid.UUID) -> list[str]:
     return [str(i) for (i,) in session.execute(ids)]
 
 
-def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
-    _UPSERT.run(session, rows)
-
-
-# One statement for all of a flush's stamps (bulk_insert.py); rows are unique by key, as a dict builds them.
+# SQLite: one statement for all of a transaction's stamps (bulk_insert.py); rows are unique by key, as a
+# dict builds them.
 _UPSERT = BulkInsert(
     cast(Table, SyncChange.__table__),
     ["entity", "entity_id", "scope", "seq", "deleted"],
     upsert_on=["entity", "entity_id"],
 )
-# On the table, not the mapped class, as for the upsert: a single plain INSERT.
+# PostgreSQL: on the table, not the mapped class, as for the upsert: a single plain INSERT.
 _ASK_FOR_NUMBER = insert(cast(Table, SyncNumbering.__table__))
 
 
@@ -440,4 +503,6 @@ def install() -> None:
     if not event.contains(Session, "before_flush", _before_flush):
         event.listen(Session, "before_flush", _before_flush)
         event.listen(Session, "before_commit", _number_stamps)
+        event.listen(Session, "after_transaction_create", _savepoint_began)
+        event.listen(Session, "after_commit", _savepoint_committed)
         event.listen(Session, "after_transaction_end", _transaction_ended)

@@ -13,9 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, event, select, update
 from sqlalchemy import text as sql
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.orm import Session
 
 from schemas.sync import MalformedMutation
 from server.db.engine import Database
@@ -301,7 +302,8 @@ def test_slow_transaction_never_falls_behind_a_cursor(
 
 
 def test_a_transactions_stamps_share_one_real_number_taken_at_commit(client: Client) -> None:
-    """Stamps carry a placeholder until commit; none is ever committed with it, savepoints or not."""
+    """A transaction's stamps are written at commit with one real number, savepoints or not; none is ever
+    committed without it."""
     worker = login(client, "demo-worker-1")
     batch = [
         update_mutation(1, H1, 1, address="甲"),
@@ -323,6 +325,36 @@ def test_a_transactions_stamps_share_one_real_number_taken_at_commit(client: Cli
     assert negative == 0
     # PostgreSQL numbers them inside the COMMIT, from one request row that the COMMIT also removes.
     assert run_db(client, lambda s: _count(s, SyncNumbering, SyncNumbering.placeholder < 0)) == 0
+
+
+def test_a_create_refused_after_its_stamp_was_made_leaves_no_trace_in_the_feed(
+    client: Client, make_device: MakeDevice
+) -> None:
+    """The database refuses a create in the middle of the batch once its row is being written (its stamp
+    for the feed already made): the batch's pass is undone and the mutation quarantined, and no device is
+    ever told of a record that does not exist; the creates around it reach devices."""
+    worker = login(client, "demo-worker-1")
+    before, refused, after = _new_member("前"), _new_member("拒"), _new_member("后")
+    batch = [_member_create(i, H1, m) for i, m in enumerate([before, refused, after], start=1)]
+
+    def refuse_the_second(session: Any, _context: Any) -> None:
+        if any(isinstance(o, Member) and str(o.id) == refused["id"] for o in session.new):
+            raise DataError("INSERT INTO members …", {}, _PgError("22001"))  # value too long
+
+    event.listen(Session, "after_flush", refuse_the_second)
+    try:
+        answer = push(client, worker, str(uuid.uuid4()), batch)
+    finally:
+        event.remove(Session, "after_flush", refuse_the_second)
+    assert [r["status"] for r in answer["results"]] == ["applied", "rejected", "applied"]
+    assert answer["results"][1]["code"] == "unstorable_value"
+    stamped = _seqs(client, [before["id"], refused["id"], after["id"]])
+    assert sorted(stamped) == sorted([before["id"], after["id"]])
+    device = make_device("demo-worker-1")
+    device.sync()
+    assert record_on(device, "member", before["id"])["name"] == "前"
+    assert record_on(device, "member", after["id"])["name"] == "后"
+    assert device.record("member", refused["id"]) is None
 
 
 def _seqs(client: Client, entity_ids: list[str]) -> dict[str, int]:

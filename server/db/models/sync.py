@@ -11,7 +11,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text
+from sqlalchemy import ARRAY, JSON, BigInteger, Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db.models.base import Base
@@ -58,18 +58,29 @@ class ScopeExit(Base):
     seq: Mapped[int] = mapped_column(BigInteger)
 
 
+Texts = ARRAY(Text()).with_variant(JSON(), "sqlite")
+"""A column of text arrays on PostgreSQL (the only database that writes them); JSON on SQLite."""
+
+
 class SyncNumbering(Base):
     """PostgreSQL: a transaction's request for its sequence number, written just before COMMIT and
-    served inside it (server/db/feed.py). A deferred trigger takes the number, puts it on the stamps
-    carrying `placeholder` in `scopes` and deletes this row, all within the COMMIT, so the row lock on
-    `sync_state` lasts only as long as PostgreSQL's own commit work. On SQLite the table stays empty:
-    there the server takes the number itself."""
+    served inside it (server/db/feed.py). A deferred trigger takes the number, writes the stamps this
+    row carries (one array per field) with it, renumbers the scope exits carrying `placeholder` in
+    `scopes` and deletes this row, all within the COMMIT, so the row lock on `sync_state` lasts only as
+    long as PostgreSQL's own commit work. On SQLite the table stays empty: there the server takes the
+    number itself."""
 
     __tablename__ = "sync_numbering"
 
     placeholder: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     scopes: Mapped[str] = mapped_column(Text)
-    """The scopes the transaction stamped, separated by commas (scope ids hold none)."""
+    """The scopes of the scope exits written with the placeholder, separated by commas (scope ids hold
+    none)."""
+    entities: Mapped[list[str] | None] = mapped_column(Texts)
+    entity_ids: Mapped[list[str] | None] = mapped_column(Texts)
+    stamp_scopes: Mapped[list[str | None] | None] = mapped_column(Texts)
+    """Each stamp's community; NULL takes the record's row out of the feed (a photo leaving one)."""
+    stamps_deleted: Mapped[list[bool] | None] = mapped_column(ARRAY(Boolean()).with_variant(JSON(), "sqlite"))
 
 
 class SyncClient(Base):
