@@ -4,7 +4,7 @@ It runs as a SQLAlchemy `before_flush` hook on every session, so no code path (R
 CLI, the demo seed) can change a synced record without the feed knowing.
 
 Sequence numbers follow commit order. While a transaction works, its stamps wait in the session
-(`_Staged`: which record, its community, whether devices are to drop it), undone with any savepoint
+(`_staged`: which record, its community, whether devices are to drop it), undone with any savepoint
 rolled back. When the transaction commits, it takes the next number from `sync_state.seq` with an UPDATE,
 whose row lock (PostgreSQL) or single-writer lock (SQLite) lasts until the commit is done, and writes its
 stamps with that number. Numbers are therefore handed out in commit order: a pull that has seen N will
