@@ -5,7 +5,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = {"photos": "bench.photos", "sync": "bench.sync", "visit-cpu": "bench.visit_cpu"}
+BENCHMARKS = {
+    "near-duplicates": "bench.near_duplicates",
+    "photos": "bench.photos",
+    "sync": "bench.sync",
+    "visit-cpu": "bench.visit_cpu",
+}
 
 
 def main(argv: list[str]) -> int:

@@ -59,3 +59,31 @@ def hamming(a: int | str, b: int | str) -> int:
     left = from_hex(a) if isinstance(a, str) else a
     right = from_hex(b) if isinstance(b, str) else b
     return (left ^ right).bit_count()
+
+
+BANDS = 4
+"""Multi-index hashing (Norouzi, Punjani and Fleet): the 64 bits cut into four bands of 16. Two hashes
+within 4 * BAND_RADIUS + 3 bits of each other (11 and below: the near-duplicate threshold is 10) differ in
+at most BAND_RADIUS bits in at least one band, as four bands each differing in more would add up to
+more. So a search indexed by band values finds every near hash by looking up, in each band, the values
+within BAND_RADIUS of the query's: 137 values a band, each matching about one stored hash in 65,536."""
+_BAND_BITS = HASH_BITS // BANDS
+BAND_RADIUS = 2
+SEARCHABLE_BITS = BANDS * (BAND_RADIUS + 1) - 1
+"""The widest Hamming distance a band search is sure to find."""
+
+
+def bands(value: int) -> tuple[int, ...]:
+    """The hash's four 16-bit bands, most significant first."""
+    mask = (1 << _BAND_BITS) - 1
+    return tuple((value >> (_BAND_BITS * (BANDS - 1 - i))) & mask for i in range(BANDS))
+
+
+def band_neighbours(band: int) -> list[int]:
+    """Every 16-bit value within BAND_RADIUS bits of ``band``, itself included (137 values)."""
+    found = [band]
+    for first in range(_BAND_BITS):
+        once = band ^ (1 << first)
+        found.append(once)
+        found.extend(once ^ (1 << second) for second in range(first + 1, _BAND_BITS))
+    return found

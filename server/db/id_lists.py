@@ -1,4 +1,5 @@
-"""`column IN (ids)` for the long id lists of sync (a pull page, a push batch), and of a page's photo hashes.
+"""`column IN (ids)` for the long lists of sync (a pull page, a push batch, a page's photo hashes) and of
+the near-duplicate search (dHash bands).
 
 With IN, SQLAlchemy renders one placeholder per id on every execution (2,000 for a pull page), which
 costs more than the query. So the ids go as one parameter: on PostgreSQL `column = ANY($1)` with an
@@ -13,7 +14,18 @@ from collections.abc import Collection
 from typing import Any
 
 import msgspec
-from sqlalchemy import ARRAY, ColumnElement, String, Uuid, any_, bindparam, func, literal_column, select
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Integer,
+    String,
+    Uuid,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import KeyedColumnElement
@@ -42,8 +54,19 @@ def among_text(
     return _in_json_list(column, list(values))
 
 
+def among_ints(
+    session: AsyncSession,
+    column: KeyedColumnElement[Any] | InstrumentedAttribute[Any],
+    values: Collection[int],
+) -> ColumnElement[bool]:
+    """`column IN (values)` for an integer column (the dHash bands a near-duplicate search looks up)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(Integer())))
+    return _in_json_list(column, list(values))
+
+
 def _in_json_list(
-    column: KeyedColumnElement[Any] | InstrumentedAttribute[Any], values: list[str]
+    column: KeyedColumnElement[Any] | InstrumentedAttribute[Any], values: list[str] | list[int]
 ) -> ColumnElement[bool]:
     """SQLite: `column IN` the values of one JSON array parameter."""
     array = bindparam(None, msgspec.json.encode(values).decode(), type_=String())

@@ -22,9 +22,11 @@ from server.db.models import Base, SyncChange, VisitTransition
 from server.services.rules import today
 from tests.fixtures.postgres import PostgresServer
 from tests.helpers import Client, login, run_db
+from tests.images import jpeg_with_gps
+from tests.server.test_integrity import flags, photographed, reencoded
 from tests.sync.test_handover import H1, deactivate, hand_over, one_edit_pushed
 from tests.sync.test_sync_protocol import conflicts, push, update_mutation
-from tests.visit_flow import completed_visit, propose, review, submit, user_id
+from tests.visit_flow import TEAM, completed_visit, propose, review, submit, user_id
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -152,3 +154,20 @@ def _conflict_feed_seq(conflict_id: str | None) -> Callable[[AsyncSession], Awai
         return int((await session.execute(query)).scalar_one())
 
     return fetch
+
+
+def test_0020_indexes_the_hashes_of_photos_stored_before_it(client: Client, database_url: str) -> None:
+    """Photos stored before 0020 get their hash's bands from the migration: a copy stored before it is
+    still found by the band search afterwards."""
+    worker, reviewer = login(client, TEAM[0]), login(client, "demo-reviewer-community")
+    kitchen = jpeg_with_gps(seed=31)
+    first = photographed(client, "DB-C01-0001", worker, kitchen)
+    photographed(client, "DB-C01-0003", worker, reencoded(kitchen))
+
+    asyncio.run(_migrate(database_url, command.downgrade, "0019"))
+    asyncio.run(_migrate(database_url, command.upgrade, "head"))
+    client.blocking_portal.call(client.app.state.db.engine.dispose)  # cached statements knew the old table
+
+    (copy,) = flags(client, first, reviewer, "photo_near_duplicate")
+    assert copy["bits"] <= 10
+    assert asyncio.run(_upgrade_and_diff(database_url))[1] == []

@@ -15,8 +15,9 @@ import uuid
 from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, event
-from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, validates
 
+from media.phash import bands, from_hex
 from server.db.models.base import Base, CreatedAt
 from server.db.models.visits import Observation
 from server.db.types import utcnow
@@ -80,6 +81,12 @@ class Photo(CreatedAt, Base):
     software: Mapped[str | None] = mapped_column(String(128))
     orientation: Mapped[int | None]
     dhash: Mapped[str] = mapped_column(String(16))
+    # The dHash's four 16-bit bands, each indexed, set with `dhash`: the near-duplicate search looks hashes
+    # up by band (multi-index hashing, media/phash.py) instead of comparing every stored photo's.
+    dhash_b0: Mapped[int | None] = mapped_column(index=True)
+    dhash_b1: Mapped[int | None] = mapped_column(index=True)
+    dhash_b2: Mapped[int | None] = mapped_column(index=True)
+    dhash_b3: Mapped[int | None] = mapped_column(index=True)
     original_key: Mapped[str] = mapped_column(String(512))
     display_key: Mapped[str] = mapped_column(String(512))
     display_width: Mapped[int]
@@ -88,6 +95,11 @@ class Photo(CreatedAt, Base):
     thumb_width: Mapped[int]
     thumb_height: Mapped[int]
     uploaded_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+
+    @validates("dhash")
+    def _band(self, _key: str, value: str) -> str:
+        self.dhash_b0, self.dhash_b1, self.dhash_b2, self.dhash_b3 = bands(from_hex(value))
+        return value
 
 
 class PhotoRefusal(Base):
