@@ -55,9 +55,6 @@ class ObservationRow:
     author_id: uuid.UUID
     device_id: uuid.UUID | None
 
-    def as_row(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
 
 # On the tables, not through the ORM's bulk-insert machinery: one statement for a flush's rows.
 _INSERT_OBSERVATIONS = BulkInsert(cast(Table, Observation.__table__), ObservationRow.__slots__)
@@ -73,7 +70,7 @@ def _write(session: Session, _ctx: Any, _instances: Any) -> None:
     rows: list[ObservationRow] | None = session.info.pop(_PENDING, None)
     if not rows:
         return
-    _INSERT_OBSERVATIONS.run(session, [r.as_row() for r in rows])
+    _INSERT_OBSERVATIONS.run_objects(session, rows)
     refs = [ref for r in rows for ref in photo_ref_rows(r.id, r.visit_id, r.value)]
     _INSERT_REFS.run(session, refs)
     stamp_written(

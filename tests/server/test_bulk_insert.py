@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -103,6 +104,25 @@ def test_rows_written_in_one_statement_read_back_as_those_written_one_by_one(dat
     assert bulk == each
     assert [r["value"] for r in bulk] == AWKWARD_VALUES
     assert bulk[0]["at"] == dt.datetime(2026, 12, 1, 0, 0, 30, 123456, tzinfo=dt.UTC)
+
+
+def test_objects_written_in_one_statement_read_back_as_the_same_rows_given_as_mappings(
+    database_url: str,
+) -> None:
+    """`run_objects` reads each column off an attribute of its name (the answers of a visit)."""
+
+    async def work(session: AsyncSession) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        bulk = BulkInsert(SCRATCH, COLUMNS)
+        await session.run_sync(
+            lambda s: bulk.run_objects(s, [SimpleNamespace(**r) for r in _rows("objects")])
+        )
+        await session.run_sync(lambda s: bulk.run(s, _rows("mappings")))
+        await session.commit()
+        return await _read(session, "objects"), await _read(session, "mappings")
+
+    objects, mappings = asyncio.run(_with_scratch(database_url, work))
+    assert len(objects) == len(AWKWARD_VALUES)
+    assert objects == mappings
 
 
 def test_an_over_long_string_is_refused_not_cut_short(database_url: str) -> None:
