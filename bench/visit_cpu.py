@@ -8,8 +8,10 @@ PostgreSQL database like `python -m bench sync` does (2,000 households in C01) a
 and each checkout named by `--code`, in turn (ABBA: the order flips every round, so a machine getting
 slower or faster over the run weighs on both alike):
 
-1. clones the seeded database (every run starts from the same rows) and starts `fivestep serve` from that
-   checkout on it (the checkout migrates its clone forward if it has newer migrations);
+1. clones the seeded database (every run starts from the same rows), downgrades the clone to that
+   checkout's own newest migration if it is older (old code must run on its own schema: a trigger
+   changed since would measure neither), and starts `fivestep serve` from that checkout on it (a
+   checkout with newer migrations upgrades its clone itself);
 2. assigns each of 8 devices its visits and fills in 20 answers of each (`bench.sync.answered_visit`; not
    measured), and has each device push one batch first, also not measured: the server's first push
    compiles and caches its statements;
@@ -43,11 +45,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from alembic import command
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
 
 from bench.photos import ROOT, Server
 from bench.report import save, table
 from bench.sync import BATCH, answered_visit, seed_scope
 from bench.threads import seconds_all_at_once
+from server.db.engine import Database
+from server.db.migrate import MIGRATIONS, alembic_config
 from tests.fixtures.databases import prepare
 from tests.fixtures.postgres import PostgresServer, _throwaway_cluster
 from tests.helpers import login
@@ -169,6 +176,7 @@ class Options:
 
 def run_once(pg: PostgresServer, pg_pid: int, code: Code, tmp: Path, opts: Options, n: int) -> dict[str, Any]:
     url = pg.new_database(template=SEEDED)
+    asyncio.run(_schema_of(code.root, url))
     server = Server(
         str(tmp / "blobs"),
         tmp,
@@ -206,6 +214,33 @@ def run_once(pg: PostgresServer, pg_pid: int, code: Code, tmp: Path, opts: Optio
     result |= {k: 1000 * v / visits for k, v in per_visit.items()}
     result["server_and_postgres_ms"] = result["server_ms"] + result["postgres_ms"]
     return result
+
+
+async def _schema_of(root: Path, url: str) -> None:
+    """Downgrade the clone (seeded at this checkout's newest migration) to the checkout's own: older code
+    must run on the schema its migrations make, triggers included, not on a newer one. (A checkout with
+    newer migrations upgrades its clone itself when its server starts.)"""
+    head = ScriptDirectory(str(root / "server" / "db" / MIGRATIONS.name)).get_current_head()
+    ours = ScriptDirectory(str(MIGRATIONS))
+    if (
+        head is None
+        or head == ours.get_current_head()
+        or head not in {s.revision for s in ours.walk_revisions()}
+    ):
+        return
+    db = Database(url)
+    try:
+        async with db.engine.connect() as conn:
+
+            def downgrade(connection: Connection) -> None:
+                cfg = alembic_config()
+                cfg.attributes["connection"] = connection
+                command.downgrade(cfg, head)
+
+            await conn.run_sync(downgrade)
+            await conn.commit()
+    finally:
+        await db.dispose()
 
 
 def _profiler(server: Server, folder: Path | None, name: str) -> subprocess.Popen[bytes] | None:
