@@ -16,9 +16,10 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from media.phash import bands, from_hex
 from server.db.engine import Database
 from server.db.migrate import alembic_config, current_revision, upgrade
-from server.db.models import Base, SyncChange, VisitTransition
+from server.db.models import Base, Photo, SyncChange, VisitTransition
 from server.services.rules import today
 from tests.fixtures.postgres import PostgresServer
 from tests.helpers import Client, login, run_db
@@ -170,4 +171,12 @@ def test_0020_indexes_the_hashes_of_photos_stored_before_it(client: Client, data
 
     (copy,) = flags(client, first, reviewer, "photo_near_duplicate")
     assert copy["bits"] <= 10
+    stored = run_db(client, _bands_stored)
+    assert len(stored) == 2
+    assert all(found == bands(from_hex(dhash)) for dhash, found in stored)
     assert asyncio.run(_upgrade_and_diff(database_url))[1] == []
+
+
+async def _bands_stored(session: AsyncSession) -> list[tuple[str, tuple[int | None, ...]]]:
+    query = select(Photo.dhash, Photo.dhash_b0, Photo.dhash_b1, Photo.dhash_b2, Photo.dhash_b3)
+    return [(dhash, tuple(rest)) for dhash, *rest in await session.execute(query)]
