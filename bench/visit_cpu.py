@@ -45,16 +45,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Connection
 
 from bench.photos import ROOT, Server
 from bench.report import save, table
 from bench.sync import BATCH, answered_visit, seed_scope
 from bench.threads import seconds_all_at_once
 from server.db.engine import Database
-from server.db.migrate import MIGRATIONS, alembic_config
+from server.db.migrate import MIGRATIONS, downgrade
 from tests.fixtures.databases import prepare
 from tests.fixtures.postgres import PostgresServer, _throwaway_cluster
 from tests.helpers import login
@@ -230,15 +228,7 @@ async def _schema_of(root: Path, url: str) -> None:
         return
     db = Database(url)
     try:
-        async with db.engine.connect() as conn:
-
-            def downgrade(connection: Connection) -> None:
-                cfg = alembic_config()
-                cfg.attributes["connection"] = connection
-                command.downgrade(cfg, head)
-
-            await conn.run_sync(downgrade)
-            await conn.commit()
+        await downgrade(db, head)
     finally:
         await db.dispose()
 

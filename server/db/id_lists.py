@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import KeyedColumnElement
+from sqlalchemy.types import TypeEngine
 
 
 def among(
@@ -49,9 +50,7 @@ def among_text(
     values: Collection[str],
 ) -> ColumnElement[bool]:
     """`column IN (values)` for a text column (a page's photo hashes), as one parameter like `among`."""
-    if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(String())))
-    return _in_json_list(column, list(values))
+    return _among_values(session, column, list(values), String())
 
 
 def among_ints(
@@ -60,9 +59,18 @@ def among_ints(
     values: Collection[int],
 ) -> ColumnElement[bool]:
     """`column IN (values)` for an integer column (the dHash bands a near-duplicate search looks up)."""
+    return _among_values(session, column, list(values), Integer())
+
+
+def _among_values(
+    session: AsyncSession,
+    column: KeyedColumnElement[Any] | InstrumentedAttribute[Any],
+    values: list[str] | list[int],
+    element: TypeEngine[Any],
+) -> ColumnElement[bool]:
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(Integer())))
-    return _in_json_list(column, list(values))
+        return column == any_(bindparam(None, values, type_=ARRAY(element)))
+    return _in_json_list(column, values)
 
 
 def _in_json_list(

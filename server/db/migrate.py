@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -22,15 +23,24 @@ def alembic_config(url: str = "") -> Config:
 
 
 async def upgrade(db: Database, revision: str = "head") -> None:
+    await _migrate(db, command.upgrade, revision)
+
+
+async def downgrade(db: Database, revision: str) -> None:
+    """Back to `revision`: for the tests of a migration, and for `bench visit-cpu` running older code on
+    the schema of its own migrations."""
+    await _migrate(db, command.downgrade, revision)
+
+
+async def _migrate(db: Database, step: Callable[[Config, str], None], revision: str) -> None:
+    def run(connection: Connection) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        step(cfg, revision)
+
     async with db.engine.connect() as conn:
-        await conn.run_sync(_upgrade, revision)
+        await conn.run_sync(run)
         await conn.commit()
-
-
-def _upgrade(connection: Connection, revision: str) -> None:
-    cfg = alembic_config()
-    cfg.attributes["connection"] = connection
-    command.upgrade(cfg, revision)
 
 
 async def current_revision(db: Database) -> str | None:

@@ -8,17 +8,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from media.phash import bands, from_hex
 from server.db.engine import Database
-from server.db.migrate import alembic_config, current_revision, upgrade
+from server.db.migrate import current_revision, downgrade, upgrade
 from server.db.models import Base, Photo, SyncChange, VisitTransition
 from server.services.rules import today
 from tests.fixtures.postgres import PostgresServer
@@ -60,18 +57,12 @@ def test_migrations_upgrade_an_empty_database_to_the_models(empty_url: str) -> N
     assert set(Base.metadata.tables) <= tables
 
 
-async def _migrate(url: str, step: Callable[[Config, str], None], revision: str) -> None:
+async def _migrate(url: str, revision: str) -> None:
+    """Down to `revision`, then up to the head again."""
     db = Database(url)
     try:
-        async with db.engine.connect() as conn:
-
-            def run(connection: Connection) -> None:
-                cfg = alembic_config()
-                cfg.attributes["connection"] = connection
-                step(cfg, revision)
-
-            await conn.run_sync(run)
-            await conn.commit()
+        await downgrade(db, revision)
+        await upgrade(db)
     finally:
         await db.dispose()
 
@@ -89,8 +80,7 @@ def test_0014_downgrades_and_upgrades_again_carrying_the_countys_home_visit_over
     (event,) = [e for e in run_db(client, _events_of(visit["id"])) if e.level == 3]
     stamped = run_db(client, _feed_seq(str(event.id)))
 
-    asyncio.run(_migrate(database_url, command.downgrade, "0013"))
-    asyncio.run(_migrate(database_url, command.upgrade, "head"))
+    asyncio.run(_migrate(database_url, "0013"))
     client.blocking_portal.call(client.app.state.db.engine.dispose)  # cached statements knew the old table
 
     timeline = client.get(f"/api/v1/visits/{visit['id']}/timeline", headers=worker).json()
@@ -131,8 +121,7 @@ def test_0016_names_the_sender_of_each_edit_handed_in_before_it(client: Client, 
     own = update_mutation(1, str(uuid.uuid4()), 1, address="无此户")  # kept, sent by its own author
     push(client, colleague, str(uuid.uuid4()), [own])
 
-    asyncio.run(_migrate(database_url, command.downgrade, "0015"))
-    asyncio.run(_migrate(database_url, command.upgrade, "head"))
+    asyncio.run(_migrate(database_url, "0015"))
     client.blocking_portal.call(client.app.state.db.engine.dispose)  # cached statements knew the old table
 
     (kept,) = conflicts(client, H1)
@@ -165,8 +154,7 @@ def test_0020_indexes_the_hashes_of_photos_stored_before_it(client: Client, data
     first = photographed(client, "DB-C01-0001", worker, kitchen)
     photographed(client, "DB-C01-0003", worker, reencoded(kitchen))
 
-    asyncio.run(_migrate(database_url, command.downgrade, "0019"))
-    asyncio.run(_migrate(database_url, command.upgrade, "head"))
+    asyncio.run(_migrate(database_url, "0019"))
     client.blocking_portal.call(client.app.state.db.engine.dispose)  # cached statements knew the old table
 
     (copy,) = flags(client, first, reviewer, "photo_near_duplicate")
