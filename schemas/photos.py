@@ -95,7 +95,8 @@ class IntegrityFlag(msgspec.Struct, kw_only=True):
     ``photo_taken_before_visit``: the file's EXIF shutter time is over a day before the visit was assigned
     (its first revision: an amendment carries the approved visit's photos, which never count against it).
     ``photo_gps_far_from_fix``: the file's EXIF GPS lies ``distance_m`` from the fix the app recorded with
-    the answer naming it (the coordinates are not shown: they are the household's).
+    the answer that first named it, where it was attached (the coordinates are not shown: they are the
+    household's).
     ``far_from_home``: an answer of the look step, done inside the home, was recorded ``distance_m`` from
     the household's recorded location, beyond the fix's accuracy.
     ``mock_location``: the device said the fix came from a mock-location app.

@@ -144,11 +144,14 @@ def _current(answers: visits.VisitAnswers, holding: visits.Holders) -> list[Obse
 
 
 def _naming(arrived: list[Observation]) -> dict[str, Observation]:
-    """The latest observation naming each file: the fix recorded with it."""
+    """The first observation naming each file: the fix recorded when the file was attached, which is
+    where it should have been taken. An answer sent again later (a note added at the office, another
+    photo beside it) names the file again with the fix of wherever that was done; measured against
+    such a fix, every photo of an answer corrected at the desk would look taken elsewhere."""
     named: dict[str, Observation] = {}
     for obs in arrived:
         for ref in references(obs.value):
-            named[ref.sha256] = obs
+            named.setdefault(ref.sha256, obs)
     return named
 
 

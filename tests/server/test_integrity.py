@@ -164,6 +164,25 @@ def test_a_photo_older_than_the_visit_or_taken_elsewhere_than_its_answer_is_flag
     assert flags(client, fresh, reviewer, "photo_taken_before_visit", "photo_gps_far_from_fix") == []
 
 
+def test_a_photo_answer_sent_again_from_the_office_is_measured_where_the_photo_was_attached(
+    client: Client,
+) -> None:
+    """Back at the office the worker corrects a photo answer (the picture was of the living room, not the
+    kitchen): the answer's new fix is 20 km from the home. The file was taken and attached at the home,
+    so its own GPS is not flagged; the answer made at the desk is (far_from_home)."""
+    worker, reviewer = login(client, TEAM[0]), login(client, "demo-reviewer-community")
+    taken_today = china_today().strftime("%Y:%m:%d 09:00:00")
+    here_and_now = evidence_exif(latitude=GPS["lat"], longitude=GPS["lon"], taken=taken_today, offset=None)
+    photo = encode(photo_like((640, 480), 26), "JPEG", quality=90, exif=here_and_now)
+    visit = photographed(client, "DB-C01-0006", worker, photo)
+    office = GPS | {"lat": GPS["lat"] + 0.18}  # 20 km north
+    value = {"photos": [{"sha256": sha256(photo), "view": "living_room"}]}
+    answer(client, visit, worker, "home_photos", value, office)
+    assert flags(client, visit, reviewer, "photo_gps_far_from_fix") == []
+    (desk,) = flags(client, visit, reviewer, "far_from_home")
+    assert desk["item"] == "home_photos" and desk["distance_m"] > 15_000
+
+
 def test_a_look_step_answered_away_from_the_home_or_with_a_mocked_fix_is_flagged(client: Client) -> None:
     worker, reviewer = login(client, TEAM[0]), login(client, "demo-reviewer-community")
     home = client.get(f"/api/v1/households/{household_id('DB-C01-0005')}", headers=worker).json()
