@@ -90,11 +90,7 @@ def _flipped(value: int, rng: random.Random) -> int:
     return value
 
 
-_PHOTOS = BulkInsert(
-    cast(Table, Photo.__table__),
-    [c.name for c in Photo.__table__.columns if c.name not in ("created_at", "captured_has_offset")]
-    + ["created_at", "captured_has_offset"],
-)
+_PHOTOS = BulkInsert(cast(Table, Photo.__table__), [c.name for c in Photo.__table__.columns])
 _OBSERVATIONS = BulkInsert(
     cast(Table, Observation.__table__),
     [
@@ -114,11 +110,9 @@ _REFS = BulkInsert(cast(Table, PhotoRef.__table__), ["observation_id", "sha256",
 
 def _write(session: Any, photos: list[Photo], visit_id: uuid.UUID, author: uuid.UUID, start: int) -> None:
     now = dt.datetime.now(dt.UTC)
-    rows = []
-    for p in photos:
-        row = {c: getattr(p, c) for c in _PHOTOS.columns if c not in ("created_at", "captured_has_offset")}
-        rows.append(row | {"created_at": now, "captured_has_offset": False})
-    _PHOTOS.run(session, rows)
+    # The columns' defaults come at a flush, which these rows skip: set here.
+    defaults = {"created_at": now, "captured_has_offset": False}
+    _PHOTOS.run(session, [{c: getattr(p, c) for c in _PHOTOS.columns} | defaults for p in photos])
     observations = [
         {
             "id": uuid.uuid4(), "visit_id": visit_id, "ordinal": 1_000_000 + start + n,

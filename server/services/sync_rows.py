@@ -190,11 +190,7 @@ async def _photos(session: AsyncSession, shas: list[str], scopes: list[str]) -> 
     )
     for sha, visit_id in await session.execute(query):
         refs[sha].append(str(visit_id))
-    refusals = PhotoRefusal.__table__.c
-    refused_query = select(refusals.sha256, refusals.code).where(
-        among_text(session, refusals.sha256, set(shas) - set(present))
-    )
-    refused = {sha: code for sha, code in await session.execute(refused_query)}
+    refused = await _refusals(session, set(shas) - set(present))
     return [
         {
             **present.get(sha, {"sha256": sha}),
@@ -204,6 +200,15 @@ async def _photos(session: AsyncSession, shas: list[str], scopes: list[str]) -> 
         }
         for sha in shas
     ]
+
+
+async def _refusals(session: AsyncSession, absent: set[str]) -> dict[str, str]:
+    """SHA-256 -> refusal code, of those photos not stored (none to ask about when all of a page's are)."""
+    if not absent:
+        return {}
+    refusals = PhotoRefusal.__table__.c
+    query = select(refusals.sha256, refusals.code).where(among_text(session, refusals.sha256, absent))
+    return {sha: code for sha, code in await session.execute(query)}
 
 
 async def _rows(session: AsyncSession, entity: str, ids: list[str]) -> list[Row]:

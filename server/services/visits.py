@@ -745,7 +745,10 @@ def folded_holding(arrived: Iterable[Observation]) -> tuple[VisitAnswers, Holder
         value = answer_merge.merged(answers.get(key), obs.value, obs.base)
         # `merged` hands back the answer itself when it replaces the value outright, a new one when it merges.
         held = (obs.template_code, obs.item, row)
-        holding[held] = [*holding.get(held, []), obs] if value is not obs.value else [obs]
+        if value is obs.value:
+            holding[held] = [obs]
+        else:
+            holding.setdefault(held, []).append(obs)
         if value is None:
             answers.pop(key, None)
         else:
