@@ -15,9 +15,11 @@ slower or faster over the run weighs on both alike):
 2. assigns each of 8 devices its visits and fills in 20 answers of each (`bench.sync.answered_visit`; not
    measured), and has each device push one batch first, also not measured: the server's first push
    compiles and caches its statements;
-3. reads user + system CPU of the server's processes and of the cluster's (every PostgreSQL process,
-   and those it reaped meanwhile) from `/proc`, has the 8 devices push their remaining visits at once
-   (batches of 10 `visit.answer.v1` mutations of 20 observations with GPS fixes), and reads them again.
+3. encodes each device's remaining push bodies (`bench.sync.push_bodies`: a tablet's own work, kept
+   off the cores being measured), reads user + system CPU of the server's processes and of the cluster's
+   (every PostgreSQL process, and those it reaped meanwhile) from `/proc`, has the 8 devices push their
+   remaining visits at once (batches of 10 `visit.answer.v1` mutations of 20 observations with GPS
+   fixes), and reads them again.
 
 `--profile DIR` samples the server with py-spy during each measured push (collapsed stacks, one file a
 run; `py-spy` must be on PATH or next to the interpreter). Profiling slows the server: its runs' CPU
@@ -37,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -49,7 +51,7 @@ from alembic.script import ScriptDirectory
 
 from bench.photos import ROOT, Server
 from bench.report import save, table
-from bench.sync import BATCH, answered_visit, seed_scope
+from bench.sync import BATCH, answered_visit, push_bodies, seed_scope, send_pushes
 from bench.threads import seconds_all_at_once
 from server.db.engine import Database
 from server.db.migrate import MIGRATIONS, downgrade
@@ -144,21 +146,14 @@ def plans(base: str, devices: int, visits_each: int, first: int) -> list[Plan]:
     return result
 
 
-def push_at_once(plans: list[Plan], start: int, stop: int | None) -> float:
-    """Seconds for every device (a thread each) to push visits [start:stop] of its plan, all together."""
-    return seconds_all_at_once([partial(_push, c, a, b[start:stop], start) for c, a, b in plans])
-
-
-def _push(client: httpx.Client, auth: dict[str, str], batches: list[dict[str, Any]], offset: int) -> None:
-    cid = str(uuid.uuid5(uuid.NAMESPACE_OID, auth["Authorization"]))  # one client id a device
-    for start in range(0, len(batches), BATCH):
-        mutations = [
-            {"op": "visit.answer.v1", "seq": offset + start + k + 1, "mutation_id": str(uuid.uuid4()), **b}
-            for k, b in enumerate(batches[start : start + BATCH])
-        ]
-        body = {"client_id": cid, "schema_version": 1, "mutations": mutations}
-        answer = client.post("/api/v1/sync/push", json=body, headers=auth).json()
-        assert all(r["status"] == "applied" for r in answer["results"]), answer
+def pushes(plans: list[Plan], start: int, stop: int | None) -> list[Callable[[], object]]:
+    """Each device's push of visits [start:stop] of its plan, its bodies encoded now (`push_bodies`)."""
+    calls: list[Callable[[], object]] = []
+    for client, auth, visits in plans:
+        cid = str(uuid.uuid5(uuid.NAMESPACE_OID, auth["Authorization"]))  # one client id a device
+        bodies = push_bodies(cid, visits[start:stop], first_seq=start + 1)
+        calls.append(partial(send_pushes, client, auth, bodies))
+    return calls
 
 
 # -- one run ---------------------------------------------------------------------------------------
@@ -187,10 +182,11 @@ def run_once(pg: PostgresServer, pg_pid: int, code: Code, tmp: Path, opts: Optio
     devices: list[Plan] = []
     try:
         devices = plans(server.base, opts.devices, BATCH + opts.visits, first=0)
-        push_at_once(devices, 0, BATCH)  # warm-up, not measured
+        seconds_all_at_once(pushes(devices, 0, BATCH))  # warm-up, not measured
+        measured = pushes(devices, BATCH, None)
         profiler = _profiler(server, opts.profile, f"{code.label}-{n}")
         own, srv, db = os.times(), cpu_seconds(server.process.pid), cpu_seconds(pg_pid)
-        elapsed = push_at_once(devices, BATCH, None)
+        elapsed = seconds_all_at_once(measured)
         srv, db = cpu_seconds(server.process.pid) - srv, cpu_seconds(pg_pid) - db
         bench = sum(os.times()[:2]) - sum(own[:2])
         if profiler is not None:
