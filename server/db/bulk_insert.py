@@ -84,11 +84,13 @@ def _unnest_sql(
     quote = _PG.identifier_preparer.quote  # a column named like a keyword (`at`, `order`) stays a name
     for number, name in enumerate(columns, start=1):
         column_type = table.c[name].type
-        # What PostgreSQL sees: JSONType is JSON with a JSONB variant there.
-        is_json = isinstance(column_type.dialect_impl(_PG), JSON)
+        # What PostgreSQL sees: JSONType is JSON with a JSONB variant there, LogJSON plain JSON.
+        on_pg = column_type.dialect_impl(_PG)
+        is_json = isinstance(on_pg, JSON)
         sql_type = "TEXT" if is_json else column_type.compile(dialect=_PG).split("(")[0]
         arrays.append(f"${number}::{sql_type}[]")
-        selected.append(f"{quote(name)}::JSONB" if is_json else quote(name))
+        json_type = "JSONB" if isinstance(on_pg, postgresql.JSONB) else "JSON"
+        selected.append(f"{quote(name)}::{json_type}" if is_json else quote(name))
         # Our own column types check values on the way in (UTCDateTime refuses a naive time, which
         # PostgreSQL would read in the server's zone): they do so here too.
         own = column_type.bind_processor(_PG) if isinstance(column_type, TypeDecorator) else None

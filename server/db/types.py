@@ -37,6 +37,12 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 
 JSONType: Any = JSON().with_variant(JSONB(), "postgresql")
 
+LogJSON: Any = JSON()
+"""A JSON column kept as its text on PostgreSQL too (`json`, not `jsonb`), for rows written on every push
+and read back only when an edit comes again: the mutation log. `jsonb` parses each value into its binary
+form on the way in, which for a visit's 7 KB of answers cost PostgreSQL about as much as the row's other
+work, and nothing here queries inside the value."""
+
 
 class RawJSON(TypeDecorator[msgspec.Raw]):
     """A JSON column's text (`raw_json(column)`), wrapped for msgspec to copy onto the wire as it is.

@@ -168,3 +168,24 @@ def test_0020_indexes_the_hashes_of_photos_stored_before_it(client: Client, data
 async def _bands_stored(session: AsyncSession) -> list[tuple[str, tuple[int | None, ...]]]:
     query = select(Photo.dhash, Photo.dhash_b0, Photo.dhash_b1, Photo.dhash_b2, Photo.dhash_b3)
     return [(dhash, tuple(rest)) for dhash, *rest in await session.execute(query)]
+
+
+def test_0021_keeps_the_mutation_log_readable_both_ways(client: Client, database_url: str) -> None:
+    """0021 stores the log's JSON as text on PostgreSQL. Edits logged before it and after a downgrade
+    still answer as they did: a resend replays its result, the same mutation_id on another edit (sent
+    by another of the user's client ids, so only the log can tell) is refused."""
+    worker = login(client, TEAM[0])
+    edit = update_mutation(1, H1, 1, address="甲")
+    assert push(client, worker, str(uuid.uuid4()), [edit])["results"][0]["status"] == "applied"
+
+    for revision in ("0020", "0021"):
+        db = Database(database_url)
+        asyncio.run(downgrade(db, revision) if revision == "0020" else upgrade(db))
+        asyncio.run(db.dispose())
+        client.blocking_portal.call(client.app.state.db.engine.dispose)  # statements knew the old types
+        resent = push(client, worker, str(uuid.uuid4()), [edit])["results"][0]
+        assert (resent["status"], resent.get("code")) == ("already_applied", None)
+        other = update_mutation(1, H1, 1, address="乙") | {"mutation_id": edit["mutation_id"]}
+        refused = push(client, worker, str(uuid.uuid4()), [other])["results"][0]
+        assert (refused["status"], refused["code"]) == ("rejected", "mutation_id_reused")
+    assert asyncio.run(_upgrade_and_diff(database_url))[1] == []

@@ -15,7 +15,7 @@ from sqlalchemy import ARRAY, JSON, BigInteger, Boolean, Index, Integer, String,
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db.models.base import Base
-from server.db.types import JSONType, utcnow
+from server.db.types import JSONType, LogJSON, utcnow
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -116,9 +116,9 @@ class MutationLog(Base):
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     mutation_id: Mapped[uuid.UUID]
     op: Mapped[str] = mapped_column(String(40))
-    args: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    args: Mapped[dict[str, Any]] = mapped_column(LogJSON)
     status: Mapped[str] = mapped_column(String(24))
-    result: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    result: Mapped[dict[str, Any]] = mapped_column(LogJSON)
     user_id: Mapped[uuid.UUID]
     device_time: Mapped[dt.datetime | None]
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
