@@ -13,6 +13,10 @@ A lock taken later in this order never waits for one taken earlier by a transact
 for it. Where a lock must come after one on the household, the household's id is read first without a
 lock: a member's or a visit's household never changes, and a conflict's record neither.
 
+A write that locks visits alone (a field worker's push of answers) may lock each household together with
+its visits, in one statement ordered by household then visit: every household lock is still taken in id
+order and before the records under it, which is all the order above asks.
+
 SQLite has one writer at a time (BEGIN IMMEDIATE), so there these locks cost nothing and do nothing.
 """
 

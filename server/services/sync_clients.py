@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import Executable
 
 from server.db.models import SyncClient, SyncState
 from server.db.types import utcnow
@@ -29,11 +30,32 @@ async def claim(
     """The client's row, created on first contact and locked until this transaction ends, and the
     database's current epoch (read with it; a client created now is of that epoch).
 
-    INSERT .. ON CONFLICT DO NOTHING first, so two first pushes racing each other both succeed.
+    A known client is one locked read (every push but a device's first). A new one is inserted with
+    INSERT .. ON CONFLICT DO NOTHING, so two first pushes racing each other both succeed, and read again.
     """
+    found = (await session.execute(_locked_with_epoch(client_id))).one_or_none()
+    if found is None:
+        await session.execute(_insert_new(session, actor, client_id, schema_version))
+        found = (await session.execute(_locked_with_epoch(client_id))).one()
+    client, epoch = found
+    _require_owner(client, actor)
+    return client, epoch
+
+
+def _locked_with_epoch(client_id: uuid.UUID) -> Select[SyncClient, uuid.UUID]:
+    query = (
+        select(SyncClient, SyncState.epoch)
+        .join(SyncState, SyncState.id == 1)
+        .where(SyncClient.client_id == client_id)
+        .with_for_update(of=SyncClient)
+    )
+    return query.execution_options(populate_existing=True)
+
+
+def _insert_new(session: AsyncSession, actor: Actor, client_id: uuid.UUID, schema_version: int) -> Executable:
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     current = select(SyncState.epoch).where(SyncState.id == 1)
-    await session.execute(
+    return (
         insert(SyncClient)
         .values(
             client_id=client_id,
@@ -46,15 +68,6 @@ async def claim(
         )
         .on_conflict_do_nothing(index_elements=["client_id"])
     )
-    query = (
-        select(SyncClient, SyncState.epoch)
-        .join(SyncState, SyncState.id == 1)
-        .where(SyncClient.client_id == client_id)
-        .with_for_update(of=SyncClient)
-    )
-    client, epoch = (await session.execute(query.execution_options(populate_existing=True))).one()
-    _require_owner(client, actor)
-    return client, epoch
 
 
 async def note_past_epoch(

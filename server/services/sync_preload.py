@@ -83,6 +83,11 @@ async def preload(session: AsyncSession, actor: Actor, mutations: Iterable[Mutat
     wanted = _Wanted.of(mutations)
     communities = select(Jurisdiction.id).where(under(actor))
     pre = Preloaded(communities=frozenset((await session.execute(communities)).scalars()))
+    if wanted.visits_only():
+        # A field worker's usual batch: each visit's household is locked with it, in household order
+        # (lock_order), by the visits' own query: no household to read first, none to lock alone.
+        await _read_visits(session, pre, wanted)
+        return pre
     # What decides the order is read first, unlocked: a member's, a visit's or a conflict's record's
     # household never changes.
     decided_households, decided_members = await lock_order.records_of_conflicts(session, wanted.conflicts)
@@ -100,14 +105,21 @@ async def preload(session: AsyncSession, actor: Actor, mutations: Iterable[Mutat
         members = select(Member).where(among(session, Member.id, member_ids)).order_by(Member.id)
         pre.members.update((m.id, m) for m in await _locked(session, members))
     if wanted.visits:
-        pre.visits.update(await _visits(session, wanted.visits))
+        await _read_visits(session, pre, wanted)
     if wanted.conflicts:
         decided = select(SyncConflict.id).where(among(session, SyncConflict.id, wanted.conflicts))
         await _locked(session, decided.order_by(SyncConflict.id))
+    return pre
+
+
+async def _read_visits(session: AsyncSession, pre: Preloaded, wanted: _Wanted) -> None:
+    """The visits, locked with their households, and the answers of the batch already stored."""
+    if wanted.visits:
+        pre.visits.update(await _visits(session, wanted.visits))
+        pre.households.update((household.id, household) for _, household in pre.visits.values())
     if wanted.observations:
         stored = select(Observation).where(among(session, Observation.id, wanted.observations))
         pre.observations.update((o.id, o) for o in (await session.execute(stored)).scalars())
-    return pre
 
 
 @dataclass
@@ -119,6 +131,9 @@ class _Wanted:
     visits: set[uuid.UUID] = field(default_factory=set)
     conflicts: set[uuid.UUID] = field(default_factory=set)
     observations: set[uuid.UUID] = field(default_factory=set)
+
+    def visits_only(self) -> bool:
+        return not (self.households or self.members or self.conflicts)
 
     @classmethod
     def of(cls, mutations: Iterable[Mutation]) -> _Wanted:

@@ -158,10 +158,9 @@ async def push(
 ) -> PushResponse:
     check_schema(request.schema_version)
     client, epoch = await claim(session, actor, request.client_id, request.schema_version)
-    sync_clients.measure_clock(client, request.device_now)
     if client.epoch != epoch:
         _after_restore(session, actor, client, epoch, mutations)
-    await session.flush()  # the client row's changes: a savepoint rolled back later must not undo them
+        await session.flush()  # the client row's changes: a savepoint rolled back later must not undo them
     delivered = await _delivered_before(session, actor, mutations)
     with transaction.held_by_push(session, str(client.client_id)):
         well_formed = [m for m in mutations if not isinstance(m, MalformedMutation)]
@@ -170,6 +169,8 @@ async def push(
         if applied is None:
             applied = await _apply_all(session, actor, _Batch(client, delivered), mutations, rules)
     batch, results, stopped = applied
+    # Seen now, written with the batch's last seq: one UPDATE of the client's row, at the end.
+    sync_clients.measure_clock(client, request.device_now)
     await batch.write(session, actor)
     await session.commit()
     return _answer(client, results, stopped)
