@@ -199,11 +199,17 @@ def on_database_busy(request: Request[Any, Any, Any], exc: DBAPIError) -> Respon
 # lock or statement timed out. asyncpg's errors for them reach us as a plain DBAPIError, not an
 # OperationalError, and were answered 500 although nothing was done and a retry is safe.
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014"})
+# The server shutting down, restarting or not yet accepting connections, and the connection's own
+# failures (class 08): the transaction was lost with the connection, uncommitted.
+_LOST_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 
 
 def on_database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[Any]:
-    """A database error that is no refusal of ours: 503 when the database asks for a retry, else a bug."""
-    if getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+    """A database error that is no refusal of ours: 503 when the database asks for a retry or the
+    connection to it was lost (SQLAlchemy has then discarded it from the pool), else a bug."""
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    lost = exc.connection_invalidated or sqlstate in _LOST_CONNECTION_SQLSTATES or sqlstate.startswith("08")
+    if lost or sqlstate in _RETRYABLE_SQLSTATES:
         return on_database_busy(request, exc)
     return on_unexpected(request, exc)
 

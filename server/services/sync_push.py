@@ -370,11 +370,19 @@ async def _fast_pass(
     try:
         applied = await _apply_all(session, actor, batch, mutations, rules, pre)
         await session.flush()
-    except Exception:  # whatever it was, the slow pass meets it again and handles it
+    except Exception as exc:  # whatever it was, the slow pass meets it again and handles it
+        _raise_if_connection_lost(exc)
         await savepoint.rollback()
         return None
     await savepoint.commit()
     return applied
+
+
+def _raise_if_connection_lost(exc: Exception) -> None:
+    """The transaction went with the connection: no savepoint to return to, no other pass to try, nothing
+    of the batch to commit. The loss answers 503 (errors.py) and the device sends the batch again."""
+    if (lost := transaction.lost_connection(exc)) is not None:
+        raise lost
 
 
 async def _apply_all(
@@ -609,6 +617,7 @@ async def _attempt(
             return _Retry.KEY_TAKEN
         return await _quarantine(session, actor, batch, mutation, exc)
     except Exception as exc:
+        _raise_if_connection_lost(exc)
         await savepoint.rollback()
         if _refused_by_the_database(exc):
             refusal = Invalid(

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 _IN_PUSH = "fivestep_in_push"
@@ -65,6 +65,19 @@ def unique_key_taken(exc: BaseException) -> bool:
             return str(sqlstate) == "23505"  # unique_violation
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def lost_connection(exc: BaseException) -> DBAPIError | None:
+    """The error by which the database connection was lost under `exc` (the server restarting, the
+    network between us cut), if it was: SQLAlchemy then raises other errors on the dead transaction, a
+    failed rollback to a savepoint among them, with the loss as their context. Nothing of the transaction
+    can be committed any more, nor another savepoint begun."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def lost_race(session: AsyncSession, exc: IntegrityError) -> bool:

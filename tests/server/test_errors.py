@@ -155,3 +155,35 @@ def test_a_deadlock_reported_by_postgresql_is_a_503_to_retry_and_changes_nothing
     assert client.get(f"/api/v1/households/{hid}", headers=worker).json()["version"] == version
     retried = client.patch(f"/api/v1/households/{hid}", json=edit, headers=worker)
     assert retried.status_code == 200, retried.text
+
+
+def test_a_connection_lost_mid_request_is_a_503_to_retry_and_changes_nothing(client: Client) -> None:
+    """The database server restarting, or a network cut between us and it, drops the connection under a
+    request: nothing was committed and the same request can be sent again, which is a 503, not a 500."""
+    if client.app.state.db.is_sqlite:
+        pytest.skip("SQLite is a file in our own process: there is no connection to lose")
+    hid = household_id("DB-C01-0001")
+    ddl = [
+        "CREATE FUNCTION hang_up() RETURNS trigger AS $$ BEGIN "
+        "PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER hang_up BEFORE UPDATE ON households FOR EACH ROW EXECUTE FUNCTION hang_up()",
+    ]
+
+    def execute(statements: list[str]) -> None:
+        async def run(session: Any) -> None:
+            for statement in statements:
+                await session.execute(sql(statement))
+
+        run_db(client, run)
+
+    worker = login(client, "demo-worker-1")
+    version = client.get(f"/api/v1/households/{hid}", headers=worker).json()["version"]
+    execute(ddl)
+    edit = {"version": version, "address": "解放街3号"}
+    refused = client.patch(f"/api/v1/households/{hid}", json=edit, headers=worker)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "unavailable" and refused.headers["retry-after"] == "2"
+    execute(["DROP TRIGGER hang_up ON households", "DROP FUNCTION hang_up()"])
+    assert client.get(f"/api/v1/households/{hid}", headers=worker).json()["version"] == version
+    retried = client.patch(f"/api/v1/households/{hid}", json=edit, headers=worker)
+    assert retried.status_code == 200, retried.text

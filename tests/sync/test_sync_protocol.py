@@ -954,6 +954,42 @@ def test_a_transaction_aborted_mid_batch_keeps_what_came_before_and_nothing_of_i
     assert logged == 5
 
 
+def test_a_connection_lost_mid_batch_answers_503_and_the_resent_batch_applies_once(client: Client) -> None:
+    """PostgreSQL drops the connection while the batch is written (its backend terminated, as in a
+    restart): the push's transaction is gone with it, so the device is told to retry (503), and the same batch sent
+    again applies each mutation once, none quarantined."""
+    if client.app.state.db.is_sqlite:
+        pytest.skip("SQLite is a file in our own process: there is no connection to lose")
+    worker = login(client, "demo-worker-1")
+    cid = str(uuid.uuid4())
+    batch = [update_mutation(i, H1, i, address=f"第{i}次") for i in range(1, 6)]
+    hang_up = [
+        "CREATE FUNCTION hang_up() RETURNS trigger AS $$ BEGIN "
+        "PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER hang_up BEFORE UPDATE ON households FOR EACH ROW EXECUTE FUNCTION hang_up()",
+    ]
+    _execute(client, hang_up)
+    body = {"client_id": cid, "schema_version": 1, "mutations": batch}
+    lost = client.post("/api/v1/sync/push", json=body, headers=worker)
+    assert lost.status_code == 503 and lost.json()["error"]["code"] == "unavailable", lost.text
+    _execute(client, ["DROP TRIGGER hang_up ON households", "DROP FUNCTION hang_up()"])
+    before = client.get(f"/api/v1/households/{H1}", headers=worker).json()
+    assert before["address"] != "第1次" and before["version"] == 1
+    again = push(client, worker, cid, batch)
+    assert [r["status"] for r in again["results"]] == ["applied"] * 5 and again["last_mutation_seq"] == 5
+    assert client.get(f"/api/v1/households/{H1}", headers=worker).json()["address"] == "第5次"
+    logged = run_db(client, lambda s: _count(s, MutationLog, MutationLog.client_id == uuid.UUID(cid)))
+    assert logged == 5
+
+
+def _execute(client: Client, statements: list[str]) -> None:
+    async def run(session: Any) -> None:
+        for statement in statements:
+            await session.execute(sql(statement))
+
+    run_db(client, run)
+
+
 async def _count(session: Any, model: Any, *where: Any) -> int:
     return len(list((await session.execute(select(model).where(*where))).scalars()))
 
