@@ -200,7 +200,8 @@ def on_database_busy(request: Request[Any, Any, Any], exc: DBAPIError) -> Respon
 # OperationalError, and were answered 500 although nothing was done and a retry is safe.
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014"})
 # The server shutting down, restarting or not yet accepting connections, and the connection's own
-# failures (class 08): the transaction was lost with the connection, uncommitted.
+# failures (class 08): the transaction was lost with the connection. One cut off in its COMMIT may have
+# landed: a retry then meets its own write, as after any lost answer (creates carry the client's id).
 _LOST_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
 
 

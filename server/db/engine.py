@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Dialect, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -44,7 +45,11 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     # faster than the standard library, with the same Python values on the way back.
     json = {"json_serializer": json_text, "json_deserializer": msgspec.json.decode}
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=True, **json)
+        engine = create_async_engine(
+            url, echo=echo, pool_size=10, max_overflow=10, pool_pre_ping=True, **json
+        )
+        event.listen(engine.sync_engine, "do_connect", _connect_or_unreachable)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         owner_only(Path(parsed.database))  # ID numbers and health, unmasked: no other account reads them
@@ -57,6 +62,17 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 def json_text(value: object) -> str:
     """How JSON columns are written (bulk_insert.py writes them so too)."""
     return msgspec.json.encode(value).decode()
+
+
+def _connect_or_unreachable(dialect: Dialect, _record: ConnectionPoolEntry, cargs: Any, cparams: Any) -> Any:
+    """A new connection; a server that refuses it or does not answer (down for a restart, the network
+    cut) as an OperationalError, like every other "try again later" of the database's (errors.py: 503).
+    asyncpg raises these as the socket's own OSError or TimeoutError, which SQLAlchemy passes on as they
+    are, and which would otherwise be answered 500."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except (OSError, TimeoutError) as exc:
+        raise OperationalError("connect", None, exc) from exc
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

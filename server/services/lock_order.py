@@ -14,8 +14,9 @@ for it. Where a lock must come after one on the household, the household's id is
 lock: a member's or a visit's household never changes, and a conflict's record neither.
 
 A write that locks visits alone (a field worker's push of answers) may lock each household together with
-its visits, in one statement ordered by household then visit: every household lock is still taken in id
-order and before the records under it, which is all the order above asks.
+its visits, in one statement ordered by household then visit and naming the household first in its
+`FOR UPDATE OF` (PostgreSQL locks a row's tables in that order): every household lock is still taken in
+id order and before the records under it, which is all the order above asks.
 
 SQLite has one writer at a time (BEGIN IMMEDIATE), so there these locks cost nothing and do nothing.
 """

@@ -95,10 +95,11 @@ CLOCK_NEWS = dt.timedelta(seconds=60)
 once a sync, not once a page of a first sync's fifty."""
 
 
-def measure_clock(client: SyncClient, device_now: dt.datetime | None) -> None:
-    """The client was seen now; with the device's clock, how far off it is (server minus device).
-    Measured and shown to administrators (the devices list); never used to order anything."""
-    for name, value in _clock_reading(device_now).items():
+def measure_clock(client: SyncClient, device_now: dt.datetime | None, at: dt.datetime | None = None) -> None:
+    """The client was seen now (or `at`, when its request arrived); with the device's clock, how far off
+    it is (server minus device). Measured and shown to administrators (the devices list); never used to
+    order anything."""
+    for name, value in _clock_reading(device_now, at).items():
         setattr(client, name, value)
 
 
@@ -126,8 +127,8 @@ async def latest_by_device(session: AsyncSession, device_ids: list[uuid.UUID]) -
     return {c.device_id: c for c in found.scalars() if c.device_id is not None}
 
 
-def _clock_reading(device_now: dt.datetime | None) -> dict[str, object]:
-    now = utcnow()
+def _clock_reading(device_now: dt.datetime | None, at: dt.datetime | None = None) -> dict[str, object]:
+    now = at or utcnow()
     reading: dict[str, object] = {"last_seen_at": now}
     if device_now is not None:
         reading["clock_offset_ms"] = _offset_ms(now, device_now)

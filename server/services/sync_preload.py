@@ -167,6 +167,7 @@ async def _visits(
         .where(among(session, Visit.id, ids))
         .options(selectinload(Visit.team))
         .order_by(Household.id, Visit.id)  # households locked in id order, like the query above
-        .with_for_update(of=(Visit, Household))
+        # PostgreSQL locks a row's tables in the order OF names them: the household before its visit.
+        .with_for_update(of=(Household, Visit))
     )
     return [(visit.id, (visit, household)) for visit, household in (await session.execute(query)).all()]

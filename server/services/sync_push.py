@@ -157,6 +157,7 @@ async def push(
     session: AsyncSession, actor: Actor, request: PushEnvelope, mutations: list[AnyMutation], rules: RulePack
 ) -> PushResponse:
     check_schema(request.schema_version)
+    arrived = utcnow()  # the device's clock is compared with ours as it sent the batch, not as it ends
     client, epoch = await claim(session, actor, request.client_id, request.schema_version)
     if client.epoch != epoch:
         _after_restore(session, actor, client, epoch, mutations)
@@ -169,8 +170,8 @@ async def push(
         if applied is None:
             applied = await _apply_all(session, actor, _Batch(client, delivered), mutations, rules)
     batch, results, stopped = applied
-    # Seen now, written with the batch's last seq: one UPDATE of the client's row, at the end.
-    sync_clients.measure_clock(client, request.device_now)
+    # Written with the batch's last seq: one UPDATE of the client's row, at the end.
+    sync_clients.measure_clock(client, request.device_now, at=arrived)
     await batch.write(session, actor)
     await session.commit()
     return _answer(client, results, stopped)

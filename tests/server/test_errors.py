@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import msgspec
 import pytest
 from sqlalchemy import text as sql
 
+from server.db.engine import Database
 from tests.helpers import Client, household_id, login, run_db
 
 
@@ -187,3 +189,26 @@ def test_a_connection_lost_mid_request_is_a_503_to_retry_and_changes_nothing(cli
     assert client.get(f"/api/v1/households/{hid}", headers=worker).json()["version"] == version
     retried = client.patch(f"/api/v1/households/{hid}", json=edit, headers=worker)
     assert retried.status_code == 200, retried.text
+
+
+def test_a_database_that_cannot_be_reached_is_a_503_to_retry(client: Client) -> None:
+    """PostgreSQL down for a restart refuses new connections: the requests meanwhile hear 503 with
+    Retry-After (the tablets retry), not 500, and the server answers again once it is back."""
+    if client.app.state.db.is_sqlite:
+        pytest.skip("SQLite is a file in our own process: there is no server to be down")
+    worker = login(client, "demo-worker-1")
+    hid = household_id("DB-C01-0001")
+    running = client.app.state.db
+    with socket.socket() as closed:  # a port nobody listens on: connections to it are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    down = Database(running.engine.url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False))
+    client.app.state.db = down
+    try:
+        refused = client.get(f"/api/v1/households/{hid}", headers=worker)
+    finally:
+        client.app.state.db = running
+        client.blocking_portal.call(down.dispose)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "unavailable" and refused.headers["retry-after"] == "2"
+    assert client.get(f"/api/v1/households/{hid}", headers=worker).status_code == 200

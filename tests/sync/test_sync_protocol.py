@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -52,6 +53,7 @@ from tests.helpers import (
     posted_at_once,
     run_db,
     sent_in_turn,
+    waiting_on_locks,
 )
 from tests.images import jpeg_with_gps
 from tests.server.test_households import valid_id
@@ -1196,6 +1198,27 @@ def test_clock_offset_is_measured_and_orders_nothing(client: Client, make_device
     device.clock_offset_s = 0
     device.sync()
     assert abs(shown()["clock_offset_ms"]) < 120_000
+
+
+def test_a_slow_batch_does_not_count_as_clock_skew(client: Client) -> None:
+    """The device's clock is compared with the server's as the batch arrives: the time the server then
+    spends applying it is no error of the tablet's clock."""
+    worker = login(client, "demo-worker-1")
+    cid = str(uuid.uuid4())
+    body = {
+        "client_id": cid,
+        "schema_version": 1,
+        "device_now": dt.datetime.now(dt.UTC).isoformat(),
+        "mutations": [update_mutation(1, H1, 1, address="慢慢来")],
+    }
+    sync_push.fault_hook = lambda _: time.sleep(1.5)
+    try:
+        answer = client.post("/api/v1/sync/push", json=body, headers=worker)
+    finally:
+        sync_push.fault_hook = None
+    assert answer.status_code == 200 and answer.json()["last_mutation_seq"] == 1, answer.text
+    offset = run_db(client, lambda s: s.get_one(SyncClient, uuid.UUID(cid))).clock_offset_ms
+    assert offset is not None and abs(offset) < 1_000
 
 
 # -- merge -----------------------------------------------------------------------------------------
@@ -2363,6 +2386,47 @@ def test_one_batch_creating_editing_and_resending_lands_each_effect_once(client:
     assert created["employment"] == "flexible" and created["version"] == 2
     stored = client.get(f"/api/v1/visits/{visit['id']}/observations", headers=worker).json()
     assert sorted(o["id"] for o in stored) == sorted(a["id"] for a in answers)
+
+
+def test_a_push_of_answers_waits_for_its_household_without_holding_the_visit(client: Client) -> None:
+    """A reviewer's decision locks the household, then its visit (lock_order.py). A tablet's push of
+    answers locks both in one statement: had it locked the visit first and then waited for the household,
+    the reviewer's next lock would wait for the push, and PostgreSQL would end one of them as a deadlock
+    (a 503 to retry, after a second's wait). It must wait for the household holding nothing under it."""
+    db: Database = client.app.state.db
+    if db.is_sqlite:
+        pytest.skip("SQLite has one writer: a push and a decision cannot overlap")
+    worker = login(client, "demo-worker-1")
+    visit = assign(client)
+    answers = [observation(a) for a in complete_answers(client, visit, worker)][:3]
+    mutation = {"op": "visit.answer.v1", "seq": 1, "mutation_id": str(uuid.uuid4()), "visit_id": visit["id"]}
+    body = {
+        "client_id": str(uuid.uuid4()),
+        "schema_version": 1,
+        "mutations": [mutation | {"observations": answers}],
+    }
+
+    async def push_while_deciding() -> httpx.Response:
+        transport = httpx.ASGITransport(app=client.app)
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+            db.engine.connect() as reviewer,
+        ):
+            await reviewer.execute(
+                select(Household.id).where(Household.id == uuid.UUID(H1)).with_for_update()
+            )
+            pushed = asyncio.ensure_future(http.post("/api/v1/sync/push", json=body, headers=worker))
+            try:
+                await waiting_on_locks(db, 1)
+                held = select(Visit.id).where(Visit.id == uuid.UUID(visit["id"])).with_for_update()
+                await reviewer.execute(held)  # the visit is free: the push holds nothing yet
+            finally:
+                await reviewer.commit()
+            return await pushed
+
+    answer = client.blocking_portal.call(push_while_deciding)
+    assert answer.status_code == 200, answer.text
+    assert [r["status"] for r in answer.json()["results"]] == ["applied"]
 
 
 def test_answers_of_a_pass_undone_by_a_refusal_later_in_the_batch_are_stored_once_with_all_they_bring(
