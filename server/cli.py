@@ -169,10 +169,17 @@ def _prepare_in_child(settings: Settings, *, demo: bool) -> None:
 
 
 def _prepare_sync(settings: Settings, demo: bool) -> None:
+    from sqlalchemy.exc import OperationalError
+
     try:
         asyncio.run(_prepare(settings, demo=demo))
-    except OSError as exc:  # no database there (yet): the operator needs this line, not a traceback
-        print(f"fivestep: cannot reach the database: {exc}", file=sys.stderr)
+    except (OSError, OperationalError) as exc:
+        # No database there (yet): the operator needs this line, not a traceback. PostgreSQL refusing the
+        # connection comes as an OperationalError around the socket's error (server/db/engine.py).
+        unreachable = exc.orig if isinstance(exc, OperationalError) else exc
+        if not isinstance(unreachable, OSError):
+            raise
+        print(f"fivestep: cannot reach the database: {unreachable}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
