@@ -67,11 +67,11 @@ def json_text(value: object) -> str:
 def _connect_or_unreachable(dialect: Dialect, _record: ConnectionPoolEntry, cargs: Any, cparams: Any) -> Any:
     """A new connection; a server that refuses it or does not answer (down for a restart, the network
     cut) as an OperationalError, like every other "try again later" of the database's (errors.py: 503).
-    asyncpg raises these as the socket's own OSError or TimeoutError, which SQLAlchemy passes on as they
-    are, and which would otherwise be answered 500."""
+    asyncpg raises these as the socket's own OSError (TimeoutError is one), which SQLAlchemy passes on as
+    it is, and which would otherwise be answered 500."""
     try:
         return dialect.connect(*cargs, **cparams)
-    except (OSError, TimeoutError) as exc:
+    except OSError as exc:
         raise OperationalError("connect", None, exc) from exc
 
 

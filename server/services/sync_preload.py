@@ -104,8 +104,7 @@ async def preload(session: AsyncSession, actor: Actor, mutations: Iterable[Mutat
     if member_ids:
         members = select(Member).where(among(session, Member.id, member_ids)).order_by(Member.id)
         pre.members.update((m.id, m) for m in await _locked(session, members))
-    if wanted.visits:
-        await _read_visits(session, pre, wanted)
+    await _read_visits(session, pre, wanted)
     if wanted.conflicts:
         decided = select(SyncConflict.id).where(among(session, SyncConflict.id, wanted.conflicts))
         await _locked(session, decided.order_by(SyncConflict.id))

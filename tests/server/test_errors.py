@@ -134,6 +134,10 @@ _MID_REQUEST_FAILURES = {
     # The database server restarting, or a network cut between us and it, drops the connection under
     # the request: its transaction goes with it, and SQLAlchemy's error for it answered 500.
     "connection_lost": "PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW;",
+    # What PostgreSQL says while it starts up or shuts down, and of a connection failing (class 08).
+    "starting_up": "RAISE EXCEPTION 'starting up' USING ERRCODE = 'cannot_connect_now';",
+    "shutting_down": "RAISE EXCEPTION 'shutting down' USING ERRCODE = 'admin_shutdown';",
+    "connection_failure": "RAISE EXCEPTION 'connection failure' USING ERRCODE = 'connection_failure';",
 }
 
 
