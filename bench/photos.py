@@ -6,7 +6,8 @@ started and measured three ways:
 - **one client**: photos sent one after another (creation, then one PATCH with the whole file; the PATCH
   answers once the photo is verified, EXIF read, both derivatives made, hashed and stored), in ms/photo;
   against the **floor** measured in this run: a plain full decode of the same file (`Image.open().load()`);
-- **8 clients** at once, in photos per second;
+- **8 clients** at once, in photos per second, with the CPU the server and the clients used meanwhile and
+  the share of the cores they kept busy (the clients' files are made and hashed before the clock starts);
 - **20 photos at once**, the server's peak resident memory (VmHWM of the server process).
 
 Also measured in this run, in the bench's own process: the **pipeline alone** (`media.pipeline.process_image`,
@@ -224,14 +225,22 @@ def ingest(client: httpx.Client, auth: dict[str, str], photo: Upload) -> float:
     return time.perf_counter() - started
 
 
-def in_parallel(base: str, auths: list[dict[str, str]], photo: bytes, per_client: int) -> float:
-    """Each client sends ``per_client`` photos, all clients at once; wall-clock seconds."""
+class Run(NamedTuple):
+    """8 clients' photos, timed from the moment every client is ready to send until the last is stored."""
+
+    seconds: float
+    server_cpu: float  # CPU seconds of the server process over those seconds
+    bench_cpu: float  # and of this process: the clients' sending, never their files' preparation
+
+
+def in_parallel(server: Server, auths: list[dict[str, str]], photo: bytes, per_client: int) -> Run:
+    """Each client sends ``per_client`` photos, all clients at once."""
     barrier = threading.Barrier(len(auths) + 1)
     errors: list[BaseException] = []
 
     def work(auth: dict[str, str]) -> None:
         files = [upload(variant(photo)) for _ in range(per_client)]
-        with httpx.Client(base_url=base, timeout=120) as client:
+        with httpx.Client(base_url=server.base, timeout=120) as client:
             barrier.wait()
             try:
                 for data in files:
@@ -242,13 +251,13 @@ def in_parallel(base: str, auths: list[dict[str, str]], photo: bytes, per_client
     threads = [threading.Thread(target=work, args=(auth,)) for auth in auths]
     for thread in threads:
         thread.start()
-    barrier.wait()
-    started = time.perf_counter()
+    barrier.wait()  # every client has made and hashed its files: none of that is counted below
+    started, server_cpu, bench_cpu = time.perf_counter(), server.cpu_seconds(), _own_cpu()
     for thread in threads:
         thread.join()
     if errors:
         raise errors[0]
-    return time.perf_counter() - started
+    return Run(time.perf_counter() - started, server.cpu_seconds() - server_cpu, _own_cpu() - bench_cpu)
 
 
 def measure(
@@ -265,15 +274,12 @@ def measure(
     try:
         auths = [sign_in(server.base, f"bench-{i}") for i in range(20)]
         idle = server.memory_mb("VmRSS")
-        burst = in_parallel(server.base, auths, photo, 1)
+        burst = in_parallel(server, auths, photo, 1).seconds
         peak = server.memory_mb("VmHWM")
         with httpx.Client(base_url=server.base, timeout=120) as client:
             ingest(client, auths[0], upload(variant(photo)))  # warm-up
             times = [ingest(client, auths[0], upload(variant(photo))) for _ in range(sequential)]
-        cpu_before, own_before = server.cpu_seconds(), _own_cpu()
-        eight = in_parallel(server.base, auths[:8], photo, per_client)
-        cpu_per_photo = (server.cpu_seconds() - cpu_before) / (8 * per_client) * 1000
-        client_cpu_per_photo = (_own_cpu() - own_before) / (8 * per_client) * 1000
+        eight = in_parallel(server, auths[:8], photo, per_client)
     finally:
         server.stop()
     ms = statistics.median(times) * 1000
@@ -283,9 +289,11 @@ def measure(
         "photos_per_s_1_client": 1000 / ms,
         "floor_decode_ms": floor,
         "ratio_to_floor": ms / floor,
-        "photos_per_s_8_clients": 8 * per_client / eight,
-        "server_cpu_ms_per_photo": cpu_per_photo,
-        "bench_cpu_ms_per_photo": client_cpu_per_photo,
+        "photos_per_s_8_clients": 8 * per_client / eight.seconds,
+        "server_cpu_ms_per_photo": eight.server_cpu / (8 * per_client) * 1000,
+        "bench_cpu_ms_per_photo": eight.bench_cpu / (8 * per_client) * 1000,
+        # of the two cores, the share the server and the clients kept busy
+        "cores_busy": (eight.server_cpu + eight.bench_cpu) / eight.seconds / len(os.sched_getaffinity(0)),
         "burst_20_s": burst,
         "rss_idle_mb": idle,
         "rss_peak_mb": peak,
