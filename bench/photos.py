@@ -226,7 +226,7 @@ def ingest(client: httpx.Client, auth: dict[str, str], photo: Upload) -> float:
 
 
 class Run(NamedTuple):
-    """8 clients' photos, timed from the moment every client is ready to send until the last is stored."""
+    """The clients' photos, timed from the moment every client is ready to send until the last is stored."""
 
     seconds: float
     server_cpu: float  # CPU seconds of the server process over those seconds

@@ -71,7 +71,11 @@ def lost_connection(exc: BaseException) -> DBAPIError | None:
     """The error by which the database connection was lost under `exc` (the server restarting, the
     network between us cut), if it was: SQLAlchemy then raises other errors on the dead transaction, a
     failed rollback to a savepoint among them, with the loss as their context. Nothing of the transaction
-    can be committed any more, nor another savepoint begun."""
+    can be committed any more, nor another savepoint begun.
+
+    Only a connection SQLAlchemy invalidated counts, unlike the SQLSTATEs errors.py also answers 503: on a
+    connection still alive the push rolls back to its savepoint and stops as transient, keeping what came
+    before in the batch."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, DBAPIError) and seen.connection_invalidated:
